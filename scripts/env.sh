@@ -1,0 +1,18 @@
+# Sourced by every numbered script: create .venv if absent, install the pinned requirements and this
+# repository (editable) once, then activate it. Idempotent: a second run only checks a stamp file.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.installed-$(cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -r requirements.txt
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+# shellcheck disable=SC1091
+source .venv/bin/activate
+export PYTHONUNBUFFERED=1
