@@ -39,14 +39,15 @@ def parse_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argpar
     known, _ = pre.parse_known_args(argv)
     if known.config:
         section = load_section(known.config, stage)
-        dests = {a.dest for a in parser._actions}
+        actions = {a.dest: a for a in parser._actions}
         overrides = {}
         for key, value in section.items():
             dest = str(key).replace("-", "_")
-            if dest not in dests or dest in ("help", "config"):
+            if dest not in actions or dest in ("help", "config"):
                 raise UserError(f"unknown key '{key}' in section '{stage}' of {known.config}; "
                                 f"see `--help` for the valid option names")
             overrides[dest] = value
+            actions[dest].required = False  # the YAML supplies it
         parser.set_defaults(**overrides)
     args = parser.parse_args(argv)
     args.stage = stage

@@ -1,0 +1,341 @@
+"""StyleGAN2 / SWAGAN building blocks in plain PyTorch (no compiled extension; identical on CPU and GPU).
+
+Every operation is built from conv2d / conv_transpose2d / pad / reshape, so first- and second-order gradients
+(needed by R1 and path-length regularisation) come from autograd. Parameter and buffer names follow the
+StyleGAN2/SWAGAN layout (weight, bias, modulation, blur.kernel, ll/lh/hl/hh, ...) so that checkpoints of the
+unconditional SWAGAN map onto these modules by name.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2)
+BLUR_KERNEL = (1, 3, 3, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bias + leaky ReLU
+
+
+def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = LRELU_SLOPE,
+                     scale: float = LRELU_GAIN) -> torch.Tensor:
+    """leaky_relu(x + bias, 0.2) * sqrt(2); bias has one value per channel (dim 1)."""
+    if bias is not None:
+        x = x + bias.view(1, -1, *([1] * (x.ndim - 2)))
+    return F.leaky_relu(x, negative_slope) * scale
+
+
+class FusedLeakyReLU(nn.Module):
+    def __init__(self, channels: int, bias: bool = True, negative_slope: float = LRELU_SLOPE,
+                 scale: float = LRELU_GAIN):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
+        self.negative_slope = negative_slope
+        self.scale = scale
+
+    def forward(self, x):
+        return fused_leaky_relu(x, self.bias, self.negative_slope, self.scale)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FIR resampling
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad=(0, 0)) -> torch.Tensor:
+    """Upsample by zero insertion, pad, convolve with the 2-D FIR `kernel`, keep every `down`-th pixel.
+
+    x: [B, C, H, W]; the same kernel is applied to every channel. The convolution is a true convolution (the
+    kernel is flipped), as in StyleGAN2's upfirdn2d; this matters for the antisymmetric Haar kernels.
+    pad: (p0, p1) for both axes, or (x0, x1, y0, y1); negative values crop.
+    Output height: (H * up + y0 + y1 - kernel_h) // down + 1.
+    """
+    if len(pad) == 2:
+        pad = (pad[0], pad[1], pad[0], pad[1])
+    x0, x1, y0, y1 = pad
+    b, c, h, w = x.shape
+    out = x.reshape(b * c, 1, h, w)
+    if up > 1:
+        out = out.reshape(b * c, 1, h, 1, w, 1)
+        out = F.pad(out, [0, up - 1, 0, 0, 0, up - 1])
+        out = out.reshape(b * c, 1, h * up, w * up)
+    out = F.pad(out, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    out = out[:, :, max(-y0, 0): out.shape[2] - max(-y1, 0), max(-x0, 0): out.shape[3] - max(-x1, 0)]
+    weight = torch.flip(kernel, [0, 1]).to(out.dtype).view(1, 1, *kernel.shape)
+    out = F.conv2d(out, weight, stride=down)
+    return out.reshape(b, c, out.shape[2], out.shape[3])
+
+
+def make_kernel(taps) -> torch.Tensor:
+    """A 2-D FIR kernel summing to 1: the outer product of 1-D taps, or the given 2-D taps normalised."""
+    k = torch.as_tensor(taps, dtype=torch.float32)
+    if k.ndim == 1:
+        k = k[None, :] * k[:, None]
+    return k / k.sum()
+
+
+class Blur(nn.Module):
+    """FIR low-pass filter with padding; upsample_factor rescales the kernel to keep the gain after zero-stuffing."""
+
+    def __init__(self, kernel=BLUR_KERNEL, pad=(0, 0), upsample_factor: int = 1):
+        super().__init__()
+        self.register_buffer("kernel", make_kernel(kernel) * upsample_factor ** 2)
+        self.pad = tuple(pad)
+
+    def forward(self, x):
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    """x2 (by default) upsampling: zero insertion + blur; output size H * factor."""
+
+    def __init__(self, kernel=BLUR_KERNEL, factor: int = 2):
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_kernel(kernel) * factor ** 2)
+        p = self.kernel.shape[0] - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+
+    def forward(self, x):
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+
+
+class Downsample(nn.Module):
+    """/2 (by default) downsampling: blur + decimation; output size H // factor."""
+
+    def __init__(self, kernel=BLUR_KERNEL, factor: int = 2):
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_kernel(kernel))
+        p = self.kernel.shape[0] - factor
+        self.pad = ((p + 1) // 2, p // 2)
+
+    def forward(self, x):
+        return upfirdn2d(x, self.kernel, down=self.factor, pad=self.pad)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# equalised learning rate layers
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with weights stored at N(0, 1/lr_mul^2) and scaled at run time by lr_mul / sqrt(in_dim).
+
+    activation: None, or "fused_lrelu" for bias + leaky ReLU(0.2) * sqrt(2).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0, lr_mul: float = 1.0,
+                 activation: str | None = None):
+        super().__init__()
+        if activation not in (None, "fused_lrelu"):
+            raise ValueError(f"activation must be None or 'fused_lrelu', got {activation!r}")
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def forward(self, x):
+        bias = self.bias * self.lr_mul if self.bias is not None else None
+        if self.activation:
+            return fused_leaky_relu(F.linear(x, self.weight * self.scale), bias)
+        return F.linear(x, self.weight * self.scale, bias)
+
+    def extra_repr(self):
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
+
+
+class EqualConv2d(nn.Module):
+    """Conv2d with N(0, 1) weights scaled at run time by 1 / sqrt(fan_in)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.scale = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.stride = stride
+        self.padding = padding
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
+
+    def extra_repr(self):
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, {k}, stride={self.stride}, padding={self.padding}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# modulated convolution
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 weight (de)modulation: per-sample weights, applied as one grouped convolution over the batch.
+
+    upsample: transposed conv (stride 2) followed by a blur; downsample: blur followed by a stride-2 conv.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
+                 demodulate: bool = True, upsample: bool = False, downsample: bool = False,
+                 blur_kernel=BLUR_KERNEL):
+        super().__init__()
+        if upsample and downsample:
+            raise ValueError("ModulatedConv2d cannot both upsample and downsample")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.demodulate = demodulate
+        self.upsample = upsample
+        self.downsample = downsample
+        factor = 2
+        taps = len(blur_kernel)
+        if upsample:
+            p = (taps - factor) - (kernel_size - 1)
+            self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
+        if downsample:
+            p = (taps - factor) + (kernel_size - 1)
+            self.blur = Blur(blur_kernel, pad=((p + 1) // 2, p // 2))
+        self.scale = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_channels, bias_init=1)
+
+    def forward(self, x, style):
+        batch, in_ch, height, width = x.shape
+        k, out_ch = self.kernel_size, self.out_channels
+        s = self.modulation(style).view(batch, 1, in_ch, 1, 1)
+        weight = self.scale * self.weight * s  # [B, out, in, k, k]
+        if self.demodulate:
+            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
+            weight = weight * demod.view(batch, out_ch, 1, 1, 1)
+        x = x.reshape(1, batch * in_ch, height, width)
+        if self.upsample:
+            weight = weight.transpose(1, 2).reshape(batch * in_ch, out_ch, k, k)
+            out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
+            out = self.blur(out.view(batch, out_ch, out.shape[2], out.shape[3]))
+            return out
+        weight = weight.reshape(batch * out_ch, in_ch, k, k)
+        if self.downsample:
+            x = self.blur(x)
+            out = F.conv2d(x, weight, stride=2, groups=batch)
+        else:
+            out = F.conv2d(x, weight, padding=self.padding, groups=batch)
+        return out.view(batch, out_ch, out.shape[2], out.shape[3])
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, {self.kernel_size}, demodulate={self.demodulate}, "
+                f"upsample={self.upsample}, downsample={self.downsample}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Haar wavelets
+
+
+def haar_kernels() -> tuple[torch.Tensor, ...]:
+    """The 2x2 Haar analysis kernels (ll, lh, hl, hh) in upfirdn2d's (flipped-convolution) convention."""
+    low = torch.ones(1, 2) / math.sqrt(2)
+    high = torch.tensor([[-1.0, 1.0]]) / math.sqrt(2)
+    return low.T * low, high.T * low, low.T * high, high.T * high
+
+
+class HaarTransform(nn.Module):
+    """Haar DWT: [B, C, H, W] -> [B, 4C, H/2, W/2], bands stacked as (ll, lh, hl, hh), each holding C channels.
+
+    Equal to upfirdn2d(x, band_kernel, down=2) per band; computed as one stride-2 convolution.
+    """
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__()
+        self.in_channels = in_channels
+        ll, lh, hl, hh = haar_kernels()
+        self.register_buffer("ll", ll)
+        self.register_buffer("lh", lh)
+        self.register_buffer("hl", hl)
+        self.register_buffer("hh", hh)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        # upfirdn2d flips its kernel; conv2d does not, so flip here to match
+        weight = torch.stack([self.ll, self.lh, self.hl, self.hh]).flip([1, 2]).to(x.dtype).unsqueeze(1)
+        out = F.conv2d(x.reshape(b * c, 1, h, w), weight, stride=2)  # [B*C, 4, H/2, W/2]
+        return out.view(b, c, 4, h // 2, w // 2).transpose(1, 2).reshape(b, 4 * c, h // 2, w // 2)
+
+
+class InverseHaarTransform(nn.Module):
+    """Inverse Haar DWT: [B, 4C, H, W] (bands ll, lh, hl, hh) -> [B, C, 2H, 2W].
+
+    Equal to the sum over bands of upfirdn2d(band, synthesis_kernel, up=2, pad=(1, 0, 1, 0)); computed as one
+    stride-2 transposed convolution.
+    """
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__()
+        self.in_channels = in_channels
+        ll, lh, hl, hh = haar_kernels()
+        self.register_buffer("ll", ll)
+        self.register_buffer("lh", -lh)
+        self.register_buffer("hl", -hl)
+        self.register_buffer("hh", hh)
+
+    def forward(self, x):
+        b, c4, h, w = x.shape
+        c = c4 // 4
+        weight = torch.stack([self.ll, self.lh, self.hl, self.hh]).to(x.dtype).unsqueeze(1)  # [4, 1, 2, 2]
+        bands = x.view(b, 4, c, h, w).transpose(1, 2).reshape(b * c, 4, h, w)
+        out = F.conv_transpose2d(bands, weight, stride=2)
+        return out.view(b, c, 2 * h, 2 * w)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# noise, constant input, normalisation, minibatch statistics
+
+
+class NoiseInjection(nn.Module):
+    """x + weight * noise, with one learned scalar weight (starts at 0) and a [B, 1, H, W] noise image."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, noise=None):
+        if noise is None:
+            b, _, h, w = x.shape
+            noise = x.new_empty(b, 1, h, w).normal_()
+        return x + self.weight * noise
+
+
+class ConstantInput(nn.Module):
+    """A learned [1, C, size, size] tensor repeated over the batch."""
+
+    def __init__(self, channels: int, size: int = 4):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def forward(self, batch: int):
+        return self.input.repeat(batch, 1, 1, 1)
+
+
+class PixelNorm(nn.Module):
+    """Normalise each vector to unit mean square over dim 1."""
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+def minibatch_stddev(x: torch.Tensor, group_size: int = 4, num_features: int = 1) -> torch.Tensor:
+    """Append `num_features` channels holding the feature std over groups of samples (StyleGAN2).
+
+    Samples n and n + B/G share a group (G = group size). G is min(group_size, B), lowered to the largest value
+    that divides B (upstream fails on a batch that G does not divide).
+    """
+    b, c, h, w = x.shape
+    group = min(group_size, b)
+    while b % group:
+        group -= 1
+    y = x.view(group, -1, num_features, c // num_features, h, w)
+    y = torch.sqrt(y.var(0, unbiased=False) + 1e-8)  # [B/G, F, C/F, H, W]
+    y = y.mean([2, 3, 4])  # [B/G, F]
+    y = y.view(-1, num_features, 1, 1).repeat(group, 1, h, w)
+    return torch.cat([x, y], 1)

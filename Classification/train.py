@@ -1,0 +1,156 @@
+"""Train the TGN classifier (ResNet-50 by default) on the original or the CDTG-expanded training set.
+
+    python Classification/train.py --config configs/dior.yaml --data-root data/dior/processed
+    torchrun --nproc_per_node 4 Classification/train.py ...        (DDP)
+
+Upstream recipe (SPEC 4.1): Adam 1e-3, weight decay 1e-4, batch 32, 50 epochs, lr x0.1 from epoch 32,
+224 px, horizontal flip, [-1, 1] normalisation.
+"""
+import argparse
+import os
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from common import checkpoint, rundir
+from common.backbones import build_classifier
+from common.config import add_config_arg, parse_args
+from common.datasets import ImageList
+from common.distributed import cleanup, setup
+from common.engine import evaluate, train_one_epoch
+from common.errors import UserError, cli
+from common.layout import anno_path, read_classes
+from common.loaders import make_loader, set_epoch
+from common.metrics import summarize
+from common.report import groups_from_split, write_report
+from common.split import load_split
+from common.transforms import NORMALISATIONS, classification
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("TGN classifier training")
+    add_config_arg(p)
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", default=None, help="processed data root (classes.json, anno/, train/, test/)")
+    g.add_argument("--train-list", action="append", default=None,
+                   help="annotation list; give it several times to add e.g. CDTG's expanded list "
+                        "(default: <root>/anno/<NAME>_train.txt)")
+    g.add_argument("--test-list", default=None, help="default: <root>/anno/<NAME>_test.txt")
+    g.add_argument("--split", default=None, help="split.json for head/tail accuracy (default: <root>/split.json)")
+    g.add_argument("--img-size", type=int, default=224)
+    g.add_argument("--norm", default="half", choices=list(NORMALISATIONS),
+                   help="'half' = [-1,1] as upstream; 'imagenet' matches ImageNet-pretrained weights")
+    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--workers", type=int, default=4)
+    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
+                   help="a corrupt image is skipped with a warning, or stops the run")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="resnet50", help="any torchvision classification model name")
+    g.add_argument("--weights", default="imagenet", help="'imagenet', 'none', or a local state-dict file")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=50)
+    g.add_argument("--batch-size", type=int, default=32, help="per process")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--lr-drop-epochs", type=int, nargs="*", default=[32],
+                   help="epochs from which the lr is multiplied by --lr-gamma (upstream: 32)")
+    g.add_argument("--lr-gamma", type=float, default=0.1)
+    g = p.add_argument_group("speed")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="on CUDA")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--eval-every", type=int, default=1, help="test every N epochs (and always after the last)")
+    g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
+    rundir.add_run_args(p, "classification")
+    return p
+
+
+def build_data(args, num_classes: int):
+    root = args.data_root
+    train_lists = args.train_list or [anno_path(root, "train")]
+    test_list = args.test_list or anno_path(root, "test")
+    common = dict(num_classes=num_classes, on_corrupt=args.on_corrupt)
+    train = ImageList(os.path.join(root, "train"), train_lists,
+                      classification(args.img_size, True, args.norm, args.hflip), **common)
+    test = ImageList(os.path.join(root, "test"), [test_list], classification(args.img_size, False, args.norm),
+                     **common)
+    return train, test
+
+
+@cli
+def main(args):
+    if not args.data_root:
+        raise UserError("--data-root is required (or set data_root in the config's classification section)")
+    info = read_classes(args.data_root)
+    names = info["names"]
+    split_path = args.split or os.path.join(args.data_root, "split.json")
+    split = load_split(split_path, args.data_root) if (args.split or os.path.isfile(split_path)) else None
+
+    rt = setup(args.device)
+    out = rundir.prepare(args, rt.is_main)
+    train_set, test_set = build_data(args, len(names))
+    train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed)
+    test_loader = make_loader(test_set, args.batch_size * 2, False, rt, args.workers)
+    if rt.is_main:
+        print(f"{len(train_set)} train / {len(test_set)} test images, {len(names)} classes; run folder {out}")
+
+    model = build_classifier(args.model, len(names), args.weights, verbose=rt.is_main).to(rt.device)
+    if args.channels_last and rt.cuda:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop_epochs, args.lr_gamma)
+    start = 0
+    ckpt_path = os.path.join(out, "ckpt_last.pt")
+    log = rundir.MetricsLog(out, rt.is_main)
+    if args.resume:
+        ck = checkpoint.load(ckpt_path)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        checkpoint.set_rng_state(ck["rng"])
+        start = ck["epoch"] + 1
+        log.truncate_after(ck["epoch"])
+        if rt.is_main:
+            print(f"resumed from {ckpt_path} at epoch {start}")
+    if rt.distributed:
+        model = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None)
+    net = torch.compile(model) if args.compile else model
+    groups = groups_from_split(split, list(range(len(names))))
+    speed = dict(amp=args.amp, channels_last=args.channels_last)
+
+    cm = None
+    for epoch in tqdm(range(start, args.epochs), desc="epochs", disable=not rt.is_main, initial=start,
+                      total=args.epochs):
+        set_epoch(train_loader, epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        tr = train_one_epoch(net, train_loader, optimizer, rt, desc=f"epoch {epoch}", **speed)
+        scheduler.step()
+        row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"]}
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            cm = evaluate(net, test_loader, rt, len(names), **speed)
+            res = summarize(cm, groups)
+            row.update({f"test_{k}": v for k, v in res.items() if not k.startswith("per_class")})
+            if rt.is_main:
+                tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        log.write(**row)
+        if rt.is_main:
+            checkpoint.atomic_save({"model": checkpoint.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                                    "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": checkpoint.rng_state(),
+                                    "args": vars(args), "names": names}, ckpt_path)
+        if args.stop_after is not None and epoch + 1 >= args.stop_after:
+            cleanup()
+            return
+    if cm is None:  # resumed after the last epoch
+        cm = evaluate(net, test_loader, rt, len(names), **speed)
+    if rt.is_main:
+        checkpoint.export_weights(model, os.path.join(out, "model_final.pt"), arch=args.model, names=names,
+                                  img_size=args.img_size, norm=args.norm, dataset=info["dataset"])
+        write_report(cm, names, out, groups, split["train_counts"] if split else None,
+                     split["tail"] if split else (), title=f"{args.model} on {info['dataset']}")
+        print(f"weights: {os.path.join(out, 'model_final.pt')}")
+    cleanup()
+
+
+if __name__ == "__main__":
+    main(parse_args(get_args_parser(), "classification"))

@@ -1,0 +1,159 @@
+"""Shared by the converters of the real data sets (data/{dior,dota,fgsc23}/prepare.py): raw images and boxes
+to JPEG chips in the processed layout of common/layout.py.
+
+Boxes are (x0, y0, x1, y1) in pixel-edge coordinates, the convention of PIL's Image.crop: the box covers
+columns x0 .. x1-1, so its width is x1 - x0. Fractional coordinates (DOTA) are widened to whole pixels: floor
+of the minimum, ceiling of the maximum. A box with zero or negative width or height as annotated is
+"degenerate" and skipped; a box that does not overlap the image is skipped; a box partly outside the image is
+clipped and kept.
+"""
+import math
+import os
+import shutil
+from collections import Counter
+
+from PIL import Image
+
+from common.errors import UserError
+from common.layout import SPLITS, write_layout
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+RAW_HINT = "--raw must be the unpacked official release"
+
+DEGENERATE = "degenerate box"
+OUTSIDE = "box outside the image"
+CLIPPED = "clipped"
+
+# DOTA's aerial images reach 20,000 x 20,000 px, past PIL's decompression-bomb guard; the inputs are trusted.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def require_dir(path: str, what: str, hint: str = RAW_HINT) -> str:
+    if not os.path.isdir(path):
+        raise UserError(f"{what} {path} does not exist; {hint}")
+    return path
+
+
+def require_file(path: str, what: str, hint: str = RAW_HINT) -> str:
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path} does not exist; {hint}")
+    return path
+
+
+def list_images(folder: str) -> list:
+    """Sorted names of the image files directly in `folder`."""
+    return sorted(f for f in os.listdir(folder)
+                  if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f)))
+
+
+def prepare_out(out: str, overwrite: bool) -> None:
+    """Refuse a non-empty --out unless --overwrite; with it, delete only what a converter writes there."""
+    if os.path.isdir(out) and any(os.scandir(out)):
+        if not overwrite:
+            raise UserError(f"output folder {out} is not empty; pass --overwrite to replace its data set "
+                            f"or choose another --out")
+        for split in SPLITS + ("anno",):
+            shutil.rmtree(os.path.join(out, split), ignore_errors=True)
+        if os.path.isfile(os.path.join(out, "classes.json")):
+            os.remove(os.path.join(out, "classes.json"))
+    os.makedirs(out, exist_ok=True)
+
+
+def polygon_box(xs, ys) -> tuple:
+    """The axis-aligned bounding rectangle of a polygon."""
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def clip_box(box, width: int, height: int) -> tuple:
+    """(integer box inside a width x height image, or None, and whether it was clipped or why it is None)."""
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        return None, DEGENERATE
+    whole = (math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))
+    clipped = (max(whole[0], 0), max(whole[1], 0), min(whole[2], width), min(whole[3], height))
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return None, OUTSIDE
+    return clipped, (CLIPPED if clipped != whole else None)
+
+
+def open_image(path: str) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except OSError as e:
+        raise UserError(f"{path} is not a readable image ({e}); re-download or remove it") from None
+    return image
+
+
+def save_jpeg(image: Image.Image, path: str, quality: int) -> None:
+    image.convert("RGB").save(path, "JPEG", quality=quality)
+
+
+class ChipSet:
+    """The chips of one data set being written: image files, annotation entries, per-class and skip counts."""
+
+    def __init__(self, out: str, dataset: str, names: list, quality: int):
+        self.out, self.dataset, self.names, self.quality = out, dataset, list(names), quality
+        self.entries = {split: [] for split in SPLITS}
+        self.counts = {split: [0] * len(names) for split in SPLITS}
+        self.skipped = Counter()
+        self.clipped = 0
+        self._written = set()
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+    def crop_objects(self, split: str, image_path: str, stem: str, objects: list) -> None:
+        """Save one chip `<stem>_<k>.jpg` per object (k, class_id, box) of the image at image_path."""
+        if not objects:
+            return
+        with open_image(image_path) as image:
+            for k, class_id, box in objects:
+                clipped, note = clip_box(box, *image.size)
+                if clipped is None:
+                    self.skip(note)
+                    continue
+                if note == CLIPPED:
+                    self.clipped += 1
+                save_jpeg(image.crop(clipped), self._claim(split, class_id, f"{stem}_{k}.jpg"), self.quality)
+
+    def add_image_file(self, split: str, class_id: int, src: str) -> None:
+        """Save a whole image file as `<stem>.jpg`: JPEG copied byte for byte, other formats re-encoded."""
+        target = self._claim(split, class_id, os.path.splitext(os.path.basename(src))[0] + ".jpg")
+        with open_image(src) as image:
+            if image.format == "JPEG":
+                shutil.copyfile(src, target)
+            else:
+                save_jpeg(image, target, self.quality)
+
+    def _claim(self, split: str, class_id: int, file_name: str) -> str:
+        """Record a new chip and return its path; two inputs that map to one chip are an error."""
+        rel = f"{split}/{class_id}/{file_name}"
+        if rel in self._written:
+            raise UserError(f"two inputs would both be written to {rel}; rename one of them in the raw data")
+        self._written.add(rel)
+        self.entries[split].append((class_id, file_name))
+        self.counts[split][class_id] += 1
+        folder = os.path.join(self.out, split, str(class_id))
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, file_name)
+
+    def finish(self, extra: dict | None = None) -> None:
+        """Write classes.json and the annotation files, then print the summary."""
+        write_layout(self.out, self.dataset, self.names, self.entries, extra)
+        print(self.summary())
+
+    def summary(self) -> str:
+        width = max(len(n) for n in self.names + ["class"])
+        totals = {split: sum(self.counts[split]) for split in SPLITS}
+        lines = [f"{self.dataset}: {totals['train']} train / {totals['test']} test images in {self.out}",
+                 f"{'id':>4}  {'class':<{width}}  {'train':>7}  {'test':>7}"]
+        for class_id, name in enumerate(self.names):
+            lines.append(f"{class_id:>4}  {name:<{width}}  {self.counts['train'][class_id]:>7}  "
+                         f"{self.counts['test'][class_id]:>7}")
+        lines.append(f"{'':>4}  {'total':<{width}}  {totals['train']:>7}  {totals['test']:>7}")
+        skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skipped.items()))
+        lines.append(f"skipped objects: {skipped or 'none'}")
+        if self.clipped:
+            lines.append(f"boxes clipped to the image (kept): {self.clipped}")
+        return "\n".join(lines)

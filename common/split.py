@@ -1,0 +1,24 @@
+"""Reading split.json (written by data/split.py) and checking that it belongs to the data root in use."""
+import json
+import os
+
+from common.errors import UserError
+from common.layout import class_counts, read_classes
+
+
+def load_split(path: str, root: str | None = None) -> dict:
+    if not os.path.isfile(path):
+        raise UserError(f"split file {path} does not exist; run data/split.py --root <data root> first")
+    with open(path) as f:
+        split = json.load(f)
+    if root is not None:
+        names = read_classes(root)["names"]
+        if split.get("names") != names or split.get("train_counts") != class_counts(root, "train"):
+            raise UserError(f"split file {path} does not match the data root {root} (other classes or train "
+                            f"counts); re-run data/split.py --root {root}")
+    return split
+
+
+def label_map(split: dict, part: str) -> dict:
+    """Original class id -> index in the ordered list of one part ('head' or 'tail')."""
+    return {cid: i for i, cid in enumerate(split[part])}

@@ -1,0 +1,54 @@
+"""Head/tail split of a processed data root -> split.json, read by every later TGN stage.
+
+    python data/split.py --root data/dior/processed --head-percent 40
+
+Classes are ranked by train count (descending; ties by class id); the first int(C * p / 100) are head, the
+rest tail. The same class sets apply to the test split: it is never re-ranked (upstream re-ranked it, SPEC 6.1
+item 11).
+"""
+import argparse
+import json
+import os
+
+from common.errors import UserError, cli
+from common.layout import anno_path, class_counts, read_classes
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("Head/tail split")
+    p.add_argument("--root", required=True, help="processed data root (holds classes.json and anno/)")
+    p.add_argument("--head-percent", type=float, default=40.0,
+                   help="percentage of classes that are head: DIOR 40, FGSC-23 33 (SPEC 1.3)")
+    p.add_argument("--out", default=None, help="output file (default: <root>/split.json)")
+    return p
+
+
+def make_split(root: str, head_percent: float) -> dict:
+    if not 0 < head_percent < 100:
+        raise UserError(f"--head-percent must be between 0 and 100, got {head_percent}")
+    info = read_classes(root)
+    names = info["names"]
+    train, test = class_counts(root, "train"), class_counts(root, "test")
+    ranked = sorted(range(len(names)), key=lambda c: (-train[c], c))
+    n_head = int(len(names) * head_percent / 100)
+    if not 0 < n_head < len(names):
+        raise UserError(f"--head-percent {head_percent} of {len(names)} classes leaves no head or no tail class")
+    return {"dataset": info["dataset"], "root": os.path.abspath(root), "head_percent": head_percent,
+            "head": ranked[:n_head], "tail": ranked[n_head:], "names": names,
+            "train_counts": train, "test_counts": test}
+
+
+@cli
+def main(args):
+    split = make_split(args.root, args.head_percent)
+    out = args.out or os.path.join(args.root, "split.json")
+    with open(out, "w") as f:
+        json.dump(split, f, indent=1)
+    names, counts = split["names"], split["train_counts"]
+    for part in ("head", "tail"):
+        print(f"{part} ({len(split[part])}): " + ", ".join(f"{c} {names[c]} ({counts[c]})" for c in split[part]))
+    print(f"wrote {out} (from {anno_path(args.root, 'train')})")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,45 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(*args, check=True, env=None, timeout=600):
+    """Run a repository script with this interpreter; returns the CompletedProcess."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=full_env,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def assert_one_line_error(proc, *fragments):
+    """Exit 2, a single 'error: ...' line on stderr naming each fragment, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for frag in fragments:
+        assert frag in errors[0], (frag, errors[0])
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A tiny embedded data set (10 classes, 32 px) with split.json, shared by the whole session."""
+    root = str(tmp_path_factory.mktemp("synth") / "data")
+    run_script("data/synthetic/prepare.py", "--out", root, "--classes", "10", "--n-max", "40", "--n-test", "4",
+               "--size", "32", "--imbalance", "10")
+    run_script("data/split.py", "--root", root, "--head-percent", "40")
+    return root
+
+
+@pytest.fixture
+def classes_json(synth_root):
+    with open(os.path.join(synth_root, "classes.json")) as f:
+        return json.load(f)

@@ -1,0 +1,235 @@
+"""CDTG.ops against straightforward reference computations."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from CDTG.ops import (Blur, ConstantInput, Downsample, EqualConv2d, EqualLinear, FusedLeakyReLU, HaarTransform,
+                      InverseHaarTransform, ModulatedConv2d, NoiseInjection, PixelNorm, Upsample, fused_leaky_relu,
+                      make_kernel, minibatch_stddev, upfirdn2d)
+
+
+def reference_upfirdn2d(x, kernel, up, down, pad):
+    """Zero insertion by index assignment, padding/cropping, then the convolution as a loop over kernel taps."""
+    x0, x1, y0, y1 = pad if len(pad) == 4 else (pad[0], pad[1], pad[0], pad[1])
+    b, c, h, w = x.shape
+    stuffed = x.new_zeros(b, c, h * up, w * up)
+    stuffed[:, :, ::up, ::up] = x
+    padded = F.pad(stuffed, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    padded = padded[:, :, max(-y0, 0): padded.shape[2] - max(-y1, 0), max(-x0, 0): padded.shape[3] - max(-x1, 0)]
+    kh, kw = kernel.shape
+    out_h, out_w = padded.shape[2] - kh + 1, padded.shape[3] - kw + 1
+    out = x.new_zeros(b, c, out_h, out_w)
+    for a in range(kh):
+        for bb in range(kw):  # true convolution: tap (a, bb) meets kernel[kh-1-a, kw-1-bb]
+            out += padded[:, :, a: a + out_h, bb: bb + out_w] * kernel[kh - 1 - a, kw - 1 - bb]
+    return out[:, :, ::down, ::down]
+
+
+@pytest.mark.parametrize("up,down,pad", [
+    (2, 1, (2, 1)), (2, 1, (1, 0, 1, 0)), (1, 2, (1, 1)), (1, 2, (2, 2)), (1, 1, (1, 2)), (2, 1, (-1, 2)),
+    (1, 2, (0, 0, 1, -1)),
+])
+def test_upfirdn2d_matches_zero_stuffing_pad_conv_slice(up, down, pad):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 6)
+    kernel = torch.randn(4, 3)  # asymmetric and non-square, so a missing flip or transposed axis shows
+    out = upfirdn2d(x, kernel, up=up, down=down, pad=pad)
+    expected = reference_upfirdn2d(x, kernel, up, down, pad)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_upsample_downsample_sizes_and_unit_gain():
+    ones = torch.ones(1, 2, 8, 8)
+    up = Upsample()(ones)
+    down = Downsample()(ones)
+    assert up.shape == (1, 2, 16, 16) and down.shape == (1, 2, 4, 4)
+    torch.testing.assert_close(up[:, :, 2:-2, 2:-2], torch.ones_like(up[:, :, 2:-2, 2:-2]))
+    torch.testing.assert_close(down[:, :, 1:-1, 1:-1], torch.ones_like(down[:, :, 1:-1, 1:-1]))
+    torch.testing.assert_close(make_kernel([1, 3, 3, 1]), torch.tensor([1., 3, 3, 1])[:, None] * torch.tensor(
+        [1., 3, 3, 1]) / 64)
+    blurred = Blur(pad=(2, 1))(ones)
+    assert blurred.shape == ones.shape
+
+
+def test_haar_inverse_is_identity_and_preserves_energy():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 10)
+    bands = HaarTransform(3)(x)
+    assert bands.shape == (2, 12, 4, 5)
+    torch.testing.assert_close(InverseHaarTransform(3)(bands), x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bands.pow(2).sum(), x.pow(2).sum())  # orthonormal
+
+
+def test_haar_of_constant_has_only_low_band():
+    x = torch.full((1, 3, 8, 8), 0.5)
+    x[:, 1] = -0.25
+    bands = HaarTransform(3)(x)
+    torch.testing.assert_close(bands[:, 3:], torch.zeros_like(bands[:, 3:]))
+    torch.testing.assert_close(bands[:, :3], 2 * x[:, :, ::2, ::2])  # 2x2 sum / 2
+
+
+def test_haar_matches_upfirdn2d_definition():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6)
+    dwt, iwt = HaarTransform(3), InverseHaarTransform(3)
+    expected = torch.cat([upfirdn2d(x, k, down=2) for k in (dwt.ll, dwt.lh, dwt.hl, dwt.hh)], 1)
+    torch.testing.assert_close(dwt(x), expected)
+    y = torch.randn(2, 12, 3, 3)
+    expected = sum(upfirdn2d(band, k, up=2, pad=(1, 0, 1, 0))
+                   for band, k in zip(y.chunk(4, 1), (iwt.ll, iwt.lh, iwt.hl, iwt.hh)))
+    torch.testing.assert_close(iwt(y), expected)
+
+
+def test_fused_leaky_relu():
+    torch.manual_seed(0)
+    x, b = torch.randn(3, 5, 4, 4), torch.randn(5)
+    expected = F.leaky_relu(x + b.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+    torch.testing.assert_close(fused_leaky_relu(x, b), expected)
+    act = FusedLeakyReLU(5)
+    with torch.no_grad():
+        act.bias.copy_(b)
+    torch.testing.assert_close(act(x), expected)
+    x2 = torch.randn(3, 5)
+    torch.testing.assert_close(fused_leaky_relu(x2, b), F.leaky_relu(x2 + b, 0.2) * math.sqrt(2))
+
+
+def test_equal_linear_is_scaled_linear():
+    torch.manual_seed(0)
+    layer = EqualLinear(6, 4, bias_init=0.3, lr_mul=0.01)
+    x = torch.randn(5, 6)
+    ref = torch.nn.Linear(6, 4)
+    with torch.no_grad():
+        ref.weight.copy_(layer.weight * 0.01 / math.sqrt(6))
+        ref.bias.copy_(layer.bias * 0.01)
+    torch.testing.assert_close(layer(x), ref(x))
+    assert layer.weight.std() > 10  # stored at N(0, 1/lr_mul^2)
+    act_layer = EqualLinear(6, 4, bias_init=0.3, lr_mul=0.01, activation="fused_lrelu")
+    act_layer.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(act_layer(x), F.leaky_relu(ref(x), 0.2) * math.sqrt(2))
+    with pytest.raises(ValueError):
+        EqualLinear(6, 4, activation="relu")
+
+
+def test_equal_conv2d_is_scaled_conv():
+    torch.manual_seed(0)
+    conv = EqualConv2d(3, 4, 3, stride=2, padding=1)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(2, 3, 8, 8)
+    expected = F.conv2d(x, conv.weight / math.sqrt(3 * 9), conv.bias, stride=2, padding=1)
+    torch.testing.assert_close(conv(x), expected)
+
+
+def unit_style_modconv(**kwargs):
+    conv = ModulatedConv2d(3, 5, 3, style_dim=4, **kwargs)
+    with torch.no_grad():
+        conv.modulation.weight.zero_()  # modulation bias starts at 1: every style maps to s = 1
+    return conv
+
+
+def test_modulated_conv_with_unit_style_is_plain_conv():
+    torch.manual_seed(0)
+    conv = unit_style_modconv(demodulate=False)
+    x, style = torch.randn(2, 3, 6, 6), torch.randn(2, 4)
+    expected = F.conv2d(x, conv.weight[0] / math.sqrt(3 * 9), padding=1)
+    torch.testing.assert_close(conv(x, style), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_modulated_conv_demodulation_normalises_weights():
+    torch.manual_seed(0)
+    conv = unit_style_modconv(demodulate=True)
+    x, style = torch.randn(2, 3, 6, 6), torch.randn(2, 4)
+    w = conv.weight[0]
+    w = w / w.pow(2).sum([1, 2, 3], keepdim=True).sqrt()
+    torch.testing.assert_close(conv(x, style), F.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["same", "upsample", "downsample"])
+def test_modulated_conv_grouped_equals_per_sample_loop(mode):
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(3, 5, 3, style_dim=4, upsample=mode == "upsample", downsample=mode == "downsample")
+    x, style = torch.randn(3, 3, 8, 8), torch.randn(3, 4)
+    out = conv(x, style)
+    size = {"same": 8, "upsample": 16, "downsample": 4}[mode]
+    assert out.shape == (3, 5, size, size)
+    for i in range(3):
+        s = conv.modulation(style[i: i + 1]).view(1, 3, 1, 1)
+        w = conv.weight[0] * s / math.sqrt(27)
+        w = w / (w.pow(2).sum([1, 2, 3], keepdim=True) + 1e-8).sqrt()
+        xi = x[i: i + 1]
+        if mode == "same":
+            ref = F.conv2d(xi, w, padding=1)
+        elif mode == "upsample":
+            ref = upfirdn2d(F.conv_transpose2d(xi, w.transpose(0, 1), stride=2), make_kernel([1, 3, 3, 1]) * 4,
+                            pad=(1, 1))
+        else:
+            ref = F.conv2d(upfirdn2d(xi, make_kernel([1, 3, 3, 1]), pad=(2, 2)), w, stride=2)
+        torch.testing.assert_close(out[i: i + 1], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_minibatch_stddev_values():
+    x = torch.zeros(4, 2, 1, 1)
+    x[:, 0, 0, 0] = torch.tensor([0., 2., 0., 2.])  # std 1
+    x[:, 1, 0, 0] = 1.0  # std 0 (sqrt(1e-8) = 1e-4)
+    out = minibatch_stddev(x)
+    assert out.shape == (4, 3, 1, 1)
+    torch.testing.assert_close(out[:, :2], x)
+    torch.testing.assert_close(out[:, 2], torch.full((4, 1, 1), (1 + 1e-4) / 2))
+
+    # batch 8, group 4: samples n and n + 2 share a group
+    y = torch.zeros(8, 1, 2, 2)
+    y[0::2] = torch.tensor([0., 2., 0., 2.]).view(4, 1, 1, 1)  # group of even samples: std 1
+    y[1::2] = 5.0  # odd samples: std 0
+    out = minibatch_stddev(y)
+    assert out.shape == (8, 2, 2, 2)
+    torch.testing.assert_close(out[0::2, 1], torch.ones(4, 2, 2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[1::2, 1], torch.full((4, 2, 2), 1e-4))
+
+    assert minibatch_stddev(torch.randn(6, 3, 4, 4)).shape == (6, 4, 4, 4)  # group lowered to 3
+    assert minibatch_stddev(torch.randn(2, 3, 4, 4)).shape == (2, 4, 4, 4)
+
+
+def test_pixel_norm_noise_and_constant_input():
+    torch.manual_seed(0)
+    z = torch.randn(5, 16) * 7
+    torch.testing.assert_close(PixelNorm()(z).pow(2).mean(1), torch.ones(5))
+    noise_layer = NoiseInjection()
+    x, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 1, 4, 4)
+    torch.testing.assert_close(noise_layer(x), x)  # weight starts at 0
+    with torch.no_grad():
+        noise_layer.weight.fill_(0.5)
+    torch.testing.assert_close(noise_layer(x, noise), x + 0.5 * noise)
+    assert not torch.equal(noise_layer(x), noise_layer(x))
+    const = ConstantInput(7)
+    assert const(3).shape == (3, 7, 4, 4)
+
+
+def test_second_order_gradients_through_the_conv_path():
+    torch.manual_seed(0)
+    up = ModulatedConv2d(3, 4, 3, style_dim=4, upsample=True)
+    down = ModulatedConv2d(4, 4, 3, style_dim=4, downsample=True)
+    act, dwt = FusedLeakyReLU(4), HaarTransform(3)
+    conv = EqualConv2d(12, 3, 1)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    style = torch.randn(2, 4)
+    out = act(down(up(x, style), style))
+    out = conv(dwt(out[:, :3] * out[:, 3:]))
+    grad, = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+    grad.pow(2).sum().backward()
+    for module in (up, down, conv):
+        for name, p in module.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_gradgradcheck_of_resampling_and_modulated_conv():
+    torch.manual_seed(0)
+    kernel = make_kernel([1, 3, 3, 1]).double()
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: upfirdn2d(t, kernel, up=2, pad=(2, 1)), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: upfirdn2d(t, kernel, down=2, pad=(1, 1)), (x,))
+    conv = ModulatedConv2d(2, 2, 3, style_dim=3, upsample=True).double()
+    style = torch.randn(1, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t, s: conv(t, s), (x, style))
