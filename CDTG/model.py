@@ -17,14 +17,14 @@ from common.backbones import load_matching
 from common.checkpoint import unwrap
 from common.errors import UserError
 from CDTG.ops import (BLUR_KERNEL, Blur, ConstantInput, Downsample, EqualConv2d, EqualLinear, FusedLeakyReLU,
-                      HaarTransform, InverseHaarTransform, ModulatedConv2d, NoiseInjection, PixelNorm, Upsample,
-                      minibatch_stddev)
+                      HaarTransform, InverseHaarTransform, ModulatedConv2d, NoiseInjection, PixelNorm,
+                      Upsample, minibatch_stddev)
 
 WAVELET_CHANNELS = 3 * 4  # 4 Haar bands x RGB
 
 
 def stylegan2_channels(channel_multiplier: int = 2, max_channels: int | None = None) -> dict[int, int]:
-    """Feature channels per resolution as in StyleGAN2, optionally capped at max_channels (for tiny models)."""
+    """Feature channels per resolution as in StyleGAN2, optionally capped at max_channels (tiny models)."""
     cm = channel_multiplier
     channels = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm,
                 1024: 16 * cm}
@@ -35,7 +35,8 @@ def stylegan2_channels(channel_multiplier: int = 2, max_channels: int | None = N
 
 def check_size(size: int) -> int:
     if size < 16 or size > 1024 or size & (size - 1):
-        raise UserError(f"image size {size} is not supported; use a power of two from 16 to 1024 (e.g. 64 or 256)")
+        raise UserError(f"image size {size} is not supported; use a power of two from 16 to 1024 "
+                        f"(e.g. 64 or 256)")
     return int(math.log2(size)) - 1  # log2 of the wavelet grid size
 
 
@@ -97,7 +98,7 @@ class ToRGB(nn.Module):
 
 
 class FromRGB(nn.Module):
-    """Wavelet input (optionally IWT -> downsample -> DWT from the level above) -> 3x3 ConvLayer, plus skip."""
+    """Wavelet input (optionally IWT -> downsample -> DWT of the level above) -> 3x3 ConvLayer, + skip."""
 
     def __init__(self, out_channels: int, downsample: bool = True, blur_kernel=BLUR_KERNEL):
         super().__init__()
@@ -190,7 +191,8 @@ class Generator(nn.Module):
     def make_noise(self) -> list[torch.Tensor]:
         """One fresh noise image per synthesis layer, shaped as the stored noises."""
         device = self.input.input.device
-        return [torch.randn_like(getattr(self.noises, f"noise_{i}"), device=device) for i in range(self.num_layers)]
+        return [torch.randn_like(getattr(self.noises, f"noise_{i}"), device=device)
+                for i in range(self.num_layers)]
 
     def forward(self, styles, labels=None, return_latents: bool = False, inject_index: int | None = None,
                 truncation: float = 1, truncation_latent=None, input_is_latent: bool = False, noise=None,
@@ -246,7 +248,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Class-conditional SWAGAN discriminator; forward(image [B, 3, size, size], labels [B]) -> logits [B, 1]."""
+    """Class-conditional SWAGAN discriminator; forward(image [B, 3, size, size], labels [B]) -> [B, 1]."""
 
     def __init__(self, size: int, *, num_classes: int, channel_multiplier: int = 2, label_dim: int = 512,
                  blur_kernel=BLUR_KERNEL, max_channels: int | None = None):
@@ -301,7 +303,8 @@ def load_swagan_checkpoint(generator, discriminator, g_ema, ckpt: dict, verbose:
     Returns {'g' | 'd' | 'g_ema': (loaded names, names left at init)} and prints one line per model.
     """
     if not isinstance(ckpt, dict):
-        raise UserError("the SWAGAN checkpoint is not a dict; expected one with 'g', 'd' and 'g_ema' state dicts")
+        raise UserError("the SWAGAN checkpoint is not a dict; expected one with 'g', 'd' and 'g_ema' "
+                        "state dicts")
     report = {}
     for key, model in (("g", generator), ("d", discriminator), ("g_ema", g_ema)):
         if model is None:
@@ -313,8 +316,8 @@ def load_swagan_checkpoint(generator, discriminator, g_ema, ckpt: dict, verbose:
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
         loaded, left = load_matching(unwrap(model), sd)
         if not loaded:
-            raise UserError(f"no tensor of the checkpoint's '{key}' matches the model; is it a SWAGAN checkpoint "
-                            f"of this architecture?")
+            raise UserError(f"no tensor of the checkpoint's '{key}' matches the model; is it a SWAGAN "
+                            f"checkpoint of this architecture?")
         report[key] = (loaded, left)
         if verbose:
             print(f"{key}: loaded {len(loaded)} tensors; left at init: {', '.join(left) or 'none'}")

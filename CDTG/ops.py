@@ -77,7 +77,7 @@ def make_kernel(taps) -> torch.Tensor:
 
 
 class Blur(nn.Module):
-    """FIR low-pass filter with padding; upsample_factor rescales the kernel to keep the gain after zero-stuffing."""
+    """FIR low-pass filter with padding; upsample_factor scales the kernel so upsampling keeps the gain."""
 
     def __init__(self, kernel=BLUR_KERNEL, pad=(0, 0), upsample_factor: int = 1):
         super().__init__()
@@ -126,8 +126,8 @@ class EqualLinear(nn.Module):
     activation: None, or "fused_lrelu" for bias + leaky ReLU(0.2) * sqrt(2).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0, lr_mul: float = 1.0,
-                 activation: str | None = None):
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0,
+                 lr_mul: float = 1.0, activation: str | None = None):
         super().__init__()
         if activation not in (None, "fused_lrelu"):
             raise ValueError(f"activation must be None or 'fused_lrelu', got {activation!r}")
@@ -144,14 +144,15 @@ class EqualLinear(nn.Module):
         return F.linear(x, self.weight * self.scale, bias)
 
     def extra_repr(self):
-        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
+        out_dim, in_dim = self.weight.shape
+        return f"{in_dim}, {out_dim}, lr_mul={self.lr_mul}, activation={self.activation}"
 
 
 class EqualConv2d(nn.Module):
     """Conv2d with N(0, 1) weights scaled at run time by 1 / sqrt(fan_in)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 bias: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, bias: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
@@ -241,7 +242,7 @@ def haar_kernels() -> tuple[torch.Tensor, ...]:
 
 
 class HaarTransform(nn.Module):
-    """Haar DWT: [B, C, H, W] -> [B, 4C, H/2, W/2], bands stacked as (ll, lh, hl, hh), each holding C channels.
+    """Haar DWT: [B, C, H, W] -> [B, 4C, H/2, W/2], bands stacked as (ll, lh, hl, hh) of C channels each.
 
     Equal to upfirdn2d(x, band_kernel, down=2) per band; computed as one stride-2 convolution.
     """
@@ -327,8 +328,8 @@ class PixelNorm(nn.Module):
 def minibatch_stddev(x: torch.Tensor, group_size: int = 4, num_features: int = 1) -> torch.Tensor:
     """Append `num_features` channels holding the feature std over groups of samples (StyleGAN2).
 
-    Samples n and n + B/G share a group (G = group size). G is min(group_size, B), lowered to the largest value
-    that divides B (upstream fails on a batch that G does not divide).
+    Samples n and n + B/G share a group (G = group size). G is min(group_size, B), lowered to the largest
+    value that divides B (upstream fails on a batch that G does not divide).
     """
     b, c, h, w = x.shape
     group = min(group_size, b)

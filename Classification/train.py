@@ -87,9 +87,9 @@ def main(args):
     split_path = args.split or os.path.join(args.data_root, "split.json")
     split = load_split(split_path, args.data_root) if (args.split or os.path.isfile(split_path)) else None
 
+    train_set, test_set = build_data(args, len(names))  # before the run folder: bad lists leave nothing behind
     rt = setup(args.device)
     out = rundir.prepare(args, rt.is_main)
-    train_set, test_set = build_data(args, len(names))
     train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed)
     test_loader = make_loader(test_set, args.batch_size * 2, False, rt, args.workers)
     if rt.is_main:

@@ -101,7 +101,7 @@ def load_clip(model: str | None, pretrained: str | None = None, device="cpu") ->
         raise UserError(f"no CLIP model name given and {pretrained} does not name one; pass the model name "
                         f"(e.g. ViT-B-32)")
     _model_cfg(model)  # a clear error for an unknown name
-    with _quiet_open_clip():
+    with quiet_open_clip():
         clip = open_clip.create_model(model, pretrained=None, **extra)
     if state_dict is not None:
         _load_strict(clip, state_dict, pretrained, model)
@@ -119,7 +119,7 @@ def _load_tag(model: str, tag: str, device) -> ClipBundle:
                         f"pass a local checkpoint file or folder")
     quick_gelu = bool(open_clip.get_pretrained_cfg(model, tag).get("quick_gelu", False))
     try:
-        with _quiet_open_clip():
+        with quiet_open_clip():
             clip = open_clip.create_model(model, pretrained=tag, force_quick_gelu=quick_gelu)
     except Exception as e:  # offline: huggingface_hub / urllib errors wrapped in RuntimeError
         raise UserError(f"could not download the {model} '{tag}' weights ({type(e).__name__}; no network?); "
@@ -149,7 +149,7 @@ def _model_cfg(name: str) -> dict:
 
 
 @contextlib.contextmanager
-def _quiet_open_clip():
+def quiet_open_clip():
     """open_clip logs a warning for every model created without weights; we load them ourselves."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
@@ -178,9 +178,9 @@ def _read_weights(path: str) -> dict:
 def read_checkpoint(path: str):
     """(state_dict in open_clip key names, stored model name or None, stored model config or None)."""
     obj = _read_weights(path)
-    if isinstance(obj, torch.jit.ScriptModule):  # OpenAI's original JIT archives
-        obj = {k: v for k, v in obj.state_dict().items() if k not in ("input_resolution", "context_length",
-                                                                     "vocab_size")}
+    if isinstance(obj, torch.jit.ScriptModule):  # OpenAI's original JIT archives, torch.jit.script(open_clip)
+        obj = {k: v for k, v in obj.state_dict().items()
+               if k not in ("input_resolution", "context_length", "vocab_size") and not k.endswith("attn_mask")}
     if not isinstance(obj, dict):
         raise UserError(f"CLIP checkpoint {path} holds a {type(obj).__name__}, not a state dict")
     name, cfg = obj.get("model_name"), obj.get("model_cfg")

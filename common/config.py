@@ -1,6 +1,7 @@
 """Argument resolution: argparse defaults <- the stage's section of --config YAML <- command-line flags."""
 import argparse
 import os
+import sys
 
 import yaml
 
@@ -29,6 +30,15 @@ def load_section(path: str, stage: str) -> dict:
 
 
 def parse_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argparse.Namespace:
+    """resolve_args for a script: a config mistake prints one `error:` line and exits with status 2."""
+    try:
+        return resolve_args(parser, stage, argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def resolve_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argparse.Namespace:
     """Parse argv with the `stage` section of --config as defaults.
 
     YAML keys use the flag's dest name (dashes or underscores both accepted); an unknown key is an error

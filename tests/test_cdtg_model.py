@@ -78,7 +78,8 @@ def test_truncation_towards_mean_latent():
     assert mean.shape == (1, STYLE_DIM)
     assert g.mean_latent(8, labels=2).shape == (1, STYLE_DIM)
     y = torch.tensor([2, 2, 2])
-    images, _ = g([torch.randn(3, STYLE_DIM)], y, truncation=0.0, truncation_latent=mean, randomize_noise=False)
+    images, _ = g([torch.randn(3, STYLE_DIM)], y, truncation=0.0, truncation_latent=mean,
+                  randomize_noise=False)
     torch.testing.assert_close(images[0], images[1])  # all collapse to the mean latent
     noises = g.make_noise()
     assert [n.shape[-1] for n in noises] == [4, 8, 8, 16, 16]
@@ -151,8 +152,8 @@ def test_load_unconditional_swagan_checkpoint(tmp_path, capsys):
         return {k: v for k, v in model.state_dict().items() if not k.startswith(CONDITIONAL_ONLY)}
 
     path = tmp_path / "swagan.pt"
-    torch.save({"g": unconditional(source_g), "d": unconditional(source_d), "g_ema": unconditional(source_ema),
-                "args": None}, path)
+    torch.save({"g": unconditional(source_g), "d": unconditional(source_d),
+                "g_ema": unconditional(source_ema), "args": None}, path)
     g, d, g_ema = tiny_generator(), tiny_discriminator(), tiny_generator()
     init_emb = g.label_emb.weight.detach().clone()
     report = load_swagan_checkpoint(g, d, g_ema, torch.load(path, weights_only=False))

@@ -5,19 +5,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from CDTG.ops import (Blur, ConstantInput, Downsample, EqualConv2d, EqualLinear, FusedLeakyReLU, HaarTransform,
-                      InverseHaarTransform, ModulatedConv2d, NoiseInjection, PixelNorm, Upsample, fused_leaky_relu,
-                      make_kernel, minibatch_stddev, upfirdn2d)
+from CDTG.ops import (Blur, ConstantInput, Downsample, EqualConv2d, EqualLinear, FusedLeakyReLU,
+                      HaarTransform, InverseHaarTransform, ModulatedConv2d, NoiseInjection, PixelNorm,
+                      Upsample, fused_leaky_relu, make_kernel, minibatch_stddev, upfirdn2d)
 
 
 def reference_upfirdn2d(x, kernel, up, down, pad):
-    """Zero insertion by index assignment, padding/cropping, then the convolution as a loop over kernel taps."""
+    """Zero insertion by index assignment, padding/cropping, then the convolution as a loop over taps."""
     x0, x1, y0, y1 = pad if len(pad) == 4 else (pad[0], pad[1], pad[0], pad[1])
     b, c, h, w = x.shape
     stuffed = x.new_zeros(b, c, h * up, w * up)
     stuffed[:, :, ::up, ::up] = x
     padded = F.pad(stuffed, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
-    padded = padded[:, :, max(-y0, 0): padded.shape[2] - max(-y1, 0), max(-x0, 0): padded.shape[3] - max(-x1, 0)]
+    h_pad, w_pad = padded.shape[2:]
+    padded = padded[:, :, max(-y0, 0): h_pad - max(-y1, 0), max(-x0, 0): w_pad - max(-x1, 0)]
     kh, kw = kernel.shape
     out_h, out_w = padded.shape[2] - kh + 1, padded.shape[3] - kw + 1
     out = x.new_zeros(b, c, out_h, out_w)
@@ -163,8 +164,8 @@ def test_modulated_conv_grouped_equals_per_sample_loop(mode):
         if mode == "same":
             ref = F.conv2d(xi, w, padding=1)
         elif mode == "upsample":
-            ref = upfirdn2d(F.conv_transpose2d(xi, w.transpose(0, 1), stride=2), make_kernel([1, 3, 3, 1]) * 4,
-                            pad=(1, 1))
+            transposed = F.conv_transpose2d(xi, w.transpose(0, 1), stride=2)
+            ref = upfirdn2d(transposed, make_kernel([1, 3, 3, 1]) * 4, pad=(1, 1))
         else:
             ref = F.conv2d(upfirdn2d(xi, make_kernel([1, 3, 3, 1]), pad=(2, 2)), w, stride=2)
         torch.testing.assert_close(out[i: i + 1], ref, rtol=1e-4, atol=1e-5)

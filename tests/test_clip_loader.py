@@ -77,6 +77,12 @@ def test_wrapped_module_state_dict(tmp_path, original, inputs):
     assert_same(clip_lib.load_clip(TINY, str(path)), original, inputs)
 
 
+def test_torchscript_archive(tmp_path, original, inputs):
+    path = tmp_path / "jit.pt"  # the format of OpenAI's own ViT-B-32.pt
+    torch.jit.script(original).save(str(path))
+    assert_same(clip_lib.load_clip(TINY, str(path)), original, inputs)
+
+
 def test_hugging_face_folder(tmp_path, original, inputs):
     hf = clip_lib.open_clip_to_hf(original.state_dict())
     assert "vision_model.encoder.layers.1.self_attn.q_proj.weight" in hf

@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from common.config import add_config_arg, parse_args
+from common.config import add_config_arg, resolve_args as parse_args
 from common.errors import UserError
 
 
@@ -57,5 +57,7 @@ def test_required_flag_may_come_from_config(tmp_path):
     p.add_argument("--data-root", required=True)
     cfg = write(tmp_path, "classification:\n  data_root: /x\n")
     assert parse_args(p, "classification", ["--config", cfg]).data_root == "/x"
+    p = parser()
+    p.add_argument("--data-root", required=True)
     with pytest.raises(SystemExit):
         parse_args(p, "classification", [])
