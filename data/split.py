@@ -10,12 +10,14 @@ import argparse
 import json
 import os
 
+from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import anno_path, class_counts, read_classes
 
 
 def get_args_parser():
     p = argparse.ArgumentParser("Head/tail split")
+    add_config_arg(p)
     p.add_argument("--root", required=True, help="processed data root (holds classes.json and anno/)")
     p.add_argument("--head-percent", type=float, default=40.0,
                    help="percentage of classes that are head: DIOR 40, FGSC-23 33 (SPEC 1.3)")
@@ -51,4 +53,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    main(parse_args(get_args_parser(), "split"))

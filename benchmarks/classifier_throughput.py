@@ -1,0 +1,105 @@
+"""Training throughput (images/s) and peak memory of a classifier, on in-memory tensors or on image files.
+
+    python benchmarks/classifier_throughput.py --model resnet50 --img-size 224 --batch-size 32      (tensors)
+    python benchmarks/classifier_throughput.py --source files --data-root data/synthetic/processed --workers 8
+
+On CUDA, AMP and channels_last are on by default (the training scripts' defaults). Peak memory is the CUDA
+allocator's peak on a GPU and the process's maximum resident set on the CPU.
+"""
+import argparse
+import os
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+
+from common.backbones import build_classifier
+from common.datasets import ImageList
+from common.distributed import autocast, setup
+from common.engine import to_device
+from common.errors import UserError, cli
+from common.layout import anno_path, read_classes
+from common.loaders import make_loader
+from common.transforms import classification
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("Classifier training throughput")
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-classes", type=int, default=20)
+    p.add_argument("--steps", type=int, default=30, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--source", default="tensors", choices=["tensors", "files"])
+    p.add_argument("--data-root", default=None, help="processed data root, for --source files")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    return p
+
+
+def batches(args, rt):
+    if args.source == "tensors":
+        x = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
+        y = torch.randint(0, args.num_classes, (args.batch_size,))
+        while True:
+            yield x, y
+    if not args.data_root:
+        raise UserError("--source files needs --data-root (a processed data root)")
+    n = len(read_classes(args.data_root)["names"])
+    ds = ImageList(os.path.join(args.data_root, "train"), [anno_path(args.data_root, "train")],
+                   classification(args.img_size, True), num_classes=n)
+    while True:
+        yield from make_loader(ds, args.batch_size, True, rt, args.workers)
+
+
+@cli
+def main(args):
+    rt = setup(args.device)
+    n_classes = len(read_classes(args.data_root)["names"]) if args.source == "files" else args.num_classes
+    model = build_classifier(args.model, n_classes, "none", verbose=False).to(rt.device)
+    if args.channels_last and rt.cuda:
+        model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if args.compile else model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    model.train()
+    data = batches(args, rt)
+
+    def step():
+        x, y = next(data)
+        x, y = to_device(x, rt, args.channels_last), y.to(rt.device, non_blocking=True)
+        with autocast(rt, args.amp):
+            loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return len(y)
+
+    for _ in range(args.warmup):
+        step()
+    if rt.cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0, seen = time.perf_counter(), 0
+    for _ in range(args.steps):
+        seen += step()
+    if rt.cuda:
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    if rt.cuda:
+        peak = f"{torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB (CUDA allocator)"
+        where = torch.cuda.get_device_name()
+    else:
+        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB (max RSS)"
+        where = f"CPU, {torch.get_num_threads()} threads"
+    print(f"{args.model} {args.img_size}px batch {args.batch_size} on {args.source} | {where} | "
+          f"amp={args.amp and rt.cuda} channels_last={args.channels_last and rt.cuda} compile={args.compile}")
+    print(f"train throughput: {seen / dt:.1f} images/s ({args.steps} steps, {dt:.1f} s); peak memory: {peak}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
