@@ -15,7 +15,15 @@ def cli(main):
         try:
             return main(*args, **kwargs)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {message_of(e)}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+def message_of(e: UserError) -> str:
+    """The user-facing line; a DataLoader worker re-raises with the worker's traceback in the message."""
+    msg = str(e).strip()
+    if "Original Traceback" in msg:
+        msg = msg.splitlines()[-1].split(": ", 1)[-1]
+    return msg

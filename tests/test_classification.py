@@ -86,3 +86,15 @@ def test_ddp_two_cpu_processes(synth_root, tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1]  # written once, by rank 0
     res = json.load(open(out / "results.json"))
     assert sum(map(sum, res["confusion_matrix"])) == 40  # each test image counted exactly once
+
+
+def test_corrupt_image_stops_with_flag_and_is_skipped_by_default(synth_root, tmp_path):
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    (root / "train" / "0" / "00000.jpg").write_bytes(b"broken")
+    proc = train(str(root), tmp_path / "stop", "--epochs", "1", "--on-corrupt", "error", "--workers", "1",
+                 check=False)
+    assert_one_line_error(proc, "00000.jpg is corrupt", "--on-corrupt skip")
+    proc = train(str(root), tmp_path / "skip", "--epochs", "1")
+    assert "skipped corrupt image" in proc.stderr and "00000.jpg" in proc.stderr
