@@ -1,15 +1,16 @@
 """The repository's one CLIP loader (open_clip models), and a differentiable image path for CLIP losses.
 
-    bundle = load_clip("ViT-B-32", "openai")                  # a pretrained tag: downloads where a network exists
-    bundle = load_clip("ViT-B-32", "RemoteCLIP-ViT-B-32.pt")  # an open_clip checkpoint file (state dict,
-                                                              # {'state_dict': ...}, 'module.' prefixes, .safetensors)
-    bundle = load_clip("ViT-B-32", "clip-rsicd/")             # the Hugging Face CLIPModel folder of
-                                                              # flax-community/clip-rsicd (config.json + weights)
-    bundle = load_clip("synth-vit-tiny", "synth_clip.pt")     # a checkpoint that carries its own model config
+    load_clip("ViT-B-32", "openai")                  # a pretrained tag: downloads where a network exists
+    load_clip("ViT-B-32", "RemoteCLIP-ViT-B-32.pt")  # an open_clip checkpoint file: a state dict, possibly
+                                                     # {'state_dict': ...}, 'module.' prefixes, .safetensors,
+                                                     # or a TorchScript archive (OpenAI's own files)
+    load_clip("ViT-B-32", "clip-rsicd/")             # a Hugging Face CLIPModel folder such as
+                                                     # flax-community/clip-rsicd (config.json + weights)
+    load_clip("synth-vit-tiny", "synth_clip.pt")     # a checkpoint that carries its own model config
 
 Custom architectures are open_clip model configs ({"embed_dim", "vision_cfg", "text_cfg"}) registered with
-`register_model_config(name, cfg)`, which goes through open_clip's public `add_model_config(path)`. A checkpoint
-may carry its config as {'state_dict': ..., 'model_name': name, 'model_cfg': cfg} (see `checkpoint_dict`):
+`register_model_config(name, cfg)`, which goes through open_clip's public `add_model_config(path)`. A
+checkpoint may carry its config: {'state_dict', 'model_name', 'model_cfg'} (written by `checkpoint_dict`);
 load_clip then registers it, so such a file opens in any process without importing the code that defined it.
 
 The loaded model is in eval mode with frozen parameters; `image_features` is differentiable w.r.t. its input.
@@ -62,7 +63,7 @@ def register_model_config(name: str, cfg: dict) -> None:
 
 
 def checkpoint_dict(model: torch.nn.Module, name: str, cfg: dict, **meta) -> dict:
-    """An open_clip checkpoint that carries its config: open_clip reads its 'state_dict', load_clip the rest."""
+    """An open_clip checkpoint that carries its config: open_clip reads 'state_dict', load_clip the rest."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"state_dict": state, "model_name": name, "model_cfg": cfg, **meta}
 
@@ -72,19 +73,20 @@ def checkpoint_dict(model: torch.nn.Module, name: str, cfg: dict, **meta) -> dic
 def load_clip(model: str | None, pretrained: str | None = None, device="cpu") -> ClipBundle:
     """An open_clip model from a pretrained tag, a local checkpoint file, or a Hugging Face CLIP folder.
 
-    `model` is an open_clip model name; it may be None when `pretrained` is a checkpoint that names its model.
-    `pretrained=None` gives a randomly initialised model (for tests).
+    `model` is an open_clip model name; it may be None when `pretrained` is a checkpoint that names its model
+    (then that name), or a Hugging Face folder (then ViT-B-32). `pretrained=None` gives a randomly initialised
+    model (for tests). Every problem with the arguments or files is a one-line UserError.
     """
     extra = {}
     state_dict = None
     if pretrained is None:
         pass
     elif os.path.isdir(pretrained):
-        state_dict, hf_config = read_hf_folder(pretrained)
+        state_dict, folder_config = read_hf_folder(pretrained)
         model = model or "ViT-B-32"
-        _check_hf_config(hf_config, _model_cfg(model), pretrained)
+        _check_hf_config(folder_config, _model_cfg(model), pretrained)
         # the folder's activation decides: OpenAI-initialised CLIPs (clip-rsicd) use QuickGELU
-        extra["quick_gelu"] = hf_config.get("vision_config", {}).get("hidden_act", "quick_gelu") == "quick_gelu"
+        extra["quick_gelu"] = folder_config["vision_config"].get("hidden_act", "quick_gelu") == "quick_gelu"
     elif os.path.isfile(pretrained):
         state_dict, stored_name, stored_cfg = read_checkpoint(pretrained)
         if stored_cfg is not None:
@@ -179,8 +181,8 @@ def read_checkpoint(path: str):
     """(state_dict in open_clip key names, stored model name or None, stored model config or None)."""
     obj = _read_weights(path)
     if isinstance(obj, torch.jit.ScriptModule):  # OpenAI's original JIT archives, torch.jit.script(open_clip)
-        obj = {k: v for k, v in obj.state_dict().items()
-               if k not in ("input_resolution", "context_length", "vocab_size") and not k.endswith("attn_mask")}
+        scalars = ("input_resolution", "context_length", "vocab_size")
+        obj = {k: v for k, v in obj.state_dict().items() if k not in scalars and not k.endswith("attn_mask")}
     if not isinstance(obj, dict):
         raise UserError(f"CLIP checkpoint {path} holds a {type(obj).__name__}, not a state dict")
     name, cfg = obj.get("model_name"), obj.get("model_cfg")
@@ -215,7 +217,7 @@ def read_hf_folder(folder: str):
     return hf_to_open_clip(state, weights[0]), config
 
 
-# ---------------------------------------------------------------------------------------------- HF <-> open_clip
+# ------------------------------------------------------------------------------------------ HF <-> open_clip
 
 _BLOCK_NAMES = [  # (Hugging Face CLIPEncoderLayer, open_clip ResidualAttentionBlock)
     ("self_attn.out_proj.", "attn.out_proj."), ("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."),
@@ -249,8 +251,9 @@ def hf_to_open_clip(state: dict, source: str = "checkpoint") -> dict:
         if tower is not None:
             layer, _, rest = key[len(tower[0]):].partition(".")
             prefix = f"{tower[1]}{layer}."
-            if rest.startswith("self_attn.") and rest[len("self_attn."):][:6] in ("q_proj", "k_proj", "v_proj"):
-                kind, _, param = rest[len("self_attn."):].partition(".")
+            attn = rest[len("self_attn."):] if rest.startswith("self_attn.") else ""
+            if attn[:6] in ("q_proj", "k_proj", "v_proj"):
+                kind, _, param = attn.partition(".")
                 qkv.setdefault((prefix, param), {})[kind[0]] = value
                 continue
             new = next((prefix + oc + rest[len(hf):] for hf, oc in _BLOCK_NAMES if rest.startswith(hf)), None)
@@ -316,8 +319,8 @@ def _check_hf_config(config: dict, cfg: dict, folder: str) -> None:
         for field in ("num_attention_heads", "num_hidden_layers", "hidden_size", "patch_size", "image_size"):
             have, want = config[tower].get(field), expected[tower].get(field)
             if have is not None and want is not None and have != want:
-                raise UserError(f"{folder}/config.json: {tower}.{field} is {have} but the chosen open_clip model "
-                                f"has {want}; pass the matching model name")
+                raise UserError(f"{folder}/config.json: {tower}.{field} is {have} but the chosen open_clip "
+                                f"model has {want}; pass the matching model name")
 
 
 def _load_strict(clip: torch.nn.Module, state: dict, source: str, name: str) -> None:

@@ -33,7 +33,8 @@ def data_root(tmp_path_factory):
         for split, n in (("train", 6 - cid // 3), ("test", 3)):
             os.makedirs(os.path.join(root, split, str(cid)), exist_ok=True)
             for k in range(n):
-                Image.fromarray(render(attrs, 32, rng)).save(os.path.join(root, split, str(cid), f"{k:05d}.jpg"))
+                path = os.path.join(root, split, str(cid), f"{k:05d}.jpg")
+                Image.fromarray(render(attrs, 32, rng)).save(path)
                 entries[split].append((cid, f"{k:05d}.jpg"))
     extra = {"attributes": attribute_names(), "attribute_groups": ATTRIBUTE_GROUPS,
              "class_attributes": class_attribute_matrix(classes).astype(int).tolist(),
@@ -52,7 +53,7 @@ def info_of(root):
 def test_config_builds_and_round_trips(tmp_path):
     torch.manual_seed(0)
     cfg = model_config()
-    model = build_model(cfg).eval()
+    model = build_model(cfg).eval().requires_grad_(False)  # frozen as loaded: the same attention kernels
     assert model.visual.image_size == (64, 64) and model.text_projection.shape == (128, 128)
     path = tmp_path / "synth_clip.pt"
     atomic_save(checkpoint_dict(model, MODEL_NAME, cfg), str(path))
@@ -138,9 +139,9 @@ def test_captions_and_prompts():
 
 def test_script_end_to_end(data_root, tmp_path, capsys):
     out = tmp_path / "clip" / "synth_clip.pt"
-    args = parse_args(train_clip.get_args_parser(), "train_clip",
-                      ["--data", data_root, "--out", str(out), "--steps", "3", "--batch-size", "8", "--width", "32",
-                       "--layers", "1", "--embed-dim", "16", "--warmup", "1", "--log-every", "1"])
+    argv = ["--data", data_root, "--out", str(out), "--steps", "3", "--batch-size", "8", "--width", "32",
+            "--layers", "1", "--embed-dim", "16", "--warmup", "1", "--log-every", "1"]
+    args = parse_args(train_clip.get_args_parser(), "train_clip", argv)
     train_clip.main(args)
     report = json.loads((tmp_path / "clip" / "synth_clip_report.json").read_text())
     assert (tmp_path / "clip" / "synth_clip_report.md").is_file()

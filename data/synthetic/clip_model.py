@@ -17,9 +17,9 @@ from common.errors import UserError
 MODEL_NAME = "synth-vit-tiny"
 
 
-def model_config(image_size: int = 64, patch_size: int = 8, width: int = 128, layers: int = 3,
+def model_config(image_size: int = 64, patch_size: int = 16, width: int = 128, layers: int = 3,
                  embed_dim: int = 128, context_length: int = 32) -> dict:
-    """An open_clip ViT config sized for CPU: 64 px / patch 8 = 64 tokens, widths 128, 3 layers per tower."""
+    """An open_clip ViT config sized for CPU: 64 px / patch 16 = 16 tokens, widths 128, 3 layers per tower."""
     return {
         "embed_dim": embed_dim,
         "vision_cfg": {"image_size": image_size, "patch_size": patch_size, "width": width, "layers": layers,
@@ -127,8 +127,8 @@ def class_attribute_dicts(info: dict) -> list:
             if on:
                 group = group_of.get(a, a)
                 if group in attrs:
-                    raise UserError(f"class '{name}' has two attributes of group '{group}' ({attrs[group]}, {a}); "
-                                    f"captions expect at most one per group")
+                    raise UserError(f"class '{name}' has two attributes of group '{group}' ({attrs[group]}, "
+                                    f"{a}); captions expect at most one per group")
                 attrs[group] = a
         out.append(attrs)
     return out

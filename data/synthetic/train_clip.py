@@ -21,7 +21,6 @@ import time
 import numpy as np
 import open_clip
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from common.checkpoint import atomic_save
@@ -40,15 +39,15 @@ def get_args_parser():
     p.add_argument("--out", required=True, help="checkpoint file to write (e.g. checkpoints/synth_clip.pt)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--exclude-unseen", default="43",
-                       help="train on the seen classes of this zero-shot split of classes.json (61, 52 or 43)")
+                       help="train on the seen classes of this zero-shot split of classes.json (61/52/43)")
     which.add_argument("--all-classes", action="store_true", help="train on every class (for TGN's CDTG)")
-    p.add_argument("--image-size", type=int, default=0, help="model input size; 0 = the data set's image size")
-    p.add_argument("--patch-size", type=int, default=8, help="ViT patch size")
+    p.add_argument("--image-size", type=int, default=0, help="model input size; 0 = the data's size")
+    p.add_argument("--patch-size", type=int, default=16, help="ViT patch size (64 px / 16 = 16 image tokens)")
     p.add_argument("--width", type=int, default=128, help="width of both transformers")
     p.add_argument("--layers", type=int, default=3, help="layers of each transformer")
     p.add_argument("--embed-dim", type=int, default=128, help="joint embedding size")
-    p.add_argument("--steps", type=int, default=400, help="optimisation steps")
-    p.add_argument("--batch-size", type=int, default=128, help="image-caption pairs per step")
+    p.add_argument("--steps", type=int, default=500, help="optimisation steps")
+    p.add_argument("--batch-size", type=int, default=64, help="image-caption pairs per step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (cosine decay)")
     p.add_argument("--warmup", type=int, default=40, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay of matrices")
@@ -84,7 +83,8 @@ def load_images(root: str, split: str, classes: list, size: int) -> tuple:
     for i, (rel, _) in enumerate(items):
         path = os.path.join(root, split, rel)
         if not os.path.isfile(path):
-            raise UserError(f"image {path} listed in {anno_path(root, split)} does not exist; re-run prepare.py")
+            raise UserError(f"image {path} listed in {anno_path(root, split)} does not exist; "
+                            f"re-run prepare.py")
         with Image.open(path) as im:
             im = im.convert("RGB")
             if im.size != (size, size):
@@ -216,7 +216,8 @@ def attribute_aucs(image_feats, labels, attr_feats, matrix: np.ndarray, names: l
     per = {a: roc_auc(sims[:, j], truth[:, j]) for j, a in enumerate(names)}
     defined = {a: v for a, v in per.items() if not math.isnan(v)}
     if not defined:
-        return {"mean": None, "worst": None, "worst_attribute": None, "undefined": sorted(per), "per_attribute": {}}
+        return {"mean": None, "worst": None, "worst_attribute": None, "undefined": sorted(per),
+                "per_attribute": {}}
     worst = min(defined, key=defined.get)
     return {"mean": float(np.mean(list(defined.values()))), "worst": defined[worst], "worst_attribute": worst,
             "undefined": sorted(set(per) - set(defined)), "per_attribute": defined}
@@ -260,8 +261,8 @@ def pct(v) -> str:
 def markdown(report: dict) -> str:
     zs, ch = report["zero_shot"], report["chance"]
     lines = [f"Synthetic CLIP `{report['model_name']}` trained on {report['trained_on']} "
-             f"({report['train_images']} images, {report['steps']} steps, {report['fit_seconds']:.0f} s fitting "
-             f"on {report['threads']} thread(s)); test split, top-1 %:", "",
+             f"({report['train_images']} images, {report['steps']} steps, {report['fit_seconds']:.0f} s "
+             f"fitting on {report['threads']} thread(s)); test split, top-1 %:", "",
              "| prompts | seen among seen | unseen among unseen | seen among all | unseen among all |",
              "|---|---|---|---|---|"]
     for kind, r in zs.items():
@@ -269,7 +270,8 @@ def markdown(report: dict) -> str:
                      f"{pct(r['seen_among_all'])} | {pct(r['unseen_among_all'])} |")
     lines.append(f"| chance | {pct(ch['seen_among_seen'])} | {pct(ch['unseen_among_unseen'])} | "
                  f"{pct(ch['among_all'])} | {pct(ch['among_all'])} |")
-    lines += ["", f"Prompts: `{report['prompt_examples']['name']}`, `{report['prompt_examples']['described']}`; "
+    examples = report["prompt_examples"]
+    lines += ["", f"Prompts: `{examples['name']}`, `{examples['described']}`; "
               f"attributes: `{report['attribute_prompt_example']}`.", "",
               "| attribute ROC AUC | mean | worst (attribute) |", "|---|---|---|"]
     for part, r in report["attribute_auc"].items():
@@ -291,8 +293,8 @@ def main(args):
     info = read_classes(args.data)
     for key in ("attributes", "attribute_groups", "class_attributes", "zsl_splits"):
         if key not in info:
-            raise UserError(f"{args.data}/classes.json has no '{key}'; this script needs the embedded data set "
-                            f"(data/synthetic/prepare.py)")
+            raise UserError(f"{args.data}/classes.json has no '{key}'; this script needs the embedded data "
+                            f"set (data/synthetic/prepare.py)")
     train_ids, seen, unseen = training_classes(info, args.exclude_unseen, args.all_classes)
     size = args.image_size or int(info.get("image_size", 64))
     if size % args.patch_size:
