@@ -69,3 +69,67 @@ def build_classifier(name: str, num_classes: int, weights: str = "imagenet", ver
         if verbose:
             print(f"loaded {len(loaded)} tensors from {weights}; left at init: {left or 'none'}")
     return model
+
+
+# --- ResNets that also return their layer3 feature map (KMDN's head/tail models, CDTG's conditioning) ---
+
+class FeatureResNet(nn.Module):
+    """A torchvision ResNet whose forward returns (logits, layer3 feature map).
+
+    The ResNet's own modules are re-registered under their torchvision names, so the state dict has exactly
+    torchvision's keys (projection shortcuts are `layerN.0.downsample.*`) and Classification/ can load it too.
+    layer3 is [B, 1024, H/16, W/16] for ResNet-50/101/152 and [B, 256, H/16, W/16] for ResNet-18/34.
+    """
+
+    PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
+
+    def __init__(self, resnet: nn.Module):
+        super().__init__()
+        for name in self.PARTS:
+            setattr(self, name, getattr(resnet, name))
+        self.feature_channels = resnet.layer4[0].conv1.in_channels  # = layer3's output channels
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        feat3 = self.layer3(self.layer2(self.layer1(x)))
+        logits = self.fc(torch.flatten(self.avgpool(self.layer4(feat3)), 1))
+        return logits, feat3
+
+
+def is_resnet_name(name: str) -> bool:
+    return name in models.list_models(module=models) and name.startswith(("resnet", "resnext", "wide_resnet"))
+
+
+def reinit_projection_shortcuts(model: nn.Module) -> list:
+    """Re-initialise every projection shortcut (downsample conv + BN) as a fresh torchvision ResNet would.
+
+    This reproduces upstream's custom ResNet, whose shortcuts were named `shortcut.*` and so never received
+    the ImageNet weights (SPEC 2.1, 6.1 item 10). Returns the names of the re-initialised modules.
+    """
+    names = []
+    for layer_name in ("layer1", "layer2", "layer3", "layer4"):
+        for i, block in enumerate(getattr(model, layer_name)):
+            if block.downsample is None:
+                continue
+            conv, bn = block.downsample[0], block.downsample[1]
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.ones_(bn.weight)
+            nn.init.zeros_(bn.bias)
+            bn.reset_running_stats()
+            names.append(f"{layer_name}.{i}.downsample")
+    return names
+
+
+def build_feature_resnet(name: str, num_classes: int, weights: str = "imagenet", upstream_shortcut_init: bool = False,
+                         verbose: bool = True) -> FeatureResNet:
+    """build_classifier's ResNet `name` (weights 'imagenet', 'none' or a file; every matching tensor, the
+    projection shortcuts included, is loaded) wrapped to return (logits, layer3)."""
+    if not is_resnet_name(name):
+        raise UserError(f"unknown model '{name}' for a feature ResNet; choose resnet18, resnet34, resnet50, "
+                        f"resnet101 or resnet152")
+    model = FeatureResNet(build_classifier(name, num_classes, weights, verbose=verbose))
+    if upstream_shortcut_init:
+        reset = reinit_projection_shortcuts(model)
+        if verbose:
+            print(f"--upstream-shortcut-init: re-initialised {', '.join(reset)} (as upstream's ResNet left them)")
+    return model

@@ -34,6 +34,20 @@ def per_class_table(out: str) -> list:
     return lines
 
 
+def kmdn_rows(out: str) -> list:
+    path = os.path.join(out, "kmdn", "distill", "summary.json")
+    if not os.path.isfile(path):
+        return []
+    s = json.load(open(path))
+    lines = ["", "## KMDN (each model on its own classes' test images)", "",
+             "| model | stage-1 OA | distilled OA | stage-1 macro-F1 | distilled macro-F1 |", "|---|---|---|---|---|"]
+    for part in ("head", "tail"):
+        b, a = s["before"][part], s["after"][part]
+        lines.append(f"| {part} model | {pct(b['oa'])} | {pct(a['oa'])} | {pct(b['macro_f1'])} | "
+                     f"{pct(a['macro_f1'])} |")
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="runs/quickstart")
@@ -42,6 +56,7 @@ def main():
     lines = ["# Quickstart results (embedded synthetic data set, CPU scale)", "",
              "## TGN classifier", "", "| classifier | OA | macro-F1 | head acc | tail acc |", "|---|---|---|---|---|"]
     lines += classifier_rows(args.out) + per_class_table(args.out)
+    lines += kmdn_rows(args.out)
     lines += ["", f"Pictures: {args.out}/classification_baseline/confusion_matrix.png, acc_vs_count.png"]
     if args.seconds is not None:
         lines += ["", f"Wall time of the quickstart: {args.seconds} s."]

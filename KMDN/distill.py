@@ -1,0 +1,238 @@
+"""KMDN stage 2: knowledge mutual distillation of the head and tail models (SPEC 2.3).
+
+    python KMDN/distill.py --config configs/dior.yaml --name dior      -> runs/kmdn/dior/distill/
+
+Starts from the stage-1 models (default: runs/kmdn/<name>/{head,tail}/model_final.pt, i.e. the sibling folders
+of this run's folder). In the first --interval epochs the tail model teaches the head model on head images,
+in the next --interval epochs the head model teaches the tail model on tail images, alternating after that.
+Student loss: CE + alpha * MSE(student layer3, teacher layer3); the teacher is frozen in eval mode under
+no_grad. One Adam per model; the student's lr is set at the start of each epoch by the global epoch index.
+
+Writes head_model.pt and tail_model.pt (the part-model format of KMDN/model.py; tail_model.pt is what CDTG
+is conditioned on), ckpt_last.pt (both models and optimisers) for an exact --resume, metrics.jsonl, a per-class
+report per part in head/ and tail/, and summary.md / summary.json comparing stage-1 and distilled accuracy.
+"""
+import argparse
+import json
+import os
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from common import checkpoint, rundir
+from common.config import add_config_arg, parse_args
+from common.distributed import all_reduce_sum, cleanup, setup
+from common.engine import evaluate, train_one_epoch
+from common.errors import UserError, cli
+from common.loaders import make_loader, set_epoch
+from common.metrics import summarize
+from common.report import write_report
+from common.transforms import NORMALISATIONS
+from KMDN.model import (PARTS, DistillLoss, check_part, freeze, model_from_file, part_dataset, phase,
+                        read_part_file, save_part_model, step_lr)
+from KMDN.train import load_data_split
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("KMDN stage 2: mutual distillation")
+    add_config_arg(p)
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", default=None, help="processed data root (classes.json, anno/, train/, test/)")
+    g.add_argument("--split", default=None, help="split.json from data/split.py (default: <root>/split.json)")
+    g.add_argument("--img-size", type=int, default=None, help="default: the size the stage-1 models were trained at")
+    g.add_argument("--norm", default=None, choices=list(NORMALISATIONS), help="default: the stage-1 models' one")
+    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--workers", type=int, default=4)
+    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"])
+    g = p.add_argument_group("starting point")
+    g.add_argument("--head-init", default=None,
+                   help="stage-1 head model (default: <run folder>/../head/model_final.pt; upstream used its "
+                        "epoch-0 file: pass .../head/model_epoch_0.pt to reproduce that)")
+    g.add_argument("--tail-init", default=None,
+                   help="stage-1 tail model (default: <run folder>/../tail/model_final.pt)")
+    g.add_argument("--fresh-fc", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-initialise both classifiers (fc) before distilling, as upstream dropped fc.* from the "
+                        "stage-1 weights; --no-fresh-fc keeps the trained ones")
+    g = p.add_argument_group("distillation")
+    g.add_argument("--epochs", type=int, default=100)
+    g.add_argument("--interval", type=int, default=50,
+                   help="epochs per phase: tail->head for the first N, head->tail for the next N, alternating")
+    g.add_argument("--alpha", type=float, default=0.2, help="weight of the layer3 feature MSE")
+    g.add_argument("--batch-size", type=int, default=64, help="per process")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--lr-drop-epochs", type=int, nargs="*", default=[31, 61, 91],
+                   help="global epochs from which the student's lr is multiplied by --lr-gamma once more "
+                        "(upstream: 1e-3 up to epoch 30, 1e-4 from 31, 1e-5 from 61, 1e-6 from 91)")
+    g.add_argument("--lr-gamma", type=float, default=0.1)
+    g = p.add_argument_group("speed")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="on CUDA")
+    g.add_argument("--compile", action="store_true", help="torch.compile both models")
+    g.add_argument("--eval-every", type=int, default=1, help="test the student every N epochs (and after the last)")
+    g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
+    rundir.add_run_args(p, "kmdn")
+    for a in p._actions:
+        if a.dest == "output_dir":
+            a.help = "run folder (default: runs/kmdn/<name>/distill)"
+    return p
+
+
+def load_stage1(args, split: dict, run_folder: str) -> dict:
+    """{part: (file dict, path)} of the two stage-1 models, checked against split.json and each other."""
+    found = {}
+    for part in PARTS:
+        flag = f"--{part}-init"
+        path = getattr(args, f"{part}_init") or os.path.join(os.path.dirname(run_folder), part, "model_final.pt")
+        if not os.path.isfile(path):
+            raise UserError(f"stage-1 {part} model {path} does not exist; run KMDN/train.py --part {part} first "
+                            f"or pass {flag}")
+        ck = read_part_file(path, f"{flag} file")
+        check_part(ck, path, part, split, flag)
+        found[part] = (ck, path)
+    (h, hp), (t, tp) = found["head"], found["tail"]
+    for key in ("feature_channels", "img_size", "norm"):
+        if h[key] != t[key]:
+            raise UserError(f"the stage-1 models differ in {key} ({hp}: {h[key]}, {tp}: {t[key]}); train both "
+                            f"parts with the same --model, --img-size and --norm")
+    return found
+
+
+def summary_markdown(before: dict, after: dict, metas: dict, dataset: str) -> str:
+    lines = [f"## KMDN on {dataset}: test accuracy of each part on its own classes (%)", "",
+             "| model | classes | stage 1 OA | distilled OA | stage 1 macro-F1 | distilled macro-F1 |",
+             "|---|---|---|---|---|---|"]
+    for part in PARTS:
+        b, a = before[part], after[part]
+        lines.append(f"| {part} ({metas[part]['arch']}) | {metas[part]['num_classes']} | {100 * b['oa']:.2f} | "
+                     f"{100 * a['oa']:.2f} | {100 * b['macro_f1']:.2f} | {100 * a['macro_f1']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+@cli
+def main(args):
+    if args.interval < 1:
+        raise UserError(f"--interval must be at least 1, got {args.interval}")
+    split = load_data_split(args)
+    run_folder = args.output_dir or os.path.join("runs", "kmdn", args.name, "distill")
+    ckpt_path = os.path.join(run_folder, "ckpt_last.pt")
+    if args.resume:  # the run's own checkpoint holds everything; stage-1 files may have moved since
+        ck = checkpoint.load(ckpt_path, "--resume: distillation checkpoint")
+        metas = ck["metas"]
+        if any(metas[p]["classes"] != split[p] for p in PARTS):
+            raise UserError(f"{ckpt_path} was distilled with another split.json; pass that split or start a new run")
+        args.head_init, args.tail_init = ck["args"]["head_init"], ck["args"]["tail_init"]
+    else:
+        stage1 = load_stage1(args, split, run_folder)
+        metas = {part: {k: v for k, v in f.items() if k != "model"} for part, (f, _) in stage1.items()}
+        args.head_init, args.tail_init = stage1["head"][1], stage1["tail"][1]
+    args.img_size = args.img_size or metas["head"]["img_size"]
+    args.norm = args.norm or metas["head"]["norm"]
+    for part in PARTS:
+        metas[part].update(img_size=args.img_size, norm=args.norm)
+    kw = dict(img_size=args.img_size, norm=args.norm, on_corrupt=args.on_corrupt)
+    train_sets = {p: part_dataset(args.data_root, split, p, "train", hflip=args.hflip, **kw) for p in PARTS}
+    test_sets = {p: part_dataset(args.data_root, split, p, "test", **kw) for p in PARTS}
+
+    args.output_dir = run_folder
+    rt = setup(args.device)
+    out = rundir.prepare(args, rt.is_main)
+    train_loaders = {p: make_loader(s, args.batch_size, True, rt, args.workers, args.seed)
+                     for p, s in train_sets.items()}
+    test_loaders = {p: make_loader(s, args.batch_size * 2, False, rt, args.workers) for p, s in test_sets.items()}
+    speed = dict(amp=args.amp, channels_last=args.channels_last)
+
+    models = {}
+    for part in PARTS:
+        if args.resume:
+            m = model_from_file({**metas[part], "model": ck["models"][part]}, ckpt_path)
+        else:
+            m = model_from_file(*stage1[part])
+        models[part] = m.to(rt.device)
+        if args.channels_last and rt.cuda:
+            models[part] = models[part].to(memory_format=torch.channels_last)
+    optimizers = {p: torch.optim.Adam(m.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+                  for p, m in models.items()}
+    log = rundir.MetricsLog(out, rt.is_main)
+    if args.resume:
+        for part in PARTS:
+            optimizers[part].load_state_dict(ck["optimizers"][part])
+        before, start = ck["before"], ck["epoch"] + 1
+        checkpoint.set_rng_state(ck["rng"])
+        log.truncate_after(ck["epoch"])
+        if rt.is_main:
+            print(f"resumed from {ckpt_path} at epoch {start}")
+    else:
+        before = {}
+        for part in PARTS:  # the stage-1 models as they were trained, before any fc reset
+            res = summarize(evaluate(models[part], test_loaders[part], rt, metas[part]["num_classes"], **speed))
+            before[part] = {k: v for k, v in res.items() if k != "per_class_f1"}
+            if args.fresh_fc:
+                checkpoint.unwrap(models[part]).fc.reset_parameters()
+        start = 0
+        if rt.is_main:
+            print("stage-1 test accuracy: " + ", ".join(f"{p} {100 * before[p]['oa']:.2f}%" for p in PARTS)
+                  + f"; run folder {out}")
+    wrapped = {p: DDP(m, device_ids=[rt.local_rank] if rt.cuda else None) if rt.distributed else m
+               for p, m in models.items()}
+    students = {p: torch.compile(w) if args.compile else w for p, w in wrapped.items()}
+    teachers = {p: torch.compile(m) if args.compile else m for p, m in models.items()}
+
+    after = {}
+    for epoch in tqdm(range(start, args.epochs), desc="distill epochs", disable=not rt.is_main, initial=start,
+                      total=args.epochs):
+        s, t = phase(epoch, args.interval)
+        freeze(models[t])
+        models[s].requires_grad_(True)
+        lr = step_lr(epoch, args.lr, args.lr_drop_epochs, args.lr_gamma)
+        for group in optimizers[s].param_groups:
+            group["lr"] = lr
+        set_epoch(train_loaders[s], epoch)
+        loss_fn = DistillLoss(teachers[t], args.alpha)
+        tic = time.perf_counter()
+        tr = train_one_epoch(students[s], train_loaders[s], optimizers[s], rt, desc=f"epoch {epoch} {t}->{s}",
+                             loss_fn=loss_fn, **speed)
+        seconds = time.perf_counter() - tic
+        terms = loss_fn.terms(lambda x: all_reduce_sum(x, rt))
+        row = {"epoch": epoch, "student": s, "teacher": t, "lr": lr, "train_loss": tr["loss"], **{
+            f"train_{k}": v for k, v in terms.items()}, "train_acc": tr["acc"],
+            "img_per_s": len(train_sets[s]) / seconds}
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            res = summarize(evaluate(students[s], test_loaders[s], rt, metas[s]["num_classes"], **speed))
+            row.update({f"test_{k}": v for k, v in res.items() if k != "per_class_f1"})
+            if rt.is_main:
+                tqdm.write(f"epoch {epoch} {t}->{s} lr {lr:.0e} loss {tr['loss']:.4f} (ce {terms['ce']:.4f} feat "
+                           f"{terms['feat_mse']:.4f}) test acc {res['oa']:.4f} {row['img_per_s']:.0f} img/s")
+        log.write(**row)
+        if rt.is_main:
+            checkpoint.atomic_save({"models": {p: m.state_dict() for p, m in models.items()},
+                                    "optimizers": {p: o.state_dict() for p, o in optimizers.items()},
+                                    "epoch": epoch, "rng": checkpoint.rng_state(), "before": before, "metas": metas,
+                                    "args": vars(args)}, ckpt_path)
+        if args.stop_after is not None and epoch + 1 >= args.stop_after:
+            cleanup()
+            return
+
+    for part in PARTS:
+        cm = evaluate(models[part], test_loaders[part], rt, metas[part]["num_classes"], **speed)
+        if rt.is_main:
+            save_part_model(models[part], os.path.join(out, f"{part}_model.pt"), metas[part])
+            res = write_report(cm, metas[part]["names"], os.path.join(out, part), None,
+                               [split["train_counts"][c] for c in metas[part]["classes"]],
+                               title=f"KMDN distilled {part} model on {split['dataset']} {part} test images")
+            after[part] = {k: v for k, v in res.items() if k not in ("per_class_f1", "confusion_matrix", "names")}
+    if rt.is_main:
+        text = summary_markdown(before, after, metas, split["dataset"])
+        with open(os.path.join(out, "summary.md"), "w") as f:
+            f.write(text)
+        with open(os.path.join(out, "summary.json"), "w") as f:
+            json.dump({"before": before, "after": after, "head_init": args.head_init, "tail_init": args.tail_init,
+                       "fresh_fc": args.fresh_fc}, f, indent=1)
+        print(text + f"distilled models: {os.path.join(out, 'head_model.pt')}, {os.path.join(out, 'tail_model.pt')}")
+    cleanup()
+
+
+if __name__ == "__main__":
+    main(parse_args(get_args_parser(), "kmdn_distill"))

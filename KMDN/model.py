@@ -1,0 +1,148 @@
+"""KMDN's head and tail models: building, the hand-over file, each part's data subset, and the distillation.
+
+A part model is a torchvision ResNet returning (logits, layer3 feature map) (common.backbones.FeatureResNet),
+with one output per class of its part (split.json's ordered `head` or `tail` list). Its file, written by
+KMDN/train.py (model_final.pt, model_epoch_<e>.pt) and KMDN/distill.py (head_model.pt, tail_model.pt), is
+
+    {"arch": "resnet50", "part": "head"|"tail", "classes": [original class ids, split.json order],
+     "names": [their names], "num_classes": K, "img_size": 224, "norm": "half", "feature": "layer3",
+     "feature_channels": 1024, "dataset": NAME, "model": state_dict}
+
+so that CDTG needs nothing else: `model, meta = load_part_model(path)`; output k is class meta["classes"][k].
+"""
+import os
+
+import torch
+import torch.nn.functional as F
+
+from common import checkpoint
+from common.backbones import FeatureResNet, build_feature_resnet
+from common.datasets import ImageList
+from common.errors import UserError
+from common.layout import anno_path
+from common.split import label_map
+from common.transforms import classification
+
+PARTS = ("head", "tail")
+META_KEYS = ("arch", "part", "classes", "names", "num_classes", "img_size", "norm", "feature", "feature_channels",
+             "dataset")
+
+
+# --- the hand-over file ---
+
+def part_meta(model: FeatureResNet, arch: str, part: str, split: dict, img_size: int, norm: str) -> dict:
+    classes = list(split[part])
+    return {"arch": arch, "part": part, "classes": classes, "names": [split["names"][c] for c in classes],
+            "num_classes": len(classes), "img_size": img_size, "norm": norm, "feature": "layer3",
+            "feature_channels": checkpoint.unwrap(model).feature_channels, "dataset": split["dataset"]}
+
+
+def save_part_model(model, path: str, meta: dict) -> None:
+    checkpoint.export_weights(model, path, **{k: meta[k] for k in META_KEYS})
+
+
+def read_part_file(path: str, what: str = "part model") -> dict:
+    """The stored dict of a part-model file, checked for the fields of the format; UserError otherwise."""
+    ck = checkpoint.load(path, what)
+    if not isinstance(ck, dict) or any(k not in ck for k in (*META_KEYS, "model")):
+        raise UserError(f"{what} {path} is not a KMDN part model (no arch/part/classes); pass a model_final.pt, "
+                        f"head_model.pt or tail_model.pt written by KMDN/train.py or KMDN/distill.py")
+    return ck
+
+
+def model_from_file(ck: dict, path: str) -> FeatureResNet:
+    model = build_feature_resnet(ck["arch"], ck["num_classes"], "none", verbose=False)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError:
+        raise UserError(f"{path}: its weights do not fit a {ck['arch']} with {ck['num_classes']} classes; "
+                        f"the file is damaged or was edited") from None
+    return model
+
+
+def load_part_model(path: str, device="cpu"):
+    """(model in eval mode on `device`, meta) from a part-model file; forward(x) returns (logits, feat3)."""
+    ck = read_part_file(path)
+    model = model_from_file(ck, path).to(device).eval()
+    return model, {k: v for k, v in ck.items() if k != "model"}
+
+
+def check_part(meta: dict, path: str, part: str, split: dict, flag: str) -> None:
+    """A stage-1 file must be of `part` and hold exactly split.json's ordered classes of that part."""
+    if meta["part"] != part:
+        raise UserError(f"{flag} {path} holds a {meta['part']} model; pass the {part} run's model_final.pt "
+                        f"(runs/kmdn/<name>/{part}/model_final.pt)")
+    if list(meta["classes"]) != list(split[part]):
+        raise UserError(f"{flag} {path} was trained on {meta['num_classes']} {part} classes {meta['classes']}, but "
+                        f"split.json's {part} part is {len(split[part])} classes {split[part]}; retrain it with "
+                        f"KMDN/train.py --part {part} on this split")
+
+
+# --- the data of one part ---
+
+def part_dataset(root: str, split: dict, part: str, subset: str, img_size: int, norm: str, hflip: bool = True,
+                 on_corrupt: str = "skip", train: bool | None = None) -> ImageList:
+    """The images of `part`'s classes in <root>/<subset>, labels remapped to 0..K-1 in split.json's order."""
+    train = subset == "train" if train is None else train
+    return ImageList(os.path.join(root, subset), [anno_path(root, subset)],
+                     classification(img_size, train, norm, hflip), num_classes=len(split["names"]),
+                     label_map=label_map(split, part), on_corrupt=on_corrupt)
+
+
+def check_disjoint(split: dict) -> None:
+    shared = sorted(set(split["head"]) & set(split["tail"]))
+    if shared:
+        raise UserError(f"split.json puts classes {shared} in both head and tail; re-run data/split.py")
+
+
+# --- mutual distillation (SPEC 2.3) ---
+
+def phase(epoch: int, interval: int) -> tuple:
+    """(student, teacher) parts of a distillation epoch: tail teaches head in the first `interval` epochs,
+    head teaches tail in the next `interval`, and so on alternating."""
+    return ("head", "tail") if (epoch // interval) % 2 == 0 else ("tail", "head")
+
+
+def step_lr(epoch: int, base: float, drop_epochs, gamma: float) -> float:
+    """The lr set at the start of `epoch`: base * gamma^(number of drop epochs <= epoch)."""
+    return base * gamma ** sum(epoch >= d for d in drop_epochs)
+
+
+def feature_mse(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
+    """Mean over all elements of the squared difference of the layer3 maps (upstream's MSELoss), in fp32."""
+    return F.mse_loss(student_feat.float(), teacher_feat.float())
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+class DistillLoss:
+    """loss_fn for common.engine.train_one_epoch: CE(student) + alpha * MSE(student layer3, teacher layer3).
+
+    The teacher runs in eval mode under no_grad (no autograd graph, BN statistics untouched). The two terms
+    are summed on the device (no host sync) for the epoch's log: `terms()` -> {"ce": .., "feat_mse": ..}.
+    """
+
+    def __init__(self, teacher: torch.nn.Module, alpha: float):
+        self.teacher, self.alpha = freeze(teacher), alpha
+        self.sums = None
+
+    def __call__(self, student, x, y):
+        with torch.no_grad():
+            _, teacher_feat = self.teacher(x)
+        logits, student_feat = student(x)
+        ce = F.cross_entropy(logits, y)
+        feat = feature_mse(student_feat, teacher_feat)
+        parts = torch.stack([ce.detach().double() * len(y), feat.detach().double() * len(y),
+                             torch.tensor(float(len(y)), dtype=torch.float64, device=ce.device)])
+        self.sums = parts if self.sums is None else self.sums + parts
+        return ce + self.alpha * feat, logits
+
+    def terms(self, reduce=lambda t: t) -> dict:
+        if self.sums is None:
+            return {}
+        s = reduce(self.sums)
+        return {"ce": (s[0] / s[2]).item(), "feat_mse": (s[1] / s[2]).item()}

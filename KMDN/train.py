@@ -1,0 +1,168 @@
+"""KMDN stage 1: train the head model on head-class images only, or the tail model on tail-class images only.
+
+    python KMDN/train.py --part head --config configs/dior.yaml --name dior     -> runs/kmdn/dior/head/
+    python KMDN/train.py --part tail --config configs/dior.yaml --name dior     -> runs/kmdn/dior/tail/
+    torchrun --nproc_per_node 4 KMDN/train.py ...                                 (DDP)
+
+Labels are remapped through split.json's ordered class list of the part (SPEC 2.2). Upstream recipe: ResNet-50
+with ImageNet weights, Adam 1e-3, weight decay 1e-4, batch 32, 100 epochs for both parts (the released tail
+script's 1 epoch is a debug value), lr x0.1 after epochs 31, 61, 91, 224 px, flip, [-1, 1] normalisation.
+Every epoch: accuracy, macro-F1 and per-class accuracy on the part's test subset. Writes model_final.pt (the
+part-model format of KMDN/model.py, read by KMDN/distill.py), model_epoch_<e>.pt every --save-every epochs,
+ckpt_last.pt for --resume, and the per-class report.
+"""
+import argparse
+import os
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from common import checkpoint, rundir
+from common.backbones import build_feature_resnet
+from common.config import add_config_arg, parse_args
+from common.distributed import cleanup, setup
+from common.engine import evaluate, train_one_epoch
+from common.errors import UserError, cli
+from common.layout import read_classes
+from common.loaders import make_loader, set_epoch
+from common.metrics import summarize
+from common.report import write_report
+from common.split import load_split
+from common.transforms import NORMALISATIONS
+from KMDN.model import PARTS, check_disjoint, part_dataset, part_meta, save_part_model
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("KMDN stage 1: head or tail model")
+    add_config_arg(p)
+    p.add_argument("--part", required=True, choices=PARTS, help="train the head model or the tail model")
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", default=None, help="processed data root (classes.json, anno/, train/, test/)")
+    g.add_argument("--split", default=None, help="split.json from data/split.py (default: <root>/split.json)")
+    g.add_argument("--img-size", type=int, default=224)
+    g.add_argument("--norm", default="half", choices=list(NORMALISATIONS),
+                   help="'half' = [-1,1] as upstream; 'imagenet' matches ImageNet-pretrained weights")
+    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--workers", type=int, default=4)
+    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
+                   help="a corrupt image is skipped with a warning, or stops the run")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="resnet50", help="resnet18, resnet34, resnet50, resnet101 or resnet152")
+    g.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (torchvision's weights, every layer), 'none', or a local state-dict file")
+    g.add_argument("--upstream-shortcut-init", action="store_true",
+                   help="re-initialise the projection shortcuts after loading the weights, as upstream's ResNet "
+                        "left them random (SPEC 2.1)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=100)
+    g.add_argument("--batch-size", type=int, default=32, help="per process")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--lr-drop-epochs", type=int, nargs="*", default=[32, 62, 92],
+                   help="epochs from which the lr is multiplied by --lr-gamma once more (upstream: 32 62 92)")
+    g.add_argument("--lr-gamma", type=float, default=0.1)
+    g = p.add_argument_group("speed and output")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="on CUDA")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--eval-every", type=int, default=1, help="test every N epochs (and always after the last)")
+    g.add_argument("--save-every", type=int, default=10,
+                   help="write model_epoch_<e>.pt when e %% N == 0 (upstream: 10; its distillation started from "
+                        "epoch 0's file); 0: never")
+    g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
+    rundir.add_run_args(p, "kmdn")
+    for a in p._actions:
+        if a.dest == "output_dir":
+            a.help = "run folder (default: runs/kmdn/<name>/<part>)"
+    return p
+
+
+def load_data_split(args) -> dict:
+    if not args.data_root:
+        raise UserError("--data-root is required (or set data_root in the config's KMDN sections)")
+    read_classes(args.data_root)
+    split = load_split(args.split or os.path.join(args.data_root, "split.json"), args.data_root)
+    check_disjoint(split)
+    return split
+
+
+@cli
+def main(args):
+    split = load_data_split(args)
+    part, classes = args.part, split[args.part]
+    names = [split["names"][c] for c in classes]
+    kw = dict(img_size=args.img_size, norm=args.norm, on_corrupt=args.on_corrupt)
+    train_set = part_dataset(args.data_root, split, part, "train", hflip=args.hflip, **kw)
+    test_set = part_dataset(args.data_root, split, part, "test", **kw)
+    args.output_dir = args.output_dir or os.path.join("runs", "kmdn", args.name, part)
+    rt = setup(args.device)
+    out = rundir.prepare(args, rt.is_main)
+    train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed)
+    test_loader = make_loader(test_set, args.batch_size * 2, False, rt, args.workers)
+    if rt.is_main:
+        print(f"{part} model: {len(classes)} classes {classes}, {len(train_set)} train / {len(test_set)} test "
+              f"images; run folder {out}")
+
+    model = build_feature_resnet(args.model, len(classes), args.weights, args.upstream_shortcut_init,
+                                 verbose=rt.is_main).to(rt.device)
+    if args.channels_last and rt.cuda:
+        model = model.to(memory_format=torch.channels_last)
+    meta = part_meta(model, args.model, part, split, args.img_size, args.norm)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop_epochs, args.lr_gamma)
+    start = 0
+    ckpt_path = os.path.join(out, "ckpt_last.pt")
+    log = rundir.MetricsLog(out, rt.is_main)
+    if args.resume:
+        ck = checkpoint.load(ckpt_path)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        checkpoint.set_rng_state(ck["rng"])
+        start = ck["epoch"] + 1
+        log.truncate_after(ck["epoch"])
+        if rt.is_main:
+            print(f"resumed from {ckpt_path} at epoch {start}")
+    if rt.distributed:
+        model = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None)
+    net = torch.compile(model) if args.compile else model
+    speed = dict(amp=args.amp, channels_last=args.channels_last)
+
+    cm = None
+    for epoch in tqdm(range(start, args.epochs), desc=f"{part} epochs", disable=not rt.is_main, initial=start,
+                      total=args.epochs):
+        set_epoch(train_loader, epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        tr = train_one_epoch(net, train_loader, optimizer, rt, desc=f"epoch {epoch}", **speed)
+        scheduler.step()
+        row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"]}
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            cm = evaluate(net, test_loader, rt, len(classes), **speed)
+            row.update({f"test_{k}": v for k, v in summarize(cm).items() if k != "per_class_f1"})
+            if rt.is_main:
+                tqdm.write(f"epoch {epoch} lr {lr:.0e} loss {tr['loss']:.4f} train acc {tr['acc']:.4f} test acc "
+                           f"{row['test_oa']:.4f} macro-F1 {row['test_macro_f1']:.4f}")
+        log.write(**row)
+        if rt.is_main:
+            if args.save_every and epoch % args.save_every == 0:
+                save_part_model(model, os.path.join(out, f"model_epoch_{epoch}.pt"), meta)
+            checkpoint.atomic_save({"model": checkpoint.unwrap(model).state_dict(),
+                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                    "epoch": epoch, "rng": checkpoint.rng_state(), "args": vars(args), "meta": meta},
+                                   ckpt_path)
+        if args.stop_after is not None and epoch + 1 >= args.stop_after:
+            cleanup()
+            return
+    if cm is None:  # resumed after the last epoch
+        cm = evaluate(net, test_loader, rt, len(classes), **speed)
+    if rt.is_main:
+        save_part_model(model, os.path.join(out, "model_final.pt"), meta)
+        write_report(cm, names, out, None, [split["train_counts"][c] for c in classes],
+                     title=f"KMDN {part} model ({args.model}) on {split['dataset']} {part} test images")
+        print(f"{part} model: {os.path.join(out, 'model_final.pt')}")
+    cleanup()
+
+
+if __name__ == "__main__":
+    main(parse_args(get_args_parser(), "kmdn_train"))
