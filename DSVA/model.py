@@ -1,0 +1,150 @@
+"""DSVA's network (SPEC 5.3): a CLIP ViT image tower returning every token, a global attribute head and local
+attribute prototypes, and the optional proposal branch.
+
+Tokens: open_clip's `VisionTransformer.forward_intermediates(indices=1, output_fmt='NLC',
+output_extra_tokens=True, intermediates_only=True)` gives the class token and the patch tokens after the last
+transformer block, before `ln_post`: the same tensor as Hugging Face's `last_hidden_state`, which upstream used
+(`post_layernorm` there touches only the pooled class token). `ln_post=True` applies the final LayerNorm to all
+tokens instead. Sizes follow the tower: width W, a g x g patch grid (ViT-B/32 at 224 px: W 768, g 7, 50 tokens).
+
+Class scores are returned as logits a . A (A: attributes x classes); the softmax belongs to the loss
+(DSVA/losses.py) and to the evaluation (DSVA/evaluate.py).
+"""
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.errors import UserError
+
+
+class TokenEncoder(nn.Module):
+    """An open_clip VisionTransformer -> tokens [B, 1 + g*g, W] (class token first)."""
+
+    def __init__(self, visual: nn.Module, ln_post: bool = False):
+        super().__init__()
+        if not all(hasattr(visual, a) for a in ("conv1", "grid_size", "forward_intermediates")):
+            raise UserError(f"DSVA needs an open_clip ViT image tower, got {type(visual).__name__}; pick a ViT "
+                            f"CLIP model (e.g. ViT-B-32)")
+        gh, gw = visual.grid_size
+        if gh != gw:
+            raise UserError(f"DSVA needs a square patch grid, the CLIP tower has {gh} x {gw}")
+        self.visual, self.ln_post = visual, ln_post
+        self.width, self.grid = visual.conv1.out_channels, gh
+        self.image_size = int(visual.image_size[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.visual.forward_intermediates(x, indices=1, output_fmt="NLC", output_extra_tokens=True,
+                                                intermediates_only=True, normalize_intermediates=self.ln_post)
+        return torch.cat([out["image_intermediates_prefix"][-1], out["image_intermediates"][-1]], dim=1)
+
+
+class DSVA(nn.Module):
+    """Global branch: mean of all tokens -> LayerNorm -> Linear to attributes ("ALE").
+    Local branch: prototypes P [attributes, W]; attention M = P . tokens^T; attributes = max over tokens
+    (class token included); attention maps = M over the patch tokens as g x g grids.
+    """
+
+    def __init__(self, visual: nn.Module, num_attributes: int, groups: dict | None = None, ln_post: bool = False,
+                 proposal_threshold: float = 1.0, proposal_weight: float = 1.0):
+        super().__init__()
+        self.encoder = TokenEncoder(visual, ln_post)
+        width = self.encoder.width
+        self.norm = nn.LayerNorm(width)
+        self.ale = nn.Linear(width, num_attributes)
+        self.prototypes = nn.Parameter(2e-4 * torch.rand(num_attributes, width))
+        self.groups = [list(ids) for ids in (groups or {"all": list(range(num_attributes))}).values()]
+        self.proposal_threshold, self.proposal_weight = proposal_threshold, proposal_weight
+
+    @property
+    def grid(self) -> int:
+        return self.encoder.grid
+
+    def head_parameters(self) -> list:
+        """What upstream trains in the prototype-only epochs: prototypes and the ALE linear layer."""
+        return [self.prototypes, self.ale.weight, self.ale.bias]
+
+    def attributes(self, tokens: torch.Tensor) -> tuple:
+        """(global attributes [B, K], local attributes [B, K], attention maps [B, K, g, g]) from tokens."""
+        global_attr = self.ale(self.norm(tokens.mean(1)))
+        m = torch.einsum("kd,bnd->bkn", self.prototypes.to(tokens.dtype), tokens)
+        local_attr = m.max(2).values
+        attention = m[:, :, 1:].reshape(m.shape[0], m.shape[1], self.grid, self.grid)
+        return global_attr, local_attr, attention
+
+    def forward(self, x: torch.Tensor, class_attributes: torch.Tensor, proposal: bool = False) -> dict:
+        """class_attributes: [K, C] (attributes x candidate classes). Returns logits 'global', 'local' (and
+        'proposal') [B, C], the attribute predictions 'global_attr', 'local_attr' [B, K] and the attention maps
+        'attention' [B, K, g, g]. With the proposal branch on, 'global' = a_g . A + w * a_p . A, as upstream."""
+        global_attr, local_attr, attention = self.attributes(self.encoder(x))
+        a = class_attributes.to(global_attr.dtype)
+        out = {"global_attr": global_attr, "local_attr": local_attr, "attention": attention,
+               "global": global_attr @ a, "local": local_attr @ a}
+        if proposal:
+            with torch.no_grad():
+                crops = proposal_crops(x, attention.detach().float(), local_attr.detach(), self.groups,
+                                       self.proposal_threshold)
+            proposal_attr = self.ale(self.norm(self.encoder(crops).max(1).values))
+            out["proposal_attr"] = proposal_attr
+            out["proposal"] = proposal_attr @ a
+            out["global"] = out["global"] + self.proposal_weight * out["proposal"]
+        return out
+
+
+def largest_component_box(mask: np.ndarray) -> tuple | None:
+    """(row0, col0, row1, col1) (end exclusive) of the largest 8-connected True region, or None."""
+    from scipy import ndimage
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=int))
+    if n == 0:
+        return None
+    biggest = int(np.bincount(labels.ravel())[1:].argmax()) + 1
+    rows, cols = np.nonzero(labels == biggest)
+    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+
+
+def proposal_crops(images: torch.Tensor, attention: torch.Tensor, local_attr: torch.Tensor, groups: list,
+                   threshold: float) -> torch.Tensor:
+    """Upstream's proposal (SPEC 5.3): per group the attribute with the highest local score; its map up-sampled
+    to the image, min-max normalised, averaged over groups, thresholded at mean * threshold; the bounding box of
+    the largest connected region is cropped and resized back to the input size."""
+    b, _, h, w = images.shape
+    g = attention.shape[-1]
+    picks = torch.stack([torch.tensor(ids, device=local_attr.device)[local_attr[:, ids].argmax(1)]
+                         for ids in groups], 1)  # [B, groups]
+    maps = attention.gather(1, picks[:, :, None, None].expand(-1, -1, g, g))
+    maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=True)
+    maps = maps - maps.amin((2, 3), keepdim=True)
+    maps = maps / maps.amax((2, 3), keepdim=True).clamp_min(1e-12)
+    mean_map = maps.mean(1)
+    masks = (mean_map > mean_map.mean((1, 2), keepdim=True) * threshold).cpu().numpy()
+    crops = torch.empty_like(images)
+    for i in range(b):
+        box = largest_component_box(masks[i]) or (0, 0, h, w)
+        r0, c0, r1, c1 = box
+        crops[i:i + 1] = F.interpolate(images[i:i + 1, :, r0:r1, c0:c1], size=(h, w), mode="bilinear",
+                                       align_corners=True)
+    return crops
+
+
+# ---------------------------------------------------------------------------------------------- backbone files
+
+def describe_visual(clip_name: str, visual: nn.Module) -> dict:
+    """What rebuilds this image tower without its original weights file: the open_clip model name, its config
+    and the activation (Hugging Face / OpenAI CLIPs use QuickGELU)."""
+    import open_clip
+    from open_clip.transformer import QuickGELU
+    return {"clip_model": clip_name, "clip_cfg": open_clip.get_model_config(clip_name),
+            "quick_gelu": any(isinstance(m, QuickGELU) for m in visual.modules())}
+
+
+def build_visual(clip_model: str, clip_cfg: dict | None, quick_gelu: bool) -> nn.Module:
+    """A randomly initialised image tower of the architecture `describe_visual` recorded."""
+    import open_clip
+
+    from common.clip import quiet_open_clip, register_model_config
+    if clip_cfg:
+        register_model_config(clip_model, clip_cfg)
+    if open_clip.get_model_config(clip_model) is None:
+        raise UserError(f"unknown CLIP model '{clip_model}' and no config stored with the weights")
+    with quiet_open_clip():
+        return open_clip.create_model(clip_model, force_quick_gelu=quick_gelu).visual

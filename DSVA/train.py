@@ -1,0 +1,383 @@
+"""Train DSVA (a CLIP ViT with a global attribute head and local attribute prototypes) for zero-shot scene
+classification, evaluating ZSL and GZSL after every epoch.
+
+    python DSVA/train.py --dataset rssdivcs --data-root RSSDIVCS --split 43 \
+        --clip-model ViT-B-32 --clip-pretrained checkpoints/clip-rsicd --seed 3982      (scripts/10_dsva_*.sh)
+    python DSVA/train.py --config configs/synthetic.yaml                              (the embedded data set)
+
+Recipe (SPEC 5.2-5.6; the defaults are the paper scripts'): episodes of 8 seen classes x 3 images, 300 per
+epoch; epochs 0..--pretrain-epoch train only the prototypes and the ALE layer (Adam, lr 1e-4), later epochs
+everything at 1e-6 x 0.9^(epoch // 10); the Adam state is reset every epoch as upstream. Reported: the local
+(prototype) branch; ZSL accuracy among unseen classes and GZSL U, S, H with calibrated stacking gamma.
+
+Model selection. Upstream picks the best of 30 test-set evaluations; results.md reports that epoch and the last
+one. Honest figures in two runs: `--val-classes N` holds out N seen classes (and a fraction of the other seen
+classes' images) as a validation split that picks the epoch (and, with --val-gamma-grid, the calibrated
+stacking gamma); `--val-run <that run>` then trains on all seen classes for that many epochs with that gamma and
+its last epoch is the honest figure (scripts/11_dsva_synthetic.sh does both).
+
+Writes runs/dsva/<name>/: metrics.jsonl (one line per epoch), ckpt_last.pt, model_final.pt (last epoch),
+model_best.pt (best epoch on the validation split if --val-classes, else on the test set as upstream),
+results.json / results.md (best-on-test, last and best-on-validation epochs), attention_maps.png.
+Runs in one process (no torchrun), as upstream.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from common import checkpoint, rundir
+from common.clip import load_clip
+from common.config import add_config_arg, parse_args
+from common.distributed import autocast, cleanup, setup
+from common.errors import UserError, cli
+from DSVA.zsl_data import (EpisodeSampler, ImageItems, add_data_args, carve_validation, class_lookup,
+                           dsva_transform, load_zsl_data, normalisation)
+from DSVA.evaluate import BRANCHES, attention_png, best_gamma, figures, pct, pick_images, scores
+from DSVA.losses import LossWeights, dsva_loss
+from DSVA.model import DSVA, describe_visual
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("DSVA training (zero-shot scene classification)")
+    add_config_arg(p)
+    add_data_args(p)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--mode", default="zsl", choices=["zsl", "gzsl"],
+                   help="which figure picks the best epoch: ZSL accuracy or GZSL H (both are always computed)")
+    g.add_argument("--gamma", type=float, default=1e-4,
+                   help="calibrated stacking: subtracted from seen-class probabilities in GZSL (upstream: 1e-4; "
+                        "1.4e-4 for 50/20)")
+    g.add_argument("--branch", default="local", choices=list(BRANCHES),
+                   help="reported scores: local (prototypes, upstream's 'layer'), global (ALE) or proposal")
+    g.add_argument("--val-classes", type=int, default=0,
+                   help="honest selection: hold out this many seen classes as validation unseen classes "
+                        "(0: select on the test set only, as upstream)")
+    g.add_argument("--val-fraction", type=float, default=0.2,
+                   help="with --val-classes: fraction of the other seen classes' images held out as validation "
+                        "seen images")
+    g.add_argument("--val-gamma-grid", type=float, nargs="*", default=[],
+                   help="with --val-classes: every epoch, take the gamma of this list with the best validation H "
+                        "(instead of --gamma)")
+    g.add_argument("--val-run", default=None,
+                   help="folder of an earlier run trained with --val-classes: train for its best validation "
+                        "epoch + 1 epochs with its gamma, on all seen classes; report the last epoch (honest)")
+    g.add_argument("--eval-batch-size", type=int, default=64)
+    g.add_argument("--vis-images", type=int, default=4, help="test images in attention_maps.png")
+    g = p.add_argument_group("model")
+    g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (a ViT)")
+    g.add_argument("--clip-pretrained", default=None,
+                   help="open_clip pretrained tag, local checkpoint file, or Hugging Face CLIP folder (e.g. "
+                        "flax-community/clip-rsicd downloaded); none = random initialisation")
+    g.add_argument("--ln-post", action="store_true",
+                   help="apply CLIP's final LayerNorm to all tokens (upstream: the encoder output without it)")
+    g.add_argument("--norm", default="clip", choices=["clip", "imagenet"],
+                   help="input normalisation: the CLIP's own mean/std, or ImageNet's as upstream")
+    g.add_argument("--proposal-start-epoch", type=int, default=None,
+                   help="proposal branch on in epochs after this one (-1: always, as 5 of the 6 paper scripts); "
+                        "default off")
+    g.add_argument("--proposal-threshold", type=float, default=1.0, help="upstream --pro_thr")
+    g.add_argument("--proposal-weight", type=float, default=1.0, help="upstream --pro_weight")
+    g = p.add_argument_group("loss weights")
+    g.add_argument("--xe", type=float, default=1.0, help="global class cross-entropy")
+    g.add_argument("--attri", type=float, default=1e-2, help="global attribute regression (MSE)")
+    g.add_argument("--l-xe", type=float, default=1.0, help="local class cross-entropy")
+    g.add_argument("--l-attri", type=float, default=8e-2, help="local attribute regression (MSE)")
+    g.add_argument("--cpt", type=float, default=1e-9, help="attention concentration, after the prototype epochs")
+    g.add_argument("--regular", type=float, default=0.0, help="group lasso on the ALE weights (50/20 GZSL: 5e-6)")
+    g.add_argument("--l-regular", type=float, default=0.0,
+                   help="group lasso on the prototypes (50/20 GZSL: 5e-4)")
+    g.add_argument("--logits-ce", action="store_true",
+                   help="cross-entropy on logits (fix); default: on softmax probabilities as upstream")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=30)
+    g.add_argument("--pretrain-epoch", type=int, default=4,
+                   help="epochs 0..N train only the prototypes and the ALE layer")
+    g.add_argument("--pretrain-lr", type=float, default=1e-4)
+    g.add_argument("--classifier-lr", type=float, default=1e-6,
+                   help="lr of all parameters after --pretrain-epoch")
+    g.add_argument("--lr-decay", type=float, default=0.9, help="lr x this every --lr-decay-every epochs")
+    g.add_argument("--lr-decay-every", type=int, default=10)
+    g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (beta2 0.999)")
+    g.add_argument("--reset-optimizer", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-create Adam every epoch as upstream; --no-reset-optimizer keeps its state per phase")
+    g.add_argument("--ways", type=int, default=8, help="classes per episode")
+    g.add_argument("--shots", type=int, default=3, help="images per class per episode")
+    g.add_argument("--batches-per-epoch", type=int, default=300)
+    g.add_argument("--workers", type=int, default=4)
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
+    rundir.add_run_args(p, "dsva")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- phases
+
+def head_only(epoch: int, args) -> bool:
+    return epoch <= args.pretrain_epoch
+
+
+def epoch_lr(epoch: int, args) -> float:
+    if head_only(epoch, args):
+        return args.pretrain_lr
+    return args.classifier_lr * args.lr_decay ** (epoch // args.lr_decay_every)
+
+
+def set_trainable(model: DSVA, head: bool) -> None:
+    """Prototype epochs: only the prototypes and the ALE layer get gradients (the ViT is not computed twice)."""
+    for p in model.parameters():
+        p.requires_grad_(not head)
+    for p in model.head_parameters():
+        p.requires_grad_(True)
+
+
+def make_optimizer(model: DSVA, epoch: int, args):
+    params = model.head_parameters() if head_only(epoch, args) else list(model.parameters())
+    return torch.optim.Adam(params, lr=epoch_lr(epoch, args), betas=(args.beta1, 0.999))
+
+
+def proposal_on(epoch: int, args) -> bool:
+    return args.proposal_start_epoch is not None and epoch > args.proposal_start_epoch
+
+
+def selection_score(figures: dict, args) -> float:
+    v = figures[args.branch]["h" if args.mode == "gzsl" else "zsl"]
+    return -1.0 if v is None or np.isnan(v) else v
+
+
+# ---------------------------------------------------------------------------------------------- loops
+
+def train_epoch(model, loader, optimizer, class_att, row_att, lut, weights, args, epoch, rt) -> dict:
+    model.train()
+    sums, n = {}, 0
+    correct = torch.zeros((), device=rt.device)
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not rt.is_main, dynamic_ncols=True)
+    for x, y in bar:
+        x = x.to(rt.device, non_blocking=True)
+        target = lut[y].to(rt.device, non_blocking=True)
+        with autocast(rt, args.amp):
+            out = model(x, class_att, proposal=proposal_on(epoch, args))
+            loss, parts = dsva_loss(out, target, row_att[target], model, weights,
+                                    concentrate=not head_only(epoch, args), double_softmax=not args.logits_ce)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        parts["loss"] = loss.detach()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0) + v.float() * len(y)
+        correct += (out[args.branch if args.branch in out else "local"].argmax(1) == target).sum()
+        n += len(y)
+    return {**{f"train_{k}": float(v) / n for k, v in sums.items()}, "train_acc": float(correct) / n}
+
+
+def flat(prefix: str, figures: dict) -> dict:
+    return {f"{prefix}_{b}_{k}": v for b, f in figures.items() for k, v in f.items()}
+
+
+def epochs_and_gamma_from(run: str) -> tuple:
+    """(best validation epoch + 1, its gamma) from an earlier run's results.json."""
+    path = os.path.join(run, "results.json")
+    if not os.path.isfile(path):
+        raise UserError(f"--val-run: {path} does not exist; finish the validation run (--val-classes) first")
+    with open(path) as f:
+        best = json.load(f).get("best_val")
+    if not best:
+        raise UserError(f"--val-run: {path} has no validation figures; that run needs --val-classes")
+    return best["epoch"] + 1, best["gamma"]
+
+
+def summary_row(history: list, key: str, args) -> dict | None:
+    """The epoch with the best score on `key` ('test' or 'val'), with its test figures."""
+    rows = [r for r in history if r.get(key)]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: selection_score(r[key], args))  # first of equal scores, as upstream
+    return {"epoch": best["epoch"], "gamma": best["gamma"], **best["test"][args.branch],
+            "all_branches": best["test"]}
+
+
+def results_markdown(res: dict, data, args, info: dict) -> str:
+    title = (f"DSVA on {data.dataset}, split {args.split if not args.split_file else args.split_file} "
+             f"({len(data.seen)} seen / {len(data.unseen)} unseen classes), {args.branch} branch")
+    lines = [f"## {title}", "",
+             f"Backbone `{args.clip_model}` ({args.clip_pretrained or 'random initialisation'}); attributes: "
+             f"{info['attributes']}; {args.epochs} epochs x {args.batches_per_epoch} episodes of {args.ways} x "
+             f"{args.shots}; {info['seconds']:.0f} s on {info['device']}. Chance: ZSL "
+             f"{100 / len(data.unseen):.1f} %." + (
+                 f" Epochs and gamma chosen on the validation split of {args.val_run}: the last-epoch row is the "
+                 f"honest figure." if args.val_run else ""), "",
+             "| epoch chosen by | epoch | ZSL acc | GZSL U | GZSL S | GZSL H | gamma |",
+             "|---|---|---|---|---|---|---|"]
+    for key, label in (("best_test", "best on test (upstream)"), ("last", "last epoch"),
+                       ("best_val", "best on validation")):
+        r = res.get(key)
+        if r:
+            lines.append(f"| {label} | {r['epoch']} | {pct(r['zsl'])} | {pct(r['u'])} | {pct(r['s'])} | "
+                         f"{pct(r['h'])} | {r['gamma']:g} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+@cli
+def main(args):
+    start_time = time.time()
+    data = load_zsl_data(args)
+    att = torch.tensor(data.attributes, dtype=torch.float32)  # [classes, attributes]
+    train_items, train_classes, val = data.train, data.seen, None
+    if args.val_classes:
+        val = carve_validation(data.train, data.seen, args.val_classes, args.val_fraction, args.seed)
+        train_items, train_classes = val["train"], val["train_classes"]
+    if args.val_run:
+        args.epochs, args.gamma = epochs_and_gamma_from(args.val_run)
+        print(f"from the validation run {args.val_run}: {args.epochs} epochs, gamma {args.gamma:g}")
+    if args.val_gamma_grid and not args.val_classes:
+        print(f"note: --val-gamma-grid is used only with --val-classes; gamma is {args.gamma:g}")
+    pretrained = None if str(args.clip_pretrained).lower() in ("none", "") else args.clip_pretrained
+    bundle = load_clip(args.clip_model, pretrained)
+    rt = setup(args.device)
+    if rt.distributed:
+        raise UserError("DSVA/train.py runs in one process (upstream used one GPU); start it without torchrun")
+    out = rundir.prepare(args, True)
+    for note in data.notes:
+        print(f"note: {note}")
+    groups = data.attribute_groups
+    if not groups and (args.regular or args.l_regular or args.proposal_start_epoch is not None):
+        print("note: the attributes come without groups; the group lasso and the proposal use one group of all")
+
+    visual = bundle.model.visual
+    backbone = describe_visual(bundle.name, visual)
+    mean, std = normalisation(args.norm, bundle.mean, bundle.std)
+    size = bundle.image_size
+    del bundle  # the text tower is not needed
+    model = DSVA(visual, att.shape[1], groups, args.ln_post, args.proposal_threshold, args.proposal_weight)
+    model.to(rt.device)
+
+    train_set = ImageItems(train_items, dsva_transform(size, True, mean, std))
+    sampler = EpisodeSampler(train_set.targets, args.ways, args.shots, args.batches_per_epoch, args.seed)
+    loader_kw = dict(num_workers=args.workers, pin_memory=rt.cuda)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, **loader_kw)
+    test_tf = dsva_transform(size, False, mean, std)
+
+    def eval_loader(items):
+        return DataLoader(ImageItems(items, test_tf), batch_size=args.eval_batch_size, shuffle=False, **loader_kw)
+
+    test_seen, test_unseen = eval_loader(data.test_seen), eval_loader(data.test_unseen)
+    if val:
+        val_seen, val_unseen = eval_loader(val["val_seen"]), eval_loader(val["val_unseen"])
+    all_att = att.T.contiguous().to(rt.device)  # [attributes, classes]: test scores against every class
+    train_att = att[train_classes].T.contiguous().to(rt.device)
+    row_att = att[train_classes].to(rt.device)
+    lut = class_lookup(train_classes, len(data.names))
+    weights = LossWeights(args.xe, args.attri, args.l_xe, args.l_attri, args.cpt, args.regular, args.l_regular)
+    print(f"{data.dataset} split {args.split}: {len(train_items)} training images of {len(train_classes)} "
+          f"classes, "
+          f"{len(data.test_seen)} seen / {len(data.test_unseen)} unseen test images; "
+          f"{att.shape[1]} attributes; tokens {model.grid}x{model.grid}+1 of width {model.encoder.width}; "
+          f"run folder {out}")
+
+    ckpt_path = os.path.join(out, "ckpt_last.pt")
+    log = rundir.MetricsLog(out)
+    history, start, optimizer, opt_phase = [], 0, None, None
+    if args.resume:
+        ck = checkpoint.load(ckpt_path)
+        model.load_state_dict(ck["model"])
+        history, start = ck["history"], ck["epoch"] + 1
+        if ck.get("optimizer") is not None and start <= args.epochs - 1 and \
+                head_only(start, args) == head_only(ck["epoch"], args):
+            set_trainable(model, head_only(start, args))
+            optimizer, opt_phase = make_optimizer(model, start, args), head_only(start, args)
+            optimizer.load_state_dict(ck["optimizer"])
+        checkpoint.set_rng_state(ck["rng"])
+        log.truncate_after(ck["epoch"])
+        print(f"resumed from {ckpt_path} at epoch {start}")
+
+    meta = dict(**backbone, ln_post=args.ln_post, image_size=size, mean=list(mean), std=list(std),
+                names=data.names, seen=data.seen, unseen=data.unseen, dataset=data.dataset,
+                class_attributes=data.attributes.tolist(), attribute_names=data.attribute_names,
+                attribute_groups=groups, gamma=args.gamma, branch=args.branch, mode=args.mode, args=vars(args))
+    best_key = "val" if val else "test"
+    best_score = max((selection_score(r[best_key], args) for r in history), default=-np.inf)
+    for epoch in tqdm(range(start, args.epochs), desc="epochs", initial=start, total=args.epochs):
+        head = head_only(epoch, args)
+        set_trainable(model, head)
+        if args.reset_optimizer or optimizer is None or opt_phase != head:
+            optimizer, opt_phase = make_optimizer(model, epoch, args), head
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(epoch, args)
+        sampler.set_epoch(epoch)
+        row = {"epoch": epoch, "lr": epoch_lr(epoch, args), "phase": "prototypes" if head else "all",
+               **train_epoch(model, train_loader, optimizer, train_att, row_att, lut, weights, args, epoch, rt)}
+        proposal = proposal_on(epoch, args)
+        gamma = args.gamma
+        if val:
+            scored = scores(model, val_seen, val_unseen, all_att, rt, args.amp, proposal)
+            if args.val_gamma_grid:
+                gamma = best_gamma(scored, val["train_classes"], val["val_classes"], args.val_gamma_grid,
+                                   args.branch)
+            val_figs = figures(scored, val["train_classes"], val["val_classes"], gamma)
+        test_scored = scores(model, test_seen, test_unseen, all_att, rt, args.amp, proposal)
+        figs = {"epoch": epoch, "gamma": gamma, "test": figures(test_scored, data.seen, data.unseen, gamma)}
+        row["gamma"] = gamma
+        if val:
+            figs["val"] = val_figs
+            row.update(flat("val", figs["val"]))
+        history.append(figs)
+        row.update(flat("test", figs["test"]))
+        log.write(**row)
+        t = figs["test"][args.branch]
+        tqdm.write(f"epoch {epoch} loss {row['train_loss']:.4f} | {args.branch}: ZSL {pct(t['zsl'])} | GZSL U "
+                   f"{pct(t['u'])} S {pct(t['s'])} H {pct(t['h'])}" +
+                   (f" | val {args.mode} {pct(selection_score(figs['val'], args))}" if val else ""))
+        score = selection_score(figs[best_key], args)
+        if score > best_score:
+            best_score = score
+            checkpoint.export_weights(model, os.path.join(out, "model_best.pt"), epoch=epoch,
+                                      selected_on=best_key, figures=figs["test"], proposal=proposal,
+                                      **{**meta, "gamma": gamma})
+        checkpoint.atomic_save({"model": model.state_dict(),
+                                "optimizer": None if args.reset_optimizer else optimizer.state_dict(),
+                                "epoch": epoch, "rng": checkpoint.rng_state(), "history": history,
+                                "args": vars(args)}, ckpt_path)
+        if args.stop_after is not None and epoch + 1 >= args.stop_after:
+            cleanup()
+            return
+
+    res = {"dataset": data.dataset, "split": args.split, "mode": args.mode, "branch": args.branch,
+           "gamma": args.gamma, "seen": [data.names[c] for c in data.seen],
+           "unseen": [data.names[c] for c in data.unseen], "notes": data.notes,
+           "best_test": summary_row(history, "test", args), "best_val": summary_row(history, "val", args),
+           "last": {"epoch": history[-1]["epoch"], "gamma": history[-1]["gamma"],
+                    **history[-1]["test"][args.branch], "all_branches": history[-1]["test"]}}
+    if val:
+        res["validation"] = {"train_classes": [data.names[c] for c in val["train_classes"]],
+                             "val_classes": [data.names[c] for c in val["val_classes"]]}
+    last = history[-1]["epoch"]
+    checkpoint.export_weights(model, os.path.join(out, "model_final.pt"), epoch=last, figures=history[-1]["test"],
+                              proposal=proposal_on(last, args), **{**meta, "gamma": history[-1]["gamma"]})
+    info = {"attributes": args.attributes or "the data set's own matrix", "seconds": time.time() - start_time,
+            "device": "GPU" if rt.cuda else f"CPU ({torch.get_num_threads()} threads)"}
+    write_results(out, res, results_markdown(res, data, args, info))
+    test_set = test_unseen.dataset
+    picks = pick_images(data.test_unseen, data.unseen, args.vis_images)
+    attention_png(model, test_set, picks, all_att, data.names, data.attribute_names, mean, std,
+                  os.path.join(out, "attention_maps.png"), rt, data.unseen)
+    print(f"weights: {os.path.join(out, 'model_final.pt')}; results: {os.path.join(out, 'results.md')}")
+    cleanup()
+
+
+def write_results(out: str, res: dict, markdown: str) -> None:
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main(parse_args(get_args_parser(), "dsva"))
