@@ -8,38 +8,48 @@ def pct(x):
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def classifier_rows(out: str) -> list:
-    rows = []
-    for run, label in (("classification_baseline", "baseline (original train set)"),
-                       ("classification_tgn", "TGN (original + generated tail images)")):
-        path = os.path.join(out, run, "results.json")
-        if os.path.isfile(path):
-            r = json.load(open(path))
-            rows.append(f"| {label} | {pct(r['oa'])} | {pct(r['macro_f1'])} | {pct(r.get('head_acc'))} | "
-                        f"{pct(r.get('tail_acc'))} |")
-    return rows
+def load(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
-def per_class_table(out: str) -> list:
-    path = os.path.join(out, "classification_baseline", "results.json")
+def snippet(path, title):
+    """A stage's own markdown report, under a heading of ours."""
     if not os.path.isfile(path):
         return []
-    r = json.load(open(path))
-    split = json.load(open(os.path.join("data/synthetic/processed", "split.json")))
-    lines = ["", "Per-class test accuracy of the baseline (classes by descending train count):", "",
-             "| class | part | train images | accuracy |", "|---|---|---|---|"]
-    for part in ("head", "tail"):
-        for c in split[part]:
-            lines.append(f"| {r['names'][c]} | {part} | {split['train_counts'][c]} | {pct(r['per_class_acc'][c])} |")
+    with open(path) as f:
+        body = [ln for ln in f.read().strip().splitlines() if not ln.startswith("## ")]
+    return ["", f"### {title}", "", *body]
+
+
+def classifier_section(out: str, split: dict) -> list:
+    lines = ["## TGN: classifier (OA, macro-F1, head/tail mean accuracy on the balanced test set)", "",
+             "| classifier | OA | macro-F1 | head acc | tail acc |", "|---|---|---|---|---|"]
+    runs = {}
+    for run, label in (("classification_baseline", "baseline (original train set)"),
+                       ("classification_tgn", "TGN (original + generated tail images)")):
+        r = runs[run] = load(os.path.join(out, run, "results.json"))
+        if r:
+            lines.append(f"| {label} | {pct(r['oa'])} | {pct(r['macro_f1'])} | {pct(r.get('head_acc'))} | "
+                         f"{pct(r.get('tail_acc'))} |")
+    base, tgn = runs["classification_baseline"], runs["classification_tgn"]
+    if base:
+        lines += ["", "Per-class test accuracy (classes by descending train count):", "",
+                  "| class | part | train images | baseline | TGN |", "|---|---|---|---|---|"]
+        for part in ("head", "tail"):
+            for c in split[part]:
+                lines.append(f"| {base['names'][c]} | {part} | {split['train_counts'][c]} | "
+                             f"{pct(base['per_class_acc'][c])} | {pct(tgn['per_class_acc'][c]) if tgn else '-'} |")
     return lines
 
 
-def kmdn_rows(out: str) -> list:
-    path = os.path.join(out, "kmdn", "distill", "summary.json")
-    if not os.path.isfile(path):
+def kmdn_section(out: str) -> list:
+    s = load(os.path.join(out, "kmdn", "distill", "summary.json"))
+    if not s:
         return []
-    s = json.load(open(path))
-    lines = ["", "## KMDN (each model on its own classes' test images)", "",
+    lines = ["", "## TGN: KMDN (each model on its own classes' test images)", "",
              "| model | stage-1 OA | distilled OA | stage-1 macro-F1 | distilled macro-F1 |", "|---|---|---|---|---|"]
     for part in ("head", "tail"):
         b, a = s["before"][part], s["after"][part]
@@ -48,16 +58,47 @@ def kmdn_rows(out: str) -> list:
     return lines
 
 
+def clip_zero_shot_row(report: dict | None) -> list:
+    """Plain CLIP zero-shot with 'a photo of a {class}', the same model that annotated DSVA's attributes."""
+    if not report:
+        return []
+    z = report["zero_shot"]["name"]
+    u, s = z["unseen_among_all"], z["seen_among_all"]
+    h = 2 * u * s / (u + s) if u + s else 0.0
+    return [f"| plain CLIP zero-shot, same model (no calibration) | {pct(z['unseen_among_unseen'])} | {pct(u)} | "
+            f"{pct(s)} | {pct(h)} |"]
+
+
+def dsva_section(out: str) -> list:
+    r = load(os.path.join(out, "dsva", "results.json"))
+    if not r:
+        return []
+    lines = ["", f"## DSVA: zero-shot on split {r['split']} ({len(r['seen'])} seen / {len(r['unseen'])} unseen "
+             f"classes, chance {100 / len(r['unseen']):.1f} %)", "",
+             "| method | ZSL acc | GZSL U | GZSL S | GZSL H |", "|---|---|---|---|---|"]
+    for key, label in (("last", "DSVA, last epoch (epochs and gamma chosen on validation classes)"),
+                       ("best_test", "DSVA, best epoch on test (upstream's selection)")):
+        if r.get(key):
+            e = r[key]
+            lines.append(f"| {label} | {pct(e['zsl'])} | {pct(e['u'])} | {pct(e['s'])} | {pct(e['h'])} |")
+    lines += clip_zero_shot_row(load("checkpoints/synth_clip_report.json"))
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--data", default="data/synthetic/processed")
     p.add_argument("--seconds", type=int, default=None)
     args = p.parse_args()
-    lines = ["# Quickstart results (embedded synthetic data set, CPU scale)", "",
-             "## TGN classifier", "", "| classifier | OA | macro-F1 | head acc | tail acc |", "|---|---|---|---|---|"]
-    lines += classifier_rows(args.out) + per_class_table(args.out)
-    lines += kmdn_rows(args.out)
-    lines += ["", f"Pictures: {args.out}/classification_baseline/confusion_matrix.png, acc_vs_count.png"]
+    split = load(os.path.join(args.data, "split.json"))
+    lines = ["# Quickstart results (embedded synthetic data set, CPU scale)", ""]
+    lines += classifier_section(args.out, split) + kmdn_section(args.out)
+    lines += snippet(os.path.join(args.out, "cdtg", "generated", "quality.md"), "TGN: CDTG generation quality")
+    lines += dsva_section(args.out)
+    lines += snippet("checkpoints/synth_clip_report.md", "The small CLIP fitted to the embedded set (seen classes)")
+    lines += ["", "Pictures: classification_*/confusion_matrix.png and acc_vs_count.png, cdtg/train/samples/, "
+              "cdtg/generated/grid.png, dsva/attention_maps.png (all under " + args.out + ")."]
     if args.seconds is not None:
         lines += ["", f"Wall time of the quickstart: {args.seconds} s."]
     text = "\n".join(lines) + "\n"

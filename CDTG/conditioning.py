@@ -1,0 +1,111 @@
+"""CDTG's conditioning on the distilled tail model (SPEC 3.2): the frozen tail classifier M_T, the projection P
+of its layer3 features, and the fusion of P(feature) with noise, z = r * n + (1 - r) * P(feature).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.errors import UserError
+from common.transforms import NORMALISATIONS
+
+
+class TailClassifier(nn.Module):
+    """The KMDN tail model, frozen in eval mode, fed with images in [-1, 1] of any size.
+
+    Images are resized (differentiably) to `input_size` and converted to the model's normalisation, so
+    gradients of its outputs reach the generator. forward -> (logits over the tail classes, layer3 features).
+    """
+
+    def __init__(self, model: nn.Module, meta: dict, input_size: int | None = None):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.meta = meta
+        self.input_size = int(input_size or meta["img_size"])
+        mean, std = NORMALISATIONS[meta.get("norm", "half")]
+        # [-1, 1] -> [0, 1] -> (x - mean) / std; for 'half' this is the identity
+        self.register_buffer("scale", 0.5 / torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", (0.5 - torch.tensor(mean)).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def train(self, mode: bool = True):  # always eval: BN statistics never drift (SPEC 6.1 item 4)
+        return super().train(False)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] != self.input_size or images.shape[-2] != self.input_size:
+            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
+                                   align_corners=False, antialias=images.shape[-1] > self.input_size)
+        return images * self.scale + self.shift
+
+    def forward(self, images: torch.Tensor):
+        return self.model(self.prepare(images))
+
+    @torch.no_grad()
+    def feature_shape(self) -> tuple:
+        """(channels, height, width) of layer3 at this input size."""
+        device = self.scale.device
+        _, feat = self.model(torch.zeros(1, 3, self.input_size, self.input_size, device=device))
+        return tuple(feat.shape[1:])
+
+
+def load_tail_model(path: str, device="cpu", input_size: int | None = None) -> TailClassifier:
+    """The distilled tail model file of KMDN (runs/kmdn/<ds>/distill/tail_model.pt) as a TailClassifier."""
+    from KMDN.model import load_part_model
+    model, meta = load_part_model(path, device)
+    if meta.get("part") != "tail":
+        raise UserError(f"tail model {path} holds a {meta.get('part')} model; pass the distilled tail model "
+                        f"(runs/kmdn/<dataset>/distill/tail_model.pt)")
+    return TailClassifier(model, meta, input_size).to(device)
+
+
+def check_tail_classes(meta: dict, split: dict, path: str) -> None:
+    if list(meta["classes"]) != list(split["tail"]):
+        raise UserError(f"tail model {path} was trained on classes {meta['classes']} but split.json's tail part "
+                        f"is {split['tail']}; use the tail model of this data set and split")
+
+
+class FeatureProjection(nn.Module):
+    """P: layer3 features [B, C, H, W] -> [B, style_dim]; optionally adaptive-average-pooled to pool x pool first.
+
+    pool = 0 keeps the full map (upstream: 1024 x 16 x 16 = 262,144 inputs, a 134M-parameter P). The Linear has
+    PyTorch's default initialisation, as upstream's.
+    """
+
+    def __init__(self, feature_shape, style_dim: int, pool: int = 0):
+        super().__init__()
+        c, h, w = feature_shape
+        self.feature_shape = tuple(int(v) for v in feature_shape)
+        self.pool = int(pool)
+        self.style_dim = style_dim
+        self.linear = nn.Linear(c * (self.pool ** 2 if self.pool else h * w), style_dim)
+
+    def config(self) -> dict:
+        return {"feature_shape": list(self.feature_shape), "style_dim": self.style_dim, "pool": self.pool}
+
+    def reduce(self, feat3: torch.Tensor) -> torch.Tensor:
+        """The input of the Linear, before flattening: the pooled map (or the map itself when pool = 0).
+
+        Pooling is idempotent, so forward() also accepts maps reduced here (e.g. a cache of them)."""
+        c, h, w = self.feature_shape
+        shape = tuple(feat3.shape[1:])
+        if shape != (c, h, w) and not (self.pool and shape == (c, self.pool, self.pool)):
+            raise ValueError(f"P expects layer3 features of shape {self.feature_shape}, got {shape}")
+        return F.adaptive_avg_pool2d(feat3, self.pool) if self.pool else feat3
+
+    def forward(self, feat3: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.reduce(feat3).flatten(1).to(self.linear.weight.dtype))
+
+def fuse(projected: torch.Tensor, r: float) -> torch.Tensor:
+    """One fused latent r * n + (1 - r) * P(feature), n ~ N(0, I)."""
+    return r * torch.randn_like(projected) + (1 - r) * projected
+
+
+def fused_latents(projected: torch.Tensor, r: float, mixing: float, rule: str = "always") -> list:
+    """The generator's input styles: two fused latents (style mixing) or one.
+
+    rule 'always' (TGN): two whenever mixing > 0 (SPEC 3.2); 'probabilistic' (rosinality): two with
+    probability `mixing`.
+    """
+    if rule not in ("always", "probabilistic"):
+        raise ValueError(f"mixing rule must be 'always' or 'probabilistic', got {rule!r}")
+    two = mixing > 0 and (rule == "always" or float(torch.rand(())) < mixing)
+    return [fuse(projected, r) for _ in range(2 if two else 1)]

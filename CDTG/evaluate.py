@@ -1,0 +1,256 @@
+"""Generation quality of a CDTG/generate.py folder: class consistency, diversity, FID and KID.
+
+    python CDTG/evaluate.py --generated runs/cdtg/dior/generated \\
+        --classifier runs/classification/dior/baseline/model_final.pt
+
+Class consistency: the share of generated images that (1) the distilled tail model, (2) an independent
+classifier trained on the real data (a Classification/ model_final.pt, over all classes), and (3) CLIP zero-shot
+over the tail-class prompts assign to the intended class; the same shares on the real tail images are given as
+the reference. Diversity: mean pairwise LPIPS within a class (when LPIPS backbone weights are available, else
+"unavailable") and mean pairwise distance of the classifier's penultimate features (generated and real).
+FID and KID in that feature space against the real training images of each tail class, and pooled.
+Writes <generated>/quality.json and quality.md (a markdown snippet for the results table).
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from tqdm import tqdm
+
+from common import checkpoint
+from common.backbones import build_classifier
+from common.clip import encode_text_prompts, load_clip
+from common.config import add_config_arg, parse_args
+from common.distributed import setup
+from common.errors import UserError, cli
+from common.layout import anno_path, read_classes, read_list
+from common.transforms import NORMALISATIONS, classification
+from CDTG.conditioning import load_tail_model
+from CDTG.expand import list_entries, read_manifest
+from CDTG.quality import (PenultimateFeatures, frechet_distance, kernel_inception_distance, load_lpips,
+                          mean_pairwise_distance, mean_pairwise_lpips, share_correct)
+from CDTG.train import prompts_for
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("CDTG generation quality")
+    add_config_arg(p)
+    p.add_argument("--generated", default=None, help="output folder of CDTG/generate.py")
+    p.add_argument("--classifier", default=None,
+                   help="independent classifier trained on the real data (Classification/train.py's "
+                        "model_final.pt); without it FID, KID and feature diversity are reported unavailable")
+    p.add_argument("--tail-model", default=None, help="default: the generation manifest's")
+    p.add_argument("--clip-model", default=None, help="open_clip model (default: the training run's, if it used CLIP)")
+    p.add_argument("--clip-pretrained", default=None, help="tag or file (default: the training run's); 'none' skips")
+    p.add_argument("--clip-prompt", default=None, help="prompt template (default: the training run's)")
+    p.add_argument("--max-per-class", type=int, default=500, help="generated (and real) images evaluated per class")
+    p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg", "squeeze"])
+    p.add_argument("--lpips-pairs", type=int, default=200, help="image pairs per class for LPIPS")
+    p.add_argument("--feature-pairs", type=int, default=2000, help="pairs per class for the feature distance")
+    p.add_argument("--kid-subsets", type=int, default=100)
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing quality.json")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    return p
+
+
+class Images(Dataset):
+    """Each image once from disk, transformed for every model that reads it."""
+
+    def __init__(self, items: list, transforms: dict):
+        self.items, self.transforms = items, transforms
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        path, label = self.items[i]
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+        return {name: t(im) for name, t in self.transforms.items()}, label
+
+
+def training_meta(manifest: dict) -> dict:
+    """The training run's meta (for CLIP defaults), when its checkpoint is still there."""
+    path = manifest.get("checkpoint")
+    if path and os.path.isfile(path):
+        ck = checkpoint.load(path, "CDTG checkpoint")
+        return ck.get("meta", {}) if isinstance(ck, dict) else {}
+    return {}
+
+
+def load_independent_classifier(path: str, names: list, device):
+    ck = checkpoint.load(path, "classifier")
+    if not isinstance(ck, dict) or not all(k in ck for k in ("model", "arch", "names", "img_size", "norm")):
+        raise UserError(f"{path} is not a Classification/train.py model_final.pt (needs model, arch, names, "
+                        f"img_size, norm)")
+    if list(ck["names"]) != list(names):
+        raise UserError(f"classifier {path} was trained on other classes than the data set's; pass one trained "
+                        f"on this data root")
+    model = build_classifier(ck["arch"], len(names), "none", verbose=False)
+    model.load_state_dict(ck["model"])
+    return PenultimateFeatures(model.to(device).eval()), ck
+
+
+@torch.no_grad()
+def run_models(items, transforms, tail, classifier, clip, text, rt, args, keep_images: int) -> dict:
+    """Predictions (and classifier features, and the first `keep_images` GAN-size images for LPIPS)."""
+    loader = DataLoader(Images(items, transforms), batch_size=args.batch_size, num_workers=args.workers,
+                        pin_memory=rt.cuda)
+    out = {"tail": [], "cls": [], "clip": [], "feat": [], "images": []}
+    kept = 0
+    for batch, _ in tqdm(loader, desc="evaluating", leave=False, dynamic_ncols=True):
+        x = batch["tail"].to(rt.device)
+        out["tail"].append(tail(x)[0].argmax(1).cpu())
+        if kept < keep_images:
+            out["images"].append(batch["gan"][: keep_images - kept])
+            kept += len(out["images"][-1])
+        if classifier is not None:
+            logits, feat = classifier(batch["cls"].to(rt.device))
+            out["cls"].append(logits.argmax(1).cpu())
+            out["feat"].append(feat.float().cpu())
+        if clip is not None:
+            img = torch.nn.functional.normalize(clip.model.encode_image(batch["clip"].to(rt.device)).float(), dim=-1)
+            out["clip"].append((img @ text.t()).argmax(1).cpu())
+    return {k: torch.cat(v).numpy() if k != "images" else (torch.cat(v) if v else None)
+            for k, v in out.items() if v}
+
+
+def fmt(x, scale=1.0, digits=1):
+    if x is None or isinstance(x, str) or (isinstance(x, float) and np.isnan(x)):
+        return "-"
+    return f"{x * scale:.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Generation quality of {result['generated']} (r = {result['r']}, up to "
+             f"{result['n_evaluated_per_class']} images per class; classifier features: {result['feature_space']}):",
+             "", "| class | tail model % (real) | classifier % (real) | CLIP % (real) | LPIPS div. "
+             "| feature div. gen / real | FID | KID x1e3 |", "|---|---|---|---|---|---|---|---|"]
+    for c in result["per_class"] + [dict(result["overall"], name="all tail classes", class_id="")]:
+        def pair(key):
+            return f"{fmt(c.get(key), 100)} ({fmt(c.get('real_' + key), 100)})"
+        lines.append(f"| {c['class_id']} {c['name']} | {pair('tail_model_consistency')} | "
+                     f"{pair('classifier_consistency')} | {pair('clip_consistency')} | "
+                     f"{fmt(c.get('lpips_diversity'), digits=3)} | {fmt(c.get('feature_diversity'), digits=2)} / "
+                     f"{fmt(c.get('real_feature_diversity'), digits=2)} | {fmt(c.get('fid'), digits=2)} | "
+                     f"{fmt(c.get('kid'), 1000, 2)} |")
+    lines += ["", f"LPIPS: {result['lpips']}. CLIP: {result['clip']}. Real = the class's training images (seen by "
+                  f"both classifiers, so their shares are an optimistic reference)."]
+    if result["classifier"] is None:
+        lines.append("Classifier consistency, feature diversity, FID and KID: unavailable (no --classifier given).")
+    return "\n".join(lines) + "\n"
+
+
+@cli
+def main(args):
+    if not args.generated:
+        raise UserError("--generated is required: an output folder of CDTG/generate.py")
+    manifest = read_manifest(args.generated)
+    out_json = os.path.join(args.generated, "quality.json")
+    if os.path.exists(out_json) and not args.overwrite:
+        raise UserError(f"{out_json} already exists; pass --overwrite to replace it")
+    root = manifest["data_root"]
+    info = read_classes(root)
+    rt = setup(args.device)
+    tail_path = args.tail_model or manifest["tail_model"]
+    tail = load_tail_model(tail_path, rt.device)
+    meta = training_meta(manifest)
+    lpips_model, lpips_note = load_lpips(args.lpips_net, rt.device)
+    tail_labels = {e["class_id"]: e["tail_label"] for e in manifest["classes"]}
+    all_tail_ids = list(tail.meta["classes"])
+
+    size, tail_size = manifest["size"], tail.input_size
+    mean, std = NORMALISATIONS["half"]
+    # the tail model sees real and generated images at its own input size; LPIPS compares them at the GAN size
+    transforms = {"tail": T.Compose([T.Resize((tail_size, tail_size)), T.ToTensor(), T.Normalize(mean, std)])}
+    if lpips_model is not None:
+        transforms["gan"] = T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
+    classifier = None
+    if args.classifier:
+        classifier, cls_meta = load_independent_classifier(args.classifier, info["names"], rt.device)
+        transforms["cls"] = classification(cls_meta["img_size"], False, cls_meta["norm"])
+    clip_cfg = meta.get("clip") or {}
+    clip_model = args.clip_model or clip_cfg.get("model")
+    clip_pretrained = args.clip_pretrained or clip_cfg.get("pretrained")
+    clip = text = None
+    clip_note = "unavailable: no CLIP model given (the generator was trained without CLIP guidance)"
+    if clip_pretrained and clip_pretrained != "none":
+        clip = load_clip(clip_model, clip_pretrained, rt.device)
+        prompt = args.clip_prompt or clip_cfg.get("prompt") or "a photo of a {name}"
+        text = encode_text_prompts(clip, prompts_for(tail.meta["names"], prompt))
+        transforms["clip"] = clip.preprocess
+        clip_note = f"{clip_model} ({clip_pretrained}), prompt '{prompt}', over the {len(all_tail_ids)} tail classes"
+    generated = {}
+    for path, cid in list_entries(args.generated, manifest):
+        generated.setdefault(cid, []).append(path)
+    real = {}
+    for rel, cid in read_list(anno_path(root, "train"), len(info["names"])):
+        if cid in generated:
+            real.setdefault(cid, []).append(os.path.join(root, "train", rel))
+
+    per_class, pooled = [], {"gen": [], "real": []}
+    keep = 0 if lpips_model is None else min(args.max_per_class, 2 * args.lpips_pairs)
+    for cid, paths in generated.items():
+        k = tail_labels[cid]
+        name = info["names"][cid]
+        gen_items = [(p, k) for p in paths[: args.max_per_class]]
+        real_items = [(p, k) for p in real.get(cid, [])[: args.max_per_class]]
+        g = run_models(gen_items, transforms, tail, classifier, clip, text, rt, args, keep)
+        r = run_models(real_items, transforms, tail, classifier, clip, text, rt, args, keep)
+        row = {"class_id": cid, "name": name, "tail_label": k, "n_generated": len(gen_items), "n_real": len(real_items),
+               "tail_model_consistency": share_correct(g["tail"], k), "real_tail_model_consistency":
+               share_correct(r["tail"], k)}
+        if clip is not None:
+            row.update(clip_consistency=share_correct(g["clip"], k), real_clip_consistency=share_correct(r["clip"], k))
+        if classifier is not None:
+            row.update(classifier_consistency=share_correct(g["cls"], cid),
+                       real_classifier_consistency=share_correct(r["cls"], cid),
+                       feature_diversity=mean_pairwise_distance(g["feat"], args.feature_pairs),
+                       real_feature_diversity=mean_pairwise_distance(r["feat"], args.feature_pairs),
+                       fid=frechet_distance(g["feat"], r["feat"]))
+            row["kid"], row["kid_std"] = kernel_inception_distance(g["feat"], r["feat"], args.kid_subsets,
+                                                                   args.kid_subset_size)
+            pooled["gen"].append(g["feat"])
+            pooled["real"].append(r["feat"])
+        if lpips_model is not None:
+            row["lpips_diversity"] = mean_pairwise_lpips(lpips_model, g["images"], args.lpips_pairs)
+            row["real_lpips_diversity"] = mean_pairwise_lpips(lpips_model, r["images"], args.lpips_pairs)
+        per_class.append(row)
+        print(f"  {cid} {name}: tail model {100 * row['tail_model_consistency']:.1f}%"
+              + (f", classifier {100 * row['classifier_consistency']:.1f}%" if classifier is not None else "")
+              + (f", CLIP {100 * row['clip_consistency']:.1f}%" if clip is not None else ""))
+
+    overall = {}
+    for key in per_class[0]:
+        if key not in ("class_id", "name", "tail_label") and not key.startswith("n_"):
+            overall[key] = float(np.nanmean([c[key] for c in per_class]))  # class-balanced means
+    if classifier is not None:
+        gen_all, real_all = np.concatenate(pooled["gen"]), np.concatenate(pooled["real"])
+        overall["pooled_fid"] = frechet_distance(gen_all, real_all)
+        overall["pooled_kid"], overall["pooled_kid_std"] = kernel_inception_distance(
+            gen_all, real_all, args.kid_subsets, args.kid_subset_size)
+    result = {"generated": os.path.abspath(args.generated), "checkpoint": manifest["checkpoint"], "r": manifest["r"],
+              "n_evaluated_per_class": args.max_per_class,
+              "feature_space": f"{cls_meta['arch']} penultimate ({args.classifier})" if classifier else "unavailable",
+              "classifier": os.path.abspath(args.classifier) if args.classifier else None,
+              "tail_model": os.path.abspath(tail_path), "clip": clip_note,
+              "lpips": lpips_note if lpips_model is None else f"LPIPS {args.lpips_net}",
+              "per_class": per_class, "overall": overall}
+    with open(out_json, "w") as f:
+        json.dump(result, f, indent=1)
+    text_md = markdown(result)
+    with open(os.path.join(args.generated, "quality.md"), "w") as f:
+        f.write(text_md)
+    print(text_md)
+
+
+if __name__ == "__main__":
+    main(parse_args(get_args_parser(), "cdtg_evaluate"))

@@ -1,0 +1,112 @@
+"""Turn folders written by CDTG/generate.py into an extra training list in the data set's original class ids
+(the step upstream left undocumented, SPEC 3.5 and 6.1 item 8).
+
+    python CDTG/expand.py --generated runs/cdtg/dior/generated --out runs/cdtg/dior/expanded_train.txt
+    python Classification/train.py ... --train-list data/dior/processed/anno/DIOR_train.txt \\
+        --train-list runs/cdtg/dior/expanded_train.txt
+
+Each line is `<absolute image path> <original class id>` (common.layout.read_list / common.datasets.ImageList
+read it; absolute paths need no copying into <root>/train). The class id comes from each folder's manifest
+entry (tail label k -> split.json's tail[k]), checked against the data root's class names when one is given.
+"""
+import argparse
+import json
+import os
+
+from common.config import add_config_arg, parse_args
+from common.errors import UserError, cli
+from common.layout import read_classes
+from CDTG.generate import MANIFEST_FORMAT
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("CDTG: generated images -> extra training list")
+    add_config_arg(p)
+    p.add_argument("--generated", nargs="+", default=None, help="output folder(s) of CDTG/generate.py")
+    p.add_argument("--out", default=None, help="list to write (e.g. runs/cdtg/<dataset>/expanded_train.txt)")
+    p.add_argument("--n-per-class", type=int, default=None,
+                   help="take at most this many images per class (over all folders, in order); default: all")
+    p.add_argument("--data-root", default=None,
+                   help="check the class ids and names against this processed data root (default: the manifest's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    return p
+
+
+def read_manifest(folder: str) -> dict:
+    path = os.path.join(folder, "manifest.json")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist; --generated takes folders written by CDTG/generate.py")
+    with open(path) as f:
+        try:
+            manifest = json.load(f)
+        except json.JSONDecodeError:
+            raise UserError(f"{path} is not valid JSON") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise UserError(f"{path} is not a CDTG generation manifest (format {manifest.get('format')!r})")
+    return manifest
+
+
+def check_against_root(manifest: dict, root: str, folder: str) -> None:
+    info = read_classes(root)
+    if info["dataset"] != manifest["dataset"]:
+        raise UserError(f"{folder} holds {manifest['dataset']} images but {root} is {info['dataset']}")
+    for entry in manifest["classes"]:
+        cid = entry["class_id"]
+        if not 0 <= cid < len(info["names"]) or info["names"][cid] != entry["name"]:
+            raise UserError(f"{folder}: class {cid} '{entry['name']}' is not class {cid} of {root}; was the data "
+                            f"set re-prepared with other classes?")
+
+
+def list_entries(folder: str, manifest: dict) -> list:
+    """[(absolute path, original class id)] of one generated folder, in class then file order."""
+    rows = []
+    for entry in manifest["classes"]:
+        sub = os.path.join(folder, entry["folder"])
+        if not os.path.isdir(sub):
+            raise UserError(f"{sub} is missing (listed in {folder}/manifest.json)")
+        files = sorted(f for f in os.listdir(sub) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if len(files) != entry["count"]:
+            raise UserError(f"{sub} holds {len(files)} images but the manifest says {entry['count']}; was the "
+                            f"generation interrupted? Generate again into a new folder")
+        rows += [(os.path.abspath(os.path.join(sub, f)), entry["class_id"]) for f in files]
+    return rows
+
+
+def expand(folders: list, n_per_class: int | None = None, data_root: str | None = None) -> list:
+    rows, taken = [], {}
+    for folder in folders:
+        manifest = read_manifest(folder)
+        check_against_root(manifest, data_root or manifest["data_root"], folder)
+        for path, cid in list_entries(folder, manifest):
+            if n_per_class is not None and taken.get(cid, 0) >= n_per_class:
+                continue
+            taken[cid] = taken.get(cid, 0) + 1
+            rows.append((path, cid))
+    return rows
+
+
+@cli
+def main(args):
+    if not args.generated or not args.out:
+        raise UserError("--generated FOLDER [FOLDER ...] and --out FILE are required")
+    if os.path.exists(args.out) and not args.overwrite:
+        raise UserError(f"{args.out} already exists; pass --overwrite to replace it or choose another --out")
+    rows = expand(args.generated, args.n_per_class, args.data_root)
+    if not rows:
+        raise UserError("no generated image found in " + ", ".join(args.generated))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        for path, cid in rows:
+            f.write(f"{path} {cid}\n")
+    os.replace(tmp, args.out)
+    counts = {}
+    for _, cid in rows:
+        counts[cid] = counts.get(cid, 0) + 1
+    print(f"wrote {len(rows)} lines to {args.out}: " + ", ".join(f"class {c}: {n}" for c, n in sorted(counts.items())))
+
+
+if __name__ == "__main__":
+    main(parse_args(get_args_parser(), "cdtg_expand"))

@@ -1,0 +1,279 @@
+"""Generate tail-class images with a trained CDTG generator (SPEC 3.5).
+
+    python CDTG/generate.py --ckpt runs/cdtg/dior/train/generator.pt --r 0.05 --n-per-class 7000
+    python CDTG/generate.py --ckpt ... --classes 3 storage-tank --n-per-class 100 --name try
+
+For each requested tail class, the real training images of the class are visited in a seeded shuffled order
+(again and again if needed); each gives the tail model's layer3 feature, and --per-real images are generated
+from it, each with new noise: z = r * n + (1 - r) * P(feature) (two such latents, style-mixed, as upstream).
+Writes a NEW folder (an existing one is refused, nothing is overwritten): <out>/<original class id>/<n>.jpg,
+manifest.json (checkpoint, r, counts, class ids and names), sources.csv (which real image each image came from)
+and grid.png (the first images of each class). CDTG/expand.py turns the folder into a training list.
+"""
+import argparse
+import csv
+import json
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+from common import checkpoint, rundir
+from common.config import add_config_arg, parse_args
+from common.datasets import ImageList
+from common.distributed import autocast, setup
+from common.errors import UserError, cli
+from common.layout import anno_path, read_classes
+from common.transforms import NORMALISATIONS
+from CDTG.conditioning import FeatureProjection, fused_latents, load_tail_model
+from CDTG.model import Generator
+
+MANIFEST_FORMAT = "cdtg-generated-v1"
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("CDTG generation")
+    add_config_arg(p)
+    p.add_argument("--ckpt", default=None, help="generator.pt (or ckpt_last.pt) written by CDTG/train.py")
+    p.add_argument("--r", type=float, default=0.05, help="noise share at generation: z = r n + (1 - r) P(feature)")
+    p.add_argument("--n-per-class", type=int, default=7000,
+                   help="images per tail class (the README's released result: 7000; upstream's code: 2000)")
+    p.add_argument("--classes", nargs="+", default=None,
+                   help="original class ids or names of tail classes to generate (default: every tail class)")
+    p.add_argument("--per-real", type=int, default=5, help="images generated per visit of a real image")
+    p.add_argument("--batch-size", type=int, default=64, help="images per generator forward pass")
+    p.add_argument("--truncation", type=float, default=1.0,
+                   help="< 1 pulls w towards the class's mean w (over noise-only latents); upstream: 1")
+    p.add_argument("--mixing", type=float, default=None, help="style mixing (default: the training run's)")
+    p.add_argument("--format", default="jpg", choices=["jpg", "png"], help="image files (upstream: JPEG)")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--grid-cols", type=int, default=8, help="images per class in grid.png")
+    p.add_argument("--data-root", default=None, help="real images (default: the training run's data root)")
+    p.add_argument("--tail-model", default=None, help="tail model file (default: the training run's)")
+    p.add_argument("--workers", type=int, default=4, help="threads writing image files")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g = p.add_argument_group("run")
+    g.add_argument("--output-dir", default=None, help="new output folder (default: runs/cdtg_generate/<name>)")
+    g.add_argument("--name", default="default", help="run name under runs/cdtg_generate/")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    return p
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def read_generator_file(path: str) -> tuple:
+    """(g_ema state dict, P state dict, meta) from train.py's generator.pt or ckpt_last.pt."""
+    ck = checkpoint.load(path, "CDTG checkpoint")
+    if not isinstance(ck, dict) or not all(k in ck for k in ("g_ema", "P_ema", "meta")):
+        raise UserError(f"{path} is not a CDTG generator (no g_ema/P_ema/meta); pass the generator.pt or "
+                        f"ckpt_last.pt of a CDTG/train.py run (an unconditional SWAGAN file needs training first)")
+    return ck["g_ema"], ck["P_ema"], ck["meta"]
+
+
+def build_generator(meta: dict, g_state: dict, p_state: dict, device):
+    cfg = meta["generator"]
+    g = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], num_classes=cfg["num_classes"],
+                  channel_multiplier=cfg["channel_multiplier"], max_channels=cfg["max_channels"])
+    g.load_state_dict(g_state)
+    pc = meta["projection"]
+    proj = FeatureProjection(pc["feature_shape"], pc["style_dim"], pc["pool"])
+    proj.load_state_dict(p_state)
+    return g.to(device).eval().requires_grad_(False), proj.to(device).eval().requires_grad_(False)
+
+
+def select_classes(requested, meta: dict) -> list:
+    """Tail labels (0..K-1) of the requested original ids or names, in the order given (default: all)."""
+    ids, names = meta["classes"], meta["names"]
+    if not requested:
+        return list(range(len(ids)))
+    out = []
+    for item in requested:
+        if item.lstrip("-").isdigit() and int(item) in ids:
+            k = ids.index(int(item))
+        elif item in names:
+            k = names.index(item)
+        else:
+            raise UserError(f"--classes: '{item}' is not a tail class of this generator; tail classes are "
+                            + ", ".join(f"{c} ({n})" for c, n in zip(ids, names)))
+        if k not in out:
+            out.append(k)
+    return out
+
+
+def new_output_dir(args) -> str:
+    out = args.output_dir or os.path.join("runs", args.stage, args.name)
+    if os.path.isdir(out) and any(os.scandir(out)):
+        raise UserError(f"output folder {out} already exists; generated images are never overwritten: choose "
+                        f"another --name or --output-dir")
+    args.output_dir, args.resume, args.overwrite = out, False, False
+    return out
+
+
+def real_images_by_class(root: str, wanted: dict, size: int) -> dict:
+    """{tail label: ImageList of the training images of class wanted[label], at the GAN size in [-1, 1]}."""
+    mean, std = NORMALISATIONS["half"]
+    transform = T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
+    num = len(read_classes(root)["names"])
+    out = {}
+    for k, cid in wanted.items():
+        try:
+            out[k] = ImageList(os.path.join(root, "train"), [anno_path(root, "train")], transform, num_classes=num,
+                               label_map={cid: k})
+        except UserError:
+            raise UserError(f"class {cid} has no training image in {root}; is it the training run's data root?") \
+                from None
+    return out
+
+
+class ImageWriter:
+    """Writes uint8 images on a few threads (PIL encoding releases the GIL), with a bounded queue, and records
+    where each image came from."""
+
+    def __init__(self, out: str, ext: str, quality: int, threads: int, max_pending: int = 512):
+        self.out, self.ext, self.quality = out, ext, quality
+        self.pool = ThreadPoolExecutor(max(1, threads))
+        self.pending = deque()
+        self.max_pending = max_pending
+        self.sources = []
+
+    def save(self, folder: str, index: int, pixels: np.ndarray, class_id: int, source: str) -> None:
+        path = os.path.join(folder, f"{index:05d}.{self.ext}")
+        kw = {"quality": self.quality} if self.ext == "jpg" else {}
+        self.pending.append(self.pool.submit(Image.fromarray(pixels).save, path, **kw))
+        while len(self.pending) > self.max_pending:
+            self.pending.popleft().result()
+        self.sources.append((os.path.relpath(path, self.out), class_id, source))
+
+    def close(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()  # re-raises a failed write
+        self.pool.shutdown()
+        with open(os.path.join(self.out, "sources.csv"), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "class_id", "real_image"])
+            writer.writerows(self.sources)
+
+
+# ------------------------------------------------------------------------------------------------ generation
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] -> uint8 HWC, as torchvision's save_image(normalize=True, value_range=(-1, 1))."""
+    x = ((images.float().clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def visit_order(n: int, needed: int, seed: int) -> list:
+    """Indices of real images to visit: seeded shuffles of range(n), concatenated until `needed` long."""
+    gen = torch.Generator().manual_seed(seed)
+    order = []
+    while len(order) < needed:
+        order += torch.randperm(n, generator=gen).tolist()
+    return order[:needed]
+
+
+@torch.no_grad()
+def generate_class(k: int, images: ImageList, g, proj, tail, args, rt, mixing: float, mixing_rule: str,
+                   save) -> tuple:
+    """Generate args.n_per_class images of tail label k; save(index, uint8 image, source path)."""
+    per_real = args.per_real
+    reals_per_batch = max(1, args.batch_size // per_real)
+    order = visit_order(len(images), -(-args.n_per_class // per_real), args.seed * 1000 + k)
+    trunc_latent = g.mean_latent(4096, labels=k) if args.truncation < 1 else None
+    count, first = 0, []
+    bar = tqdm(total=args.n_per_class, desc=f"tail class {k}", leave=False, dynamic_ncols=True)
+    for start in range(0, len(order), reals_per_batch):
+        idx = order[start: start + reals_per_batch]
+        real = torch.stack([images[i][0] for i in idx]).to(rt.device)
+        with autocast(rt, args.amp):
+            _, feat = tail(real)
+            projected = proj(feat.float()).repeat_interleave(per_real, 0)
+            n = min(len(projected), args.n_per_class - count)
+            projected = projected[:n]
+            labels = torch.full((n,), k, dtype=torch.long, device=rt.device)
+            fake, _ = g(fused_latents(projected, args.r, mixing, mixing_rule), labels,
+                        truncation=args.truncation, truncation_latent=trunc_latent)
+        pixels = to_uint8(fake)
+        for j in range(n):
+            save(count, pixels[j], images.samples[idx[j // per_real]][0])
+            count += 1
+        if len(first) < args.grid_cols:
+            first.append(fake[: args.grid_cols - len(first)].float().cpu())
+        bar.update(n)
+        if count >= args.n_per_class:
+            break
+    bar.close()
+    return count, torch.cat(first)[: args.grid_cols]
+
+
+@cli
+def main(args):
+    if not args.ckpt:
+        raise UserError("--ckpt is required: the generator.pt of a CDTG/train.py run")
+    if not 0 <= args.r <= 1:
+        raise UserError(f"--r must be in [0, 1], got {args.r}")
+    for flag in ("n_per_class", "per_real", "batch_size"):
+        if getattr(args, flag) <= 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    g_state, p_state, meta = read_generator_file(args.ckpt)
+    labels = select_classes(args.classes, meta)
+    root = args.data_root or meta["data_root"]
+    info = read_classes(root)
+    if info["dataset"] != meta["dataset"]:
+        raise UserError(f"data root {root} holds {info['dataset']}, but the generator was trained on "
+                        f"{meta['dataset']}; pass its --data-root")
+    reals = real_images_by_class(root, {k: meta["classes"][k] for k in labels}, meta["generator"]["size"])
+    rt = setup(args.device)
+    tail_path = args.tail_model or meta["tail_model"]
+    tail = load_tail_model(tail_path, rt.device, meta["tail_input_size"])
+    if list(tail.meta["classes"]) != list(meta["classes"]):
+        raise UserError(f"tail model {tail_path} is of classes {tail.meta['classes']}, the generator of "
+                        f"{meta['classes']}; pass the tail model it was trained with")
+    g, proj = build_generator(meta, g_state, p_state, rt.device)
+    out = new_output_dir(args)
+    rundir.prepare(args)  # seeds; writes args.yaml and meta.json
+    mixing = meta["mixing"] if args.mixing is None else args.mixing
+    print(f"generating {args.n_per_class} images for each of {len(labels)} tail classes at r = {args.r} "
+          f"into {out}")
+
+    writer = ImageWriter(out, args.format, args.jpeg_quality, args.workers)
+    grids, entries = [], []
+    started = time.time()
+    for k in labels:
+        cid, name = meta["classes"][k], meta["names"][k]
+        folder = os.path.join(out, str(cid))
+        os.makedirs(folder)
+        count, first = generate_class(
+            k, reals[k], g, proj, tail, args, rt, mixing, meta["mixing_rule"],
+            lambda i, pixels, source, folder=folder, cid=cid: writer.save(folder, i, pixels, cid, source))
+        grids.append(first)
+        entries.append({"tail_label": k, "class_id": cid, "name": name, "folder": str(cid), "count": count,
+                        "real_images": len(reals[k])})
+        print(f"  {cid} {name}: {count} images from {len(reals[k])} real images")
+    writer.close()
+    cols = args.grid_cols
+    grid = torch.cat([torch.cat([f, f.new_zeros(cols - len(f), *f.shape[1:])]) for f in grids])
+    save_image(grid, os.path.join(out, "grid.png"), nrow=cols, normalize=True, value_range=(-1, 1))
+    manifest = {"format": MANIFEST_FORMAT, "checkpoint": os.path.abspath(args.ckpt),
+                "iteration": meta.get("iteration"), "mode": meta.get("mode"), "dataset": meta["dataset"],
+                "data_root": os.path.abspath(root), "tail_model": os.path.abspath(tail_path), "r": args.r,
+                "per_real": args.per_real, "n_per_class": args.n_per_class, "truncation": args.truncation,
+                "mixing": mixing, "mixing_rule": meta["mixing_rule"], "seed": args.seed,
+                "size": meta["generator"]["size"], "image_format": args.format, "classes": entries,
+                "seconds": round(time.time() - started, 1)}
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    print(f"wrote {sum(e['count'] for e in entries)} images, {os.path.join(out, 'manifest.json')} and grid.png")
+
+
+if __name__ == "__main__":
+    main(parse_args(get_args_parser(), "cdtg_generate"))

@@ -1,0 +1,413 @@
+"""Train CDTG: the class-conditional SWAGAN on the tail classes, conditioned on the distilled tail model's
+layer3 features and kept class-consistent by the tail classifier and CLIP text prompts (SPEC 3.2-3.4).
+
+    python CDTG/train.py --config configs/dior.yaml --tail-model runs/kmdn/dior/distill/tail_model.pt
+    python CDTG/train.py ... --ckpt swagan_resisc45_200000.pt       (fine-tune an unconditional SWAGAN)
+    python CDTG/train.py ... --resume                                (continue <run>/ckpt_last.pt exactly)
+    torchrun --nproc_per_node 4 CDTG/train.py ...                    (DDP; --batch-size is per process)
+
+--mode paper (default): L_G = adv + lambda_cls * CE(M_T(G), y) + lambda_clip * CE(CLIP logits, y), P trained.
+--mode code: as released, only the adversarial loss trains G, the consistency terms are logged, P is a fixed
+random projection (but saved, so generation uses the same one).
+Writes <run>/ckpt_last.pt (everything needed to resume), samples/<iter>.png (one row per tail class),
+metrics.jsonl, and generator.pt (g_ema, P, class ids and names, sizes: what CDTG/generate.py reads).
+"""
+import argparse
+import copy
+import os
+import time
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import transforms as T
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+from common import checkpoint, rundir
+from common.clip import encode_text_prompts, load_clip
+from common.config import add_config_arg, parse_args
+from common.datasets import ImageList
+from common.distributed import all_reduce_sum, cleanup, setup
+from common.errors import UserError, cli
+from common.layout import anno_path, read_classes
+from common.split import label_map, load_split
+from common.transforms import NORMALISATIONS
+from CDTG.augment import OPERATIONS, AdaptiveAugment
+from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
+from CDTG.model import Discriminator, Generator, load_swagan_checkpoint
+from CDTG.trainer import MODES, CDTGTrainer, StepConfig
+
+FORMAT = "cdtg-generator-v1"
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("CDTG training (conditional SWAGAN on the tail classes)")
+    add_config_arg(p)
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", default=None, help="processed data root (classes.json, anno/, train/)")
+    g.add_argument("--split", default=None, help="split.json (default: <root>/split.json); its tail list orders "
+                                                 "the labels")
+    g.add_argument("--tail-model", default=None,
+                   help="distilled KMDN tail model (runs/kmdn/<dataset>/distill/tail_model.pt)")
+    g.add_argument("--tail-input", default="model", choices=["model", "gan"],
+                   help="size the tail model sees: 'model' = its own img_size (images resized), 'gan' = --size "
+                        "(upstream fed the 256 px GAN images to a 224 px model)")
+    g.add_argument("--size", type=int, default=256, help="image size of the GAN (power of two, 16..1024)")
+    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=False,
+                   help="random horizontal flips of real images (upstream: off, the flip is commented out)")
+    g.add_argument("--workers", type=int, default=4)
+    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"])
+    g = p.add_argument_group("model")
+    g.add_argument("--style-dim", type=int, default=512, help="latent size (z and w)")
+    g.add_argument("--n-mlp", type=int, default=8, help="layers of the mapping network")
+    g.add_argument("--channel-multiplier", type=int, default=2)
+    g.add_argument("--max-channels", type=int, default=None, help="cap on feature channels (tiny models)")
+    g.add_argument("--label-dim", type=int, default=512, help="D's class-embedding size")
+    g.add_argument("--feature-pool", type=int, default=0,
+                   help="adaptive-average-pool the layer3 map to NxN before P; 0 = the full map (upstream: "
+                        "1024x16x16 = 262,144 inputs, a 134M-parameter P)")
+    g.add_argument("--ckpt", default=None,
+                   help="initial weights: an unconditional SWAGAN checkpoint (g/d/g_ema, loaded by name and "
+                        "shape) or a CDTG one; the iteration count starts at 0 (see --resume)")
+    g = p.add_argument_group("conditioning")
+    g.add_argument("--r-train", type=float, default=0.8, help="noise share: z = r n + (1 - r) P(feature)")
+    g.add_argument("--mixing", type=float, default=0.9, help="style-mixing setting")
+    g.add_argument("--mixing-rule", default="always", choices=["always", "probabilistic"],
+                   help="'always' (TGN): two latents whenever mixing > 0; 'probabilistic' (rosinality): two "
+                        "with probability --mixing")
+    g = p.add_argument_group("losses")
+    g.add_argument("--mode", default="paper", choices=list(MODES),
+                   help="paper: consistency terms back-propagated and P trained; code: as released (terms only "
+                        "logged, P fixed random)")
+    g.add_argument("--lambda-cls", type=float, default=1.0, help="weight of CE(tail model(G), y)")
+    g.add_argument("--lambda-clip", type=float, default=1.0, help="weight of the CLIP text loss; 0 skips CLIP")
+    g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (upstream: OpenAI ViT-B/32)")
+    g.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag, checkpoint file or "
+                                                               "Hugging Face CLIP folder")
+    g.add_argument("--clip-prompt", default="a photo of a {name}",
+                   help="prompt template per tail class; {name} = class name, {article} = a/an")
+    g.add_argument("--r1", type=float, default=10.0, help="R1 gamma")
+    g.add_argument("--d-reg-every", type=int, default=16, help="lazy R1 interval")
+    g.add_argument("--path-regularize", type=float, default=2.0, help="path-length weight")
+    g.add_argument("--path-batch-shrink", type=int, default=2, help="path-length batch = batch // this")
+    g.add_argument("--g-reg-every", type=int, default=4, help="lazy path-length interval")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--iter", type=int, default=200000, help="total iterations")
+    g.add_argument("--batch-size", type=int, default=8, help="per process")
+    g.add_argument("--lr", type=float, default=0.002,
+                   help="base lr; G uses lr*k/(k+1) with k = --g-reg-every, D with k = --d-reg-every")
+    g.add_argument("--ema-decay", type=float, default=0.5 ** (32 / 10000), help="g_ema decay per iteration")
+    g = p.add_argument_group("augmentation (upstream --augment)")
+    g.add_argument("--augment", action="store_true", help="differentiable augmentation of D's inputs (ADA-lite)")
+    g.add_argument("--augment-p", type=float, default=0.0, help="fixed probability; 0 = adapt it (ADA)")
+    g.add_argument("--ada-target", type=float, default=0.6)
+    g.add_argument("--ada-length", type=int, default=500000, help="images for p to move from 0 to 1")
+    g.add_argument("--ada-every", type=int, default=256, help="iterations between p updates")
+    g.add_argument("--augment-ops", nargs="+", default=list(OPERATIONS), choices=list(OPERATIONS))
+    g = p.add_argument_group("speed")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision on CUDA (bf16, or fp16 with loss scaling); R1 and path length in fp32")
+    g.add_argument("--feature-cache-gb", type=float, default=2.0,
+                   help="compute the frozen tail model's features of all real images once when they fit in this "
+                        "many GB (0 = every iteration)")
+    g = p.add_argument_group("logging")
+    g.add_argument("--log-every", type=int, default=100, help="metrics.jsonl row and tqdm losses every N iterations")
+    g.add_argument("--sample-every", type=int, default=1000, help="fixed-latent sample grid every N iterations")
+    g.add_argument("--sample-cols", type=int, default=8, help="samples per tail class in the grid")
+    g.add_argument("--ckpt-every", type=int, default=5000, help="ckpt_last.pt every N iterations (and at the end)")
+    g.add_argument("--snapshot-every", type=int, default=0,
+                   help="also keep checkpoints/<iter>.pt every N iterations (upstream: 5000); 0 = off")
+    g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
+    rundir.add_run_args(p, "cdtg_train")
+    return p
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+class Indexed(Dataset):
+    """(image, label, index) of an ImageList, so that cached features can be looked up."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        return image, label, i
+
+
+class EndlessBatches(Sampler):
+    """Batch b of an endless seeded shuffle (drop_last), starting at batch `start`: the data order of an iteration
+    depends only on (seed, iteration), so a resumed run sees exactly the batches a straight run would."""
+
+    def __init__(self, n: int, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.seed, self.start, self.rank, self.world = n, batch, seed, start, rank, world
+        self.per_epoch = n // (batch * world)
+        if self.per_epoch == 0:
+            raise UserError(f"only {n} tail training images for a batch of {batch} x {world} process(es); "
+                            f"lower --batch-size")
+
+    def __iter__(self):
+        b, epoch, perm = self.start, None, None
+        while True:
+            e, k = divmod(b, self.per_epoch)
+            if e != epoch:
+                epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + e))
+            offset = (k * self.world + self.rank) * self.batch
+            yield perm[offset: offset + self.batch].tolist()
+            b += 1
+
+
+def tail_dataset(args, split, num_classes: int) -> ImageList:
+    mean, std = NORMALISATIONS["half"]
+    transform = T.Compose([T.Resize((args.size, args.size)), T.ToTensor(), T.Normalize(mean, std)])
+    return ImageList(os.path.join(args.data_root, "train"), [anno_path(args.data_root, "train")], transform,
+                     num_classes=num_classes, label_map=label_map(split, "tail"), on_corrupt=args.on_corrupt)
+
+
+@torch.no_grad()
+def feature_cache(trainer: CDTGTrainer, dataset, rt, hflip: bool, limit_gb: float, batch: int, workers: int):
+    """[2 if hflip else 1, N, ...] reduced features of every real image (and of its mirror), or None if too big."""
+    c, h, w = trainer.proj.feature_shape
+    pool = trainer.proj.pool
+    per_image = c * (pool * pool if pool else h * w) * 4 * (2 if hflip else 1)
+    if limit_gb <= 0 or per_image * len(dataset) > limit_gb * 1e9:
+        return None
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, pin_memory=rt.cuda,
+                        generator=torch.Generator())  # its worker seed must not draw from the global RNG
+    views = [[] for _ in range(2 if hflip else 1)]
+    for images, _ in tqdm(loader, desc="tail-model features", leave=False, disable=not rt.is_main):
+        images = images.to(rt.device, non_blocking=True)
+        views[0].append(trainer.features(images))
+        if hflip:
+            views[1].append(trainer.features(images.flip(3)))
+    return torch.stack([torch.cat(v) for v in views])
+
+
+def sample_bank(dataset, num_classes: int, cols: int):
+    """Fixed real images for the sample grid: `cols` per class (cycling through the class's images)."""
+    by_class = [[] for _ in range(num_classes)]
+    for i, (_, label) in enumerate(dataset.samples):
+        by_class[label].append(i)
+    images, labels = [], []
+    for k, idx in enumerate(by_class):
+        if not idx:
+            raise UserError(f"tail class {k} has no training image; check split.json and the train list")
+        for j in range(cols):
+            images.append(dataset[idx[j % len(idx)]][0])
+            labels.append(k)
+    return torch.stack(images), torch.tensor(labels)
+
+
+@torch.no_grad()
+def save_samples(trainer: CDTGTrainer, images, labels, z, r: float, path: str, cols: int) -> None:
+    """g_ema on fixed noise, fixed real-image features and fixed noise images: one row per tail class."""
+    feat = trainer.features(images)
+    latent = r * z + (1 - r) * trainer.p_ema(feat)
+    out, _ = trainer.g_ema([latent], labels, randomize_noise=False)
+    save_image(out.float().cpu(), path, nrow=cols, normalize=True, value_range=(-1, 1))
+
+
+# ------------------------------------------------------------------------------------------------ set-up
+
+
+def prompts_for(names, template: str) -> list:
+    try:
+        return [template.format(name=n, article="an" if n[:1].lower() in "aeiou" else "a") for n in names]
+    except (KeyError, IndexError, ValueError):
+        raise UserError(f"--clip-prompt '{template}' must use only {{name}} and {{article}}") from None
+
+
+def truncate_metrics(path: str, iteration: int) -> None:
+    """On resume, drop metrics rows written after the checkpoint's iteration."""
+    import json
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    with open(path, "w") as f:
+        for row in rows:
+            if row.get("iter", 0) <= iteration:
+                f.write(json.dumps(row) + "\n")
+
+
+def check_args(args) -> None:
+    if not args.data_root:
+        raise UserError("--data-root is required (or set data_root in the config's cdtg_train section)")
+    if not args.tail_model:
+        raise UserError("--tail-model is required: the distilled KMDN tail model "
+                        "(runs/kmdn/<dataset>/distill/tail_model.pt, written by scripts/03_kmdn.sh)")
+    if not 0 <= args.r_train <= 1:
+        raise UserError(f"--r-train must be in [0, 1], got {args.r_train}")
+    for flag in ("iter", "batch_size", "log_every", "sample_every", "ckpt_every", "sample_cols"):
+        if getattr(args, flag) <= 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+
+
+def model_config(args, num_classes: int) -> dict:
+    return {"size": args.size, "style_dim": args.style_dim, "n_mlp": args.n_mlp, "num_classes": num_classes,
+            "channel_multiplier": args.channel_multiplier, "max_channels": args.max_channels}
+
+
+def build_models(args, num_classes: int):
+    cfg = model_config(args, num_classes)
+    g = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], num_classes=num_classes,
+                  channel_multiplier=cfg["channel_multiplier"], max_channels=cfg["max_channels"])
+    d = Discriminator(args.size, num_classes=num_classes, channel_multiplier=args.channel_multiplier,
+                      label_dim=args.label_dim, max_channels=args.max_channels)
+    return g, d
+
+
+def load_initial_weights(path: str, g, d, g_ema, proj, p_ema) -> None:
+    ck = checkpoint.load(path, "--ckpt checkpoint")
+    load_swagan_checkpoint(g, d, g_ema, ck)
+    for key, module in (("P", proj), ("P_ema", p_ema)):
+        if isinstance(ck.get(key), dict):
+            sd = ck[key]
+            if all(k in module.state_dict() and module.state_dict()[k].shape == v.shape for k, v in sd.items()):
+                module.load_state_dict(sd)
+                print(f"{key}: loaded from {path}")
+            else:
+                print(f"{key}: {path} holds a P of another shape; left at init")
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+@cli
+def main(args):
+    check_args(args)
+    info = read_classes(args.data_root)
+    split = load_split(args.split or os.path.join(args.data_root, "split.json"), args.data_root)
+    tail_ids = list(split["tail"])
+    names = [split["names"][c] for c in tail_ids]
+    num_classes = len(tail_ids)
+    dataset = tail_dataset(args, split, len(info["names"]))
+
+    rt = setup(args.device)
+    tail = load_tail_model(args.tail_model, rt.device, None if args.tail_input == "model" else args.size)
+    check_tail_classes(tail.meta, split, args.tail_model)
+    clip = text_features = None
+    if args.lambda_clip > 0:
+        clip = load_clip(args.clip_model, args.clip_pretrained, rt.device)
+        text_features = encode_text_prompts(clip, prompts_for(names, args.clip_prompt))
+    out = rundir.prepare(args, rt.is_main)  # after every input check: a mistake leaves no run folder behind
+    if rt.is_main:
+        print(f"{len(dataset)} tail training images, {num_classes} tail classes ({', '.join(names)}); "
+              f"mode {args.mode}; run folder {out}")
+
+    g, d = build_models(args, num_classes)
+    proj = FeatureProjection(tail.feature_shape(), args.style_dim, args.feature_pool)
+    g_ema, p_ema = copy.deepcopy(g), copy.deepcopy(proj)
+    if args.ckpt and not args.resume:
+        load_initial_weights(args.ckpt, g, d, g_ema, proj, p_ema)
+    for m in (g, d, proj, g_ema, p_ema):
+        m.to(rt.device)
+    augment = None
+    if args.augment:
+        augment = AdaptiveAugment(args.ada_target, args.ada_length, args.ada_every, args.augment_p,
+                                  args.augment_ops, reduce=lambda t: all_reduce_sum(t, rt))
+    cfg = StepConfig(mode=args.mode, r_train=args.r_train, mixing=args.mixing, mixing_rule=args.mixing_rule,
+                     lambda_cls=args.lambda_cls, lambda_clip=args.lambda_clip, lr=args.lr, r1=args.r1,
+                     d_reg_every=args.d_reg_every, path_regularize=args.path_regularize,
+                     path_batch_shrink=args.path_batch_shrink, g_reg_every=args.g_reg_every,
+                     ema_decay=args.ema_decay, amp=args.amp)
+    trainer = CDTGTrainer(g, d, proj, tail, rt, cfg, clip, text_features, augment, g_ema, p_ema)
+    if rt.is_main:
+        n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        print(f"G {n(g) / 1e6:.2f}M, D {n(d) / 1e6:.2f}M, P {n(proj) / 1e6:.2f}M parameters "
+              f"({'trained' if trainer.train_p else 'fixed'}); layer3 {tail.feature_shape()} at "
+              f"{tail.input_size} px, pool {args.feature_pool or 'none'}")
+
+    meta = {"format": FORMAT, "dataset": info["dataset"], "data_root": os.path.abspath(args.data_root),
+            "classes": tail_ids, "names": names, "tail_model": os.path.abspath(args.tail_model),
+            "tail_input_size": tail.input_size, "generator": model_config(args, num_classes),
+            "projection": proj.config(), "r_train": args.r_train, "mixing": args.mixing,
+            "mixing_rule": args.mixing_rule, "mode": args.mode,
+            "clip": {"model": args.clip_model, "pretrained": args.clip_pretrained, "prompt": args.clip_prompt}
+            if clip is not None else None}
+    ckpt_path = os.path.join(out, "ckpt_last.pt")
+    start = 0
+    if args.resume:
+        ck = checkpoint.load(ckpt_path)
+        for key in ("generator", "projection"):
+            if ck["meta"][key] != meta[key]:
+                raise UserError(f"{ckpt_path} was trained with {key} {ck['meta'][key]}, not {meta[key]}; resume "
+                                f"with the run's own flags (see {os.path.join(out, 'args.yaml')})")
+        trainer.load_state_dict(ck)
+        start = ck["iteration"]
+        if rt.is_main:
+            truncate_metrics(os.path.join(out, "metrics.jsonl"), start)
+            print(f"resumed from {ckpt_path} at iteration {start}")
+
+    loader = DataLoader(Indexed(dataset), batch_sampler=EndlessBatches(len(dataset), args.batch_size, args.seed,
+                                                                       start, rt.rank, rt.world_size),
+                        num_workers=args.workers, pin_memory=rt.cuda, generator=torch.Generator())
+    cache = feature_cache(trainer, dataset, rt, args.hflip, args.feature_cache_gb, args.batch_size * 4,
+                          args.workers)
+    bank_images, bank_labels = sample_bank(dataset, num_classes, args.sample_cols)
+    bank_images, bank_labels = bank_images.to(rt.device), bank_labels.to(rt.device)
+    bank_z = torch.randn(len(bank_labels), args.style_dim, generator=torch.Generator().manual_seed(args.seed)) \
+        .to(rt.device)
+    log = rundir.MetricsLog(out, rt.is_main)
+    samples_dir = os.path.join(out, "samples")
+    if rt.is_main:
+        os.makedirs(samples_dir, exist_ok=True)
+
+    def save_checkpoint(done: int) -> None:
+        state = {**trainer.state_dict(), "iteration": done, "rng": checkpoint.rng_state(), "args": vars(args),
+                 "meta": {**meta, "iteration": done}}
+        checkpoint.atomic_save(state, ckpt_path)
+        if args.snapshot_every and done % args.snapshot_every == 0:
+            checkpoint.atomic_save(state, os.path.join(out, "checkpoints", f"{done:06d}.pt"))
+
+    if args.resume and rt.is_main:
+        checkpoint.set_rng_state(ck["rng"])  # last, so that no set-up step above draws from it
+    elif rt.distributed:
+        torch.manual_seed(args.seed + 1000 * rt.rank + start)  # different noise per process
+    batches = iter(loader)
+    bar = tqdm(range(start, args.iter), initial=start, total=args.iter, desc="cdtg", disable=not rt.is_main,
+               dynamic_ncols=True)
+    tick = time.time()
+    for i in bar:
+        real, labels, index = next(batches)
+        real, labels = real.to(rt.device, non_blocking=True), labels.to(rt.device, non_blocking=True)
+        feat = None
+        if args.hflip:
+            flip = torch.rand(real.shape[0], device=rt.device) < 0.5
+            real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        if cache is not None:
+            index = index.to(rt.device)
+            feat = cache[0][index]
+            if args.hflip:
+                feat = torch.where(flip[:, None, None, None], cache[1][index], feat)
+        losses = trainer.step(real, labels, i, feat)
+        done = i + 1
+        if done % args.log_every == 0 or done == args.iter:
+            row = {"iter": done, **{k: float(v) for k, v in losses.items()},
+                   "mean_path_length": float(trainer.mean_path_length),
+                   "sec_per_iter": (time.time() - tick) / args.log_every}
+            tick = time.time()
+            log.write(**row)
+            bar.set_postfix_str(" ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("iter",)))
+        if rt.is_main and (done % args.sample_every == 0 or done == args.iter):
+            save_samples(trainer, bank_images, bank_labels, bank_z, args.r_train,
+                         os.path.join(samples_dir, f"{done:06d}.png"), args.sample_cols)
+        if rt.is_main and (done % args.ckpt_every == 0 or done == args.iter):
+            save_checkpoint(done)
+        if args.stop_after is not None and done >= args.stop_after:
+            cleanup()
+            return
+    if rt.is_main:
+        final = os.path.join(out, "generator.pt")
+        checkpoint.atomic_save({"g_ema": trainer.g_ema.state_dict(), "P_ema": trainer.p_ema.state_dict(),
+                                "meta": {**meta, "iteration": max(start, args.iter)}}, final)
+        print(f"generator: {final}  samples: {samples_dir}")
+    cleanup()
+
+
+if __name__ == "__main__":
+    main(parse_args(get_args_parser(), "cdtg_train"))

@@ -1,0 +1,230 @@
+"""One CDTG training iteration (SPEC 3.3, 3.4): D step, lazy R1, G step with the consistency terms, lazy
+path-length regularisation, EMA; and the state that an exact resume needs.
+
+Used by CDTG/train.py and benchmarks/cdtg_step.py. Under torchrun, gradients are averaged across processes by
+one all-reduce per optimiser step (`sync_grads`); this works with the double backward of R1 and path length.
+"""
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from common.clip import image_features
+from common.distributed import Runtime, autocast
+from CDTG.augment import AdaptiveAugment
+from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
+from CDTG.losses import (classifier_consistency_loss, clip_consistency_loss, d_logistic_loss, g_nonsaturating_loss,
+                         path_length_penalty, r1_penalty)
+
+MODES = ("paper", "code")
+
+
+@dataclass
+class StepConfig:
+    mode: str = "paper"  # 'paper': consistency terms back-propagated, P trained; 'code': as released
+    r_train: float = 0.8
+    mixing: float = 0.9
+    mixing_rule: str = "always"
+    lambda_cls: float = 1.0
+    lambda_clip: float = 1.0
+    lr: float = 0.002
+    r1: float = 10.0
+    d_reg_every: int = 16
+    path_regularize: float = 2.0
+    path_batch_shrink: int = 2
+    path_decay: float = 0.01
+    g_reg_every: int = 4
+    ema_decay: float = 0.5 ** (32 / 10_000)
+    amp: bool = True
+
+
+def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:
+    """StyleGAN2's lazy-regularisation correction: lr and beta exponents scaled by k / (k + 1)."""
+    ratio = reg_every / (reg_every + 1) if reg_every > 0 else 1.0
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(0 ** ratio, 0.99 ** ratio))
+
+
+def fp16_scaler_needed(rt: Runtime, amp: bool) -> bool:
+    """common.distributed.autocast uses bf16 where the GPU has it (no scaler needed), else fp16."""
+    return bool(amp and rt.cuda and not torch.cuda.is_bf16_supported())
+
+
+class CDTGTrainer:
+    """Holds G, D, P (and their EMA copies), the frozen tail classifier and CLIP, and both optimisers."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, projection: FeatureProjection,
+                 tail: TailClassifier, rt: Runtime, cfg: StepConfig, clip=None, text_features=None,
+                 augment: AdaptiveAugment | None = None, g_ema: nn.Module | None = None,
+                 p_ema: nn.Module | None = None):
+        if cfg.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
+        self.cfg, self.rt = cfg, rt
+        self.g, self.d, self.proj, self.tail = generator, discriminator, projection, tail
+        self.tail.requires_grad_(False)
+        self.clip, self.text_features = clip, text_features
+        self.clip_scale = float(clip.model.logit_scale.exp()) if clip is not None else None
+        self.augment = augment
+        self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(generator)).eval().requires_grad_(False)
+        self.p_ema = (p_ema if p_ema is not None else copy.deepcopy(projection)).eval().requires_grad_(False)
+        self.train_p = cfg.mode == "paper"
+        self.proj.requires_grad_(self.train_p)
+        g_params = list(self.g.parameters()) + (list(self.proj.parameters()) if self.train_p else [])
+        self.g_params, self.d_params = g_params, list(self.d.parameters())
+        self.g_optim = lazy_adam(g_params, cfg.lr, cfg.g_reg_every)
+        self.d_optim = lazy_adam(self.d_params, cfg.lr, cfg.d_reg_every)
+        scale = fp16_scaler_needed(rt, cfg.amp)
+        self.g_scaler = torch.amp.GradScaler("cuda", enabled=scale)
+        self.d_scaler = torch.amp.GradScaler("cuda", enabled=scale)
+        self.mean_path_length = torch.zeros((), device=rt.device)
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _aug(self, x):
+        return self.augment(x) if self.augment is not None else x
+
+    def sync_grads(self, params) -> None:
+        """Average gradients over processes (a no-op in a single process)."""
+        if not self.rt.distributed:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= self.rt.world_size
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[offset: offset + n].view_as(p).clone()
+            offset += n
+
+    def _consistency(self, fake, labels, train: bool) -> dict:
+        """L_cls and L_clip of generated images; with gradient when `train`, else under no_grad (logged only)."""
+        cfg, out = self.cfg, {}
+        with torch.set_grad_enabled(train and cfg.lambda_cls > 0):
+            logits, _ = self.tail(fake)
+            out["cls"] = classifier_consistency_loss(logits, labels)
+        if self.clip is not None:
+            with torch.set_grad_enabled(train and cfg.lambda_clip > 0):
+                feats = image_features(self.clip, fake)
+                out["clip"] = clip_consistency_loss(feats, self.text_features, labels, self.clip_scale)
+        return out
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        decay = self.cfg.ema_decay
+        torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1 - decay)
+        if self.train_p:
+            torch._foreach_lerp_(list(self.p_ema.parameters()), list(self.proj.parameters()), 1 - decay)
+
+    # ------------------------------------------------------------------------------------------ one iteration
+
+    @torch.no_grad()
+    def features(self, real: torch.Tensor) -> torch.Tensor:
+        """The tail model's layer3 features of real images, reduced as P reads them (pooled if it pools)."""
+        with autocast(self.rt, self.cfg.amp):
+            _, feat = self.tail(real)
+        return self.proj.reduce(feat.float())
+
+    def step(self, real: torch.Tensor, labels: torch.Tensor, iteration: int, feat: torch.Tensor | None = None) -> dict:
+        """One iteration on a batch of real tail images in [-1, 1] with labels 0..K-1; returns detached losses.
+
+        feat: the real images' features from `features()` (e.g. cached); computed here when None."""
+        cfg, rt = self.cfg, self.rt
+        log = {}
+        if feat is None:
+            feat = self.features(real)
+
+        # discriminator
+        self.d.requires_grad_(True)
+        with torch.no_grad(), autocast(rt, cfg.amp):
+            fake, _ = self.g(fused_latents(self.proj(feat), cfg.r_train, cfg.mixing, cfg.mixing_rule), labels)
+        with autocast(rt, cfg.amp):
+            fake_pred = self.d(self._aug(fake), labels).float()
+            real_pred = self.d(self._aug(real), labels).float()
+            d_loss = d_logistic_loss(real_pred, fake_pred)
+        self.d_optim.zero_grad(set_to_none=True)
+        self.d_scaler.scale(d_loss).backward()
+        self.sync_grads(self.d_params)
+        self.d_scaler.step(self.d_optim)
+        self.d_scaler.update()
+        if self.augment is not None:
+            self.augment.observe(real_pred)
+        log.update(d=d_loss.detach(), real_score=real_pred.detach().mean(), fake_score=fake_pred.detach().mean())
+
+        if cfg.r1 > 0 and cfg.d_reg_every > 0 and iteration % cfg.d_reg_every == 0:
+            real_in = real.detach().requires_grad_(True)
+            real_pred = self.d(self._aug(real_in), labels)  # fp32: second-order gradients
+            r1 = r1_penalty(real_pred, real_in)
+            self.d_optim.zero_grad(set_to_none=True)
+            (cfg.r1 / 2 * r1 * cfg.d_reg_every + 0 * real_pred[0, 0]).backward()
+            self.sync_grads(self.d_params)
+            self.d_optim.step()
+            log["r1"] = r1.detach()
+
+        # generator
+        self.d.requires_grad_(False)
+        with autocast(rt, cfg.amp):
+            fake, _ = self.g(fused_latents(self.proj(feat), cfg.r_train, cfg.mixing, cfg.mixing_rule), labels)
+            fake_pred = self.d(self._aug(fake), labels).float()
+            adv = g_nonsaturating_loss(fake_pred)
+            paper = cfg.mode == "paper"
+            terms = self._consistency(fake if paper else fake.detach(), labels, train=paper)
+            g_loss = adv
+            if paper:
+                g_loss = g_loss + cfg.lambda_cls * terms["cls"]
+                if "clip" in terms:
+                    g_loss = g_loss + cfg.lambda_clip * terms["clip"]
+        self.g_optim.zero_grad(set_to_none=True)
+        self.g_scaler.scale(g_loss).backward()
+        self.sync_grads(self.g_params)
+        self.g_scaler.step(self.g_optim)
+        self.g_scaler.update()
+        log.update(g=g_loss.detach(), adv=adv.detach(), **{k: v.detach() for k, v in terms.items()})
+
+        if cfg.path_regularize > 0 and cfg.g_reg_every > 0 and iteration % cfg.g_reg_every == 0:
+            n = max(1, real.shape[0] // max(1, cfg.path_batch_shrink))
+            fake, latents = self.g(fused_latents(self.proj(feat[:n]), cfg.r_train, cfg.mixing, cfg.mixing_rule),
+                                   labels[:n], return_latents=True)  # fp32: second-order gradients
+            penalty, mean_length, lengths = path_length_penalty(fake, latents, self.mean_path_length,
+                                                                cfg.path_decay)
+            self.g_optim.zero_grad(set_to_none=True)
+            (cfg.path_regularize * cfg.g_reg_every * penalty + 0 * fake[0, 0, 0, 0]).backward()
+            self.sync_grads(self.g_params)
+            self.g_optim.step()
+            if rt.distributed:
+                torch.distributed.all_reduce(mean_length)
+                mean_length = mean_length / rt.world_size
+            self.mean_path_length = mean_length
+            log.update(path=penalty.detach(), path_length=lengths.mean())
+        self.d.requires_grad_(True)
+
+        self.update_ema()
+        if self.augment is not None:
+            self.augment.step()
+            log["ada_p"] = torch.tensor(self.augment.p)
+        return log
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
+                "P": self.proj.state_dict(), "P_ema": self.p_ema.state_dict(),
+                "g_optim": self.g_optim.state_dict(), "d_optim": self.d_optim.state_dict(),
+                "g_scaler": self.g_scaler.state_dict(), "d_scaler": self.d_scaler.state_dict(),
+                "mean_path_length": self.mean_path_length.cpu(),
+                "augment": self.augment.state_dict() if self.augment is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        self.g_ema.load_state_dict(state["g_ema"])
+        self.proj.load_state_dict(state["P"])
+        self.p_ema.load_state_dict(state["P_ema"])
+        self.g_optim.load_state_dict(state["g_optim"])
+        self.d_optim.load_state_dict(state["d_optim"])
+        self.g_scaler.load_state_dict(state["g_scaler"])
+        self.d_scaler.load_state_dict(state["d_scaler"])
+        self.mean_path_length = state["mean_path_length"].to(self.rt.device)
+        if self.augment is not None and state.get("augment"):
+            self.augment.load_state_dict(state["augment"])
+

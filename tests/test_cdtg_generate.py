@@ -1,0 +1,211 @@
+"""CDTG generation, the expanded training list, and the generation-quality measures."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from common.backbones import build_classifier, build_feature_resnet
+from common.checkpoint import export_weights
+from common.config import resolve_args
+from common.datasets import ImageList
+from common.errors import UserError
+from common.layout import anno_path, read_list
+from conftest import assert_one_line_error, run_script
+from CDTG import evaluate, expand, generate
+from CDTG import train as cdtg_train
+from CDTG.quality import (frechet_distance, kernel_inception_distance, load_lpips, mean_pairwise_distance,
+                          mean_pairwise_lpips, share_correct)
+from KMDN.model import part_meta, save_part_model
+
+TINY_TRAIN = ["--size", "32", "--style-dim", "16", "--n-mlp", "1", "--max-channels", "8", "--label-dim", "8",
+              "--batch-size", "4", "--workers", "0", "--lambda-clip", "0", "--iter", "2", "--sample-every", "2",
+              "--ckpt-every", "2", "--sample-cols", "2", "--feature-pool", "1", "--device", "cpu"]
+
+
+def call(module, stage, argv):
+    return module.main.__wrapped__(resolve_args(module.get_args_parser(), stage, argv))
+
+
+@pytest.fixture(scope="module")
+def split(synth_root):
+    with open(os.path.join(synth_root, "split.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def generator_file(synth_root, split, tmp_path_factory):
+    """generator.pt of a 2-iteration CDTG run on a random resnet18 tail model (KMDN's file format)."""
+    folder = tmp_path_factory.mktemp("cdtg")
+    torch.manual_seed(0)
+    model = build_feature_resnet("resnet18", len(split["tail"]), "none", verbose=False)
+    tail_path = str(folder / "tail_model.pt")
+    save_part_model(model, tail_path, part_meta(model, "resnet18", "tail", split, 32, "half"))
+    call(cdtg_train, "cdtg_train", ["--data-root", synth_root, "--tail-model", tail_path,
+                                    "--output-dir", str(folder / "train"), *TINY_TRAIN])
+    return str(folder / "train" / "generator.pt")
+
+
+def gen(generator_file, out, *extra):
+    return call(generate, "cdtg_generate", ["--ckpt", generator_file, "--output-dir", str(out), "--workers", "1",
+                                            "--device", "cpu", "--batch-size", "4", *extra])
+
+
+@pytest.fixture(scope="module")
+def generated(generator_file, split, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "run"
+    names = [split["names"][c] for c in split["tail"]]
+    # two classes, one by id and one by name; 7 images = 1 batch of 4 (per-real 2) and a partial one
+    gen(generator_file, out, "--n-per-class", "7", "--per-real", "2", "--classes", str(split["tail"][0]),
+        names[-1], "--grid-cols", "3")
+    return out
+
+
+def test_generation_writes_n_images_per_class_and_a_manifest(generated, split):
+    manifest = json.load(open(generated / "manifest.json"))
+    want = [split["tail"][0], split["tail"][-1]]
+    assert [e["class_id"] for e in manifest["classes"]] == want
+    assert [e["tail_label"] for e in manifest["classes"]] == [0, len(split["tail"]) - 1]
+    assert manifest["r"] == 0.05 and manifest["n_per_class"] == 7 and manifest["per_real"] == 2
+    for cid in want:
+        files = sorted(os.listdir(generated / str(cid)))
+        assert files == [f"{i:05d}.jpg" for i in range(7)]
+    rows = (generated / "sources.csv").read_text().splitlines()
+    assert len(rows) == 1 + 14
+    _, cid, real = rows[1].split(",")
+    assert int(cid) == want[0] and f"/train/{want[0]}/" in real  # generated from a real image of its own class
+    from PIL import Image
+    with Image.open(generated / "grid.png") as im:
+        assert im.size == (2 + 3 * 34, 2 + 2 * 34)
+    with Image.open(generated / str(want[0]) / "00000.jpg") as im:
+        assert im.size == (32, 32)
+
+
+def test_generation_never_overwrites(generator_file, generated, split):
+    first = generated / str(split["tail"][0]) / "00000.jpg"
+    before = first.read_bytes()
+    with pytest.raises(UserError, match="never overwritten"):
+        gen(generator_file, generated, "--n-per-class", "2")
+    assert first.read_bytes() == before
+    proc = run_script("CDTG/generate.py", "--ckpt", generator_file, "--output-dir", str(generated),
+                      "--n-per-class", "2", "--device", "cpu", check=False)
+    assert_one_line_error(proc, "already exists", "never overwritten")
+
+
+def test_generation_input_errors(generator_file, tmp_path):
+    with pytest.raises(UserError, match="not a tail class"):
+        gen(generator_file, tmp_path / "a", "--classes", "no-such-class")
+    torch.save({"g": {}, "d": {}, "g_ema": {}}, tmp_path / "swagan.pt")
+    with pytest.raises(UserError, match="not a CDTG generator"):
+        gen(str(tmp_path / "swagan.pt"), tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_expand_maps_tail_labels_back_to_original_ids(generated, synth_root, split, tmp_path):
+    out = tmp_path / "expanded.txt"
+    call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out)])
+    rows = read_list(str(out), len(split["names"]))
+    manifest = json.load(open(generated / "manifest.json"))
+    assert len(rows) == 14
+    for entry in manifest["classes"]:
+        assert entry["class_id"] == split["tail"][entry["tail_label"]]
+        mine = [p for p, c in rows if c == entry["class_id"]]
+        assert len(mine) == 7 and all(os.path.isabs(p) and f"/{entry['class_id']}/" in p for p in mine)
+    # the Classification stage reads the original list plus this one
+    data = ImageList(os.path.join(synth_root, "train"), [anno_path(synth_root, "train"), str(out)],
+                     num_classes=len(split["names"]))
+    assert len(data) == sum(split["train_counts"]) + 14
+    with pytest.raises(UserError, match="already exists"):
+        call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out)])
+    call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out), "--overwrite", "--n-per-class", "3"])
+    assert len(read_list(str(out))) == 6
+
+
+def test_expand_refuses_an_incomplete_folder(generated, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(generated, copy)
+    first = sorted(p for p in copy.iterdir() if p.is_dir())[0]
+    (first / "00003.jpg").unlink()
+    with pytest.raises(UserError, match="interrupted"):
+        expand.expand([str(copy)])
+
+
+# ------------------------------------------------------------------------------------------------ quality
+
+
+def test_quality_measures_on_hand_made_features():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 3))
+    assert frechet_distance(x, x) == pytest.approx(0, abs=1e-6)
+    shifted = x + np.array([2.0, 0, 0])
+    assert frechet_distance(x, shifted) == pytest.approx(4.0, rel=1e-6)  # same covariance: |mu difference|^2
+    scaled = rng.normal(size=(4000, 3)) * 2  # cov 4I vs I: tr(I + 4I - 2 * 2I) = 3 per the formula
+    assert frechet_distance(rng.normal(size=(4000, 3)), scaled) == pytest.approx(3.0, rel=0.1)
+    kid, _ = kernel_inception_distance(x[:500], x[500:1000], subsets=10, subset_size=200)
+    far, _ = kernel_inception_distance(x[:500], shifted[:500], subsets=10, subset_size=200)
+    assert abs(kid) < 0.05 < far
+    triangle = np.array([[0, 0], [1, 0], [0.5, 3 ** 0.5 / 2]])
+    assert mean_pairwise_distance(triangle) == pytest.approx(1.0)
+    assert mean_pairwise_distance(np.ones((5, 4))) == 0.0
+    assert share_correct([1, 2, 2, 0], 2) == 0.5
+
+
+def test_lpips_is_unavailable_or_a_model():
+    model, note = load_lpips("alex")
+    assert (model is None) == isinstance(note, str)
+    if model is None:
+        assert note.startswith("unavailable")
+
+
+class MeanAbsDifference(torch.nn.Module):
+    """A stand-in for LPIPS (whose backbone weights cannot be downloaded here): mean |a - b| per pair."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, a, b):
+        return (a - b).abs().mean([1, 2, 3])
+
+
+def test_mean_pairwise_lpips_with_a_stand_in_model():
+    images = torch.stack([torch.full((3, 4, 4), v) for v in (0.0, 0.5, 1.0)])
+    assert mean_pairwise_lpips(MeanAbsDifference(), images) == pytest.approx((0.5 + 1.0 + 0.5) / 3)
+
+
+def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "load_lpips", lambda net, device: (MeanAbsDifference(), None))
+    import shutil
+    folder = tmp_path / "gen"
+    shutil.copytree(generated, folder)
+    from common.layout import read_classes
+    names = read_classes(synth_root)["names"]
+    torch.manual_seed(0)
+    clf = build_classifier("resnet18", len(names), "none", verbose=False)
+    clf_path = tmp_path / "model_final.pt"
+    export_weights(clf, str(clf_path), arch="resnet18", names=names, img_size=32, norm="half", dataset="SYNTH")
+    import open_clip
+    from common.clip import checkpoint_dict, register_model_config
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    register_model_config("cdtg-eval-clip", cfg)
+    torch.save(checkpoint_dict(open_clip.create_model("cdtg-eval-clip"), "cdtg-eval-clip", cfg), tmp_path / "clip.pt")
+    call(evaluate, "cdtg_evaluate", ["--generated", str(folder), "--classifier", str(clf_path), "--workers", "0",
+                                     "--device", "cpu", "--kid-subsets", "5", "--clip-model", "cdtg-eval-clip",
+                                     "--clip-pretrained", str(tmp_path / "clip.pt")])
+    res = json.load(open(folder / "quality.json"))
+    assert [c["class_id"] for c in res["per_class"]] == [split["tail"][0], split["tail"][-1]]
+    for c in res["per_class"]:
+        assert c["n_generated"] == 7 and c["n_real"] == split["train_counts"][c["class_id"]]
+        for key in ("tail_model_consistency", "classifier_consistency", "real_classifier_consistency",
+                    "clip_consistency", "real_clip_consistency"):
+            assert 0 <= c[key] <= 1
+        assert c["feature_diversity"] > 0 and c["fid"] >= 0 and c["lpips_diversity"] > 0
+    assert "pooled_fid" in res["overall"] and res["lpips"] == "LPIPS alex"
+    md = (folder / "quality.md").read_text()
+    assert "| class |" in md and "all tail classes" in md
+    with pytest.raises(UserError, match="already exists"):
+        call(evaluate, "cdtg_evaluate", ["--generated", str(folder), "--device", "cpu", "--workers", "0"])

@@ -1,0 +1,344 @@
+"""CDTG training: losses against hand computations, augmentation, conditioning, one step per mode (what changes and
+what stays frozen), the CLIP path with a tiny random open_clip model, and train.py end to end: outputs, exact
+resume, an unconditional checkpoint via --ckpt, and input errors."""
+import json
+import os
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.backbones import build_feature_resnet
+from common.clip import checkpoint_dict, load_clip, register_model_config
+from common.config import resolve_args
+from common.distributed import setup
+from common.errors import UserError
+from conftest import assert_one_line_error, run_script
+from CDTG import losses
+from CDTG.augment import AdaptiveAugment, augment, translate
+from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
+from CDTG.model import Discriminator, Generator
+from CDTG.train import get_args_parser, main
+from CDTG.trainer import CDTGTrainer, StepConfig
+from KMDN.model import part_meta, save_part_model
+
+TINY = ["--size", "32", "--style-dim", "16", "--n-mlp", "1", "--max-channels", "8", "--label-dim", "8",
+        "--batch-size", "4", "--workers", "0", "--lambda-clip", "0", "--log-every", "1", "--sample-every", "2",
+        "--ckpt-every", "2", "--sample-cols", "2", "--device", "cpu"]
+CLIP_NAME = "cdtg-test-clip"
+CLIP_CFG = {"embed_dim": 16,
+            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def split(synth_root):
+    with open(os.path.join(synth_root, "split.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def tail_model_file(synth_root, split, tmp_path_factory):
+    """A KMDN tail-model file (random resnet18 at 32 px) in KMDN's own hand-over format."""
+    torch.manual_seed(0)
+    model = build_feature_resnet("resnet18", len(split["tail"]), "none", verbose=False)
+    path = str(tmp_path_factory.mktemp("kmdn") / "tail_model.pt")
+    save_part_model(model, path, part_meta(model, "resnet18", "tail", split, 32, "half"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory):
+    torch.manual_seed(0)
+    register_model_config(CLIP_NAME, CLIP_CFG)
+    model = open_clip.create_model(CLIP_NAME)
+    path = str(tmp_path_factory.mktemp("clip") / "tiny_clip.pt")
+    torch.save(checkpoint_dict(model, CLIP_NAME, CLIP_CFG), path)
+    return path
+
+
+def run_train(synth_root, tail_model_file, out, *extra):
+    argv = ["--data-root", synth_root, "--tail-model", tail_model_file, "--output-dir", str(out), *TINY, *extra]
+    return main.__wrapped__(resolve_args(get_args_parser(), "cdtg_train", argv))
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+def test_adversarial_losses_by_hand():
+    real, fake = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [-1.0]])
+    sp = lambda v: torch.log1p(torch.exp(torch.tensor(v)))  # noqa: E731
+    want_d = (sp(0.0) + sp(-2.0)) / 2 + (sp(1.0) + sp(-1.0)) / 2
+    torch.testing.assert_close(losses.d_logistic_loss(real, fake), want_d)
+    torch.testing.assert_close(losses.g_nonsaturating_loss(fake), (sp(-1.0) + sp(1.0)) / 2)
+
+
+def test_r1_of_a_linear_discriminator_is_its_squared_weight_norm():
+    w = torch.randn(3, 4, 4)
+    x = torch.randn(5, 3, 4, 4, requires_grad=True)
+    pred = (x * w).flatten(1).sum(1, keepdim=True)
+    torch.testing.assert_close(losses.r1_penalty(pred, x), w.pow(2).sum())
+
+
+def test_path_length_of_a_linear_generator():
+    # image = A w for each of n_latent copies: J^T y has norm |A^T y|; with A = c*I the length is c*|y| ~ c
+    torch.manual_seed(0)
+    latents = torch.randn(64, 2, 3 * 16 * 16, requires_grad=True)
+    image = 3.0 * latents.sum(1).view(64, 3, 16, 16)
+    penalty, new_mean, lengths = losses.path_length_penalty(image, latents, torch.tensor(0.0), decay=1.0)
+    # J^T y = 3 y for each copy, y ~ N(0, I/(H W)) of 3 H W dims: length = 3 |y| ~ 3 sqrt(3)
+    assert lengths.mean().item() == pytest.approx(3.0 * 3 ** 0.5, rel=0.05)
+    assert new_mean.item() == pytest.approx(lengths.mean().item())  # decay 1: the mean jumps to the batch mean
+    torch.testing.assert_close(penalty, (lengths - new_mean).pow(2).mean())
+
+
+def test_consistency_losses_are_cross_entropy_on_logits():
+    img = F.normalize(torch.randn(4, 8), dim=-1)
+    txt = F.normalize(torch.randn(3, 8), dim=-1)
+    y = torch.tensor([0, 2, 1, 1])
+    want = F.cross_entropy(100 * img @ txt.t(), y)
+    torch.testing.assert_close(losses.clip_consistency_loss(img, txt, y, 100.0), want)
+    logits = torch.randn(4, 3)
+    torch.testing.assert_close(losses.classifier_consistency_loss(logits, y), F.cross_entropy(logits, y))
+
+
+# ------------------------------------------------------------------------------------------------ augmentation
+
+
+def test_augment_p0_is_identity_and_translation_shifts():
+    x = torch.randn(2, 3, 8, 8)
+    assert augment(x, 0.0) is x
+    torch.manual_seed(0)
+    one = torch.zeros(1, 1, 8, 8)
+    one[0, 0, 4, 4] = 1
+    shifted = translate(one, ratio=0.25)
+    assert shifted.sum() == 1 and shifted.shape == one.shape  # the pixel moved by at most 2 but was not lost
+    (r, c) = torch.nonzero(shifted[0, 0])[0].tolist()
+    assert abs(r - 4) <= 2 and abs(c - 4) <= 2
+
+
+def test_augment_is_differentiable_and_ada_moves_p():
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    augment(x, 1.0).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    ada = AdaptiveAugment(target=0.6, length=100, every=1)
+    ada.observe(torch.ones(10, 1))  # D sure of every real image: overfitting, p goes up by 10 / 100
+    ada.step()
+    assert ada.p == pytest.approx(0.1)
+    ada.observe(-torch.ones(10, 1))
+    ada.step()
+    assert ada.p == pytest.approx(0.0)
+    fixed = AdaptiveAugment(fixed_p=0.3)
+    fixed.observe(torch.ones(3, 1))
+    fixed.step()
+    assert fixed.p == 0.3
+    state = ada.state_dict()
+    other = AdaptiveAugment()
+    other.load_state_dict(state)
+    assert other.p == ada.p and other.calls == ada.calls
+
+
+# ------------------------------------------------------------------------------------------------ conditioning
+
+
+def test_projection_pooling_and_fusion():
+    p_full = FeatureProjection((8, 4, 4), 16, pool=0)
+    p_pool = FeatureProjection((8, 4, 4), 16, pool=2)
+    assert p_full.linear.in_features == 128 and p_pool.linear.in_features == 32
+    feat = torch.randn(3, 8, 4, 4)
+    reduced = p_pool.reduce(feat)
+    torch.testing.assert_close(p_pool(reduced), p_pool(feat))  # pooled maps (a cache) give the same P
+    with pytest.raises(ValueError):
+        p_full(torch.randn(3, 8, 2, 2))
+    proj = p_pool(feat)
+    only_feature = fused_latents(proj, 0.0, 0.9)
+    assert len(only_feature) == 2 and all(torch.equal(z, proj) for z in only_feature)
+    assert len(fused_latents(proj, 0.8, 0.0)) == 1
+    assert len(fused_latents(proj, 0.8, 0.0, "probabilistic")) == 1
+    torch.manual_seed(0)
+    a, b = fused_latents(proj, 1.0, 0.9)
+    assert not torch.equal(a, b)  # two independent noises
+
+
+def test_tail_classifier_stays_frozen_in_eval_mode():
+    model = build_feature_resnet("resnet18", 3, "none", verbose=False)
+    tail = TailClassifier(model, {"img_size": 32, "norm": "half"})
+    tail.train()
+    assert not tail.model.training and not any(p.requires_grad for p in tail.parameters())
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    logits, feat = tail(x)
+    assert logits.shape == (2, 3) and feat.shape == (2, 256, 2, 2) and tail.feature_shape() == (256, 2, 2)
+    logits.sum().backward()
+    assert x.grad.abs().sum() > 0  # gradients reach the generator's images through the frozen model
+
+
+# ------------------------------------------------------------------------------------------------ one step
+
+
+def make_trainer(mode, lambda_cls=1.0, lambda_clip=0.0, clip=None, seed=0):
+    torch.manual_seed(seed)
+    k = 3
+    tail = TailClassifier(build_feature_resnet("resnet18", k, "none", verbose=False), {"img_size": 32, "norm": "half"})
+    g = Generator(32, 16, 1, num_classes=k, max_channels=8)
+    d = Discriminator(32, num_classes=k, label_dim=8, max_channels=8)
+    proj = FeatureProjection(tail.feature_shape(), 16, pool=1)
+    text = None
+    if clip is not None:
+        from common.clip import encode_text_prompts
+        text = encode_text_prompts(clip, ["a photo of a ship", "a photo of a bridge", "a photo of a dam"])
+    cfg = StepConfig(mode=mode, lambda_cls=lambda_cls, lambda_clip=lambda_clip, d_reg_every=2, g_reg_every=2)
+    return CDTGTrainer(g, d, proj, tail, setup("cpu"), cfg, clip, text)
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before, module):
+    return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
+
+
+def batch(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(4, 3, 32, 32, generator=g) * 2 - 1, torch.tensor([0, 1, 2, 0])
+
+
+@pytest.mark.parametrize("mode", ["paper", "code"])
+def test_one_step_updates_g_d_and_only_trainable_parts(mode):
+    tr = make_trainer(mode)
+    before = {name: snapshot(m) for name, m in
+              (("g", tr.g), ("d", tr.d), ("P", tr.proj), ("tail", tr.tail), ("g_ema", tr.g_ema))}
+    x, y = batch()
+    log = tr.step(x, y, 0)  # iteration 0: R1 and path length run too
+    assert {"d", "g", "adv", "cls", "r1", "path", "real_score", "fake_score"} <= set(log)
+    assert all(torch.isfinite(v).all() for v in log.values())
+    assert "label_emb.weight" in changed(before["g"], tr.g) and "style.1.weight" in changed(before["g"], tr.g)
+    assert "fusion_conv.0.weight" in changed(before["d"], tr.d)
+    assert changed(before["g_ema"], tr.g_ema)  # EMA follows G
+    assert not changed(before["tail"], tr.tail)  # frozen tail model (BN statistics included)
+    assert changed(before["P"], tr.proj) if mode == "paper" else not changed(before["P"], tr.proj)
+    assert mode == "code" or tr.proj.linear.weight.requires_grad
+    assert tr.g_optim.param_groups[0]["lr"] == pytest.approx(0.002 * 2 / 3)  # lazy ratio k/(k+1), k = 2
+
+
+def g_after_one_step(mode, lambda_cls, lambda_clip=0.0, clip=None):
+    tr = make_trainer(mode, lambda_cls, lambda_clip, clip)
+    x, y = batch()
+    tr.step(x, y, 1)  # iteration 1: no regularisation step
+    return snapshot(tr.g)
+
+
+def test_code_mode_trains_g_with_the_adversarial_loss_only():
+    code = g_after_one_step("code", 1.0)
+    adv_only = g_after_one_step("paper", 0.0)
+    with_cls = g_after_one_step("paper", 1.0)
+    assert all(torch.equal(code[k], adv_only[k]) for k in code)  # L_cls logged but not back-propagated
+    assert any(not torch.equal(with_cls[k], adv_only[k]) for k in code)  # paper mode: L_cls changes G's update
+
+
+def test_clip_loss_with_a_tiny_random_open_clip_model(clip_file):
+    clip = load_clip(CLIP_NAME, clip_file)
+    clip_before = snapshot(clip.model)
+    tr = make_trainer("paper", 0.0, 1.0, clip)
+    x, y = batch()
+    log = tr.step(x, y, 1)
+    assert torch.isfinite(log["clip"]) and log["clip"] > 0
+    assert not changed(clip_before, clip.model) and not any(p.requires_grad for p in clip.model.parameters())
+    with_clip = snapshot(tr.g)
+    without = g_after_one_step("paper", 0.0)
+    assert any(not torch.equal(with_clip[k], without[k]) for k in with_clip)  # the CLIP loss reaches G
+
+
+# ------------------------------------------------------------------------------------------------ train.py
+
+
+def read_metrics(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_train_writes_checkpoint_samples_and_generator(synth_root, tail_model_file, split, tmp_path):
+    out = tmp_path / "run"
+    run_train(synth_root, tail_model_file, out, "--iter", "4", "--feature-pool", "1")
+    ck = torch.load(out / "ckpt_last.pt", weights_only=False)
+    assert {"g", "d", "g_ema", "P", "P_ema", "g_optim", "d_optim", "iteration", "rng", "args", "meta"} <= set(ck)
+    assert ck["iteration"] == 4
+    meta = ck["meta"]
+    assert meta["classes"] == split["tail"] and meta["names"] == [split["names"][c] for c in split["tail"]]
+    assert meta["projection"]["pool"] == 1 and meta["r_train"] == 0.8 and meta["generator"]["size"] == 32
+    final = torch.load(out / "generator.pt", weights_only=False)
+    assert set(final) == {"g_ema", "P_ema", "meta"}
+    assert sorted(os.listdir(out / "samples")) == ["000002.png", "000004.png"]
+    from PIL import Image
+    with Image.open(out / "samples" / "000004.png") as im:  # one row per tail class, --sample-cols columns
+        assert im.size == (2 + 2 * 34, 2 + len(split["tail"]) * 34)
+    assert [r["iter"] for r in read_metrics(out)] == [1, 2, 3, 4]
+
+
+def test_code_mode_saves_the_fixed_projection_and_logs_clip(synth_root, tail_model_file, clip_file, tmp_path):
+    out = tmp_path / "run"
+    run_train(synth_root, tail_model_file, out, "--iter", "2", "--mode", "code", "--feature-pool", "1",
+              "--lambda-clip", "1", "--clip-model", CLIP_NAME, "--clip-pretrained", clip_file,
+              "--clip-prompt", "a photo of {article} {name}")
+    assert all(r["clip"] > 0 and r["cls"] > 0 for r in read_metrics(out))  # logged, not back-propagated
+    ck = torch.load(out / "ckpt_last.pt", weights_only=False)
+    assert ck["meta"]["clip"] == {"model": CLIP_NAME, "pretrained": clip_file, "prompt": "a photo of {article} {name}"}
+    torch.testing.assert_close(ck["P"]["linear.weight"], ck["P_ema"]["linear.weight"])
+    final = torch.load(out / "generator.pt", weights_only=False)
+    torch.testing.assert_close(final["P_ema"]["linear.weight"], ck["P"]["linear.weight"])
+
+
+def test_resume_is_bit_identical(synth_root, tail_model_file, tmp_path):
+    extra = ["--iter", "4", "--d-reg-every", "2", "--g-reg-every", "3", "--hflip", "--augment", "--ada-every", "1",
+             "--ada-length", "100", "--ada-target", "-1"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_train(synth_root, tail_model_file, full, *extra)
+    run_train(synth_root, tail_model_file, part, *extra, "--stop-after", "2")
+    assert not (part / "generator.pt").exists()
+    run_train(synth_root, tail_model_file, part, *extra, "--resume")
+    a = torch.load(full / "ckpt_last.pt", weights_only=False)
+    b = torch.load(part / "ckpt_last.pt", weights_only=False)
+    for key in ("g", "d", "g_ema", "P", "P_ema"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert a["augment"]["p"] == b["augment"]["p"] and a["augment"]["p"] > 0
+    assert torch.equal(a["mean_path_length"], b["mean_path_length"])
+    without_time = lambda rows: [{k: v for k, v in r.items() if k != "sec_per_iter"} for r in rows]  # noqa: E731
+    assert without_time(read_metrics(full)) == without_time(read_metrics(part))
+
+
+def test_unconditional_swagan_checkpoint_via_ckpt(synth_root, tail_model_file, split, tmp_path):
+    # an unconditional SWAGAN checkpoint: same layer names, without the class embeddings and D's fusion conv
+    torch.manual_seed(5)
+    g = Generator(32, 16, 1, num_classes=1, max_channels=8)
+    d = Discriminator(32, num_classes=1, label_dim=8, max_channels=8)
+    strip = lambda sd: {k: v for k, v in sd.items() if not k.startswith(("label_emb", "fusion_conv"))}  # noqa: E731
+    path = tmp_path / "200000.pt"  # the file name must not set the iteration (SPEC 6.1 item 6)
+    torch.save({"g": strip(g.state_dict()), "d": strip(d.state_dict()), "g_ema": strip(g.state_dict())}, path)
+    out = tmp_path / "run"
+    run_train(synth_root, tail_model_file, out, "--iter", "2", "--ckpt", str(path), "--lr", "0")
+    ck = torch.load(out / "ckpt_last.pt", weights_only=False)
+    assert ck["iteration"] == 2 and [r["iter"] for r in read_metrics(out)] == [1, 2]
+    torch.testing.assert_close(ck["g"]["input.input"], g.state_dict()["input.input"])  # lr 0: still the file's
+    torch.testing.assert_close(ck["d"]["convs.0.conv1.0.weight"], d.state_dict()["convs.0.conv1.0.weight"])
+    assert ck["g"]["label_emb.weight"].shape == (len(split["tail"]), 16)
+
+
+def test_input_errors(synth_root, tail_model_file, tmp_path):
+    with pytest.raises(UserError, match="tail-model is required"):
+        main.__wrapped__(resolve_args(get_args_parser(), "cdtg_train", ["--data-root", synth_root]))
+    head = tmp_path / "head.pt"
+    ck = torch.load(tail_model_file, weights_only=False)
+    torch.save({**ck, "classes": ck["classes"][::-1]}, head)
+    with pytest.raises(UserError, match="split.json's tail part"):
+        run_train(synth_root, str(head), tmp_path / "a", "--iter", "1")
+    assert not (tmp_path / "a").exists()  # nothing written for a bad input
+    run_train(synth_root, tail_model_file, tmp_path / "b", "--iter", "1")
+    with pytest.raises(UserError, match="trained with generator"):
+        run_train(synth_root, tail_model_file, tmp_path / "b", "--iter", "2", "--resume", "--style-dim", "32")
+    proc = run_script("CDTG/train.py", "--data-root", synth_root, "--tail-model", str(tmp_path / "missing.pt"),
+                      *TINY, check=False)
+    assert_one_line_error(proc, "missing.pt", "does not exist")
