@@ -11,7 +11,7 @@
 #
 #   bash scripts/10_dsva_gzsl_61.sh [RSSDIVCS folder] [CLIP weights] [more DSVA/train.py flags]
 #
-# RSSDIVCS folder (default data/rssdivcs/RSSDIVCS, from the authors' Google Drive): files/61_images.mat,
+# Shared flags: configs/rssdivcs.yaml (section dsva). RSSDIVCS folder (default data/rssdivcs/RSSDIVCS, from the authors' Google Drive): files/61_images.mat,
 # files/ann_attr_finetune_61_splits.mat (the splits and the released class x attribute matrix 'att'),
 # files/attri_group_3.json and the images; the .mat's image paths are re-rooted at this folder.
 # CLIP weights (default checkpoints/clip-rsicd): the Hugging Face folder of flax-community/clip-rsicd (v1, as
@@ -23,11 +23,6 @@ source "$(dirname "$0")/env.sh"
 ROOT=${1:-data/rssdivcs/RSSDIVCS}
 CLIP=${2:-checkpoints/clip-rsicd}
 shift $(( $# < 2 ? $# : 2 ))
-python DSVA/train.py --dataset rssdivcs --data-root "$ROOT" --split 61 --split-id 0 \
-  --clip-model ViT-B-32 --clip-pretrained "$CLIP" \
-  --pretrain-epoch 4 --pretrain-lr 1e-4 --classifier-lr 1e-6 --epochs 30 \
-  --xe 1 --attri 1e-2 --l-xe 1 --l-attri 8e-2 --cpt 1e-9 \
-  --ways 8 --shots 3 --batches-per-epoch 300 --eval-batch-size 64 --branch local \
-  --proposal-threshold 1.0 --proposal-weight 1.0 --train-loc zsl \
+python DSVA/train.py --config configs/rssdivcs.yaml --data-root "$ROOT" --clip-pretrained "$CLIP" --split 61 \
   --mode gzsl --gamma 1e-4 --regular 0 --l-regular 0 --proposal-start-epoch -1 --seed 0 \
   --name gzsl_61 "$@"
