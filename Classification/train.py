@@ -10,21 +10,18 @@ import argparse
 import os
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from common import checkpoint, rundir
 from common.backbones import build_classifier
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import cleanup, setup
-from common.engine import evaluate, train_one_epoch
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
-from common.loaders import make_loader, set_epoch
-from common.metrics import summarize
+from common.loaders import make_loader
 from common.report import groups_from_split, write_report
 from common.split import load_split
+from common.training import fit
 from common.transforms import NORMALISATIONS, classification
 
 
@@ -98,51 +95,10 @@ def main(args):
     model = build_classifier(args.model, len(names), args.weights, verbose=rt.is_main).to(rt.device)
     if args.channels_last and rt.cuda:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop_epochs, args.lr_gamma)
-    start = 0
-    ckpt_path = os.path.join(out, "ckpt_last.pt")
-    log = rundir.MetricsLog(out, rt.is_main)
-    if args.resume:
-        ck = checkpoint.load(ckpt_path)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        checkpoint.set_rng_state(ck["rng"])
-        start = ck["epoch"] + 1
-        log.truncate_after(ck["epoch"])
-        if rt.is_main:
-            print(f"resumed from {ckpt_path} at epoch {start}")
-    if rt.distributed:
-        model = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None)
-    net = torch.compile(model) if args.compile else model
     groups = groups_from_split(split, list(range(len(names))))
-    speed = dict(amp=args.amp, channels_last=args.channels_last)
-
-    cm = None
-    for epoch in tqdm(range(start, args.epochs), desc="epochs", disable=not rt.is_main, initial=start,
-                      total=args.epochs):
-        set_epoch(train_loader, epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(net, train_loader, optimizer, rt, desc=f"epoch {epoch}", **speed)
-        scheduler.step()
-        row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"]}
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
-            cm = evaluate(net, test_loader, rt, len(names), **speed)
-            res = summarize(cm, groups)
-            row.update({f"test_{k}": v for k, v in res.items() if not k.startswith("per_class")})
-            if rt.is_main:
-                tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-        log.write(**row)
-        if rt.is_main:
-            checkpoint.atomic_save({"model": checkpoint.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": checkpoint.rng_state(),
-                                    "args": vars(args), "names": names}, ckpt_path)
-        if args.stop_after is not None and epoch + 1 >= args.stop_after:
-            cleanup()
-            return
-    if cm is None:  # resumed after the last epoch
-        cm = evaluate(net, test_loader, rt, len(names), **speed)
+    cm = fit(model, train_loader, test_loader, args, rt, out, len(names), groups, extra_state={"names": names})
+    if cm is None:  # --stop-after
+        return
     if rt.is_main:
         checkpoint.export_weights(model, os.path.join(out, "model_final.pt"), arch=args.model, names=names,
                                   img_size=args.img_size, norm=args.norm, dataset=info["dataset"])

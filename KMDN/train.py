@@ -15,20 +15,17 @@ import argparse
 import os
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
-from common import checkpoint, rundir
+from common import rundir
 from common.backbones import build_feature_resnet
 from common.config import add_config_arg, parse_args
 from common.distributed import cleanup, setup
-from common.engine import evaluate, train_one_epoch
 from common.errors import UserError, cli
 from common.layout import read_classes
-from common.loaders import make_loader, set_epoch
-from common.metrics import summarize
+from common.loaders import make_loader
 from common.report import write_report
 from common.split import load_split
+from common.training import fit
 from common.transforms import NORMALISATIONS
 from KMDN.model import PARTS, check_disjoint, part_dataset, part_meta, save_part_model
 
@@ -109,53 +106,15 @@ def main(args):
     if args.channels_last and rt.cuda:
         model = model.to(memory_format=torch.channels_last)
     meta = part_meta(model, args.model, part, split, args.img_size, args.norm)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop_epochs, args.lr_gamma)
-    start = 0
-    ckpt_path = os.path.join(out, "ckpt_last.pt")
-    log = rundir.MetricsLog(out, rt.is_main)
-    if args.resume:
-        ck = checkpoint.load(ckpt_path)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        checkpoint.set_rng_state(ck["rng"])
-        start = ck["epoch"] + 1
-        log.truncate_after(ck["epoch"])
-        if rt.is_main:
-            print(f"resumed from {ckpt_path} at epoch {start}")
-    if rt.distributed:
-        model = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None)
-    net = torch.compile(model) if args.compile else model
-    speed = dict(amp=args.amp, channels_last=args.channels_last)
 
-    cm = None
-    for epoch in tqdm(range(start, args.epochs), desc=f"{part} epochs", disable=not rt.is_main, initial=start,
-                      total=args.epochs):
-        set_epoch(train_loader, epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(net, train_loader, optimizer, rt, desc=f"epoch {epoch}", **speed)
-        scheduler.step()
-        row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"]}
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
-            cm = evaluate(net, test_loader, rt, len(classes), **speed)
-            row.update({f"test_{k}": v for k, v in summarize(cm).items() if k != "per_class_f1"})
-            if rt.is_main:
-                tqdm.write(f"epoch {epoch} lr {lr:.0e} loss {tr['loss']:.4f} train acc {tr['acc']:.4f} test acc "
-                           f"{row['test_oa']:.4f} macro-F1 {row['test_macro_f1']:.4f}")
-        log.write(**row)
-        if rt.is_main:
-            if args.save_every and epoch % args.save_every == 0:
-                save_part_model(model, os.path.join(out, f"model_epoch_{epoch}.pt"), meta)
-            checkpoint.atomic_save({"model": checkpoint.unwrap(model).state_dict(),
-                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                    "epoch": epoch, "rng": checkpoint.rng_state(), "args": vars(args), "meta": meta},
-                                   ckpt_path)
-        if args.stop_after is not None and epoch + 1 >= args.stop_after:
-            cleanup()
-            return
-    if cm is None:  # resumed after the last epoch
-        cm = evaluate(net, test_loader, rt, len(classes), **speed)
+    def save_epoch_file(epoch):
+        if args.save_every and epoch % args.save_every == 0:
+            save_part_model(model, os.path.join(out, f"model_epoch_{epoch}.pt"), meta)
+
+    cm = fit(model, train_loader, test_loader, args, rt, out, len(classes), extra_state={"meta": meta},
+             on_epoch_end=save_epoch_file, desc=f"{part} epochs")
+    if cm is None:  # --stop-after
+        return
     if rt.is_main:
         save_part_model(model, os.path.join(out, "model_final.pt"), meta)
         write_report(cm, names, out, None, [split["train_counts"][c] for c in classes],

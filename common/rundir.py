@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 
 from common.errors import UserError
@@ -52,6 +53,8 @@ def prepare(args, is_main: bool = True) -> str:
                         f"it, or choose another --name")
     if args.resume and not os.path.isfile(os.path.join(out, "ckpt_last.pt")):
         raise UserError(f"--resume: no {os.path.join(out, 'ckpt_last.pt')} to continue from; drop --resume to start")
+    if dist.is_initialized():  # every rank has checked before rank 0 creates the folder
+        dist.barrier()
     if is_main:
         if exists and args.overwrite and not args.resume:
             shutil.rmtree(out)
