@@ -22,7 +22,7 @@ def seed():
     torch.manual_seed(0)
 
 
-@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("size", [32, 64, 256])
 def test_generator_output_shape_and_range(size):
     g = tiny_generator(size)
     assert g.n_latent == 2 * g.log_size - 2 and g.num_layers == 2 * g.log_size - 3
@@ -87,7 +87,7 @@ def test_truncation_towards_mean_latent():
     assert fixed.shape == (3, 3, 32, 32)
 
 
-@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("size", [32, 64, 256])
 def test_discriminator_output_depends_on_label(size):
     d = tiny_discriminator(size)
     x = torch.randn(4, 3, size, size)
