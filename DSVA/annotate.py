@@ -33,6 +33,7 @@ from tqdm import tqdm
 from common.clip import encode_text_prompts, load_clip
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
+from common.jsonfile import read_json
 from common.layout import read_classes
 from DSVA.zsl_data import ImageItems, load_attributes, load_pool, read_groups, read_mat
 
@@ -99,13 +100,7 @@ def get_args_parser():
 
 def read_vocabulary(path: str) -> tuple:
     """({group: [attribute]}, {group: [templates]}) from a vocabulary JSON."""
-    if not os.path.isfile(path):
-        raise UserError(f"vocabulary {path} does not exist; pass a JSON file or 'data'")
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as e:
-        raise UserError(f"vocabulary {path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    doc = read_json(path, "vocabulary", "pass a JSON file or 'data'")
     groups = doc.get("groups") if isinstance(doc, dict) else None
     if not isinstance(groups, dict) or not groups or not all(isinstance(v, list) and v for v in groups.values()):
         raise UserError(f"vocabulary {path} needs 'groups': {{group: [attribute, ...]}}")

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
 
 from common.errors import UserError
+from common.jsonfile import read_json
 from common.layout import anno_path, read_classes, read_list
 from common.transforms import NORMALISATIONS
 
@@ -236,13 +237,7 @@ def check_files(items: list, what: str, flag: str) -> None:
 
 def read_split_file(path: str, names: list) -> tuple:
     """(seen ids, unseen ids) from JSON {"seen": [...], "unseen": [...]} of class names or ids."""
-    if not os.path.isfile(path):
-        raise UserError(f"split file {path} does not exist")
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as e:
-        raise UserError(f"split file {path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    doc = read_json(path, "split file")
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("seen", "unseen")):
         raise UserError(f'split file {path} must be {{"seen": [...], "unseen": [...]}}')
     return resolve_classes(doc["seen"], doc["unseen"], names, f"split file {path}")
@@ -383,13 +378,7 @@ def groups_to_indices(groups: dict, attr_names, source: str) -> dict:
 
 
 def read_groups(path: str, attr_names, num_attributes: int) -> dict:
-    if not os.path.isfile(path):
-        raise UserError(f"attribute groups file {path} does not exist")
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as e:
-        raise UserError(f"attribute groups file {path} is not valid JSON ({e.msg})") from None
+    doc = read_json(path, "attribute groups file")
     doc = doc.get("groups", doc) if isinstance(doc, dict) else doc
     if not isinstance(doc, dict):
         raise UserError(f"attribute groups file {path} must map group names to attribute lists")
