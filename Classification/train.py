@@ -21,8 +21,8 @@ from common.layout import anno_path, read_classes
 from common.loaders import make_loader
 from common.report import groups_from_split, write_report
 from common.split import load_split
-from common.training import fit
-from common.transforms import NORMALISATIONS, classification
+from common.training import add_fit_args, add_image_args, fit
+from common.transforms import classification
 
 
 def get_args_parser():
@@ -35,30 +35,11 @@ def get_args_parser():
                         "(default: <root>/anno/<NAME>_train.txt)")
     g.add_argument("--test-list", default=None, help="default: <root>/anno/<NAME>_test.txt")
     g.add_argument("--split", default=None, help="split.json for head/tail accuracy (default: <root>/split.json)")
-    g.add_argument("--img-size", type=int, default=224)
-    g.add_argument("--norm", default="half", choices=list(NORMALISATIONS),
-                   help="'half' = [-1,1] as upstream; 'imagenet' matches ImageNet-pretrained weights")
-    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--workers", type=int, default=4)
-    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
-                   help="a corrupt image is skipped with a warning, or stops the run")
+    add_image_args(g)
     g = p.add_argument_group("model")
     g.add_argument("--model", default="resnet50", help="any torchvision classification model name")
     g.add_argument("--weights", default="imagenet", help="'imagenet', 'none', or a local state-dict file")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=50)
-    g.add_argument("--batch-size", type=int, default=32, help="per process")
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--lr-drop-epochs", type=int, nargs="*", default=[32],
-                   help="epochs from which the lr is multiplied by --lr-gamma (upstream: 32)")
-    g.add_argument("--lr-gamma", type=float, default=0.1)
-    g = p.add_argument_group("speed")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="on CUDA")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--eval-every", type=int, default=1, help="test every N epochs (and always after the last)")
-    g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
+    add_fit_args(p, epochs=50, lr_drop_epochs=[32])
     rundir.add_run_args(p, "classification")
     return p
 

@@ -25,8 +25,7 @@ from common.layout import read_classes
 from common.loaders import make_loader
 from common.report import write_report
 from common.split import load_split
-from common.training import fit
-from common.transforms import NORMALISATIONS
+from common.training import add_fit_args, add_image_args, fit
 from KMDN.model import PARTS, check_disjoint, part_dataset, part_meta, save_part_model
 
 
@@ -37,13 +36,7 @@ def get_args_parser():
     g = p.add_argument_group("data")
     g.add_argument("--data-root", default=None, help="processed data root (classes.json, anno/, train/, test/)")
     g.add_argument("--split", default=None, help="split.json from data/split.py (default: <root>/split.json)")
-    g.add_argument("--img-size", type=int, default=224)
-    g.add_argument("--norm", default="half", choices=list(NORMALISATIONS),
-                   help="'half' = [-1,1] as upstream; 'imagenet' matches ImageNet-pretrained weights")
-    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--workers", type=int, default=4)
-    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
-                   help="a corrupt image is skipped with a warning, or stops the run")
+    add_image_args(g)
     g = p.add_argument_group("model")
     g.add_argument("--model", default="resnet50", help="resnet18, resnet34, resnet50, resnet101 or resnet152")
     g.add_argument("--weights", default="imagenet",
@@ -51,23 +44,10 @@ def get_args_parser():
     g.add_argument("--upstream-shortcut-init", action="store_true",
                    help="re-initialise the projection shortcuts after loading the weights, as upstream's ResNet "
                         "left them random (SPEC 2.1)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=100)
-    g.add_argument("--batch-size", type=int, default=32, help="per process")
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--lr-drop-epochs", type=int, nargs="*", default=[32, 62, 92],
-                   help="epochs from which the lr is multiplied by --lr-gamma once more (upstream: 32 62 92)")
-    g.add_argument("--lr-gamma", type=float, default=0.1)
-    g = p.add_argument_group("speed and output")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="on CUDA")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--eval-every", type=int, default=1, help="test every N epochs (and always after the last)")
+    g = add_fit_args(p, epochs=100, lr_drop_epochs=[32, 62, 92])
     g.add_argument("--save-every", type=int, default=10,
                    help="write model_epoch_<e>.pt when e %% N == 0 (upstream: 10; its distillation started from "
                         "epoch 0's file); 0: never")
-    g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
     rundir.add_run_args(p, "kmdn")
     for a in p._actions:
         if a.dest == "output_dir":

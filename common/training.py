@@ -3,6 +3,7 @@
 Adam with weight decay, a step schedule (MultiStepLR), exact --resume from <run>/ckpt_last.pt, DDP under
 torchrun, optional torch.compile, an evaluation every --eval-every epochs, one metrics.jsonl row per epoch.
 """
+import argparse
 import os
 
 import torch
@@ -14,6 +15,38 @@ from common.distributed import Runtime, cleanup
 from common.engine import evaluate, train_one_epoch
 from common.loaders import set_epoch
 from common.metrics import summarize
+from common.transforms import NORMALISATIONS
+
+
+def add_image_args(g) -> None:
+    """Input size, normalisation, flip, loading: the data flags of every supervised stage."""
+    g.add_argument("--img-size", type=int, default=224)
+    g.add_argument("--norm", default="half", choices=list(NORMALISATIONS),
+                   help="'half' = [-1,1] as upstream; 'imagenet' matches ImageNet-pretrained weights")
+    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--workers", type=int, default=4)
+    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
+                   help="a corrupt image is skipped with a warning, or stops the run")
+
+
+def add_fit_args(p, epochs: int, lr_drop_epochs: list) -> argparse._ArgumentGroup:
+    """The flags fit() reads; returns the speed group so that a script can add its own output flags."""
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=epochs)
+    g.add_argument("--batch-size", type=int, default=32, help="per process")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--lr-drop-epochs", type=int, nargs="*", default=lr_drop_epochs,
+                   help=f"epochs from which the lr is multiplied by --lr-gamma once more (upstream: "
+                        f"{' '.join(map(str, lr_drop_epochs))})")
+    g.add_argument("--lr-gamma", type=float, default=0.1)
+    g = p.add_argument_group("speed and output")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="on CUDA")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--eval-every", type=int, default=1, help="test every N epochs (and always after the last)")
+    g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
+    return g
 
 
 def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_classes: int, groups: dict | None = None,
