@@ -29,9 +29,19 @@ from common.errors import UserError, cli
 from common.loaders import make_loader, set_epoch
 from common.metrics import summarize
 from common.report import write_report
-from common.transforms import NORMALISATIONS
-from KMDN.model import (PARTS, DistillLoss, check_part, freeze, model_from_file, part_dataset, phase,
-                        read_part_file, save_part_model, step_lr)
+from common.training import add_fit_args, add_image_args
+from KMDN.model import (
+    PARTS,
+    DistillLoss,
+    check_part,
+    freeze,
+    model_from_file,
+    part_dataset,
+    phase,
+    read_part_file,
+    save_part_model,
+    step_lr,
+)
 from KMDN.train import load_data_split
 
 
@@ -41,11 +51,7 @@ def get_args_parser():
     g = p.add_argument_group("data")
     g.add_argument("--data-root", default=None, help="processed data root (classes.json, anno/, train/, test/)")
     g.add_argument("--split", default=None, help="split.json from data/split.py (default: <root>/split.json)")
-    g.add_argument("--img-size", type=int, default=None, help="default: the size the stage-1 models were trained at")
-    g.add_argument("--norm", default=None, choices=list(NORMALISATIONS), help="default: the stage-1 models' one")
-    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--workers", type=int, default=4)
-    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"])
+    add_image_args(g, img_size=None, norm=None)  # default: the stage-1 models' size and normalisation
     g = p.add_argument_group("starting point")
     g.add_argument("--head-init", default=None,
                    help="stage-1 head model (default: <run folder>/../head/model_final.pt; upstream used its "
@@ -56,23 +62,11 @@ def get_args_parser():
                    help="re-initialise both classifiers (fc) before distilling, as upstream dropped fc.* from the "
                         "stage-1 weights; --no-fresh-fc keeps the trained ones")
     g = p.add_argument_group("distillation")
-    g.add_argument("--epochs", type=int, default=100)
     g.add_argument("--interval", type=int, default=50,
                    help="epochs per phase: tail->head for the first N, head->tail for the next N, alternating")
     g.add_argument("--alpha", type=float, default=0.2, help="weight of the layer3 feature MSE")
-    g.add_argument("--batch-size", type=int, default=64, help="per process")
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--lr-drop-epochs", type=int, nargs="*", default=[31, 61, 91],
-                   help="global epochs from which the student's lr is multiplied by --lr-gamma once more "
-                        "(upstream: 1e-3 up to epoch 30, 1e-4 from 31, 1e-5 from 61, 1e-6 from 91)")
-    g.add_argument("--lr-gamma", type=float, default=0.1)
-    g = p.add_argument_group("speed")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="on CUDA")
-    g.add_argument("--compile", action="store_true", help="torch.compile both models")
-    g.add_argument("--eval-every", type=int, default=1, help="test the student every N epochs (and after the last)")
-    g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
+    # the student's lr is set at the start of each epoch from the global epoch: 1e-3 up to 30, then x0.1 from 31, 61, 91
+    add_fit_args(p, epochs=100, lr_drop_epochs=[31, 61, 91], batch_size=64)
     rundir.add_run_args(p, "kmdn")
     for a in p._actions:
         if a.dest == "output_dir":

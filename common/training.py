@@ -18,10 +18,11 @@ from common.metrics import summarize
 from common.transforms import NORMALISATIONS
 
 
-def add_image_args(g) -> None:
-    """Input size, normalisation, flip, loading: the data flags of every supervised stage."""
-    g.add_argument("--img-size", type=int, default=224)
-    g.add_argument("--norm", default="half", choices=list(NORMALISATIONS),
+def add_image_args(g, img_size: int | None = 224, norm: str | None = "half") -> None:
+    """Input size, normalisation, flip, loading: the data flags of every supervised stage (None: a default the
+    script derives, e.g. from the models it starts from)."""
+    g.add_argument("--img-size", type=int, default=img_size)
+    g.add_argument("--norm", default=norm, choices=list(NORMALISATIONS),
                    help="'half' = [-1,1] as upstream; 'imagenet' matches ImageNet-pretrained weights")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--workers", type=int, default=4)
@@ -29,11 +30,11 @@ def add_image_args(g) -> None:
                    help="a corrupt image is skipped with a warning, or stops the run")
 
 
-def add_fit_args(p, epochs: int, lr_drop_epochs: list) -> argparse._ArgumentGroup:
+def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32) -> argparse._ArgumentGroup:
     """The flags fit() reads; returns the speed group so that a script can add its own output flags."""
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=epochs)
-    g.add_argument("--batch-size", type=int, default=32, help="per process")
+    g.add_argument("--batch-size", type=int, default=batch_size, help="per process")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--weight-decay", type=float, default=1e-4)
     g.add_argument("--lr-drop-epochs", type=int, nargs="*", default=lr_drop_epochs,
