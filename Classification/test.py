@@ -18,7 +18,7 @@ from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
 from common.report import groups_from_split, write_report
-from common.split import load_split
+from common.split import optional_split
 from common.transforms import NORMALISATIONS, classification
 
 
@@ -58,8 +58,7 @@ def main(args):
     img_size = args.img_size or ck.get("img_size") or saved_args.get("img_size") or 224
     norm = args.norm or ck.get("norm") or saved_args.get("norm") or "half"
 
-    split_path = args.split or os.path.join(args.data_root, "split.json")
-    split = load_split(split_path, args.data_root) if (args.split or os.path.isfile(split_path)) else None
+    split = optional_split(args.split, args.data_root)
     rt = setup(args.device)
     model = build_classifier(arch, len(names), "none", verbose=False)
     try:

@@ -20,7 +20,7 @@ from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
 from common.report import groups_from_split, write_report
-from common.split import load_split
+from common.split import optional_split
 from common.training import add_fit_args, add_image_args, fit
 from common.transforms import classification
 
@@ -62,8 +62,7 @@ def main(args):
         raise UserError("--data-root is required (or set data_root in the config's classification section)")
     info = read_classes(args.data_root)
     names = info["names"]
-    split_path = args.split or os.path.join(args.data_root, "split.json")
-    split = load_split(split_path, args.data_root) if (args.split or os.path.isfile(split_path)) else None
+    split = optional_split(args.split, args.data_root)
 
     train_set, test_set = build_data(args, len(names))  # before the run folder: bad lists leave nothing behind
     rt = setup(args.device)

@@ -22,3 +22,11 @@ def load_split(path: str, root: str | None = None) -> dict:
 def label_map(split: dict, part: str) -> dict:
     """Original class id -> index in the ordered list of one part ('head' or 'tail')."""
     return {cid: i for i, cid in enumerate(split[part])}
+
+
+def optional_split(path: str | None, root: str) -> dict | None:
+    """The split named by --split (which must exist), else <root>/split.json if present, else None."""
+    default = os.path.join(root, "split.json")
+    if path or os.path.isfile(default):
+        return load_split(path or default, root)
+    return None
