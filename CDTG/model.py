@@ -98,16 +98,18 @@ class ToRGB(nn.Module):
 
 
 class FromRGB(nn.Module):
-    """Wavelet input (optionally IWT -> downsample -> DWT of the level above) -> 3x3 ConvLayer, + skip."""
+    """Wavelet input (optionally IWT -> downsample -> DWT of the level above) -> k x k ConvLayer, + skip.
 
-    def __init__(self, out_channels: int, downsample: bool = True, blur_kernel=BLUR_KERNEL):
+    kernel_size 1 is TGN's and SatConcepts' FromRGB; 3 is rosinality's current swagan.py."""
+
+    def __init__(self, out_channels: int, downsample: bool = True, blur_kernel=BLUR_KERNEL, kernel_size: int = 1):
         super().__init__()
         self.from_level_above = downsample
         if downsample:
             self.iwt = InverseHaarTransform(3)
             self.downsample = Downsample(blur_kernel)
             self.dwt = HaarTransform(3)
-        self.conv = ConvLayer(WAVELET_CHANNELS, out_channels, 3)
+        self.conv = ConvLayer(WAVELET_CHANNELS, out_channels, kernel_size)
 
     def forward(self, x, skip=None):
         if self.from_level_above:
@@ -251,11 +253,14 @@ class Discriminator(nn.Module):
     """Class-conditional SWAGAN discriminator; forward(image [B, 3, size, size], labels [B]) -> [B, 1]."""
 
     def __init__(self, size: int, *, num_classes: int, channel_multiplier: int = 2, label_dim: int = 512,
-                 blur_kernel=BLUR_KERNEL, max_channels: int | None = None):
+                 blur_kernel=BLUR_KERNEL, max_channels: int | None = None, from_rgb_kernel: int = 1):
         super().__init__()
         log_size = check_size(size)
         channels = stylegan2_channels(channel_multiplier, max_channels)
+        if from_rgb_kernel not in (1, 3):
+            raise ValueError(f"from_rgb_kernel must be 1 (TGN) or 3 (rosinality), not {from_rgb_kernel}")
         self.size = size
+        self.from_rgb_kernel = from_rgb_kernel
         self.num_classes = num_classes
         self.dwt = HaarTransform(3)
         self.from_rgbs = nn.ModuleList()
@@ -263,10 +268,11 @@ class Discriminator(nn.Module):
         in_ch = channels[size]
         for log_res in range(log_size, 2, -1):
             out_ch = channels[2 ** (log_res - 1)]
-            self.from_rgbs.append(FromRGB(in_ch, downsample=log_res != log_size, blur_kernel=blur_kernel))
+            self.from_rgbs.append(FromRGB(in_ch, downsample=log_res != log_size, blur_kernel=blur_kernel,
+                                          kernel_size=from_rgb_kernel))
             self.convs.append(ConvBlock(in_ch, out_ch, blur_kernel))
             in_ch = out_ch
-        self.from_rgbs.append(FromRGB(channels[4], blur_kernel=blur_kernel))
+        self.from_rgbs.append(FromRGB(channels[4], blur_kernel=blur_kernel, kernel_size=from_rgb_kernel))
 
         self.label_emb = nn.Embedding(num_classes, label_dim)
         self.fusion_conv = ConvLayer(channels[4] + label_dim, channels[4], 3)
