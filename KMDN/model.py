@@ -81,7 +81,8 @@ def original_part_file(sd: dict, path: str, what: str, split: dict | None, part:
     print(found.message(f"{what} {path}") + f"; {part} model, classes {split[part]} of split.json in that order")
     classes = list(split[part])
     return {"arch": found.arch, "part": part, "classes": classes, "names": [split["names"][c] for c in classes],
-            "num_classes": k, "img_size": original_weights.INPUT_SIZE, "norm": original_weights.NORM, "feature": "layer3",
+            "num_classes": k, "img_size": original_weights.INPUT_SIZE, "norm": original_weights.NORM,
+            "feature": "layer3",
             "feature_channels": int(found.state_dict["layer4.0.conv1.weight"].shape[1]),
             "dataset": split["dataset"], "model": found.state_dict, "converted_from": found.layout.name}
 

@@ -2,7 +2,8 @@
 
     python scripts/convert_original.py classifier Classification/save_model/result.pth runs/original/classifier.pt \
         --data-root data/dior/processed
-    python scripts/convert_original.py kmdn RModel_epoch_0.pth runs/original/tail_model.pt --data-root data/dior/processed
+    python scripts/convert_original.py kmdn RModel_epoch_0.pth runs/original/tail_model.pt \
+        --data-root data/dior/processed
     python scripts/convert_original.py cdtg 200000.pt runs/original/generator.pt --data-root data/dior/processed
 
 classifier: result.pth -> {'model', 'arch', 'names', 'img_size', 'norm', 'dataset'} (what Classification/train.py
