@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from Classification import test as classification_test
-from common.backbones import load_classifier
+from common.backbones import build_classifier, load_classifier
 from common.errors import UserError
 from common.layout import write_layout
 from common.original_weights import recognise
@@ -99,6 +99,15 @@ def test_result_pth_logits_equal_the_original(originals, capsys):
     assert (logits - reference("classification_ref.pt")["logits"]).abs().max().item() == 0.0
 
 
+def test_result_pth_as_train_py_weights(originals, capsys):
+    """Classification/train.py --weights result.pth: build_classifier loads every tensor, the head included."""
+    model = build_classifier("resnet50", 20, originals["result"])
+    out = capsys.readouterr().out
+    assert "result.pth: recognised the original TGN classifier layout" in out and "left at init: none" in out
+    sd = state_dict_of("classification_result_pth.json", "state_dict")
+    assert torch.equal(model.fc.weight, sd["fc.0.weight"]) and torch.equal(model.fc.bias, sd["fc.0.bias"])
+
+
 def test_result_pth_through_test_py_from_inside_classification(originals, dior_root, tmp_path):
     """The README's command: cd Classification && python test.py --weights save_model/result.pth ..."""
     save = tmp_path / "Classification" / "save_model"
@@ -132,6 +141,19 @@ def test_classifier_conversion_then_test_py(originals, dior_root, tmp_path, caps
     argv = ["classifier", originals["result"], str(out), "--data-root", str(dior_root)]
     again = in_process(lambda: convert.main(convert.get_args_parser().parse_args(argv)), capsys)
     assert_one_line_error(again, f"{out} exists", "--overwrite")
+
+
+def test_cdtg_conversion_is_handed_to_cdtg_original(tmp_path, monkeypatch, capsys):
+    convert = load_converter()
+    argv = ["cdtg", "200000.pt", str(tmp_path / "generator.pt"), "--data-root", "data/dior/processed"]
+    calls = []
+    monkeypatch.setitem(sys.modules, "CDTG.original", types.SimpleNamespace(
+        convert_to_project=lambda *a: calls.append(a)))
+    convert.main(convert.get_args_parser().parse_args(argv))
+    assert calls == [("200000.pt", str(tmp_path / "generator.pt"), "data/dior/processed")]
+    monkeypatch.setitem(sys.modules, "CDTG.original", None)  # a checkout without CDTG/original.py
+    proc = in_process(lambda: convert.main(convert.get_args_parser().parse_args(argv)), capsys)
+    assert_one_line_error(proc, "this checkout has no CDTG/original.py")
 
 
 # --- KMDN: UModel_epoch_0.pth / RModel_epoch_0.pth ---
@@ -197,8 +219,14 @@ def test_class_count_that_fits_neither_part(originals, dior_root, tmp_path, caps
     proc = in_process(lambda: kmdn_test.main(kmdn_test.parse_args(kmdn_test.get_args_parser(), "kmdn_test", argv)),
                       capsys)
     assert_one_line_error(proc, "has 5 classes, which fits neither part of split.json (head 8, tail 12)")
+    split = json.loads((dior_root / "split.json").read_text())
     with pytest.raises(UserError, match="has 12 classes but split.json's head part has 8"):
-        load_part_model(originals["tail"], split=json.loads((dior_root / "split.json").read_text()), part="head")
+        load_part_model(originals["tail"], split=split, part="head")
+    even = {**split, "head": TAIL, "tail": HEAD + [1, 9, 6, 17]}  # 12 and 12: the class count cannot tell
+    with pytest.raises(UserError, match="fits both parts of split.json .*; pass --part head or --part tail"):
+        load_part_model(originals["tail"], split=even)
+    _, meta = load_part_model(originals["tail"], split=even, part="tail")
+    assert meta["classes"] == even["tail"]
 
 
 def test_unknown_layout_names_the_nearest_and_the_keys(originals, dior_root, tmp_path, capsys):
