@@ -76,14 +76,14 @@ def original_part_file(sd: dict, path: str, what: str, split: dict | None, part:
                                                           "pass the split.json it was trained with"))
         part = fits[0]
     elif sizes[part] != k:
-        raise UserError(f"{what} {path} has {k} classes but split.json's {part} part has {sizes[part]}; pass "
-                        f"the other --part or the split.json it was trained with")
+        other = PARTS[1 - PARTS.index(part)]
+        raise UserError(f"{what} {path} has {k} classes but split.json's {part} part has {sizes[part]}; is it the "
+                        f"{other} model? Otherwise pass the split.json it was trained with")
     print(found.message(f"{what} {path}") + f"; {part} model, classes {split[part]} of split.json in that order")
     classes = list(split[part])
     return {"arch": found.arch, "part": part, "classes": classes, "names": [split["names"][c] for c in classes],
             "num_classes": k, "img_size": original_weights.INPUT_SIZE, "norm": original_weights.NORM,
-            "feature": "layer3",
-            "feature_channels": int(found.state_dict["layer4.0.conv1.weight"].shape[1]),
+            "feature": "layer3", "feature_channels": int(found.state_dict["layer4.0.conv1.weight"].shape[1]),
             "dataset": split["dataset"], "model": found.state_dict, "converted_from": found.layout.name}
 
 

@@ -8,8 +8,8 @@ Known layouts (each a set of key renames onto a torchvision ResNet):
 - TGN KMDN ResNet (`UModel_epoch_<e>.pth`, `RModel_epoch_<e>.pth`): the original's own ResNet-50, whose
   projection shortcuts are `layerN.0.shortcut.{0,1}.*` where torchvision says `downsample`.
 
-`recognise(sd, source)` tells which layout a state dict is in and which ResNet it holds (from its keys: block
-counts, bottleneck or basic blocks, groups and width), and returns it renamed; a state dict of no known layout
+`recognise(sd, source)` tells which layout a state dict is in and which ResNet it holds (the candidates of its
+depth and block type whose every key and shape fit), and returns it renamed; a state dict of no known layout
 is a UserError naming the nearest layout and the first keys that differ.
 """
 import functools
@@ -20,7 +20,6 @@ import torch
 from torchvision import models
 
 from common.errors import UserError
-
 
 # what the original TGN models read: 224 x 224 images in [-1, 1] ('half' normalisation)
 INPUT_SIZE, NORM = 224, "half"
@@ -52,7 +51,7 @@ TGN_KMDN = Layout("tgn-kmdn", "the original TGN KMDN layout (UModel/RModel_epoch
                   ((r"^(layer\d+\.\d+)\.shortcut\.", r"\1.downsample."),))
 LAYOUTS = (TORCHVISION, TGN_CLASSIFIER, TGN_KMDN)
 
-# (block type, blocks per stage) -> torchvision ResNets with that depth; told apart by width and groups below
+# (block type, blocks per stage) -> torchvision ResNets of that depth, the usual one first; told apart by shapes
 _DEPTHS = {("basic", (2, 2, 2, 2)): ("resnet18",), ("basic", (3, 4, 6, 3)): ("resnet34",),
            ("bottleneck", (3, 4, 6, 3)): ("resnet50", "resnext50_32x4d", "wide_resnet50_2"),
            ("bottleneck", (3, 4, 23, 3)): ("resnet101", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"),
@@ -111,7 +110,7 @@ def model_shapes(arch: str, num_classes: int) -> dict:
 
 def _num_classes(sd: dict) -> int:
     """Outputs of the last linear layer (the last 2-D weight in state-dict order), else ImageNet's 1000."""
-    last = [v for k, v in sd.items() if k.endswith("weight") and v.dim() == 2]
+    last = [v for k, v in sd.items() if k.endswith("weight") and isinstance(v, torch.Tensor) and v.dim() == 2]
     return int(last[-1].shape[0]) if last else 1000
 
 
