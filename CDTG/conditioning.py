@@ -47,10 +47,12 @@ class TailClassifier(nn.Module):
         return tuple(feat.shape[1:])
 
 
-def load_tail_model(path: str, device="cpu", input_size: int | None = None) -> TailClassifier:
-    """The distilled tail model file of KMDN (runs/kmdn/<ds>/distill/tail_model.pt) as a TailClassifier."""
+def load_tail_model(path: str, device="cpu", input_size: int | None = None, split: dict | None = None
+                    ) -> TailClassifier:
+    """The distilled tail model file of KMDN (runs/kmdn/<ds>/distill/tail_model.pt) as a TailClassifier; with
+    `split`, also the original's bare RModel_epoch_<e>.pth (classes in split.json's tail order)."""
     from KMDN.model import load_part_model
-    model, meta = load_part_model(path, device)
+    model, meta = load_part_model(path, device, split=split, part="tail" if split else None)
     if meta.get("part") != "tail":
         raise UserError(f"tail model {path} holds a {meta.get('part')} model; pass the distilled tail model "
                         f"(runs/kmdn/<dataset>/distill/tail_model.pt)")

@@ -288,7 +288,7 @@ def main(args):
     dataset = tail_dataset(args, split, len(info["names"]))
 
     rt = setup(args.device)
-    tail = load_tail_model(args.tail_model, rt.device, None if args.tail_input == "model" else args.size)
+    tail = load_tail_model(args.tail_model, rt.device, None if args.tail_input == "model" else args.size, split)
     check_tail_classes(tail.meta, split, args.tail_model)
     clip = text_features = None
     if args.lambda_clip > 0:

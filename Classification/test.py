@@ -8,8 +8,7 @@ head/tail mean accuracy from split.json, and a confusion matrix PNG.
 import argparse
 import os
 
-from common import checkpoint
-from common.backbones import build_classifier
+from common.backbones import load_classifier
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import setup
@@ -25,11 +24,15 @@ from common.transforms import NORMALISATIONS, classification
 def get_args_parser():
     p = argparse.ArgumentParser("TGN classifier evaluation")
     add_config_arg(p)
-    p.add_argument("--weights", required=True, help="model_final.pt (weights-only export) or a ckpt_*.pt")
+    p.add_argument("--weights", required=True,
+                   help="model_final.pt (weights-only export), a ckpt_*.pt, or the original result.pth "
+                        "(recognised by its layout and renamed on load)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--test-list", default=None, help="default: <root>/anno/<NAME>_test.txt")
     p.add_argument("--split", default=None, help="split.json for head/tail accuracy (default: <root>/split.json)")
-    p.add_argument("--model", default=None, help="architecture, if the weights file does not name it")
+    p.add_argument("--model", default=None,
+                   help="architecture, if the weights file does not name it (a bare state dict: inferred from its "
+                        "keys, else resnet50)")
     p.add_argument("--img-size", type=int, default=None, help="default: the size stored with the weights, else 224")
     p.add_argument("--norm", default=None, choices=list(NORMALISATIONS), help="default: stored with the weights")
     p.add_argument("--batch-size", type=int, default=64)
@@ -47,11 +50,8 @@ def main(args):
         raise UserError("--data-root is required")
     info = read_classes(args.data_root)
     names = info["names"]
-    ck = checkpoint.load(args.weights, "weights file")
-    state = ck.get("model", ck)
-    arch = args.model or ck.get("arch") or (ck.get("args") or {}).get("model")
-    if not arch:
-        raise UserError(f"{args.weights} does not name its architecture; pass --model (e.g. resnet50)")
+    model, ck = load_classifier(args.weights, len(names), args.model)
+    arch = ck["arch"]
     if ck.get("names") and ck["names"] != names:
         raise UserError(f"{args.weights} was trained on classes {ck['names'][:3]}..., not those of {args.data_root}")
     saved_args = ck.get("args") or {}
@@ -60,11 +60,6 @@ def main(args):
 
     split = optional_split(args.split, args.data_root)
     rt = setup(args.device)
-    model = build_classifier(arch, len(names), "none", verbose=False)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError:
-        raise UserError(f"{args.weights} does not fit a {arch} with {len(names)} classes; check --model") from None
     model.to(rt.device)
     test_set = ImageList(os.path.join(args.data_root, "test"), [args.test_list or anno_path(args.data_root, "test")],
                          classification(img_size, False, norm), num_classes=len(names), on_corrupt=args.on_corrupt)

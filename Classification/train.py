@@ -38,7 +38,9 @@ def get_args_parser():
     add_image_args(g)
     g = p.add_argument_group("model")
     g.add_argument("--model", default="resnet50", help="any torchvision classification model name")
-    g.add_argument("--weights", default="imagenet", help="'imagenet', 'none', or a local state-dict file")
+    g.add_argument("--weights", default="imagenet",
+                   help="'imagenet', 'none', or a local state-dict file (the original result.pth is recognised "
+                        "by its layout and renamed)")
     add_fit_args(p, epochs=50, lr_drop_epochs=[32])
     rundir.add_run_args(p, "classification")
     return p

@@ -148,3 +148,64 @@ def build_visual(clip_model: str, clip_cfg: dict | None, quick_gelu: bool) -> nn
         raise UserError(f"unknown CLIP model '{clip_model}' and no config stored with the weights")
     with quiet_open_clip():
         return open_clip.create_model(clip_model, force_quick_gelu=quick_gelu).visual
+
+
+# ---------------------------------------------------------------------------------------------- original names
+
+ORIGINAL_HEAD = (("prototype_vectors.layer4", "prototypes"), ("ALE_vector.0.", "norm."), ("ALE_vector.1.", "ale."))
+
+
+def original_visual_state(head: dict, clip: dict | None, source: str) -> dict:
+    """open_clip VisionTransformer keys from the original's image tower: `embedding_module.*` of a whole
+    CLIP_proto state dict (Hugging Face CLIPVisionTransformer names), else the `vision_model.*` of `clip`, a
+    Hugging Face CLIPModel state dict."""
+    from common.clip import hf_to_open_clip
+    hf = {"vision_model." + k[len("embedding_module."):]: v for k, v in head.items()
+          if k.startswith("embedding_module.")}
+    if not hf and clip is not None:
+        hf = {k: v for k, v in clip.items() if k.startswith("vision_model.")}
+    if not hf:
+        raise UserError(f"{source} holds no image tower (no embedding_module.* keys) and no Hugging Face CLIPModel "
+                        f"state dict with vision_model.* keys was given")
+    return {k[len("visual."):]: v for k, v in hf_to_open_clip(hf, source).items()}
+
+
+def from_original(head: dict, clip: dict | None = None, clip_model: str = "ViT-B-32", quick_gelu: bool = True,
+                  groups: dict | None = None, ln_post: bool = False, proposal_threshold: float = 1.0,
+                  proposal_weight: float = 1.0, source: str = "the original DSVA weights") -> DSVA:
+    """A DSVA model with the original's weights: `head` in its names (`prototype_vectors.layer4` [A, W, 1] ->
+    prototypes, `ALE_vector.0.*` -> norm (LayerNorm), `ALE_vector.1.*` -> ale (Linear)), with or without its
+    `embedding_module.*`; otherwise the image tower comes from `clip`, a Hugging Face CLIPModel state dict
+    (ViT-B/32 and QuickGELU, as the original's). The projection `proj`, which DSVA does not use, stays at init."""
+    ours = {}
+    for key, value in head.items():
+        new = next((o + key[len(u):] for u, o in ORIGINAL_HEAD if key.startswith(u)), None)
+        if new is not None:
+            ours[new] = value.squeeze(-1) if new == "prototypes" else value
+        elif not key.startswith("embedding_module."):
+            raise UserError(f"{source}: unexpected key '{key}'; the original DSVA head holds prototype_vectors.layer4 "
+                            f"and ALE_vector.0/1.*")
+    wanted = ["prototypes", "norm.weight", "norm.bias", "ale.weight", "ale.bias"]
+    missing = [k for k in wanted if k not in ours]
+    if missing:
+        raise UserError(f"{source} lacks {', '.join(missing)} (in the original's names: prototype_vectors.layer4, "
+                        f"ALE_vector.0.weight/bias, ALE_vector.1.weight/bias)")
+    visual = build_visual(clip_model, None, quick_gelu)
+    state = original_visual_state(head, clip, source)
+    own = visual.state_dict()
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
+             if k in own and state[k].shape != own[k].shape]
+    missing = [k for k in own if k not in state and k != "proj"]
+    if unexpected or wrong or missing:
+        first = (unexpected or wrong or missing)[0]
+        raise UserError(f"{source}: the image tower does not fit open_clip {clip_model} ({len(missing)} missing, "
+                        f"{len(unexpected)} unexpected, {len(wrong)} of other shape keys, e.g. {first})")
+    visual.load_state_dict(state, strict=False)
+    model = DSVA(visual, ours["prototypes"].shape[0], groups, ln_post, proposal_threshold, proposal_weight)
+    try:
+        model.load_state_dict(ours, strict=False)
+    except RuntimeError:
+        raise UserError(f"{source}: the head's shapes (prototypes {tuple(ours['prototypes'].shape)}) do not fit "
+                        f"{clip_model}'s width {model.encoder.width}") from None
+    return model

@@ -57,7 +57,8 @@ def get_args_parser():
                    help="stage-1 head model (default: <run folder>/../head/model_final.pt; upstream used its "
                         "epoch-0 file: pass .../head/model_epoch_0.pt to reproduce that)")
     g.add_argument("--tail-init", default=None,
-                   help="stage-1 tail model (default: <run folder>/../tail/model_final.pt)")
+                   help="stage-1 tail model (default: <run folder>/../tail/model_final.pt); either flag also takes "
+                        "the original UModel_epoch_<e>.pth / RModel_epoch_<e>.pth")
     g.add_argument("--fresh-fc", action=argparse.BooleanOptionalAction, default=True,
                    help="re-initialise both classifiers (fc) before distilling, as upstream dropped fc.* from the "
                         "stage-1 weights; --no-fresh-fc keeps the trained ones")
@@ -83,7 +84,7 @@ def load_stage1(args, split: dict, run_folder: str) -> dict:
         if not os.path.isfile(path):
             raise UserError(f"stage-1 {part} model {path} does not exist; run KMDN/train.py --part {part} first "
                             f"or pass {flag}")
-        ck = read_part_file(path, f"{flag} file")
+        ck = read_part_file(path, f"{flag} file", split=split, part=part)
         check_part(ck, path, part, split, flag)
         found[part] = (ck, path)
     (h, hp), (t, tp) = found["head"], found["tail"]

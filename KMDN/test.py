@@ -24,7 +24,10 @@ def get_args_parser():
     p = argparse.ArgumentParser("KMDN head/tail model evaluation")
     add_config_arg(p)
     p.add_argument("--weights", nargs="+", required=True,
-                   help="one or more part-model files (model_final.pt, head_model.pt, tail_model.pt)")
+                   help="one or more part-model files (model_final.pt, head_model.pt, tail_model.pt, or the "
+                        "original UModel_epoch_<e>.pth / RModel_epoch_<e>.pth)")
+    p.add_argument("--part", default=None, choices=["head", "tail"],
+                   help="the part of an original bare state dict whose class count fits both parts of split.json")
     p.add_argument("--data-root", default=None)
     p.add_argument("--split", default=None, help="split.json (default: <root>/split.json)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -42,7 +45,7 @@ def main(args):
     split = load_data_split(args)  # also checks that split.json's head and tail are disjoint
     loaded = []
     for path in args.weights:
-        model, meta = load_part_model(path)
+        model, meta = load_part_model(path, split=split, part=args.part)
         check_part(meta, path, meta["part"], split, "--weights")
         loaded.append((path, model, meta))
     parts = {}

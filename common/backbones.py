@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+from common import checkpoint, original_weights
 from common.errors import UserError
 
 
@@ -28,14 +29,56 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
                     f"EfficientNet, DenseNet, ConvNeXt or ViT")
 
 
-def load_state_dict_file(path: str) -> dict:
+def load_state_dict_file(path: str, arch: str | None = None, verbose: bool = True) -> dict:
+    """The state dict of a weights file (a bare one, or under 'model' / 'state_dict'), in torchvision's names:
+    a file in one of the original authors' layouts (common.original_weights) is renamed, and says so."""
     if not os.path.isfile(path):
         raise UserError(f"weights file {path} does not exist; pass 'imagenet', 'none' or an existing file")
-    sd = torch.load(path, map_location="cpu", weights_only=False)
+    sd = checkpoint.load(path, what="weights file")
     for key in ("model", "state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    if not isinstance(sd, dict):
+        raise UserError(f"weights file {path} holds a {type(sd).__name__}, not a state dict")
+    sd = original_weights.strip_module_prefix(sd)
+    layout = original_weights.original_layout(sd)
+    if layout is None:
+        return sd
+    found = original_weights.recognise(sd, path, arch, layouts=(layout,))
+    if verbose:
+        print(found.message(path))
+    return found.state_dict
+
+
+def read_classifier_file(path: str, arch: str | None = None, verbose: bool = True) -> dict:
+    """A classifier weights file as {'model': state dict, 'arch', ...what it stores}. A bare state dict (the
+    original's result.pth, a torchvision file) is recognised by its layout, renamed, and its model inferred."""
+    ck = checkpoint.load(path, what="weights file")
+    if not original_weights.is_bare_state_dict(ck):
+        return ck
+    found = original_weights.recognise(ck, path, arch)
+    if verbose:
+        print(found.message(path))
+    return {"model": found.state_dict, "arch": found.arch, "num_classes": found.num_classes}
+
+
+def load_classifier(path: str, num_classes: int, arch: str | None = None, verbose: bool = True):
+    """(model with the file's weights, the file's dict without 'model') for `num_classes` outputs; `arch`
+    overrides the architecture the file names."""
+    ck = read_classifier_file(path, arch, verbose)
+    arch = arch or ck.get("arch") or (ck.get("args") or {}).get("model")
+    if not arch:
+        raise UserError(f"{path} does not name its architecture; pass --model (e.g. resnet50)")
+    stored = ck.get("num_classes") or (len(ck["names"]) if ck.get("names") else None)
+    if stored and stored != num_classes:
+        raise UserError(f"{path} has {stored} classes but the data set has {num_classes}; pass the data root "
+                        f"it was trained on")
+    model = build_classifier(arch, num_classes, "none", verbose=False)
+    try:
+        model.load_state_dict(ck.get("model", ck))
+    except RuntimeError:
+        raise UserError(f"{path} does not fit a {arch} with {num_classes} classes; check --model") from None
+    return model, {**{k: v for k, v in ck.items() if k != "model"}, "arch": arch}
 
 
 def load_matching(model: nn.Module, sd: dict) -> tuple[list, list]:
@@ -63,7 +106,7 @@ def build_classifier(name: str, num_classes: int, weights: str = "imagenet", ver
         return replace_head(model, num_classes)
     model = replace_head(models.get_model(name, weights=None), num_classes)
     if weights not in ("none", "", None):
-        loaded, left = load_matching(model, load_state_dict_file(weights))
+        loaded, left = load_matching(model, load_state_dict_file(weights, name, verbose))
         if not loaded:
             raise UserError(f"no tensor of {weights} matches {name}; is it a {name} checkpoint?")
         if verbose:
