@@ -55,6 +55,7 @@ def detect(ck, path: str) -> Layout:
         top = sorted(map(str, ck)) if isinstance(ck, dict) else [type(ck).__name__]
         missing = [k for k in TOP_LEVEL if not isinstance(ck, dict) or k not in ck]
         extra = [k for k in top if k not in TOP_LEVEL]
+        extra = extra[:3] + ([f"{len(extra) - 3} more"] if len(extra) > 3 else [])
         raise UserError(f"{path} is none of the known GAN checkpoint layouts; nearest: {LAYOUTS[0].description}, "
                         f"whose keys {', '.join(missing) or 'none'} it lacks and whose file has no "
                         f"{', '.join(extra) or 'other keys'}; pass a 200000.pt, a SWAGAN checkpoint or a "
@@ -62,9 +63,10 @@ def detect(ck, path: str) -> Layout:
     g, d = _state(ck["g"]), _state(ck["d"])
     if isinstance(ck.get("meta"), dict):
         return Layout("project", "a checkpoint of this repository's CDTG/train.py", True, from_rgb_kernel_of(d))
-    conditional = "label_emb.weight" in g and "label_emb.weight" in d and "fusion_conv.0.weight" in d
+    marks = ("label_emb.weight" in g, "label_emb.weight" in d, "fusion_conv.0.weight" in d)
+    conditional = all(marks)
     kernel = from_rgb_kernel_of(d)
-    if kernel in (1, 3):
+    if kernel in (1, 3) and (conditional or not any(marks)):
         for layout in LAYOUTS:
             if layout.conditional == conditional and layout.from_rgb_kernel == kernel:
                 return layout
@@ -213,19 +215,33 @@ def continue_state(ck, path: str) -> dict:
             "ada_aug_p": float(ck.get("ada_aug_p") or 0.0)}
 
 
-def restore_optimizer(optim: torch.optim.Optimizer, saved: dict, what: str, path: str, extra: int = 0) -> None:
-    """Load an original Adam state into ours. Ours may hold `extra` parameters after the original's (P, trained
-    in --mode paper), which keep a fresh state. The saved lr and betas win, as in torch's load_state_dict."""
+def restore_optimizer(optim: torch.optim.Optimizer, saved: dict, file_sd: dict, model: torch.nn.Module, what: str,
+                      path: str) -> None:
+    """Load an original Adam state into ours, parameter by name: the original's Adam indexes the parameters in its
+    module order (its state dict's order), which differs from ours in D. Our optimiser's first parameters are
+    `model`'s; any after them (P, trained in --mode paper) keep a fresh state. The saved lr and betas win, as in
+    torch's load_state_dict."""
     ours = optim.state_dict()
     if len(saved.get("param_groups", ())) != 1 or len(ours["param_groups"]) != 1:
         raise UserError(f"{path}: {what} is not a one-group Adam state; is it an original CDTG checkpoint?")
+    params = dict(checkpoint.unwrap(model).named_parameters())
+    position = {name: i for i, name in enumerate(params)}
+    file_names = [k for k in _state(file_sd) if k in params]
     saved_ids, our_ids = saved["param_groups"][0]["params"], ours["param_groups"][0]["params"]
-    if len(saved_ids) != len(our_ids) - extra:
-        raise UserError(f"{path}: {what} holds {len(saved_ids)} parameters, the model {len(our_ids) - extra}; is it "
-                        f"a checkpoint of this architecture?")
+    if len(saved_ids) != len(file_names):
+        raise UserError(f"{path}: {what} holds {len(saved_ids)} parameters, the model {len(file_names)}; is it a "
+                        f"checkpoint of this architecture?")
+    state = {}
+    for name, sid in zip(file_names, saved_ids):
+        if sid not in saved["state"]:
+            continue
+        entry = saved["state"][sid]
+        if "exp_avg" in entry and entry["exp_avg"].shape != params[name].shape:
+            raise UserError(f"{path}: {what}'s state of {name} is {list(entry['exp_avg'].shape)}, the parameter "
+                            f"{list(params[name].shape)}; continue with the file's own --from-rgb-kernel")
+        state[our_ids[position[name]]] = entry
+    state.update({k: v for k, v in ours["state"].items() if k in our_ids[len(params):]})
     group = {**ours["param_groups"][0], **{k: v for k, v in saved["param_groups"][0].items() if k != "params"}}
-    state = {our_ids[i]: saved["state"][sid] for i, sid in enumerate(saved_ids) if sid in saved["state"]}
-    state.update({k: v for k, v in ours["state"].items() if k in our_ids[len(saved_ids):]})
     optim.load_state_dict({"state": state, "param_groups": [group]})
 
 

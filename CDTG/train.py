@@ -280,7 +280,10 @@ def read_initial_checkpoint(args, num_classes: int) -> dict:
         original.check_config(ck, model_config(args, num_classes), args.ckpt)
     with torch.device("meta"):
         g, d = build_models(args, num_classes)
-    original.plan(ck, args.ckpt, {"g": g, "d": d, "g_ema": g})
+    converted = original.plan(ck, args.ckpt, {"g": g, "d": d, "g_ema": g})[3]
+    if args.continue_original and converted:
+        raise UserError(f"{args.ckpt} has a {converted}x{converted} FromRGB: continue its run with "
+                        f"--from-rgb-kernel {converted} (its optimiser state is of that shape)")
     if args.continue_original:
         if layout.name == "project":
             raise UserError(f"--continue-original is for the original authors' files; {args.ckpt} is this "
@@ -310,9 +313,8 @@ def load_initial_weights(ck, path: str, g, d, g_ema, proj, p_ema) -> None:
 def continue_original(ck, path: str, trainer: CDTGTrainer) -> int:
     """--continue-original: the original run's optimiser states and ada_aug_p; returns its iteration."""
     state = original.continue_state(ck, path)
-    original.restore_optimizer(trainer.g_optim, state["g_optim"], "g_optim", path,
-                               extra=len(trainer.g_params) - len(list(trainer.g.parameters())))
-    original.restore_optimizer(trainer.d_optim, state["d_optim"], "d_optim", path)
+    original.restore_optimizer(trainer.g_optim, state["g_optim"], ck["g"], trainer.g, "g_optim", path)
+    original.restore_optimizer(trainer.d_optim, state["d_optim"], ck["d"], trainer.d, "d_optim", path)
     if trainer.augment is not None:
         trainer.augment.p = state["ada_aug_p"]
     elif state["ada_aug_p"]:
