@@ -128,7 +128,8 @@ def _file_config(ck) -> dict:
             "style_dim": int(args.get("latent", g["style.1.weight"].shape[0])),
             "n_mlp": int(args.get("n_mlp", n_mlp)),
             "channel_multiplier": int(args.get("channel_multiplier", 2)),
-            "num_classes": int(g["label_emb.weight"].shape[0]) if "label_emb.weight" in g else None}
+            "num_classes": int(g["label_emb.weight"].shape[0]) if "label_emb.weight" in g else None,
+            "stored_args": sorted(args)}
 
 
 def check_config(ck, run: dict, path: str) -> None:
@@ -136,8 +137,10 @@ def check_config(ck, run: dict, path: str) -> None:
     cfg = _file_config(ck)
     flags = {"size": "--size", "style_dim": "--style-dim", "n_mlp": "--n-mlp",
              "channel_multiplier": "--channel-multiplier"}
+    if "channel_multiplier" not in cfg["stored_args"]:  # not in the tensors at every size: left to the shapes
+        flags.pop("channel_multiplier")
     wrong = [f"{flag} {cfg[k]}" for k, flag in flags.items() if run.get(k) != cfg[k]]
-    if run.get("max_channels") is not None:
+    if cfg["stored_args"] and run.get("max_channels") is not None:  # an original file: channels never capped
         wrong.append("no --max-channels")
     if wrong:
         raise UserError(f"{path} holds a {cfg['size']} px SWAGAN (latent {cfg['style_dim']}, {cfg['n_mlp']} mapping "
