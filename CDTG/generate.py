@@ -79,6 +79,10 @@ def read_generator_file(path: str, data_root: str | None = None) -> tuple:
     if isinstance(ck, dict) and all(k in ck for k in ("g_ema", "P_ema", "meta")):
         return ck["g_ema"], ck["P_ema"], ck["meta"]
     if isinstance(ck, dict) and "g_ema" in ck and "meta" not in ck:
+        try:
+            original.detect(ck, path)
+        except UserError as e:
+            raise UserError(f"{path} is not a CDTG generator, and {str(e).removeprefix(path + ' ')}") from None
         return original.generator_of(ck, path, data_root)
     raise UserError(f"{path} is not a CDTG generator (no g_ema/P_ema/meta); pass the generator.pt or "
                     f"ckpt_last.pt of a CDTG/train.py run, or the original 200000.pt (an unconditional SWAGAN file "

@@ -66,8 +66,11 @@ def load_for_training(root, ckpt, *extra):
     return g, d, g_ema
 
 
-def maxdiff(a, b):
-    return float((a - b).detach().abs().max())
+def close(what, ours, ref):
+    """Max abs difference within TOL; printed, so `pytest -s` shows each measured figure."""
+    diff = float((ours - ref).detach().abs().max())
+    print(f"max abs difference, {what}: {diff:.3g}")
+    assert diff <= TOL, (what, diff)
 
 
 # ------------------------------------------------------------------------------------------------ equivalence
@@ -84,12 +87,14 @@ def test_generator_of_200000_pt_draws_the_original_images(files, tail12_root, ca
     assert torch.equal(proj.linear.weight, again.linear.weight)  # seeded by --seed
     z1, z2, labels, noise = ref["z1"], ref["z2"], ref["labels"], ref["noise"]
     with torch.no_grad():
-        assert maxdiff(g([z1], labels, noise=noise)[0], ref["img_single"]) <= TOL
-        assert maxdiff(g([z1, z2], labels, noise=noise, inject_index=3)[0], ref["img_mix_inject3"]) <= TOL
-        assert maxdiff(g([z1], labels, randomize_noise=False)[0], ref["img_buffer_noise"]) <= TOL
+        close("G one latent", g([z1], labels, noise=noise)[0], ref["img_single"])
+        close("G two latents, inject_index 3", g([z1, z2], labels, noise=noise, inject_index=3)[0],
+              ref["img_mix_inject3"])
+        close("G buffer noise", g([z1], labels, randomize_noise=False)[0], ref["img_buffer_noise"])
         image, latent = g([z1], labels, noise=noise, truncation=0.7, truncation_latent=ref["mean_w"],
                           return_latents=True)
-    assert maxdiff(image, ref["img_trunc07"]) <= TOL and maxdiff(latent, ref["latent_trunc07"]) <= TOL
+    close("G truncation 0.7, image", image, ref["img_trunc07"])
+    close("G truncation 0.7, latents", latent, ref["latent_trunc07"])
 
 
 @pytest.mark.parametrize("kernel", ["1", "3"])
@@ -103,10 +108,11 @@ def test_discriminator_of_200000_pt_matches_the_original(files, tail12_root, ker
     real = ref["real"].clone().requires_grad_(True)
     pred = d(real, ref["labels"])
     pred.sum().backward()
-    assert maxdiff(pred, ref["d_out"]) <= TOL
-    assert maxdiff(real.grad, ref["d_grad_input"]) <= TOL
+    close(f"D output, FromRGB {kernel}x{kernel}", pred, ref["d_out"])
+    close(f"D input gradient, FromRGB {kernel}x{kernel}", real.grad, ref["d_grad_input"])
     with torch.no_grad():  # the file's g_ema, not g, lands in g_ema
-        assert maxdiff(g_ema([ref["z1"]], ref["labels"], noise=ref["noise"])[0], ref["img_single"]) <= TOL
+        close("train.py's g_ema, one latent", g_ema([ref["z1"]], ref["labels"], noise=ref["noise"])[0],
+              ref["img_single"])
 
 
 @pytest.mark.parametrize("layout,kernel", [("rosinality", "3"), ("satconcepts", "1")])
@@ -118,7 +124,7 @@ def test_unconditional_swagan_generator_from_both_layouts(files, tail12_root, la
             "d.fusion_conv.1.bias, g_ema.label_emb.weight, P, P_ema\n") in out
     with torch.no_grad():  # unconditional: the mapping network on z alone
         image, _ = g_ema([g_ema.style(ref["z"])], input_is_latent=True, noise=ref["noise"])
-    assert maxdiff(image, ref["img"]) <= TOL
+    close(f"unconditional G, {layout} layout", image, ref["img"])
 
 
 def test_satconcepts_d_through_the_3x3_conversion(files, tail12_root):
@@ -127,7 +133,7 @@ def test_satconcepts_d_through_the_3x3_conversion(files, tail12_root):
     d3.label_emb.load_state_dict(d1.label_emb.state_dict())
     d3.fusion_conv.load_state_dict(d1.fusion_conv.state_dict())
     real, labels = reference("cdtg_size32_ref.pt")["real"], torch.tensor([3, 7])
-    assert maxdiff(d1(real, labels), d3(real, labels)) <= TOL
+    close("SatConcepts D, 1x1 against its 3x3 conversion", d1(real, labels), d3(real, labels))
 
 
 def test_from_rgb_conversion_is_exact_both_ways_and_refuses_a_true_3x3():
@@ -204,7 +210,8 @@ def test_convert_to_project_writes_a_generator_file(files, tail12_root, tmp_path
         split = json.load(f)
     assert p_state is None and meta["classes"] == split["tail"]
     assert meta["names"] == [split["names"][c] for c in split["tail"]] and meta["iteration"] == 200000
-    assert torch.equal(g_state["style.1.weight"], torch.load(files["cdtg"], weights_only=False)["g_ema"]["style.1.weight"])
+    file_g_ema = torch.load(files["cdtg"], weights_only=False)["g_ema"]
+    assert all(torch.equal(g_state[k], v) for k, v in file_g_ema.items()) and len(g_state) == len(file_g_ema)
 
 
 def test_generate_cli_on_the_original_file(files, tail12_root, tail_model_file, tmp_path):
@@ -228,6 +235,8 @@ def test_class_count_differs_from_the_tail_classes(files, synth_root, tmp_path):
     assert not (tmp_path / "g").exists()
     with pytest.raises(UserError, match="no class names: pass --data-root"):
         generate.read_generator_file(files["cdtg"])
+    with pytest.raises(UserError, match="not a CDTG generator but an unconditional SWAGAN in SatConcepts' layout"):
+        generate.read_generator_file(files["satconcepts"], synth_root)
 
 
 def test_unknown_layouts_name_the_nearest(files, tail12_root, tail_model_file, tmp_path):
@@ -235,8 +244,8 @@ def test_unknown_layouts_name_the_nearest(files, tail12_root, tail_model_file, t
     with pytest.raises(UserError, match="nearest: TGN's CDTG checkpoint.*lacks"):
         original.detect({"model": ck["g"]}, "x.pt")
     half = {**ck, "d": {k: v for k, v in ck["d"].items() if not k.startswith("fusion_conv")}}
-    with pytest.raises(UserError, match=r"nearest: TGN's CDTG checkpoint \(conditional SWAGAN, 1x1 FromRGB\); keys that "
-                                        r"differ: d.fusion_conv.0.weight, d.fusion_conv.1.bias$"):
+    nearest = r"nearest: TGN's CDTG checkpoint \(conditional SWAGAN, 1x1 FromRGB\); keys that differ: "
+    with pytest.raises(UserError, match=nearest + r"d.fusion_conv.0.weight, d.fusion_conv.1.bias$"):
         original.detect(half, "x.pt")
     path = tmp_path / "bare.pt"
     torch.save(ck["g_ema"], path)
