@@ -271,16 +271,22 @@ def build_models(args, num_classes: int):
     return g, d
 
 
-def read_initial_checkpoint(args, num_classes: int) -> dict:
+def read_initial_checkpoint(args, num_classes: int, feature_shape=None) -> dict:
     """The --ckpt file, checked against the run's flags (on meta-device models, drawing no random number) before
-    anything is written."""
+    anything is written; a P in the file is checked against the P of layer3 maps of `feature_shape`."""
     ck = checkpoint.load(args.ckpt, "--ckpt checkpoint")
     layout = original.detect(ck, args.ckpt)
     if layout.name != "project":
         original.check_config(ck, model_config(args, num_classes), args.ckpt)
     with torch.device("meta"):
         g, d = build_models(args, num_classes)
+        proj = FeatureProjection(feature_shape, args.style_dim, args.feature_pool) if feature_shape else None
     converted = original.plan(ck, args.ckpt, {"g": g, "d": d, "g_ema": g})[3]
+    for key in ("P", "P_ema"):
+        if proj is not None and isinstance(ck.get(key), dict) and \
+                {k: v.shape for k, v in ck[key].items()} != {k: v.shape for k, v in proj.state_dict().items()}:
+            raise UserError(f"{args.ckpt} holds a {key} of another shape; pass the run's --feature-pool and tail "
+                            f"model")
     if args.continue_original and converted:
         raise UserError(f"{args.ckpt} has a {converted}x{converted} FromRGB: continue its run with "
                         f"--from-rgb-kernel {converted} (its optimiser state is of that shape)")
@@ -300,11 +306,7 @@ def load_initial_weights(ck, path: str, g, d, g_ema, proj, p_ema) -> None:
     _, left = original.load_into(ck, path, {"g": g, "d": d, "g_ema": g_ema})
     for key, module in (("P", proj), ("P_ema", p_ema)):
         if isinstance(ck.get(key), dict):
-            try:
-                module.load_state_dict(ck[key])
-            except RuntimeError:
-                raise UserError(f"{path} holds a {key} of another shape; pass the run's --feature-pool and tail "
-                                f"model") from None
+            module.load_state_dict(ck[key])
         else:
             left.append(key)
     print(f"left at init (not in the file): {', '.join(left) or 'none'}")
@@ -343,7 +345,8 @@ def main(args):
     if args.lambda_clip > 0:
         clip = load_clip(args.clip_model, args.clip_pretrained, rt.device)
         text_features = encode_text_prompts(clip, prompts_for(names, args.clip_prompt))
-    initial = read_initial_checkpoint(args, num_classes) if args.ckpt and not args.resume else None
+    initial = read_initial_checkpoint(args, num_classes, tail.feature_shape()) if args.ckpt and not args.resume \
+        else None
     out = rundir.prepare(args, rt.is_main)  # after every input check: a mistake leaves no run folder behind
     ckpt_path = os.path.join(out, "ckpt_last.pt")
     if args.resume:  # D is rebuilt with the run's own FromRGB kernel
