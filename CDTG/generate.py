@@ -32,6 +32,7 @@ from common.distributed import autocast, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.transforms import NORMALISATIONS
+from CDTG import original
 from CDTG.conditioning import FeatureProjection, fused_latents, load_tail_model
 from CDTG.model import Generator
 
@@ -41,7 +42,8 @@ MANIFEST_FORMAT = "cdtg-generated-v1"
 def get_args_parser():
     p = argparse.ArgumentParser("CDTG generation")
     add_config_arg(p)
-    p.add_argument("--ckpt", default=None, help="generator.pt (or ckpt_last.pt) written by CDTG/train.py")
+    p.add_argument("--ckpt", default=None, help="generator.pt (or ckpt_last.pt) written by CDTG/train.py, or the "
+                                               "original authors' 200000.pt (needs --data-root and --tail-model)")
     p.add_argument("--r", type=float, default=0.05, help="noise share at generation: z = r n + (1 - r) P(feature)")
     p.add_argument("--n-per-class", type=int, default=7000,
                    help="images per tail class (the README's released result: 7000; upstream's code: 2000)")
@@ -70,23 +72,38 @@ def get_args_parser():
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def read_generator_file(path: str) -> tuple:
-    """(g_ema state dict, P state dict, meta) from train.py's generator.pt or ckpt_last.pt."""
+def read_generator_file(path: str, data_root: str | None = None) -> tuple:
+    """(g_ema state dict, P state dict or None, meta) from train.py's generator.pt or ckpt_last.pt, or from the
+    original authors' 200000.pt (class ids and names from data_root's split.json; no P)."""
     ck = checkpoint.load(path, "CDTG checkpoint")
-    if not isinstance(ck, dict) or not all(k in ck for k in ("g_ema", "P_ema", "meta")):
-        raise UserError(f"{path} is not a CDTG generator (no g_ema/P_ema/meta); pass the generator.pt or "
-                        f"ckpt_last.pt of a CDTG/train.py run (an unconditional SWAGAN file needs training first)")
-    return ck["g_ema"], ck["P_ema"], ck["meta"]
+    if isinstance(ck, dict) and all(k in ck for k in ("g_ema", "P_ema", "meta")):
+        return ck["g_ema"], ck["P_ema"], ck["meta"]
+    if isinstance(ck, dict) and "g_ema" in ck and "meta" not in ck:
+        try:
+            original.detect(ck, path)
+        except UserError as e:
+            raise UserError(f"{path} is not a CDTG generator, and {str(e).removeprefix(path + ' ')}") from None
+        return original.generator_of(ck, path, data_root)
+    raise UserError(f"{path} is not a CDTG generator (no g_ema/P_ema/meta); pass the generator.pt or "
+                    f"ckpt_last.pt of a CDTG/train.py run, or the original 200000.pt (an unconditional SWAGAN file "
+                    f"needs training first)")
 
 
-def build_generator(meta: dict, g_state: dict, p_state: dict, device):
+def build_generator(meta: dict, g_state: dict, p_state: dict | None, device, feature_shape=None, seed: int = 0):
+    """g_ema and P; a file without P (the original's) gets a fresh random one seeded by `seed`, on layer3 maps of
+    `feature_shape`, as the original draws one at generation."""
     cfg = meta["generator"]
     g = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], num_classes=cfg["num_classes"],
                   channel_multiplier=cfg["channel_multiplier"], max_channels=cfg["max_channels"])
     g.load_state_dict(g_state)
-    pc = meta["projection"]
-    proj = FeatureProjection(pc["feature_shape"], pc["style_dim"], pc["pool"])
-    proj.load_state_dict(p_state)
+    if p_state is None:
+        proj = original.random_projection(feature_shape, cfg["style_dim"], seed)
+        print(f"P is random (seed {seed}): the generator file holds none, and the original draws a fresh one at "
+              f"generation")
+    else:
+        pc = meta["projection"]
+        proj = FeatureProjection(pc["feature_shape"], pc["style_dim"], pc["pool"])
+        proj.load_state_dict(p_state)
     return g.to(device).eval().requires_grad_(False), proj.to(device).eval().requires_grad_(False)
 
 
@@ -224,7 +241,7 @@ def main(args):
     for flag in ("n_per_class", "per_real", "batch_size"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
-    g_state, p_state, meta = read_generator_file(args.ckpt)
+    g_state, p_state, meta = read_generator_file(args.ckpt, args.data_root)
     labels = select_classes(args.classes, meta)
     root = args.data_root or meta["data_root"]
     info = read_classes(root)
@@ -234,11 +251,13 @@ def main(args):
     reals = real_images_by_class(root, {k: meta["classes"][k] for k in labels}, meta["generator"]["size"])
     rt = setup(args.device)
     tail_path = args.tail_model or meta["tail_model"]
+    if not tail_path:
+        raise UserError(f"{args.ckpt} names no tail model (the original's files do not); pass --tail-model")
     tail = load_tail_model(tail_path, rt.device, meta["tail_input_size"])
     if list(tail.meta["classes"]) != list(meta["classes"]):
         raise UserError(f"tail model {tail_path} is of classes {tail.meta['classes']}, the generator of "
                         f"{meta['classes']}; pass the tail model it was trained with")
-    g, proj = build_generator(meta, g_state, p_state, rt.device)
+    g, proj = build_generator(meta, g_state, p_state, rt.device, tail.feature_shape(), args.seed)
     out = new_output_dir(args)
     rundir.prepare(args)  # seeds; writes args.yaml and meta.json
     mixing = meta["mixing"] if args.mixing is None else args.mixing

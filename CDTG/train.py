@@ -34,7 +34,8 @@ from common.split import label_map, load_split
 from common.transforms import NORMALISATIONS
 from CDTG.augment import OPERATIONS, AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
-from CDTG.model import Discriminator, Generator, load_swagan_checkpoint
+from CDTG import original
+from CDTG.model import Discriminator, Generator
 from CDTG.trainer import MODES, CDTGTrainer, StepConfig
 
 FORMAT = "cdtg-generator-v1"
@@ -63,12 +64,19 @@ def get_args_parser():
     g.add_argument("--channel-multiplier", type=int, default=2)
     g.add_argument("--max-channels", type=int, default=None, help="cap on feature channels (tiny models)")
     g.add_argument("--label-dim", type=int, default=512, help="D's class-embedding size")
+    g.add_argument("--from-rgb-kernel", type=int, default=1, choices=[1, 3],
+                   help="D's FromRGB convolution: 1 = TGN's and SatConcepts' 1x1, 3 = rosinality's current 3x3 "
+                        "(a --ckpt file of the other kernel is converted exactly where possible)")
     g.add_argument("--feature-pool", type=int, default=0,
                    help="adaptive-average-pool the layer3 map to NxN before P; 0 = the full map (upstream: "
                         "1024x16x16 = 262,144 inputs, a 134M-parameter P)")
     g.add_argument("--ckpt", default=None,
-                   help="initial weights: an unconditional SWAGAN checkpoint (g/d/g_ema, loaded by name and "
-                        "shape) or a CDTG one; the iteration count starts at 0 (see --resume)")
+                   help="initial weights: TGN's 200000.pt, an unconditional SWAGAN checkpoint (rosinality or "
+                        "SatConcepts layout: class embeddings and D's fusion conv stay at init) or a CDTG/train.py "
+                        "one; every tensor of the file must land in the model; the iteration starts at 0")
+    g.add_argument("--continue-original", action="store_true",
+                   help="with --ckpt of an original file: also restore its iteration (from the file name, as the "
+                        "original), g_optim, d_optim and ada_aug_p")
     g = p.add_argument_group("conditioning")
     g.add_argument("--r-train", type=float, default=0.8, help="noise share: z = r n + (1 - r) P(feature)")
     g.add_argument("--mixing", type=float, default=0.9, help="style-mixing setting")
@@ -240,6 +248,8 @@ def check_args(args) -> None:
     if not args.tail_model:
         raise UserError("--tail-model is required: the distilled KMDN tail model "
                         "(runs/kmdn/<dataset>/distill/tail_model.pt, written by scripts/03_kmdn.sh)")
+    if args.continue_original and (not args.ckpt or args.resume):
+        raise UserError("--continue-original needs --ckpt (an original 200000.pt) and no --resume")
     if not 0 <= args.r_train <= 1:
         raise UserError(f"--r-train must be in [0, 1], got {args.r_train}")
     for flag in ("iter", "batch_size", "log_every", "sample_every", "ckpt_every", "sample_cols"):
@@ -257,21 +267,62 @@ def build_models(args, num_classes: int):
     g = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], num_classes=num_classes,
                   channel_multiplier=cfg["channel_multiplier"], max_channels=cfg["max_channels"])
     d = Discriminator(args.size, num_classes=num_classes, channel_multiplier=args.channel_multiplier,
-                      label_dim=args.label_dim, max_channels=args.max_channels)
+                      label_dim=args.label_dim, max_channels=args.max_channels, from_rgb_kernel=args.from_rgb_kernel)
     return g, d
 
 
-def load_initial_weights(path: str, g, d, g_ema, proj, p_ema) -> None:
-    ck = checkpoint.load(path, "--ckpt checkpoint")
-    load_swagan_checkpoint(g, d, g_ema, ck)
+def read_initial_checkpoint(args, num_classes: int, feature_shape=None) -> dict:
+    """The --ckpt file, checked against the run's flags (on meta-device models, drawing no random number) before
+    anything is written; a P in the file is checked against the P of layer3 maps of `feature_shape`."""
+    ck = checkpoint.load(args.ckpt, "--ckpt checkpoint")
+    layout = original.detect(ck, args.ckpt)
+    if layout.name != "project":
+        original.check_config(ck, model_config(args, num_classes), args.ckpt)
+    with torch.device("meta"):
+        g, d = build_models(args, num_classes)
+        proj = FeatureProjection(feature_shape, args.style_dim, args.feature_pool) if feature_shape else None
+    converted = original.plan(ck, args.ckpt, {"g": g, "d": d, "g_ema": g})[3]
+    for key in ("P", "P_ema"):
+        if proj is not None and isinstance(ck.get(key), dict) and \
+                {k: v.shape for k, v in ck[key].items()} != {k: v.shape for k, v in proj.state_dict().items()}:
+            raise UserError(f"{args.ckpt} holds a {key} of another shape; pass the run's --feature-pool and tail "
+                            f"model")
+    if args.continue_original and converted:
+        raise UserError(f"{args.ckpt} has a {converted}x{converted} FromRGB: continue its run with "
+                        f"--from-rgb-kernel {converted} (its optimiser state is of that shape)")
+    if args.continue_original:
+        if layout.name == "project":
+            raise UserError(f"--continue-original is for the original authors' files; {args.ckpt} is this "
+                            f"repository's: continue its run with --resume")
+        state = original.continue_state(ck, args.ckpt)
+        if state["iteration"] >= args.iter:
+            raise UserError(f"{args.ckpt} is at iteration {state['iteration']}; pass an --iter above it to continue")
+    return ck
+
+
+def load_initial_weights(ck, path: str, g, d, g_ema, proj, p_ema) -> None:
+    """Every tensor of the --ckpt file into G, D, g_ema (and P where the file has one); one line names what stays
+    at init."""
+    _, left = original.load_into(ck, path, {"g": g, "d": d, "g_ema": g_ema})
     for key, module in (("P", proj), ("P_ema", p_ema)):
         if isinstance(ck.get(key), dict):
-            sd = ck[key]
-            if all(k in module.state_dict() and module.state_dict()[k].shape == v.shape for k, v in sd.items()):
-                module.load_state_dict(sd)
-                print(f"{key}: loaded from {path}")
-            else:
-                print(f"{key}: {path} holds a P of another shape; left at init")
+            module.load_state_dict(ck[key])
+        else:
+            left.append(key)
+    print(f"left at init (not in the file): {', '.join(left) or 'none'}")
+
+
+def continue_original(ck, path: str, trainer: CDTGTrainer) -> int:
+    """--continue-original: the original run's optimiser states and ada_aug_p; returns its iteration."""
+    state = original.continue_state(ck, path)
+    original.restore_optimizer(trainer.g_optim, state["g_optim"], ck["g"], trainer.g, "g_optim", path)
+    original.restore_optimizer(trainer.d_optim, state["d_optim"], ck["d"], trainer.d, "d_optim", path)
+    if trainer.augment is not None:
+        trainer.augment.p = state["ada_aug_p"]
+    elif state["ada_aug_p"]:
+        print(f"{path} has ada_aug_p {state['ada_aug_p']}, unused without --augment")
+    print(f"continuing {path} from iteration {state['iteration']}: g_optim, d_optim and ada_aug_p restored")
+    return state["iteration"]
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -294,7 +345,16 @@ def main(args):
     if args.lambda_clip > 0:
         clip = load_clip(args.clip_model, args.clip_pretrained, rt.device)
         text_features = encode_text_prompts(clip, prompts_for(names, args.clip_prompt))
+    initial = read_initial_checkpoint(args, num_classes, tail.feature_shape()) if args.ckpt and not args.resume \
+        else None
     out = rundir.prepare(args, rt.is_main)  # after every input check: a mistake leaves no run folder behind
+    ckpt_path = os.path.join(out, "ckpt_last.pt")
+    if args.resume:  # D is rebuilt with the run's own FromRGB kernel
+        resume_ckpt = checkpoint.load(ckpt_path)
+        kernel = original.from_rgb_kernel_of(resume_ckpt["d"])
+        if kernel != args.from_rgb_kernel:
+            print(f"{ckpt_path} has a {kernel}x{kernel} FromRGB: resuming with --from-rgb-kernel {kernel}")
+            args.from_rgb_kernel = kernel
     if rt.is_main:
         print(f"{len(dataset)} tail training images, {num_classes} tail classes ({', '.join(names)}); "
               f"mode {args.mode}; run folder {out}")
@@ -302,8 +362,8 @@ def main(args):
     g, d = build_models(args, num_classes)
     proj = FeatureProjection(tail.feature_shape(), args.style_dim, args.feature_pool)
     g_ema, p_ema = copy.deepcopy(g), copy.deepcopy(proj)
-    if args.ckpt and not args.resume:
-        load_initial_weights(args.ckpt, g, d, g_ema, proj, p_ema)
+    if initial is not None:
+        load_initial_weights(initial, args.ckpt, g, d, g_ema, proj, p_ema)
     for m in (g, d, proj, g_ema, p_ema):
         m.to(rt.device)
     augment = None
@@ -325,14 +385,14 @@ def main(args):
     meta = {"format": FORMAT, "dataset": info["dataset"], "data_root": os.path.abspath(args.data_root),
             "classes": tail_ids, "names": names, "tail_model": os.path.abspath(args.tail_model),
             "tail_input_size": tail.input_size, "generator": model_config(args, num_classes),
+            "discriminator": {"label_dim": args.label_dim, "from_rgb_kernel": args.from_rgb_kernel},
             "projection": proj.config(), "r_train": args.r_train, "mixing": args.mixing,
             "mixing_rule": args.mixing_rule, "mode": args.mode,
             "clip": {"model": args.clip_model, "pretrained": args.clip_pretrained, "prompt": args.clip_prompt}
             if clip is not None else None}
-    ckpt_path = os.path.join(out, "ckpt_last.pt")
-    start = 0
+    start = continue_original(initial, args.ckpt, trainer) if args.continue_original else 0
     if args.resume:
-        ck = checkpoint.load(ckpt_path)
+        ck = resume_ckpt
         for key in ("generator", "projection"):
             if ck["meta"][key] != meta[key]:
                 raise UserError(f"{ckpt_path} was trained with {key} {ck['meta'][key]}, not {meta[key]}; resume "

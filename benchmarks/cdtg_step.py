@@ -35,6 +35,7 @@ def get_args_parser():
     p.add_argument("--channel-multiplier", type=int, default=2)
     p.add_argument("--max-channels", type=int, default=None)
     p.add_argument("--label-dim", type=int, default=512)
+    p.add_argument("--from-rgb-kernel", type=int, default=1, choices=[1, 3], help="D's FromRGB: 1 TGN, 3 rosinality")
     p.add_argument("--tail-arch", default="resnet50", help="tail model (a torchvision ResNet)")
     p.add_argument("--tail-size", type=int, default=224, help="the tail model's input size")
     p.add_argument("--feature-pool", type=int, default=0, help="0 = P on the full layer3 map (upstream)")
@@ -63,7 +64,7 @@ def main(args):
     g = Generator(args.size, args.style_dim, args.n_mlp, num_classes=k, channel_multiplier=args.channel_multiplier,
                   max_channels=args.max_channels)
     d = Discriminator(args.size, num_classes=k, channel_multiplier=args.channel_multiplier, label_dim=args.label_dim,
-                      max_channels=args.max_channels)
+                      max_channels=args.max_channels, from_rgb_kernel=args.from_rgb_kernel)
     proj = FeatureProjection(tail.feature_shape(), args.style_dim, args.feature_pool)
     g, d, proj = g.to(rt.device), d.to(rt.device), proj.to(rt.device)
     clip = text = None

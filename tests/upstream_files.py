@@ -55,9 +55,10 @@ def state_dict_of(manifest_name: str, model: str) -> dict:
 
 
 def _adam_state(sd: dict, model: dict, lr: float, betas: tuple) -> dict:
-    """A fresh Adam's state_dict over the trainable tensors (no literal buffers, floats only)."""
+    """A fresh Adam's state_dict over the trainable tensors (no literal buffers, no noise buffers, floats only)."""
     literal = {e["name"] for e in model["tensors"] if "values" in e}
-    params = [torch.nn.Parameter(v.clone()) for k, v in sd.items() if k not in literal and v.is_floating_point()]
+    params = [torch.nn.Parameter(v.clone()) for k, v in sd.items()
+              if k not in literal and v.is_floating_point() and not k.startswith("noises.")]
     return torch.optim.Adam(params, lr=lr, betas=betas).state_dict()
 
 
@@ -86,8 +87,8 @@ def write_original(folder, manifest_name: str, file_name: str | None = None, mod
         conditional = manifest_name.startswith("cdtg")
         d_ratio, g_ratio = 16 / 17, 4 / 5
         obj = {**sds,
-               "g_optim": _adam_state(sds["g"], models["g"], 0.002 * g_ratio, (0, 0.99 ** g_ratio)),
-               "d_optim": _adam_state(sds["d"], models["d"], 0.002 * d_ratio, (0, 0.99 ** d_ratio)),
+               "g_optim": _adam_state(sds["g"], models["g"], 0.002 * g_ratio, (0.0, 0.99 ** g_ratio)),
+               "d_optim": _adam_state(sds["d"], models["d"], 0.002 * d_ratio, (0.0, 0.99 ** d_ratio)),
                "args": cdtg_args(size) if conditional else _unconditional_args(size),
                "ada_aug_p": 0.0}
         file_name = file_name or ("200000.pt" if conditional else "550000.pt")
