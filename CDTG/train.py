@@ -34,7 +34,7 @@ from common.split import label_map, load_split
 from common.transforms import NORMALISATIONS
 from CDTG.augment import OPERATIONS, AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
-from CDTG.model import Discriminator, Generator, load_swagan_checkpoint
+from CDTG.model import Discriminator, Generator, check_size, load_swagan_checkpoint
 from CDTG.trainer import MODES, CDTGTrainer, StepConfig
 
 FORMAT = "cdtg-generator-v1"
@@ -242,6 +242,7 @@ def check_args(args) -> None:
                         "(runs/kmdn/<dataset>/distill/tail_model.pt, written by scripts/03_kmdn.sh)")
     if not 0 <= args.r_train <= 1:
         raise UserError(f"--r-train must be in [0, 1], got {args.r_train}")
+    check_size(args.size)  # before the run folder, not when the models are built
     for flag in ("iter", "batch_size", "log_every", "sample_every", "ckpt_every", "sample_cols"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")

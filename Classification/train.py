@@ -12,7 +12,7 @@ import os
 import torch
 
 from common import checkpoint, rundir
-from common.backbones import build_classifier
+from common.backbones import build_classifier, check_model_name
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import cleanup, setup
@@ -65,6 +65,7 @@ def main(args):
     split = optional_split(args.split, args.data_root)
 
     train_set, test_set = build_data(args, len(names))  # before the run folder: bad lists leave nothing behind
+    check_model_name(args.model)
     rt = setup(args.device)
     out = rundir.prepare(args, rt.is_main)
     train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed)

@@ -17,7 +17,7 @@ import os
 import torch
 
 from common import rundir
-from common.backbones import build_feature_resnet
+from common.backbones import build_feature_resnet, check_feature_resnet_name
 from common.config import add_config_arg, parse_args
 from common.distributed import cleanup, setup
 from common.errors import UserError, cli
@@ -73,6 +73,7 @@ def main(args):
     train_set = part_dataset(args.data_root, split, part, "train", hflip=args.hflip, **kw)
     test_set = part_dataset(args.data_root, split, part, "test", **kw)
     args.output_dir = args.output_dir or os.path.join("runs", "kmdn", args.name, part)
+    check_feature_resnet_name(args.model)
     rt = setup(args.device)
     out = rundir.prepare(args, rt.is_main)
     train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed)
