@@ -38,7 +38,9 @@ def get_args_parser():
     add_image_args(g)
     g = p.add_argument_group("model")
     g.add_argument("--model", default="resnet50", help="any torchvision classification model name")
-    g.add_argument("--weights", default="imagenet", help="'imagenet', 'none', or a local state-dict file")
+    g.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (torchvision's IMAGENET1K_V1, as pretrained=True), a torchvision enum name "
+                        "(IMAGENET1K_V2), 'none', or a local state-dict file")
     add_fit_args(p, epochs=50, lr_drop_epochs=[32])
     rundir.add_run_args(p, "classification")
     return p

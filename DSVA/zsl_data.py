@@ -419,6 +419,8 @@ def load_attributes(path: str, class_names: list) -> tuple:
                             f"'matrix')") from None
         names, attr_names = doc.get("classes"), doc.get("attributes")
         if doc.get("groups"):
+            if not isinstance(doc["groups"], dict):
+                raise UserError(f"{path}: 'groups' must map group names to attribute lists")
             groups = groups_to_indices(doc["groups"], attr_names, path)
     elif path.endswith(".npy"):
         try:

@@ -40,7 +40,8 @@ def get_args_parser():
     g = p.add_argument_group("model")
     g.add_argument("--model", default="resnet50", help="resnet18, resnet34, resnet50, resnet101 or resnet152")
     g.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (torchvision's weights, every layer), 'none', or a local state-dict file")
+                   help="'imagenet' (torchvision's IMAGENET1K_V1, as pretrained=True; every layer), a "
+                        "torchvision enum name (IMAGENET1K_V2), 'none', or a local state-dict file")
     g.add_argument("--upstream-shortcut-init", action="store_true",
                    help="re-initialise the projection shortcuts after loading the weights, as upstream's ResNet "
                         "left them random (SPEC 2.1)")

@@ -40,8 +40,10 @@ SCHEMAS = ("hf-hub:", "local-dir:")
 # urllib's and huggingface_hub's errors are all OSError subclasses (open_clip turns a Hub failure into
 # FileNotFoundError).
 DOWNLOAD_ERRORS = (OSError, RuntimeError)
-# What torch.load / safetensors raise for a damaged file (zip reader errors are RuntimeError).
-CORRUPT_FILE_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, SafetensorError)
+# What torch.load / safetensors raise for a damaged or truncated file: the zip reader raises RuntimeError, the
+# unpickler anything from UnpicklingError to IndexError on garbage.
+CORRUPT_FILE_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError,
+                       SafetensorError)
 _registered_dir = None  # this process's folder of registered config files (open_clip registers by file stem)
 
 
@@ -270,11 +272,9 @@ def read_hf_folder(folder: str):
     if not os.path.isfile(config_path) or not weights:
         raise UserError(f"{folder} is not a Hugging Face CLIP folder (config.json with pytorch_model.bin or "
                         f"model.safetensors); pass an open_clip checkpoint file instead")
-    with open(config_path) as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError:
-            raise UserError(f"{config_path} is not valid JSON") from None
+    config = read_json(config_path, "Hugging Face CLIP config")
+    if not isinstance(config, dict):
+        raise UserError(f"{config_path} holds a JSON {type(config).__name__}, not a CLIPModel config object")
     for tower in ("vision", "text"):  # old configs keep overrides in *_config_dict
         config[f"{tower}_config"] = {**(config.get(f"{tower}_config") or {}),
                                      **(config.get(f"{tower}_config_dict") or {})}

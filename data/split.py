@@ -23,8 +23,8 @@ def get_args_parser():
                    help="percentage of classes that are head: DIOR 40, FGSC-23 33 (SPEC 1.3)")
     p.add_argument("--out", default=None, help="output file (default: <root>/split.json)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing split file that differs (models trained on the old split stop "
-                        "matching it); an identical one is left as it is")
+                   help="replace an existing split file that holds another split (models trained on the old "
+                        "split stop matching it); re-running with the same result needs no flag")
     return p
 
 
@@ -43,6 +43,11 @@ def make_split(root: str, head_percent: float) -> dict:
             "train_counts": train, "test_counts": test}
 
 
+def same_split(a: dict, b: dict) -> bool:
+    """Equal but perhaps for where the data root lies (a copied or moved root keeps its split)."""
+    return {k: v for k, v in a.items() if k != "root"} == {k: v for k, v in b.items() if k != "root"}
+
+
 @cli
 def main(args):
     split = make_split(args.root, args.head_percent)
@@ -50,7 +55,8 @@ def main(args):
     if os.path.exists(out) and not args.overwrite:
         try:
             with open(out) as f:
-                unchanged = json.load(f) == json.loads(json.dumps(split))
+                old = json.load(f)
+            unchanged = isinstance(old, dict) and same_split(old, json.loads(json.dumps(split)))
         except (OSError, ValueError):
             unchanged = False
         if not unchanged:
