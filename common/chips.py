@@ -102,8 +102,9 @@ def open_image(path: str) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
-    except OSError as e:
-        raise UserError(f"{path} is not a readable image ({e}); re-download or remove it") from None
+    except OSError as e:  # PIL's message repeats the path
+        reason = str(e).replace(f" '{path}'", "").replace(f" {path}", "")
+        raise UserError(f"{path} is not a readable image ({reason}); re-download or remove it") from None
     return image
 
 

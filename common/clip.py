@@ -194,8 +194,9 @@ def _reading(path: str, what: str):
 
 
 def _first_line(e: BaseException) -> str:
+    """The first sentence of an error's message (library messages run on for lines)."""
     lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:160]
+    return (lines[0].split(". ")[0].rstrip(".") if lines else type(e).__name__)[:160]
 
 
 def _bundle(name: str, clip: torch.nn.Module, device) -> ClipBundle:
