@@ -241,6 +241,9 @@ def main(args):
         print(f"note: --val-gamma-grid is used only with --val-classes; gamma is {args.gamma:g}")
     if args.ways > len(train_classes):  # before the run folder (the sampler checks it again)
         raise UserError(f"--ways {args.ways} is more than the {len(train_classes)} training classes; lower --ways")
+    for flag in ("ways", "shots", "batches_per_epoch", "epochs"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     pretrained = None if str(args.clip_pretrained).lower() in ("none", "") else args.clip_pretrained
     bundle = load_clip(args.clip_model, pretrained)
     rt = setup(args.device)

@@ -207,6 +207,8 @@ def test_expand_and_generate_input_checks(synth_root, tmp_path):
     proc = call(generate, "cdtg_generate", "--ckpt", ckpt, "--output-dir", tmp_path / "g", "--device", "cpu")
     assert_one_line_error(proc, f"data root {synth_root} has '{names[5]}' as class 5, but the generator's class 5 "
                                 f"is 'no-such-name'; pass the data root it was trained on (--data-root)")
+    proc = call(generate, "cdtg_generate", "--ckpt", ckpt, "--output-dir", tmp_path / "g", "--n-per-class", -1)
+    assert_one_line_error(proc, "--n-per-class must be positive, got -1")
     assert not (tmp_path / "g").exists()
 
 
@@ -285,6 +287,7 @@ def test_dsva_bad_values_and_attributes(synth_root, tmp_path):
     common = ["--data-root", synth_root, "--split", "43", "--output-dir", out, "--device", "cpu", "--workers", "0"]
     proc = call(train, "dsva", *common, "--ways", 20)
     assert_one_line_error(proc, "--ways 20 is more than the")
+    assert_one_line_error(call(train, "dsva", *common, "--ways", 2, "--shots", 0), "--shots must be at least 1, got 0")
     names = json.loads(open(os.path.join(synth_root, "classes.json")).read())["names"]
     attributes = tmp_path / "attributes.json"
     matrix = np.random.default_rng(0).random((len(names), 4)).round(3).tolist()
