@@ -10,11 +10,11 @@ read it; absolute paths need no copying into <root>/train). The class id comes f
 entry (tail label k -> split.json's tail[k]), checked against the data root's class names when one is given.
 """
 import argparse
-import json
 import os
 
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
+from common.jsonfile import read_json
 from common.layout import read_classes
 from CDTG.generate import MANIFEST_FORMAT
 
@@ -38,13 +38,10 @@ def read_manifest(folder: str) -> dict:
     path = os.path.join(folder, "manifest.json")
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist; --generated takes folders written by CDTG/generate.py")
-    with open(path) as f:
-        try:
-            manifest = json.load(f)
-        except json.JSONDecodeError:
-            raise UserError(f"{path} is not valid JSON") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise UserError(f"{path} is not a CDTG generation manifest (format {manifest.get('format')!r})")
+    manifest = read_json(path, "generation manifest", "generate again into a new folder")
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get('format') if isinstance(manifest, dict) else type(manifest).__name__
+        raise UserError(f"{path} is not a CDTG generation manifest (format {found!r})")
     return manifest
 
 
@@ -87,13 +84,30 @@ def expand(folders: list, n_per_class: int | None = None, data_root: str | None 
     return rows
 
 
+def unique_folders(folders: list) -> list:
+    """The folders in order, each real folder once (the same folder given twice would list its images twice)."""
+    seen, unique = {}, []
+    for folder in folders:
+        real = os.path.realpath(folder)
+        if real in seen:
+            print(f"{folder} is {seen[real]} given again; listed once")
+            continue
+        seen[real] = folder
+        unique.append(folder)
+    return unique
+
+
 @cli
 def main(args):
     if not args.generated or not args.out:
         raise UserError("--generated FOLDER [FOLDER ...] and --out FILE are required")
     if os.path.exists(args.out) and not args.overwrite:
         raise UserError(f"{args.out} already exists; pass --overwrite to replace it or choose another --out")
-    rows = expand(args.generated, args.n_per_class, args.data_root)
+    if args.n_per_class is not None and args.n_per_class < 1:
+        raise UserError(f"--n-per-class must be a positive number of images, got {args.n_per_class}; leave it "
+                        f"out to take every image")
+    folders = unique_folders(args.generated)
+    rows = expand(folders, args.n_per_class, args.data_root)
     if not rows:
         raise UserError("no generated image found in " + ", ".join(args.generated))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

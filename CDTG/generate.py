@@ -248,6 +248,12 @@ def main(args):
     if info["dataset"] != meta["dataset"]:
         raise UserError(f"data root {root} holds {info['dataset']}, but the generator was trained on "
                         f"{meta['dataset']}; pass its --data-root")
+    names = info["names"]
+    for cid, name in zip(meta["classes"], meta["names"]):
+        if not 0 <= cid < len(names) or names[cid] != name:
+            found = f"'{names[cid]}'" if 0 <= cid < len(names) else "no such class"
+            raise UserError(f"data root {root} has {found} as class {cid}, but the generator's class {cid} is "
+                            f"'{name}'; pass the data root it was trained on (--data-root)")
     reals = real_images_by_class(root, {k: meta["classes"][k] for k in labels}, meta["generator"]["size"])
     rt = setup(args.device)
     tail_path = args.tail_model or meta["tail_model"]

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from common.backbones import load_matching
+from common.backbones import load_matching, name_list
 from common.checkpoint import unwrap
 from common.errors import UserError
 from CDTG.ops import (BLUR_KERNEL, Blur, ConstantInput, Downsample, EqualConv2d, EqualLinear, FusedLeakyReLU,
@@ -320,11 +320,12 @@ def load_swagan_checkpoint(generator, discriminator, g_ema, ckpt: dict, verbose:
             raise UserError(f"the SWAGAN checkpoint has no '{key}' state dict (keys: {sorted(ckpt)}); pass a "
                             f"checkpoint saved by SWAGAN/CDTG training")
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
-        loaded, left = load_matching(unwrap(model), sd)
+        loaded, left, unused = load_matching(unwrap(model), sd)
         if not loaded:
             raise UserError(f"no tensor of the checkpoint's '{key}' matches the model; is it a SWAGAN "
                             f"checkpoint of this architecture?")
         report[key] = (loaded, left)
         if verbose:
-            print(f"{key}: loaded {len(loaded)} tensors; left at init: {', '.join(left) or 'none'}")
+            print(f"{key}: loaded {len(loaded)} tensors; left at init: {', '.join(left) or 'none'}; "
+                  f"unused from the file: {name_list(unused)}")
     return report

@@ -35,7 +35,7 @@ from common.transforms import NORMALISATIONS
 from CDTG.augment import OPERATIONS, AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
 from CDTG import original
-from CDTG.model import Discriminator, Generator
+from CDTG.model import Discriminator, Generator, check_size
 from CDTG.trainer import MODES, CDTGTrainer, StepConfig
 
 FORMAT = "cdtg-generator-v1"
@@ -252,6 +252,7 @@ def check_args(args) -> None:
         raise UserError("--continue-original needs --ckpt (an original 200000.pt) and no --resume")
     if not 0 <= args.r_train <= 1:
         raise UserError(f"--r-train must be in [0, 1], got {args.r_train}")
+    check_size(args.size)  # before the run folder, not when the models are built
     for flag in ("iter", "batch_size", "log_every", "sample_every", "ckpt_every", "sample_cols"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")

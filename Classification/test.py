@@ -38,7 +38,9 @@ def get_args_parser():
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--on-corrupt", default="skip", choices=["skip", "error"])
-    p.add_argument("--out", default=None, help="report folder (default: next to the weights)")
+    p.add_argument("--out", default=None, help="report folder (default: <weights folder>/test/<data set>/); a "
+                   "previous report there is kept unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace the previous report in the report folder")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
     return p
@@ -59,13 +61,16 @@ def main(args):
     norm = args.norm or ck.get("norm") or saved_args.get("norm") or "half"
 
     split = optional_split(args.split, args.data_root)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test", info["dataset"])
+    if os.path.isfile(os.path.join(out, "results.json")) and not args.overwrite:
+        raise UserError(f"{out} already holds a report; pass --overwrite to replace it or --out to write "
+                        f"another folder")
     rt = setup(args.device)
     model.to(rt.device)
     test_set = ImageList(os.path.join(args.data_root, "test"), [args.test_list or anno_path(args.data_root, "test")],
                          classification(img_size, False, norm), num_classes=len(names), on_corrupt=args.on_corrupt)
     cm = evaluate(model, make_loader(test_set, args.batch_size, False, rt, args.workers), rt, len(names),
                   amp=args.amp)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test", info["dataset"])
     write_report(cm, names, out, groups_from_split(split, list(range(len(names)))),
                  split["train_counts"] if split else None, split["tail"] if split else (),
                  title=f"{arch} ({os.path.basename(args.weights)}) on {info['dataset']} test")

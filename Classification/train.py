@@ -12,7 +12,7 @@ import os
 import torch
 
 from common import checkpoint, rundir
-from common.backbones import build_classifier
+from common.backbones import build_classifier, check_model_name
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import cleanup, setup
@@ -39,8 +39,9 @@ def get_args_parser():
     g = p.add_argument_group("model")
     g.add_argument("--model", default="resnet50", help="any torchvision classification model name")
     g.add_argument("--weights", default="imagenet",
-                   help="'imagenet', 'none', or a local state-dict file (the original result.pth is recognised "
-                        "by its layout and renamed)")
+                   help="'imagenet' (torchvision's IMAGENET1K_V1, as pretrained=True), a torchvision enum name "
+                        "(IMAGENET1K_V2), 'none', or a local state-dict file (the original result.pth is "
+                        "recognised by its layout and renamed)")
     add_fit_args(p, epochs=50, lr_drop_epochs=[32])
     rundir.add_run_args(p, "classification")
     return p
@@ -67,6 +68,7 @@ def main(args):
     split = optional_split(args.split, args.data_root)
 
     train_set, test_set = build_data(args, len(names))  # before the run folder: bad lists leave nothing behind
+    check_model_name(args.model)
     rt = setup(args.device)
     out = rundir.prepare(args, rt.is_main)
     train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed)

@@ -294,6 +294,9 @@ def main(args):
         return convert_released(args)
     if not args.data_root and not (args.images_mat and args.splits_mat):
         raise UserError("--data-root is required (or set data_root in the config's dsva_annotate section)")
+    if args.images_per_class < 1:
+        raise UserError(f"--images-per-class must be at least 1 (images scored per class), got "
+                        f"{args.images_per_class}")
     if args.vocabulary == "data":
         groups, templates = data_vocabulary(args.data_root)
     else:

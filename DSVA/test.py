@@ -48,10 +48,28 @@ def data_defaults() -> dict:
     return vars(p.parse_args([]))
 
 
+PATH_OPTIONS = ("split_file", "images_mat", "splits_mat", "image_root", "attribute_groups")
+
+
 def data_options(args, stored: dict) -> argparse.Namespace:
-    """Data options: this command line, else the training run's (stored with the weights), else the defaults."""
+    """Data options: this command line, else the training run's (stored with the weights), else the defaults.
+
+    A --data-root given here that differs from the training run's moves the stored paths under the old root
+    with it (the data set was moved or copied): <old root>/files/x.mat becomes <new root>/files/x.mat.
+    """
     merged = {d: getattr(args, d) if getattr(args, d) is not None else stored.get(d, v)
               for d, v in data_defaults().items()}
+    old_root = stored.get("data_root")
+    if args.data_root is not None and old_root and os.path.abspath(old_root) != os.path.abspath(args.data_root):
+        for d in PATH_OPTIONS:
+            value = merged[d]
+            if getattr(args, d) is not None or not value:
+                continue
+            rel = os.path.relpath(os.path.abspath(value), os.path.abspath(old_root))
+            if rel == "." or not rel.startswith(".."):
+                merged[d] = os.path.normpath(os.path.join(args.data_root, rel))
+                print(f"note: --{d.replace('_', '-')} {value} (the training run's, under its data root "
+                      f"{old_root}) is taken as {merged[d]}")
     return argparse.Namespace(**merged, seed=stored.get("seed", 0))
 
 

@@ -36,6 +36,7 @@ from common.clip import load_clip
 from common.config import add_config_arg, parse_args
 from common.distributed import autocast, cleanup, setup
 from common.errors import UserError, cli
+from common.jsonfile import read_json
 from DSVA.zsl_data import (EpisodeSampler, ImageItems, add_data_args, carve_validation, class_lookup,
                            dsva_transform, load_zsl_data, normalisation)
 from DSVA.evaluate import BRANCHES, attention_png, best_gamma, figures, pct, pick_images, scores
@@ -184,8 +185,8 @@ def epochs_and_gamma_from(run: str) -> tuple:
     path = os.path.join(run, "results.json")
     if not os.path.isfile(path):
         raise UserError(f"--val-run: {path} does not exist; finish the validation run (--val-classes) first")
-    with open(path) as f:
-        best = json.load(f).get("best_val")
+    doc = read_json(path, "--val-run results file", "finish the validation run (--val-classes) first")
+    best = doc.get("best_val") if isinstance(doc, dict) else None
     if not best:
         raise UserError(f"--val-run: {path} has no validation figures; that run needs --val-classes")
     return best["epoch"] + 1, best["gamma"]
@@ -238,6 +239,11 @@ def main(args):
         print(f"from the validation run {args.val_run}: {args.epochs} epochs, gamma {args.gamma:g}")
     if args.val_gamma_grid and not args.val_classes:
         print(f"note: --val-gamma-grid is used only with --val-classes; gamma is {args.gamma:g}")
+    if args.ways > len(train_classes):  # before the run folder (the sampler checks it again)
+        raise UserError(f"--ways {args.ways} is more than the {len(train_classes)} training classes; lower --ways")
+    for flag in ("ways", "shots", "batches_per_epoch", "epochs"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     pretrained = None if str(args.clip_pretrained).lower() in ("none", "") else args.clip_pretrained
     bundle = load_clip(args.clip_model, pretrained)
     rt = setup(args.device)

@@ -18,7 +18,6 @@ of global class ids):
 A split file is JSON {"seen": [...], "unseen": [...]} of class names or ids.
 """
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -111,7 +110,24 @@ def load_zsl_data(args, require_attributes: bool = True) -> ZslData:
     groups_file = args.attribute_groups or _default_groups_file(args)
     if groups_file and data.attributes is not None:
         data.attribute_groups = read_groups(groups_file, data.attribute_names, data.attributes.shape[1])
+    if data.attributes is not None:
+        check_attribute_width(data, args.attributes or f"{args.data_root}/classes.json")
     return data
+
+
+def check_attribute_width(data: ZslData, source: str) -> None:
+    """Attribute names and groups must describe the matrix's columns (else the group lasso indexes past them and
+    training without it goes on with names that label other columns)."""
+    width = data.attributes.shape[1]
+    names = data.attribute_names
+    if names is not None and len(names) != width:
+        raise UserError(f"{source} names {len(names)} attributes but its matrix has {width} columns; re-run "
+                        f"DSVA/annotate.py or fix the file")
+    for group, ids in (data.attribute_groups or {}).items():
+        bad = [i for i in ids if not 0 <= i < width]
+        if bad:
+            raise UserError(f"{source}: attribute group '{group}' holds index {bad[0]}, outside the matrix's "
+                            f"{width} columns (0..{width - 1}); re-run DSVA/annotate.py or fix the groups")
 
 
 def _default_groups_file(args):
@@ -395,15 +411,16 @@ def load_attributes(path: str, class_names: list) -> tuple:
         raise UserError(f"attributes file {path} does not exist; run DSVA/annotate.py or pass the released .mat")
     names, attr_names, groups = None, None, None
     if path.endswith(".json"):
+        doc = read_json(path, "attributes file", "run DSVA/annotate.py")
         try:
-            with open(path) as f:
-                doc = json.load(f)
             matrix = np.asarray(doc["matrix"], dtype=np.float32)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):
             raise UserError(f"{path} is not an attributes.json written by DSVA/annotate.py (needs "
                             f"'matrix')") from None
         names, attr_names = doc.get("classes"), doc.get("attributes")
         if doc.get("groups"):
+            if not isinstance(doc["groups"], dict):
+                raise UserError(f"{path}: 'groups' must map group names to attribute lists")
             groups = groups_to_indices(doc["groups"], attr_names, path)
     elif path.endswith(".npy"):
         try:

@@ -80,7 +80,8 @@ def load_stage1(args, split: dict, run_folder: str) -> dict:
     found = {}
     for part in PARTS:
         flag = f"--{part}-init"
-        path = getattr(args, f"{part}_init") or os.path.join(os.path.dirname(run_folder), part, "model_final.pt")
+        parent = os.path.dirname(os.path.normpath(run_folder))  # normpath: X/distill/ -> X
+        path = getattr(args, f"{part}_init") or os.path.join(parent, part, "model_final.pt")
         if not os.path.isfile(path):
             raise UserError(f"stage-1 {part} model {path} does not exist; run KMDN/train.py --part {part} first "
                             f"or pass {flag}")

@@ -17,7 +17,7 @@ import os
 import torch
 
 from common import rundir
-from common.backbones import build_feature_resnet
+from common.backbones import build_feature_resnet, check_feature_resnet_name
 from common.config import add_config_arg, parse_args
 from common.distributed import cleanup, setup
 from common.errors import UserError, cli
@@ -40,7 +40,8 @@ def get_args_parser():
     g = p.add_argument_group("model")
     g.add_argument("--model", default="resnet50", help="resnet18, resnet34, resnet50, resnet101 or resnet152")
     g.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (torchvision's weights, every layer), 'none', or a local state-dict file")
+                   help="'imagenet' (torchvision's IMAGENET1K_V1, as pretrained=True; every layer), a "
+                        "torchvision enum name (IMAGENET1K_V2), 'none', or a local state-dict file")
     g.add_argument("--upstream-shortcut-init", action="store_true",
                    help="re-initialise the projection shortcuts after loading the weights, as upstream's ResNet "
                         "left them random (SPEC 2.1)")
@@ -73,6 +74,7 @@ def main(args):
     train_set = part_dataset(args.data_root, split, part, "train", hflip=args.hflip, **kw)
     test_set = part_dataset(args.data_root, split, part, "test", **kw)
     args.output_dir = args.output_dir or os.path.join("runs", "kmdn", args.name, part)
+    check_feature_resnet_name(args.model)
     rt = setup(args.device)
     out = rundir.prepare(args, rt.is_main)
     train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed)

@@ -81,37 +81,67 @@ def load_classifier(path: str, num_classes: int, arch: str | None = None, verbos
     return model, {**{k: v for k, v in ck.items() if k != "model"}, "arch": arch}
 
 
-def load_matching(model: nn.Module, sd: dict) -> tuple[list, list]:
-    """Copy every tensor whose name and shape match; returns (loaded, left_at_init) parameter names."""
+def load_matching(model: nn.Module, sd: dict) -> tuple[list, list, list]:
+    """Copy every tensor whose name and shape match; returns the names (loaded, left at init, unused from sd)."""
     own = model.state_dict()
     keep = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(keep, strict=False)
-    return sorted(keep), sorted(k for k in own if k not in keep)
+    return sorted(keep), sorted(k for k in own if k not in keep), sorted(k for k in sd if k not in keep)
+
+
+def name_list(names: list, limit: int = 8) -> str:
+    """'none', or up to `limit` names and how many there are in all."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{len(names)}: {shown}, ..."
+
+
+def imagenet_weights(name: str, weights: str):
+    """The torchvision weights enum for 'imagenet' (IMAGENET1K_V1, as torchvision's old pretrained=True) or an
+    enum name such as IMAGENET1K_V2 / DEFAULT; None when `weights` is neither."""
+    members = models.get_model_weights(name).__members__
+    if weights == "imagenet":
+        return members.get("IMAGENET1K_V1") or members["DEFAULT"]
+    if weights in members:
+        return members[weights]
+    if weights.isupper() and not os.path.exists(weights):
+        raise UserError(f"{name} has no torchvision weights '{weights}'; choose one of {', '.join(members)}, "
+                        f"'imagenet', 'none' or a file")
+    return None
 
 
 def build_classifier(name: str, num_classes: int, weights: str = "imagenet", verbose: bool = True) -> nn.Module:
     """A torchvision model `name` with a num_classes head.
 
-    weights: 'imagenet' (torchvision's DEFAULT enum; downloads where a network exists), 'none', or a file
-    holding a state dict (a torchvision checkpoint, or one of ours); the head is kept only if its shape fits.
+    weights: 'imagenet' (torchvision's IMAGENET1K_V1, what pretrained=True gave; downloads where a network
+    exists), a torchvision enum name (IMAGENET1K_V2, DEFAULT, ...), 'none', or a file holding a state dict (a
+    torchvision checkpoint, or one of ours); the head is kept only if its shape fits.
     """
-    if name not in models.list_models(module=models):
-        raise UserError(f"unknown model '{name}'; choose a torchvision classification model such as resnet50")
-    if weights == "imagenet":
+    check_model_name(name)
+    enum = imagenet_weights(name, weights) if weights not in ("none", "", None) else None
+    if enum is not None:
         try:
-            model = models.get_model(name, weights="DEFAULT")
+            model = models.get_model(name, weights=enum)
         except (OSError, RuntimeError) as e:  # no network, no cached file
             raise UserError(f"could not get ImageNet weights for {name} ({str(e).splitlines()[0][:120]}); put the "
                             f"torchvision file in ~/.cache/torch/hub/checkpoints or pass --weights FILE or none") from None
         return replace_head(model, num_classes)
     model = replace_head(models.get_model(name, weights=None), num_classes)
     if weights not in ("none", "", None):
-        loaded, left = load_matching(model, load_state_dict_file(weights, name, verbose))
+        loaded, left, unused = load_matching(model, load_state_dict_file(weights, name, verbose))
         if not loaded:
             raise UserError(f"no tensor of {weights} matches {name}; is it a {name} checkpoint?")
         if verbose:
-            print(f"loaded {len(loaded)} tensors from {weights}; left at init: {left or 'none'}")
+            print(f"loaded {len(loaded)} tensors from {weights}; left at init: {name_list(left)}; "
+                  f"unused from the file: {name_list(unused)}")
     return model
+
+
+def check_model_name(name: str) -> None:
+    """A one-line error for a name torchvision does not know (cheap: call it before creating a run folder)."""
+    if name not in models.list_models(module=models):
+        raise UserError(f"unknown model '{name}'; choose a torchvision classification model such as resnet50")
 
 
 # --- ResNets that also return their layer3 feature map (KMDN's head/tail models, CDTG's conditioning) ---
@@ -163,13 +193,17 @@ def reinit_projection_shortcuts(model: nn.Module) -> list:
     return names
 
 
+def check_feature_resnet_name(name: str) -> None:
+    if not is_resnet_name(name):
+        raise UserError(f"unknown model '{name}' for a feature ResNet; choose resnet18, resnet34, resnet50, "
+                        f"resnet101 or resnet152")
+
+
 def build_feature_resnet(name: str, num_classes: int, weights: str = "imagenet", upstream_shortcut_init: bool = False,
                          verbose: bool = True) -> FeatureResNet:
     """build_classifier's ResNet `name` (weights 'imagenet', 'none' or a file; every matching tensor, the
     projection shortcuts included, is loaded) wrapped to return (logits, layer3)."""
-    if not is_resnet_name(name):
-        raise UserError(f"unknown model '{name}' for a feature ResNet; choose resnet18, resnet34, resnet50, "
-                        f"resnet101 or resnet152")
+    check_feature_resnet_name(name)
     model = FeatureResNet(build_classifier(name, num_classes, weights, verbose=verbose))
     if upstream_shortcut_init:
         reset = reinit_projection_shortcuts(model)

@@ -10,6 +10,7 @@ clipped and kept.
 import math
 import os
 import shutil
+import tempfile
 from collections import Counter
 
 from PIL import Image
@@ -40,23 +41,44 @@ def require_file(path: str, what: str, hint: str = RAW_HINT) -> str:
     return path
 
 
+def scan_folder(folder: str) -> tuple[list, list]:
+    """(sorted names of the image files directly in `folder`, sorted names of every other entry there)."""
+    images, others = [], []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        is_image = entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file()
+        (images if is_image else others).append(entry.name)
+    return images, others
+
+
 def list_images(folder: str) -> list:
     """Sorted names of the image files directly in `folder`."""
-    return sorted(f for f in os.listdir(folder)
-                  if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f)))
+    return scan_folder(folder)[0]
 
 
 def prepare_out(out: str, overwrite: bool) -> None:
-    """Refuse a non-empty --out unless --overwrite; with it, delete only what a converter writes there."""
-    if os.path.isdir(out) and any(os.scandir(out)):
-        if not overwrite:
-            raise UserError(f"output folder {out} is not empty; pass --overwrite to replace its data set "
-                            f"or choose another --out")
-        for split in SPLITS + ("anno",):
-            shutil.rmtree(os.path.join(out, split), ignore_errors=True)
-        if os.path.isfile(os.path.join(out, "classes.json")):
-            os.remove(os.path.join(out, "classes.json"))
-    os.makedirs(out, exist_ok=True)
+    """Refuse a non-empty --out unless --overwrite (nothing is written or deleted until the data set is done)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file; pass a folder")
+    if os.path.isdir(out) and any(os.scandir(out)) and not overwrite:
+        raise UserError(f"output folder {out} is not empty; pass --overwrite to replace its data set "
+                        f"or choose another --out")
+
+
+def install(staging: str, out: str) -> None:
+    """Move a finished data set from `staging` to `out`; in an existing --out, the converter's own entries
+    (split folders, anno/, classes.json) are replaced and anything else there is kept."""
+    if not os.path.exists(out):
+        os.replace(staging, out)
+        return
+    for name in SPLITS + ("anno", "classes.json"):
+        old = os.path.join(out, name)
+        if os.path.isdir(old):
+            shutil.rmtree(old)
+        elif os.path.exists(old):
+            os.remove(old)
+    for name in os.listdir(staging):
+        os.replace(os.path.join(staging, name), os.path.join(out, name))
+    os.rmdir(staging)
 
 
 def polygon_box(xs, ys) -> tuple:
@@ -80,8 +102,9 @@ def open_image(path: str) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
-    except OSError as e:
-        raise UserError(f"{path} is not a readable image ({e}); re-download or remove it") from None
+    except OSError as e:  # PIL's message repeats the path
+        reason = str(e).replace(f" '{path}'", "").replace(f" {path}", "")
+        raise UserError(f"{path} is not a readable image ({reason}); re-download or remove it") from None
     return image
 
 
@@ -90,18 +113,45 @@ def save_jpeg(image: Image.Image, path: str, quality: int) -> None:
 
 
 class ChipSet:
-    """The chips of one data set being written: image files, annotation entries, per-class and skip counts."""
+    """The chips of one data set being written: image files, annotation entries, per-class and skip counts.
+
+    A context manager: the chips go to a hidden folder beside `out`, which finish() moves into place; an error
+    before that (a corrupt source image, Ctrl-C) removes the folder, so --out is left as it was.
+    """
 
     def __init__(self, out: str, dataset: str, names: list, quality: int):
-        self.out, self.dataset, self.names, self.quality = out, dataset, list(names), quality
+        self.final, self.dataset, self.names, self.quality = out, dataset, list(names), quality
         self.entries = {split: [] for split in SPLITS}
         self.counts = {split: [0] * len(names) for split in SPLITS}
         self.skipped = Counter()
+        self.ignored = Counter()  # source entries that are no input: reason -> count
+        self.ignored_example = {}
+        self.empty_folders = []
         self.clipped = 0
         self._written = set()
+        self.out = None
+
+    def __enter__(self):
+        parent = os.path.dirname(os.path.abspath(self.final))
+        os.makedirs(parent, exist_ok=True)
+        self.out = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(self.final))}.tmp-", dir=parent)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.out is not None and os.path.isdir(self.out):
+            shutil.rmtree(self.out, ignore_errors=True)
+        return False
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] += 1
+
+    def ignore(self, reason: str, path: str) -> None:
+        """Count a source entry that is not an input (a non-image file, a folder that is no class folder)."""
+        self.ignored[reason] += 1
+        self.ignored_example.setdefault(reason, path)
+
+    def empty_folder(self, path: str) -> None:
+        self.empty_folders.append(path)
 
     def crop_objects(self, split: str, image_path: str, stem: str, objects: list) -> None:
         """Save one chip `<stem>_<k>.jpg` per object (k, class_id, box) of the image at image_path."""
@@ -139,14 +189,16 @@ class ChipSet:
         return os.path.join(folder, file_name)
 
     def finish(self, extra: dict | None = None) -> None:
-        """Write classes.json and the annotation files, then print the summary."""
+        """Write classes.json and the annotation files, move the data set to --out, then print the summary."""
         write_layout(self.out, self.dataset, self.names, self.entries, extra)
+        install(self.out, self.final)
+        self.out = None
         print(self.summary())
 
     def summary(self) -> str:
         width = max(len(n) for n in self.names + ["class"])
         totals = {split: sum(self.counts[split]) for split in SPLITS}
-        lines = [f"{self.dataset}: {totals['train']} train / {totals['test']} test images in {self.out}",
+        lines = [f"{self.dataset}: {totals['train']} train / {totals['test']} test images in {self.final}",
                  f"{'id':>4}  {'class':<{width}}  {'train':>7}  {'test':>7}"]
         for class_id, name in enumerate(self.names):
             lines.append(f"{class_id:>4}  {name:<{width}}  {self.counts['train'][class_id]:>7}  "
@@ -156,4 +208,10 @@ class ChipSet:
         lines.append(f"skipped objects: {skipped or 'none'}")
         if self.clipped:
             lines.append(f"boxes clipped to the image (kept): {self.clipped}")
+        ignored = ", ".join(f"{reason}: {n} (e.g. {self.ignored_example[reason]})"
+                            for reason, n in sorted(self.ignored.items()))
+        lines.append(f"ignored source entries: {ignored or 'none'}")
+        if self.empty_folders:
+            lines.append(f"empty class folders (no image): {len(self.empty_folders)}: "
+                         + ", ".join(self.empty_folders[:10]) + (", ..." if len(self.empty_folders) > 10 else ""))
         return "\n".join(lines)

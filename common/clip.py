@@ -19,18 +19,31 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transform import PreprocessCfg, image_transform_v2
+from open_clip.pretrained import download_pretrained_from_hf
+from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+from safetensors import SafetensorError
 
 from common.checkpoint import load as load_file
 from common.errors import UserError
+from common.jsonfile import read_json
 
 HF_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
+SCHEMAS = ("hf-hub:", "local-dir:")
+# No network, a host that refuses, a checksum mismatch (open_clip raises RuntimeError for it): requests',
+# urllib's and huggingface_hub's errors are all OSError subclasses (open_clip turns a Hub failure into
+# FileNotFoundError).
+DOWNLOAD_ERRORS = (OSError, RuntimeError)
+# What torch.load / safetensors raise for a damaged or truncated file: the zip reader raises RuntimeError, the
+# unpickler anything from UnpicklingError to IndexError on garbage.
+CORRUPT_FILE_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError,
+                       SafetensorError)
 _registered_dir = None  # this process's folder of registered config files (open_clip registers by file stem)
 
 
@@ -77,6 +90,8 @@ def load_clip(model: str | None, pretrained: str | None = None, device="cpu") ->
     (then that name), or a Hugging Face folder (then ViT-B-32). `pretrained=None` gives a randomly initialised
     model (for tests). Every problem with the arguments or files is a one-line UserError.
     """
+    if model and model.startswith(SCHEMAS):
+        return _load_schema(model, device)
     extra = {}
     state_dict = None
     if pretrained is None:
@@ -119,14 +134,69 @@ def _load_tag(model: str, tag: str, device) -> ClipBundle:
         known = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "") if tags else "none"
         raise UserError(f"'{tag}' is neither a file nor a pretrained tag of {model} (tags: {known}); "
                         f"pass a local checkpoint file or folder")
-    quick_gelu = bool(open_clip.get_pretrained_cfg(model, tag).get("quick_gelu", False))
-    try:
-        with quiet_open_clip():
-            clip = open_clip.create_model(model, pretrained=tag, force_quick_gelu=quick_gelu)
-    except Exception as e:  # offline: huggingface_hub / urllib errors wrapped in RuntimeError
-        raise UserError(f"could not download the {model} '{tag}' weights ({type(e).__name__}; no network?); "
+    pretrained_cfg = open_clip.get_pretrained_cfg(model, tag)
+    try:  # first the file alone, so that a download failure and a bad file are told apart
+        path = open_clip.download_pretrained(pretrained_cfg)
+    except DOWNLOAD_ERRORS as e:
+        raise UserError(f"could not download the {model} '{tag}' weights ({_first_line(e)}; no network?); "
                         f"pass a local checkpoint file or Hugging Face CLIP folder instead") from None
+    if not path:
+        raise UserError(f"open_clip knows no download for {model} '{tag}'; pass a local checkpoint file")
+    with _reading(path, f"the cached {model} '{tag}' weights"), quiet_open_clip():
+        clip = open_clip.create_model(model, pretrained=path,
+                                      force_quick_gelu=bool(pretrained_cfg.get("quick_gelu", False)),
+                                      force_preprocess_cfg=merge_preprocess_dict({}, pretrained_cfg))
     return _bundle(model, clip, device)
+
+
+def _load_schema(model: str, device) -> ClipBundle:
+    """'hf-hub:org/repo' or 'local-dir:/folder': open_clip reads the config and weights from there."""
+    schema, _, where = model.partition(":")
+    if schema == "local-dir":
+        config = os.path.join(where, "open_clip_config.json")
+        if not os.path.isfile(config):
+            raise UserError(f"CLIP model {model}: {config} does not exist; a local-dir: model is a folder with "
+                            f"open_clip_config.json and its weights (open_clip_model.safetensors or "
+                            f"open_clip_pytorch_model.bin)")
+        doc = read_json(config, "open_clip config", "a local-dir: folder needs open_clip's own config file")
+        if not isinstance(doc, dict) or not isinstance(doc.get("model_cfg"), dict):
+            raise UserError(f"{config} has no 'model_cfg'; it is not an open_clip model folder")
+        weights = _folder_weights(where)
+        if weights is None:
+            raise UserError(f"CLIP model {model}: {where} holds no weights file (.safetensors, .bin or .pth)")
+    else:
+        try:
+            download_pretrained_from_hf(where, filename="open_clip_config.json")
+            weights = download_pretrained_from_hf(where)
+        except DOWNLOAD_ERRORS as e:
+            raise UserError(f"could not download CLIP model {model} from the Hugging Face Hub ({_first_line(e)}; "
+                            f"no network?); pass a local checkpoint file or a local-dir: folder instead") from None
+    with _reading(weights, f"the weights of {model}"), quiet_open_clip():
+        clip = open_clip.create_model(model)
+    return _bundle(model, clip, device)
+
+
+def _folder_weights(folder: str) -> str | None:
+    files = sorted(f for f in os.listdir(folder) if f.endswith((".safetensors", ".bin", ".pth")))
+    return os.path.join(folder, files[0]) if files else None
+
+
+@contextlib.contextmanager
+def _reading(path: str, what: str):
+    """Turns a weights file that cannot be read into one line naming it; out of memory stays what it is."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except CORRUPT_FILE_ERRORS as e:
+        raise UserError(f"{what} in {path} cannot be read ({type(e).__name__}: {_first_line(e)}); the file is "
+                        f"damaged or truncated: delete it and run again to download it afresh") from None
+
+
+def _first_line(e: BaseException) -> str:
+    """The first sentence of an error's message (library messages run on for lines)."""
+    lines = str(e).strip().splitlines()
+    return (lines[0].split(". ")[0].rstrip(".") if lines else type(e).__name__)[:160]
 
 
 def _bundle(name: str, clip: torch.nn.Module, device) -> ClipBundle:
@@ -203,11 +273,9 @@ def read_hf_folder(folder: str):
     if not os.path.isfile(config_path) or not weights:
         raise UserError(f"{folder} is not a Hugging Face CLIP folder (config.json with pytorch_model.bin or "
                         f"model.safetensors); pass an open_clip checkpoint file instead")
-    with open(config_path) as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError:
-            raise UserError(f"{config_path} is not valid JSON") from None
+    config = read_json(config_path, "Hugging Face CLIP config")
+    if not isinstance(config, dict):
+        raise UserError(f"{config_path} holds a JSON {type(config).__name__}, not a CLIPModel config object")
     for tower in ("vision", "text"):  # old configs keep overrides in *_config_dict
         config[f"{tower}_config"] = {**(config.get(f"{tower}_config") or {}),
                                      **(config.get(f"{tower}_config_dict") or {})}

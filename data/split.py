@@ -22,6 +22,9 @@ def get_args_parser():
     p.add_argument("--head-percent", type=float, default=40.0,
                    help="percentage of classes that are head: DIOR 40, FGSC-23 33 (SPEC 1.3)")
     p.add_argument("--out", default=None, help="output file (default: <root>/split.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing split file that holds another split (models trained on the old "
+                        "split stop matching it); re-running with the same result needs no flag")
     return p
 
 
@@ -40,10 +43,25 @@ def make_split(root: str, head_percent: float) -> dict:
             "train_counts": train, "test_counts": test}
 
 
+def same_split(a: dict, b: dict) -> bool:
+    """Equal but perhaps for where the data root lies (a copied or moved root keeps its split)."""
+    return {k: v for k, v in a.items() if k != "root"} == {k: v for k, v in b.items() if k != "root"}
+
+
 @cli
 def main(args):
     split = make_split(args.root, args.head_percent)
     out = args.out or os.path.join(args.root, "split.json")
+    if os.path.exists(out) and not args.overwrite:
+        try:
+            with open(out) as f:
+                old = json.load(f)
+            unchanged = isinstance(old, dict) and same_split(old, json.loads(json.dumps(split)))
+        except (OSError, ValueError):
+            unchanged = False
+        if not unchanged:
+            raise UserError(f"{out} exists and holds another split; pass --overwrite to replace it (models "
+                            f"trained on the old split will no longer match) or choose another --out")
     with open(out, "w") as f:
         json.dump(split, f, indent=1)
     names, counts = split["names"], split["train_counts"]

@@ -17,7 +17,7 @@ run() {  # run LOG CMD...: output to $OUT/LOG.log; on failure show its end and s
 
 stamp "1/8 embedded data set -> $DATA, head/tail split"
 run prepare python data/synthetic/prepare.py --out "$DATA" --overwrite
-run split python data/split.py --config "$CFG" --root "$DATA"
+run split python data/split.py --config "$CFG" --root "$DATA" --overwrite
 tail -n 3 "$OUT/split.log"
 
 stamp "2/8 small CLIPs fitted to the embedded set (cached in checkpoints/)"

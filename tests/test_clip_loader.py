@@ -175,6 +175,6 @@ def test_offline_pretrained_tag(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
+    monkeypatch.setattr(open_clip, "download_pretrained", offline)
     one_line_error(lambda: clip_lib.load_clip("ViT-B-32", "openai"), "pass a local checkpoint file")
     one_line_error(lambda: clip_lib.load_clip("ViT-B-32", "no_such_tag"), "neither a file nor a pretrained")

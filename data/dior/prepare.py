@@ -102,17 +102,17 @@ def main(args):
     splits = {split: read_split(args.raw, split, ann_dir) for split in IMAGE_FOLDERS}
     prepare_out(args.out, args.overwrite)
 
-    chips = ChipSet(args.out, DATASET, CLASS_NAMES, args.quality)
-    for split, images in splits.items():
-        for image_id, image_path, objects in tqdm(images, desc=f"{DATASET} {split}", unit="image"):
-            kept = []
-            for k, (name, box) in enumerate(objects):
-                if name.lower() in CLASS_IDS:
-                    kept.append((k, CLASS_IDS[name.lower()], box))
-                else:
-                    chips.skip(f"class '{name}' is not a DIOR class")
-            chips.crop_objects(split, image_path, image_id, kept)
-    chips.finish()
+    with ChipSet(args.out, DATASET, CLASS_NAMES, args.quality) as chips:
+        for split, images in splits.items():
+            for image_id, image_path, objects in tqdm(images, desc=f"{DATASET} {split}", unit="image"):
+                kept = []
+                for k, (name, box) in enumerate(objects):
+                    if name.lower() in CLASS_IDS:
+                        kept.append((k, CLASS_IDS[name.lower()], box))
+                    else:
+                        chips.skip(f"class '{name}' is not a DIOR class")
+                chips.crop_objects(split, image_path, image_id, kept)
+        chips.finish()
     return chips
 
 

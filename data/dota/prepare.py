@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
-from common.chips import ChipSet, list_images, polygon_box, prepare_out, require_dir, require_file
+from common.chips import ChipSet, polygon_box, prepare_out, require_dir, require_file, scan_folder
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 
@@ -69,18 +69,20 @@ def read_label_txt(path: str) -> list:
     return objects
 
 
-def read_split(raw: str, split: str) -> list:
-    """[(image name, image path, objects)] of a split; every image must have its labelTxt."""
+def read_split(raw: str, split: str) -> tuple[list, list]:
+    """([(image name, image path, objects)], [paths of the non-image entries in images/]) of a split; every
+    image must have its labelTxt."""
     folder = require_dir(os.path.join(raw, RAW_SPLITS[split]), "DOTA split folder")
     image_dir = require_dir(os.path.join(folder, "images"), "DOTA image folder")
     label_dir = require_dir(os.path.join(folder, "labelTxt"), "DOTA label folder")
     images = []
-    for file_name in list_images(image_dir):
+    files, others = scan_folder(image_dir)
+    for file_name in files:
         name = os.path.splitext(file_name)[0]
         label_path = require_file(os.path.join(label_dir, f"{name}.txt"), "DOTA label file",
                                   f"image {file_name} has no labels; restore the file or remove the image")
         images.append((name, os.path.join(image_dir, file_name), read_label_txt(label_path)))
-    return images
+    return images, [os.path.join(image_dir, f) for f in others]
 
 
 @cli
@@ -89,19 +91,21 @@ def main(args):
     splits = {split: read_split(args.raw, split) for split in RAW_SPLITS}
     prepare_out(args.out, args.overwrite)
 
-    chips = ChipSet(args.out, DATASET, CLASS_NAMES, args.quality)
-    for split, images in splits.items():
-        for name, image_path, objects in tqdm(images, desc=f"{DATASET} {split}", unit="image"):
-            kept = []
-            for k, obj in enumerate(objects):
-                if obj.name not in CLASS_IDS:
-                    chips.skip(f"class '{obj.name}' is not in DOTA v1.0")
-                elif obj.difficult and args.skip_difficult:
-                    chips.skip("difficult (--skip-difficult)")
-                else:
-                    kept.append((k, CLASS_IDS[obj.name], obj.box))
-            chips.crop_objects(split, image_path, name, kept)
-    chips.finish()
+    with ChipSet(args.out, DATASET, CLASS_NAMES, args.quality) as chips:
+        for split, (images, others) in splits.items():
+            for path in others:
+                chips.ignore("not an image file in images/", path)
+            for name, image_path, objects in tqdm(images, desc=f"{DATASET} {split}", unit="image"):
+                kept = []
+                for k, obj in enumerate(objects):
+                    if obj.name not in CLASS_IDS:
+                        chips.skip(f"class '{obj.name}' is not in DOTA v1.0")
+                    elif obj.difficult and args.skip_difficult:
+                        chips.skip("difficult (--skip-difficult)")
+                    else:
+                        kept.append((k, CLASS_IDS[obj.name], obj.box))
+                chips.crop_objects(split, image_path, name, kept)
+        chips.finish()
     return chips
 
 

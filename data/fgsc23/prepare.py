@@ -2,7 +2,8 @@
 
 Input, --raw = the unpacked release: one folder of ship chips per class, named `<id>`, `<id>-<name>` or
 `<id>_<name>` with id 0..22, either directly in --raw or in --raw/train/ and --raw/test/. Other folders and
-files are ignored. With train/ and test/ those splits are kept; without them each class is split on its own
+files, non-image files in class folders and class folders without images are left out and counted in the
+summary. With train/ and test/ those splits are kept; without them each class is split on its own
 (stratified): its files, sorted by name, are shuffled with random.Random(--seed) (one generator, classes in id
 order) and the first round(n * --test-ratio) go to test (the official split has 3,256 train / 825 test).
 
@@ -19,7 +20,7 @@ import re
 
 from tqdm import tqdm
 
-from common.chips import ChipSet, list_images, prepare_out, require_dir
+from common.chips import ChipSet, prepare_out, require_dir, scan_folder
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import SPLITS
@@ -43,12 +44,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def class_folders(folder: str) -> dict:
-    """{class id: (name or None, folder path)} of the class folders directly in `folder`."""
+def class_folders(folder: str, ignored: list | None = None) -> dict:
+    """{class id: (name or None, folder path)} of the class folders directly in `folder`; the paths of the
+    other entries are appended to `ignored`."""
     found = {}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         match = CLASS_FOLDER.fullmatch(entry.name)
         if not (match and entry.is_dir()):
+            if ignored is not None and entry.name not in SPLITS:
+                ignored.append(entry.path)
             continue
         class_id = int(match.group(1))
         if class_id in found:
@@ -73,10 +77,15 @@ def class_names(folders: list, num_classes: int) -> list:
     return [found[class_id] or f"class_{class_id}" for class_id in range(num_classes)]
 
 
-def files_of(folders: dict) -> dict:
-    """{class id: [image paths, sorted]}."""
-    return {class_id: [os.path.join(path, f) for f in list_images(path)]
-            for class_id, (_, path) in sorted(folders.items())}
+def files_of(folders: dict, non_images: list | None = None) -> dict:
+    """{class id: [image paths, sorted]}; the paths of the non-image entries are appended to `non_images`."""
+    files = {}
+    for class_id, (_, path) in sorted(folders.items()):
+        images, others = scan_folder(path)
+        files[class_id] = [os.path.join(path, f) for f in images]
+        if non_images is not None:
+            non_images += [os.path.join(path, f) for f in others]
+    return files
 
 
 def stratified_split(files: dict, test_ratio: float, seed: int) -> dict:
@@ -97,26 +106,37 @@ def stratified_split(files: dict, test_ratio: float, seed: int) -> dict:
 @cli
 def main(args):
     require_dir(args.raw, "FGSC-23 folder")
+    not_class, non_images, empty = [], [], []
     if any(os.path.isdir(os.path.join(args.raw, split)) for split in SPLITS):
-        folders = {split: class_folders(require_dir(os.path.join(args.raw, split), f"FGSC-23 {split} folder"))
-                   for split in SPLITS}
+        folders = {split: class_folders(require_dir(os.path.join(args.raw, split), f"FGSC-23 {split} folder"),
+                                        not_class) for split in SPLITS}
         names = class_names(list(folders.values()), args.num_classes)
-        items = {split: [(class_id, path) for class_id, paths in files_of(folders[split]).items()
-                         for path in paths] for split in SPLITS}
+        files = {split: files_of(folders[split], non_images) for split in SPLITS}
+        empty = [folders[split][c][1] for split in SPLITS for c, paths in files[split].items() if not paths]
+        items = {split: [(class_id, path) for class_id, paths in files[split].items() for path in paths]
+                 for split in SPLITS}
         print("using the release's train/ and test/ folders")
     else:
-        folders = class_folders(args.raw)
+        folders = class_folders(args.raw, not_class)
         names = class_names([folders], args.num_classes)
-        items = stratified_split(files_of(folders), args.test_ratio, args.seed)
+        files = files_of(folders, non_images)
+        empty = [folders[c][1] for c, paths in files.items() if not paths]
+        items = stratified_split(files, args.test_ratio, args.seed)
         print(f"no train/ and test/ folders: stratified split with --test-ratio {args.test_ratio} "
               f"--seed {args.seed}")
     prepare_out(args.out, args.overwrite)
 
-    chips = ChipSet(args.out, DATASET, names, args.quality)
-    for split in SPLITS:
-        for class_id, path in tqdm(items[split], desc=f"{DATASET} {split}", unit="image"):
-            chips.add_image_file(split, class_id, path)
-    chips.finish()
+    with ChipSet(args.out, DATASET, names, args.quality) as chips:
+        for path in not_class:
+            chips.ignore("not a class folder", path)
+        for path in non_images:
+            chips.ignore("not an image file", path)
+        for path in empty:
+            chips.empty_folder(path)
+        for split in SPLITS:
+            for class_id, path in tqdm(items[split], desc=f"{DATASET} {split}", unit="image"):
+                chips.add_image_file(split, class_id, path)
+        chips.finish()
     return chips
 
 
