@@ -29,6 +29,7 @@ from common.config import add_config_arg, parse_args
 from common.distributed import setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes, read_list
+from common.split import optional_split
 from common.transforms import NORMALISATIONS, classification
 from CDTG.conditioning import load_tail_model
 from CDTG.expand import list_entries, read_manifest
@@ -161,7 +162,7 @@ def main(args):
     info = read_classes(root)
     rt = setup(args.device)
     tail_path = args.tail_model or manifest["tail_model"]
-    tail = load_tail_model(tail_path, rt.device)
+    tail = load_tail_model(tail_path, rt.device, split=optional_split(None, root))
     meta = training_meta(manifest)
     lpips_model, lpips_note = load_lpips(args.lpips_net, rt.device)
     tail_labels = {e["class_id"]: e["tail_label"] for e in manifest["classes"]}

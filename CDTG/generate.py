@@ -31,6 +31,7 @@ from common.datasets import ImageList
 from common.distributed import autocast, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
+from common.split import optional_split
 from common.transforms import NORMALISATIONS
 from CDTG import original
 from CDTG.conditioning import FeatureProjection, fused_latents, load_tail_model
@@ -259,7 +260,7 @@ def main(args):
     tail_path = args.tail_model or meta["tail_model"]
     if not tail_path:
         raise UserError(f"{args.ckpt} names no tail model (the original's files do not); pass --tail-model")
-    tail = load_tail_model(tail_path, rt.device, meta["tail_input_size"])
+    tail = load_tail_model(tail_path, rt.device, meta["tail_input_size"], optional_split(None, root))
     if list(tail.meta["classes"]) != list(meta["classes"]):
         raise UserError(f"tail model {tail_path} is of classes {tail.meta['classes']}, the generator of "
                         f"{meta['classes']}; pass the tail model it was trained with")
