@@ -11,11 +11,17 @@ sets it itself for that script. A flag that no script of the stage accepts, a fl
 an environment variable (`--env VAR=--flag`), a missing value or a stray word is one `error:` line and exit 2,
 before anything has run. How many values a flag takes comes from its argparse action: none for switches, one
 by default, up to the next flag for nargs '*' / '+'; `--flag=value` is one word.
+
+A stage of one script runs it in the same interpreter after the check (one start-up instead of two):
+
+    python -m common.flags --stage 06_classify.sh --env CONFIG=--config --run Classification/train.py \
+        --config "$CONFIG" ... -- "$@"
 """
 import argparse
 import importlib
 import os
 import re
+import runpy
 import shlex
 import sys
 
@@ -105,34 +111,49 @@ def bash_arrays(routed: dict) -> str:
     return "\n".join(f"{name}=({' '.join(shlex.quote(w) for w in words)})" for name, words in routed.items())
 
 
-def get_args_parser():
-    p = argparse.ArgumentParser("python -m common.flags", description="print bash arrays of a stage's routed flags")
-    p.add_argument("--stage", default="this script", help="the numbered script's name, for the messages")
-    p.add_argument("--env", action="append", default=[], metavar="VAR=--flag",
-                   help="a flag the numbered script sets from an environment variable (refused on the command line)")
-    p.add_argument("--skip", action="append", default=[], metavar="ARRAY=--flag",
-                   help="a flag withheld from one script because the numbered script sets it there")
-    p.add_argument("scripts", nargs="+", metavar="ARRAY=SCRIPT", help="bash array name and the script it feeds")
-    return p
+OPTIONS = ("--stage", "--env", "--skip")  # each with a value; then --run, or the ARRAY=SCRIPT list
+
+
+def split_argv(argv: list) -> tuple:
+    """({option: [values]}, run?, [ARRAY=SCRIPT ...] or [SCRIPT, its fixed args ...], [flags to route])."""
+    if "--" not in argv:
+        raise UserError("common.flags: put -- before the flags to route")
+    cut = argv.index("--")
+    left, words = argv[:cut], argv[cut + 1:]
+    opts, run, i = {o: [] for o in OPTIONS}, False, 0
+    while i < len(left) and left[i] in (*OPTIONS, "--run"):
+        if left[i] == "--run":
+            run, i = True, i + 1
+            continue
+        if i + 1 >= len(left):
+            raise UserError(f"common.flags: {left[i]} needs a value")
+        opts[left[i]].append(left[i + 1])
+        i += 2
+    if i == len(left):
+        raise UserError("common.flags: name the scripts (ARRAY=SCRIPT ..., or --run SCRIPT ARGS...)")
+    return opts, run, left[i:], words
 
 
 @cli
 def main(argv: list) -> None:
-    if "--" not in argv:
-        raise UserError("common.flags: put -- between the scripts and the flags to route")
-    cut = argv.index("--")
-    args = get_args_parser().parse_args(argv[:cut])
-    words = argv[cut + 1:]
-    env = {flag: var for var, flag in (pair(e, "--env") for e in args.env)}
+    opts, run, rest, words = split_argv(argv)
+    stage = opts["--stage"][-1] if opts["--stage"] else "this script"
+    env = {flag: var for var, flag in (pair(e, "--env") for e in opts["--env"])}
     skip = {}
-    for name, flag in (pair(s, "--skip") for s in args.skip):
+    for name, flag in (pair(s, "--skip") for s in opts["--skip"]):
         skip.setdefault(name, set()).add(flag)
-    specs = [pair(s, "ARRAY=SCRIPT") for s in args.scripts]
+    if run:
+        script, fixed = rest[0], rest[1:]
+        routed = route(words, {"run": (script, script_parser(script))}, skip, env, stage)["run"]
+        sys.argv = [script, *fixed, *routed]
+        runpy.run_path(script, run_name="__main__")
+        return
+    specs = [pair(s, "ARRAY=SCRIPT") for s in rest]
     if not words:  # nothing to route: no need to import the scripts
         print(bash_arrays({name: [] for name, _ in specs}))
         return
     parsers = {name: (path, script_parser(path)) for name, path in specs}
-    print(bash_arrays(route(words, parsers, skip, env, args.stage)))
+    print(bash_arrays(route(words, parsers, skip, env, stage)))
 
 
 if __name__ == "__main__":

@@ -12,12 +12,9 @@ DATASET=${1:?usage: 01_prepare.sh DATASET [RAW_DIR] [extra flags]}
 CONFIG=${CONFIG:-configs/$DATASET.yaml}
 DATA_ROOT=${DATA_ROOT:-data/$DATASET/processed}
 case "$DATASET" in
-  synthetic) route_flags --env DATA_ROOT=--out prepare=data/synthetic/prepare.py -- "${@:2}"
-             python data/synthetic/prepare.py --out "$DATA_ROOT" "${prepare[@]}" ;;
+  synthetic) run_routed --env DATA_ROOT=--out data/synthetic/prepare.py --out "$DATA_ROOT" -- "${@:2}" ;;
   dior|dota|fgsc23) RAW=${2:?usage: 01_prepare.sh $DATASET RAW_DIR [extra flags]}
-                    route_flags --env DATA_ROOT=--out --env CONFIG=--config prepare="data/$DATASET/prepare.py" \
-                      -- "${@:3}"
-                    python "data/$DATASET/prepare.py" --config "$CONFIG" --raw "$RAW" --out "$DATA_ROOT" \
-                      "${prepare[@]}" ;;
+                    run_routed --env DATA_ROOT=--out --env CONFIG=--config "data/$DATASET/prepare.py" \
+                      --config "$CONFIG" --raw "$RAW" --out "$DATA_ROOT" -- "${@:3}" ;;
   *) echo "error: unknown data set '$DATASET'; choose synthetic, dior, dota or fgsc23" >&2; exit 2 ;;
 esac

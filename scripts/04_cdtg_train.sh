@@ -14,11 +14,10 @@ DATA_ROOT=${DATA_ROOT:-data/$DATASET/processed}
 RUNS=${RUNS:-runs}
 TAIL_MODEL=${TAIL_MODEL:-$RUNS/kmdn/$DATASET/distill/tail_model.pt}
 OUT=${OUT:-$RUNS/cdtg/$DATASET}
-route_flags --env CONFIG=--config --env DATA_ROOT=--data-root --env TAIL_MODEL=--tail-model --env OUT=--output-dir \
-  train=CDTG/train.py -- "${@:2}"
 if [ ! -f "$TAIL_MODEL" ]; then
   echo "error: tail model $TAIL_MODEL does not exist; run scripts/03_kmdn.sh $DATASET first" >&2
   exit 2
 fi
-python CDTG/train.py --config "$CONFIG" --data-root "$DATA_ROOT" --tail-model "$TAIL_MODEL" \
-  --output-dir "$OUT/train" "${train[@]}"
+run_routed --env CONFIG=--config --env DATA_ROOT=--data-root --env TAIL_MODEL=--tail-model --env OUT=--output-dir \
+  CDTG/train.py --config "$CONFIG" --data-root "$DATA_ROOT" --tail-model "$TAIL_MODEL" --output-dir "$OUT/train" \
+  -- "${@:2}"

@@ -15,14 +15,11 @@ DATA_ROOT=${DATA_ROOT:-data/$DATASET/processed}
 RUNS=${RUNS:-runs}
 ENV_FLAGS=(--env CONFIG=--config --env DATA_ROOT=--data-root --env RUNS=--output-dir)
 case "$MODE" in
-  baseline) route_flags "${ENV_FLAGS[@]}" train=Classification/train.py -- "${@:3}"
-            python Classification/train.py --config "$CONFIG" --data-root "$DATA_ROOT" \
-              --output-dir "$RUNS/classification/$DATASET/baseline" "${train[@]}" ;;
+  baseline) run_routed "${ENV_FLAGS[@]}" Classification/train.py --config "$CONFIG" --data-root "$DATA_ROOT" \
+              --output-dir "$RUNS/classification/$DATASET/baseline" -- "${@:3}" ;;
   tgn) LIST=${3:?usage: 06_classify.sh DATASET tgn EXPANDED_LIST [extra flags]}
-       route_flags "${ENV_FLAGS[@]}" train=Classification/train.py -- "${@:4}"
        ORIGINAL=$(python -c "import sys, common.layout as l; print(l.anno_path(sys.argv[1], 'train'))" "$DATA_ROOT")
-       python Classification/train.py --config "$CONFIG" --data-root "$DATA_ROOT" \
-         --train-list "$ORIGINAL" --train-list "$LIST" --output-dir "$RUNS/classification/$DATASET/tgn" \
-         "${train[@]}" ;;
+       run_routed "${ENV_FLAGS[@]}" Classification/train.py --config "$CONFIG" --data-root "$DATA_ROOT" \
+         --train-list "$ORIGINAL" --train-list "$LIST" --output-dir "$RUNS/classification/$DATASET/tgn" -- "${@:4}" ;;
   *) echo "error: unknown mode '$MODE'; choose baseline or tgn" >&2; exit 2 ;;
 esac

@@ -28,7 +28,7 @@ ROOT=data/rssdivcs/RSSDIVCS
 CLIP=checkpoints/clip-rsicd
 if [ $# -gt 0 ] && [[ $1 != -* ]]; then ROOT=$1; shift; fi
 if [ $# -gt 0 ] && [[ $1 != -* ]]; then CLIP=$1; shift; fi
-route_flags --env CONFIG=--config --env RUNS=--output-dir train=DSVA/train.py -- "$@"
-python DSVA/train.py --config "$CONFIG" --data-root "$ROOT" --clip-pretrained "$CLIP" --split 43 \
+run_routed --env CONFIG=--config --env RUNS=--output-dir \
+  DSVA/train.py --config "$CONFIG" --data-root "$ROOT" --clip-pretrained "$CLIP" --split 43 \
   --mode gzsl --gamma 1e-4 --regular 0 --l-regular 0 --proposal-start-epoch -1 --seed 1342 \
-  --name gzsl_43 --output-dir "$RUNS/dsva/gzsl_43" "${train[@]}"
+  --name gzsl_43 --output-dir "$RUNS/dsva/gzsl_43" -- "$@"

@@ -27,7 +27,7 @@ ROOT=data/rssdivcs/RSSDIVCS
 CLIP=checkpoints/clip-rsicd
 if [ $# -gt 0 ] && [[ $1 != -* ]]; then ROOT=$1; shift; fi
 if [ $# -gt 0 ] && [[ $1 != -* ]]; then CLIP=$1; shift; fi
-route_flags --env CONFIG=--config --env RUNS=--output-dir train=DSVA/train.py -- "$@"
-python DSVA/train.py --config "$CONFIG" --data-root "$ROOT" --clip-pretrained "$CLIP" --split 52 \
+run_routed --env CONFIG=--config --env RUNS=--output-dir \
+  DSVA/train.py --config "$CONFIG" --data-root "$ROOT" --clip-pretrained "$CLIP" --split 52 \
   --mode gzsl --gamma 1.4e-4 --regular 5e-6 --l-regular 5e-4 --proposal-start-epoch -1 --seed 9905 \
-  --name gzsl_52 --output-dir "$RUNS/dsva/gzsl_52" "${train[@]}"
+  --name gzsl_52 --output-dir "$RUNS/dsva/gzsl_52" -- "$@"

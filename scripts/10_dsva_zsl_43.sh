@@ -27,7 +27,7 @@ ROOT=data/rssdivcs/RSSDIVCS
 CLIP=checkpoints/clip-rsicd
 if [ $# -gt 0 ] && [[ $1 != -* ]]; then ROOT=$1; shift; fi
 if [ $# -gt 0 ] && [[ $1 != -* ]]; then CLIP=$1; shift; fi
-route_flags --env CONFIG=--config --env RUNS=--output-dir train=DSVA/train.py -- "$@"
-python DSVA/train.py --config "$CONFIG" --data-root "$ROOT" --clip-pretrained "$CLIP" --split 43 \
+run_routed --env CONFIG=--config --env RUNS=--output-dir \
+  DSVA/train.py --config "$CONFIG" --data-root "$ROOT" --clip-pretrained "$CLIP" --split 43 \
   --mode zsl --regular 0 --l-regular 0 --proposal-start-epoch -1 --seed 3982 \
-  --name zsl_43 --output-dir "$RUNS/dsva/zsl_43" "${train[@]}"
+  --name zsl_43 --output-dir "$RUNS/dsva/zsl_43" -- "$@"

@@ -24,3 +24,8 @@ route_flags() {
   code=$(python -m common.flags --stage "$(basename "$0")" "$@") || exit $?
   eval "$code"
 }
+# run_routed [common.flags options] SCRIPT ARGS... -- FLAGS...: the same check for a stage of one script, which
+# then runs with ARGS and its flags in that Python process.
+run_routed() {
+  python -m common.flags --stage "$(basename "$0")" --run "$@"
+}

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 
 import numpy as np
@@ -185,12 +186,15 @@ def test_dior_walk_with_the_readme_commands(tmp_path, tiny_clip):
         with open(clf / "tgn" / "args.yaml") as f:
             assert str(expanded) in f.read()
 
-    walk(commands, env, tmp_path, {"scripts/01_prepare.sh": prepared, "scripts/02_split.sh": split,
-                                   "scripts/03_kmdn.sh": kmdn_done, "scripts/04_cdtg_train.sh": gan,
-                                   "scripts/05_cdtg_generate.sh": generated})
-    # 06 runs twice (baseline then tgn); walk() checks a script once, so check both at the end
-    classified(None)
-    tgn(None)
+    try:
+        walk(commands, env, tmp_path, {"scripts/01_prepare.sh": prepared, "scripts/02_split.sh": split,
+                                       "scripts/03_kmdn.sh": kmdn_done, "scripts/04_cdtg_train.sh": gan,
+                                       "scripts/05_cdtg_generate.sh": generated})
+        # 06 runs twice (baseline, then tgn); walk() checks a script once, so both are checked here
+        classified(None)
+        tgn(None)
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)  # about 1 GB of checkpoints
     assert repo_outputs() == before
     assert set(os.listdir(REPO)) == repo_entries
 
