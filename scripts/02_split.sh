@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Head/tail split -> data/<dataset>/processed/split.json (head percentage from configs/<dataset>.yaml).
+# Head/tail split -> <data root>/split.json (head percentage from the config's split section).
+#   bash scripts/02_split.sh dior [extra flags for data/split.py, e.g. --head-percent 33]
+# Environment overrides: CONFIG (YAML file, default configs/<dataset>.yaml), DATA_ROOT (processed data, default
+# data/<dataset>/processed). A flag data/split.py does not take is an error before anything runs.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 DATASET=${1:?usage: 02_split.sh DATASET [extra flags]}
-python data/split.py --config "configs/$DATASET.yaml" --root "data/$DATASET/processed" "${@:2}"
+CONFIG=${CONFIG:-configs/$DATASET.yaml}
+DATA_ROOT=${DATA_ROOT:-data/$DATASET/processed}
+run_routed --env CONFIG=--config --env DATA_ROOT=--root \
+  data/split.py --config "$CONFIG" --root "$DATA_ROOT" -- "${@:2}"

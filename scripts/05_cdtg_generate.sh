@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
-# CDTG: generate tail-class images with runs/cdtg/DATASET/train/generator.pt, turn them into an extra training
-# list, and measure their quality (configs/DATASET.yaml, sections cdtg_generate and cdtg_evaluate).
-#   bash scripts/05_cdtg_generate.sh dior [extra flags for CDTG/generate.py, e.g. --r 0.1 --n-per-class 2000]
-# Writes the NEW folder runs/cdtg/DATASET/generated/ (an existing one is refused: set GEN to another folder), the
-# list runs/cdtg/DATASET/expanded_train.txt (for scripts/06_classify.sh DATASET tgn <list>), and quality.json /
-# quality.md in the generated folder, with FID/KID when the baseline classifier
-# runs/classification/DATASET/baseline/model_final.pt exists (scripts/06_classify.sh DATASET baseline).
-# Environment overrides: CONFIG, OUT (instead of runs/cdtg/DATASET), GEN, LIST, CLASSIFIER.
+# CDTG: generate tail-class images with $OUT/train/generator.pt, turn them into an extra training list, and
+# measure their quality (the config's sections cdtg_generate and cdtg_evaluate).
+#   bash scripts/05_cdtg_generate.sh dior [extra flags, e.g. --r 0.1 --n-per-class 2000 --device cpu]
+# Each extra flag goes to those of CDTG/generate.py, CDTG/expand.py and CDTG/evaluate.py that take it (--r to
+# generate.py, --n-per-class to generate.py and expand.py, --clip-* and --max-per-class to evaluate.py, --device
+# to generate.py and evaluate.py); a flag none of them takes is an error before anything runs.
+# Writes the NEW folder $OUT/generated/ (an existing one is refused: set GEN to another folder), the list
+# $OUT/expanded_train.txt (for scripts/06_classify.sh DATASET tgn <list>), and quality.json / quality.md in the
+# generated folder, with FID/KID when the baseline classifier $RUNS/classification/DATASET/baseline/model_final.pt
+# exists (scripts/06_classify.sh DATASET baseline).
+# Environment overrides: CONFIG (YAML file, default configs/DATASET.yaml), DATA_ROOT (processed data, default
+# data/DATASET/processed), RUNS (default runs), OUT (instead of $RUNS/cdtg/DATASET), GENERATOR (instead of
+# $OUT/train/generator.pt), GEN, LIST, CLASSIFIER.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 DATASET=${1:?usage: scripts/05_cdtg_generate.sh DATASET [extra flags]}
 CONFIG=${CONFIG:-configs/$DATASET.yaml}
-OUT=${OUT:-runs/cdtg/$DATASET}
+DATA_ROOT=${DATA_ROOT:-data/$DATASET/processed}
+RUNS=${RUNS:-runs}
+OUT=${OUT:-$RUNS/cdtg/$DATASET}
+GENERATOR=${GENERATOR:-$OUT/train/generator.pt}
 GEN=${GEN:-$OUT/generated}
 LIST=${LIST:-$OUT/expanded_train.txt}
-CLASSIFIER=${CLASSIFIER:-runs/classification/$DATASET/baseline/model_final.pt}
-python CDTG/generate.py --config "$CONFIG" --ckpt "$OUT/train/generator.pt" --output-dir "$GEN" "${@:2}"
-python CDTG/expand.py --generated "$GEN" --out "$LIST" --data-root "data/$DATASET/processed" --overwrite
+CLASSIFIER=${CLASSIFIER:-$RUNS/classification/$DATASET/baseline/model_final.pt}
+route_flags --env CONFIG=--config --env DATA_ROOT=--data-root --env GENERATOR=--ckpt --env GEN=--output-dir \
+  --env GEN=--generated --env LIST=--out --env CLASSIFIER=--classifier \
+  generate=CDTG/generate.py expand=CDTG/expand.py evaluate=CDTG/evaluate.py -- "${@:2}"
+python CDTG/generate.py --config "$CONFIG" --ckpt "$GENERATOR" --output-dir "$GEN" "${generate[@]}"
+python CDTG/expand.py --generated "$GEN" --out "$LIST" --data-root "$DATA_ROOT" --overwrite "${expand[@]}"
 if [ -f "$CLASSIFIER" ]; then
-  python CDTG/evaluate.py --config "$CONFIG" --generated "$GEN" --classifier "$CLASSIFIER"
+  python CDTG/evaluate.py --config "$CONFIG" --generated "$GEN" --classifier "$CLASSIFIER" "${evaluate[@]}"
 else
   echo "note: $CLASSIFIER not found; generation quality without the independent classifier (no FID/KID)"
-  python CDTG/evaluate.py --config "$CONFIG" --generated "$GEN"
+  python CDTG/evaluate.py --config "$CONFIG" --generated "$GEN" "${evaluate[@]}"
 fi

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # DSVA on RSSDIVCS, split 61 (60/10 seen/unseen classes), ZSL: the flags and seed of upstream's
 # script/03_ZSL_61_12.sh (SPEC 5.7). Paper: ZSL acc 84.0; upstream repo re-run: 86.6.
-# Results in runs/dsva/zsl_61/results.md: the best-on-test epoch (upstream's selection, to compare with the
+# Results in $RUNS/dsva/zsl_61/results.md: the best-on-test epoch (upstream's selection, to compare with the
 # paper) and the last epoch.
 # The proposal branch stays off (upstream --pro_start_epoch 40 with 30 epochs: never on).
 #
 #   bash scripts/10_dsva_zsl_61.sh [RSSDIVCS folder] [CLIP weights] [more DSVA/train.py flags]
+# Both folders are optional (a first word starting with - begins the flags); a flag DSVA/train.py does not
+# take is an error before anything runs. Environment overrides: CONFIG (YAML file, default
+# configs/rssdivcs.yaml), RUNS (default runs). Relative paths are relative to the repository root.
 #
-# Shared flags: configs/rssdivcs.yaml (section dsva). RSSDIVCS folder (default data/rssdivcs/RSSDIVCS, from the authors' Google Drive): files/61_images.mat,
+# Shared flags: $CONFIG (section dsva). RSSDIVCS folder (default data/rssdivcs/RSSDIVCS, from the authors' Google Drive): files/61_images.mat,
 # files/ann_attr_finetune_61_splits.mat (the splits and the released class x attribute matrix 'att'),
 # files/attri_group_3.json and the images; the .mat's image paths are re-rooted at this folder.
 # CLIP weights (default checkpoints/clip-rsicd): the Hugging Face folder of flax-community/clip-rsicd (v1, as
@@ -16,9 +19,13 @@
 # CLIP-annotated attributes instead of the released ones: --attributes runs/dsva_annotate/NAME/attributes.json
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-ROOT=${1:-data/rssdivcs/RSSDIVCS}
-CLIP=${2:-checkpoints/clip-rsicd}
-shift $(( $# < 2 ? $# : 2 ))
-python DSVA/train.py --config configs/rssdivcs.yaml --data-root "$ROOT" --clip-pretrained "$CLIP" --split 61 \
+CONFIG=${CONFIG:-configs/rssdivcs.yaml}
+RUNS=${RUNS:-runs}
+ROOT=data/rssdivcs/RSSDIVCS
+CLIP=checkpoints/clip-rsicd
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then ROOT=$1; shift; fi
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then CLIP=$1; shift; fi
+run_routed --env CONFIG=--config --env RUNS=--output-dir \
+  DSVA/train.py --config "$CONFIG" --data-root "$ROOT" --clip-pretrained "$CLIP" --split 61 \
   --mode zsl --regular 0 --l-regular 0 --seed 4702 \
-  --name zsl_61 "$@"
+  --name zsl_61 --output-dir "$RUNS/dsva/zsl_61" -- "$@"
