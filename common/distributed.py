@@ -53,8 +53,8 @@ def cleanup() -> None:
 
 
 def native_bf16(device=None) -> bool:
-    """Whether the GPU computes bf16 in hardware (compute capability 8.0+). torch.cuda.is_bf16_supported() alone
-    also says yes on V100/T4, where bf16 is emulated and slow."""
+    """Whether the GPU computes bf16 in hardware (compute capability 8.0+). torch.cuda.is_bf16_supported()
+    alone also says yes on V100/T4, where bf16 is emulated and slow."""
     if torch.version.hip:
         return True
     try:
@@ -64,7 +64,7 @@ def native_bf16(device=None) -> bool:
 
 
 def amp_dtype(rt: Runtime) -> torch.dtype:
-    """The autocast dtype on CUDA: bf16 where native, else fp16 (which needs a GradScaler, see grad_scaler)."""
+    """The autocast dtype on CUDA: bf16 where native, else fp16 (with the loss scaler of grad_scaler)."""
     return torch.bfloat16 if native_bf16(rt.device) else torch.float16
 
 

@@ -23,7 +23,7 @@ def to_device(x, rt: Runtime, channels_last: bool):
 def train_one_epoch(model, loader, optimizer, rt: Runtime, amp: bool = False, channels_last: bool = False,
                     desc: str = "train", loss_fn=None, scaler=None) -> dict:
     """loss_fn(model, x, y) -> (loss, logits) overrides plain cross-entropy (e.g. for distillation).
-    scaler: the fp16 loss scaler to keep across epochs (default: a new one, active only under fp16 autocast)."""
+    scaler: the fp16 loss scaler kept across epochs (default: a new one, active only under fp16 autocast)."""
     model.train()
     scaler = scaler if scaler is not None else grad_scaler(rt, amp)
     total = torch.zeros(3, device=rt.device, dtype=torch.float64)  # loss sum, correct, count
