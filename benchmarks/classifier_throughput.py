@@ -40,7 +40,7 @@ def get_args_parser():
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend ('eager': tracing only)")
+    p.add_argument("--compile-backend", default="inductor", help="'eager': tracing only")
     p.add_argument("--loader-only", action="store_true", help="time the data loader alone (no model)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also append the result as a JSON line to this file")
@@ -115,8 +115,8 @@ def main(args):
     what = "loader only" if args.loader_only else args.model
     print(f"{what} {args.img_size}px batch {args.batch_size} on {args.source} | {where} | "
           f"amp={args.amp and rt.cuda} channels_last={args.channels_last and rt.cuda} compile={args.compile}")
-    print(f"{'loader' if args.loader_only else 'train'} throughput: {seen / dt:.1f} images/s ({args.steps} steps, "
-          f"{dt:.1f} s); peak memory: {peak:.2f} GiB ({memory})")
+    print(f"{'loader' if args.loader_only else 'train'} throughput: {seen / dt:.1f} images/s "
+          f"({args.steps} steps, {dt:.1f} s); peak memory: {peak:.2f} GiB ({memory})")
     if args.json:
         result = {"model": what, "img_size": args.img_size, "batch": args.batch_size, "source": args.source,
                   "workers": args.workers, "amp": bool(args.amp and rt.cuda),

@@ -1,6 +1,6 @@
 """Training throughput (images/s) and peak memory of DSVA (CLIP ViT image tower + attribute heads).
 
-    python benchmarks/dsva_throughput.py                          (ViT-B-32 at 224 px, batch 24 = 8 ways x 3 shots)
+    python benchmarks/dsva_throughput.py                 (ViT-B-32 at 224 px, batch 24 = 8 ways x 3 shots)
     python benchmarks/dsva_throughput.py --batch-size 128 --no-amp
 
 The CLIP tower is randomly initialised (open_clip's ViT-B-32 architecture, no download); the inputs are random
@@ -33,7 +33,7 @@ def get_args_parser():
     p.add_argument("--classes", type=int, default=60, help="seen classes (RSSDIVCS 60/10: 60)")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="autocast on CUDA")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--json", default=None, help="also append the result as a JSON line to this file")
@@ -80,7 +80,8 @@ def main(args):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     if rt.cuda:
-        peak, memory, where = torch.cuda.max_memory_allocated() / 2 ** 30, "CUDA allocator", torch.cuda.get_device_name()
+        peak, memory = torch.cuda.max_memory_allocated() / 2 ** 30, "CUDA allocator"
+        where = torch.cuda.get_device_name()
     else:
         peak, memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "max RSS"
         where = f"CPU, {torch.get_num_threads()} threads"

@@ -1,10 +1,10 @@
 """One table of GPU speed figures and a one-epoch run of every stage, in about five minutes on one GPU.
 
-    bash benchmarks/gpu_check.sh                         (CUDA; builds the embedded data set in a temporary folder)
-    bash benchmarks/gpu_check.sh --device cpu --smoke    (tiny sizes on the CPU, to check that the check runs)
+    bash benchmarks/gpu_check.sh                        (CUDA; the embedded data set built in a temp folder)
+    bash benchmarks/gpu_check.sh --device cpu --smoke   (tiny sizes on the CPU, to check that the check runs)
 
-Every measurement is a separate process (benchmarks/*.py, the stage scripts) with its own time limit: a part that
-fails, runs out of memory or out of time prints its error in its row and the check goes on. Nothing is
+Every measurement is a separate process (benchmarks/*.py, the stage scripts) with its own time limit: a part
+that fails, runs out of memory or out of time prints its error in its row and the check goes on. Nothing is
 downloaded: models are randomly initialised (--weights none, open_clip architectures without weights).
 Exit status: 0 when every row passed, 1 otherwise.
 """
@@ -60,7 +60,8 @@ class Check:
         return "ok", seconds, results, text
 
     def row(self, part: str, setting: str, result: str = "", memory: str = "", status: str = "ok"):
-        self.rows.append({"part": part, "setting": setting, "result": result, "memory": memory, "status": status})
+        self.rows.append({"part": part, "setting": setting, "result": result, "memory": memory,
+                          "status": status})
         print(f"  [{part}] {setting}: {result or '-'} {memory} ({status})", flush=True)
 
 
@@ -110,14 +111,16 @@ def classifier(c: Check, dev: list, smoke: bool, data: str) -> dict:
 
 
 def data_path(c: Check, dev: list, smoke: bool, data: str, speed: dict) -> None:
-    """JPEG files -> common.datasets.ImageList + the classification transforms -> DataLoader, alone and feeding
-    the model (AMP + channels_last)."""
+    """JPEG files -> common.datasets.ImageList + the classification transforms -> DataLoader, alone and
+    feeding the model (AMP + channels_last)."""
     workers = "0" if smoke else str(min(16, os.cpu_count() or 1))
     model, size, batch = ("resnet18", "32", "4") if smoke else ("resnet50", "224", "128")
     steps = ["--steps", "2", "--warmup", "1"] if smoke else ["--steps", "30", "--warmup", "3"]
-    common = ["benchmarks/classifier_throughput.py", "--source", "files", "--data-root", data, "--img-size", size,
-              "--batch-size", batch, "--workers", workers, *steps, *dev, "--json", "{json}"]
-    for label, flags in (("loader alone", ["--loader-only"]), (f"{model} training from files", ["--model", model])):
+    common = ["benchmarks/classifier_throughput.py", "--source", "files", "--data-root", data,
+              "--img-size", size, "--batch-size", batch, "--workers", workers, *steps, *dev,
+              "--json", "{json}"]
+    for label, flags in (("loader alone", ["--loader-only"]),
+                         (f"{model} training from files", ["--model", model])):
         setting = f"{label}, {size} px, batch {batch}, {workers} workers"
         status, _, res, _ = c.run(common + flags, 60)
         if res and status == "ok":
@@ -157,8 +160,8 @@ def dsva(c: Check, dev: list, smoke: bool) -> None:
         for amp in ("--amp",) if smoke else ("--amp", "--no-amp"):
             model = "tiny ViT 32 px" if smoke else "ViT-B/32 224 px"
             setting = f"{model}, batch {batch}, {'AMP' if amp == '--amp' else 'fp32'}"
-            status, _, res, _ = c.run(["benchmarks/dsva_throughput.py", *flags, "--batch-size", batch, amp, *dev,
-                                       "--json", "{json}"], 40)
+            status, _, res, _ = c.run(["benchmarks/dsva_throughput.py", *flags, "--batch-size", batch, amp,
+                                       *dev, "--json", "{json}"], 40)
             if res and status == "ok":
                 c.row("DSVA", setting, f"{res[-1]['images_per_s']:.0f} images/s", gib(res[-1]))
             else:
@@ -174,13 +177,16 @@ def stage_commands(data: str, runs: str, dev: list, smoke: bool) -> list:
     r = lambda name: f"{runs}/{name}"  # noqa: E731
     cls_final = f"{r('classification')}/model_final.pt"
     return [
-        ("fit the small CLIPs (CPU), seen classes", ["data/synthetic/train_clip.py", "--data", data, "--out", r("clip_dsva.pt"),
-                                       "--exclude-unseen", "43", *clip_steps]),
-        ("fit the small CLIPs (CPU), all classes", ["data/synthetic/train_clip.py", "--data", data, "--out", r("clip_all.pt"), "--all-classes",
-              *clip_steps]),
+        ("fit the small CLIPs (CPU), seen classes",
+         ["data/synthetic/train_clip.py", "--data", data, "--out", r("clip_dsva.pt"),
+          "--exclude-unseen", "43", *clip_steps]),
+        ("fit the small CLIPs (CPU), all classes",
+         ["data/synthetic/train_clip.py", "--data", data, "--out", r("clip_all.pt"), "--all-classes",
+          *clip_steps]),
         ("Classification/train.py", ["Classification/train.py", *cfg, *small, "--epochs", "1",
                                      "--output-dir", r("classification"), *dev]),
-        ("Classification/test.py", ["Classification/test.py", "--weights", cls_final, "--data-root", data, *dev]),
+        ("Classification/test.py", ["Classification/test.py", "--weights", cls_final, "--data-root", data,
+                                    *dev]),
         ("KMDN/train.py --part head", ["KMDN/train.py", "--part", "head", *cfg, *small, "--epochs", "1",
                                        "--output-dir", r("kmdn/head"), *dev]),
         ("KMDN/train.py --part tail", ["KMDN/train.py", "--part", "tail", *cfg, *small, "--epochs", "1",
@@ -200,8 +206,8 @@ def stage_commands(data: str, runs: str, dev: list, smoke: bool) -> list:
         ("CDTG/expand.py", ["CDTG/expand.py", "--generated", r("generated"), "--out", r("expanded_train.txt"),
                             "--data-root", data]),
         ("CDTG/evaluate.py", ["CDTG/evaluate.py", "--config", "configs/synthetic.yaml", "--generated",
-                              r("generated"), "--classifier", cls_final, "--clip-pretrained", r("clip_all.pt"),
-                              *dev]),
+                              r("generated"), "--classifier", cls_final,
+                              "--clip-pretrained", r("clip_all.pt"), *dev]),
         ("Classification/train.py (+ generated)", ["Classification/train.py", *cfg, *small, "--epochs", "1",
                                                    "--train-list", f"{data}/anno/SYNTH_train.txt",
                                                    "--train-list", r("expanded_train.txt"),
@@ -209,8 +215,9 @@ def stage_commands(data: str, runs: str, dev: list, smoke: bool) -> list:
         ("DSVA/annotate.py", ["DSVA/annotate.py", "--config", "configs/synthetic.yaml", "--data-root", data,
                               *dsva_clip, "--images-per-class", "4", "--out", r("dsva_annotate"), *dev]),
         ("DSVA/train.py", ["DSVA/train.py", "--config", "configs/synthetic.yaml", "--data-root", data,
-                           *dsva_clip, "--attributes", f"{r('dsva_annotate')}/attributes.json", "--epochs", "1",
-                           "--pretrain-epoch", "0", "--batches-per-epoch", "2", "--output-dir", r("dsva"), *dev]),
+                           *dsva_clip, "--attributes", f"{r('dsva_annotate')}/attributes.json",
+                           "--epochs", "1", "--pretrain-epoch", "0", "--batches-per-epoch", "2",
+                           "--output-dir", r("dsva"), *dev]),
         ("DSVA/test.py", ["DSVA/test.py", "--weights", f"{r('dsva')}/model_final.pt", *dev]),
     ]
 
@@ -236,19 +243,20 @@ def stages(c: Check, dev: list, smoke: bool, data: str) -> None:
 def get_args_parser():
     p = argparse.ArgumentParser("GPU check: speed table and a one-epoch run of every stage")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds on a CPU): checks the check itself")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes on a CPU: checks the check itself")
     p.add_argument("--budget", type=float, default=290, help="seconds for the whole check, data set included")
     p.add_argument("--parts", nargs="+", default=["classifier", "data", "cdtg", "dsva", "stages"],
                    choices=["classifier", "data", "cdtg", "dsva", "stages"])
-    p.add_argument("--workdir", default=None, help="keep the data set and runs here (default: a temporary folder, "
-                                                   "removed at the end)")
+    p.add_argument("--workdir", default=None,
+                   help="keep the data set and runs here (default: a temporary folder, removed at the end)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     return p
 
 
 def table(rows: list) -> str:
     lines = ["| part | setting | result | peak memory | status |", "|---|---|---|---|---|"]
-    lines += [f"| {r['part']} | {r['setting']} | {r['result']} | {r['memory']} | {r['status']} |" for r in rows]
+    lines += [f"| {r['part']} | {r['setting']} | {r['result']} | {r['memory']} | {r['status']} |"
+              for r in rows]
     return "\n".join(lines)
 
 
@@ -271,7 +279,8 @@ def main(args) -> int:
         env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
     c = Check(args.budget, workdir, env, stretch=4 if args.smoke else 1)
     dev = ["--device", args.device]
-    print(f"GPU check on {device_name(args.device)}, torch {torch.__version__}, work folder {workdir}", flush=True)
+    print(f"GPU check on {device_name(args.device)}, torch {torch.__version__}, work folder {workdir}",
+          flush=True)
     data = os.path.join(workdir, "data")
     prep = ["--classes", "10", "--n-max", "40", "--n-test", "4", "--size", "32"] if args.smoke else []
     status, seconds, _, _ = c.run(["data/synthetic/prepare.py", "--out", data, "--overwrite", *prep], 60)
@@ -293,8 +302,9 @@ def main(args) -> int:
         stages(c, dev, args.smoke, data)
     ok = all(r["status"] in ("ok", "exit 0") for r in c.rows)
     print()
-    print(f"GPU check: {device_name(args.device)}, torch {torch.__version__}, {'smoke sizes, ' if args.smoke else ''}"
-          f"{time.monotonic() - start:.0f} s")
+    sizes = "smoke sizes, " if args.smoke else ""
+    seconds = time.monotonic() - start
+    print(f"GPU check: {device_name(args.device)}, torch {torch.__version__}, {sizes}{seconds:.0f} s")
     print(table(c.rows))
     if args.json:
         with open(args.json, "w") as f:
