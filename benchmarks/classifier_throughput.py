@@ -15,6 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, RandomSampler
 
 from common.backbones import build_classifier
 from common.datasets import ImageList
@@ -22,7 +23,6 @@ from common.distributed import autocast, grad_scaler, setup
 from common.engine import to_device
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
-from common.loaders import make_loader
 from common.transforms import classification
 
 
@@ -59,8 +59,9 @@ def batches(args, rt):
     n = len(read_classes(args.data_root)["names"])
     ds = ImageList(os.path.join(args.data_root, "train"), [anno_path(args.data_root, "train")],
                    classification(args.img_size, True), num_classes=n)
-    while True:
-        yield from make_loader(ds, args.batch_size, True, rt, args.workers)
+    # make_loader's loader, but one endless pass: a small set would otherwise restart its workers every epoch
+    yield from DataLoader(ds, batch_size=args.batch_size, sampler=RandomSampler(ds, num_samples=2 ** 31 - 1),
+                          num_workers=args.workers, pin_memory=rt.cuda)
 
 
 @cli
