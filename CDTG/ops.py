@@ -51,6 +51,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     kernel is flipped), as in StyleGAN2's upfirdn2d; this matters for the antisymmetric Haar kernels.
     pad: (p0, p1) for both axes, or (x0, x1, y0, y1); negative values crop.
     Output height: (H * up + y0 + y1 - kernel_h) // down + 1.
+    up > 1 never builds the zero-inserted tensor: see _upsample_fir.
     """
     if len(pad) == 2:
         pad = (pad[0], pad[1], pad[0], pad[1])
@@ -58,14 +59,37 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     b, c, h, w = x.shape
     out = x.reshape(b * c, 1, h, w)
     if up > 1:
-        out = out.reshape(b * c, 1, h, 1, w, 1)
-        out = F.pad(out, [0, up - 1, 0, 0, 0, up - 1])
-        out = out.reshape(b * c, 1, h * up, w * up)
+        out = _upsample_fir(out, kernel, up, pad)
+        if down > 1:
+            out = out[:, :, ::down, ::down]
+        return out.reshape(b, c, out.shape[2], out.shape[3])
     out = F.pad(out, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
     out = out[:, :, max(-y0, 0): out.shape[2] - max(-y1, 0), max(-x0, 0): out.shape[3] - max(-x1, 0)]
     weight = torch.flip(kernel, [0, 1]).to(out.dtype).view(1, 1, *kernel.shape)
     out = F.conv2d(out, weight, stride=down)
     return out.reshape(b, c, out.shape[2], out.shape[3])
+
+
+def _upsample_fir(x: torch.Tensor, kernel: torch.Tensor, up: int, pad) -> torch.Tensor:
+    """upfirdn2d's zero insertion + pad + convolution for up > 1 (down = 1), on x: [N, 1, H, W], polyphase.
+
+    Output pixel up*q + r of the full convolution of the zero-inserted input only meets the kernel taps r,
+    r + up, r + 2*up, ...: so each of the up*up phases is a small convolution of x itself with those taps, one
+    conv2d with up*up output channels, and pixel_shuffle interleaves the phases. The full result (index 0 =
+    the first output of the convolution with no padding) is then padded or cropped to what `pad` selects.
+    """
+    x0, x1, y0, y1 = pad
+    kh, kw = kernel.shape
+    mh, mw = -(-kh // up), -(-kw // up)  # taps per phase
+    k = F.pad(kernel.to(x.dtype), [0, mw * up - kw, 0, mh * up - kh])
+    # weight[ry * up + rx, 0, ty, tx] = k[up * (mh - 1 - ty) + ry, up * (mw - 1 - tx) + rx]
+    weight = k.flip([0, 1]).view(mh, up, mw, up).flip([1, 3]).permute(1, 3, 0, 2).reshape(up * up, 1, mh, mw)
+    h, w = x.shape[2:]
+    full = F.pixel_shuffle(F.conv2d(x, weight, padding=(mh - 1, mw - 1)), up)  # [N, 1, up*(H+mh-1), ...]
+    # the padded input's output i is the full convolution's i + k - 1 - p0; it ends at up*H + p1
+    top, left = kh - 1 - y0, kw - 1 - x0
+    bottom, right = up * h + y1, up * w + x1
+    return F.pad(full, [-left, right - full.shape[3], -top, bottom - full.shape[2]])
 
 
 def make_kernel(taps) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from common.clip import image_features
-from common.distributed import Runtime, autocast
+from common.distributed import Runtime, autocast, grad_scaler
 from CDTG.augment import AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
 from CDTG.losses import (classifier_consistency_loss, clip_consistency_loss, d_logistic_loss, g_nonsaturating_loss,
@@ -45,11 +45,6 @@ def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr * ratio, betas=(0 ** ratio, 0.99 ** ratio))
 
 
-def fp16_scaler_needed(rt: Runtime, amp: bool) -> bool:
-    """common.distributed.autocast uses bf16 where the GPU has it (no scaler needed), else fp16."""
-    return bool(amp and rt.cuda and not torch.cuda.is_bf16_supported())
-
-
 class CDTGTrainer:
     """Holds G, D, P (and their EMA copies), the frozen tail classifier and CLIP, and both optimisers."""
 
@@ -73,9 +68,8 @@ class CDTGTrainer:
         self.g_params, self.d_params = g_params, list(self.d.parameters())
         self.g_optim = lazy_adam(g_params, cfg.lr, cfg.g_reg_every)
         self.d_optim = lazy_adam(self.d_params, cfg.lr, cfg.d_reg_every)
-        scale = fp16_scaler_needed(rt, cfg.amp)
-        self.g_scaler = torch.amp.GradScaler("cuda", enabled=scale)
-        self.d_scaler = torch.amp.GradScaler("cuda", enabled=scale)
+        self.g_scaler = grad_scaler(rt, cfg.amp)
+        self.d_scaler = grad_scaler(rt, cfg.amp)
         self.mean_path_length = torch.zeros((), device=rt.device)
 
     # ------------------------------------------------------------------------------------------ helpers

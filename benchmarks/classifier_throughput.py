@@ -2,25 +2,27 @@
 
     python benchmarks/classifier_throughput.py --model resnet50 --img-size 224 --batch-size 32      (tensors)
     python benchmarks/classifier_throughput.py --source files --data-root data/synthetic/processed --workers 8
+    python benchmarks/classifier_throughput.py --source files --data-root ... --loader-only   (decoding alone)
 
 On CUDA, AMP and channels_last are on by default (the training scripts' defaults). Peak memory is the CUDA
 allocator's peak on a GPU and the process's maximum resident set on the CPU.
 """
 import argparse
+import json
 import os
 import resource
 import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, RandomSampler
 
 from common.backbones import build_classifier
 from common.datasets import ImageList
-from common.distributed import autocast, setup
+from common.distributed import autocast, grad_scaler, setup
 from common.engine import to_device
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
-from common.loaders import make_loader
 from common.transforms import classification
 
 
@@ -38,6 +40,10 @@ def get_args_parser():
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-backend", default="inductor", help="'eager': tracing only")
+    p.add_argument("--loader-only", action="store_true", help="time the data loader alone (no model)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", default=None, help="also append the result as a JSON line to this file")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     return p
 
@@ -53,31 +59,42 @@ def batches(args, rt):
     n = len(read_classes(args.data_root)["names"])
     ds = ImageList(os.path.join(args.data_root, "train"), [anno_path(args.data_root, "train")],
                    classification(args.img_size, True), num_classes=n)
-    while True:
-        yield from make_loader(ds, args.batch_size, True, rt, args.workers)
+    # make_loader's loader, but one endless pass: a small set would otherwise restart its workers every epoch
+    yield from DataLoader(ds, batch_size=args.batch_size, sampler=RandomSampler(ds, num_samples=2 ** 31 - 1),
+                          num_workers=args.workers, pin_memory=rt.cuda)
 
 
 @cli
 def main(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rt = setup(args.device)
     n_classes = len(read_classes(args.data_root)["names"]) if args.source == "files" else args.num_classes
-    model = build_classifier(args.model, n_classes, "none", verbose=False).to(rt.device)
-    if args.channels_last and rt.cuda:
-        model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if args.compile else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    model.train()
     data = batches(args, rt)
+    if args.loader_only:
+        def step():
+            x, y = next(data)
+            x.to(rt.device, non_blocking=True)
+            return len(y)
+    else:
+        model = build_classifier(args.model, n_classes, "none", verbose=False).to(rt.device)
+        if args.channels_last and rt.cuda:
+            model = model.to(memory_format=torch.channels_last)
+        net = torch.compile(model, backend=args.compile_backend) if args.compile else model
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        scaler = grad_scaler(rt, args.amp)
+        model.train()
 
-    def step():
-        x, y = next(data)
-        x, y = to_device(x, rt, args.channels_last), y.to(rt.device, non_blocking=True)
-        with autocast(rt, args.amp):
-            loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return len(y)
+        def step():
+            x, y = next(data)
+            x, y = to_device(x, rt, args.channels_last), y.to(rt.device, non_blocking=True)
+            with autocast(rt, args.amp):
+                loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            return len(y)
 
     for _ in range(args.warmup):
         step()
@@ -91,14 +108,23 @@ def main(args):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     if rt.cuda:
-        peak = f"{torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB (CUDA allocator)"
+        peak, memory = torch.cuda.max_memory_allocated() / 2 ** 30, "CUDA allocator"
         where = torch.cuda.get_device_name()
     else:
-        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB (max RSS)"
+        peak, memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "max RSS"
         where = f"CPU, {torch.get_num_threads()} threads"
-    print(f"{args.model} {args.img_size}px batch {args.batch_size} on {args.source} | {where} | "
+    what = "loader only" if args.loader_only else args.model
+    print(f"{what} {args.img_size}px batch {args.batch_size} on {args.source} | {where} | "
           f"amp={args.amp and rt.cuda} channels_last={args.channels_last and rt.cuda} compile={args.compile}")
-    print(f"train throughput: {seen / dt:.1f} images/s ({args.steps} steps, {dt:.1f} s); peak memory: {peak}")
+    print(f"{'loader' if args.loader_only else 'train'} throughput: {seen / dt:.1f} images/s "
+          f"({args.steps} steps, {dt:.1f} s); peak memory: {peak:.2f} GiB ({memory})")
+    if args.json:
+        result = {"model": what, "img_size": args.img_size, "batch": args.batch_size, "source": args.source,
+                  "workers": args.workers, "amp": bool(args.amp and rt.cuda),
+                  "channels_last": bool(args.channels_last and rt.cuda), "compile": args.compile,
+                  "device": where, "images_per_s": seen / dt, "peak_gib": peak, "memory": memory}
+        with open(args.json, "a") as f:
+            f.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

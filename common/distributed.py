@@ -52,11 +52,35 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def native_bf16(device=None) -> bool:
+    """Whether the GPU computes bf16 in hardware (compute capability 8.0+). torch.cuda.is_bf16_supported()
+    alone also says yes on V100/T4, where bf16 is emulated and slow."""
+    if torch.version.hip:
+        return True
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch without the argument
+        return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def amp_dtype(rt: Runtime) -> torch.dtype:
+    """The autocast dtype on CUDA: bf16 where native, else fp16 (with the loss scaler of grad_scaler)."""
+    return torch.bfloat16 if native_bf16(rt.device) else torch.float16
+
+
+def fp16_scaler_needed(rt: Runtime, amp: bool) -> bool:
+    return bool(amp and rt.cuda and amp_dtype(rt) == torch.float16)
+
+
+def grad_scaler(rt: Runtime, amp: bool) -> torch.amp.GradScaler:
+    """A loss scaler that is active only when autocast runs in fp16 (a pass-through otherwise)."""
+    return torch.amp.GradScaler("cuda", enabled=fp16_scaler_needed(rt, amp))
+
+
 def autocast(rt: Runtime, enabled: bool):
-    """bf16/fp16 autocast on CUDA when enabled; a no-op on the CPU."""
+    """bf16 (native) or fp16 autocast on CUDA when enabled; a no-op on the CPU."""
     if enabled and rt.cuda:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cuda", dtype=amp_dtype(rt))
     return contextlib.nullcontext()
 
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common.distributed import Runtime, all_gather_cat, all_reduce_sum, autocast
+from common.distributed import Runtime, all_gather_cat, all_reduce_sum, autocast, grad_scaler
 from common.metrics import confusion_matrix
 
 
@@ -21,9 +21,11 @@ def to_device(x, rt: Runtime, channels_last: bool):
 
 
 def train_one_epoch(model, loader, optimizer, rt: Runtime, amp: bool = False, channels_last: bool = False,
-                    desc: str = "train", loss_fn=None) -> dict:
-    """loss_fn(model, x, y) -> (loss, logits) overrides plain cross-entropy (e.g. for distillation)."""
+                    desc: str = "train", loss_fn=None, scaler=None) -> dict:
+    """loss_fn(model, x, y) -> (loss, logits) overrides plain cross-entropy (e.g. for distillation).
+    scaler: the fp16 loss scaler kept across epochs (default: a new one, active only under fp16 autocast)."""
     model.train()
+    scaler = scaler if scaler is not None else grad_scaler(rt, amp)
     total = torch.zeros(3, device=rt.device, dtype=torch.float64)  # loss sum, correct, count
     bar = tqdm(loader, desc=desc, leave=False, disable=not rt.is_main, dynamic_ncols=True)
     for x, y in bar:
@@ -35,8 +37,9 @@ def train_one_epoch(model, loader, optimizer, rt: Runtime, amp: bool = False, ch
             else:
                 loss, logits = loss_fn(model, x, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         total += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
                               torch.tensor(len(y), device=rt.device, dtype=torch.float64)])
     total = all_reduce_sum(total, rt)

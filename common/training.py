@@ -11,7 +11,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from common import checkpoint, rundir
-from common.distributed import Runtime, cleanup
+from common.distributed import Runtime, cleanup, grad_scaler
 from common.engine import evaluate, train_one_epoch
 from common.loaders import set_epoch
 from common.metrics import summarize
@@ -56,6 +56,7 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
     --stop-after ended the run early. extra_state is stored in ckpt_last.pt; on_epoch_end(epoch) runs on rank 0."""
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop_epochs, args.lr_gamma)
+    scaler = grad_scaler(rt, args.amp)
     ckpt_path = os.path.join(out, "ckpt_last.pt")
     log = rundir.MetricsLog(out, rt.is_main)
     start = 0
@@ -64,6 +65,8 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
+        if ck.get("scaler"):  # empty when saved without fp16 loss scaling
+            scaler.load_state_dict(ck["scaler"])
         checkpoint.set_rng_state(ck["rng"])
         start = ck["epoch"] + 1
         log.truncate_after(ck["epoch"])
@@ -78,7 +81,7 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
                       total=args.epochs):
         set_epoch(train_loader, epoch)
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(net, train_loader, optimizer, rt, desc=f"epoch {epoch}", **speed)
+        tr = train_one_epoch(net, train_loader, optimizer, rt, desc=f"epoch {epoch}", scaler=scaler, **speed)
         scheduler.step()
         row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"]}
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
@@ -93,7 +96,8 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
             checkpoint.atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": checkpoint.rng_state(),
+                                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                    "epoch": epoch, "rng": checkpoint.rng_state(),
                                     "args": vars(args), **(extra_state or {})}, ckpt_path)
         if args.stop_after is not None and epoch + 1 >= args.stop_after:
             cleanup()

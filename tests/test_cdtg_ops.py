@@ -234,3 +234,83 @@ def test_gradgradcheck_of_resampling_and_modulated_conv():
     conv = ModulatedConv2d(2, 2, 3, style_dim=3, upsample=True).double()
     style = torch.randn(1, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda t, s: conv(t, s), (x, style))
+
+
+# ---------------------------------------------------------------- polyphase up-sampling vs zero insertion
+
+def zero_inserted_upfirdn2d(x, kernel, up, down, pad):
+    """The formulation upfirdn2d used before its polyphase up-sampling: zero insertion by pad + reshape."""
+    x0, x1, y0, y1 = pad if len(pad) == 4 else (pad[0], pad[1], pad[0], pad[1])
+    b, c, h, w = x.shape
+    out = F.pad(x.reshape(b * c, 1, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1])
+    out = out.reshape(b * c, 1, h * up, w * up)
+    out = F.pad(out, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    out = out[:, :, max(-y0, 0): out.shape[2] - max(-y1, 0), max(-x0, 0): out.shape[3] - max(-x1, 0)]
+    out = F.conv2d(out, torch.flip(kernel, [0, 1]).to(x.dtype).view(1, 1, *kernel.shape), stride=down)
+    return out.reshape(b, c, out.shape[2], out.shape[3])
+
+
+def forward_backward(fn, x, grad):
+    x = x.detach().requires_grad_(True)
+    out = fn(x)
+    out.backward(grad)
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("up,down,pad,kshape", [
+    (2, 1, (2, 1), (4, 4)),  # Upsample [1,3,3,1]
+    (2, 1, (1, 0, 1, 0), (2, 2)),  # the IWT's definition
+    (2, 1, (-1, 2), (4, 3)), (3, 1, (2, 2), (4, 3)), (2, 2, (1, 1), (3, 4)), (2, 1, (5, 4), (4, 4)),
+    (2, 1, (-3, -2, 1, 0), (5, 3)), (2, 1, (0, 0), (1, 1)),
+])
+def test_polyphase_upsampling_equals_zero_insertion_forward_and_backward(up, down, pad, kshape):
+    torch.manual_seed(0)
+    kernel = torch.randn(kshape, dtype=torch.float64)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    expected = zero_inserted_upfirdn2d(x, kernel, up, down, pad)
+    grad = torch.randn_like(expected)
+    out, gx = forward_backward(lambda t: upfirdn2d(t, kernel, up=up, down=down, pad=pad), x, grad)
+    ref, gref = forward_backward(lambda t: zero_inserted_upfirdn2d(t, kernel, up, down, pad), x, grad)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gx, gref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", ["upsample", "torgb_skip"])  # ModulatedConv2d's blur has up = 1: unchanged
+def test_upsampling_layers_equal_zero_insertion_within_1e6_in_float32(layer):
+    torch.manual_seed(0)
+    up, dwt, iwt = Upsample(), HaarTransform(3), InverseHaarTransform(3)
+    k = up.kernel
+    if layer == "upsample":
+        x = torch.randn(2, 8, 16, 16)
+        ours, ref = up, lambda t: zero_inserted_upfirdn2d(t, k, 2, 1, up.pad)
+    else:  # ToRGB's skip path
+        x = torch.randn(2, 12, 8, 8)
+        ours = lambda t: dwt(up(iwt(t)))  # noqa: E731
+
+        def ref(t):
+            bands = t.chunk(4, 1)
+            img = sum(zero_inserted_upfirdn2d(b, kk, 2, 1, (1, 0, 1, 0))
+                      for b, kk in zip(bands, (iwt.ll, iwt.lh, iwt.hl, iwt.hh)))
+            img = zero_inserted_upfirdn2d(img, k, 2, 1, up.pad)
+            return torch.cat([zero_inserted_upfirdn2d(img, kk, 1, 2, (0, 0)) for kk in
+                              (dwt.ll, dwt.lh, dwt.hl, dwt.hh)], 1)
+    with torch.no_grad():
+        grad = torch.randn_like(ref(x))
+    out, gx = forward_backward(ours, x, grad)
+    expected, gexp = forward_backward(ref, x, grad)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gx, gexp, rtol=1e-6, atol=1e-6)
+
+
+def test_ops_benchmark_rows_agree_with_the_reference():
+    from test_gpu_check import load_benchmark
+    ops_benchmark = load_benchmark("ops")
+    rows = ops_benchmark.run(batch=1, channels=4, size=8, repeats=1)
+    assert len(rows) == 9
+    assert {"Upsample [1,3,3,1] x2", "InverseHaarTransform (IWT), 12 ch"} <= {r["op"] for r in rows}
+    for r in rows:
+        assert r["fwd_max_abs_diff"] <= 1e-6 * max(1.0, r["ref_fwd_max_abs"]), r
+        assert r["bwd_max_abs_diff"] <= 1e-6 * max(1.0, r["ref_bwd_max_abs"]), r
+        assert r["ours_fwd_ms"] > 0 and r["ref_bwd_ms"] > 0
+    assert ops_benchmark.table(rows).count("\n") == len(rows) + 1
