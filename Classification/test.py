@@ -20,6 +20,7 @@ from common.loaders import make_loader
 from common.report import groups_from_split, write_report
 from common.split import optional_split
 from common.transforms import NORMALISATIONS, classification
+from Classification import longtail
 
 
 def get_args_parser():
@@ -38,7 +39,32 @@ def get_args_parser():
     p.add_argument("--out", default=None, help="report folder (default: next to the weights)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    g = p.add_argument_group("post-hoc long-tail adjustments (no retraining)")
+    g.add_argument("--logit-adjust", type=float, default=None, metavar="TAU",
+                   help="predict argmax logits - TAU * log(train prior) (Menon et al. 2021; their post-hoc default "
+                        "TAU = 1); the prior is split.json's train counts")
+    g.add_argument("--tau-norm", type=float, default=None, metavar="TAU",
+                   help="divide each class weight vector of the fc by its norm^TAU, TAU in [0, 1], bias dropped "
+                        "(Kang et al. 2020, who pick TAU on a validation set)")
+    g.add_argument("--tau-norm-keep-bias", action="store_true", help="keep the fc bias under --tau-norm")
     return p
+
+
+def post_hoc(model, args, split):
+    """The model with --tau-norm and --logit-adjust applied, and a suffix naming them for the report folder."""
+    suffix = ""
+    if args.tau_norm is not None:
+        fc = getattr(model, "fc", None)
+        if fc is None:
+            raise UserError("--tau-norm needs a model with an `fc` classifier (a ResNet)")
+        longtail.tau_normalize_(fc, args.tau_norm, args.tau_norm_keep_bias)
+        suffix += f"_taunorm{args.tau_norm:g}"
+    if args.logit_adjust is not None:
+        if not split:
+            raise UserError("--logit-adjust needs the train class counts: pass --split or run data/split.py")
+        model = longtail.LogitAdjusted(model, split["train_counts"], args.logit_adjust)
+        suffix += f"_la{args.logit_adjust:g}"
+    return model, suffix
 
 
 @cli
@@ -65,12 +91,13 @@ def main(args):
         model.load_state_dict(state)
     except RuntimeError:
         raise UserError(f"{args.weights} does not fit a {arch} with {len(names)} classes; check --model") from None
+    model, suffix = post_hoc(model, args, split)
     model.to(rt.device)
     test_set = ImageList(os.path.join(args.data_root, "test"), [args.test_list or anno_path(args.data_root, "test")],
                          classification(img_size, False, norm), num_classes=len(names), on_corrupt=args.on_corrupt)
     cm = evaluate(model, make_loader(test_set, args.batch_size, False, rt, args.workers), rt, len(names),
                   amp=args.amp)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test", info["dataset"])
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test", info["dataset"] + suffix)
     write_report(cm, names, out, groups_from_split(split, list(range(len(names)))),
                  split["train_counts"] if split else None, split["tail"] if split else (),
                  title=f"{arch} ({os.path.basename(args.weights)}) on {info['dataset']} test")
