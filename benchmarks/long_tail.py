@@ -160,8 +160,8 @@ def dsva_chain(args, seed: int, root: str) -> list:
     common = [*cfg, "--data-root", root, "--split", args.dsva_split, "--clip-pretrained", clip, "--attributes",
               os.path.join(ann, "attributes.json"), "--seed", seed]
     return [[
-        Job(f"clip seed {seed}", py("data/synthetic/train_clip.py", "--data", root, "--out", clip, "--exclude-unseen",
-                                    args.dsva_split, "--seed", seed), base,
+        Job(f"clip seed {seed}", py("data/synthetic/train_clip.py", *cfg, "--data", root, "--out", clip,
+                                    "--exclude-unseen", args.dsva_split, "--seed", seed), base,
             os.path.join(base, "clip_report.json"), COST["clip"], resumable=False),
         Job(f"annotate seed {seed}", py("DSVA/annotate.py", *cfg, "--data-root", root, "--clip-pretrained", clip,
                                         "--out", ann, "--overwrite", "--seed", seed), ann,
@@ -308,8 +308,9 @@ def kmdn_section(rows: list) -> list:
             k = f"{part}_{metric}"
             lines.append(f"| {part} model {name} | {len(seeds)} | "
                          f"{mean_std([with_d[s].get('before_' + k) for s in seeds])} | "
-                         f"{mean_std([without[s].get(k) for s in seeds])} | {mean_std([with_d[s].get(k) for s in seeds])}"
-                         f" | {signed_mean_std([with_d[s][k] - without[s][k] for s in seeds])} |")
+                         f"{mean_std([without[s].get(k) for s in seeds])} | "
+                         f"{mean_std([with_d[s].get(k) for s in seeds])} | "
+                         f"{signed_mean_std([with_d[s][k] - without[s][k] for s in seeds])} |")
     return lines
 
 

@@ -246,7 +246,8 @@ def test_driver_kmdn_and_dsva_tables_from_finished_runs(synth_root, tmp_path):
                       "1", "--out", str(out), "--report-only")
     table = (out / "results.md").read_text()
     assert "| tail model accuracy | 2 | 50.0 ± 0.0 | 60.0 ± 0.0 | 75.0 ± 7.1 | +15.0 ± 7.1 |" in table, table
-    assert "| DSVA, last epoch (epochs and gamma chosen on validation classes) | 2 | 55.0 ± 7.1 | 40.0 ± 0.0 |" in table
+    assert ("| DSVA, last epoch (epochs and gamma chosen on validation classes) | 2 | 55.0 ± 7.1 | 40.0 ± 0.0 |"
+            in table)
     assert "| plain CLIP zero-shot, same CLIPs (no calibration) | 2 | 40.0 ± 0.0 | 20.0 ± 0.0 | 80.0 ± 0.0 | " \
            "32.0 ± 0.0 |" in table
     assert "report:" in proc.stdout
