@@ -17,6 +17,7 @@ from common.engine import evaluate
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
+from common.metrics import summarize
 from common.report import groups_from_split, write_report
 from common.split import optional_split
 from common.transforms import NORMALISATIONS, classification
@@ -47,6 +48,11 @@ def get_args_parser():
                    help="divide each class weight vector of the fc by its norm^TAU, TAU in [0, 1], bias dropped "
                         "(Kang et al. 2020, who pick TAU on a validation set)")
     g.add_argument("--tau-norm-keep-bias", action="store_true", help="keep the fc bias under --tau-norm")
+    g.add_argument("--tune-list", default=None,
+                   help="a held-out annotation list (paths relative to <root>/train): the TAU of the one post-hoc "
+                        "flag given is then chosen from --tau-grid by mean per-class accuracy on it")
+    g.add_argument("--tau-grid", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2],
+                   help="--tune-list candidates (values above 1 are skipped for --tau-norm)")
     return p
 
 
@@ -65,6 +71,28 @@ def post_hoc(model, args, split):
         model = longtail.LogitAdjusted(model, split["train_counts"], args.logit_adjust)
         suffix += f"_la{args.logit_adjust:g}"
     return model, suffix
+
+
+def tune_post_hoc(args, state, arch, names, split, rt, transform) -> None:
+    """Set args.logit_adjust or args.tau_norm to the --tau-grid value best on --tune-list."""
+    which = [f for f in ("logit_adjust", "tau_norm") if getattr(args, f) is not None]
+    if len(which) != 1:
+        raise UserError("--tune-list tunes one post-hoc flag: give exactly one of --logit-adjust, --tau-norm")
+    held_out = ImageList(os.path.join(args.data_root, "train"), [args.tune_list], transform, num_classes=len(names),
+                         on_corrupt=args.on_corrupt)
+    loader = make_loader(held_out, args.batch_size, False, rt, args.workers)
+    grid = [t for t in args.tau_grid if which[0] == "logit_adjust" or 0 <= t <= 1]
+    scores = {}
+    for tau in grid:
+        setattr(args, which[0], tau)
+        model = build_classifier(arch, len(names), "none", verbose=False)
+        model.load_state_dict(state)
+        model = post_hoc(model, args, split)[0].to(rt.device)
+        scores[tau] = summarize(evaluate(model, loader, rt, len(names), amp=args.amp))["mean_acc"]
+    best = max(scores, key=scores.get)  # the first of equal scores
+    setattr(args, which[0], best)
+    print(f"--{which[0].replace('_', '-')} tuned on {args.tune_list}: tau {best:g} (mean per-class accuracy "
+          + ", ".join(f"{t:g}: {100 * v:.1f}" for t, v in scores.items()) + ")")
 
 
 @cli
@@ -91,6 +119,8 @@ def main(args):
         model.load_state_dict(state)
     except RuntimeError:
         raise UserError(f"{args.weights} does not fit a {arch} with {len(names)} classes; check --model") from None
+    if args.tune_list:
+        tune_post_hoc(args, state, arch, names, split, rt, classification(img_size, False, norm))
     model, suffix = post_hoc(model, args, split)
     model.to(rt.device)
     test_set = ImageList(os.path.join(args.data_root, "test"), [args.test_list or anno_path(args.data_root, "test")],

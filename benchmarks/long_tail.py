@@ -64,6 +64,9 @@ def get_args_parser():
     p.add_argument("--tau-norm", type=float, default=1.0,
                    help="tau of tau-normalisation (Kang et al. pick it on a validation set; the embedded set has "
                         "none, so a fixed value)")
+    p.add_argument("--tune-list", default=None,
+                   help="a held-out list (relative to <root>/train): logit_adjust and tau_norm pick their tau on it "
+                        "(Classification/test.py --tune-list) instead of the fixed values")
     p.add_argument("--dsva-split", default="43", help="zero-shot split; the CLIP is fitted without its unseen classes")
     p.add_argument("--dsva-val-args", default="--ways 5 --val-classes 2",
                    help="extra flags of the DSVA validation run (picks epochs and gamma for the final run)")
@@ -120,6 +123,7 @@ def longtail_chains(args, seed: int, root: str) -> list:
             else:
                 flag = ["--logit-adjust", args.logit_adjust_tau] if method == "logit_adjust" else [
                     "--tau-norm", args.tau_norm]
+                flag += ["--tune-list", args.tune_list] if args.tune_list else []
                 job = Job(f"{method} seed {seed}", py("Classification/test.py", *cfg, "--weights", ce_model,
                                                       "--data-root", root, "--out", f, *flag), f,
                           os.path.join(f, "results.json"), COST["posthoc"], resumable=False, extra=meta)

@@ -144,6 +144,20 @@ def test_ldam_export_loads_in_test_py_and_crt_freezes_backbone(synth_root, tmp_p
     proc = run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
                       "--workers", "0", "--device", "cpu", "--logit-adjust", "1", "--tau-norm", "0.5")
     assert (run / "test" / "SYNTH_taunorm0.5_la1" / "results.json").is_file(), proc.stdout[-500:]
+    # tau tuned on a held-out list: the best of the grid by mean per-class accuracy, named in the folder
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("".join(open(os.path.join(synth_root, "anno", "SYNTH_train.txt")).readlines()[::3]))
+    proc = run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
+                      "--workers", "0", "--device", "cpu", "--logit-adjust", "1", "--tune-list", str(held_out),
+                      "--tau-grid", "0", "1", "2")
+    line = next(ln for ln in proc.stdout.splitlines() if "tuned on" in ln)
+    scores = {float(t): float(v) for t, v in (p.split(": ") for p in line.split("(mean per-class accuracy ")[1]
+                                                                         .rstrip(")").split(", "))}
+    best = max(scores, key=scores.get)
+    assert f"tau {best:g} " in line and (run / "test" / f"SYNTH_la{best:g}" / "results.json").is_file()
+    proc = run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
+                      "--tune-list", str(held_out), check=False)
+    assert_one_line_error(proc, "give exactly one of --logit-adjust, --tau-norm")
 
     crt = tmp_path / "crt"
     run_script("Classification/crt.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
