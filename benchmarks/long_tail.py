@@ -215,8 +215,7 @@ class Runner:
             ok = self.run_job(job)
             with self.lock:
                 self.bar.update(job.cost)
-                if not job.done:
-                    self.bar.set_postfix_str(f"last: {job.label}")
+                self.bar.set_postfix_str(job.label)
             if not ok:
                 with self.lock:
                     self.bar.update(sum(j.cost for j in chain[i + 1:]))
