@@ -426,6 +426,13 @@ def main(args):
         raise UserError(f"{root}/split.json is missing; run data/split.py --root {root} first")
     if args.methods is None:
         args.methods = list(DEFAULT_METHODS) + (["tgn"] if args.tgn_list else [])
+    for key, valid in (("methods", METHODS), ("parts", PARTS)):  # a config's lists skip argparse's choices
+        bad = [v for v in getattr(args, key) if v not in valid]
+        if bad:
+            raise UserError(f"unknown {key[:-1]} {', '.join(map(str, bad))}; choose from {', '.join(valid)}")
+    if "dsva" in args.parts and read_classes(root)["dataset"] != "SYNTH":
+        raise UserError("the dsva part fits the embedded set's small CLIP per seed; for RSSDIVCS run "
+                        "scripts/10_dsva_*.sh with --seed, or drop dsva from --parts")
     if "tgn" in args.methods and "longtail" in args.parts:
         if not args.tgn_list:
             raise UserError("method tgn needs --tgn-list (CDTG/expand.py's expanded training list)")

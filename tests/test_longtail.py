@@ -274,4 +274,8 @@ def test_driver_errors(synth_root, tmp_path):
     proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--tgn-list", str(tmp_path / "x.txt"),
                       "--out", str(tmp_path / "b"), check=False)
     assert_one_line_error(proc, "x.txt does not exist")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"benchmark:\n  data_root: {synth_root}\n  methods: [ce, focal]\n")
+    proc = run_script("benchmarks/long_tail.py", "--config", str(cfg), "--out", str(tmp_path / "b"), check=False)
+    assert_one_line_error(proc, "unknown method focal")
     assert not (tmp_path / "b").exists()
