@@ -132,6 +132,7 @@ def test_class_balanced_sampler_frequencies_and_ddp_shards():
 
 # ---------------------------------------------------------------------------- scripts: LDAM, post hoc, cRT
 
+@pytest.mark.slow
 def test_ldam_export_loads_in_test_py_and_crt_freezes_backbone(synth_root, tmp_path):
     run = tmp_path / "ldam"
     run_script("Classification/train.py", "--data-root", synth_root, "--output-dir", str(run), *TINY, "--epochs", "1",
