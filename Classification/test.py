@@ -6,9 +6,10 @@ Prints and saves (next to the weights, in test/<data set>/ unless --out) OA, mac
 head/tail mean accuracy from split.json, and a confusion matrix PNG.
 """
 import argparse
+import copy
 import os
 
-from common.backbones import load_classifier
+from common.backbones import build_classifier, load_classifier
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import setup
@@ -16,9 +17,11 @@ from common.engine import evaluate
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
+from common.metrics import summarize
 from common.report import groups_from_split, write_report
 from common.split import optional_split
 from common.transforms import NORMALISATIONS, classification
+from Classification import longtail
 
 
 def get_args_parser():
@@ -43,7 +46,59 @@ def get_args_parser():
     p.add_argument("--overwrite", action="store_true", help="replace the previous report in the report folder")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    g = p.add_argument_group("post-hoc long-tail adjustments (no retraining)")
+    g.add_argument("--logit-adjust", type=float, default=None, metavar="TAU",
+                   help="predict argmax logits - TAU * log(train prior) (Menon et al. 2021; their post-hoc default "
+                        "TAU = 1); the prior is split.json's train counts")
+    g.add_argument("--tau-norm", type=float, default=None, metavar="TAU",
+                   help="divide each class weight vector of the fc by its norm^TAU, TAU in [0, 1], bias dropped "
+                        "(Kang et al. 2020, who pick TAU on a validation set)")
+    g.add_argument("--tau-norm-keep-bias", action="store_true", help="keep the fc bias under --tau-norm")
+    g.add_argument("--tune-list", default=None,
+                   help="a held-out annotation list (paths relative to <root>/train): the TAU of the one post-hoc "
+                        "flag given is then chosen from --tau-grid by mean per-class accuracy on it")
+    g.add_argument("--tau-grid", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2],
+                   help="--tune-list candidates (values above 1 are skipped for --tau-norm)")
     return p
+
+
+def post_hoc(model, args, split):
+    """The model with --tau-norm and --logit-adjust applied, and a suffix naming them for the report folder."""
+    suffix = ""
+    if args.tau_norm is not None:
+        fc = getattr(model, "fc", None)
+        if fc is None:
+            raise UserError("--tau-norm needs a model with an `fc` classifier (a ResNet)")
+        longtail.tau_normalize_(fc, args.tau_norm, args.tau_norm_keep_bias)
+        suffix += f"_taunorm{args.tau_norm:g}"
+    if args.logit_adjust is not None:
+        if not split:
+            raise UserError("--logit-adjust needs the train class counts: pass --split or run data/split.py")
+        model = longtail.LogitAdjusted(model, split["train_counts"], args.logit_adjust)
+        suffix += f"_la{args.logit_adjust:g}"
+    return model, suffix
+
+
+def tune_post_hoc(args, state, arch, names, split, rt, transform) -> None:
+    """Set args.logit_adjust or args.tau_norm to the --tau-grid value best on --tune-list."""
+    which = [f for f in ("logit_adjust", "tau_norm") if getattr(args, f) is not None]
+    if len(which) != 1:
+        raise UserError("--tune-list tunes one post-hoc flag: give exactly one of --logit-adjust, --tau-norm")
+    held_out = ImageList(os.path.join(args.data_root, "train"), [args.tune_list], transform, num_classes=len(names),
+                         on_corrupt=args.on_corrupt)
+    loader = make_loader(held_out, args.batch_size, False, rt, args.workers)
+    grid = [t for t in args.tau_grid if which[0] == "logit_adjust" or 0 <= t <= 1]
+    scores = {}
+    for tau in grid:
+        setattr(args, which[0], tau)
+        model = build_classifier(arch, len(names), "none", verbose=False)
+        model.load_state_dict(state)
+        model = post_hoc(model, args, split)[0].to(rt.device)
+        scores[tau] = summarize(evaluate(model, loader, rt, len(names), amp=args.amp))["mean_acc"]
+    best = max(scores, key=scores.get)  # the first of equal scores
+    setattr(args, which[0], best)
+    print(f"--{which[0].replace('_', '-')} tuned on {args.tune_list}: tau {best:g} (mean per-class accuracy "
+          + ", ".join(f"{t:g}: {100 * v:.1f}" for t, v in scores.items()) + ")")
 
 
 @cli
@@ -61,11 +116,15 @@ def main(args):
     norm = args.norm or ck.get("norm") or saved_args.get("norm") or "half"
 
     split = optional_split(args.split, args.data_root)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test", info["dataset"])
+    rt = setup(args.device)
+    if args.tune_list:
+        tune_post_hoc(args, copy.deepcopy(model.state_dict()), arch, names, split, rt,
+                      classification(img_size, False, norm))
+    model, suffix = post_hoc(model, args, split)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test", info["dataset"] + suffix)
     if os.path.isfile(os.path.join(out, "results.json")) and not args.overwrite:
         raise UserError(f"{out} already holds a report; pass --overwrite to replace it or --out to write "
                         f"another folder")
-    rt = setup(args.device)
     model.to(rt.device)
     test_set = ImageList(os.path.join(args.data_root, "test"), [args.test_list or anno_path(args.data_root, "test")],
                          classification(img_size, False, norm), num_classes=len(names), on_corrupt=args.on_corrupt)

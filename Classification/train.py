@@ -23,6 +23,7 @@ from common.report import groups_from_split, write_report
 from common.split import optional_split
 from common.training import add_fit_args, add_image_args, fit
 from common.transforms import classification
+from Classification import longtail
 
 
 def get_args_parser():
@@ -42,6 +43,19 @@ def get_args_parser():
                    help="'imagenet' (torchvision's IMAGENET1K_V1, as pretrained=True), a torchvision enum name "
                         "(IMAGENET1K_V2), 'none', or a local state-dict file (the original result.pth is "
                         "recognised by its layout and renamed)")
+    g = p.add_argument_group("long-tail baselines (default: upstream's plain cross-entropy, instance sampling)")
+    g.add_argument("--loss", default="ce", choices=list(longtail.LOSSES),
+                   help="ce; cb = class-balanced CE (Cui et al. 2019); balanced_softmax (Ren et al. 2020); "
+                        "ldam = LDAM on a cosine classifier (Cao et al. 2019; with DRW by default)")
+    g.add_argument("--sampler", default="instance", choices=list(longtail.SAMPLERS),
+                   help="class_balanced: a class uniformly, then one of its images (DDP-aware)")
+    g.add_argument("--cb-beta", type=float, default=0.9999, help="effective-number beta of --loss cb and of DRW")
+    g.add_argument("--drw-epoch", type=int, default=None,
+                   help="from this epoch the loss is re-weighted by the class-balanced weights (deferred "
+                        "re-weighting); default: 80%% of --epochs for ldam (the paper's 160/200), never otherwise; "
+                        "-1: never")
+    g.add_argument("--ldam-max-margin", type=float, default=0.5, help="margin of the rarest class")
+    g.add_argument("--ldam-scale", type=float, default=30.0, help="scale s of LDAM's cosine logits")
     add_fit_args(p, epochs=50, lr_drop_epochs=[32])
     rundir.add_run_args(p, "classification")
     return p
@@ -69,21 +83,34 @@ def main(args):
 
     train_set, test_set = build_data(args, len(names))  # before the run folder: bad lists leave nothing behind
     check_model_name(args.model)
+    longtail.check_train_args(args)
     rt = setup(args.device)
     out = rundir.prepare(args, rt.is_main)
-    train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed)
+    counts = longtail.class_counts_of(train_set.targets, len(names))
+    sampler = (longtail.ClassBalancedSampler(train_set.targets, args.seed, rt.rank, rt.world_size)
+               if args.sampler == "class_balanced" else None)
+    train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed, sampler=sampler)
     test_loader = make_loader(test_set, args.batch_size * 2, False, rt, args.workers)
     if rt.is_main:
         print(f"{len(train_set)} train / {len(test_set)} test images, {len(names)} classes; run folder {out}")
 
-    model = build_classifier(args.model, len(names), args.weights, verbose=rt.is_main).to(rt.device)
+    model = build_classifier(args.model, len(names), args.weights, verbose=rt.is_main)
+    if args.loss == "ldam":
+        model = longtail.use_cosine_classifier(model)
+    model = model.to(rt.device)
+    drw = longtail.default_drw_epoch(args.loss, args.epochs, args.drw_epoch)
+    loss_for_epoch = None if args.loss == "ce" and drw is None else (
+        lambda epoch: longtail.EpochLoss(args.loss, counts, epoch, args.cb_beta, drw, args.ldam_max_margin,
+                                         args.ldam_scale))
     if args.channels_last and rt.cuda:
         model = model.to(memory_format=torch.channels_last)
     groups = groups_from_split(split, list(range(len(names))))
-    cm = fit(model, train_loader, test_loader, args, rt, out, len(names), groups, extra_state={"names": names})
+    cm = fit(model, train_loader, test_loader, args, rt, out, len(names), groups, extra_state={"names": names},
+             loss_for_epoch=loss_for_epoch)
     if cm is None:  # --stop-after
         return
     if rt.is_main:
+        longtail.plain_linear_equivalent(model)  # LDAM's cosine fc -> an ordinary fc with the same predictions
         checkpoint.export_weights(model, os.path.join(out, "model_final.pt"), arch=args.model, names=names,
                                   img_size=args.img_size, norm=args.norm, dataset=info["dataset"])
         write_report(cm, names, out, groups, split["train_counts"] if split else None,

@@ -18,12 +18,12 @@ class ShardSampler(Sampler):
 
 
 def make_loader(dataset, batch_size: int, train: bool, rt: Runtime, workers: int, seed: int = 0,
-                drop_last: bool = False) -> DataLoader:
-    sampler = None
-    if rt.distributed and train:
+                drop_last: bool = False, sampler: Sampler | None = None) -> DataLoader:
+    """A given `sampler` (e.g. a class-balanced one, DDP-aware itself) replaces the default ones."""
+    if sampler is None and rt.distributed and train:
         sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed,
                                      drop_last=drop_last)
-    elif rt.distributed:
+    elif sampler is None and rt.distributed:
         sampler = ShardSampler(len(dataset), rt.rank, rt.world_size)
     if train and lone_last_batch(len(sampler) if sampler is not None else len(dataset), batch_size):
         # Training drops a last batch of ONE image (not folded into the previous batch): BatchNorm cannot train on
@@ -41,5 +41,5 @@ def lone_last_batch(n: int, batch_size: int) -> bool:
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
-    if isinstance(loader.sampler, DistributedSampler):
+    if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler, Classification.longtail.ClassBalancedSampler
         loader.sampler.set_epoch(epoch)

@@ -51,9 +51,10 @@ def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32) -> 
 
 
 def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_classes: int, groups: dict | None = None,
-        extra_state: dict | None = None, on_epoch_end=None, desc: str = "epochs"):
+        extra_state: dict | None = None, on_epoch_end=None, desc: str = "epochs", loss_for_epoch=None):
     """Train `model` (already on rt.device) for args.epochs; returns the last test confusion matrix, or None when
-    --stop-after ended the run early. extra_state is stored in ckpt_last.pt; on_epoch_end(epoch) runs on rank 0."""
+    --stop-after ended the run early. extra_state is stored in ckpt_last.pt; on_epoch_end(epoch) runs on rank 0;
+    loss_for_epoch(epoch) -> loss_fn replaces plain cross-entropy (see train_one_epoch)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop_epochs, args.lr_gamma)
     scaler = grad_scaler(rt, args.amp)
@@ -81,7 +82,8 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
                       total=args.epochs):
         set_epoch(train_loader, epoch)
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(net, train_loader, optimizer, rt, desc=f"epoch {epoch}", scaler=scaler, **speed)
+        tr = train_one_epoch(net, train_loader, optimizer, rt, desc=f"epoch {epoch}", scaler=scaler,
+                             loss_fn=loss_for_epoch(epoch) if loss_for_epoch else None, **speed)
         scheduler.step()
         row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"]}
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:

@@ -1,0 +1,198 @@
+"""Standard long-tail baselines beside the TGN classifier: re-sampling, re-weighted and margin losses, post-hoc
+adjustments. Every default elsewhere stays upstream's plain cross-entropy with instance sampling.
+
+- class-balanced sampling: a class drawn uniformly, then an image of it (Kang et al. 2020, "class-balanced");
+- class-balanced loss: weight (1 - beta) / (1 - beta^n_y), normalised to sum to C (Cui et al. 2019);
+- Balanced Softmax: cross-entropy on logits + log prior (Ren et al. 2020);
+- LDAM: margin C / n_j^(1/4) on the true class, largest margin max_margin, scale s on cosine logits; with deferred
+  re-weighting (DRW) by the class-balanced weights from a given epoch (Cao et al. 2019);
+- post-hoc logit adjustment: logits - tau * log prior, tau = 1 (Menon et al. 2021, their post-hoc default);
+- tau-normalisation: each class weight vector divided by its norm^tau (Kang et al. 2020); cRT is Classification/crt.py.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Sampler
+
+from common.engine import logits_of
+from common.errors import UserError
+
+LOSSES = ("ce", "cb", "balanced_softmax", "ldam")
+SAMPLERS = ("instance", "class_balanced")
+
+
+def class_counts_of(targets, num_classes: int) -> np.ndarray:
+    return np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes)
+
+
+def log_prior(counts) -> torch.Tensor:
+    """log(n_j / N); a class with no training image gets log(1/N^2) rather than -inf (finite adjustments)."""
+    c = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
+    n = c.sum()
+    return torch.log(torch.where(c > 0, c, 1 / n) / n).float()
+
+
+def effective_number_weights(counts, beta: float) -> torch.Tensor:
+    """Cui et al.: w_j proportional to (1 - beta) / (1 - beta^n_j), scaled so that sum_j w_j = C."""
+    if not 0 <= beta < 1:
+        raise UserError(f"--cb-beta must be in [0, 1), got {beta}")
+    c = np.maximum(np.asarray(counts, dtype=np.float64), 1)
+    w = (1 - beta) / (1 - np.power(beta, c))
+    return torch.tensor(w / w.sum() * len(c), dtype=torch.float32)
+
+
+def weighted_ce(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """mean_i w_{y_i} * CE_i (plain mean CE without weights)."""
+    ce = F.cross_entropy(logits.float(), y, reduction="none")
+    return (ce * weights.to(ce.device)[y]).mean() if weights is not None else ce.mean()
+
+
+def ldam_margins(counts, max_margin: float = 0.5) -> torch.Tensor:
+    """Delta_j = C / n_j^(1/4) with C chosen so that the largest margin (rarest class) is max_margin."""
+    m = 1.0 / np.power(np.maximum(np.asarray(counts, dtype=np.float64), 1), 0.25)
+    return torch.tensor(m * (max_margin / m.max()), dtype=torch.float32)
+
+
+def ldam_loss(logits, y, margins, scale: float, weights=None) -> torch.Tensor:
+    """CE on s * (z - Delta_y e_y): the true-class logit lowered by its margin, then scaled."""
+    z = logits.float() - F.one_hot(y, logits.shape[1]) * margins.to(logits.device)[None]
+    return weighted_ce(scale * z, y, weights)
+
+
+def balanced_softmax_loss(logits, y, counts) -> torch.Tensor:
+    return F.cross_entropy(logits.float() + log_prior(counts).to(logits.device), y)
+
+
+def default_drw_epoch(loss: str, epochs: int, drw_epoch: int | None) -> int | None:
+    """LDAM-DRW re-weights from 80 % of training (the paper's 160 of 200 epochs); other losses never, unless
+    --drw-epoch is given; a negative --drw-epoch turns it off."""
+    if drw_epoch is None:
+        return int(0.8 * epochs) if loss == "ldam" else None
+    return None if drw_epoch < 0 else drw_epoch
+
+
+def check_train_args(args) -> None:
+    """Classification/train.py's long-tail flags, checked before its run folder exists."""
+    if not 0 <= args.cb_beta < 1:
+        raise UserError(f"--cb-beta must be in [0, 1), got {args.cb_beta}")
+    if args.loss == "ldam" and not args.model.startswith(("resnet", "resnext", "wide_resnet")):
+        raise UserError(f"--loss ldam replaces the `fc` classifier of a ResNet; {args.model} has none")
+
+
+class EpochLoss:
+    """loss_fn(model, x, y) -> (loss, logits) for one epoch (what common.engine.train_one_epoch takes)."""
+
+    def __init__(self, name: str, counts, epoch: int, beta: float = 0.9999, drw_epoch: int | None = None,
+                 max_margin: float = 0.5, scale: float = 30.0):
+        if name not in LOSSES:
+            raise UserError(f"unknown --loss '{name}'; choose one of {', '.join(LOSSES)}")
+        self.name, self.counts = name, np.asarray(counts)
+        self.weights = None
+        if name == "cb" or (drw_epoch is not None and epoch >= drw_epoch):
+            self.weights = effective_number_weights(counts, beta)
+        self.margins = ldam_margins(counts, max_margin) if name == "ldam" else None
+        self.scale = scale
+
+    def __call__(self, model, x, y):
+        logits = logits_of(model(x))
+        if self.name == "ldam":
+            loss = ldam_loss(logits, y, self.margins, self.scale, self.weights)
+        elif self.name == "balanced_softmax":
+            loss = balanced_softmax_loss(logits, y, self.counts)
+        else:  # ce (re-weighted under DRW) and cb
+            loss = weighted_ce(logits, y, self.weights)
+        return loss, logits
+
+
+# ------------------------------------------------------------------------------------------ cosine classifier
+
+class CosineLinear(nn.Linear):
+    """cos(feature, w_j) per class, no bias: LDAM's scale s presumes logits in [-1, 1]."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x):
+        return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+
+def use_cosine_classifier(model: nn.Module) -> nn.Module:
+    if not isinstance(getattr(model, "fc", None), nn.Linear):
+        raise UserError("--loss ldam needs a model with an `fc` classifier (a ResNet)")
+    model.fc = CosineLinear(model.fc.in_features, model.fc.out_features)
+    return model
+
+
+def plain_linear_equivalent(model: nn.Module) -> nn.Module:
+    """Replace a CosineLinear fc by an nn.Linear with unit-norm rows and zero bias: the same argmax for every
+    input (the feature norm is common to all classes), so the exported file loads as an ordinary classifier."""
+    fc = getattr(model, "fc", None)
+    if isinstance(fc, CosineLinear):
+        new = nn.Linear(fc.in_features, fc.out_features).to(fc.weight.device)
+        with torch.no_grad():
+            new.weight.copy_(F.normalize(fc.weight, dim=1))
+            new.bias.zero_()
+        model.fc = new
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- post hoc
+
+class LogitAdjusted(nn.Module):
+    """Menon et al.'s post-hoc rule: predict argmax_y f_y(x) - tau * log pi_y."""
+
+    def __init__(self, model: nn.Module, counts, tau: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.register_buffer("offset", tau * log_prior(counts))
+
+    def forward(self, x):
+        return logits_of(self.model(x)) - self.offset
+
+
+def tau_normalize_(linear: nn.Linear, tau: float, keep_bias: bool = False) -> nn.Linear:
+    """In place: w_j <- w_j / ||w_j||^tau; the bias is dropped (set to 0) unless keep_bias."""
+    if not 0 <= tau <= 1:
+        raise UserError(f"--tau-norm must be in [0, 1], got {tau}")
+    with torch.no_grad():
+        norms = linear.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        linear.weight.div_(norms.pow(tau))
+        if linear.bias is not None and not keep_bias:
+            linear.bias.zero_()
+    return linear
+
+
+# ------------------------------------------------------------------------------------------------- sampler
+
+class ClassBalancedSampler(Sampler):
+    """Each draw picks a class uniformly among those with images, then an image of it uniformly (with
+    replacement); an epoch has as many draws as the data set has images. Under DDP every rank draws the same
+    seeded global sequence and keeps every world_size-th draw, so the ranks' shares are disjoint and together
+    class-balanced. set_epoch(e) reseeds, as DistributedSampler does."""
+
+    def __init__(self, targets, seed: int = 0, rank: int = 0, world_size: int = 1, num_samples: int | None = None):
+        targets = np.asarray(targets, dtype=np.int64)
+        self.by_class = [np.flatnonzero(targets == c) for c in np.unique(targets)]
+        self.total = num_samples or len(targets)
+        self.total = int(math.ceil(self.total / world_size)) * world_size
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def draws(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        classes = rng.integers(len(self.by_class), size=self.total)
+        picks = rng.random(self.total)
+        sizes = np.array([len(ix) for ix in self.by_class])
+        within = (picks * sizes[classes]).astype(np.int64)
+        return np.array([self.by_class[c][i] for c, i in zip(classes, within)], dtype=np.int64)
+
+    def __iter__(self):
+        return iter(self.draws()[self.rank::self.world_size].tolist())
+
+    def __len__(self):
+        return self.total // self.world_size

@@ -1,0 +1,466 @@
+"""What each paper's method adds, over several seeds, under one protocol.
+
+    python benchmarks/long_tail.py --config configs/synthetic.yaml --tgn-list runs/.../expanded_train.txt
+    python benchmarks/long_tail.py --config configs/synthetic.yaml --methods ce ldam_drw --seeds 0 1 --parts longtail
+
+Three parts, each run for every seed through the repository's own entry points (one subprocess per run, its log
+beside its folder):
+- longtail: Classification/train.py with each long-tail baseline, cRT (Classification/crt.py) and the post-hoc
+  adjustments (Classification/test.py) on the CE model of the same seed, and TGN (the original list plus the
+  expanded training list given by --tgn-list);
+- kmdn: KMDN head and tail models, then distillation with alpha from the config and the control alpha = 0 from the
+  same stage-1 models (everything else equal);
+- dsva: the small CLIP fitted with the seed (data/synthetic/train_clip.py --seed), attributes annotated by it, a
+  validation run, the final run; next to plain CLIP zero-shot of the same CLIP.
+
+Writes <out>/results.md (mean ± std over seeds, and each method's per-seed paired difference against CE),
+<out>/runs.csv (one row per run) and <out>/long_tail_groups.png. A run counts as finished when its results file
+exists; finished runs are never redone, so the command resumes after an interruption.
+"""
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from common.config import add_config_arg, parse_args
+from common.errors import UserError, cli
+from common.layout import read_classes
+from common.split import optional_split
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAINED = {"ce": [], "resample": ["--sampler", "class_balanced"], "cb": ["--loss", "cb"],
+           "balanced_softmax": ["--loss", "balanced_softmax"], "ldam_drw": ["--loss", "ldam"]}
+ON_CE = ("crt", "logit_adjust", "tau_norm")  # need the CE model of the same seed
+METHODS = (*TRAINED, *ON_CE, "tgn")
+DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "logit_adjust", "tau_norm")  # cb: by flag
+PARTS = ("longtail", "kmdn", "dsva")
+# seconds on 2 idle cores at the embedded set's CPU scale (README's quickstart timings); only for the ETA
+COST = {"train": 108, "tgn": 157, "crt": 30, "posthoc": 8, "kmdn_head": 60, "kmdn_tail": 40, "distill": 42,
+        "clip": 100, "annotate": 8, "dsva": 16}
+LT_COLUMNS = (("oa", "OA"), ("macro_f1", "macro-F1"), ("head_acc", "head"), ("tail_acc", "tail"),
+              ("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few"))
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("Long-tail, KMDN and DSVA benchmark over seeds")
+    add_config_arg(p)
+    p.add_argument("--data-root", default=None, help="processed data root (default: the config's classification "
+                                                     "section's data_root)")
+    p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
+                   help=f"long-tail methods (default: {' '.join(DEFAULT_METHODS)}, plus tgn when --tgn-list is given)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    p.add_argument("--tgn-list", default=None, help="CDTG's expanded training list (CDTG/expand.py) for TGN")
+    p.add_argument("--logit-adjust-tau", type=float, default=1.0, help="Menon et al.'s post-hoc default")
+    p.add_argument("--tau-norm", type=float, default=1.0,
+                   help="tau of tau-normalisation (Kang et al. pick it on a validation set; the embedded set has "
+                        "none, so a fixed value)")
+    p.add_argument("--tune-list", default=None,
+                   help="a held-out list (relative to <root>/train): logit_adjust and tau_norm pick their tau on it "
+                        "(Classification/test.py --tune-list) instead of the fixed values")
+    p.add_argument("--dsva-split", default="43", help="zero-shot split; the CLIP is fitted without its unseen classes")
+    p.add_argument("--dsva-val-args", default="--ways 5 --val-classes 2",
+                   help="extra flags of the DSVA validation run (picks epochs and gamma for the final run)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (independent chains of runs)")
+    p.add_argument("--threads", type=int, default=0, help="OMP threads per run (0: CPU cores // --jobs)")
+    p.add_argument("--out", default="runs/benchmark/default", help="benchmark folder")
+    p.add_argument("--report-only", action="store_true", help="write the report from finished runs, run nothing")
+    return p
+
+
+@dataclass
+class Job:
+    label: str
+    cmd: list
+    folder: str
+    marker: str  # the file that says the run finished
+    cost: float
+    resumable: bool = True  # a run-folder script (--resume / --overwrite)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return os.path.isfile(self.marker)
+
+
+def py(script: str, *args) -> list:
+    return [sys.executable, os.path.join(REPO, script), *map(str, args)]
+
+
+def longtail_chains(args, seed: int, root: str) -> list:
+    base = os.path.join(args.out, "longtail")
+    cfg = ["--config", args.config] if args.config else []
+
+    def folder(m):
+        return os.path.join(base, m, f"seed{seed}")
+
+    def train_job(method, flags, cost):
+        f = folder(method)
+        return Job(f"{method} seed {seed}", py("Classification/train.py", *cfg, "--data-root", root, "--seed", seed,
+                                               "--output-dir", f, *flags), f, os.path.join(f, "results.json"), cost,
+                   extra={"part": "longtail", "method": method, "seed": seed})
+
+    chains = []
+    ce_model = os.path.join(folder("ce"), "model_final.pt")
+    ce_chain = [train_job("ce", [], COST["train"])] if {"ce", *ON_CE} & set(args.methods) else []
+    for method in args.methods:
+        if method in ON_CE:
+            f = folder(method)
+            meta = {"part": "longtail", "method": method, "seed": seed}
+            if method == "crt":
+                job = Job(f"crt seed {seed}", py("Classification/crt.py", *cfg, "--weights", ce_model, "--data-root",
+                                                 root, "--seed", seed, "--output-dir", f), f,
+                          os.path.join(f, "results.json"), COST["crt"], extra=meta)
+            else:
+                flag = ["--logit-adjust", args.logit_adjust_tau] if method == "logit_adjust" else [
+                    "--tau-norm", args.tau_norm]
+                flag += ["--tune-list", args.tune_list] if args.tune_list else []
+                job = Job(f"{method} seed {seed}", py("Classification/test.py", *cfg, "--weights", ce_model,
+                                                      "--data-root", root, "--out", f, *flag), f,
+                          os.path.join(f, "results.json"), COST["posthoc"], resumable=False, extra=meta)
+            ce_chain.append(job)
+        elif method == "tgn":
+            orig = os.path.join(root, "anno", f"{read_classes(root)['dataset']}_train.txt")
+            chains.append([train_job("tgn", ["--train-list", orig, "--train-list", args.tgn_list], COST["tgn"])])
+        elif method != "ce":
+            chains.append([train_job(method, TRAINED[method], COST["train"])])
+    return ([ce_chain] if ce_chain else []) + chains
+
+
+def kmdn_chain(args, seed: int, root: str) -> list:
+    base = os.path.join(args.out, "kmdn", f"seed{seed}")
+    cfg = ["--config", args.config] if args.config else []
+    jobs = []
+    for part in ("head", "tail"):
+        f = os.path.join(base, part)
+        jobs.append(Job(f"kmdn {part} seed {seed}", py("KMDN/train.py", "--part", part, *cfg, "--data-root", root,
+                                                       "--seed", seed, "--output-dir", f), f,
+                        os.path.join(f, "results.json"), COST[f"kmdn_{part}"]))
+    for name, flags in (("distill", []), ("distill_alpha0", ["--alpha", 0])):
+        f = os.path.join(base, name)
+        jobs.append(Job(f"kmdn {name} seed {seed}", py(
+            "KMDN/distill.py", *cfg, "--data-root", root, "--seed", seed, "--output-dir", f,
+            "--head-init", os.path.join(base, "head", "model_final.pt"),
+            "--tail-init", os.path.join(base, "tail", "model_final.pt"), *flags), f,
+            os.path.join(f, "summary.json"), COST["distill"], extra={"part": "kmdn", "method": name, "seed": seed}))
+    return [jobs]
+
+
+def dsva_chain(args, seed: int, root: str) -> list:
+    base = os.path.join(args.out, "dsva", f"seed{seed}")
+    cfg = ["--config", args.config] if args.config else []
+    clip = os.path.join(base, "clip.pt")
+    ann = os.path.join(base, "annotate")
+    val, final = os.path.join(base, "dsva_val"), os.path.join(base, "dsva")
+    common = [*cfg, "--data-root", root, "--split", args.dsva_split, "--clip-pretrained", clip, "--attributes",
+              os.path.join(ann, "attributes.json"), "--seed", seed]
+    return [[
+        Job(f"clip seed {seed}", py("data/synthetic/train_clip.py", *cfg, "--data", root, "--out", clip,
+                                    "--exclude-unseen", args.dsva_split, "--seed", seed), base,
+            os.path.join(base, "clip_report.json"), COST["clip"], resumable=False),
+        Job(f"annotate seed {seed}", py("DSVA/annotate.py", *cfg, "--data-root", root, "--clip-pretrained", clip,
+                                        "--out", ann, "--overwrite", "--seed", seed), ann,
+            os.path.join(ann, "attributes.json"), COST["annotate"], resumable=False),
+        Job(f"dsva val seed {seed}", py("DSVA/train.py", *common, "--output-dir", val,
+                                        *shlex.split(args.dsva_val_args)), val, os.path.join(val, "results.json"),
+            COST["dsva"]),
+        Job(f"dsva seed {seed}", py("DSVA/train.py", *common, "--output-dir", final, "--val-run", val), final,
+            os.path.join(final, "results.json"), COST["dsva"], extra={"part": "dsva", "method": "dsva", "seed": seed}),
+    ]]
+
+
+# ------------------------------------------------------------------------------------------------- running
+
+class Runner:
+    def __init__(self, chains: list, jobs: int, threads: int):
+        self.chains, self.jobs = chains, max(1, jobs)
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads or max(1, (os.cpu_count() or 2) // self.jobs)),
+                    "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.lock = threading.Lock()
+        self.failed = []
+        total = sum(j.cost for c in chains for j in c)
+        self.bar = tqdm(total=total, unit="s", desc="benchmark (estimated CPU seconds)", dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
+
+    def run_job(self, job: Job) -> bool:
+        if job.done:
+            return True
+        cmd = list(job.cmd)
+        if job.resumable:
+            cmd.append("--resume" if os.path.isfile(os.path.join(job.folder, "ckpt_last.pt")) else "--overwrite")
+        os.makedirs(os.path.dirname(os.path.abspath(job.folder)), exist_ok=True)
+        log = job.folder.rstrip("/") + ".log"
+        with open(log, "w") as f:
+            f.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
+            f.flush()
+            rc = subprocess.run(cmd, cwd=REPO, env=self.env, stdout=f, stderr=subprocess.STDOUT).returncode
+        if rc != 0 or not job.done:
+            with self.lock:
+                self.failed.append((job.label, log))
+                tqdm.write(f"failed: {job.label} (exit {rc}; log {log})")
+            return False
+        return True
+
+    def run_chain(self, chain: list) -> None:
+        for i, job in enumerate(chain):
+            ok = self.run_job(job)
+            with self.lock:
+                self.bar.update(job.cost)
+                self.bar.set_postfix_str(job.label)
+            if not ok:
+                with self.lock:
+                    self.bar.update(sum(j.cost for j in chain[i + 1:]))
+                return
+
+    def run(self) -> None:
+        done = [j for c in self.chains for j in c if j.done]
+        if done:
+            tqdm.write(f"{len(done)} finished runs found; not redone")
+        with ThreadPoolExecutor(self.jobs) as pool:
+            list(pool.map(self.run_chain, self.chains))
+        self.bar.close()
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+
+def load_json(path: str):
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def count_groups(train_counts: list) -> dict:
+    """{'many': [class ids], ...} by train images (> 100, 20-100, < 20); groups with no class are left out."""
+    rules = {"many": lambda n: n > 100, "medium": lambda n: 20 <= n <= 100, "few": lambda n: n < 20}
+    groups = {name: [c for c, n in enumerate(train_counts) if rule(n)] for name, rule in rules.items()}
+    return {name: ids for name, ids in groups.items() if ids}
+
+
+def longtail_metrics(res: dict, groups: dict) -> dict:
+    out = {k: res.get(k) for k in ("oa", "macro_f1", "head_acc", "tail_acc")}
+    acc = res["per_class_acc"]
+    for name, ids in groups.items():
+        vals = [acc[c] for c in ids if acc[c] is not None]
+        out[f"{name}_acc"] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def mean_std(values: list) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "-"
+    v = 100 * np.asarray(v, dtype=float)
+    return f"{v.mean():.1f}" if len(v) == 1 else f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
+
+
+def signed_mean_std(values: list) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "-"
+    v = 100 * np.asarray(v, dtype=float)
+    m = round(float(v.mean()), 1) + 0.0  # no "-0.0"
+    return f"{m:+.1f}" if len(v) == 1 else f"{m:+.1f} ± {v.std(ddof=1):.1f}"
+
+
+def longtail_section(rows: list, methods: list, columns: list, groups: dict, train_counts: list) -> list:
+    by = {(r["method"], r["seed"]): r for r in rows}
+    head = "| method | seeds | " + " | ".join(label for _, label in columns) + " |"
+    sep = "|---|---|" + "---|" * len(columns)
+    sizes = ", ".join(f"{g} {len(ids)} classes" for g, ids in groups.items())
+    lines = ["## Long-tail classification (test set; mean ± std over seeds, %)", "",
+             f"Groups by train images: many > 100, medium 20-100, few < 20 ({sizes}); head/tail from split.json. "
+             f"Train counts: {min(train_counts)}-{max(train_counts)}.", "", head, sep]
+    for m in methods:
+        rs = [r for r in rows if r["method"] == m]
+        if rs:
+            lines.append(f"| {m} | {len(rs)} | " + " | ".join(mean_std([r.get(k) for r in rs]) for k, _ in columns)
+                         + " |")
+    lines += ["", "Paired difference against CE (same seed; mean ± std over seeds, points):", "", head, sep]
+    for m in methods:
+        if m == "ce":
+            continue
+        seeds = [s for (mm, s) in by if mm == m and ("ce", s) in by]
+        if seeds:
+            lines.append(f"| {m} − ce | {len(seeds)} | " + " | ".join(signed_mean_std(
+                [None if by[(m, s)].get(k) is None or by[("ce", s)].get(k) is None
+                 else by[(m, s)][k] - by[("ce", s)][k] for s in seeds]) for k, _ in columns) + " |")
+    return lines
+
+
+def kmdn_section(rows: list) -> list:
+    with_d = {r["seed"]: r for r in rows if r["method"] == "distill"}
+    without = {r["seed"]: r for r in rows if r["method"] == "distill_alpha0"}
+    if not (with_d or without):
+        return []
+    lines = ["", "## KMDN: distillation against its alpha = 0 control (same stage-1 models and schedule; %)", "",
+             "| model, own classes' test images | seeds | stage 1 | alpha = 0 (no distillation) | distilled | "
+             "distilled − alpha 0 |", "|---|---|---|---|---|---|"]
+    seeds = sorted(set(with_d) & set(without))
+    for part in ("tail", "head"):
+        for metric, name in (("oa", "accuracy"), ("macro_f1", "macro-F1")):
+            k = f"{part}_{metric}"
+            lines.append(f"| {part} model {name} | {len(seeds)} | "
+                         f"{mean_std([with_d[s].get('before_' + k) for s in seeds])} | "
+                         f"{mean_std([without[s].get(k) for s in seeds])} | "
+                         f"{mean_std([with_d[s].get(k) for s in seeds])} | "
+                         f"{signed_mean_std([with_d[s][k] - without[s][k] for s in seeds])} |")
+    return lines
+
+
+def dsva_section(rows: list, split: str) -> list:
+    if not rows:
+        return []
+    lines = ["", f"## DSVA: zero-shot on split {split} over seeds (CLIP fit and DSVA run; mean ± std, %)", "",
+             "| method | seeds | ZSL acc | GZSL U | GZSL S | GZSL H |", "|---|---|---|---|---|---|"]
+    for prefix, label in (("last", "DSVA, last epoch (epochs and gamma chosen on validation classes)"),
+                          ("best_test", "DSVA, best epoch on test (upstream's selection)"),
+                          ("clip", "plain CLIP zero-shot, same CLIPs (no calibration)")):
+        lines.append(f"| {label} | {len(rows)} | " + " | ".join(
+            mean_std([r.get(f"{prefix}_{k}") for r in rows]) for k in ("zsl", "u", "s", "h")) + " |")
+    return lines
+
+
+def collect(chains: list, groups: dict) -> list:
+    rows = []
+    for job in (j for c in chains for j in c if j.extra and j.done):
+        row = {**job.extra, "folder": job.folder}
+        if job.extra["part"] == "longtail":
+            row.update(longtail_metrics(load_json(job.marker), groups))
+        elif job.extra["part"] == "kmdn":
+            s = load_json(job.marker)
+            for part in ("head", "tail"):
+                for k in ("oa", "macro_f1"):
+                    row[f"{part}_{k}"] = s["after"][part][k]
+                    row[f"before_{part}_{k}"] = s["before"][part][k]
+        else:
+            r = load_json(job.marker)
+            for key in ("last", "best_test"):
+                if r.get(key):
+                    row.update({f"{key}_{k}": r[key][k] for k in ("zsl", "u", "s", "h")})
+            report = load_json(os.path.join(os.path.dirname(job.folder), "clip_report.json"))
+            if report:
+                z = report["zero_shot"]["name"]
+                u, s = z["unseen_among_all"], z["seen_among_all"]
+                row.update(clip_zsl=z["unseen_among_unseen"], clip_u=u, clip_s=s,
+                           clip_h=2 * u * s / (u + s) if u and s and u + s else 0.0)
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list, path: str) -> None:
+    keys = ["part", "method", "seed"] + sorted({k for r in rows for k in r} - {"part", "method", "seed", "folder"}) \
+        + ["folder"]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in keys})
+    os.replace(tmp, path)
+
+
+def groups_png(rows: list, methods: list, columns: list, path: str) -> None:
+    from common.plots import plt
+    cols = [(k, label) for k, label in columns if k.endswith("_acc")]
+    present = [m for m in methods if any(r["method"] == m for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cols) * max(1, len(present)) / 3 + 3), 4))
+    width = 0.8 / max(1, len(present))
+    for i, m in enumerate(present):
+        vals = [[r[k] for r in rows if r["method"] == m and r.get(k) is not None] for k, _ in cols]
+        means = [100 * np.mean(v) if v else np.nan for v in vals]
+        stds = [100 * np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals]
+        ax.bar(np.arange(len(cols)) + (i - (len(present) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
+               label=m)
+    ax.set_xticks(range(len(cols)), [label for _, label in cols])
+    ax.set_ylabel("mean per-class test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Per-group accuracy, mean ± std over seeds")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(args, chains: list, split: dict) -> str:
+    train_counts = split["train_counts"]
+    groups = count_groups(train_counts)
+    rows = collect(chains, groups)
+    columns = [(k, label) for k, label in LT_COLUMNS
+               if not k.endswith(("many_acc", "medium_acc", "few_acc")) or k.split("_")[0] in groups]
+    lt = [r for r in rows if r["part"] == "longtail"]
+    lines = [f"# Benchmark on {split['dataset']} (seeds {' '.join(map(str, args.seeds))})", ""]
+    if lt:
+        lines += longtail_section(lt, args.methods, columns, groups, train_counts)
+        groups_png(lt, args.methods, columns, os.path.join(args.out, "long_tail_groups.png"))
+    lines += kmdn_section([r for r in rows if r["part"] == "kmdn"])
+    lines += dsva_section([r for r in rows if r["part"] == "dsva"], args.dsva_split)
+    lines += ["", f"One row per run, with its folder (args.yaml inside): {os.path.join(args.out, 'runs.csv')}."]
+    text = "\n".join(lines) + "\n"
+    write_csv(rows, os.path.join(args.out, "runs.csv"))
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+@cli
+def main(args):
+    root = args.data_root
+    if args.config and not root:
+        from common.config import load_section
+        root = load_section(args.config, "classification").get("data_root")
+    if not root:
+        raise UserError("--data-root is required (or set data_root in the config's classification section)")
+    read_classes(root)
+    split = optional_split(None, root)
+    if split is None:
+        raise UserError(f"{root}/split.json is missing; run data/split.py --root {root} first")
+    if args.methods is None:
+        args.methods = list(DEFAULT_METHODS) + (["tgn"] if args.tgn_list else [])
+    for key, valid in (("methods", METHODS), ("parts", PARTS)):  # a config's lists skip argparse's choices
+        bad = [v for v in getattr(args, key) if v not in valid]
+        if bad:
+            raise UserError(f"unknown {key[:-1]} {', '.join(map(str, bad))}; choose from {', '.join(valid)}")
+    if "dsva" in args.parts and read_classes(root)["dataset"] != "SYNTH":
+        raise UserError("the dsva part fits the embedded set's small CLIP per seed; for RSSDIVCS run "
+                        "scripts/10_dsva_*.sh with --seed, or drop dsva from --parts")
+    if "tgn" in args.methods and "longtail" in args.parts:
+        if not args.tgn_list:
+            raise UserError("method tgn needs --tgn-list (CDTG/expand.py's expanded training list)")
+        if not os.path.isfile(args.tgn_list):
+            raise UserError(f"--tgn-list {args.tgn_list} does not exist; run CDTG/expand.py first")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    os.makedirs(args.out, exist_ok=True)
+    chains = []
+    for seed in args.seeds:
+        if "longtail" in args.parts:
+            chains += longtail_chains(args, seed, root)
+        if "kmdn" in args.parts:
+            chains += kmdn_chain(args, seed, root)
+        if "dsva" in args.parts:
+            chains += dsva_chain(args, seed, root)
+    failed = []
+    if not args.report_only:
+        runner = Runner(chains, args.jobs, args.threads)
+        runner.run()
+        failed = runner.failed
+    print(write_report(args, chains, split))
+    print(f"report: {os.path.join(args.out, 'results.md')}")
+    if failed:
+        print(f"{len(failed)} run(s) failed: " + "; ".join(f"{label} (log {log})" for label, log in failed),
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(parse_args(get_args_parser(), "benchmark"))

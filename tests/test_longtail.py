@@ -1,0 +1,282 @@
+"""Classification/longtail.py against hand-computed values; cRT; test.py's post-hoc flags; benchmarks/long_tail.py."""
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from Classification import longtail
+from conftest import assert_one_line_error, run_script
+
+TINY = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
+        "--device", "cpu"]
+
+
+# ------------------------------------------------------------------------------------- losses, by hand
+
+def test_effective_number_weights_by_hand():
+    # beta 0.5: n=1 -> 0.5/0.5 = 1; n=3 -> 0.5/(1-0.125) = 4/7; normalised to sum 2: 2*7/11, 2*4/11
+    w = longtail.effective_number_weights([1, 3], 0.5)
+    assert torch.allclose(w, torch.tensor([14 / 11, 8 / 11]))
+    # beta -> 0: every class weighs the same; beta 0.9999 with small counts: close to inverse frequency
+    assert torch.allclose(longtail.effective_number_weights([5, 50], 0.0), torch.tensor([1.0, 1.0]))
+    w = longtail.effective_number_weights([10, 100], 0.9999)
+    assert abs(w[0] / w[1] - 10) < 0.05 and abs(float(w.sum()) - 2) < 1e-6
+
+
+def test_class_balanced_ce_by_hand():
+    logits, y = torch.zeros(2, 2), torch.tensor([0, 1])
+    w = torch.tensor([14 / 11, 8 / 11])
+    # each sample's CE is ln 2; the batch mean of w_y * CE = (14/11 + 8/11) / 2 * ln 2 = ln 2
+    assert math.isclose(float(longtail.weighted_ce(logits, y, w)), math.log(2), rel_tol=1e-6)
+    assert math.isclose(float(longtail.weighted_ce(logits[:1], y[:1], w)), 14 / 11 * math.log(2), rel_tol=1e-6)
+    loss, _ = longtail.EpochLoss("cb", [1, 3], epoch=0, beta=0.5)(nn.Identity(), logits[:1], y[:1])
+    assert math.isclose(float(loss), 14 / 11 * math.log(2), rel_tol=1e-6)
+
+
+def test_balanced_softmax_by_hand():
+    # prior [1/4, 3/4]: logits 0 + log prior -> p(class 0) = 1/4, so CE = ln 4; class 1: ln(4/3)
+    logits = torch.zeros(2, 2)
+    assert math.isclose(float(longtail.balanced_softmax_loss(logits[:1], torch.tensor([0]), [1, 3])), math.log(4),
+                        rel_tol=1e-6)
+    assert math.isclose(float(longtail.balanced_softmax_loss(logits[:1], torch.tensor([1]), [1, 3])),
+                        math.log(4 / 3), rel_tol=1e-6)
+
+
+def test_ldam_margins_and_loss_by_hand():
+    # 1 / n^(1/4) for n = 1, 16: 1 and 1/2; scaled so that the largest is 0.5
+    m = longtail.ldam_margins([1, 16], 0.5)
+    assert torch.allclose(m, torch.tensor([0.5, 0.25]))
+    logits = torch.tensor([[0.5, 0.0]])
+    # true class 0: z = [0.5 - 0.5, 0] -> CE of [0, 0] = ln 2 (any scale)
+    assert math.isclose(float(longtail.ldam_loss(logits, torch.tensor([0]), m, 2.0)), math.log(2), rel_tol=1e-6)
+    # true class 1: z = [0.5, -0.25], s = 2 -> [1, -0.5]; CE = log(1 + e^1.5)
+    assert math.isclose(float(longtail.ldam_loss(logits, torch.tensor([1]), m, 2.0)), math.log(1 + math.exp(1.5)),
+                        rel_tol=1e-6)
+
+
+def test_drw_switches_to_class_balanced_weights():
+    assert longtail.default_drw_epoch("ldam", 200, None) == 160  # the paper's 160 of 200
+    assert longtail.default_drw_epoch("ldam", 6, None) == 4
+    assert longtail.default_drw_epoch("ce", 200, None) is None
+    assert longtail.default_drw_epoch("ldam", 200, -1) is None
+    before = longtail.EpochLoss("ldam", [1, 16], epoch=3, drw_epoch=4)
+    after = longtail.EpochLoss("ldam", [1, 16], epoch=4, drw_epoch=4)
+    assert before.weights is None
+    assert torch.allclose(after.weights, longtail.effective_number_weights([1, 16], 0.9999))
+    logits, y = torch.tensor([[0.5, 0.0]]), torch.tensor([1])
+    loss, _ = after(nn.Identity(), logits, y)
+    expected = float(after.weights[1]) * math.log(1 + math.exp(30 * 0.75))  # s=30 on z = [0.5, -0.25]
+    assert math.isclose(float(loss), expected, rel_tol=1e-5)
+
+
+def test_cosine_classifier_export_keeps_predictions():
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.fc = longtail.CosineLinear(5, 3)
+    x = torch.randn(20, 5) * 3
+    cos = model.fc(x)
+    assert cos.abs().max() <= 1 + 1e-6
+    before = cos.argmax(1)
+    longtail.plain_linear_equivalent(model)
+    assert type(model.fc) is nn.Linear and torch.equal(model.fc(x).argmax(1), before)
+
+
+def test_logit_adjustment_by_hand():
+    # prior [3/4, 1/4], tau 1: [1, 0] - log prior = [1 - ln 0.75, ln 4] = [1.2877, 1.3863]: the prediction flips
+    model = longtail.LogitAdjusted(nn.Identity(), [3, 1], tau=1.0)
+    out = model(torch.tensor([[1.0, 0.0]]))
+    assert torch.allclose(out, torch.tensor([[1 - math.log(0.75), math.log(4)]]), atol=1e-6)
+    assert out.argmax(1).item() == 1
+    # tau 0 leaves the logits as they are
+    assert torch.allclose(longtail.LogitAdjusted(nn.Identity(), [3, 1], 0.0)(torch.tensor([[1.0, 0.0]])),
+                          torch.tensor([[1.0, 0.0]]))
+
+
+def test_tau_normalisation_by_hand():
+    fc = nn.Linear(2, 2)
+    with torch.no_grad():
+        fc.weight.copy_(torch.tensor([[3.0, 4.0], [0.0, 2.0]]))
+        fc.bias.fill_(1.0)
+    longtail.tau_normalize_(fc, 0.5)  # norms 5 and 2: divided by sqrt(5), sqrt(2)
+    assert torch.allclose(fc.weight, torch.tensor([[3 / 5 ** 0.5, 4 / 5 ** 0.5], [0.0, 2 / 2 ** 0.5]]))
+    assert torch.equal(fc.bias, torch.zeros(2))
+    longtail.tau_normalize_(fc, 1.0)
+    assert torch.allclose(fc.weight.norm(dim=1), torch.ones(2))
+
+
+# ------------------------------------------------------------------------------------------------- sampler
+
+def test_class_balanced_sampler_frequencies_and_ddp_shards():
+    targets = [0] * 90 + [1] * 9 + [2] * 1
+    s = longtail.ClassBalancedSampler(targets, seed=0, num_samples=30000)
+    freq = np.bincount(np.asarray(targets)[list(s)], minlength=3) / 30000
+    assert np.abs(freq - 1 / 3).max() < 0.015
+    assert len(s) == 30000
+    # within class 0, every image is drawn about equally often (90 images, ~111 draws each)
+    per_image = np.bincount([i for i in s if i < 90], minlength=90)
+    assert per_image.min() > 60 and per_image.max() < 170
+    # two ranks: same global sequence, disjoint interleaved shares of equal length
+    r0 = longtail.ClassBalancedSampler(targets, seed=0, rank=0, world_size=2)
+    r1 = longtail.ClassBalancedSampler(targets, seed=0, rank=1, world_size=2)
+    full = longtail.ClassBalancedSampler(targets, seed=0).draws()
+    assert len(r0) == len(r1) == 50 and list(r0) == full[0::2].tolist() and list(r1) == full[1::2].tolist()
+    first = list(r0)
+    r0.set_epoch(1)
+    assert list(r0) != first
+
+
+# ---------------------------------------------------------------------------- scripts: LDAM, post hoc, cRT
+
+@pytest.mark.slow
+def test_ldam_export_loads_in_test_py_and_crt_freezes_backbone(synth_root, tmp_path):
+    run = tmp_path / "ldam"
+    run_script("Classification/train.py", "--data-root", synth_root, "--output-dir", str(run), *TINY, "--epochs", "1",
+               "--loss", "ldam", "--sampler", "class_balanced")
+    res = json.load(open(run / "results.json"))
+    run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
+               "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "eval"))
+    assert json.load(open(tmp_path / "eval" / "results.json"))["confusion_matrix"] == res["confusion_matrix"]
+    # post hoc, default folder named after the adjustment, next to the weights
+    proc = run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
+                      "--workers", "0", "--device", "cpu", "--logit-adjust", "1", "--tau-norm", "0.5")
+    assert (run / "test" / "SYNTH_taunorm0.5_la1" / "results.json").is_file(), proc.stdout[-500:]
+    # tau tuned on a held-out list: the best of the grid by mean per-class accuracy, named in the folder
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("".join(open(os.path.join(synth_root, "anno", "SYNTH_train.txt")).readlines()[::3]))
+    proc = run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
+                      "--workers", "0", "--device", "cpu", "--logit-adjust", "1", "--tune-list", str(held_out),
+                      "--tau-grid", "0", "1", "2")
+    line = next(ln for ln in proc.stdout.splitlines() if "tuned on" in ln)
+    scores = {float(t): float(v) for t, v in (p.split(": ") for p in line.split("(mean per-class accuracy ")[1]
+                                                                         .rstrip(")").split(", "))}
+    best = max(scores, key=scores.get)
+    assert f"tau {best:g} " in line and (run / "test" / f"SYNTH_la{best:g}" / "results.json").is_file()
+    proc = run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
+                      "--tune-list", str(held_out), check=False)
+    assert_one_line_error(proc, "give exactly one of --logit-adjust, --tau-norm")
+
+    crt = tmp_path / "crt"
+    run_script("Classification/crt.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
+               "--output-dir", str(crt), "--epochs", "1", "--batch-size", "16", "--workers", "0", "--device", "cpu")
+    a = torch.load(run / "model_final.pt")["model"]
+    b = torch.load(crt / "model_final.pt")["model"]
+    backbone = [k for k in a if not k.startswith("fc.")]
+    assert backbone and all(torch.equal(a[k], b[k]) for k in backbone)  # weights and BN running statistics
+    assert not torch.equal(a["fc.weight"], b["fc.weight"])
+    assert (crt / "results.json").is_file() and (crt / "args.yaml").is_file()
+
+
+def test_frozen_backbone_trains_only_fc():
+    from torchvision.models import resnet18
+
+    from Classification.crt import FrozenBackbone
+    net = FrozenBackbone(resnet18(num_classes=3)).train()
+    assert not net.model.bn1.training and net.model.fc.training
+    assert {n for n, p in net.named_parameters() if p.requires_grad} == {"model.fc.weight", "model.fc.bias"}
+
+
+def test_long_tail_flag_errors(synth_root, tmp_path):
+    proc = run_script("Classification/train.py", "--data-root", synth_root, "--output-dir", str(tmp_path / "r"),
+                      *TINY, "--loss", "cb", "--cb-beta", "1", check=False)
+    assert_one_line_error(proc, "--cb-beta must be in [0, 1)")
+    assert not (tmp_path / "r").exists()
+    proc = run_script("Classification/test.py", "--weights", str(tmp_path / "none.pt"), "--data-root", synth_root,
+                      "--tau-norm", "2", check=False)
+    assert_one_line_error(proc, "none.pt does not exist")
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+def tiny_config(tmp_path, root) -> str:
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(f"""classification:
+  data_root: {root}
+  model: resnet18
+  weights: none
+  img_size: 32
+  batch_size: 16
+  epochs: 1
+  lr_drop_epochs: [1]
+  workers: 0
+  device: cpu
+classification_test:
+  workers: 0
+  device: cpu
+""")
+    return str(cfg)
+
+
+@pytest.mark.slow
+def test_driver_two_seeds_two_methods_and_resume(synth_root, tmp_path):
+    out = tmp_path / "bench"
+    args = ["benchmarks/long_tail.py", "--config", tiny_config(tmp_path, synth_root), "--methods", "ce",
+            "logit_adjust", "--seeds", "0", "1", "--parts", "longtail", "--out", str(out), "--jobs", "2"]
+    proc = run_script(*args)
+    table = (out / "results.md").read_text()
+    assert "| ce | 2 |" in table and "| logit_adjust | 2 |" in table and "| logit_adjust − ce | 2 |" in table
+    assert "| many |" not in table.replace(" | many | ", "")  # the tiny set has no class with > 100 images
+    assert "few" in table and "±" in table
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert sorted((r["method"], r["seed"]) for r in rows) == [("ce", "0"), ("ce", "1"), ("logit_adjust", "0"),
+                                                              ("logit_adjust", "1")]
+    for r in rows:
+        assert os.path.isfile(os.path.join(r["folder"], "results.json"))
+        assert 0 <= float(r["oa"]) <= 1
+    assert os.path.isfile(os.path.join(rows[0]["folder"], "args.yaml"))
+    assert (out / "long_tail_groups.png").stat().st_size > 1000
+    # the post-hoc row is the CE model of the same seed with the adjustment: its own evaluation
+    ce0 = json.load(open(out / "longtail" / "ce" / "seed0" / "results.json"))
+    la0 = json.load(open(out / "longtail" / "logit_adjust" / "seed0" / "results.json"))
+    assert sum(map(sum, la0["confusion_matrix"])) == sum(map(sum, ce0["confusion_matrix"]))
+    # again: nothing is re-run (the model files keep their times), the same table comes out
+    stamp = os.path.getmtime(out / "longtail" / "ce" / "seed0" / "model_final.pt")
+    proc = run_script(*args)
+    assert "4 finished runs found; not redone" in proc.stdout + proc.stderr
+    assert os.path.getmtime(out / "longtail" / "ce" / "seed0" / "model_final.pt") == stamp
+    assert (out / "results.md").read_text() == table
+
+
+def test_driver_kmdn_and_dsva_tables_from_finished_runs(synth_root, tmp_path):
+    """--report-only over finished KMDN and DSVA runs (their result files written here by hand)."""
+    out = tmp_path / "bench"
+    for seed, (tail_d, tail_0) in enumerate(((0.8, 0.6), (0.7, 0.6))):
+        for name, tail in (("distill", tail_d), ("distill_alpha0", tail_0)):
+            f = out / "kmdn" / f"seed{seed}" / name
+            f.mkdir(parents=True)
+            part = {"oa": tail, "macro_f1": tail}
+            (f / "summary.json").write_text(json.dumps({"before": {"head": part, "tail": {"oa": 0.5, "macro_f1": 0.5}},
+                                                        "after": {"head": part, "tail": part}}))
+        d = out / "dsva" / f"seed{seed}"
+        (d / "dsva").mkdir(parents=True)
+        fig = {"zsl": 0.5 + 0.1 * seed, "u": 0.4, "s": 0.6, "h": 0.48}
+        (d / "dsva" / "results.json").write_text(json.dumps({"last": fig, "best_test": fig}))
+        (d / "clip_report.json").write_text(json.dumps({"zero_shot": {"name": {
+            "unseen_among_unseen": 0.4, "unseen_among_all": 0.2, "seen_among_all": 0.8}}}))
+    proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--parts", "kmdn", "dsva", "--seeds", "0",
+                      "1", "--out", str(out), "--report-only")
+    table = (out / "results.md").read_text()
+    assert "| tail model accuracy | 2 | 50.0 ± 0.0 | 60.0 ± 0.0 | 75.0 ± 7.1 | +15.0 ± 7.1 |" in table, table
+    assert ("| DSVA, last epoch (epochs and gamma chosen on validation classes) | 2 | 55.0 ± 7.1 | 40.0 ± 0.0 |"
+            in table)
+    assert "| plain CLIP zero-shot, same CLIPs (no calibration) | 2 | 40.0 ± 0.0 | 20.0 ± 0.0 | 80.0 ± 0.0 | " \
+           "32.0 ± 0.0 |" in table
+    assert "report:" in proc.stdout
+
+
+def test_driver_errors(synth_root, tmp_path):
+    proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--methods", "ce", "tgn",
+                      "--out", str(tmp_path / "b"), check=False)
+    assert_one_line_error(proc, "tgn needs --tgn-list")
+    proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--tgn-list", str(tmp_path / "x.txt"),
+                      "--out", str(tmp_path / "b"), check=False)
+    assert_one_line_error(proc, "x.txt does not exist")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"benchmark:\n  data_root: {synth_root}\n  methods: [ce, focal]\n")
+    proc = run_script("benchmarks/long_tail.py", "--config", str(cfg), "--out", str(tmp_path / "b"), check=False)
+    assert_one_line_error(proc, "unknown method focal")
+    assert not (tmp_path / "b").exists()
