@@ -4,6 +4,7 @@ import sys
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 _interrupt_note = None  # () -> the line printed on Ctrl-C (set by the run folder: where to resume from)
+_at_end = []  # called when main() ends, however it ends (the run folder's lock is released)
 
 
 class UserError(Exception):
@@ -14,6 +15,10 @@ def on_interrupt(note) -> None:
     """Register the function that writes the Ctrl-C line (e.g. where the last checkpoint is)."""
     global _interrupt_note
     _interrupt_note = note
+
+
+def at_end_of_main(fn) -> None:
+    _at_end.append(fn)
 
 
 def cli(main):
@@ -32,6 +37,9 @@ def cli(main):
         except KeyboardInterrupt:
             print(_interrupt_note() if _interrupt_note else "interrupted", file=sys.stderr)
             sys.exit(INTERRUPTED)
+        finally:
+            while _at_end:
+                _at_end.pop()()
 
     return wrapper
 

@@ -125,9 +125,9 @@ def check_folder(args) -> str:
         return "reuse"
     if contents:
         if os.path.isfile(ckpt):
-            raise UserError(f"run folder {out} already holds a run (ckpt_last.pt); pass --resume to continue it, "
+            raise UserError(f"run folder {out} already exists and holds a run (ckpt_last.pt); pass --resume to continue it, "
                             f"--overwrite to replace it, or choose another --name")
-        raise UserError(f"run folder {out} already holds outputs but no checkpoint to resume from; pass "
+        raise UserError(f"run folder {out} already exists and holds outputs but no checkpoint to resume from; pass "
                         f"--overwrite to replace it, or choose another --name")
     return "new"
 
@@ -139,8 +139,7 @@ def lock(folder: str) -> None:
     if _held_lock is not None:
         if _held_lock[0] == key:
             return
-        _held_lock[1].close()  # this process starts another run (in-process callers such as tests)
-        _held_lock = None
+        release()  # this process starts another run (in-process callers such as tests)
     f = open(os.path.join(folder, LOCK_FILE), "a")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,6 +148,14 @@ def lock(folder: str) -> None:
         raise UserError(f"run folder {folder} is in use by another process (it holds {os.path.join(folder, LOCK_FILE)})"
                         f"; wait for that run to end, or choose another --name") from None
     _held_lock = (key, f)
+
+
+def release() -> None:
+    """Give up the run folder's lock (at the end of a script's main; a process that dies loses it anyway)."""
+    global _held_lock
+    if _held_lock is not None:
+        _held_lock[1].close()
+        _held_lock = None
 
 
 def prepare(args, is_main: bool = True) -> str:
@@ -166,8 +173,8 @@ def prepare(args, is_main: bool = True) -> str:
     if is_main:
         created = not os.path.isdir(out)
         os.makedirs(out, exist_ok=True)
+        lock(out)  # on failure the folder is another process's: leave it alone
         try:
-            lock(out)
             case = check_folder(args)  # again under the lock: another start may have got there first
         except UserError:
             if created and not _contents(out):
@@ -184,6 +191,7 @@ def prepare(args, is_main: bool = True) -> str:
             print(f"note: removed {path}, left by a process killed while saving")
         _write_records(args, out, case)
         errors.on_interrupt(lambda: interrupted_note(out))
+        errors.at_end_of_main(release)
     rank = dist.get_rank() if dist.is_initialized() else 0
     seed_everything(args.seed + rank)  # DDP: different augmentations per process, as DINO and timm
     return out
