@@ -10,11 +10,11 @@ read it; absolute paths need no copying into <root>/train). The class id comes f
 entry (tail label k -> split.json's tail[k]), checked against the data root's class names when one is given.
 """
 import argparse
-import json
 import os
 
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
+from common.jsonfile import read_json
 from common.layout import read_classes
 from CDTG.generate import MANIFEST_FORMAT
 
@@ -38,11 +38,7 @@ def read_manifest(folder: str) -> dict:
     path = os.path.join(folder, "manifest.json")
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist; --generated takes folders written by CDTG/generate.py")
-    with open(path) as f:
-        try:
-            manifest = json.load(f)
-        except json.JSONDecodeError:
-            raise UserError(f"{path} is not valid JSON") from None
+    manifest = read_json(path, "manifest", "--generated takes folders written by CDTG/generate.py", expect=dict)
     if manifest.get("format") != MANIFEST_FORMAT:
         raise UserError(f"{path} is not a CDTG generation manifest (format {manifest.get('format')!r})")
     return manifest

@@ -36,6 +36,7 @@ from common.clip import load_clip
 from common.config import add_config_arg, parse_args
 from common.distributed import autocast, cleanup, setup
 from common.errors import UserError, cli
+from common.jsonfile import read_json
 from DSVA.zsl_data import (EpisodeSampler, ImageItems, add_data_args, carve_validation, class_lookup,
                            dsva_transform, load_zsl_data, normalisation)
 from DSVA.evaluate import BRANCHES, attention_png, best_gamma, figures, pct, pick_images, scores
@@ -184,8 +185,7 @@ def epochs_and_gamma_from(run: str) -> tuple:
     path = os.path.join(run, "results.json")
     if not os.path.isfile(path):
         raise UserError(f"--val-run: {path} does not exist; finish the validation run (--val-classes) first")
-    with open(path) as f:
-        best = json.load(f).get("best_val")
+    best = read_json(path, "--val-run: results file", expect=dict).get("best_val")
     if not best:
         raise UserError(f"--val-run: {path} has no validation figures; that run needs --val-classes")
     return best["epoch"] + 1, best["gamma"]

@@ -98,10 +98,12 @@ def load(path: str, what: str = "checkpoint") -> dict:
             raise UserError(f"{what} {path} holds a {found.group(1)} object, which a safe (weights-only) load "
                             f"refuses because unpickling it can run code; if you trust the file's source, pass "
                             f"--trust-checkpoint") from None
-        raise UserError(f"{what} {path} could not be read: it is not a PyTorch checkpoint, or is damaged") from None
+        raise UserError(f"{what} {path} could not be read: it is not a PyTorch checkpoint, or is damaged") \
+            from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError, KeyError, IndexError,
             TypeError, MemoryError) as e:  # a truncated zip, a foreign or damaged file
-        raise UserError(f"{what} {path} could not be read: it is truncated, or not a PyTorch checkpoint ({_first_line(e)})") from None
+        raise UserError(f"{what} {path} could not be read: it is truncated, or not a PyTorch checkpoint "
+                        f"({_first_line(e)})") from None
 
 
 def _first_line(e: Exception) -> str:

@@ -125,8 +125,8 @@ def check_folder(args) -> str:
         return "reuse"
     if contents:
         if os.path.isfile(ckpt):
-            raise UserError(f"run folder {out} already exists and holds a run (ckpt_last.pt); pass --resume to continue it, "
-                            f"--overwrite to replace it, or choose another --name")
+            raise UserError(f"run folder {out} already exists and holds a run (ckpt_last.pt); pass --resume to "
+                            f"continue it, --overwrite to replace it, or choose another --name")
         raise UserError(f"run folder {out} already exists and holds outputs but no checkpoint to resume from; pass "
                         f"--overwrite to replace it, or choose another --name")
     return "new"
@@ -145,8 +145,8 @@ def lock(folder: str) -> None:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
-        raise UserError(f"run folder {folder} is in use by another process (it holds {os.path.join(folder, LOCK_FILE)})"
-                        f"; wait for that run to end, or choose another --name") from None
+        raise UserError(f"run folder {folder} is in use by another process (it holds "
+                        f"{os.path.join(folder, LOCK_FILE)}); wait for that run to end, or choose another --name") from None
     _held_lock = (key, f)
 
 
@@ -246,8 +246,13 @@ class MetricsLog:
         """On resume, drop rows of epochs after the checkpoint (written by a run that died later)."""
         if not (self.enabled and os.path.isfile(self.path)):
             return
+        rows = []
         with open(self.path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:  # a line half-written by a killed process
+                    pass
         with open(self.path, "w") as f:
             for r in rows:
                 if r.get("epoch", -1) <= epoch:

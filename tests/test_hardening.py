@@ -102,7 +102,8 @@ def test_bad_config_value_stops_a_script_before_its_run_folder(tmp_path, synth_r
 def test_damaged_files_are_named(tmp_path):
     bad = tmp_path / "t.pt"
     bad.write_text("x\n")
-    with pytest.raises(UserError, match=f"^weights file {bad} could not be read: it is not a PyTorch checkpoint, or is damaged$"):
+    with pytest.raises(UserError, match=f"^weights file {bad} could not be read: it is not a PyTorch checkpoint, "
+                                        f"or is damaged$"):
         checkpoint.load(str(bad), "weights file")
     good = tmp_path / "good.pt"
     torch.save({"model": {"w": torch.ones(100)}}, good)
