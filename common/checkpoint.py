@@ -19,7 +19,10 @@ TRUSTED = False  # set by --trust-checkpoint (common.config): full pickle loads
 
 def _numpy_globals() -> list:
     """The numpy objects that pickled arrays, dtypes and scalars name (an RNG state holds a uint32 array)."""
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
     found = [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
              (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),  # files written with numpy 1.x
              (multiarray.scalar, "numpy.core.multiarray.scalar")]
@@ -119,7 +122,26 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def rng_state_of_every_rank():
+    """rng_state(), or under DDP the list of every rank's (a collective: call it on every rank), so that a resumed
+    run gives each process back its own stream (each rank is seeded differently)."""
+    import torch.distributed as dist
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return rng_state()
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def set_rng_state(state) -> None:
+    """Restore rng_state() or, from a list of every rank's, this rank's."""
+    if isinstance(state, list):
+        import torch.distributed as dist
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if rank >= len(state):
+            raise UserError(f"the checkpoint holds the random state of {len(state)} processes; resume it with "
+                            f"--nproc_per_node {len(state)}")
+        state = state[rank]
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])

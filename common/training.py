@@ -90,11 +90,12 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
                 tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
                                     if not isinstance(v, list)))
         log.write(**row)
+        rng = checkpoint.rng_state_of_every_rank()
         if rt.is_main:
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
             checkpoint.atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": checkpoint.rng_state(),
+                                    "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": rng,
                                     "args": vars(args), **(extra_state or {})}, ckpt_path)
         if args.stop_after is not None and epoch + 1 >= args.stop_after:
             cleanup()
