@@ -84,7 +84,7 @@ def _is_on_off(action) -> bool:
 def yaml_value(parser, action, key, value, where: str):
     """`value` parsed as argparse parses the flag's command-line strings; a UserError naming key and file."""
     def bad(msg):
-        return UserError(f"{where}: key '{key}' {msg}")
+        return UserError(f"{where}: key '{key}': {msg}")
 
     if _is_on_off(action):
         if not isinstance(value, bool):

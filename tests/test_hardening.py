@@ -42,12 +42,12 @@ def config(tmp_path, body: str) -> str:
 
 
 @pytest.mark.parametrize("body, fragment", [
-    ("norm: imagnet", "key 'norm' invalid choice: 'imagnet' (choose from"),
-    ('hflip: "no"', "key 'hflip' must be true or false, got 'no'"),
-    ("epochs: [1, 2]", "key 'epochs' takes one value, got the list [1, 2]"),
-    ("batch_size: 0", "key 'batch_size' must be a positive integer, got 0"),
-    ("lr: fast", "key 'lr' invalid float value: 'fast'"),
-    ("upstream_shortcut_init: 1", "key 'upstream_shortcut_init' must be true or false, got 1"),
+    ("norm: imagnet", "key 'norm': invalid choice: 'imagnet' (choose from"),
+    ('hflip: "no"', "key 'hflip': must be true or false, got 'no'"),
+    ("epochs: [1, 2]", "key 'epochs': takes one value, got the list [1, 2]"),
+    ("batch_size: 0", "key 'batch_size': must be a positive integer, got 0"),
+    ("lr: fast", "key 'lr': invalid float value: 'fast'"),
+    ("upstream_shortcut_init: 1", "key 'upstream_shortcut_init': must be true or false, got 1"),
 ])
 def test_bad_yaml_value_names_key_file_and_allowed_values(tmp_path, body, fragment):
     cfg = config(tmp_path, "data_root: /d\n" + body)
