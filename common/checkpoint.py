@@ -92,8 +92,13 @@ def load(path: str, what: str = "checkpoint") -> dict:
     try:
         if TRUSTED:
             return torch.load(path, map_location="cpu", weights_only=False)
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except RuntimeError as e:  # e.g. OpenAI's CLIP files: TorchScript, which runs no Python on load
+            if "TorchScript archive" not in str(e):
+                raise
+            return torch.jit.load(path, map_location="cpu")
     except pickle.UnpicklingError as e:
         text = str(e)
         found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", text, re.IGNORECASE)
