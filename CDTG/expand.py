@@ -38,10 +38,9 @@ def read_manifest(folder: str) -> dict:
     path = os.path.join(folder, "manifest.json")
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist; --generated takes folders written by CDTG/generate.py")
-    manifest = read_json(path, "generation manifest", "generate again into a new folder")
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        found = manifest.get('format') if isinstance(manifest, dict) else type(manifest).__name__
-        raise UserError(f"{path} is not a CDTG generation manifest (format {found!r})")
+    manifest = read_json(path, "manifest", "--generated takes folders written by CDTG/generate.py", expect=dict)
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise UserError(f"{path} is not a CDTG generation manifest (format {manifest.get('format')!r})")
     return manifest
 
 

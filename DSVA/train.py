@@ -185,8 +185,7 @@ def epochs_and_gamma_from(run: str) -> tuple:
     path = os.path.join(run, "results.json")
     if not os.path.isfile(path):
         raise UserError(f"--val-run: {path} does not exist; finish the validation run (--val-classes) first")
-    doc = read_json(path, "--val-run results file", "finish the validation run (--val-classes) first")
-    best = doc.get("best_val") if isinstance(doc, dict) else None
+    best = read_json(path, "--val-run: results file", expect=dict).get("best_val")
     if not best:
         raise UserError(f"--val-run: {path} has no validation figures; that run needs --val-classes")
     return best["epoch"] + 1, best["gamma"]

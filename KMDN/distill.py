@@ -202,10 +202,11 @@ def main(args):
                 tqdm.write(f"epoch {epoch} {t}->{s} lr {lr:.0e} loss {tr['loss']:.4f} (ce {terms['ce']:.4f} feat "
                            f"{terms['feat_mse']:.4f}) test acc {res['oa']:.4f} {row['img_per_s']:.0f} img/s")
         log.write(**row)
+        rng = checkpoint.rng_state_of_every_rank()
         if rt.is_main:
             checkpoint.atomic_save({"models": {p: m.state_dict() for p, m in models.items()},
                                     "optimizers": {p: o.state_dict() for p, o in optimizers.items()},
-                                    "epoch": epoch, "rng": checkpoint.rng_state(), "before": before, "metas": metas,
+                                    "epoch": epoch, "rng": rng, "before": before, "metas": metas,
                                     "args": vars(args)}, ckpt_path)
         if args.stop_after is not None and epoch + 1 >= args.stop_after:
             cleanup()

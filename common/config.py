@@ -1,4 +1,8 @@
-"""Argument resolution: argparse defaults <- the stage's section of --config YAML <- command-line flags."""
+"""Argument resolution: argparse defaults <- the stage's section of --config YAML <- command-line flags.
+
+A YAML value goes through the flag's own argparse parsing (type, choices, nargs, on/off flags), so that a bad
+value is caught, with the key and the file named, before anything runs.
+"""
 import argparse
 import os
 import sys
@@ -11,16 +15,42 @@ from common.errors import UserError
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="YAML file; its section for this stage overrides the defaults, flags override both")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load checkpoints with full pickle (can run code stored in the file): only for files "
+                             "you trust that hold types a weights-only load refuses")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0, "an integer >= 0")
+
+
+def _int_at_least(text, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+    return value
 
 
 def load_section(path: str, stage: str) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"config file {path} does not exist; pass an existing file to --config")
-    with open(path) as f:
-        try:
+    try:
+        with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text (a binary file?); --config takes a YAML file") \
+            from None
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(doc, dict):
         raise UserError(f"config file {path} must be a mapping of stage sections")
     section = doc.get(stage) or {}
@@ -30,7 +60,11 @@ def load_section(path: str, stage: str) -> dict:
 
 
 def parse_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argparse.Namespace:
-    """resolve_args for a script: a config mistake prints one `error:` line and exits with status 2."""
+    """resolve_args for a script: a config or flag mistake prints one `error:` line and exits with status 2."""
+    def one_line(message):
+        raise UserError(f"{message} (see --help)")
+
+    parser.error = one_line
     try:
         return resolve_args(parser, stage, argv)
     except UserError as e:
@@ -38,11 +72,61 @@ def parse_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argpar
         sys.exit(2)
 
 
+def _flag(action) -> str:
+    return max(action.option_strings, key=len) if action.option_strings else action.dest
+
+
+def _is_on_off(action) -> bool:
+    return isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
+                               argparse.BooleanOptionalAction))
+
+
+def yaml_value(parser, action, key, value, where: str):
+    """`value` parsed as argparse parses the flag's command-line strings; a UserError naming key and file."""
+    def bad(msg):
+        return UserError(f"{where}: key '{key}': {msg}")
+
+    if _is_on_off(action):
+        if not isinstance(value, bool):
+            raise bad(f"must be true or false, got {value!r}")
+        if not isinstance(action, argparse.BooleanOptionalAction) and not isinstance(action.const, bool):
+            raise bad("is a flag without a value; give it on the command line")
+        return value  # the key names the dest, so its value is the dest's value (also for store_false)
+    if value is None:
+        return None
+    many = isinstance(value, (list, tuple))
+    if isinstance(value, dict):
+        raise bad(f"must be a value or a list, got a mapping {value!r}")
+    items = [str(v) for v in value] if many else [str(value)]
+    nargs = action.nargs
+    if isinstance(action, argparse._AppendAction) and nargs is None:
+        return [_convert(parser, action, [v], bad) for v in items]
+    if nargs is None or nargs == "?":
+        if many:
+            raise bad(f"takes one value, got the list {value!r}")
+        return _convert(parser, action, items, bad)
+    if nargs == "+" and not items:
+        raise bad("takes at least one value, got an empty list")
+    if isinstance(nargs, int) and len(items) != nargs:
+        raise bad(f"takes {nargs} values, got {len(items)}")
+    return _convert(parser, action, items, bad)
+
+
+def _convert(parser, action, items, bad):
+    try:
+        values = [parser._get_value(action, v) for v in items]
+        for v in values:
+            parser._check_value(action, v)
+    except argparse.ArgumentError as e:
+        raise bad(e.message) from None
+    return values if action.nargs not in (None, "?") else values[0]
+
+
 def resolve_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argparse.Namespace:
     """Parse argv with the `stage` section of --config as defaults.
 
-    YAML keys use the flag's dest name (dashes or underscores both accepted); an unknown key is an error
-    that names the key, the section and the file.
+    YAML keys use the flag's dest name (dashes or underscores both accepted); an unknown key or a value the flag
+    would refuse is an error that names the key, the section and the file.
     """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
@@ -50,15 +134,36 @@ def resolve_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argp
     if known.config:
         section = load_section(known.config, stage)
         actions = {a.dest: a for a in parser._actions}
+        where = f"config file {known.config}, section '{stage}'"
         overrides = {}
         for key, value in section.items():
             dest = str(key).replace("-", "_")
             if dest not in actions or dest in ("help", "config"):
                 raise UserError(f"unknown key '{key}' in section '{stage}' of {known.config}; "
                                 f"see `--help` for the valid option names")
-            overrides[dest] = value
+            overrides[dest] = yaml_value(parser, actions[dest], key, value, where)
             actions[dest].required = False  # the YAML supplies it
-        parser.set_defaults(**overrides)
+        given = _given_on_command_line(parser, argv) if any(
+            isinstance(actions[d], argparse._AppendAction) for d in overrides) else set()
+        parser.set_defaults(**{d: v for d, v in overrides.items()
+                               if not (isinstance(actions[d], argparse._AppendAction) and d in given)})
     args = parser.parse_args(argv)
     args.stage = stage
+    trusted = bool(getattr(args, "trust_checkpoint", False))
+    if trusted or "common.checkpoint" in sys.modules:  # not importing torch for scripts that never load one
+        from common import checkpoint
+        checkpoint.trust(trusted)
     return args
+
+
+def _given_on_command_line(parser, argv) -> set:
+    """Dests that argv sets, so that a flag given several times replaces the YAML's list instead of extending it."""
+    saved = [(a, a.default, a.required) for a in parser._actions]
+    try:
+        for a in parser._actions:
+            a.default, a.required = argparse.SUPPRESS, False
+        ns, _ = parser.parse_known_args(argv)
+    finally:
+        for a, default, required in saved:
+            a.default, a.required = default, required
+    return set(vars(ns))

@@ -12,6 +12,7 @@ import json
 import os
 
 from common.errors import UserError
+from common.jsonfile import read_json, require_keys
 
 SPLITS = ("train", "test")
 
@@ -22,10 +23,11 @@ def read_classes(root: str) -> dict:
     path = os.path.join(root, "classes.json")
     if not os.path.isfile(path):
         raise UserError(f"{path} is missing; {root} is not a processed data root (run its prepare.py)")
-    with open(path) as f:
-        info = json.load(f)
-    if "dataset" not in info or "names" not in info:
-        raise UserError(f"{path} must hold 'dataset' and 'names'")
+    fix = f"re-run the data set's prepare.py for {root}"
+    info = read_json(path, "classes file", fix, expect=dict)
+    require_keys(info, ("dataset", "names"), "classes file", path, fix)
+    if not isinstance(info["names"], list) or not all(isinstance(n, str) for n in info["names"]):
+        raise UserError(f"classes file {path}: 'names' must be a list of class names; {fix}")
     return info
 
 

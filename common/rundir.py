@@ -1,4 +1,6 @@
-"""A run's folder: seeds, resolved args, provenance, per-epoch metrics; never silently overwritten."""
+"""A run's folder: seeds, resolved args, provenance, per-epoch metrics; locked while a run uses it, never silently
+overwritten, resumed only with the settings it was started with."""
+import fcntl
 import json
 import os
 import platform
@@ -12,17 +14,32 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from common import checkpoint, errors
 from common.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# Settings that may differ on --resume: where and how fast the run goes, how long it goes on, what it logs.
+# Every other setting shapes the result and must equal the run's args.yaml.
+MAY_CHANGE_ON_RESUME = ("workers", "device", "epochs", "iter", "resume", "overwrite", "trust_checkpoint", "config",
+                        "output_dir", "name", "stop_after", "log_every", "ckpt_every", "snapshot_every",
+                        "save_every", "vis_images")
+RECORDED_ON_RESUME = ("epochs", "iter")  # an extended run is recorded with its new length
+LOCK_FILE = ".lock"
+SETUP_FILES = ("args.yaml", "meta.json", LOCK_FILE)  # all that a start which failed before its first result leaves
+_held_lock = None  # (folder, open file) of the run folder this process holds
 
 
 def add_run_args(parser, stage: str) -> None:
     g = parser.add_argument_group("run")
     g.add_argument("--output-dir", default=None, help=f"run folder (default: runs/{stage}/<name>)")
     g.add_argument("--name", default="default", help="run name under runs/<stage>/")
-    g.add_argument("--seed", type=int, default=0, help="seed for python, numpy and torch")
-    g.add_argument("--resume", action="store_true", help="continue the run in the existing folder from ckpt_last.pt")
+    g.add_argument("--seed", type=int, default=0, help="seed for python, numpy and torch (DDP: + rank)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in the existing folder from ckpt_last.pt, with the run's own settings "
+                        f"(only {', '.join('--' + k.replace('_', '-') for k in ('workers', 'device', 'epochs'))} "
+                        "and logging flags may change)")
     g.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start again")
     g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
 
@@ -43,36 +60,174 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _only_setup_files(folder: str) -> bool:
+    """True when `folder` holds nothing but what prepare() writes (and empty folders, stale temporaries)."""
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            top = dirpath == folder
+            if not (f.startswith(checkpoint.TMP_PREFIX) or (top and f in SETUP_FILES)):
+                return False
+    return True
+
+
+def _contents(folder: str) -> list:
+    return [e.name for e in os.scandir(folder) if e.name != LOCK_FILE] if os.path.isdir(folder) else []
+
+
+def _read_run_args(path: str) -> dict | None:
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise UserError(f"--resume: {path} is damaged; the run's settings cannot be checked") from None
+    return doc if isinstance(doc, dict) else None
+
+
+def check_resume_settings(args, recorded: dict, path: str) -> None:
+    """Refuse a --resume whose settings differ from the run's recorded ones (outside MAY_CHANGE_ON_RESUME)."""
+    now = yaml.safe_load(yaml.safe_dump(vars(args)))  # the same types as the file (tuples become lists)
+    changed = [f"{_flag(k)} {now[k]!r} (the run has {recorded[k]!r})" for k in sorted(now)
+               if k in recorded and k not in MAY_CHANGE_ON_RESUME and now[k] != recorded[k]]
+    if changed:
+        raise UserError(f"--resume with other settings than the run's {path}: {'; '.join(changed)}; resume with "
+                        f"the run's own settings (drop those flags), or start a new run (another --name)")
+
+
+def check_folder(args) -> str:
+    """The checks of prepare() that only read: which case the run folder is in. Returns 'new', 'reuse', 'resume'
+    or 'overwrite'."""
+    out = args.output_dir
+    if args.resume and args.overwrite:
+        raise UserError(f"--resume continues the run in {out} and --overwrite deletes it; pass only one of them")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--output-dir {out} is a file, not a folder; choose a folder path")
+    ckpt = os.path.join(out, "ckpt_last.pt")
+    contents = _contents(out)
+    failed_start = bool(contents) and not os.path.isfile(ckpt) and _only_setup_files(out)
+    if args.resume:
+        if not os.path.isfile(ckpt):
+            why = ("its start failed before the first checkpoint" if failed_start else
+                   "there is no run there" if not contents else "the run there never wrote one")
+            raise UserError(f"--resume: no {ckpt} to continue from ({why}); drop --resume to start it")
+        recorded = _read_run_args(os.path.join(out, "args.yaml"))
+        if recorded is not None:
+            check_resume_settings(args, recorded, os.path.join(out, "args.yaml"))
+        return "resume"
+    if args.overwrite and contents:
+        return "overwrite"
+    if failed_start:
+        return "reuse"
+    if contents:
+        if os.path.isfile(ckpt):
+            raise UserError(f"run folder {out} already exists and holds a run (ckpt_last.pt); pass --resume to "
+                            f"continue it, --overwrite to replace it, or choose another --name")
+        raise UserError(f"run folder {out} already exists and holds outputs but no checkpoint to resume from; pass "
+                        f"--overwrite to replace it, or choose another --name")
+    return "new"
+
+
+def lock(folder: str) -> None:
+    """Hold an exclusive OS lock on <folder>/.lock for the life of this process (released when it dies)."""
+    global _held_lock
+    key = os.path.realpath(folder)
+    if _held_lock is not None:
+        if _held_lock[0] == key:
+            return
+        release()  # this process starts another run (in-process callers such as tests)
+    f = open(os.path.join(folder, LOCK_FILE), "a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise UserError(f"run folder {folder} is in use by another process (it holds "
+                        f"{os.path.join(folder, LOCK_FILE)}); wait for that run to end, or choose another --name") from None
+    _held_lock = (key, f)
+
+
+def release() -> None:
+    """Give up the run folder's lock (at the end of a script's main; a process that dies loses it anyway)."""
+    global _held_lock
+    if _held_lock is not None:
+        _held_lock[1].close()
+        _held_lock = None
+
+
 def prepare(args, is_main: bool = True) -> str:
-    """Resolve, check and create the run folder; seed; write args.yaml and meta.json. Returns the folder."""
+    """Resolve, check, lock and create the run folder; seed; write args.yaml and meta.json. Returns the folder.
+
+    A folder that holds only the set-up files of a start that failed before its first checkpoint is started
+    again without --overwrite. Call it after every input check a script can make, so that a mistake leaves no
+    folder behind.
+    """
     out = args.output_dir or os.path.join("runs", args.stage, args.name)
     args.output_dir = out
-    exists = os.path.isdir(out) and any(os.scandir(out))
-    if exists and not (args.resume or args.overwrite):
-        raise UserError(f"run folder {out} already exists; pass --resume to continue it, --overwrite to replace "
-                        f"it, or choose another --name")
-    if args.resume and not os.path.isfile(os.path.join(out, "ckpt_last.pt")):
-        raise UserError(f"--resume: no {os.path.join(out, 'ckpt_last.pt')} to continue from; drop --resume to start")
+    case = check_folder(args)
     if dist.is_initialized():  # every rank has checked before rank 0 creates the folder
         dist.barrier()
     if is_main:
-        if exists and args.overwrite and not args.resume:
-            shutil.rmtree(out)
+        created = not os.path.isdir(out)
         os.makedirs(out, exist_ok=True)
-        resolved = {k: v for k, v in sorted(vars(args).items())}
-        with open(os.path.join(out, "args.yaml"), "w") as f:
-            yaml.safe_dump(resolved, f, sort_keys=True)
-        meta = {"git_commit": git_commit(), "command": " ".join(sys.argv), "python": platform.python_version(),
-                "torch": torch.__version__, "cuda": torch.version.cuda, "host": platform.node()}
+        lock(out)  # on failure the folder is another process's: leave it alone
         try:
-            import torchvision
-            meta["torchvision"] = torchvision.__version__
-        except ImportError:
-            pass
-        with open(os.path.join(out, "meta.json"), "w") as f:
-            json.dump(meta, f, indent=2)
-    seed_everything(args.seed)
+            case = check_folder(args)  # again under the lock: another start may have got there first
+        except UserError:
+            if created and not _contents(out):
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        if case in ("overwrite", "reuse"):
+            if case == "reuse":
+                print(f"note: run folder {out} holds only the set-up files of a start that failed before its "
+                      f"first checkpoint; starting it again")
+            for name in _contents(out):
+                path = os.path.join(out, name)
+                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        for path in checkpoint.remove_stale_temporaries(out):
+            print(f"note: removed {path}, left by a process killed while saving")
+        _write_records(args, out, case)
+        errors.on_interrupt(lambda: interrupted_note(out))
+        errors.at_end_of_main(release)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    seed_everything(args.seed + rank)  # DDP: different augmentations per process, as DINO and timm
     return out
+
+
+def _write_records(args, out: str, case: str) -> None:
+    resolved = {k: v for k, v in sorted(vars(args).items())}
+    meta = {"git_commit": git_commit(), "command": " ".join(sys.argv), "python": platform.python_version(),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "host": platform.node()}
+    try:
+        import torchvision
+        meta["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    args_path, meta_path = os.path.join(out, "args.yaml"), os.path.join(out, "meta.json")
+    if case == "resume" and os.path.isfile(args_path):  # keep the run's record; add what may have changed
+        recorded = _read_run_args(args_path) or {}
+        resolved = {**recorded, **{k: resolved[k] for k in RECORDED_ON_RESUME if k in resolved and k in recorded}}
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                first = json.load(f)
+        except (OSError, ValueError):
+            first = {}
+        meta = {**first, "resumes": [*first.get("resumes", []), {k: meta[k] for k in ("git_commit", "command")}]} \
+            if first else meta
+    with open(args_path, "w") as f:
+        yaml.safe_dump(resolved, f, sort_keys=True)
+    with open(meta_path, "w") as f:
+        json.dump(meta, f, indent=2)
+
+
+def interrupted_note(out: str) -> str:
+    ckpt = os.path.join(out, "ckpt_last.pt")
+    if os.path.isfile(ckpt):
+        return f"interrupted; the last checkpoint is {ckpt}: run the same command with --resume to continue"
+    return f"interrupted before the first checkpoint of {out}; run the same command again to start it"
 
 
 class MetricsLog:
@@ -91,8 +246,13 @@ class MetricsLog:
         """On resume, drop rows of epochs after the checkpoint (written by a run that died later)."""
         if not (self.enabled and os.path.isfile(self.path)):
             return
+        rows = []
         with open(self.path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:  # a line half-written by a killed process
+                    pass
         with open(self.path, "w") as f:
             for r in rows:
                 if r.get("epoch", -1) <= epoch:

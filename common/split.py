@@ -1,16 +1,17 @@
 """Reading split.json (written by data/split.py) and checking that it belongs to the data root in use."""
-import json
 import os
 
 from common.errors import UserError
+from common.jsonfile import read_json, require_keys
 from common.layout import class_counts, read_classes
 
 
 def load_split(path: str, root: str | None = None) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"split file {path} does not exist; run data/split.py --root <data root> first")
-    with open(path) as f:
-        split = json.load(f)
+    fix = "re-run data/split.py --root <data root>"
+    split = read_json(path, "split file", fix, expect=dict)
+    require_keys(split, ("head", "tail", "names"), "split file", path, fix)
     if root is not None:
         names = read_classes(root)["names"]
         if split.get("names") != names or split.get("train_counts") != class_counts(root, "train"):

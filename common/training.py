@@ -11,6 +11,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from common import checkpoint, rundir
+from common.config import non_negative_int, positive_int
 from common.distributed import Runtime, cleanup, grad_scaler
 from common.engine import evaluate, train_one_epoch
 from common.loaders import set_epoch
@@ -25,7 +26,7 @@ def add_image_args(g, img_size: int | None = 224, norm: str | None = "half") -> 
     g.add_argument("--norm", default=norm, choices=list(NORMALISATIONS),
                    help="'half' = [-1,1] as upstream; 'imagenet' matches ImageNet-pretrained weights")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--workers", type=int, default=4)
+    g.add_argument("--workers", type=non_negative_int, default=4)
     g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
                    help="a corrupt image is skipped with a warning, or stops the run")
 
@@ -33,11 +34,11 @@ def add_image_args(g, img_size: int | None = 224, norm: str | None = "half") -> 
 def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32) -> argparse._ArgumentGroup:
     """The flags fit() reads; returns the speed group so that a script can add its own output flags."""
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=epochs)
-    g.add_argument("--batch-size", type=int, default=batch_size, help="per process")
+    g.add_argument("--epochs", type=positive_int, default=epochs)
+    g.add_argument("--batch-size", type=positive_int, default=batch_size, help="per process")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--lr-drop-epochs", type=int, nargs="*", default=lr_drop_epochs,
+    g.add_argument("--lr-drop-epochs", type=non_negative_int, nargs="*", default=lr_drop_epochs,
                    help=f"epochs from which the lr is multiplied by --lr-gamma once more (upstream: "
                         f"{' '.join(map(str, lr_drop_epochs))})")
     g.add_argument("--lr-gamma", type=float, default=0.1)
@@ -45,7 +46,7 @@ def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32) -> 
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="on CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--eval-every", type=int, default=1, help="test every N epochs (and always after the last)")
+    g.add_argument("--eval-every", type=positive_int, default=1, help="test every N epochs (and always after the last)")
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
     return g
 
@@ -94,12 +95,13 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
                 tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
                                     if not isinstance(v, list)))
         log.write(**row)
+        rng = checkpoint.rng_state_of_every_rank()
         if rt.is_main:
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
             checkpoint.atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                    "epoch": epoch, "rng": checkpoint.rng_state(),
+                                    "epoch": epoch, "rng": rng,
                                     "args": vars(args), **(extra_state or {})}, ckpt_path)
         if args.stop_after is not None and epoch + 1 >= args.stop_after:
             cleanup()

@@ -337,7 +337,7 @@ def test_input_errors(synth_root, tail_model_file, tmp_path):
         run_train(synth_root, str(head), tmp_path / "a", "--iter", "1")
     assert not (tmp_path / "a").exists()  # nothing written for a bad input
     run_train(synth_root, tail_model_file, tmp_path / "b", "--iter", "1")
-    with pytest.raises(UserError, match="trained with generator"):
+    with pytest.raises(UserError, match=r"--resume with other settings .*--style-dim 32 \(the run has 16\)"):
         run_train(synth_root, tail_model_file, tmp_path / "b", "--iter", "2", "--resume", "--style-dim", "32")
     proc = run_script("CDTG/train.py", "--data-root", synth_root, "--tail-model", str(tmp_path / "missing.pt"),
                       *TINY, check=False)

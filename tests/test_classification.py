@@ -57,7 +57,7 @@ def test_existing_run_folder_is_refused(synth_root, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("precious")
     proc = train(synth_root, out, "--epochs", "1", check=False)
-    assert_one_line_error(proc, "already exists", "--resume", "--overwrite")
+    assert_one_line_error(proc, "already exists", "no checkpoint", "--overwrite")
     assert (out / "keep.txt").read_text() == "precious"
 
 
