@@ -66,10 +66,19 @@ class Draws:
 
 @torch.no_grad()
 def round_to_half(module: nn.Module) -> nn.Module:
-    """Round every floating parameter and buffer to float16 and back, as OpenAI's CLIP loader leaves the
-    weights on the CPU (its files hold float16)."""
-    for t in list(module.parameters()) + list(module.buffers()):
-        if t.is_floating_point():
+    """Round CLIP's weights to float16 and back as OpenAI's loader leaves them on the CPU: the weights and biases
+    of convolutions, linear layers and attention input projections, and the two projection matrices
+    (`proj`, `text_projection`); LayerNorms, embeddings and the temperature keep float32."""
+    tensors = []
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            tensors += [m.weight, m.bias]
+        if isinstance(m, nn.MultiheadAttention):
+            tensors += [getattr(m, a) for a in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                                                "in_proj_bias", "bias_k", "bias_v")]
+        tensors += [getattr(m, a) for a in ("proj", "text_projection") if isinstance(getattr(m, a, None), torch.Tensor)]
+    for t in tensors:
+        if t is not None:
             t.copy_(t.half().float())
     return module
 

@@ -5,6 +5,7 @@ losses, the released CLIP term, and each weighted term of the DSVA loss with the
 The seeded weights are rebuilt from the manifests; the original's names are renamed where ours differ (KMDN's
 `shortcut` is torchvision's `downsample`; DSVA's head)."""
 import copy
+import functools
 
 import open_clip
 import pytest
@@ -58,12 +59,17 @@ def grad_diff(model: torch.nn.Module, ref: dict) -> float:
     return out / scale
 
 
-def tail_model() -> TailClassifier:
-    """The original's tail ResNet-50 (12 classes, seed 41) as our 32 px tail classifier."""
+@functools.lru_cache(maxsize=None)
+def _seeded_tail() -> torch.nn.Module:
     model = build_feature_resnet("resnet50", 12, "none", verbose=False)
     sd = {k.replace(".shortcut.", ".downsample."): v for k, v in state_dict_of("kmdn_epoch_pth.json", "tail").items()}
     model.load_state_dict(sd)
-    return TailClassifier(model, {"img_size": 32, "norm": "half"})
+    return model
+
+
+def tail_model() -> TailClassifier:
+    """The original's tail ResNet-50 (12 classes, seed 41) as our 32 px tail classifier (a fresh copy)."""
+    return TailClassifier(copy.deepcopy(_seeded_tail()), {"img_size": 32, "norm": "half"})
 
 
 def projection() -> FeatureProjection:
@@ -76,12 +82,18 @@ def projection() -> FeatureProjection:
     return proj
 
 
-def cdtg_models() -> tuple:
+@functools.lru_cache(maxsize=None)
+def _seeded_cdtg() -> tuple:
     g, g_ema = Generator(32, 512, 8, num_classes=12), Generator(32, 512, 8, num_classes=12)
     d = Discriminator(32, num_classes=12)
     for name, model in (("g", g), ("d", d), ("g_ema", g_ema)):
         model.load_state_dict(state_dict_of(CDTG_MANIFEST, name))
     return g, d, g_ema
+
+
+def cdtg_models() -> tuple:
+    """Fresh copies of the seeded g, d, g_ema (cdtg_200000_size32.json)."""
+    return tuple(copy.deepcopy(m) for m in _seeded_cdtg())
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -241,3 +253,155 @@ def test_code_mode_iteration_parameters(cdtg_ref, code_iteration):
     lr = StepConfig().lr
     for key, ours in after:
         assert checksums_match(ours, params[key], lr * (16 / 17 if key.startswith("d") else 4 / 5)), key
+
+
+def test_released_clip_term_step_by_step(cdtg_ref, clip_bundle):
+    """Bytes (wrapping as torch's CPU cast), CLIP's PIL preprocessing, float16-rounded weights, prompts, the
+    temperature and the cross-entropy on probabilities, each against the original's intermediate tensors."""
+    ref = cdtg_ref["step"]["clip"]
+    x = torch.linspace(-40, 40, 100_003)
+    assert torch.equal(losses.wrapped_bytes(x), x.mul(255).byte())
+    images = ref["uint8_images"].permute(0, 3, 1, 2).float() / 255 + 0.5 / 255  # floats that cast to these bytes
+    assert torch.equal(losses.wrapped_bytes(images).permute(0, 2, 3, 1), ref["uint8_images"])
+    pixels = losses.released_clip_input(clip_bundle.preprocess, images)
+    assert (pixels - ref["pixel_values"]).abs().max() < 1e-6
+    prompts = [f"a photo of a {n}" for n in CLIP_NAMES]
+    assert torch.equal(clip_bundle.tokenizer(prompts).int(), ref["tokens"])
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(clip_bundle.model.encode_image(pixels), dim=-1)
+    text = encode_text_prompts(clip_bundle, prompts)
+    assert (feats - ref["image_features"]).abs().max() < 1e-6  # ~1e-4 without the float16 rounding
+    assert (text - ref["text_features"]).abs().max() < 1e-6
+    scale = clip_bundle.model.logit_scale.exp().item()
+    assert abs(scale - ref["logit_scale_exp"]) < 1e-7
+    probs = losses.clip_logits(feats, text, scale).softmax(1)
+    assert (probs - ref["text_probs"]).abs().max() < 1e-6
+    loss = losses.clip_consistency_loss(feats, text, cdtg_ref["inputs"]["labels"], scale, double_softmax=True)
+    assert abs(loss.item() - ref["loss"]) < 1e-6
+
+
+# ------------------------------------------------------------------------------------------------ CDTG, paper mode
+
+def paper_iteration(ref: dict, **cfg) -> tuple:
+    """A --mode paper iteration fed the original's (train-mode) layer3 features, so that its inputs equal the
+    reference's although its own tail model runs in eval mode."""
+    g, d, g_ema = cdtg_models()
+    inputs, step = ref["inputs"], ref["step"]
+    trainer = CDTGTrainer(g, d, projection(), tail_model(), setup("cpu"), StepConfig(mode="paper", amp=False, **cfg),
+                          g_ema=g_ema, draws=RecordedDraws(step, inputs["noise"]))
+    seen = {}
+    for name, optim, model in (("d", trainer.d_optim, d), ("g", trainer.g_optim, g)):
+        optim.register_step_post_hook(lambda opt, a, k, name=name, model=model:
+                                      seen.setdefault(name, []).append(checksums(model)))
+    p_before = trainer.proj.linear.weight.detach().clone()
+    log = trainer.step(inputs["real"], inputs["labels"], step["iteration"], feat=step["gan_feature"])
+    return trainer, log, seen, p_before
+
+
+def test_paper_mode_adversarial_and_r1_parts_equal(cdtg_ref):
+    """With the consistency weights at 0 the paper mode's D step, R1 step and G step equal the original's; its
+    path step differs on purpose (P has been trained by then; the mean is detached, see the standalone test)."""
+    ref, lr = cdtg_ref["step"], StepConfig().lr
+    trainer, log, seen, _ = paper_iteration(cdtg_ref, lambda_cls=0.0, lambda_clip=0.0)
+    assert abs(log["d"].item() - ref["d_loss"]) < 1e-5
+    assert abs(log["r1"].item() - ref["r1"]) < 1e-7
+    assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
+    assert checksums_match(seen["d"][0], ref["params"]["d_after_step1"], lr * 16 / 17)
+    assert checksums_match(seen["d"][1], ref["params"]["d_after_step2"], lr * 16 / 17)
+    assert checksums_match(seen["g"][0], ref["params"]["g_after_step1"], lr * 4 / 5)
+
+
+def test_paper_mode_backpropagates_the_consistency_terms(cdtg_ref):
+    ref, lr = cdtg_ref["step"], StepConfig().lr
+    trainer, log, seen, _ = paper_iteration(cdtg_ref, lambda_cls=1.0, lambda_clip=0.0)
+    assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
+    assert abs(log["g"].item() - (log["adv"] + log["cls"]).item()) < 1e-5
+    assert checksums_match(seen["d"][1], ref["params"]["d_after_step2"], lr * 16 / 17)
+    assert not checksums_match(seen["g"][0], ref["params"]["g_after_step1"], lr * 4 / 5)
+
+
+def test_paper_mode_trains_p_and_code_mode_keeps_it(cdtg_ref, code_iteration):
+    trainer, _, _, before = paper_iteration(cdtg_ref, lambda_cls=0.0, lambda_clip=0.0)
+    assert trainer.train_p and (trainer.proj.linear.weight - before).abs().max() > 1e-3
+    code = code_iteration[0]
+    assert not code.train_p and not code.proj.linear.weight.requires_grad
+    assert torch.equal(code.proj.linear.weight, projection().linear.weight)
+
+
+def test_tail_model_frozen_in_eval_mode_for_paper_in_train_mode_for_code(cdtg_ref, code_iteration):
+    step, real = cdtg_ref["step"], cdtg_ref["inputs"]["real"]
+    paper = paper_iteration(cdtg_ref, lambda_cls=0.0, lambda_clip=0.0)[0]
+    code = code_iteration[0]
+    assert not paper.tail.model.training and code.tail.model.training
+    paper.tail.train()  # a caller's train() does not change either choice
+    assert not paper.tail.model.training
+    assert not any(p.requires_grad for p in paper.tail.parameters())
+    assert (code.features(real) - step["gan_feature"]).abs().max() < 1e-4
+    assert (paper.features(real) - step["gan_feature"]).abs().max() > 1.0
+
+
+# ------------------------------------------------------------------------------------------------ DSVA
+
+@pytest.fixture(scope="module")
+def dsva_setup():
+    """The original's CLIP_proto (HF ViT-B/32, seed 60; head seed 61) as our DSVA, in train mode, with its inputs."""
+    state = hf_to_open_clip(state_dict_of("dsva_clip_proto_vitb32.json", "clip_model_hf"))
+    with quiet_open_clip():
+        clip = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
+    clip.load_state_dict(state)
+    head = state_dict_of("dsva_clip_proto_vitb32.json", "dsva_head")
+    model = DSVA(clip.visual, 98, {k: list(v) for k, v in DSVA_GROUPS.items()}).train()
+    with torch.no_grad():
+        model.prototypes.copy_(head["prototype_vectors.layer4"].squeeze(-1))
+        model.norm.load_state_dict({"weight": head["ALE_vector.0.weight"], "bias": head["ALE_vector.0.bias"]})
+        model.ale.load_state_dict({"weight": head["ALE_vector.1.weight"], "bias": head["ALE_vector.1.bias"]})
+    ref = reference("dsva_losses_ref.pt")
+    gen = torch.Generator().manual_seed(ref["inputs"]["x_seed"])
+    x = torch.randn(2, 3, 224, 224, generator=gen)
+    A = torch.rand(98, 12, generator=gen)
+    assert torch.equal(A, ref["inputs"]["A"])
+    return model, x, A, ref
+
+
+# (ours, the original's) names of the weighted terms
+DSVA_TERMS = [("xe", "l_xe_final"), ("attri", "l_attri_final"), ("l_xe", "l_xe_layer"), ("l_attri", "l_attri_layer"),
+              ("cpt", "l_cpt"), ("regular", "l_regular_final"), ("l_regular", "l_regular_layer")]
+# (ours, the original's) head parameters
+DSVA_HEAD = [("prototypes", "prototype_vectors.layer4"), ("norm.weight", "ALE_vector.0.weight"),
+             ("norm.bias", "ALE_vector.0.bias"), ("ale.weight", "ALE_vector.1.weight"), ("ale.bias", "ALE_vector.1.bias")]
+
+
+@pytest.mark.parametrize("script", ["03_ZSL_61_12", "12_gzsl_52_9"])
+def test_dsva_loss_terms_total_and_head_gradient(dsva_setup, script):
+    model, x, A, refs = dsva_setup
+    ref = refs[script]
+    labels = refs["inputs"]["labels"]
+    w = ref["reg_weight"]
+    weights = LossWeights(xe=w["final"]["xe"], attri=w["final"]["attri"], l_xe=w["layer4"]["l_xe"],
+                          l_attri=w["layer4"]["attri"], cpt=w["layer4"]["cpt"], regular=w["final"]["regular"],
+                          l_regular=w["layer4"]["regular"])
+    model.zero_grad(set_to_none=True)
+    out = model(x, A)
+    assert (out["global"].softmax(1) - ref["output_final"]).abs().max() < 1e-5
+    assert (out["attention"] - ref["attention_layer4"]).abs().max() < 1e-3
+    target_attributes = A[:, labels].t()
+    assert torch.equal(target_attributes, ref["label_a"])
+    total, parts = dsva_loss(out, labels, target_attributes, model, weights, concentrate=True)
+    for ours, theirs in DSVA_TERMS:
+        assert abs(parts.get(ours, torch.tensor(0.0)).item() - ref["loss_log"][theirs]) \
+            < 1e-5 * (1 + abs(ref["loss_log"][theirs])), ours
+    assert abs(total.item() - ref["total"]) < 1e-5
+    un = ref["unweighted"]
+    assert abs(class_ce(out["global"], labels).item() - un["ce_final"]) < 1e-5
+    assert abs(class_ce(out["local"], labels).item() - un["ce_layer4"]) < 1e-5
+    assert abs(attention_concentration(out["attention"]).item() - un["cpt_sum"]) < 1e-5 * un["cpt_sum"]
+    for name, ids in DSVA_GROUPS.items():
+        assert abs(group_lasso(model.prototypes, [list(ids)]).item() - un["glasso_layer"][name]) < 1e-5
+        assert abs(group_lasso(model.ale.weight, [list(ids)]).item() - un["glasso_final"][name]) < 1e-5
+    total.backward()
+    params = dict(model.named_parameters())
+    for ours, theirs in DSVA_HEAD:
+        g, expected = params[ours].grad, ref["head_grads"][theirs]
+        assert abs(g.sum().item() - expected["sum"]) < 1e-4 * expected["abs_sum"], ours
+        assert abs(g.abs().sum().item() - expected["abs_sum"]) < 1e-5 * expected["abs_sum"], ours
+        assert abs(g.abs().max().item() - expected["max_abs"]) < 1e-5 * (1 + expected["max_abs"]), ours
