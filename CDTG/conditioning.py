@@ -49,8 +49,10 @@ class TailClassifier(nn.Module):
     @torch.no_grad()
     def feature_shape(self) -> tuple:
         """(channels, height, width) of layer3 at this input size."""
-        device = self.scale.device
+        device, training = self.scale.device, self.model.training
+        self.model.eval()  # batch statistics of one image may not exist; the shape is the same
         _, feat = self.model(torch.zeros(1, 3, self.input_size, self.input_size, device=device))
+        self.model.train(training)
         return tuple(feat.shape[1:])
 
 
