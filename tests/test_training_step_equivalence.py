@@ -298,11 +298,16 @@ def paper_iteration(ref: dict, **cfg) -> tuple:
     return trainer, log, seen, p_before
 
 
-def test_paper_mode_adversarial_and_r1_parts_equal(cdtg_ref):
+@pytest.fixture(scope="module")
+def paper_adversarial(cdtg_ref):
+    return paper_iteration(cdtg_ref, lambda_cls=0.0, lambda_clip=0.0)
+
+
+def test_paper_mode_adversarial_and_r1_parts_equal(cdtg_ref, paper_adversarial):
     """With the consistency weights at 0 the paper mode's D step, R1 step and G step equal the original's; its
     path step differs on purpose (P has been trained by then; the mean is detached, see the standalone test)."""
     ref, lr = cdtg_ref["step"], StepConfig().lr
-    trainer, log, seen, _ = paper_iteration(cdtg_ref, lambda_cls=0.0, lambda_clip=0.0)
+    trainer, log, seen, _ = paper_adversarial
     assert abs(log["d"].item() - ref["d_loss"]) < 1e-5
     assert abs(log["r1"].item() - ref["r1"]) < 1e-7
     assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
@@ -320,17 +325,18 @@ def test_paper_mode_backpropagates_the_consistency_terms(cdtg_ref):
     assert not checksums_match(seen["g"][0], ref["params"]["g_after_step1"], lr * 4 / 5)
 
 
-def test_paper_mode_trains_p_and_code_mode_keeps_it(cdtg_ref, code_iteration):
-    trainer, _, _, before = paper_iteration(cdtg_ref, lambda_cls=0.0, lambda_clip=0.0)
+def test_paper_mode_trains_p_and_code_mode_keeps_it(paper_adversarial, code_iteration):
+    trainer, _, _, before = paper_adversarial
     assert trainer.train_p and (trainer.proj.linear.weight - before).abs().max() > 1e-3
     code = code_iteration[0]
     assert not code.train_p and not code.proj.linear.weight.requires_grad
     assert torch.equal(code.proj.linear.weight, projection().linear.weight)
 
 
-def test_tail_model_frozen_in_eval_mode_for_paper_in_train_mode_for_code(cdtg_ref, code_iteration):
+def test_tail_model_frozen_in_eval_mode_for_paper_in_train_mode_for_code(cdtg_ref, paper_adversarial,
+                                                                         code_iteration):
     step, real = cdtg_ref["step"], cdtg_ref["inputs"]["real"]
-    paper = paper_iteration(cdtg_ref, lambda_cls=0.0, lambda_clip=0.0)[0]
+    paper = paper_adversarial[0]
     code = code_iteration[0]
     assert not paper.tail.model.training and code.tail.model.training
     paper.tail.train()  # a caller's train() does not change either choice
