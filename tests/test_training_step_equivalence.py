@@ -59,7 +59,7 @@ def grad_diff(model: torch.nn.Module, ref: dict) -> float:
     return out / scale
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _seeded_tail() -> torch.nn.Module:
     model = build_feature_resnet("resnet50", 12, "none", verbose=False)
     sd = {k.replace(".shortcut.", ".downsample."): v for k, v in state_dict_of("kmdn_epoch_pth.json", "tail").items()}
@@ -82,7 +82,7 @@ def projection() -> FeatureProjection:
     return proj
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _seeded_cdtg() -> tuple:
     g, g_ema = Generator(32, 512, 8, num_classes=12), Generator(32, 512, 8, num_classes=12)
     d = Discriminator(32, num_classes=12)
@@ -307,7 +307,7 @@ def test_paper_mode_adversarial_and_r1_parts_equal(cdtg_ref, paper_adversarial):
     """With the consistency weights at 0 the paper mode's D step, R1 step and G step equal the original's; its
     path step differs on purpose (P has been trained by then; the mean is detached, see the standalone test)."""
     ref, lr = cdtg_ref["step"], StepConfig().lr
-    trainer, log, seen, _ = paper_adversarial
+    _, log, seen, _ = paper_adversarial
     assert abs(log["d"].item() - ref["d_loss"]) < 1e-5
     assert abs(log["r1"].item() - ref["r1"]) < 1e-7
     assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
@@ -318,7 +318,7 @@ def test_paper_mode_adversarial_and_r1_parts_equal(cdtg_ref, paper_adversarial):
 
 def test_paper_mode_backpropagates_the_consistency_terms(cdtg_ref):
     ref, lr = cdtg_ref["step"], StepConfig().lr
-    trainer, log, seen, _ = paper_iteration(cdtg_ref, lambda_cls=1.0, lambda_clip=0.0)
+    _, log, seen, _ = paper_iteration(cdtg_ref, lambda_cls=1.0, lambda_clip=0.0)
     assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
     assert abs(log["g"].item() - (log["adv"] + log["cls"]).item()) < 1e-5
     assert checksums_match(seen["d"][1], ref["params"]["d_after_step2"], lr * 16 / 17)
