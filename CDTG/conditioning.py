@@ -10,7 +10,7 @@ from common.transforms import NORMALISATIONS
 
 
 class TailClassifier(nn.Module):
-    """The KMDN tail model, frozen in eval mode, fed with images in [-1, 1] of any size.
+    """The KMDN tail model, frozen and (unless `use_batch_statistics`) in eval mode, fed with images in [-1, 1] of any size.
 
     Images are resized (differentiably) to `input_size` and converted to the model's normalisation, so
     gradients of its outputs reach the generator. forward -> (logits over the tail classes, layer3 features).
@@ -18,6 +18,7 @@ class TailClassifier(nn.Module):
 
     def __init__(self, model: nn.Module, meta: dict, input_size: int | None = None):
         super().__init__()
+        self.batch_statistics = False
         self.model = model.eval().requires_grad_(False)
         self.meta = meta
         self.input_size = int(input_size or meta["img_size"])
@@ -27,8 +28,14 @@ class TailClassifier(nn.Module):
         self.register_buffer("shift", (0.5 - torch.tensor(mean)).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1),
                              persistent=False)
 
-    def train(self, mode: bool = True):  # always eval: BN statistics never drift (SPEC 6.1 item 4)
-        return super().train(False)
+    def train(self, mode: bool = True):  # fixed by `batch_statistics`, whatever the caller asks
+        return super().train(self.batch_statistics)
+
+    def use_batch_statistics(self, on: bool = True) -> "TailClassifier":
+        """on: train mode for good, BatchNorm normalising with each batch's statistics (and updating its running
+        ones), as the released CDTG code left the model; off (default): eval mode, the statistics never drift."""
+        self.batch_statistics = on
+        return self.train()
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.input_size or images.shape[-2] != self.input_size:
@@ -42,8 +49,10 @@ class TailClassifier(nn.Module):
     @torch.no_grad()
     def feature_shape(self) -> tuple:
         """(channels, height, width) of layer3 at this input size."""
-        device = self.scale.device
+        device, training = self.scale.device, self.model.training
+        self.model.eval()  # batch statistics of one image may not exist; the shape is the same
         _, feat = self.model(torch.zeros(1, 3, self.input_size, self.input_size, device=device))
+        self.model.train(training)
         return tuple(feat.shape[1:])
 
 
@@ -96,18 +105,21 @@ class FeatureProjection(nn.Module):
     def forward(self, feat3: torch.Tensor) -> torch.Tensor:
         return self.linear(self.reduce(feat3).flatten(1).to(self.linear.weight.dtype))
 
-def fuse(projected: torch.Tensor, r: float) -> torch.Tensor:
-    """One fused latent r * n + (1 - r) * P(feature), n ~ N(0, I)."""
-    return r * torch.randn_like(projected) + (1 - r) * projected
+def fuse(projected: torch.Tensor, r: float, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One fused latent r * n + (1 - r) * P(feature), n ~ N(0, I) (drawn here unless given)."""
+    return r * (torch.randn_like(projected) if noise is None else noise) + (1 - r) * projected
 
 
-def fused_latents(projected: torch.Tensor, r: float, mixing: float, rule: str = "always") -> list:
+def fused_latents(projected: torch.Tensor, r: float, mixing: float, rule: str = "always",
+                  noises: list | None = None) -> list:
     """The generator's input styles: two fused latents (style mixing) or one.
 
     rule 'always' (TGN): two whenever mixing > 0 (SPEC 3.2); 'probabilistic' (rosinality): two with
-    probability `mixing`.
+    probability `mixing`. `noises`: the n of each latent, given instead of drawn (their count decides).
     """
     if rule not in ("always", "probabilistic"):
         raise ValueError(f"mixing rule must be 'always' or 'probabilistic', got {rule!r}")
+    if noises is not None:
+        return [fuse(projected, r, n) for n in noises]
     two = mixing > 0 and (rule == "always" or float(torch.rand(())) < mixing)
     return [fuse(projected, r) for _ in range(2 if two else 1)]

@@ -28,17 +28,21 @@ def r1_penalty(real_pred: torch.Tensor, real_img: torch.Tensor) -> torch.Tensor:
 
 
 def path_length_penalty(fake_img: torch.Tensor, latents: torch.Tensor, mean_path_length: torch.Tensor,
-                        decay: float = 0.01):
+                        decay: float = 0.01, noise: torch.Tensor | None = None, detach_mean: bool = True):
     """StyleGAN2's path-length regulariser.
 
     J^T y for y ~ N(0, I)/sqrt(H W), per sample the norm over style dims averaged over the n_latent copies;
-    penalty = mean (length - a)^2 with a the running mean (updated here with `decay`).
+    penalty = mean (length - a)^2 with a the running mean (updated here with `decay`). `noise`: y's N(0, I)
+    draw, given instead of drawn. detach_mean=False differentiates a through this batch's lengths too, as
+    StyleGAN2's code does (about 1 % of the gradient at decay 0.01).
     Returns (penalty, new running mean (detached), per-sample lengths (detached)).
     """
-    noise = torch.randn_like(fake_img) / math.sqrt(fake_img.shape[2] * fake_img.shape[3])
+    noise = torch.randn_like(fake_img) if noise is None else noise
+    noise = noise / math.sqrt(fake_img.shape[2] * fake_img.shape[3])
     grad, = torch.autograd.grad((fake_img * noise).sum(), latents, create_graph=True)
     lengths = torch.sqrt(grad.pow(2).sum(2).mean(1))
-    new_mean = mean_path_length + decay * (lengths.mean().detach() - mean_path_length)
+    batch_mean = lengths.mean().detach() if detach_mean else lengths.mean()
+    new_mean = mean_path_length + decay * (batch_mean - mean_path_length)
     penalty = (lengths - new_mean).pow(2).mean()
     return penalty, new_mean.detach(), lengths.detach()
 
@@ -54,6 +58,23 @@ def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, scale
 
 
 def clip_consistency_loss(image_features: torch.Tensor, text_features: torch.Tensor, labels: torch.Tensor,
-                          scale: float) -> torch.Tensor:
-    """L_clip = CE(scale * cos(E_I(G), E_T(prompts)), y): cross-entropy on the logits (no double softmax)."""
-    return F.cross_entropy(clip_logits(image_features, text_features, scale), labels)
+                          scale: float, double_softmax: bool = False) -> torch.Tensor:
+    """L_clip = CE(scale * cos(E_I(G), E_T(prompts)), y): cross-entropy on the logits; double_softmax=True
+    feeds it softmax probabilities instead, as the released code does."""
+    logits = clip_logits(image_features, text_features, scale)
+    return F.cross_entropy(logits.softmax(1) if double_softmax else logits, labels)
+
+
+def wrapped_bytes(images: torch.Tensor) -> torch.Tensor:
+    """`images.mul(255).byte()` as the released code casts raw generator output (no de-normalising) with
+    torch on the CPU: truncation towards zero, then modulo 256, so out-of-range values wrap (-0.5 -> 129).
+    Written out so that it is the same on every device ([B, 3, H, W] float -> uint8)."""
+    return torch.remainder(images.float().mul(255).trunc().to(torch.int64), 256).to(torch.uint8)
+
+
+def released_clip_input(preprocess, images: torch.Tensor) -> torch.Tensor:
+    """The released CLIP term's image path: wrapped bytes -> PIL images -> CLIP's own PIL preprocessing
+    (bicubic resize, centre crop, CLIP mean/std) -> [B, 3, S, S]. Not differentiable."""
+    from PIL import Image
+    arrays = wrapped_bytes(images.detach()).permute(0, 2, 3, 1).cpu().numpy()
+    return torch.stack([preprocess(Image.fromarray(a)) for a in arrays]).to(images.device)

@@ -36,7 +36,7 @@ from CDTG.augment import OPERATIONS, AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
 from CDTG import original
 from CDTG.model import Discriminator, Generator, check_size
-from CDTG.trainer import MODES, CDTGTrainer, StepConfig
+from CDTG.trainer import MODES, CDTGTrainer, StepConfig, round_to_half
 
 FORMAT = "cdtg-generator-v1"
 
@@ -86,7 +86,8 @@ def get_args_parser():
     g = p.add_argument_group("losses")
     g.add_argument("--mode", default="paper", choices=list(MODES),
                    help="paper: consistency terms back-propagated and P trained; code: as released (terms only "
-                        "logged, P fixed random)")
+                        "logged, P fixed random, tail model in train mode, CLIP weights rounded to float16 and "
+                        "its term on wrapped bytes with CE on probabilities, path-length mean not detached)")
     g.add_argument("--lambda-cls", type=float, default=1.0, help="weight of CE(tail model(G), y)")
     g.add_argument("--lambda-clip", type=float, default=1.0, help="weight of the CLIP text loss; 0 skips CLIP")
     g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (upstream: OpenAI ViT-B/32)")
@@ -182,6 +183,8 @@ def feature_cache(trainer: CDTGTrainer, dataset, rt, hflip: bool, limit_gb: floa
     c, h, w = trainer.proj.feature_shape
     pool = trainer.proj.pool
     per_image = c * (pool * pool if pool else h * w) * 4 * (2 if hflip else 1)
+    if trainer.tail.batch_statistics:  # --mode code: features depend on the batch they are computed in
+        return None
     if limit_gb <= 0 or per_image * len(dataset) > limit_gb * 1e9:
         return None
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, pin_memory=rt.cuda,
@@ -345,6 +348,8 @@ def main(args):
     clip = text_features = None
     if args.lambda_clip > 0:
         clip = load_clip(args.clip_model, args.clip_pretrained, rt.device)
+        if args.mode == "code":
+            round_to_half(clip.model)
         text_features = encode_text_prompts(clip, prompts_for(names, args.clip_prompt))
     initial = read_initial_checkpoint(args, num_classes, tail.feature_shape()) if args.ckpt and not args.resume \
         else None

@@ -8,6 +8,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common.clip import image_features
@@ -15,7 +16,7 @@ from common.distributed import Runtime, autocast, grad_scaler
 from CDTG.augment import AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
 from CDTG.losses import (classifier_consistency_loss, clip_consistency_loss, d_logistic_loss, g_nonsaturating_loss,
-                         path_length_penalty, r1_penalty)
+                         path_length_penalty, r1_penalty, released_clip_input)
 
 MODES = ("paper", "code")
 
@@ -45,18 +46,58 @@ def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr * ratio, betas=(0 ** ratio, 0.99 ** ratio))
 
 
+class Draws:
+    """Where a step gets its random numbers, per stage ('d', 'g', 'path'): None means "draw it as usual" (the
+    fused latents' n, the generator's crossover index and per-layer noise, the path-length perturbation).
+    Tests substitute recorded draws; production uses this class as is."""
+
+    def latent_noise(self, stage: str):
+        return None
+
+    def inject_index(self, stage: str):
+        return None
+
+    def layer_noise(self, stage: str):
+        return None
+
+    def path_noise(self):
+        return None
+
+
+@torch.no_grad()
+def round_to_half(module: nn.Module) -> nn.Module:
+    """Round CLIP's weights to float16 and back as OpenAI's loader leaves them on the CPU: the weights and biases
+    of convolutions, linear layers and attention input projections, and the two projection matrices
+    (`proj`, `text_projection`); LayerNorms, embeddings and the temperature keep float32."""
+    tensors = []
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            tensors += [m.weight, m.bias]
+        if isinstance(m, nn.MultiheadAttention):
+            tensors += [getattr(m, a) for a in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                                                "in_proj_bias", "bias_k", "bias_v")]
+        tensors += [getattr(m, a) for a in ("proj", "text_projection") if isinstance(getattr(m, a, None), torch.Tensor)]
+    for t in tensors:
+        if t is not None:
+            t.copy_(t.half().float())
+    return module
+
+
 class CDTGTrainer:
     """Holds G, D, P (and their EMA copies), the frozen tail classifier and CLIP, and both optimisers."""
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, projection: FeatureProjection,
                  tail: TailClassifier, rt: Runtime, cfg: StepConfig, clip=None, text_features=None,
                  augment: AdaptiveAugment | None = None, g_ema: nn.Module | None = None,
-                 p_ema: nn.Module | None = None):
+                 p_ema: nn.Module | None = None, draws: Draws | None = None):
         if cfg.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
         self.cfg, self.rt = cfg, rt
         self.g, self.d, self.proj, self.tail = generator, discriminator, projection, tail
+        self.draws = draws or Draws()
+        self.released = cfg.mode == "code"
         self.tail.requires_grad_(False)
+        self.tail.use_batch_statistics(self.released)
         self.clip, self.text_features = clip, text_features
         self.clip_scale = float(clip.model.logit_scale.exp()) if clip is not None else None
         self.augment = augment
@@ -92,16 +133,31 @@ class CDTGTrainer:
             offset += n
 
     def _consistency(self, fake, labels, train: bool) -> dict:
-        """L_cls and L_clip of generated images; with gradient when `train`, else under no_grad (logged only)."""
+        """L_cls and L_clip of generated images; with gradient when `train`, else under no_grad (logged only).
+        --mode code computes L_clip as released: wrapped bytes through PIL, cross-entropy on probabilities."""
         cfg, out = self.cfg, {}
         with torch.set_grad_enabled(train and cfg.lambda_cls > 0):
             logits, _ = self.tail(fake)
             out["cls"] = classifier_consistency_loss(logits, labels)
         if self.clip is not None:
             with torch.set_grad_enabled(train and cfg.lambda_clip > 0):
-                feats = image_features(self.clip, fake)
-                out["clip"] = clip_consistency_loss(feats, self.text_features, labels, self.clip_scale)
+                if self.released:
+                    pixels = released_clip_input(self.clip.preprocess, fake)
+                    feats = F.normalize(self.clip.model.encode_image(pixels).float(), dim=-1)
+                else:
+                    feats = image_features(self.clip, fake)
+                out["clip"] = clip_consistency_loss(feats, self.text_features, labels, self.clip_scale,
+                                                    double_softmax=self.released)
         return out
+
+    def _styles(self, stage: str, feat: torch.Tensor) -> list:
+        cfg = self.cfg
+        return fused_latents(self.proj(feat), cfg.r_train, cfg.mixing, cfg.mixing_rule,
+                             self.draws.latent_noise(stage))
+
+    def _generate(self, stage: str, feat, labels, **kw):
+        return self.g(self._styles(stage, feat), labels, inject_index=self.draws.inject_index(stage),
+                      noise=self.draws.layer_noise(stage), **kw)
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -131,7 +187,7 @@ class CDTGTrainer:
         # discriminator
         self.d.requires_grad_(True)
         with torch.no_grad(), autocast(rt, cfg.amp):
-            fake, _ = self.g(fused_latents(self.proj(feat), cfg.r_train, cfg.mixing, cfg.mixing_rule), labels)
+            fake, _ = self._generate("d", feat, labels)
         with autocast(rt, cfg.amp):
             fake_pred = self.d(self._aug(fake), labels).float()
             real_pred = self.d(self._aug(real), labels).float()
@@ -158,7 +214,7 @@ class CDTGTrainer:
         # generator
         self.d.requires_grad_(False)
         with autocast(rt, cfg.amp):
-            fake, _ = self.g(fused_latents(self.proj(feat), cfg.r_train, cfg.mixing, cfg.mixing_rule), labels)
+            fake, _ = self._generate("g", feat, labels)
             fake_pred = self.d(self._aug(fake), labels).float()
             adv = g_nonsaturating_loss(fake_pred)
             paper = cfg.mode == "paper"
@@ -177,10 +233,11 @@ class CDTGTrainer:
 
         if cfg.path_regularize > 0 and cfg.g_reg_every > 0 and iteration % cfg.g_reg_every == 0:
             n = max(1, real.shape[0] // max(1, cfg.path_batch_shrink))
-            fake, latents = self.g(fused_latents(self.proj(feat[:n]), cfg.r_train, cfg.mixing, cfg.mixing_rule),
-                                   labels[:n], return_latents=True)  # fp32: second-order gradients
+            fake, latents = self._generate("path", feat[:n], labels[:n],
+                                           return_latents=True)  # fp32: second-order gradients
             penalty, mean_length, lengths = path_length_penalty(fake, latents, self.mean_path_length,
-                                                                cfg.path_decay)
+                                                                cfg.path_decay, self.draws.path_noise(),
+                                                                detach_mean=not self.released)
             self.g_optim.zero_grad(set_to_none=True)
             (cfg.path_regularize * cfg.g_reg_every * penalty + 0 * fake[0, 0, 0, 0]).backward()
             self.sync_grads(self.g_params)
@@ -216,8 +273,9 @@ class CDTGTrainer:
         self.p_ema.load_state_dict(state["P_ema"])
         self.g_optim.load_state_dict(state["g_optim"])
         self.d_optim.load_state_dict(state["d_optim"])
-        self.g_scaler.load_state_dict(state["g_scaler"])
-        self.d_scaler.load_state_dict(state["d_scaler"])
+        for name in ("g_scaler", "d_scaler"):  # a run saved without loss scaling (CPU, bf16) stores {}
+            if state.get(name):
+                getattr(self, name).load_state_dict(state[name])
         self.mean_path_length = state["mean_path_length"].to(self.rt.device)
         if self.augment is not None and state.get("augment"):
             self.augment.load_state_dict(state["augment"])
