@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from common import checkpoint
 from common.backbones import build_classifier
-from common.clip import encode_text_prompts, load_clip
+from common.clip import encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
 from common.distributed import setup
 from common.errors import UserError, cli
@@ -32,10 +32,9 @@ from common.layout import anno_path, read_classes, read_list
 from common.split import optional_split
 from common.transforms import NORMALISATIONS, classification
 from CDTG.conditioning import load_tail_model
-from CDTG.expand import list_entries, read_manifest
+from CDTG.manifest import list_entries, read_manifest
 from CDTG.quality import (PenultimateFeatures, frechet_distance, kernel_inception_distance, load_lpips,
                           mean_pairwise_distance, mean_pairwise_lpips, share_correct)
-from CDTG.train import prompts_for
 
 
 def get_args_parser():

@@ -14,11 +14,8 @@ import os
 
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
-from common.jsonfile import read_json
 from common.layout import read_classes
-from CDTG.generate import MANIFEST_FORMAT
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+from CDTG.manifest import list_entries, read_manifest
 
 
 def get_args_parser():
@@ -34,17 +31,6 @@ def get_args_parser():
     return p
 
 
-def read_manifest(folder: str) -> dict:
-    path = os.path.join(folder, "manifest.json")
-    if not os.path.isfile(path):
-        raise UserError(f"{path} does not exist; --generated takes folders written by CDTG/generate.py")
-    manifest = read_json(path, "generation manifest", "generate again into a new folder")
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        found = manifest.get('format') if isinstance(manifest, dict) else type(manifest).__name__
-        raise UserError(f"{path} is not a CDTG generation manifest (format {found!r})")
-    return manifest
-
-
 def check_against_root(manifest: dict, root: str, folder: str) -> None:
     info = read_classes(root)
     if info["dataset"] != manifest["dataset"]:
@@ -54,21 +40,6 @@ def check_against_root(manifest: dict, root: str, folder: str) -> None:
         if not 0 <= cid < len(info["names"]) or info["names"][cid] != entry["name"]:
             raise UserError(f"{folder}: class {cid} '{entry['name']}' is not class {cid} of {root}; was the data "
                             f"set re-prepared with other classes?")
-
-
-def list_entries(folder: str, manifest: dict) -> list:
-    """[(absolute path, original class id)] of one generated folder, in class then file order."""
-    rows = []
-    for entry in manifest["classes"]:
-        sub = os.path.join(folder, entry["folder"])
-        if not os.path.isdir(sub):
-            raise UserError(f"{sub} is missing (listed in {folder}/manifest.json)")
-        files = sorted(f for f in os.listdir(sub) if f.lower().endswith(IMAGE_EXTENSIONS))
-        if len(files) != entry["count"]:
-            raise UserError(f"{sub} holds {len(files)} images but the manifest says {entry['count']}; was the "
-                            f"generation interrupted? Generate again into a new folder")
-        rows += [(os.path.abspath(os.path.join(sub, f)), entry["class_id"]) for f in files]
-    return rows
 
 
 def expand(folders: list, n_per_class: int | None = None, data_root: str | None = None) -> list:

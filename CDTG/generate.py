@@ -35,10 +35,8 @@ from common.split import optional_split
 from common.transforms import NORMALISATIONS
 from CDTG import original
 from CDTG.conditioning import FeatureProjection, fused_latents, load_tail_model
+from CDTG.manifest import MANIFEST_FORMAT
 from CDTG.model import Generator
-
-MANIFEST_FORMAT = "cdtg-generated-v1"
-
 
 def get_args_parser():
     p = argparse.ArgumentParser("CDTG generation")

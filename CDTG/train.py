@@ -24,7 +24,7 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from common import checkpoint, rundir
-from common.clip import encode_text_prompts, load_clip
+from common.clip import encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import all_reduce_sum, cleanup, setup
@@ -220,13 +220,6 @@ def save_samples(trainer: CDTGTrainer, images, labels, z, r: float, path: str, c
 
 
 # ------------------------------------------------------------------------------------------------ set-up
-
-
-def prompts_for(names, template: str) -> list:
-    try:
-        return [template.format(name=n, article="an" if n[:1].lower() in "aeiou" else "a") for n in names]
-    except (KeyError, IndexError, ValueError):
-        raise UserError(f"--clip-prompt '{template}' must use only {{name}} and {{article}}") from None
 
 
 def truncate_metrics(path: str, iteration: int) -> None:

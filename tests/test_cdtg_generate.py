@@ -17,7 +17,7 @@ from CDTG import evaluate, expand, generate
 from CDTG import train as cdtg_train
 from CDTG.quality import (frechet_distance, kernel_inception_distance, load_lpips, mean_pairwise_distance,
                           mean_pairwise_lpips, share_correct)
-from KMDN.model import part_meta, save_part_model
+from common.part_model import part_meta, save_part_model
 
 TINY_TRAIN = ["--size", "32", "--style-dim", "16", "--n-mlp", "1", "--max-channels", "8", "--label-dim", "8",
               "--batch-size", "4", "--workers", "0", "--lambda-clip", "0", "--iter", "2", "--sample-every", "2",
