@@ -33,10 +33,13 @@ from tqdm import tqdm
 
 from common.clip import encode_text_prompts, load_clip
 from common.config import add_config_arg, parse_args
+from common.datasets import ImageList
 from common.errors import UserError, cli
 from common.jsonfile import read_json
 from common.layout import read_classes
-from DSVA.zsl_data import ImageItems, load_attributes, load_pool, read_groups, read_mat
+from DSVA.attributes import load_attributes, read_groups
+from DSVA.matfile import mat_strings, read_mat
+from DSVA.sources import load_pool
 
 DEFAULT_VOCABULARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabulary.json")
 
@@ -175,7 +178,9 @@ def sample_per_class(items: list, num_classes: int, k: int, seed: int) -> list:
 
 @torch.no_grad()
 def image_embeddings(bundle, items: list, batch_size: int, workers: int, device) -> torch.Tensor:
-    loader = DataLoader(ImageItems(items, bundle.preprocess), batch_size=batch_size, num_workers=workers)
+    # every image counts for its own class: a corrupt one stops the run (skipping would shift the labels)
+    images = ImageList(items=items, transform=bundle.preprocess, on_corrupt="error", check_files=False)
+    loader = DataLoader(images, batch_size=batch_size, num_workers=workers)
     feats = []
     for x, _ in tqdm(loader, desc="images", leave=False, dynamic_ncols=True):
         feats.append(torch.nn.functional.normalize(bundle.model.encode_image(x.to(device)).float(), dim=-1).cpu())
@@ -280,7 +285,6 @@ def convert_released(args) -> None:
     """--from-mat: the released matrix in our formats (class names from the .mat or the data root)."""
     mat = read_mat(args.from_mat, "attributes file")
     if "allclasses_names" in mat:
-        from DSVA.zsl_data import mat_strings
         names = mat_strings(mat["allclasses_names"])
     elif args.data_root:
         names = load_pool(args)[1]

@@ -145,3 +145,9 @@ def test_resume_matches_uninterrupted_run(synth_root, tiny_clip, tmp_path):
     b = torch.load(part / "model_final.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["train_loss"] for r in metrics(full)] == [r["train_loss"] for r in metrics(part)]
+
+
+def test_train_and_test_take_the_corrupt_image_policy():
+    for module, argv in ((train, []), (dsva_test, ["--weights", "w.pt"])):
+        assert module.get_args_parser().parse_args(argv).on_corrupt == "skip"
+        assert module.get_args_parser().parse_args(argv + ["--on-corrupt", "error"]).on_corrupt == "error"
