@@ -5,8 +5,9 @@
     python Classification/train.py ... --train-list data/dior/processed/anno/DIOR_train.txt \\
         --train-list runs/cdtg/dior/expanded_train.txt
 
-Each line is `<absolute image path> <original class id>` (common.layout.read_list / common.datasets.ImageList
-read it; absolute paths need no copying into <root>/train). The class id comes from each folder's manifest
+Each line is `<image path> <original class id>` (common.layout.read_list / common.datasets.ImageList read it),
+the path relative to <data root>/train as the lines of the data's own list (no copying into <root>/train; moving
+runs/ and the data together keeps the list valid). The class id comes from each folder's manifest
 entry (tail label k -> split.json's tail[k]), checked against the data root's class names when one is given.
 """
 import argparse
@@ -15,6 +16,7 @@ import os
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import read_classes
+from common.paths import relative
 from CDTG.manifest import list_entries, read_manifest
 
 
@@ -79,13 +81,14 @@ def main(args):
                         f"out to take every image")
     folders = unique_folders(args.generated)
     rows = expand(folders, args.n_per_class, args.data_root)
+    image_dir = os.path.join(args.data_root or read_manifest(folders[0])["data_root"], "train")
     if not rows:
         raise UserError("no generated image found in " + ", ".join(args.generated))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
         for path, cid in rows:
-            f.write(f"{path} {cid}\n")
+            f.write(f"{relative(path, image_dir)} {cid}\n")
     os.replace(tmp, args.out)
     counts = {}
     for _, cid in rows:

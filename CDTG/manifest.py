@@ -3,14 +3,25 @@
     <folder>/manifest.json         {"format": MANIFEST_FORMAT, "dataset", "data_root", "checkpoint", "r", ...,
                                     "classes": [{"tail_label", "class_id", "name", "folder", "count", ...}]}
     <folder>/<class folder>/<n>.jpg
+
+The paths in manifest.json (checkpoint, data_root, tail_model) are relative to the folder (common.paths).
 """
+import json
 import os
 
 from common.errors import UserError
 from common.jsonfile import read_json
+from common.paths import relative, resolve
 
 MANIFEST_FORMAT = "cdtg-generated-v1"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+PATH_KEYS = ("checkpoint", "data_root", "tail_model")
+
+
+def write_manifest(folder: str, manifest: dict) -> None:
+    manifest = {**manifest, **{k: relative(manifest.get(k), folder) for k in PATH_KEYS}}
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
 
 
 def read_manifest(folder: str) -> dict:
@@ -21,7 +32,7 @@ def read_manifest(folder: str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         found = manifest.get('format') if isinstance(manifest, dict) else type(manifest).__name__
         raise UserError(f"{path} is not a CDTG generation manifest (format {found!r})")
-    return manifest
+    return {**manifest, **{k: resolve(manifest.get(k), folder) for k in PATH_KEYS}}
 
 
 def list_entries(folder: str, manifest: dict) -> list:

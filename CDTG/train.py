@@ -30,6 +30,7 @@ from common.datasets import ImageList
 from common.distributed import all_reduce_sum, cleanup, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
+from common.paths import relative
 from common.split import label_map, load_split
 from common.transforms import NORMALISATIONS
 from CDTG.augment import OPERATIONS, AdaptiveAugment
@@ -376,8 +377,9 @@ def main(args):
               f"({'trained' if trainer.train_p else 'fixed'}); layer3 {tail.feature_shape()} at "
               f"{tail.input_size} px, pool {args.feature_pool or 'none'}")
 
-    meta = {"format": FORMAT, "dataset": info["dataset"], "data_root": os.path.abspath(args.data_root),
-            "classes": tail_ids, "names": names, "tail_model": os.path.abspath(args.tail_model),
+    # paths relative to the run folder, where generator.pt and ckpt_last.pt lie (common.paths)
+    meta = {"format": FORMAT, "dataset": info["dataset"], "data_root": relative(args.data_root, out),
+            "classes": tail_ids, "names": names, "tail_model": relative(args.tail_model, out),
             "tail_input_size": tail.input_size, "generator": model_config(args, num_classes),
             "discriminator": {"label_dim": args.label_dim, "from_rgb_kernel": args.from_rgb_kernel},
             "projection": proj.config(), "r_train": args.r_train, "mixing": args.mixing,

@@ -42,7 +42,7 @@ class ImageList(Dataset):
                     if label not in label_map:
                         continue
                     label = label_map[label]
-                path = rel if os.path.isabs(rel) else os.path.join(image_dir, rel)
+                path = rel if os.path.isabs(rel) else os.path.normpath(os.path.join(image_dir, rel))
                 if check_files and not os.path.isfile(path):
                     raise UserError(f"{lst} line {n}: image {path} does not exist; fix the list or the data root")
                 self.samples.append((path, label))
