@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import UserError
+from common.part_model import load_part_model
 from common.transforms import NORMALISATIONS
 
 
@@ -60,7 +61,6 @@ def load_tail_model(path: str, device="cpu", input_size: int | None = None, spli
                     ) -> TailClassifier:
     """The distilled tail model file of KMDN (runs/kmdn/<ds>/distill/tail_model.pt) as a TailClassifier; with
     `split`, also the original's bare RModel_epoch_<e>.pth (classes in split.json's tail order)."""
-    from KMDN.model import load_part_model
     model, meta = load_part_model(path, device, split=split, part="tail" if split else None)
     if meta.get("part") != "tail":
         raise UserError(f"tail model {path} holds a {meta.get('part')} model; pass the distilled tail model "

@@ -17,25 +17,24 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm import tqdm
 
 from common import checkpoint
 from common.backbones import build_classifier
-from common.clip import encode_text_prompts, load_clip
+from common.clip import encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
+from common.datasets import ImageList
 from common.distributed import setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes, read_list
 from common.split import optional_split
 from common.transforms import NORMALISATIONS, classification
 from CDTG.conditioning import load_tail_model
-from CDTG.expand import list_entries, read_manifest
+from CDTG.manifest import list_entries, read_manifest
 from CDTG.quality import (PenultimateFeatures, frechet_distance, kernel_inception_distance, load_lpips,
                           mean_pairwise_distance, mean_pairwise_lpips, share_correct)
-from CDTG.train import prompts_for
 
 
 def get_args_parser():
@@ -62,28 +61,16 @@ def get_args_parser():
     return p
 
 
-class Images(Dataset):
-    """Each image once from disk, transformed for every model that reads it."""
-
-    def __init__(self, items: list, transforms: dict):
-        self.items, self.transforms = items, transforms
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        path, label = self.items[i]
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-        return {name: t(im) for name, t in self.transforms.items()}, label
-
-
-def training_meta(manifest: dict) -> dict:
-    """The training run's meta (for CLIP defaults), when its checkpoint is still there."""
+def clip_settings(manifest: dict) -> dict:
+    """The training run's CLIP settings (defaults of the CLIP flags): from manifest.json, or, for a folder
+    generated before the manifest held them, from the training checkpoint when it is still there."""
+    if "clip" in manifest:
+        return manifest["clip"] or {}
     path = manifest.get("checkpoint")
     if path and os.path.isfile(path):
+        print(f"note: {path} is read for the CLIP settings only: this manifest.json predates holding them")
         ck = checkpoint.load(path, "CDTG checkpoint")
-        return ck.get("meta", {}) if isinstance(ck, dict) else {}
+        return (ck.get("meta", {}).get("clip") if isinstance(ck, dict) else None) or {}
     return {}
 
 
@@ -103,7 +90,9 @@ def load_independent_classifier(path: str, names: list, device):
 @torch.no_grad()
 def run_models(items, transforms, tail, classifier, clip, text, rt, args, keep_images: int) -> dict:
     """Predictions (and classifier features, and the first `keep_images` GAN-size images for LPIPS)."""
-    loader = DataLoader(Images(items, transforms), batch_size=args.batch_size, num_workers=args.workers,
+    # predictions are compared with each item's own class: a corrupt image stops the run
+    images = ImageList(items=items, transform=transforms, on_corrupt="error", check_files=False)
+    loader = DataLoader(images, batch_size=args.batch_size, num_workers=args.workers,
                         pin_memory=rt.cuda)
     out = {"tail": [], "cls": [], "clip": [], "feat": [], "images": []}
     kept = 0
@@ -163,7 +152,6 @@ def main(args):
     rt = setup(args.device)
     tail_path = args.tail_model or manifest["tail_model"]
     tail = load_tail_model(tail_path, rt.device, split=optional_split(None, root))
-    meta = training_meta(manifest)
     lpips_model, lpips_note = load_lpips(args.lpips_net, rt.device)
     tail_labels = {e["class_id"]: e["tail_label"] for e in manifest["classes"]}
     all_tail_ids = list(tail.meta["classes"])
@@ -178,7 +166,7 @@ def main(args):
     if args.classifier:
         classifier, cls_meta = load_independent_classifier(args.classifier, info["names"], rt.device)
         transforms["cls"] = classification(cls_meta["img_size"], False, cls_meta["norm"])
-    clip_cfg = meta.get("clip") or {}
+    clip_cfg = clip_settings(manifest)
     clip_model = args.clip_model or clip_cfg.get("model")
     clip_pretrained = args.clip_pretrained or clip_cfg.get("pretrained")
     clip = text = None

@@ -5,8 +5,9 @@
     python Classification/train.py ... --train-list data/dior/processed/anno/DIOR_train.txt \\
         --train-list runs/cdtg/dior/expanded_train.txt
 
-Each line is `<absolute image path> <original class id>` (common.layout.read_list / common.datasets.ImageList
-read it; absolute paths need no copying into <root>/train). The class id comes from each folder's manifest
+Each line is `<image path> <original class id>` (common.layout.read_list / common.datasets.ImageList read it),
+the path relative to <data root>/train as the lines of the data's own list (no copying into <root>/train; moving
+runs/ and the data together keeps the list valid). The class id comes from each folder's manifest
 entry (tail label k -> split.json's tail[k]), checked against the data root's class names when one is given.
 """
 import argparse
@@ -14,11 +15,9 @@ import os
 
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
-from common.jsonfile import read_json
 from common.layout import read_classes
-from CDTG.generate import MANIFEST_FORMAT
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+from common.paths import relative
+from CDTG.manifest import list_entries, read_manifest
 
 
 def get_args_parser():
@@ -34,16 +33,6 @@ def get_args_parser():
     return p
 
 
-def read_manifest(folder: str) -> dict:
-    path = os.path.join(folder, "manifest.json")
-    if not os.path.isfile(path):
-        raise UserError(f"{path} does not exist; --generated takes folders written by CDTG/generate.py")
-    manifest = read_json(path, "manifest", "--generated takes folders written by CDTG/generate.py", expect=dict)
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise UserError(f"{path} is not a CDTG generation manifest (format {manifest.get('format')!r})")
-    return manifest
-
-
 def check_against_root(manifest: dict, root: str, folder: str) -> None:
     info = read_classes(root)
     if info["dataset"] != manifest["dataset"]:
@@ -53,21 +42,6 @@ def check_against_root(manifest: dict, root: str, folder: str) -> None:
         if not 0 <= cid < len(info["names"]) or info["names"][cid] != entry["name"]:
             raise UserError(f"{folder}: class {cid} '{entry['name']}' is not class {cid} of {root}; was the data "
                             f"set re-prepared with other classes?")
-
-
-def list_entries(folder: str, manifest: dict) -> list:
-    """[(absolute path, original class id)] of one generated folder, in class then file order."""
-    rows = []
-    for entry in manifest["classes"]:
-        sub = os.path.join(folder, entry["folder"])
-        if not os.path.isdir(sub):
-            raise UserError(f"{sub} is missing (listed in {folder}/manifest.json)")
-        files = sorted(f for f in os.listdir(sub) if f.lower().endswith(IMAGE_EXTENSIONS))
-        if len(files) != entry["count"]:
-            raise UserError(f"{sub} holds {len(files)} images but the manifest says {entry['count']}; was the "
-                            f"generation interrupted? Generate again into a new folder")
-        rows += [(os.path.abspath(os.path.join(sub, f)), entry["class_id"]) for f in files]
-    return rows
 
 
 def expand(folders: list, n_per_class: int | None = None, data_root: str | None = None) -> list:
@@ -107,13 +81,14 @@ def main(args):
                         f"out to take every image")
     folders = unique_folders(args.generated)
     rows = expand(folders, args.n_per_class, args.data_root)
+    image_dir = os.path.join(args.data_root or read_manifest(folders[0])["data_root"], "train")
     if not rows:
         raise UserError("no generated image found in " + ", ".join(args.generated))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
         for path, cid in rows:
-            f.write(f"{path} {cid}\n")
+            f.write(f"{relative(path, image_dir)} {cid}\n")
     os.replace(tmp, args.out)
     counts = {}
     for _, cid in rows:

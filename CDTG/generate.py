@@ -12,7 +12,6 @@ and grid.png (the first images of each class). CDTG/expand.py turns the folder i
 """
 import argparse
 import csv
-import json
 import os
 import time
 from collections import deque
@@ -30,15 +29,14 @@ from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import autocast, setup
 from common.errors import UserError, cli
+from common.paths import resolve
 from common.layout import anno_path, read_classes
 from common.split import optional_split
 from common.transforms import NORMALISATIONS
 from CDTG import original
 from CDTG.conditioning import FeatureProjection, fused_latents, load_tail_model
+from CDTG.manifest import MANIFEST_FORMAT, write_manifest
 from CDTG.model import Generator
-
-MANIFEST_FORMAT = "cdtg-generated-v1"
-
 
 def get_args_parser():
     p = argparse.ArgumentParser("CDTG generation")
@@ -78,7 +76,9 @@ def read_generator_file(path: str, data_root: str | None = None) -> tuple:
     original authors' 200000.pt (class ids and names from data_root's split.json; no P)."""
     ck = checkpoint.load(path, "CDTG checkpoint")
     if isinstance(ck, dict) and all(k in ck for k in ("g_ema", "P_ema", "meta")):
-        return ck["g_ema"], ck["P_ema"], ck["meta"]
+        folder = os.path.dirname(os.path.abspath(path))
+        meta = {**ck["meta"], **{k: resolve(ck["meta"].get(k), folder) for k in ("data_root", "tail_model")}}
+        return ck["g_ema"], ck["P_ema"], meta
     if isinstance(ck, dict) and "g_ema" in ck and "meta" not in ck:
         try:
             original.detect(ck, path)
@@ -289,15 +289,14 @@ def main(args):
     cols = args.grid_cols
     grid = torch.cat([torch.cat([f, f.new_zeros(cols - len(f), *f.shape[1:])]) for f in grids])
     save_image(grid, os.path.join(out, "grid.png"), nrow=cols, normalize=True, value_range=(-1, 1))
-    manifest = {"format": MANIFEST_FORMAT, "checkpoint": os.path.abspath(args.ckpt),
-                "iteration": meta.get("iteration"), "mode": meta.get("mode"), "dataset": meta["dataset"],
-                "data_root": os.path.abspath(root), "tail_model": os.path.abspath(tail_path), "r": args.r,
+    manifest = {"format": MANIFEST_FORMAT, "checkpoint": args.ckpt, "iteration": meta.get("iteration"),
+                "mode": meta.get("mode"), "dataset": meta["dataset"], "data_root": root, "tail_model": tail_path,
+                "clip": meta.get("clip"), "r": args.r,
                 "per_real": args.per_real, "n_per_class": args.n_per_class, "truncation": args.truncation,
                 "mixing": mixing, "mixing_rule": meta["mixing_rule"], "seed": args.seed,
                 "size": meta["generator"]["size"], "image_format": args.format, "classes": entries,
                 "seconds": round(time.time() - started, 1)}
-    with open(os.path.join(out, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
+    write_manifest(out, manifest)
     print(f"wrote {sum(e['count'] for e in entries)} images, {os.path.join(out, 'manifest.json')} and grid.png")
 
 

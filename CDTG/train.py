@@ -24,12 +24,13 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from common import checkpoint, rundir
-from common.clip import encode_text_prompts, load_clip
+from common.clip import encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import all_reduce_sum, cleanup, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
+from common.paths import relative
 from common.split import label_map, load_split
 from common.transforms import NORMALISATIONS
 from CDTG.augment import OPERATIONS, AdaptiveAugment
@@ -225,13 +226,6 @@ def save_samples(trainer: CDTGTrainer, images, labels, z, r: float, path: str, c
 # ------------------------------------------------------------------------------------------------ set-up
 
 
-def prompts_for(names, template: str) -> list:
-    try:
-        return [template.format(name=n, article="an" if n[:1].lower() in "aeiou" else "a") for n in names]
-    except (KeyError, IndexError, ValueError):
-        raise UserError(f"--clip-prompt '{template}' must use only {{name}} and {{article}}") from None
-
-
 def truncate_metrics(path: str, iteration: int) -> None:
     """On resume, drop metrics rows written after the checkpoint's iteration."""
     import json
@@ -388,8 +382,9 @@ def main(args):
               f"({'trained' if trainer.train_p else 'fixed'}); layer3 {tail.feature_shape()} at "
               f"{tail.input_size} px, pool {args.feature_pool or 'none'}")
 
-    meta = {"format": FORMAT, "dataset": info["dataset"], "data_root": os.path.abspath(args.data_root),
-            "classes": tail_ids, "names": names, "tail_model": os.path.abspath(args.tail_model),
+    # paths relative to the run folder, where generator.pt and ckpt_last.pt lie (common.paths)
+    meta = {"format": FORMAT, "dataset": info["dataset"], "data_root": relative(args.data_root, out),
+            "classes": tail_ids, "names": names, "tail_model": relative(args.tail_model, out),
             "tail_input_size": tail.input_size, "generator": model_config(args, num_classes),
             "discriminator": {"label_dim": args.label_dim, "from_rgb_kernel": args.from_rgb_kernel},
             "projection": proj.config(), "r_train": args.r_train, "mixing": args.mixing,

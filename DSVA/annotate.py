@@ -7,8 +7,9 @@
 
 The paper's exact recipe was not released. Ours, the default (every step is a flag):
 1. prompts: each attribute of the vocabulary (DSVA/vocabulary.json: 100 attributes in the paper's three groups
-   functions / materials / surface_properties) in each of its group's templates; the L2-normalised text
-   embeddings are averaged over templates and re-normalised (CLIP's prompt ensembling);
+   functions / materials / surface_properties) in each of its group's templates (--prompt-template overrides
+   them; a vocabulary's own per-attribute prompts replace them); the L2-normalised text embeddings are averaged
+   over templates and re-normalised (CLIP's prompt ensembling);
 2. images: up to --images-per-class images of every class, seen or unseen (random, seeded), through CLIP's own
    preprocessing;
 3. scores: cosine similarity of every image with every attribute, aggregated per class (--aggregate mean);
@@ -32,10 +33,13 @@ from tqdm import tqdm
 
 from common.clip import encode_text_prompts, load_clip
 from common.config import add_config_arg, parse_args
+from common.datasets import ImageList
 from common.errors import UserError, cli
 from common.jsonfile import read_json
 from common.layout import read_classes
-from DSVA.zsl_data import ImageItems, load_attributes, load_pool, read_groups, read_mat
+from DSVA.attributes import load_attributes, read_groups
+from DSVA.matfile import mat_strings, read_mat
+from DSVA.sources import load_pool
 
 DEFAULT_VOCABULARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabulary.json")
 
@@ -62,12 +66,12 @@ def get_args_parser():
                    help="vocabulary JSON ({'groups': {group: [attributes]}, 'templates': [..] or "
                         "{group: [..]}}), "
                         "or 'data' for the data root's classes.json attributes and attribute_groups")
-    g.add_argument("--templates", nargs="+", default=None,
-                   help="prompt templates with {} for the attribute, used for every group (overrides the "
-                        "vocabulary's)")
-    g.add_argument("--synthetic-prompts", action="store_true",
-                   help="phrase prompts as data/synthetic/clip_model.attribute_prompt (for the embedded set's "
-                        "CLIP)")
+    g.add_argument("--prompt-template", "--templates", dest="templates", nargs="+", default=None,
+                   help="prompt templates with {} for the attribute, used for every attribute (overrides the "
+                        "vocabulary's templates and prompts)")
+    g.add_argument("--vocabulary-prompts", "--synthetic-prompts", dest="vocabulary_prompts", action="store_true",
+                   help="require the vocabulary's own prompt for every attribute (a JSON's 'prompts', classes.json's "
+                        "'attribute_prompts': the embedded set's are phrased like its CLIP's captions)")
     g = p.add_argument_group("recipe")
     g.add_argument("--aggregate", default="mean", choices=["mean", "median", "max"],
                    help="how a class's image-attribute similarities become one score")
@@ -99,7 +103,7 @@ def get_args_parser():
 # ---------------------------------------------------------------------------------------------- vocabulary
 
 def read_vocabulary(path: str) -> tuple:
-    """({group: [attribute]}, {group: [templates]}) from a vocabulary JSON."""
+    """({group: [attribute]}, {group: [templates]}, {attribute: [prompts]}) from a vocabulary JSON."""
     doc = read_json(path, "vocabulary", "pass a JSON file or 'data'")
     groups = doc.get("groups") if isinstance(doc, dict) else None
     if not isinstance(groups, dict) or not groups or not all(isinstance(v, list) and v for v in groups.values()):
@@ -110,7 +114,17 @@ def read_vocabulary(path: str) -> tuple:
     missing = [g for g in groups if not templates.get(g, templates.get("default"))]
     if missing:
         raise UserError(f"vocabulary {path} has no templates for group(s) {', '.join(missing)}")
-    return groups, {g: templates.get(g, templates.get("default")) for g in groups}
+    templates = {g: templates.get(g, templates.get("default")) for g in groups}
+    return groups, templates, own_prompts(doc, "prompts", path)
+
+
+def own_prompts(doc: dict, key: str, path: str) -> dict:
+    """A vocabulary's per-attribute prompts {attribute: [prompt, ...]} (used in place of its templates)."""
+    prompts = doc.get(key) or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, list) and v and all(isinstance(s, str) for s in v)
+                                                for v in prompts.values()):
+        raise UserError(f"{path}: '{key}' must map each attribute to a list of prompts")
+    return prompts
 
 
 def data_vocabulary(root: str) -> tuple:
@@ -118,19 +132,29 @@ def data_vocabulary(root: str) -> tuple:
     if not info.get("attributes"):
         raise UserError(f"{root}/classes.json has no 'attributes'; --vocabulary data needs them (or pass a JSON)")
     groups = info.get("attribute_groups") or {"attributes": info["attributes"]}
-    return groups, {g: ["a remote sensing image of {}."] for g in groups}
+    return (groups, {g: ["a remote sensing image of {}."] for g in groups},
+            own_prompts(info, "attribute_prompts", f"{root}/classes.json"))
 
 
-def attribute_prompts(groups: dict, templates: dict, override=None, synthetic: bool = False) -> list:
-    """[(attribute, group, [prompts])] in group order."""
+def attribute_prompts(groups: dict, templates: dict, override=None, own: dict | None = None,
+                      require_own: bool = False) -> list:
+    """[(attribute, group, [prompts])] in group order: the override templates, else the vocabulary's own
+    prompts of the attribute, else its group's templates."""
+    own = own or {}
+    lacking = [a for attrs in groups.values() for a in attrs if a not in own]
+    if require_own and lacking:
+        raise UserError(f"--vocabulary-prompts: the vocabulary has no prompts for attribute(s) "
+                        f"{', '.join(lacking[:5])}; for the embedded data set re-run data/synthetic/prepare.py "
+                        f"(it writes classes.json's attribute_prompts), or drop the flag")
     out = []
     for g, attrs in groups.items():
         for a in attrs:
-            if synthetic:
-                from data.synthetic.clip_model import attribute_prompt
-                prompts = [attribute_prompt(a, g)]
+            if override:
+                prompts = [t.format(a) for t in override]
+            elif a in own:
+                prompts = list(own[a])
             else:
-                prompts = [t.format(a) for t in (override or templates[g])]
+                prompts = [t.format(a) for t in templates[g]]
             out.append((a, g, prompts))
     names = [a for a, _, _ in out]
     dupes = sorted({a for a in names if names.count(a) > 1})
@@ -154,7 +178,9 @@ def sample_per_class(items: list, num_classes: int, k: int, seed: int) -> list:
 
 @torch.no_grad()
 def image_embeddings(bundle, items: list, batch_size: int, workers: int, device) -> torch.Tensor:
-    loader = DataLoader(ImageItems(items, bundle.preprocess), batch_size=batch_size, num_workers=workers)
+    # every image counts for its own class: a corrupt one stops the run (skipping would shift the labels)
+    images = ImageList(items=items, transform=bundle.preprocess, on_corrupt="error", check_files=False)
+    loader = DataLoader(images, batch_size=batch_size, num_workers=workers)
     feats = []
     for x, _ in tqdm(loader, desc="images", leave=False, dynamic_ncols=True):
         feats.append(torch.nn.functional.normalize(bundle.model.encode_image(x.to(device)).float(), dim=-1).cpu())
@@ -259,7 +285,6 @@ def convert_released(args) -> None:
     """--from-mat: the released matrix in our formats (class names from the .mat or the data root)."""
     mat = read_mat(args.from_mat, "attributes file")
     if "allclasses_names" in mat:
-        from DSVA.zsl_data import mat_strings
         names = mat_strings(mat["allclasses_names"])
     elif args.data_root:
         names = load_pool(args)[1]
@@ -298,10 +323,10 @@ def main(args):
         raise UserError(f"--images-per-class must be at least 1 (images scored per class), got "
                         f"{args.images_per_class}")
     if args.vocabulary == "data":
-        groups, templates = data_vocabulary(args.data_root)
+        groups, templates, own = data_vocabulary(args.data_root)
     else:
-        groups, templates = read_vocabulary(args.vocabulary)
-    prompts = attribute_prompts(groups, templates, args.templates, args.synthetic_prompts)
+        groups, templates, own = read_vocabulary(args.vocabulary)
+    prompts = attribute_prompts(groups, templates, args.templates, own, args.vocabulary_prompts)
     dataset, names, items = load_pool(args, args.pool)
     chosen = sample_per_class(items, len(names), args.images_per_class, args.seed)
     missing = [p for p, _ in chosen if not os.path.isfile(p)]

@@ -17,9 +17,11 @@ from torch.utils.data import DataLoader
 
 from common import checkpoint
 from common.config import add_config_arg, parse_args
+from common.datasets import ImageList
 from common.distributed import setup
 from common.errors import UserError, cli
-from DSVA.zsl_data import ImageItems, add_data_args, dsva_transform, load_zsl_data
+from DSVA.episodes import dsva_transform
+from DSVA.sources import add_data_args, load_zsl_data
 from DSVA.evaluate import BRANCHES, attention_png, evaluate, pct, pick_images
 from DSVA.model import DSVA, build_visual
 
@@ -35,6 +37,8 @@ def get_args_parser():
     p.add_argument("--branch", default=None, choices=list(BRANCHES), help="headline branch (default: training's)")
     p.add_argument("--eval-batch-size", type=int, default=None, help="default: the training run's")
     p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
+                   help="a corrupt image is skipped with a warning, or stops the run")
     p.add_argument("--vis-images", type=int, default=4, help="unseen test images in attention_maps.png")
     p.add_argument("--out", default=None, help="report folder")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
@@ -108,7 +112,8 @@ def main(args):
     branch = args.branch or ck.get("branch", "local")
     batch = args.eval_batch_size or stored.get("eval_batch_size", 64)
     tf = dsva_transform(size, False, mean, std)
-    loaders = [DataLoader(ImageItems(items, tf), batch_size=batch, shuffle=False, num_workers=args.workers,
+    loaders = [DataLoader(ImageList(items=items, transform=tf, on_corrupt=args.on_corrupt, check_files=False),
+                          batch_size=batch, shuffle=False, num_workers=args.workers,
                           pin_memory=rt.cuda) for items in (data.test_seen, data.test_unseen)]
     figures = evaluate(model, *loaders, att.T.contiguous().to(rt.device), data.seen, data.unseen, gamma, rt,
                        args.amp, bool(ck.get("proposal")))

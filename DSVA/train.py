@@ -34,11 +34,12 @@ from tqdm import tqdm
 from common import checkpoint, rundir
 from common.clip import load_clip
 from common.config import add_config_arg, parse_args
+from common.datasets import ImageList
 from common.distributed import autocast, cleanup, setup
 from common.errors import UserError, cli
 from common.jsonfile import read_json
-from DSVA.zsl_data import (EpisodeSampler, ImageItems, add_data_args, carve_validation, class_lookup,
-                           dsva_transform, load_zsl_data, normalisation)
+from DSVA.episodes import EpisodeSampler, class_lookup, dsva_transform, normalisation
+from DSVA.sources import add_data_args, carve_validation, load_zsl_data
 from DSVA.evaluate import BRANCHES, attention_png, best_gamma, figures, pct, pick_images, scores
 from DSVA.losses import LossWeights, dsva_loss
 from DSVA.model import DSVA, describe_visual
@@ -111,6 +112,8 @@ def get_args_parser():
     g.add_argument("--shots", type=int, default=3, help="images per class per episode")
     g.add_argument("--batches-per-epoch", type=int, default=300)
     g.add_argument("--workers", type=int, default=4)
+    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
+                   help="a corrupt image is skipped with a warning, or stops the run")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
     rundir.add_run_args(p, "dsva")
@@ -263,14 +266,16 @@ def main(args):
     model = DSVA(visual, att.shape[1], groups, args.ln_post, args.proposal_threshold, args.proposal_weight)
     model.to(rt.device)
 
-    train_set = ImageItems(train_items, dsva_transform(size, True, mean, std))
+    train_tf = dsva_transform(size, True, mean, std)
+    train_set = ImageList(items=train_items, transform=train_tf, on_corrupt=args.on_corrupt, check_files=False)
     sampler = EpisodeSampler(train_set.targets, args.ways, args.shots, args.batches_per_epoch, args.seed)
     loader_kw = dict(num_workers=args.workers, pin_memory=rt.cuda)
     train_loader = DataLoader(train_set, batch_sampler=sampler, **loader_kw)
     test_tf = dsva_transform(size, False, mean, std)
 
     def eval_loader(items):
-        return DataLoader(ImageItems(items, test_tf), batch_size=args.eval_batch_size, shuffle=False, **loader_kw)
+        images = ImageList(items=items, transform=test_tf, on_corrupt=args.on_corrupt, check_files=False)
+        return DataLoader(images, batch_size=args.eval_batch_size, shuffle=False, **loader_kw)
 
     test_seen, test_unseen = eval_loader(data.test_seen), eval_loader(data.test_unseen)
     if val:

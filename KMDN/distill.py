@@ -8,7 +8,7 @@ in the next --interval epochs the head model teaches the tail model on tail imag
 Student loss: CE + alpha * MSE(student layer3, teacher layer3); the teacher is frozen in eval mode under
 no_grad. One Adam per model; the student's lr is set at the start of each epoch by the global epoch index.
 
-Writes head_model.pt and tail_model.pt (the part-model format of KMDN/model.py; tail_model.pt is what CDTG
+Writes head_model.pt and tail_model.pt (the part-model format of common/part_model.py; tail_model.pt is what CDTG
 is conditioned on), ckpt_last.pt (both models and optimisers) for an exact --resume, metrics.jsonl, a per-class
 report per part in head/ and tail/, and summary.md / summary.json comparing stage-1 and distilled accuracy.
 """
@@ -30,19 +30,9 @@ from common.loaders import make_loader, set_epoch
 from common.metrics import summarize
 from common.report import write_report
 from common.training import add_fit_args, add_image_args
-from KMDN.model import (
-    PARTS,
-    DistillLoss,
-    check_part,
-    freeze,
-    model_from_file,
-    part_dataset,
-    phase,
-    read_part_file,
-    save_part_model,
-    step_lr,
-)
-from KMDN.train import load_data_split
+from common.part_model import PARTS, check_part, model_from_file, read_part_file, save_part_model
+from common.split import load_data_split
+from KMDN.model import DistillLoss, freeze, part_dataset, phase, step_lr
 
 
 def get_args_parser():

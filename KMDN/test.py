@@ -16,8 +16,9 @@ from common.engine import evaluate
 from common.errors import UserError, cli
 from common.loaders import make_loader
 from common.report import write_report
-from KMDN.model import check_part, load_part_model, part_dataset
-from KMDN.train import load_data_split
+from common.part_model import check_part, load_part_model
+from common.split import load_data_split
+from KMDN.model import part_dataset
 
 
 def get_args_parser():

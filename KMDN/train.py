@@ -8,7 +8,7 @@ Labels are remapped through split.json's ordered class list of the part (SPEC 2.
 with ImageNet weights, Adam 1e-3, weight decay 1e-4, batch 32, 100 epochs for both parts (the released tail
 script's 1 epoch is a debug value), lr x0.1 after epochs 31, 61, 91, 224 px, flip, [-1, 1] normalisation.
 Every epoch: accuracy, macro-F1 and per-class accuracy on the part's test subset. Writes model_final.pt (the
-part-model format of KMDN/model.py, read by KMDN/distill.py), model_epoch_<e>.pt every --save-every epochs,
+part-model format of common/part_model.py, read by KMDN/distill.py), model_epoch_<e>.pt every --save-every epochs,
 ckpt_last.pt for --resume, and the per-class report.
 """
 import argparse
@@ -20,13 +20,13 @@ from common import rundir
 from common.backbones import build_feature_resnet, check_feature_resnet_name
 from common.config import add_config_arg, parse_args
 from common.distributed import cleanup, setup
-from common.errors import UserError, cli
-from common.layout import read_classes
+from common.errors import cli
 from common.loaders import make_loader
 from common.report import write_report
-from common.split import load_split
+from common.part_model import PARTS, part_meta, save_part_model
+from common.split import load_data_split
 from common.training import add_fit_args, add_image_args, fit
-from KMDN.model import PARTS, check_disjoint, part_dataset, part_meta, save_part_model
+from KMDN.model import part_dataset
 
 
 def get_args_parser():
@@ -54,15 +54,6 @@ def get_args_parser():
         if a.dest == "output_dir":
             a.help = "run folder (default: runs/kmdn/<name>/<part>)"
     return p
-
-
-def load_data_split(args) -> dict:
-    if not args.data_root:
-        raise UserError("--data-root is required (or set data_root in the config's KMDN sections)")
-    read_classes(args.data_root)
-    split = load_split(args.split or os.path.join(args.data_root, "split.json"), args.data_root)
-    check_disjoint(split)
-    return split
 
 
 @cli

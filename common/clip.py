@@ -411,6 +411,14 @@ def _load_strict(clip: torch.nn.Module, state: dict, source: str, name: str) -> 
 # ---------------------------------------------------------------------------------------------- features
 
 @torch.no_grad()
+def prompts_for(names, template: str) -> list:
+    """One prompt per class name from a template with {name} and {article} ('a' or 'an')."""
+    try:
+        return [template.format(name=n, article="an" if n[:1].lower() in "aeiou" else "a") for n in names]
+    except (KeyError, IndexError, ValueError):
+        raise UserError(f"--clip-prompt '{template}' must use only {{name}} and {{article}}") from None
+
+
 def encode_text_prompts(bundle: ClipBundle, prompts: list) -> torch.Tensor:
     """L2-normalised text features [len(prompts), embed_dim] (no gradient: prompts are fixed targets)."""
     device = next(bundle.model.parameters()).device

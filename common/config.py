@@ -135,9 +135,11 @@ def resolve_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argp
         section = load_section(known.config, stage)
         actions = {a.dest: a for a in parser._actions}
         where = f"config file {known.config}, section '{stage}'"
+        spellings = {s.lstrip("-").replace("-", "_"): a.dest for a in parser._actions for s in a.option_strings}
         overrides = {}
         for key, value in section.items():
             dest = str(key).replace("-", "_")
+            dest = spellings.get(dest, dest)  # an old flag spelling (an alias) names the same option
             if dest not in actions or dest in ("help", "config"):
                 raise UserError(f"unknown key '{key}' in section '{stage}' of {known.config}; "
                                 f"see `--help` for the valid option names")

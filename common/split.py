@@ -31,3 +31,20 @@ def optional_split(path: str | None, root: str) -> dict | None:
     if path or os.path.isfile(default):
         return load_split(path or default, root)
     return None
+
+
+def load_data_split(args) -> dict:
+    """split.json of a KMDN stage: --split or <--data-root>/split.json, checked against the data root and for
+    disjoint head and tail parts."""
+    if not args.data_root:
+        raise UserError("--data-root is required (or set data_root in the config's KMDN sections)")
+    read_classes(args.data_root)
+    split = load_split(args.split or os.path.join(args.data_root, "split.json"), args.data_root)
+    check_disjoint(split)
+    return split
+
+
+def check_disjoint(split: dict) -> None:
+    shared = sorted(set(split["head"]) & set(split["tail"]))
+    if shared:
+        raise UserError(f"split.json puts classes {shared} in both head and tail; re-run data/split.py")

@@ -13,6 +13,7 @@ import os
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import anno_path, class_counts, read_classes
+from common.paths import relative
 
 
 def get_args_parser():
@@ -52,6 +53,7 @@ def same_split(a: dict, b: dict) -> bool:
 def main(args):
     split = make_split(args.root, args.head_percent)
     out = args.out or os.path.join(args.root, "split.json")
+    split["root"] = relative(args.root, os.path.dirname(os.path.abspath(out)))
     if os.path.exists(out) and not args.overwrite:
         try:
             with open(out) as f:

@@ -20,8 +20,8 @@ from common.backbones import load_classifier
 from common.config import parse_args
 from common.errors import UserError, cli
 from common.layout import read_classes
+from common.part_model import model_from_file, read_part_file, save_part_model
 from common.split import load_split
-from KMDN.model import model_from_file, read_part_file, save_part_model
 
 KINDS = ("classifier", "kmdn", "cdtg")
 

@@ -17,7 +17,7 @@ from CDTG import evaluate, expand, generate
 from CDTG import train as cdtg_train
 from CDTG.quality import (frechet_distance, kernel_inception_distance, load_lpips, mean_pairwise_distance,
                           mean_pairwise_lpips, share_correct)
-from KMDN.model import part_meta, save_part_model
+from common.part_model import part_meta, save_part_model
 
 TINY_TRAIN = ["--size", "32", "--style-dim", "16", "--n-mlp", "1", "--max-channels", "8", "--label-dim", "8",
               "--batch-size", "4", "--workers", "0", "--lambda-clip", "0", "--iter", "2", "--sample-every", "2",
@@ -111,7 +111,8 @@ def test_expand_maps_tail_labels_back_to_original_ids(generated, synth_root, spl
     for entry in manifest["classes"]:
         assert entry["class_id"] == split["tail"][entry["tail_label"]]
         mine = [p for p, c in rows if c == entry["class_id"]]
-        assert len(mine) == 7 and all(os.path.isabs(p) and f"/{entry['class_id']}/" in p for p in mine)
+        assert len(mine) == 7 and all(not os.path.isabs(p) and f"/{entry['class_id']}/" in p for p in mine)
+        assert all(os.path.isfile(os.path.join(synth_root, "train", p)) for p in mine)  # relative to <root>/train
     # the Classification stage reads the original list plus this one
     data = ImageList(os.path.join(synth_root, "train"), [anno_path(synth_root, "train"), str(out)],
                      num_classes=len(split["names"]))
@@ -120,6 +121,50 @@ def test_expand_maps_tail_labels_back_to_original_ids(generated, synth_root, spl
         call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out)])
     call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out), "--overwrite", "--n-per-class", "3"])
     assert len(read_list(str(out))) == 6
+
+
+def test_the_chain_survives_moving_runs_and_data_together(synth_root, tmp_path):
+    """split.json, the generator's meta, manifest.json and the expanded list hold relative paths: a tree moved
+    elsewhere (train on a cluster, evaluate on a laptop) still reads as one chain."""
+    import shutil
+    from CDTG.manifest import read_manifest
+    from data import split as data_split
+    tree = tmp_path / "here"
+    data, runs = tree / "data", tree / "runs"
+    shutil.copytree(synth_root, data)
+    call(data_split, "split", ["--root", str(data), "--head-percent", "40", "--overwrite"])
+    split = json.load(open(data / "split.json"))
+    assert split["root"] == "."
+    torch.manual_seed(0)
+    model = build_feature_resnet("resnet18", len(split["tail"]), "none", verbose=False)
+    os.makedirs(runs / "kmdn")
+    save_part_model(model, str(runs / "kmdn" / "tail_model.pt"), part_meta(model, "resnet18", "tail", split, 32, "half"))
+    call(cdtg_train, "cdtg_train", ["--data-root", str(data), "--tail-model", str(runs / "kmdn" / "tail_model.pt"),
+                                    "--output-dir", str(runs / "train"), *TINY_TRAIN])
+    meta = torch.load(runs / "train" / "generator.pt", weights_only=False)["meta"]
+    assert meta["data_root"] == os.path.join("..", "..", "data")
+    assert meta["tail_model"] == os.path.join("..", "kmdn", "tail_model.pt")
+    gen(str(runs / "train" / "generator.pt"), runs / "gen", "--n-per-class", "2", "--per-real", "2", "--classes",
+        str(split["tail"][0]))
+    stored = json.load(open(runs / "gen" / "manifest.json"))
+    assert stored["data_root"] == os.path.join("..", "..", "data") and "clip" in stored
+    assert stored["checkpoint"] == os.path.join("..", "train", "generator.pt")
+    call(expand, "cdtg_expand", ["--generated", str(runs / "gen"), "--out", str(runs / "expanded_train.txt")])
+
+    moved = tmp_path / "there"
+    os.rename(tree, moved)
+    data, runs = moved / "data", moved / "runs"
+    manifest = read_manifest(str(runs / "gen"))
+    assert manifest["data_root"] == str(data) and manifest["tail_model"] == str(runs / "kmdn" / "tail_model.pt")
+    assert os.path.isfile(manifest["checkpoint"])
+    listed = ImageList(str(data / "train"), [str(runs / "expanded_train.txt")], num_classes=len(split["names"]))
+    assert len(listed) == 2 and all(p.startswith(str(runs / "gen")) for p, _ in listed.samples)
+    gen(str(runs / "train" / "generator.pt"), runs / "gen2", "--n-per-class", "1", "--classes", str(split["tail"][0]))
+    assert json.load(open(runs / "gen2" / "manifest.json"))["data_root"] == os.path.join("..", "..", "data")
+    # files written before hold absolute paths: they are read as they are
+    old = {**stored, "data_root": str(data), "checkpoint": str(runs / "train" / "generator.pt")}
+    (runs / "gen" / "manifest.json").write_text(json.dumps(old))
+    assert read_manifest(str(runs / "gen"))["data_root"] == str(data)
 
 
 def test_expand_refuses_an_incomplete_folder(generated, tmp_path):
@@ -209,3 +254,17 @@ def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split,
     assert "| class |" in md and "all tail classes" in md
     with pytest.raises(UserError, match="already exists"):
         call(evaluate, "cdtg_evaluate", ["--generated", str(folder), "--device", "cpu", "--workers", "0"])
+
+
+def test_evaluate_takes_the_clip_settings_from_the_manifest(generator_file, tmp_path, capsys):
+    cfg = {"model": "ViT-B-32", "pretrained": "clip.pt", "prompt": "an image of a {name}"}
+    assert evaluate.clip_settings({"clip": cfg, "checkpoint": str(tmp_path / "gone.pt")}) == cfg
+    assert evaluate.clip_settings({"clip": None, "checkpoint": generator_file}) == {}
+    assert "note" not in capsys.readouterr().out  # the training checkpoint is not opened
+    ck = torch.load(generator_file, weights_only=False)
+    ck["meta"]["clip"] = cfg
+    torch.save(ck, tmp_path / "generator.pt")
+    # a manifest written before it held them: the training checkpoint, with a note
+    assert evaluate.clip_settings({"checkpoint": str(tmp_path / "generator.pt")}) == cfg
+    assert "read for the CLIP settings only" in capsys.readouterr().out
+    assert evaluate.clip_settings({"checkpoint": str(tmp_path / "gone.pt")}) == {}

@@ -21,7 +21,7 @@ from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
 from CDTG.model import Discriminator, Generator
 from CDTG.train import get_args_parser, main
 from CDTG.trainer import CDTGTrainer, StepConfig
-from KMDN.model import part_meta, save_part_model
+from common.part_model import part_meta, save_part_model
 
 TINY = ["--size", "32", "--style-dim", "16", "--n-mlp", "1", "--max-channels", "8", "--label-dim", "8",
         "--batch-size", "4", "--workers", "0", "--lambda-clip", "0", "--log-every", "1", "--sample-every", "2",

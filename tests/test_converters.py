@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image, ImageDraw
 
-from common.chips import CLIPPED, DEGENERATE, OUTSIDE, clip_box
+from data.chips import CLIPPED, DEGENERATE, OUTSIDE, clip_box
 from common.config import parse_args
 from data.dior import prepare as dior
 from data.dota import prepare as dota

@@ -120,3 +120,17 @@ def test_image_list_label_map_and_absolute_paths(tmp_path):
     extra.write_text(f"{tmp_path / 'train' / '0' / 'ok.jpg'} 3\n")
     ds = ImageList(image_dir, [lst, str(extra)], label_map={3: 0})
     assert ds.samples == [(str(tmp_path / "train" / "0" / "ok.jpg"), 0)]
+
+
+def test_image_list_of_items_with_several_transforms(tmp_path, capsys):
+    image_dir, _ = _image_list_root(tmp_path)
+    ok, bad = os.path.join(image_dir, "0", "ok.jpg"), os.path.join(image_dir, "0", "bad.jpg")
+    ds = ImageList(items=[(ok, 4), (bad, 5)], transform={"size": lambda im: im.size, "mode": lambda im: im.mode})
+    assert ds.targets == [4, 5]
+    images, label = ds[0]
+    assert images == {"size": (8, 8), "mode": "RGB"} and int(label) == 4
+    assert ds[1][0]["size"] == (8, 8) and ds.skipped == 1  # the skip policy holds for item lists too
+    with pytest.raises(CorruptImage, match="bad.jpg is corrupt"):
+        ImageList(items=[(ok, 0), (bad, 1)], on_corrupt="error")[1]
+    with pytest.raises(UserError, match=r"1 of 2 images do not exist \(e\.g\. .*gone\.jpg\)"):
+        ImageList(items=[(ok, 0), (os.path.join(image_dir, "gone.jpg"), 1)])

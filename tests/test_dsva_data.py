@@ -10,8 +10,9 @@ from PIL import Image
 
 from common.errors import UserError
 from conftest import assert_one_line_error, run_script
-from DSVA.zsl_data import (EpisodeSampler, carve_validation, dsva_transform, load_attributes, load_folders,
-                           load_layout, load_rssdivcs, read_split_file)
+from DSVA.attributes import load_attributes
+from DSVA.episodes import EpisodeSampler, dsva_transform
+from DSVA.sources import carve_validation, load_folders, load_layout, load_rssdivcs, read_split_file
 
 scipy_io = pytest.importorskip("scipy.io")
 

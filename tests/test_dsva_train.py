@@ -10,6 +10,7 @@ import torch
 from common.checkpoint import atomic_save
 from common.clip import checkpoint_dict, quiet_open_clip, register_model_config
 from common.config import parse_args
+from common.errors import UserError
 from DSVA import annotate, test as dsva_test, train
 
 NAME = "dsva-test-clip"
@@ -40,6 +41,28 @@ def run(module, stage, *argv):
 def metrics(out):
     with open(os.path.join(out, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+def test_annotate_prompts_come_from_the_vocabulary_or_the_template_flag(synth_root, tmp_path):
+    groups, templates, own = annotate.data_vocabulary(synth_root)
+    assert own["sand"] == ["a photo of something on sand"] and own["several"] == ["a photo of several objects"]
+    prompts = {a: ps for a, _, ps in annotate.attribute_prompts(groups, templates, None, own)}
+    assert prompts["round"] == ["a photo of something round"]
+    prompts = {a: ps for a, _, ps in annotate.attribute_prompts(groups, templates, ["a map of {}", "{} seen"], own)}
+    assert prompts["round"] == ["a map of round", "round seen"]
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({"groups": {"g": ["x", "y"]}, "templates": ["t {}"], "prompts": {"x": ["px"]}}))
+    groups, templates, own = annotate.read_vocabulary(str(vocab))
+    assert [ps for _, _, ps in annotate.attribute_prompts(groups, templates, None, own)] == [["px"], ["t y"]]
+    with pytest.raises(UserError, match=r"no prompts for attribute\(s\) y;"):
+        annotate.attribute_prompts(groups, templates, None, own, require_own=True)
+    # the old flag spellings: --templates and --synthetic-prompts on the command line, synthetic_prompts in a config
+    parser = annotate.get_args_parser()
+    args = parser.parse_args(["--templates", "a {}", "--synthetic-prompts"])
+    assert args.templates == ["a {}"] and args.vocabulary_prompts
+    config = tmp_path / "c.yaml"
+    config.write_text("dsva_annotate:\n  synthetic_prompts: true\n")
+    assert parse_args(annotate.get_args_parser(), "dsva_annotate", ["--config", str(config)]).vocabulary_prompts
 
 
 def test_annotate_matrix(synth_root, classes_json, tiny_clip, tmp_path, capsys):
@@ -122,3 +145,9 @@ def test_resume_matches_uninterrupted_run(synth_root, tiny_clip, tmp_path):
     b = torch.load(part / "model_final.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["train_loss"] for r in metrics(full)] == [r["train_loss"] for r in metrics(part)]
+
+
+def test_train_and_test_take_the_corrupt_image_policy():
+    for module, argv in ((train, []), (dsva_test, ["--weights", "w.pt"])):
+        assert module.get_args_parser().parse_args(argv).on_corrupt == "skip"
+        assert module.get_args_parser().parse_args(argv + ["--on-corrupt", "error"]).on_corrupt == "error"

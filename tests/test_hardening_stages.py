@@ -170,7 +170,7 @@ def test_imagenet_weights_are_v1_and_enum_names_are_accepted(monkeypatch):
 
 def fake_generated(folder, synth_root, class_id=2, n=3):
     names = json.loads(open(os.path.join(synth_root, "classes.json")).read())["names"]
-    from CDTG.generate import MANIFEST_FORMAT
+    from CDTG.manifest import MANIFEST_FORMAT
     for i in range(n):
         jpeg(os.path.join(folder, str(class_id), f"{i:05d}.jpg"))
     manifest = {"format": MANIFEST_FORMAT, "dataset": "SYNTH", "data_root": os.path.abspath(synth_root),

@@ -14,8 +14,8 @@ from common.engine import train_one_epoch
 from common.errors import UserError
 from conftest import assert_one_line_error, run_script
 from KMDN import distill, test, train
-from KMDN.model import (DistillLoss, feature_mse, load_part_model, part_meta, phase, save_part_model,
-                        step_lr)
+from common.part_model import load_part_model, part_meta, save_part_model
+from KMDN.model import DistillLoss, feature_mse, phase, step_lr
 
 TRAIN = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
          "--device", "cpu", "--epochs", "2", "--save-every", "1"]

@@ -14,7 +14,7 @@ from conftest import assert_one_line_error, run_script
 from CDTG import generate, original
 from CDTG import train as cdtg_train
 from CDTG.conditioning import FeatureProjection
-from KMDN.model import part_meta, save_part_model
+from common.part_model import part_meta, save_part_model
 from upstream_files import cdtg_args, manifest, reference, write_original
 
 TOL = 1e-4

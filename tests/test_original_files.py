@@ -22,7 +22,7 @@ from data.split import make_split
 from DSVA.evaluate import zsl_gzsl
 from DSVA.model import from_original
 from KMDN import test as kmdn_test
-from KMDN.model import load_part_model
+from common.part_model import load_part_model
 from upstream_files import reference, state_dict_of, write_original
 
 # DIOR's class ids in the original's head and tail order (split.json of data/split.py at 40 %)
@@ -201,7 +201,7 @@ def test_kmdn_conversion_then_test_py(originals, dior_root, tmp_path, capsys):
 
 def test_distill_and_cdtg_loaders_take_the_original_files(originals, dior_root):
     from CDTG.conditioning import load_tail_model
-    from KMDN.model import read_part_file
+    from common.part_model import read_part_file
     split = json.loads((dior_root / "split.json").read_text())
     ck = read_part_file(originals["head"], "--head-init file", split=split, part="head")
     assert ck["classes"] == HEAD and "layer1.0.downsample.0.weight" in ck["model"]

@@ -12,7 +12,7 @@ Class names: the XMLs spell two of them with capitals ("Expressway-Service-area"
 Names are matched case-insensitively, written LOWER-CASE to classes.json, and ids follow their alphabetical
 order: 0 airplane ... 7 expressway-service-area, 8 expressway-toll-station ... 19 windmill (SPEC 1.1). An
 object of any other class is skipped and counted. Box handling (clipping, degenerate boxes) is
-common/chips.py's.
+data/chips.py's.
 """
 import argparse
 import os
@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 
 from tqdm import tqdm
 
-from common.chips import ChipSet, prepare_out, require_dir, require_file
+from data.chips import ChipSet, prepare_out, require_dir, require_file
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 

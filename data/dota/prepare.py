@@ -5,7 +5,7 @@ Input, --raw = the unpacked official release:
     val/images/<name>.png,   val/labelTxt/<name>.txt     -> our test split (DOTA's test labels are not public)
 A labelTxt line is `x1 y1 x2 y2 x3 y3 x4 y4 <class> <difficult>`; header lines such as
 `imagesource:GoogleEarth` and `gsd:0.146` are skipped. Each object is cropped to the axis-aligned bounding
-rectangle of its polygon, clipped to the image (common/chips.py), and saved as `<name>_<k>.jpg`, k = the
+rectangle of its polygon, clipped to the image (data/chips.py), and saved as `<name>_<k>.jpg`, k = the
 object's index among the object lines of its labelTxt (kept when an earlier object is skipped).
 
 Classes: v1.0's 15, ids in alphabetical order of their names (0 baseball-diamond ... 14 tennis-court). Objects
@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
-from common.chips import ChipSet, polygon_box, prepare_out, require_dir, require_file, scan_folder
+from data.chips import ChipSet, polygon_box, prepare_out, require_dir, require_file, scan_folder
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 

@@ -20,7 +20,7 @@ import re
 
 from tqdm import tqdm
 
-from common.chips import ChipSet, prepare_out, require_dir, scan_folder
+from data.chips import ChipSet, prepare_out, require_dir, scan_folder
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import SPLITS

@@ -107,16 +107,6 @@ def described_class_prompt(name: str, attributes: dict) -> str:
     return f"a photo of {desc}, {with_article(name)}"
 
 
-def attribute_prompt(attribute: str, group: str) -> str:
-    """The prompt that scores one attribute, e.g. 'a photo of something round', 'a photo of something on
-    sand', 'a photo of several objects'; the same words occur in training captions."""
-    if group == "surface":
-        return f"a photo of something on {attribute}"
-    if group == "size" and attribute == "several":
-        return "a photo of several objects"
-    return f"a photo of something {attribute}"
-
-
 def class_attribute_dicts(info: dict) -> list:
     """[{group: attribute}] per class from classes.json's class_attributes and attribute_groups."""
     group_of = {a: g for g, names in info["attribute_groups"].items() for a in names}

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from common.errors import UserError, cli
 from common.layout import write_layout
-from data.synthetic.render import ATTRIBUTE_GROUPS, CATALOG, attribute_names, caption, class_attribute_matrix, render
+from data.synthetic.render import (ATTRIBUTE_GROUPS, CATALOG, attribute_names, attribute_prompt, caption,
+                                   class_attribute_matrix, render)
 
 # zero-shot splits named like the paper's files (61 = 60 seen / 10 unseen of 70, ...): seen fraction of classes
 ZSL_SPLITS = {"61": 6 / 7, "52": 5 / 7, "43": 4 / 7}
@@ -87,6 +88,7 @@ def main(args):
                          "attributes": list(classes[cid][1]), "caption": caption(names[cid], classes[cid][1], rng)})
 
     extra = {"attributes": attribute_names(), "attribute_groups": ATTRIBUTE_GROUPS,
+             "attribute_prompts": {a: [attribute_prompt(a, g)] for g, attrs in ATTRIBUTE_GROUPS.items() for a in attrs},
              "class_attributes": matrix.astype(int).tolist(), "zsl_splits": zsl_splits(matrix, rng),
              "image_size": args.size, "seed": args.seed}
     write_layout(args.out, "SYNTH", names, entries, extra)

@@ -145,3 +145,13 @@ def caption(name: str, attrs: tuple, rng: np.random.Generator) -> str:
     obj = rng.choice(PHRASES[amount]).format(c=colour, s=shape)
     where = rng.choice(SURFACE_PHRASES).format(g=surface)
     return f"an aerial image of {obj} {where}, a {name}"
+
+
+def attribute_prompt(attribute: str, group: str) -> str:
+    """The prompt that scores one attribute, e.g. 'a photo of something round', 'a photo of something on
+    sand', 'a photo of several objects'; the same words occur in training captions."""
+    if group == "surface":
+        return f"a photo of something on {attribute}"
+    if group == "size" and attribute == "several":
+        return "a photo of several objects"
+    return f"a photo of something {attribute}"

@@ -28,8 +28,9 @@ from common.clip import checkpoint_dict
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes, read_list
-from data.synthetic.clip_model import (MODEL_NAME, attribute_prompt, build_model, class_attribute_dicts,
-                                       class_prompt, described_class_prompt, make_caption, model_config)
+from data.synthetic.clip_model import (MODEL_NAME, build_model, class_attribute_dicts, class_prompt,
+                                       described_class_prompt, make_caption, model_config)
+from data.synthetic.render import attribute_prompt
 
 
 def get_args_parser():

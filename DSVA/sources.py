@@ -1,5 +1,5 @@
-"""Zero-shot data for DSVA: where the images and splits come from, the class x attribute matrix, the episodic
-sampler and the two transforms.
+"""Zero-shot data sources for DSVA: where the images, the seen/unseen split and any shipped attributes come from
+(the matrix files themselves: DSVA/attributes.py; torch data: DSVA/episodes.py).
 
 Three sources (--dataset), all ending in the same `ZslData` (class names, seen and unseen class ids, image lists
 of global class ids):
@@ -19,19 +19,15 @@ A split file is JSON {"seen": [...], "unseen": [...]} of class names or ids.
 """
 import argparse
 import os
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset, Sampler
-from torchvision import transforms as T
 
 from common.errors import UserError
 from common.jsonfile import read_json
 from common.layout import anno_path, read_classes, read_list
-from common.transforms import NORMALISATIONS
+from DSVA.attributes import groups_to_indices, load_attributes, read_groups
+from DSVA.matfile import mat_key, mat_strings, read_mat
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 RSSDIVCS_MARKER = "RSSDIVCS/"
@@ -142,36 +138,6 @@ def _default_groups_file(args):
 
 
 # ---------------------------------------------------------------------------------------------- RSSDIVCS
-
-def read_mat(path: str, what: str) -> dict:
-    if not os.path.isfile(path):
-        raise UserError(f"{what} {path} does not exist; download RSSDIVCS (files/*.mat) or pass the right path")
-    try:
-        import scipy.io
-    except ImportError:
-        raise UserError("reading .mat files needs scipy; pip install scipy") from None
-    try:
-        return scipy.io.loadmat(path)
-    except Exception as e:  # scipy raises ValueError/MatReadError/OSError for foreign files
-        raise UserError(f"{what} {path} could not be read as a MATLAB file ({type(e).__name__})") from None
-
-
-def mat_key(mat: dict, key: str, path: str):
-    if key not in mat:
-        keys = ", ".join(k for k in mat if not k.startswith("__"))
-        raise UserError(f"{path} has no '{key}' (it holds: {keys}); is it the right RSSDIVCS file?")
-    return mat[key]
-
-
-def mat_strings(value) -> list:
-    """MATLAB cell arrays / char matrices of strings as loaded by scipy -> [str]."""
-    out = []
-    for v in np.asarray(value, dtype=object).ravel():
-        while isinstance(v, np.ndarray):
-            v = v.ravel()[0] if v.size else ""
-        out.append(str(v).strip())
-    return out
-
 
 def mat_locations(mat: dict, key: str, path: str, num_images: int) -> np.ndarray:
     """1-based MATLAB indices -> 0-based numpy indices, checked against the number of images."""
@@ -374,83 +340,6 @@ def load_pool(args, pool: str = "train") -> tuple:
     return dataset, names, items
 
 
-# ---------------------------------------------------------------------------------------------- attributes
-
-def groups_to_indices(groups: dict, attr_names, source: str) -> dict:
-    """{group: [names or indices]} -> {group: [indices]}."""
-    index = {n: i for i, n in enumerate(attr_names or [])}
-    out = {}
-    for g, members in groups.items():
-        ids = []
-        for m in members:
-            if isinstance(m, (int, np.integer)):
-                ids.append(int(m))
-            elif m in index:
-                ids.append(index[m])
-            else:
-                raise UserError(f"{source}: group '{g}' names attribute '{m}', which is not an attribute name")
-        out[str(g)] = ids
-    return out
-
-
-def read_groups(path: str, attr_names, num_attributes: int) -> dict:
-    doc = read_json(path, "attribute groups file")
-    doc = doc.get("groups", doc) if isinstance(doc, dict) else doc
-    if not isinstance(doc, dict):
-        raise UserError(f"attribute groups file {path} must map group names to attribute lists")
-    groups = groups_to_indices(doc, attr_names, path)
-    bad = [i for ids in groups.values() for i in ids if not 0 <= i < num_attributes]
-    if bad:
-        raise UserError(f"{path}: attribute index {bad[0]} is outside 0..{num_attributes - 1}")
-    return groups
-
-
-def load_attributes(path: str, class_names: list) -> tuple:
-    """(matrix [classes, attributes], attribute names or None, groups or None) from .json/.npy/.mat."""
-    if not os.path.isfile(path):
-        raise UserError(f"attributes file {path} does not exist; run DSVA/annotate.py or pass the released .mat")
-    names, attr_names, groups = None, None, None
-    if path.endswith(".json"):
-        doc = read_json(path, "attributes file", "run DSVA/annotate.py")
-        try:
-            matrix = np.asarray(doc["matrix"], dtype=np.float32)
-        except (KeyError, TypeError, ValueError):
-            raise UserError(f"{path} is not an attributes.json written by DSVA/annotate.py (needs "
-                            f"'matrix')") from None
-        names, attr_names = doc.get("classes"), doc.get("attributes")
-        if doc.get("groups"):
-            if not isinstance(doc["groups"], dict):
-                raise UserError(f"{path}: 'groups' must map group names to attribute lists")
-            groups = groups_to_indices(doc["groups"], attr_names, path)
-    elif path.endswith(".npy"):
-        try:
-            matrix = np.load(path).astype(np.float32)
-        except (ValueError, OSError):
-            raise UserError(f"{path} is not a numpy .npy file") from None
-    elif path.endswith(".mat"):
-        mat = read_mat(path, "attributes file")
-        matrix = np.asarray(mat_key(mat, "att", path), dtype=np.float32)
-        if "allclasses_names" in mat:
-            names = mat_strings(mat["allclasses_names"])
-        if "attri_name" in mat:
-            attr_names = mat_strings(mat["attri_name"])
-        if matrix.ndim == 2 and matrix.shape[1] == len(class_names):
-            matrix = matrix.T  # upstream stores attributes x classes
-    else:
-        raise UserError(f"attributes file {path}: expected .json, .npy or .mat")
-    if matrix.ndim != 2 or matrix.shape[0] != len(class_names):
-        raise UserError(f"attributes file {path} has shape {matrix.shape}; expected {len(class_names)} classes x "
-                        f"attributes for this data set")
-    if names is not None and list(names) != list(class_names):
-        diff = next(i for i, (a, b) in enumerate(zip(names, class_names)) if a != b) if len(names) == len(
-            class_names) else 0
-        raise UserError(f"attributes file {path} lists classes in another order or of another data set "
-                        f"(class {diff}: '{names[diff]}' vs '{class_names[diff]}')")
-    if not np.isfinite(matrix).all():
-        raise UserError(f"attributes file {path} holds NaN or infinite values")
-    return matrix, attr_names, groups
-
-
 # ---------------------------------------------------------------------------------------------- validation split
 
 def carve_validation(train: list, seen: list, val_classes: int, val_fraction: float, seed: int) -> dict:
@@ -473,84 +362,3 @@ def carve_validation(train: list, seen: list, val_classes: int, val_fraction: fl
     val_unseen = [it for it in train if it[1] in set(held)]
     return {"train": new_train, "train_classes": kept, "val_classes": held, "val_seen": val_seen,
             "val_unseen": val_unseen}
-
-
-# ---------------------------------------------------------------------------------------------- images
-
-class ImageItems(Dataset):
-    """[(path, global class id)] -> (image tensor, class id)."""
-
-    def __init__(self, items: list, transform):
-        self.items, self.transform = list(items), transform
-        self.targets = [y for _, y in self.items]
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        path, label = self.items[i]
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except (OSError, UnidentifiedImageError, SyntaxError):
-            raise UserError(f"image {path} could not be read; replace or remove it") from None
-        return self.transform(img), label
-
-
-def normalisation(norm: str, clip_mean, clip_std) -> tuple:
-    """'clip': the backbone's own mean/std (our default); 'imagenet': upstream's ImageNet statistics."""
-    return (tuple(clip_mean), tuple(clip_std)) if norm == "clip" else NORMALISATIONS[norm]
-
-
-def dsva_transform(size: int, train: bool, mean, std):
-    """Upstream's 'normal' transforms scaled to the backbone's input: shorter side to size*256/224, then a random
-    crop and horizontal flip (train) or a centre crop (test)."""
-    steps = [T.Resize(int(round(size * 256 / 224)))]
-    steps += [T.RandomCrop(size), T.RandomHorizontalFlip(0.5)] if train else [T.CenterCrop(size)]
-    return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
-
-
-# ---------------------------------------------------------------------------------------------- sampler
-
-class EpisodeSampler(Sampler):
-    """Batches of `ways` distinct classes x `shots` distinct images of each, `batches` per epoch (SPEC 5.2).
-
-    Deterministic for (seed, epoch): call set_epoch before iterating. A class with fewer than `shots` images is
-    drawn with replacement (upstream would crash), with a warning.
-    """
-
-    def __init__(self, labels, ways: int, shots: int, batches: int, seed: int = 0):
-        labels = np.asarray(labels)
-        self.classes = sorted(int(c) for c in np.unique(labels))
-        if ways > len(self.classes):
-            raise UserError(f"--ways {ways} is more than the {len(self.classes)} training classes; lower --ways")
-        if ways < 1 or shots < 1 or batches < 1:
-            raise UserError("--ways, --shots and --batches-per-epoch must be positive")
-        self.by_class = {c: np.flatnonzero(labels == c) for c in self.classes}
-        self.ways, self.shots, self.batches, self.seed, self.epoch = ways, shots, batches, seed, 0
-        small = [c for c in self.classes if len(self.by_class[c]) < shots]
-        if small:
-            print(f"warning: {len(small)} training classes have fewer than {shots} images and are sampled with "
-                  f"replacement (class ids {small[:10]})", file=sys.stderr)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self):
-        return self.batches
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        for _ in range(self.batches):
-            batch = []
-            for c in rng.choice(self.classes, self.ways, replace=False):
-                pool = self.by_class[int(c)]
-                batch += [int(i) for i in rng.choice(pool, self.shots, replace=len(pool) < self.shots)]
-            yield batch
-
-
-def class_lookup(classes: list, num_classes: int) -> torch.Tensor:
-    """Global class id -> position in `classes` (-1 elsewhere)."""
-    lut = torch.full((num_classes,), -1, dtype=torch.long)
-    lut[torch.tensor(classes, dtype=torch.long)] = torch.arange(len(classes))
-    return lut
