@@ -278,5 +278,5 @@ def test_driver_errors(synth_root, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"benchmark:\n  data_root: {synth_root}\n  methods: [ce, focal]\n")
     proc = run_script("benchmarks/long_tail.py", "--config", str(cfg), "--out", str(tmp_path / "b"), check=False)
-    assert_one_line_error(proc, "unknown method focal")
+    assert_one_line_error(proc, "methods", "'focal'", "choose from")
     assert not (tmp_path / "b").exists()
