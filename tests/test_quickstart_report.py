@@ -1,12 +1,13 @@
 """scripts/quickstart_report.py: the table rows of the post-hoc methods and the time per step."""
+import importlib.util
 import json
 import os
 import sys
 
-import pytest
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-import quickstart_report  # noqa: E402
+SPEC = importlib.util.spec_from_file_location(
+    "quickstart_report", os.path.join(os.path.dirname(__file__), "..", "scripts", "quickstart_report.py"))
+quickstart_report = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(quickstart_report)
 
 
 def write(path, obj):
@@ -39,7 +40,3 @@ def test_post_hoc_rows_and_times(tmp_path, monkeypatch):
     assert "| c | tail | 2 | 60.0 | 80.0 | 70.0 | - |" in text
     assert "| prepare | 8 | 4 |" in text and "| kmdn_head | 40 | 32 |" in text
     assert "| all steps | 48 | 36 |" in text
-
-
-if __name__ == "__main__":
-    pytest.main([__file__])
