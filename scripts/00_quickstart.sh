@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Both papers end to end, at CPU scale, on the embedded synthetic data set; ends with a results table printed and
 # saved to runs/quickstart/results.md. Idempotent: a second run rebuilds runs/quickstart/ and reuses the cached
-# small CLIPs in checkpoints/ while the data set and the CLIP code are unchanged.
+# small CLIPs in checkpoints/ while the data set, the CLIP code and the fits' flags are unchanged. Wall and CPU
+# seconds of every step go to runs/quickstart/times.tsv.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 OUT=runs/quickstart
