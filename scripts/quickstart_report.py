@@ -25,23 +25,28 @@ def snippet(path, title):
 
 
 def classifier_section(out: str, split: dict) -> list:
-    lines = ["## TGN: classifier (OA, macro-F1, head/tail mean accuracy on the balanced test set)", "",
+    lines = ["## TGN: classifier (OA, macro-F1, head/tail mean accuracy on the balanced test set; one seed)", "",
              "| classifier | OA | macro-F1 | head acc | tail acc |", "|---|---|---|---|---|"]
     runs = {}
     for run, label in (("classification_baseline", "baseline (original train set)"),
+                       ("classification_la1", "baseline + logit adjustment, post hoc (tau 1)"),
+                       ("classification_taunorm1", "baseline + tau-normalisation, post hoc (tau 1)"),
                        ("classification_tgn", "TGN (original + generated tail images)")):
         r = runs[run] = load(os.path.join(out, run, "results.json"))
         if r:
             lines.append(f"| {label} | {pct(r['oa'])} | {pct(r['macro_f1'])} | {pct(r.get('head_acc'))} | "
                          f"{pct(r.get('tail_acc'))} |")
-    base, tgn = runs["classification_baseline"], runs["classification_tgn"]
+    base = runs["classification_baseline"]
+    columns = (("classification_baseline", "baseline"), ("classification_la1", "+ logit adj."),
+               ("classification_taunorm1", "+ tau-norm"), ("classification_tgn", "TGN"))
     if base:
         lines += ["", "Per-class test accuracy (classes by descending train count):", "",
-                  "| class | part | train images | baseline | TGN |", "|---|---|---|---|---|"]
+                  "| class | part | train images | " + " | ".join(c for _, c in columns) + " |",
+                  "|---|---|---|" + "---|" * len(columns)]
         for part in ("head", "tail"):
             for c in split[part]:
-                lines.append(f"| {base['names'][c]} | {part} | {split['train_counts'][c]} | "
-                             f"{pct(base['per_class_acc'][c])} | {pct(tgn['per_class_acc'][c]) if tgn else '-'} |")
+                accs = [pct(runs[r]["per_class_acc"][c]) if runs[r] else "-" for r, _ in columns]
+                lines.append(f"| {base['names'][c]} | {part} | {split['train_counts'][c]} | " + " | ".join(accs) + " |")
     return lines
 
 
@@ -85,6 +90,20 @@ def dsva_section(out: str) -> list:
     return lines
 
 
+def times_section(path: str) -> list:
+    """Wall and CPU (user + system, children included) seconds per step, from the quickstart's times.tsv."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        rows = [ln.rstrip("\n").split("\t") for ln in f if ln.strip()][1:]
+    rows = [(r[0], float(r[1]), float(r[2]) + float(r[3])) for r in rows if len(r) == 4]
+    lines = ["", "## Time per step (the CLIP fits and DSVA run beside the other steps)", "",
+             "| step | wall s | CPU s |", "|---|---|---|"]
+    lines += [f"| {name} | {wall:.0f} | {cpu:.0f} |" for name, wall, cpu in rows]
+    lines.append(f"| all steps | {sum(r[1] for r in rows):.0f} | {sum(r[2] for r in rows):.0f} |")
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="runs/quickstart")
@@ -99,6 +118,7 @@ def main():
     lines += snippet("checkpoints/synth_clip_report.md", "The small CLIP fitted to the embedded set (seen classes)")
     lines += ["", "Pictures: classification_*/confusion_matrix.png and acc_vs_count.png, cdtg/train/samples/, "
               "cdtg/generated/grid.png, dsva/attention_maps.png (all under " + args.out + ")."]
+    lines += times_section(os.path.join(args.out, "times.tsv"))
     if args.seconds is not None:
         lines += ["", f"Wall time of the quickstart: {args.seconds} s."]
     text = "\n".join(lines) + "\n"

@@ -163,3 +163,26 @@ def test_script_rejects_a_folder_that_is_not_the_embedded_set(tmp_path, capsys):
         train_clip.main(args)
     assert e.value.code == 2
     assert "needs the embedded data set" in capsys.readouterr().err
+
+
+def test_init_continues_an_earlier_fit_on_all_classes(data_root, tmp_path, capsys):
+    first, second = tmp_path / "seen.pt", tmp_path / "all.pt"
+    small = ["--data", data_root, "--steps", "1", "--batch-size", "4", "--width", "32", "--layers", "1",
+             "--embed-dim", "16", "--warmup", "1"]
+    train_clip.main(parse_args(train_clip.get_args_parser(), "train_clip", small + ["--out", str(first)]))
+    # lr 0: the second fit keeps the weights it started from, so equal weights prove that --init loaded them
+    train_clip.main(parse_args(train_clip.get_args_parser(), "train_clip",
+                               small + ["--out", str(second), "--init", str(first), "--all-classes", "--lr", "0"]))
+    a, b = torch.load(first, weights_only=False), torch.load(second, weights_only=False)
+    assert a["model_cfg"] == b["model_cfg"] and a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert b["train_classes"] == list(range(10)) and b["report"]["init"] == str(first)
+    assert f"from {first}" in (tmp_path / "all_report.md").read_text()
+    capsys.readouterr()
+    args = parse_args(train_clip.get_args_parser(), "train_clip",
+                      small + ["--out", str(tmp_path / "x.pt"), "--init", str(tmp_path / "missing.pt")])
+    with pytest.raises(SystemExit) as e:
+        train_clip.main(args)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --init {tmp_path / 'missing.pt'} does not exist; fit a CLIP first (without --init)"]

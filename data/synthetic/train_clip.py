@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from common.checkpoint import atomic_save
-from common.clip import checkpoint_dict
+from common.clip import checkpoint_dict, read_checkpoint
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes, read_list
@@ -42,6 +42,9 @@ def get_args_parser():
     which.add_argument("--exclude-unseen", default="43",
                        help="train on the seen classes of this zero-shot split of classes.json (61/52/43)")
     which.add_argument("--all-classes", action="store_true", help="train on every class (for TGN's CDTG)")
+    p.add_argument("--init", default=None,
+                   help="start from the weights of an earlier fit (e.g. the seen-classes CLIP for --all-classes); "
+                        "its model size is used")
     p.add_argument("--image-size", type=int, default=0, help="model input size; 0 = the data's size")
     p.add_argument("--patch-size", type=int, default=16, help="ViT patch size (64 px / 16 = 16 image tokens)")
     p.add_argument("--width", type=int, default=128, help="width of both transformers")
@@ -136,6 +139,16 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- training
+
+def initial_weights(path: str) -> tuple:
+    """(state_dict, model name, model config) of an earlier fit of this script, for --init."""
+    if not os.path.isfile(path):
+        raise UserError(f"--init {path} does not exist; fit a CLIP first (without --init)")
+    state, name, cfg = read_checkpoint(path)
+    if name != MODEL_NAME or not cfg:
+        raise UserError(f"--init {path} is not a checkpoint of this script (model '{name}', not '{MODEL_NAME}')")
+    return state, name, cfg
+
 
 def make_optimizer(model, lr: float, weight_decay: float):
     """AdamW; no decay on gains, biases, embeddings and the temperature (open_clip's practice)."""
@@ -262,7 +275,8 @@ def pct(v) -> str:
 def markdown(report: dict) -> str:
     zs, ch = report["zero_shot"], report["chance"]
     lines = [f"Synthetic CLIP `{report['model_name']}` trained on {report['trained_on']} "
-             f"({report['train_images']} images, {report['steps']} steps, {report['fit_seconds']:.0f} s "
+             f"({report['train_images']} images, {report['steps']} steps"
+             f"{' from ' + report['init'] if report.get('init') else ''}, {report['fit_seconds']:.0f} s "
              f"fitting on {report['threads']} thread(s)); test split, top-1 %:", "",
              "| prompts | seen among seen | unseen among unseen | seen among all | unseen among all |",
              "|---|---|---|---|---|"]
@@ -301,9 +315,15 @@ def main(args):
     if size % args.patch_size:
         raise UserError(f"--image-size {size} is not a multiple of --patch-size {args.patch_size}")
     torch.manual_seed(args.seed)
-    cfg = model_config(image_size=size, patch_size=args.patch_size, width=args.width, layers=args.layers,
-                       embed_dim=args.embed_dim)
+    if args.init:
+        state, _, cfg = initial_weights(args.init)
+    else:
+        cfg = model_config(image_size=size, patch_size=args.patch_size, width=args.width, layers=args.layers,
+                           embed_dim=args.embed_dim)
     model = build_model(cfg)
+    if args.init:
+        model.load_state_dict(state)
+        size = cfg["vision_cfg"]["image_size"]
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     tokenizer = open_clip.get_tokenizer(MODEL_NAME)
 
@@ -334,7 +354,7 @@ def main(args):
               "train_classes": [info["names"][c] for c in train_ids],
               "seen": [info["names"][c] for c in seen], "unseen": [info["names"][c] for c in unseen],
               "train_images": len(train_images), "test_images": len(test_images), "steps": args.steps,
-              "batch_size": args.batch_size, "fit_seconds": fit_seconds, "threads": torch.get_num_threads(),
+              "batch_size": args.batch_size, "init": args.init, "fit_seconds": fit_seconds, "threads": torch.get_num_threads(),
               "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])),
               **evaluate(model, tokenizer, test_images, test_labels, info, seen, unseen, mean, std)}
     atomic_save(checkpoint_dict(model, MODEL_NAME, cfg, class_names=info["names"], train_classes=train_ids,
