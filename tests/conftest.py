@@ -1,7 +1,10 @@
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -16,6 +19,35 @@ def run_script(*args, check=True, env=None, timeout=600):
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def script_args(module, stage: str, argv):
+    """The args namespace `module`'s command line would give its main() for `argv` (config stage `stage`)."""
+    from common.config import parse_args
+    return parse_args(module.get_args_parser(), stage, [str(a) for a in argv])
+
+
+def run_main(module, stage: str, *argv, check=True):
+    """A script's main() in this process, as its command line runs it (one-line errors, exit codes), without
+    starting an interpreter: a CompletedProcess-like (returncode, stdout, stderr) as run_script returns."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            module.main(script_args(module, stage, argv))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    proc = types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{module.__name__} {argv} failed ({code}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
+    return proc
+
+
+def call_main(module, stage: str, *argv):
+    """A script's main() body in this process: a UserError is raised (for pytest.raises), not printed."""
+    from common.config import resolve_args
+    return module.main.__wrapped__(resolve_args(module.get_args_parser(), stage, [str(a) for a in argv]))
 
 
 def assert_one_line_error(proc, *fragments):

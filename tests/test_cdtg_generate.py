@@ -152,11 +152,27 @@ def test_quality_measures_on_hand_made_features():
     assert share_correct([1, 2, 2, 0], 2) == 0.5
 
 
-def test_lpips_is_unavailable_or_a_model():
+def test_lpips_with_a_random_trunk_is_zero_only_for_identical_images():
+    torch.manual_seed(0)
+    model, note = load_lpips("alex", "cpu", random_trunk=True)  # the package's own linear layers, no download
+    assert note is None
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    assert mean_pairwise_lpips(model, images[:1].expand(4, -1, -1, -1).clone()) == pytest.approx(0, abs=1e-7)
+    assert mean_pairwise_lpips(model, images) > 1e-4
+    noisier = mean_pairwise_lpips(model, torch.stack([images[0], (images[0] + 0.5 * torch.randn(3, 32, 32))]))
+    slightly = mean_pairwise_lpips(model, torch.stack([images[0], (images[0] + 0.05 * torch.randn(3, 32, 32))]))
+    assert noisier > slightly > 0
+
+
+def test_lpips_without_backbone_weights_is_a_note(monkeypatch):
+    import lpips.pretrained_networks
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(lpips.pretrained_networks.tv, "alexnet", offline)
     model, note = load_lpips("alex")
-    assert (model is None) == isinstance(note, str)
-    if model is None:
-        assert note.startswith("unavailable")
+    assert model is None and note == "unavailable: LPIPS alex backbone weights could not be loaded (OSError)"
 
 
 class MeanAbsDifference(torch.nn.Module):
