@@ -64,10 +64,12 @@ def assert_one_line_error(proc, *fragments):
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
     """A tiny embedded data set (10 classes, 32 px) with split.json, shared by the whole session."""
+    from data import split
+    from data.synthetic import prepare
     root = str(tmp_path_factory.mktemp("synth") / "data")
-    run_script("data/synthetic/prepare.py", "--out", root, "--classes", "10", "--n-max", "40", "--n-test", "4",
-               "--size", "32", "--imbalance", "10")
-    run_script("data/split.py", "--root", root, "--head-percent", "40")
+    run_main(prepare, "synthetic", "--out", root, "--classes", "10", "--n-max", "40", "--n-test", "4", "--size", "32",
+             "--imbalance", "10")
+    run_main(split, "split", "--root", root, "--head-percent", "40")
     return root
 
 
