@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from common.errors import UserError
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, run_main, run_script
 from DSVA.zsl_data import (EpisodeSampler, carve_validation, dsva_transform, load_attributes, load_folders,
                            load_layout, load_rssdivcs, read_split_file)
 
@@ -175,8 +175,9 @@ def test_train_script_one_line_errors(tmp_path, synth_root):
     assert not (tmp_path / "run").exists()
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"seen": ["airplane"], "unseen": ["volcano"]}))
-    proc = run_script("DSVA/train.py", "--data-root", synth_root, "--split-file", str(split),
-                      "--output-dir", str(tmp_path / "run"), check=False)
+    from DSVA import train as dsva_train
+    proc = run_main(dsva_train, "dsva", "--data-root", synth_root, "--split-file", split, "--output-dir",
+                    tmp_path / "run", check=False)
     assert_one_line_error(proc, "unknown classes 'volcano'")
 
 
