@@ -8,11 +8,10 @@ import torch
 
 from common.backbones import build_classifier, build_feature_resnet
 from common.checkpoint import export_weights
-from common.config import resolve_args
 from common.datasets import ImageList
 from common.errors import UserError
 from common.layout import anno_path, read_list
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, call_main, run_script
 from CDTG import evaluate, expand, generate
 from CDTG import train as cdtg_train
 from CDTG.quality import (frechet_distance, kernel_inception_distance, load_lpips, mean_pairwise_distance,
@@ -25,7 +24,7 @@ TINY_TRAIN = ["--size", "32", "--style-dim", "16", "--n-mlp", "1", "--max-channe
 
 
 def call(module, stage, argv):
-    return module.main.__wrapped__(resolve_args(module.get_args_parser(), stage, argv))
+    return call_main(module, stage, *argv)
 
 
 @pytest.fixture(scope="module")

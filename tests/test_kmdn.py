@@ -12,7 +12,7 @@ from common.backbones import build_feature_resnet
 from common.distributed import setup
 from common.engine import train_one_epoch
 from common.errors import UserError
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, run_script, script_args
 from KMDN import distill, test, train
 from KMDN.model import (DistillLoss, feature_mse, load_part_model, part_meta, phase, save_part_model,
                         step_lr)
@@ -34,7 +34,7 @@ def read_split(root):
 
 def call(module, stage, argv):
     """Run a KMDN script's main in this process (saves the interpreter start of a subprocess)."""
-    module.main(module.parse_args(module.get_args_parser(), stage, [str(a) for a in argv]))
+    module.main(script_args(module, stage, argv))
 
 
 def run_main(module, stage, argv, capsys):
