@@ -11,7 +11,7 @@ from common.checkpoint import export_weights
 from common.datasets import ImageList
 from common.errors import UserError
 from common.layout import anno_path, read_list
-from conftest import assert_one_line_error, call_main, run_script
+from conftest import assert_one_line_error, call_main, run_main
 from CDTG import evaluate, expand, generate
 from CDTG import train as cdtg_train
 from CDTG.quality import (frechet_distance, kernel_inception_distance, load_lpips, mean_pairwise_distance,
@@ -87,8 +87,8 @@ def test_generation_never_overwrites(generator_file, generated, split):
     with pytest.raises(UserError, match="never overwritten"):
         gen(generator_file, generated, "--n-per-class", "2")
     assert first.read_bytes() == before
-    proc = run_script("CDTG/generate.py", "--ckpt", generator_file, "--output-dir", str(generated),
-                      "--n-per-class", "2", "--device", "cpu", check=False)
+    proc = run_main(generate, "cdtg_generate", "--ckpt", generator_file, "--output-dir", generated,
+                    "--n-per-class", "2", "--device", "cpu", check=False)
     assert_one_line_error(proc, "already exists", "never overwritten")
 
 

@@ -65,8 +65,14 @@ def test_existing_run_folder_is_refused(synth_root, tmp_path):
     assert (out / "keep.txt").read_text() == "precious"
 
 
-def test_bad_input_errors(synth_root, tmp_path):
+@pytest.mark.slow
+def test_command_line_error_is_one_line_and_exit_2(tmp_path):
     proc = run_script("Classification/train.py", "--data-root", str(tmp_path / "nowhere"), *TINY, check=False)
+    assert_one_line_error(proc, "nowhere", "does not exist")
+
+
+def test_bad_input_errors(synth_root, tmp_path):
+    proc = run_main(classification_train, "classification", "--data-root", tmp_path / "nowhere", *TINY, check=False)
     assert_one_line_error(proc, "nowhere", "does not exist")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("classification:\n  epoch: 3\n")
