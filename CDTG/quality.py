@@ -108,8 +108,9 @@ class PenultimateFeatures:
         return logits, self._feat.flatten(1)
 
 
-def load_lpips(net: str = "alex", device="cpu"):
-    """(LPIPS model, None), or (None, reason) when it or its backbone weights cannot be had (offline)."""
+def load_lpips(net: str = "alex", device="cpu", random_trunk: bool = False):
+    """(LPIPS model, None), or (None, reason) when it or its backbone weights cannot be had (offline).
+    `random_trunk` leaves the backbone randomly initialised (no download; for tests)."""
     try:
         import lpips
     except ImportError:
@@ -117,7 +118,7 @@ def load_lpips(net: str = "alex", device="cpu"):
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            model = lpips.LPIPS(net=net, verbose=False).to(device).eval()
+            model = lpips.LPIPS(net=net, pnet_rand=random_trunk, verbose=False).to(device).eval()
     except Exception as e:  # torchvision backbone weights are downloaded on first use
         return None, f"unavailable: LPIPS {net} backbone weights could not be loaded ({type(e).__name__})"
     return model, None

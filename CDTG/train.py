@@ -226,17 +226,6 @@ def save_samples(trainer: CDTGTrainer, images, labels, z, r: float, path: str, c
 # ------------------------------------------------------------------------------------------------ set-up
 
 
-def truncate_metrics(path: str, iteration: int) -> None:
-    """On resume, drop metrics rows written after the checkpoint's iteration."""
-    import json
-    if not os.path.isfile(path):
-        return
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    with open(path, "w") as f:
-        for row in rows:
-            if row.get("iter", 0) <= iteration:
-                f.write(json.dumps(row) + "\n")
 
 
 def check_args(args) -> None:
@@ -392,6 +381,7 @@ def main(args):
             "clip": {"model": args.clip_model, "pretrained": args.clip_pretrained, "prompt": args.clip_prompt}
             if clip is not None else None}
     start = continue_original(initial, args.ckpt, trainer) if args.continue_original else 0
+    log = rundir.MetricsLog(out, rt.is_main, args.report_to)
     if args.resume:
         ck = resume_ckpt
         for key in ("generator", "projection"):
@@ -400,8 +390,8 @@ def main(args):
                                 f"with the run's own flags (see {os.path.join(out, 'args.yaml')})")
         trainer.load_state_dict(ck)
         start = ck["iteration"]
+        log.truncate_after(start, key="iter")
         if rt.is_main:
-            truncate_metrics(os.path.join(out, "metrics.jsonl"), start)
             print(f"resumed from {ckpt_path} at iteration {start}")
 
     loader = DataLoader(Indexed(dataset), batch_sampler=EndlessBatches(len(dataset), args.batch_size, args.seed,
@@ -413,7 +403,6 @@ def main(args):
     bank_images, bank_labels = bank_images.to(rt.device), bank_labels.to(rt.device)
     bank_z = torch.randn(len(bank_labels), args.style_dim, generator=torch.Generator().manual_seed(args.seed)) \
         .to(rt.device)
-    log = rundir.MetricsLog(out, rt.is_main)
     samples_dir = os.path.join(out, "samples")
     if rt.is_main:
         os.makedirs(samples_dir, exist_ok=True)

@@ -292,7 +292,7 @@ def main(args):
           f"run folder {out}")
 
     ckpt_path = os.path.join(out, "ckpt_last.pt")
-    log = rundir.MetricsLog(out)
+    log = rundir.MetricsLog(out, report_to=args.report_to)
     history, start, optimizer, opt_phase = [], 0, None, None
     if args.resume:
         ck = checkpoint.load(ckpt_path)

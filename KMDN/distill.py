@@ -141,7 +141,7 @@ def main(args):
             models[part] = models[part].to(memory_format=torch.channels_last)
     optimizers = {p: torch.optim.Adam(m.parameters(), lr=args.lr, weight_decay=args.weight_decay)
                   for p, m in models.items()}
-    log = rundir.MetricsLog(out, rt.is_main)
+    log = rundir.MetricsLog(out, rt.is_main, args.report_to)
     if args.resume:
         for part in PARTS:
             optimizers[part].load_state_dict(ck["optimizers"][part])

@@ -285,7 +285,7 @@ def read_hf_folder(folder: str):
     return hf_to_open_clip(state, weights[0]), config
 
 
-# ------------------------------------------------------------------------------------------ HF <-> open_clip
+# ------------------------------------------------------------------------------------------- HF -> open_clip
 
 _BLOCK_NAMES = [  # (Hugging Face CLIPEncoderLayer, open_clip ResidualAttentionBlock)
     ("self_attn.out_proj.", "attn.out_proj."), ("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."),
@@ -335,31 +335,6 @@ def hf_to_open_clip(state: dict, source: str = "checkpoint") -> dict:
         if sorted(parts) != ["k", "q", "v"]:
             raise UserError(f"{source}: attention of {prefix} lacks some of q/k/v_proj.{param}")
         out[f"{prefix}attn.in_proj_{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]], 0)
-    return out
-
-
-def open_clip_to_hf(state: dict) -> dict:
-    """The inverse of hf_to_open_clip (to hand an open_clip ViT CLIP to code that expects CLIPModel keys)."""
-    out = {}
-    for key, value in state.items():
-        if key == "attn_mask":
-            continue
-        if key in ("visual.proj", "text_projection"):
-            out["visual_projection.weight" if key == "visual.proj" else "text_projection.weight"] = value.t()
-            continue
-        tower = next(((hf, oc) for hf, oc in _TOWERS if key.startswith(oc)), None)
-        if tower is not None:
-            layer, _, rest = key[len(tower[1]):].partition(".")
-            prefix = f"{tower[0]}{layer}."
-            if rest.startswith("attn.in_proj_"):
-                param = rest[len("attn.in_proj_"):]
-                for kind, part in zip("qkv", value.chunk(3, 0)):
-                    out[f"{prefix}self_attn.{kind}_proj.{param}"] = part.clone()
-                continue
-            new = next(prefix + hf + rest[len(oc):] for hf, oc in _BLOCK_NAMES if rest.startswith(oc))
-        else:
-            new = next(hf + key[len(oc):] for hf, oc in _TOP_NAMES if key.startswith(oc))
-        out[new] = value.clone()
     return out
 
 

@@ -18,15 +18,19 @@ class TensorBoard:
     """Mirrors metric rows as scalars: numeric columns only, step from the row's iter/epoch/step column."""
 
     def __init__(self, folder: str):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UserError("--report-to tensorboard needs the tensorboard package; `pip install tensorboard` or "
-                            "drop the flag (metrics.jsonl is written either way)") from None
-        self.writer = SummaryWriter(os.path.join(folder, "tensorboard"))
+        self.SummaryWriter = summary_writer()
+        self.folder = os.path.join(folder, "tensorboard")
+        self.writer = None  # opened at the first row, after a resume has said which steps to drop
+        self.purge_step = None
         self.rows = 0
 
+    def purge_after(self, last: int) -> None:
+        """On resume: hide the events of steps after `last` that a run which died later had written."""
+        self.purge_step = last + 1
+
     def write(self, row: dict) -> None:
+        if self.writer is None:
+            self.writer = self.SummaryWriter(self.folder, purge_step=self.purge_step)
         step = next((row[k] for k in STEP_KEYS if isinstance(row.get(k), (int, float))), self.rows)
         self.rows += 1
         for key, value in row.items():
@@ -37,7 +41,23 @@ class TensorBoard:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--report-to tensorboard needs the tensorboard package; `pip install tensorboard` or "
+                        "drop the flag (metrics.jsonl is written either way)") from None
+    return SummaryWriter
+
+
+def check_available(report_to: str | None) -> None:
+    """A UserError now, before a run folder is made, when the dashboard's package is missing."""
+    if report_to == "tensorboard":
+        summary_writer()
 
 
 def open_dashboard(report_to: str | None, folder: str):

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from common import checkpoint, errors
+from common import checkpoint, dashboard, errors
 from common.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +24,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every other setting shapes the result and must equal the run's args.yaml.
 MAY_CHANGE_ON_RESUME = ("workers", "device", "epochs", "iter", "resume", "overwrite", "trust_checkpoint", "config",
                         "output_dir", "name", "stop_after", "log_every", "ckpt_every", "snapshot_every",
-                        "save_every", "vis_images")
+                        "save_every", "vis_images", "report_to")
 RECORDED_ON_RESUME = ("epochs", "iter")  # an extended run is recorded with its new length
 LOCK_FILE = ".lock"
 SETUP_FILES = ("args.yaml", "meta.json", LOCK_FILE)  # all that a start which failed before its first result leaves
@@ -42,6 +42,7 @@ def add_run_args(parser, stage: str) -> None:
                         "and logging flags may change)")
     g.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start again")
     g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    dashboard.add_report_arg(g)
 
 
 def seed_everything(seed: int) -> None:
@@ -167,6 +168,7 @@ def prepare(args, is_main: bool = True) -> str:
     """
     out = args.output_dir or os.path.join("runs", args.stage, args.name)
     args.output_dir = out
+    dashboard.check_available(getattr(args, "report_to", None))
     case = check_folder(args)
     if dist.is_initialized():  # every rank has checked before rank 0 creates the folder
         dist.barrier()
@@ -231,20 +233,36 @@ def interrupted_note(out: str) -> str:
 
 
 class MetricsLog:
-    """Appends one JSON object per line to <run>/metrics.jsonl (only on the main process)."""
+    """Appends one JSON object per line to <run>/metrics.jsonl (only on the main process), the run's record;
+    `report_to` (--report-to) also mirrors every row to a dashboard (see common.dashboard)."""
 
-    def __init__(self, folder: str, enabled: bool = True):
+    def __init__(self, folder: str, enabled: bool = True, report_to: str | None = None):
         self.path = os.path.join(folder, "metrics.jsonl")
         self.enabled = enabled
+        self.dashboard = dashboard.open_dashboard(report_to, folder) if enabled else None
+        if self.dashboard is not None:
+            errors.at_end_of_main(self.close)
 
     def write(self, **row) -> None:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(row, default=float) + "\n")
+            if self.dashboard is not None:
+                self.dashboard.write(row)
 
-    def truncate_after(self, epoch: int) -> None:
-        """On resume, drop rows of epochs after the checkpoint (written by a run that died later)."""
-        if not (self.enabled and os.path.isfile(self.path)):
+    def close(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.close()
+            self.dashboard = None
+
+    def truncate_after(self, last: int, key: str = "epoch") -> None:
+        """On resume, drop the rows whose `key` (epoch, iter) is after the checkpoint's `last` (written by a run
+        that died later); the dashboard drops its steps after `last` too."""
+        if not self.enabled:
+            return
+        if self.dashboard is not None:
+            self.dashboard.purge_after(last)
+        if not os.path.isfile(self.path):
             return
         rows = []
         with open(self.path) as f:
@@ -255,5 +273,5 @@ class MetricsLog:
                     pass
         with open(self.path, "w") as f:
             for r in rows:
-                if r.get("epoch", -1) <= epoch:
+                if r.get(key, last) <= last:
                     f.write(json.dumps(r) + "\n")

@@ -60,7 +60,7 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop_epochs, args.lr_gamma)
     scaler = grad_scaler(rt, args.amp)
     ckpt_path = os.path.join(out, "ckpt_last.pt")
-    log = rundir.MetricsLog(out, rt.is_main)
+    log = rundir.MetricsLog(out, rt.is_main, args.report_to)
     start = 0
     if args.resume:
         ck = checkpoint.load(ckpt_path)

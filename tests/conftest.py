@@ -1,7 +1,10 @@
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -18,6 +21,35 @@ def run_script(*args, check=True, env=None, timeout=600):
     return proc
 
 
+def script_args(module, stage: str, argv):
+    """The args namespace `module`'s command line would give its main() for `argv` (config stage `stage`)."""
+    from common.config import parse_args
+    return parse_args(module.get_args_parser(), stage, [str(a) for a in argv])
+
+
+def run_main(module, stage: str, *argv, check=True):
+    """A script's main() in this process, as its command line runs it (one-line errors, exit codes), without
+    starting an interpreter: a CompletedProcess-like (returncode, stdout, stderr) as run_script returns."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            module.main(script_args(module, stage, argv))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    proc = types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{module.__name__} {argv} failed ({code}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
+    return proc
+
+
+def call_main(module, stage: str, *argv):
+    """A script's main() body in this process: a UserError is raised (for pytest.raises), not printed."""
+    from common.config import resolve_args
+    return module.main.__wrapped__(resolve_args(module.get_args_parser(), stage, [str(a) for a in argv]))
+
+
 def assert_one_line_error(proc, *fragments):
     """Exit 2, a single 'error: ...' line on stderr naming each fragment, no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
@@ -32,10 +64,12 @@ def assert_one_line_error(proc, *fragments):
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
     """A tiny embedded data set (10 classes, 32 px) with split.json, shared by the whole session."""
+    from data import split
+    from data.synthetic import prepare
     root = str(tmp_path_factory.mktemp("synth") / "data")
-    run_script("data/synthetic/prepare.py", "--out", root, "--classes", "10", "--n-max", "40", "--n-test", "4",
-               "--size", "32", "--imbalance", "10")
-    run_script("data/split.py", "--root", root, "--head-percent", "40")
+    run_main(prepare, "synthetic", "--out", root, "--classes", "10", "--n-max", "40", "--n-test", "4", "--size", "32",
+             "--imbalance", "10")
+    run_main(split, "split", "--root", root, "--head-percent", "40")
     return root
 
 

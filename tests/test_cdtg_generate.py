@@ -8,11 +8,10 @@ import torch
 
 from common.backbones import build_classifier, build_feature_resnet
 from common.checkpoint import export_weights
-from common.config import resolve_args
 from common.datasets import ImageList
 from common.errors import UserError
 from common.layout import anno_path, read_list
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, call_main, run_main
 from CDTG import evaluate, expand, generate
 from CDTG import train as cdtg_train
 from CDTG.quality import (frechet_distance, kernel_inception_distance, load_lpips, mean_pairwise_distance,
@@ -25,7 +24,7 @@ TINY_TRAIN = ["--size", "32", "--style-dim", "16", "--n-mlp", "1", "--max-channe
 
 
 def call(module, stage, argv):
-    return module.main.__wrapped__(resolve_args(module.get_args_parser(), stage, argv))
+    return call_main(module, stage, *argv)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +87,8 @@ def test_generation_never_overwrites(generator_file, generated, split):
     with pytest.raises(UserError, match="never overwritten"):
         gen(generator_file, generated, "--n-per-class", "2")
     assert first.read_bytes() == before
-    proc = run_script("CDTG/generate.py", "--ckpt", generator_file, "--output-dir", str(generated),
-                      "--n-per-class", "2", "--device", "cpu", check=False)
+    proc = run_main(generate, "cdtg_generate", "--ckpt", generator_file, "--output-dir", generated,
+                    "--n-per-class", "2", "--device", "cpu", check=False)
     assert_one_line_error(proc, "already exists", "never overwritten")
 
 
@@ -197,11 +196,27 @@ def test_quality_measures_on_hand_made_features():
     assert share_correct([1, 2, 2, 0], 2) == 0.5
 
 
-def test_lpips_is_unavailable_or_a_model():
+def test_lpips_with_a_random_trunk_is_zero_only_for_identical_images():
+    torch.manual_seed(0)
+    model, note = load_lpips("alex", "cpu", random_trunk=True)  # the package's own linear layers, no download
+    assert note is None
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    assert mean_pairwise_lpips(model, images[:1].expand(4, -1, -1, -1).clone()) == pytest.approx(0, abs=1e-7)
+    assert mean_pairwise_lpips(model, images) > 1e-4
+    noisier = mean_pairwise_lpips(model, torch.stack([images[0], (images[0] + 0.5 * torch.randn(3, 32, 32))]))
+    slightly = mean_pairwise_lpips(model, torch.stack([images[0], (images[0] + 0.05 * torch.randn(3, 32, 32))]))
+    assert noisier > slightly > 0
+
+
+def test_lpips_without_backbone_weights_is_a_note(monkeypatch):
+    import lpips.pretrained_networks
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(lpips.pretrained_networks.tv, "alexnet", offline)
     model, note = load_lpips("alex")
-    assert (model is None) == isinstance(note, str)
-    if model is None:
-        assert note.startswith("unavailable")
+    assert model is None and note == "unavailable: LPIPS alex backbone weights could not be loaded (OSError)"
 
 
 class MeanAbsDifference(torch.nn.Module):

@@ -11,15 +11,13 @@ import torch.nn.functional as F
 
 from common.backbones import build_feature_resnet
 from common.clip import checkpoint_dict, load_clip, register_model_config
-from common.config import resolve_args
 from common.distributed import setup
 from common.errors import UserError
-from conftest import assert_one_line_error, run_script
-from CDTG import losses
+from conftest import assert_one_line_error, call_main, run_main, run_script
+from CDTG import losses, train as cdtg_train
 from CDTG.augment import AdaptiveAugment, augment, translate
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
 from CDTG.model import Discriminator, Generator
-from CDTG.train import get_args_parser, main
 from CDTG.trainer import CDTGTrainer, StepConfig
 from common.part_model import part_meta, save_part_model
 
@@ -63,7 +61,7 @@ def clip_file(tmp_path_factory):
 
 def run_train(synth_root, tail_model_file, out, *extra):
     argv = ["--data-root", synth_root, "--tail-model", tail_model_file, "--output-dir", str(out), *TINY, *extra]
-    return main.__wrapped__(resolve_args(get_args_parser(), "cdtg_train", argv))
+    return call_main(cdtg_train, "cdtg_train", *argv)
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -333,7 +331,7 @@ def test_unconditional_swagan_checkpoint_via_ckpt(synth_root, tail_model_file, s
 
 def test_input_errors(synth_root, tail_model_file, tmp_path):
     with pytest.raises(UserError, match="tail-model is required"):
-        main.__wrapped__(resolve_args(get_args_parser(), "cdtg_train", ["--data-root", synth_root]))
+        call_main(cdtg_train, "cdtg_train", "--data-root", synth_root)
     head = tmp_path / "head.pt"
     ck = torch.load(tail_model_file, weights_only=False)
     torch.save({**ck, "classes": ck["classes"][::-1]}, head)
@@ -343,6 +341,13 @@ def test_input_errors(synth_root, tail_model_file, tmp_path):
     run_train(synth_root, tail_model_file, tmp_path / "b", "--iter", "1")
     with pytest.raises(UserError, match=r"--resume with other settings .*--style-dim 32 \(the run has 16\)"):
         run_train(synth_root, tail_model_file, tmp_path / "b", "--iter", "2", "--resume", "--style-dim", "32")
+    proc = run_main(cdtg_train, "cdtg_train", "--data-root", synth_root, "--tail-model", tmp_path / "missing.pt",
+                    *TINY, check=False)
+    assert_one_line_error(proc, "missing.pt", "does not exist")
+
+
+@pytest.mark.slow
+def test_command_line_error_is_one_line_and_exit_2(synth_root, tmp_path):
     proc = run_script("CDTG/train.py", "--data-root", synth_root, "--tail-model", str(tmp_path / "missing.pt"),
                       *TINY, check=False)
     assert_one_line_error(proc, "missing.pt", "does not exist")

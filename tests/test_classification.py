@@ -2,17 +2,19 @@
 import json
 import os
 
+import pytest
 import torch
 
-from conftest import assert_one_line_error, run_script
+from Classification import train as classification_train
+from conftest import assert_one_line_error, run_main, run_script
 
 TINY = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
         "--lr-drop-epochs", "2", "--device", "cpu"]
 
 
 def train(synth_root, out, *extra, check=True):
-    return run_script("Classification/train.py", "--data-root", synth_root, "--output-dir", str(out), *TINY, *extra,
-                      check=check)
+    return run_main(classification_train, "classification", "--data-root", synth_root, "--output-dir", out, *TINY,
+                    *extra, check=check)
 
 
 def metrics(out):
@@ -20,6 +22,7 @@ def metrics(out):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_train_loss_drops_and_report(synth_root, tmp_path):
     out = tmp_path / "run"
     train(synth_root, out, "--epochs", "4")
@@ -40,6 +43,7 @@ def test_train_loss_drops_and_report(synth_root, tmp_path):
     assert "tail_acc" in proc.stdout
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(synth_root, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     train(synth_root, full, "--epochs", "3", "--eval-every", "3")
@@ -61,12 +65,18 @@ def test_existing_run_folder_is_refused(synth_root, tmp_path):
     assert (out / "keep.txt").read_text() == "precious"
 
 
-def test_bad_input_errors(synth_root, tmp_path):
+@pytest.mark.slow
+def test_command_line_error_is_one_line_and_exit_2(tmp_path):
     proc = run_script("Classification/train.py", "--data-root", str(tmp_path / "nowhere"), *TINY, check=False)
+    assert_one_line_error(proc, "nowhere", "does not exist")
+
+
+def test_bad_input_errors(synth_root, tmp_path):
+    proc = run_main(classification_train, "classification", "--data-root", tmp_path / "nowhere", *TINY, check=False)
     assert_one_line_error(proc, "nowhere", "does not exist")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("classification:\n  epoch: 3\n")
-    proc = run_script("Classification/train.py", "--config", str(cfg), "--data-root", synth_root, check=False)
+    proc = run_main(classification_train, "classification", "--config", cfg, "--data-root", synth_root, check=False)
     assert_one_line_error(proc, "unknown key 'epoch'", "c.yaml")
     lst = tmp_path / "extra.txt"
     lst.write_text("0/00000.jpg 0\n0/not_there.jpg 0\n")
@@ -78,6 +88,7 @@ def test_bad_input_errors(synth_root, tmp_path):
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(synth_root, tmp_path):
     out = tmp_path / "ddp"
     run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
@@ -88,6 +99,7 @@ def test_ddp_two_cpu_processes(synth_root, tmp_path):
     assert sum(map(sum, res["confusion_matrix"])) == 40  # each test image counted exactly once
 
 
+@pytest.mark.slow
 def test_corrupt_image_stops_with_flag_and_is_skipped_by_default(synth_root, tmp_path):
     import shutil
     root = tmp_path / "data"

@@ -82,33 +82,63 @@ def test_torchscript_archive(tmp_path, original, inputs):
     assert_same(clip_lib.load_clip(TINY, str(path)), original, inputs)
 
 
-def test_hugging_face_folder(tmp_path, original, inputs):
-    hf = clip_lib.open_clip_to_hf(original.state_dict())
-    assert "vision_model.encoder.layers.1.self_attn.q_proj.weight" in hf
-    assert "text_model.encoder.layers.0.self_attn.v_proj.bias" in hf
-    assert hf["visual_projection.weight"].shape == (32, 64)  # [embed, width], transposed from open_clip
-    hf["text_model.embeddings.position_ids"] = torch.arange(32)[None]  # present in real CLIPModel files
+@pytest.fixture(scope="module")
+def hf_model():
+    """A randomly initialised tiny transformers.CLIPModel of TINY_CFG's architecture, every tensor made distinctive
+    (LayerNorms start at 1/0, biases at 0, so that a swapped name would otherwise go unnoticed)."""
+    from transformers import CLIPConfig, CLIPModel
+    config = CLIPConfig(
+        projection_dim=32,
+        vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8, hidden_act="quick_gelu"),
+        text_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                         max_position_embeddings=32, vocab_size=49408, hidden_act="quick_gelu"))
+    torch.manual_seed(2)
+    model = CLIPModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+        model.logit_scale.fill_(3.0)
+    return model.requires_grad_(False)
+
+
+def _pooled(out):
+    """transformers 5 returns the projected features as pooler_output; 4.x returned the tensor itself."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def assert_same_as_transformers(bundle, hf_model, images):
+    x = clip_lib.to_clip_input(bundle, images)
+    tokens = bundle.tokenizer(PROMPTS)
+    with torch.no_grad():
+        want_img = _pooled(hf_model.get_image_features(pixel_values=x))
+        want_txt = _pooled(hf_model.get_text_features(input_ids=tokens))
+        got_img, got_txt = bundle.model.encode_image(x), bundle.model.encode_text(tokens)
+        assert got_img.shape == want_img.shape == (len(images), 32)
+        assert torch.allclose(got_img, want_img, rtol=0, atol=1e-5), (got_img - want_img).abs().max()
+        assert torch.allclose(got_txt, want_txt, rtol=0, atol=1e-5), (got_txt - want_txt).abs().max()
+        normalised = torch.nn.functional.normalize
+        assert torch.allclose(clip_lib.image_features(bundle, images), normalised(want_img, dim=-1), atol=1e-5)
+    assert torch.allclose(clip_lib.encode_text_prompts(bundle, PROMPTS), normalised(want_txt, dim=-1), atol=1e-5)
+    assert clip_lib.logit_scale(bundle) == pytest.approx(float(torch.tensor(3.0).exp()))
+
+
+def test_hugging_face_folder_saved_by_transformers(tmp_path, hf_model, inputs):
     folder = tmp_path / "clip-rsicd-like"
-    folder.mkdir()
-    torch.save(hf, folder / "pytorch_model.bin")
-    (folder / "config.json").write_text(json.dumps(clip_lib.hf_config(TINY_CFG)))
-    bundle = clip_lib.load_clip(TINY, str(folder))
-    assert_same(bundle, original, inputs)
-    # the converted state dict is exactly the original one
-    back = clip_lib.hf_to_open_clip(hf)
-    own = original.state_dict()
-    assert set(back) == set(own) - {"attn_mask"}
-    assert all(torch.equal(back[k], own[k]) for k in back)
+    hf_model.save_pretrained(str(folder))  # config.json and model.safetensors, as on the Hub today
+    assert (folder / "model.safetensors").is_file()
+    clip_lib.register_model_config(TINY, TINY_CFG)
+    assert_same_as_transformers(clip_lib.load_clip(TINY, str(folder)), hf_model, inputs)
 
 
-def test_hugging_face_safetensors(tmp_path, original, inputs):
-    safetensors = pytest.importorskip("safetensors.torch")
-    folder = tmp_path / "hf"
-    folder.mkdir()
-    hf = {k: v.contiguous() for k, v in clip_lib.open_clip_to_hf(original.state_dict()).items()}
-    safetensors.save_file(hf, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(clip_lib.hf_config(TINY_CFG)))
-    assert_same(clip_lib.load_clip(TINY, str(folder)), original, inputs)
+def test_hugging_face_folder_with_pytorch_model_bin(tmp_path, hf_model, inputs):
+    folder = tmp_path / "old-hf"
+    hf_model.config.save_pretrained(str(folder))
+    state = dict(hf_model.state_dict())
+    state["text_model.embeddings.position_ids"] = torch.arange(32)[None]  # a buffer in older CLIPModel files
+    torch.save(state, folder / "pytorch_model.bin")
+    clip_lib.register_model_config(TINY, TINY_CFG)
+    assert_same_as_transformers(clip_lib.load_clip(TINY, str(folder)), hf_model, inputs)
 
 
 def test_checkpoint_that_carries_its_config(tmp_path, original, inputs):
@@ -161,13 +191,13 @@ def test_wrong_checkpoint_for_model(tmp_path, original):
     one_line_error(lambda: clip_lib.load_clip(TINY, str(bad)), "could not be read")
 
 
-def test_hf_config_with_other_heads(tmp_path, original):
+def test_hf_config_with_other_heads(tmp_path, hf_model):
     folder = tmp_path / "hf"
-    folder.mkdir()
-    torch.save(clip_lib.open_clip_to_hf(original.state_dict()), folder / "pytorch_model.bin")
-    config = clip_lib.hf_config(TINY_CFG)
+    hf_model.save_pretrained(str(folder))
+    config = json.loads((folder / "config.json").read_text())
     config["vision_config"]["num_attention_heads"] = 4
     (folder / "config.json").write_text(json.dumps(config))
+    clip_lib.register_model_config(TINY, TINY_CFG)
     one_line_error(lambda: clip_lib.load_clip(TINY, str(folder)), "num_attention_heads is 4")
 
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from common.errors import UserError
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, run_main, run_script
 from DSVA.attributes import load_attributes
 from DSVA.episodes import EpisodeSampler, dsva_transform
 from DSVA.sources import carve_validation, load_folders, load_layout, load_rssdivcs, read_split_file
@@ -169,15 +169,24 @@ def test_transforms():
     assert x.shape == (3, 32, 32) and torch.all(x == -1)
 
 
-def test_train_script_one_line_errors(tmp_path, synth_root):
+@pytest.mark.slow
+def test_train_command_line_error_is_one_line_and_exit_2(tmp_path):
     proc = run_script("DSVA/train.py", "--dataset", "rssdivcs", "--data-root", str(tmp_path / "RSSDIVCS"),
                       "--output-dir", str(tmp_path / "run"), check=False)
     assert_one_line_error(proc, "ann_attr_finetune_43_splits.mat", "does not exist")
     assert not (tmp_path / "run").exists()
+
+
+def test_train_script_one_line_errors(tmp_path, synth_root):
+    from DSVA import train as dsva_train
+    proc = run_main(dsva_train, "dsva", "--dataset", "rssdivcs", "--data-root", tmp_path / "RSSDIVCS",
+                    "--output-dir", tmp_path / "run", check=False)
+    assert_one_line_error(proc, "ann_attr_finetune_43_splits.mat", "does not exist")
+    assert not (tmp_path / "run").exists()
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"seen": ["airplane"], "unseen": ["volcano"]}))
-    proc = run_script("DSVA/train.py", "--data-root", synth_root, "--split-file", str(split),
-                      "--output-dir", str(tmp_path / "run"), check=False)
+    proc = run_main(dsva_train, "dsva", "--data-root", synth_root, "--split-file", split, "--output-dir",
+                    tmp_path / "run", check=False)
     assert_one_line_error(proc, "unknown classes 'volcano'")
 
 

@@ -19,7 +19,7 @@ from common.jsonfile import read_json
 from common.layout import read_classes
 from common.split import load_split
 from common.training import add_fit_args, add_image_args
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, run_main, run_script
 
 
 # ------------------------------------------------------------------ 1: YAML values parsed as flags are
@@ -91,8 +91,9 @@ def test_bad_config_value_stops_a_script_before_its_run_folder(tmp_path, synth_r
     cfg = tmp_path / "c.yaml"
     cfg.write_text("classification:\n  norm: foo\n")
     out = tmp_path / "run"
-    proc = run_script("Classification/train.py", "--config", str(cfg), "--data-root", synth_root, "--weights",
-                      "none", "--output-dir", str(out), check=False)
+    from Classification import train as classification_train
+    proc = run_main(classification_train, "classification", "--config", cfg, "--data-root", synth_root, "--weights",
+                    "none", "--output-dir", out, check=False)
     assert_one_line_error(proc, "key 'norm'", str(cfg), "'half', 'imagenet'")
     assert not out.exists()
 
@@ -224,6 +225,7 @@ def test_failed_start_is_reused_and_cases_are_named(tmp_path, capsys):
         rundir.prepare(run_args(tmp_path / "file"))
 
 
+@pytest.mark.slow
 def test_failed_start_does_not_block_the_rerun(tmp_path, synth_root):
     out = tmp_path / "run"
     argv = ["Classification/train.py", "--data-root", synth_root, "--output-dir", str(out), "--model", "resnet0",
@@ -314,6 +316,7 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, capsys):
                                        f"command with --resume to continue\n")
 
 
+@pytest.mark.slow
 def test_sigint_during_training(tmp_path, synth_root):
     import subprocess
     import sys

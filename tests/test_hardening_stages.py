@@ -1,8 +1,6 @@
 """Per-stage user mistakes: each gives exit 2, one `error: ...` line, no traceback, and leaves the disk as it was
 (no run folder, no half-written data set, no replaced split or report)."""
-import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -18,19 +16,12 @@ from PIL import Image
 from common import backbones, clip as clip_lib
 from common.config import parse_args
 from common.errors import UserError
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, run_main, run_script
 
 
 def call(module, stage, *argv):
     """A script's main in this process, as a CompletedProcess-like object (returncode, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            module.main(parse_args(module.get_args_parser(), stage, [str(a) for a in argv]))
-        except SystemExit as e:
-            code = e.code
-    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    return run_main(module, stage, *argv, check=False)
 
 
 def tree(path) -> dict:
@@ -195,10 +186,10 @@ def test_expand_and_generate_input_checks(synth_root, tmp_path):
 
     (gen / "manifest.json").write_text("[1, 2]")
     proc = call(expand, "cdtg_expand", "--generated", gen, "--out", tmp_path / "other.txt")
-    assert_one_line_error(proc, f"{gen / 'manifest.json'} is not a CDTG generation manifest (format 'list')")
+    assert_one_line_error(proc, f"manifest {gen / 'manifest.json'} must hold an object", "not list")
     (gen / "manifest.json").write_text("{")
     proc = call(expand, "cdtg_expand", "--generated", gen, "--out", tmp_path / "other.txt")
-    assert_one_line_error(proc, f"generation manifest {gen / 'manifest.json'} is not valid JSON")
+    assert_one_line_error(proc, f"manifest {gen / 'manifest.json'} is not valid JSON")
 
     names = json.loads(open(os.path.join(synth_root, "classes.json")).read())["names"]
     ckpt = tmp_path / "generator.pt"

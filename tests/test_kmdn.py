@@ -12,7 +12,7 @@ from common.backbones import build_feature_resnet
 from common.distributed import setup
 from common.engine import train_one_epoch
 from common.errors import UserError
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, run_script, script_args
 from KMDN import distill, test, train
 from common.part_model import load_part_model, part_meta, save_part_model
 from KMDN.model import DistillLoss, feature_mse, phase, step_lr
@@ -34,7 +34,7 @@ def read_split(root):
 
 def call(module, stage, argv):
     """Run a KMDN script's main in this process (saves the interpreter start of a subprocess)."""
-    module.main(module.parse_args(module.get_args_parser(), stage, [str(a) for a in argv]))
+    module.main(script_args(module, stage, argv))
 
 
 def run_main(module, stage, argv, capsys):
@@ -174,6 +174,7 @@ def test_part_model_file_round_trip(tmp_path, synth_root):
 
 # --- the scripts on the tiny embedded set ---
 
+@pytest.mark.slow
 def test_stage1_runs(stage1, synth_root):
     split = read_split(synth_root)
     for part in ("head", "tail"):
@@ -185,6 +186,7 @@ def test_stage1_runs(stage1, synth_root):
         assert (stage1 / part / "model_epoch_0.pt").is_file()
 
 
+@pytest.mark.slow
 def test_distill_run_and_exported_tail_model(distilled, stage1, synth_root, tmp_path, capsys):
     rows = metrics(distilled)
     assert [(r["student"], r["teacher"]) for r in rows] == [("head", "tail")] * 2 + [("tail", "head")] * 2
@@ -203,6 +205,7 @@ def test_distill_run_and_exported_tail_model(distilled, stage1, synth_root, tmp_
     assert "are disjoint" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_distill_resume_is_exact_and_teacher_phase_leaves_head_unchanged(distilled, stage1, synth_root):
     part = stage1 / "distill_part"
     args = ["--data-root", synth_root, "--output-dir", part, "--head-init", stage1 / "head" / "model_final.pt",
@@ -218,6 +221,7 @@ def test_distill_resume_is_exact_and_teacher_phase_leaves_head_unchanged(distill
     assert [r["train_loss"] for r in metrics(distilled)] == [r["train_loss"] for r in metrics(part)]
 
 
+@pytest.mark.slow
 def test_bad_inputs(stage1, synth_root, tmp_path, capsys):
     split = read_split(synth_root)
     bad = dict(split, train_counts=[c + 1 for c in split["train_counts"]])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from Classification import longtail
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, run_main, run_script
 
 TINY = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
         "--device", "cpu"]
@@ -181,12 +181,13 @@ def test_frozen_backbone_trains_only_fc():
 
 
 def test_long_tail_flag_errors(synth_root, tmp_path):
-    proc = run_script("Classification/train.py", "--data-root", synth_root, "--output-dir", str(tmp_path / "r"),
-                      *TINY, "--loss", "cb", "--cb-beta", "1", check=False)
+    from Classification import test as classification_test, train as classification_train
+    proc = run_main(classification_train, "classification", "--data-root", synth_root, "--output-dir",
+                    tmp_path / "r", *TINY, "--loss", "cb", "--cb-beta", "1", check=False)
     assert_one_line_error(proc, "--cb-beta must be in [0, 1)")
     assert not (tmp_path / "r").exists()
-    proc = run_script("Classification/test.py", "--weights", str(tmp_path / "none.pt"), "--data-root", synth_root,
-                      "--tau-norm", "2", check=False)
+    proc = run_main(classification_test, "classification_test", "--weights", tmp_path / "none.pt", "--data-root",
+                    synth_root, "--tau-norm", "2", check=False)
     assert_one_line_error(proc, "none.pt does not exist")
 
 
@@ -278,5 +279,5 @@ def test_driver_errors(synth_root, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"benchmark:\n  data_root: {synth_root}\n  methods: [ce, focal]\n")
     proc = run_script("benchmarks/long_tail.py", "--config", str(cfg), "--out", str(tmp_path / "b"), check=False)
-    assert_one_line_error(proc, "methods", "'focal'", "choose from")
+    assert_one_line_error(proc, str(cfg), "key 'methods'", "invalid choice: 'focal'")
     assert not (tmp_path / "b").exists()

@@ -169,6 +169,7 @@ def test_256px_manifests_fit_the_paper_configuration_strictly(name):
 # ------------------------------------------------------------------------------------------------ continue, convert
 
 
+@pytest.mark.slow
 def test_continue_original_restores_iteration_optimisers_and_ada_p(files, tail12_root, tail_model_file, tmp_path):
     ck = torch.load(files["cdtg"], weights_only=False)
     for key in ("g_optim", "d_optim"):  # an original run's Adam: 10 steps taken
@@ -214,6 +215,7 @@ def test_convert_to_project_writes_a_generator_file(files, tail12_root, tmp_path
     assert all(torch.equal(g_state[k], v) for k, v in file_g_ema.items()) and len(g_state) == len(file_g_ema)
 
 
+@pytest.mark.slow
 def test_generate_cli_on_the_original_file(files, tail12_root, tail_model_file, tmp_path):
     out = tmp_path / "gen"
     proc = run_script("CDTG/generate.py", "--ckpt", files["cdtg"], "--data-root", tail12_root, "--tail-model",
@@ -228,6 +230,7 @@ def test_generate_cli_on_the_original_file(files, tail12_root, tail_model_file, 
 # ------------------------------------------------------------------------------------------------ errors
 
 
+@pytest.mark.slow
 def test_class_count_differs_from_the_tail_classes(files, synth_root, tmp_path):
     proc = run_script("CDTG/generate.py", "--ckpt", files["cdtg"], "--data-root", synth_root, "--tail-model",
                       "x.pt", "--output-dir", str(tmp_path / "g"), check=False)
@@ -239,6 +242,7 @@ def test_class_count_differs_from_the_tail_classes(files, synth_root, tmp_path):
         generate.read_generator_file(files["satconcepts"], synth_root)
 
 
+@pytest.mark.slow
 def test_unknown_layouts_name_the_nearest(files, tail12_root, tail_model_file, tmp_path):
     ck = torch.load(files["cdtg"], weights_only=False)
     with pytest.raises(UserError, match="nearest: TGN's CDTG checkpoint.*lacks"):

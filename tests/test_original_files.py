@@ -108,6 +108,7 @@ def test_result_pth_as_train_py_weights(originals, capsys):
     assert torch.equal(model.fc.weight, sd["fc.0.weight"]) and torch.equal(model.fc.bias, sd["fc.0.bias"])
 
 
+@pytest.mark.slow
 def test_result_pth_through_test_py_from_inside_classification(originals, dior_root, tmp_path):
     """The README's command: cd Classification && python test.py --weights save_model/result.pth ..."""
     save = tmp_path / "Classification" / "save_model"
@@ -158,6 +159,7 @@ def test_cdtg_conversion_is_handed_to_cdtg_original(tmp_path, monkeypatch, capsy
 
 # --- KMDN: UModel_epoch_0.pth / RModel_epoch_0.pth ---
 
+@pytest.mark.slow
 def test_kmdn_files_logits_and_layer3_equal_the_original(originals, dior_root):
     split = json.loads((dior_root / "split.json").read_text())
     ref = reference("kmdn_ref.pt")
@@ -172,6 +174,7 @@ def test_kmdn_files_logits_and_layer3_equal_the_original(originals, dior_root):
         assert (feat3[:, :16] - ref[part]["layer3_first16ch"]).abs().max().item() == 0.0
 
 
+@pytest.mark.slow
 def test_kmdn_test_py_takes_the_original_files(originals, dior_root, tmp_path, capsys):
     kmdn_test.main(kmdn_test.parse_args(kmdn_test.get_args_parser(), "kmdn_test", [
         "--weights", originals["head"], originals["tail"], "--data-root", str(dior_root), "--workers", "0",
@@ -183,6 +186,7 @@ def test_kmdn_test_py_takes_the_original_files(originals, dior_root, tmp_path, c
     assert (tmp_path / "RModel_epoch_0" / "results.json").is_file()
 
 
+@pytest.mark.slow
 def test_kmdn_conversion_then_test_py(originals, dior_root, tmp_path, capsys):
     convert = load_converter()
     out = tmp_path / "tail_model.pt"

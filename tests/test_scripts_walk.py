@@ -199,6 +199,7 @@ def test_dior_walk_with_the_readme_commands(tmp_path, tiny_clip):
     assert set(os.listdir(REPO)) == repo_entries
 
 
+@pytest.mark.slow
 def test_unaccepted_flag_is_refused_before_anything_runs(tmp_path):
     env = base_env(tmp_path, DATA_ROOT=str(tmp_path / "nowhere"))
     proc = subprocess.run(["bash", "scripts/03_kmdn.sh", "dior", "--epochs", "1", "--no-such-flag", "3"], cwd=REPO,

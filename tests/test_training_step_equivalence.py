@@ -28,6 +28,8 @@ CLIP_NAMES = ["baseball field", "ship", "storage tank", "tennis court", "vehicle
               "basketball court", "bridge", "dam", "expressway-toll-station", "overpass"]
 DSVA_GROUPS = {"functions": range(0, 40), "materials": range(40, 70), "surface_properties": range(70, 98)}
 
+pytestmark = pytest.mark.slow  # rebuilds the original's seeded networks: tens of seconds per test
+
 
 # ------------------------------------------------------------------------------------------------ helpers
 
