@@ -226,8 +226,6 @@ def save_samples(trainer: CDTGTrainer, images, labels, z, r: float, path: str, c
 # ------------------------------------------------------------------------------------------------ set-up
 
 
-
-
 def check_args(args) -> None:
     if not args.data_root:
         raise UserError("--data-root is required (or set data_root in the config's cdtg_train section)")
