@@ -33,10 +33,11 @@ from tqdm import tqdm
 
 from common import checkpoint, rundir
 from common.clip import load_clip
-from common.config import add_config_arg, parse_args
+from common.config import add_config_arg, parse_args, positive_int
 from common.distributed import autocast, cleanup, setup
 from common.errors import UserError, cli
 from common.jsonfile import read_json
+from common.options import add_loader_args
 from DSVA.zsl_data import (EpisodeSampler, ImageItems, add_data_args, carve_validation, class_lookup,
                            dsva_transform, load_zsl_data, normalisation)
 from DSVA.evaluate import BRANCHES, attention_png, best_gamma, figures, pct, pick_images, scores
@@ -49,7 +50,7 @@ def get_args_parser():
     add_config_arg(p)
     add_data_args(p)
     g = p.add_argument_group("evaluation")
-    g.add_argument("--mode", default="zsl", choices=["zsl", "gzsl"],
+    g.add_argument("--setting", "--mode", dest="setting", default="zsl", choices=["zsl", "gzsl"],
                    help="which figure picks the best epoch: ZSL accuracy or GZSL H (both are always computed)")
     g.add_argument("--gamma", type=float, default=1e-4,
                    help="calibrated stacking: subtracted from seen-class probabilities in GZSL (upstream: 1e-4; "
@@ -68,7 +69,7 @@ def get_args_parser():
     g.add_argument("--val-run", default=None,
                    help="folder of an earlier run trained with --val-classes: train for its best validation "
                         "epoch + 1 epochs with its gamma, on all seen classes; report the last epoch (honest)")
-    g.add_argument("--eval-batch-size", type=int, default=64)
+    g.add_argument("--eval-batch-size", type=positive_int, default=64)
     g.add_argument("--vis-images", type=int, default=4, help="test images in attention_maps.png")
     g = p.add_argument_group("model")
     g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (a ViT)")
@@ -110,7 +111,7 @@ def get_args_parser():
     g.add_argument("--ways", type=int, default=8, help="classes per episode")
     g.add_argument("--shots", type=int, default=3, help="images per class per episode")
     g.add_argument("--batches-per-epoch", type=int, default=300)
-    g.add_argument("--workers", type=int, default=4)
+    add_loader_args(g, on_corrupt=False, eval_batch_size=False)
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
     rundir.add_run_args(p, "dsva")
@@ -147,7 +148,7 @@ def proposal_on(epoch: int, args) -> bool:
 
 
 def selection_score(figures: dict, args) -> float:
-    v = figures[args.branch]["h" if args.mode == "gzsl" else "zsl"]
+    v = figures[args.branch]["h" if args.setting == "gzsl" else "zsl"]
     return -1.0 if v is None or np.isnan(v) else v
 
 
@@ -305,7 +306,8 @@ def main(args):
     meta = dict(**backbone, ln_post=args.ln_post, image_size=size, mean=list(mean), std=list(std),
                 names=data.names, seen=data.seen, unseen=data.unseen, dataset=data.dataset,
                 class_attributes=data.attributes.tolist(), attribute_names=data.attribute_names,
-                attribute_groups=groups, gamma=args.gamma, branch=args.branch, mode=args.mode, args=vars(args))
+                attribute_groups=groups, gamma=args.gamma, branch=args.branch, setting=args.setting,
+                args=vars(args))
     best_key = "val" if val else "test"
     best_score = max((selection_score(r[best_key], args) for r in history), default=-np.inf)
     for epoch in tqdm(range(start, args.epochs), desc="epochs", initial=start, total=args.epochs):
@@ -338,7 +340,7 @@ def main(args):
         t = figs["test"][args.branch]
         tqdm.write(f"epoch {epoch} loss {row['train_loss']:.4f} | {args.branch}: ZSL {pct(t['zsl'])} | GZSL U "
                    f"{pct(t['u'])} S {pct(t['s'])} H {pct(t['h'])}" +
-                   (f" | val {args.mode} {pct(selection_score(figs['val'], args))}" if val else ""))
+                   (f" | val {args.setting} {pct(selection_score(figs['val'], args))}" if val else ""))
         score = selection_score(figs[best_key], args)
         if score > best_score:
             best_score = score
@@ -353,7 +355,7 @@ def main(args):
             cleanup()
             return
 
-    res = {"dataset": data.dataset, "split": args.split, "mode": args.mode, "branch": args.branch,
+    res = {"dataset": data.dataset, "split": args.split, "setting": args.setting, "branch": args.branch,
            "gamma": args.gamma, "seen": [data.names[c] for c in data.seen],
            "unseen": [data.names[c] for c in data.unseen], "notes": data.notes,
            "best_test": summary_row(history, "test", args), "best_val": summary_row(history, "val", args),

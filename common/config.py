@@ -122,11 +122,21 @@ def _convert(parser, action, items, bad):
     return values if action.nargs not in (None, "?") else values[0]
 
 
+def key_dest(parser: argparse.ArgumentParser, key) -> str | None:
+    """The dest a YAML key sets: the dest's own name, or any option string of the flag without its dashes (so that
+    a key spelled as an old flag name, e.g. `root` for --data-root, still works); None when nothing matches."""
+    name = str(key).replace("-", "_")
+    if any(a.dest == name for a in parser._actions):
+        return name
+    action = parser._option_string_actions.get("--" + name.replace("_", "-"))
+    return action.dest if action is not None else None
+
+
 def resolve_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argparse.Namespace:
     """Parse argv with the `stage` section of --config as defaults.
 
-    YAML keys use the flag's dest name (dashes or underscores both accepted); an unknown key or a value the flag
-    would refuse is an error that names the key, the section and the file.
+    YAML keys use the flag's dest name or one of its option strings, old spellings included (dashes or underscores
+    both accepted); an unknown key or a value the flag would refuse is an error that names the key, the section and the file.
     """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
@@ -135,12 +145,16 @@ def resolve_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argp
         section = load_section(known.config, stage)
         actions = {a.dest: a for a in parser._actions}
         where = f"config file {known.config}, section '{stage}'"
-        overrides = {}
+        overrides, keys = {}, {}
         for key, value in section.items():
-            dest = str(key).replace("-", "_")
-            if dest not in actions or dest in ("help", "config"):
+            dest = key_dest(parser, key)
+            if dest is None or dest in ("help", "config"):
                 raise UserError(f"unknown key '{key}' in section '{stage}' of {known.config}; "
                                 f"see `--help` for the valid option names")
+            if dest in keys:
+                raise UserError(f"keys '{keys[dest]}' and '{key}' in section '{stage}' of {known.config} set the "
+                                f"same option ({_flag(actions[dest])}); keep one")
+            keys[dest] = key
             overrides[dest] = yaml_value(parser, actions[dest], key, value, where)
             actions[dest].required = False  # the YAML supplies it
         given = _given_on_command_line(parser, argv) if any(

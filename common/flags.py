@@ -75,6 +75,12 @@ def group_flags(words: list, actions: dict) -> list:
     return groups
 
 
+def same_option(table: dict, flag: str, names) -> bool:
+    """Whether `flag` and one of `names` are spellings (an alias) of the same option in a parser's `table`."""
+    action = table.get(flag)
+    return action is not None and any(table.get(n) is action for n in names)
+
+
 def route(words: list, parsers: dict, skip: dict, env: dict, stage: str) -> dict:
     """{array name: [words]} for every script; `parsers` {array name: (script path, parser)}, `skip` {array name:
     {flag}} withheld flags, `env` {flag: environment variable that sets it}."""
@@ -85,9 +91,11 @@ def route(words: list, parsers: dict, skip: dict, env: dict, stage: str) -> dict
             actions.setdefault(flag, action)
     routed = {name: [] for name in parsers}
     for flag, group in group_flags(words, actions):
-        if flag in env:
-            raise UserError(f"{stage} sets {flag} itself: set the environment variable {env[flag]}=... instead")
-        takers = [name for name in parsers if flag in accepts[name] and flag not in skip.get(name, ())]
+        var = env.get(flag) or next((env[e] for t in accepts.values() for e in env if same_option(t, flag, (e,))), None)
+        if var:
+            raise UserError(f"{stage} sets {flag} itself: set the environment variable {var}=... instead")
+        takers = [name for name in parsers
+                  if flag in accepts[name] and not same_option(accepts[name], flag, skip.get(name, ()))]
         if not takers:
             scripts = ", ".join(path for path, _ in parsers.values())
             raise UserError(f"no script of {stage} accepts {flag} ({scripts}); see their --help")

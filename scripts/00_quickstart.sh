@@ -16,8 +16,8 @@ run() {  # run LOG CMD...: output to $OUT/LOG.log; on failure show its end and s
 }
 
 stamp "1/8 embedded data set -> $DATA, head/tail split"
-run prepare python data/synthetic/prepare.py --out "$DATA" --overwrite
-run split python data/split.py --config "$CFG" --root "$DATA" --overwrite
+run prepare python data/synthetic/prepare.py --output-dir "$DATA" --overwrite
+run split python data/split.py --config "$CFG" --data-root "$DATA" --overwrite
 tail -n 3 "$OUT/split.log"
 
 stamp "2/8 small CLIPs fitted to the embedded set (cached in checkpoints/)"
@@ -27,7 +27,7 @@ fit_clip() {  # fit_clip FILE FLAGS...: seen classes of split 43 for DSVA, --all
   if [ -f "$file" ] && [ "$(cat "$file.key" 2>/dev/null)" = "$key" ]; then
     echo "  $file is up to date"
   else
-    run "clip_$(basename "$file" .pt)" python data/synthetic/train_clip.py --data "$DATA" --out "$file" "$@"
+    run "clip_$(basename "$file" .pt)" python data/synthetic/train_clip.py --data-root "$DATA" --out "$file" "$@"
     echo "$key" > "$file.key"
   fi
 }
@@ -50,7 +50,7 @@ run cdtg_train python CDTG/train.py --config "$CFG" --tail-model "$OUT/kmdn/dist
 
 stamp "6/8 CDTG: generate tail images, expand the training list, measure their quality"
 rm -rf "$OUT/cdtg/generated"  # generate.py never overwrites; the quickstart owns this folder
-run cdtg_generate python CDTG/generate.py --config "$CFG" --ckpt "$OUT/cdtg/train/generator.pt" \
+run cdtg_generate python CDTG/generate.py --config "$CFG" --weights "$OUT/cdtg/train/generator.pt" \
   --output-dir "$OUT/cdtg/generated"
 run cdtg_expand python CDTG/expand.py --generated "$OUT/cdtg/generated" --out "$OUT/cdtg/expanded_train.txt" \
   --data-root "$DATA" --overwrite
@@ -62,11 +62,11 @@ run classification_tgn python Classification/train.py --config "$CFG" --train-li
   --train-list "$OUT/cdtg/expanded_train.txt" --output-dir "$OUT/classification_tgn" --overwrite
 
 stamp "8/8 DSVA zero-shot: CLIP-annotated attributes, validation run, final run"
-run dsva_annotate python DSVA/annotate.py --config "$CFG" --out "$OUT/dsva_annotate" --overwrite
+run dsva_annotate python DSVA/annotate.py --config "$CFG" --output-dir "$OUT/dsva_annotate" --overwrite
 run dsva_val python DSVA/train.py --config "$CFG" --attributes "$OUT/dsva_annotate/attributes.json" \
   --output-dir "$OUT/dsva_val" --ways 5 --val-classes 2 --overwrite
 run dsva python DSVA/train.py --config "$CFG" --attributes "$OUT/dsva_annotate/attributes.json" \
   --output-dir "$OUT/dsva" --val-run "$OUT/dsva_val" --overwrite
 
 stamp "results"
-python scripts/quickstart_report.py --out "$OUT" --data "$DATA" --seconds "$(( $(date +%s) - start ))"
+python scripts/quickstart_report.py --output-dir "$OUT" --data-root "$DATA" --seconds "$(( $(date +%s) - start ))"
