@@ -30,12 +30,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common.clip import encode_text_prompts, load_clip
+from common.clip import encode_text_prompts, load_clip, pretrained_or_random
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.jsonfile import read_json
 from common.layout import read_classes
 from common.options import add_device_arg, add_loader_args, add_output_arg
+from DSVA.model import PAPER_CLIP
 from DSVA.zsl_data import ImageItems, load_attributes, load_pool, read_groups, read_mat
 
 DEFAULT_VOCABULARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabulary.json")
@@ -76,9 +77,10 @@ def get_args_parser():
                    help="per attribute across classes")
     g = p.add_argument_group("CLIP")
     g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name")
-    g.add_argument("--clip-pretrained", default=None,
-                   help="open_clip pretrained tag, checkpoint file or Hugging Face CLIP folder; none = random "
-                        "initialisation")
+    g.add_argument("--clip-pretrained", default=PAPER_CLIP,
+                   help=f"open_clip pretrained tag, checkpoint file, Hugging Face CLIP folder or Hub id (default: the "
+                        f"paper's {PAPER_CLIP}, from checkpoints/{PAPER_CLIP.split('/')[1]} or the Hub); none = a "
+                        f"randomly initialised CLIP, only when asked for")
     g = p.add_argument_group("released matrix")
     g.add_argument("--from-mat", default=None,
                    help="convert a released matrix (.mat with 'att', e.g. RSSDIVCS "
@@ -311,8 +313,7 @@ def main(args):
         raise UserError(f"{len(missing)} images to annotate from do not exist (e.g. {missing[0]}); check the "
                         f"data root / --image-root")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    pretrained = None if str(args.clip_pretrained).lower() in ("none", "") else args.clip_pretrained
-    bundle = load_clip(args.clip_model, pretrained, device=device)
+    bundle = load_clip(args.clip_model, pretrained_or_random(args.clip_pretrained), device=device)
     prepare_out(args)
     print(f"{len(prompts)} attributes in {len(groups)} groups; {len(chosen)} images of {len(names)} classes; "
           f"e.g. prompt '{prompts[0][2][0]}'")

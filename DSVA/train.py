@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common import checkpoint, rundir
-from common.clip import load_clip
+from common.clip import load_clip, pretrained_or_random
 from common.config import add_config_arg, parse_args, positive_int
 from common.distributed import autocast, cleanup, setup
 from common.errors import UserError, cli
@@ -42,7 +42,7 @@ from DSVA.zsl_data import (EpisodeSampler, ImageItems, add_data_args, carve_vali
                            dsva_transform, load_zsl_data, normalisation)
 from DSVA.evaluate import BRANCHES, attention_png, best_gamma, figures, pct, pick_images, scores
 from DSVA.losses import LossWeights, dsva_loss
-from DSVA.model import DSVA, describe_visual
+from DSVA.model import DSVA, PAPER_CLIP, describe_visual
 
 
 def get_args_parser():
@@ -73,9 +73,10 @@ def get_args_parser():
     g.add_argument("--vis-images", type=int, default=4, help="test images in attention_maps.png")
     g = p.add_argument_group("model")
     g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (a ViT)")
-    g.add_argument("--clip-pretrained", default=None,
-                   help="open_clip pretrained tag, local checkpoint file, or Hugging Face CLIP folder (e.g. "
-                        "flax-community/clip-rsicd downloaded); none = random initialisation")
+    g.add_argument("--clip-pretrained", default=PAPER_CLIP,
+                   help=f"open_clip pretrained tag, checkpoint file, Hugging Face CLIP folder or Hub id (default: the "
+                        f"paper's {PAPER_CLIP}, from checkpoints/{PAPER_CLIP.split('/')[1]} or the Hub); none = a "
+                        f"randomly initialised CLIP, only when asked for")
     g.add_argument("--ln-post", action="store_true",
                    help="apply CLIP's final LayerNorm to all tokens (upstream: the encoder output without it)")
     g.add_argument("--norm", default="clip", choices=["clip", "imagenet"],
@@ -206,7 +207,7 @@ def results_markdown(res: dict, data, args, info: dict) -> str:
     title = (f"DSVA on {data.dataset}, split {args.split if not args.split_file else args.split_file} "
              f"({len(data.seen)} seen / {len(data.unseen)} unseen classes), {args.branch} branch")
     lines = [f"## {title}", "",
-             f"Backbone `{args.clip_model}` ({args.clip_pretrained or 'random initialisation'}); attributes: "
+             f"Backbone `{args.clip_model}` ({pretrained_or_random(args.clip_pretrained) or 'random initialisation'}); attributes: "
              f"{info['attributes']}; {args.epochs} epochs x {args.batches_per_epoch} episodes of {args.ways} x "
              f"{args.shots}; {info['seconds']:.0f} s on {info['device']}. Chance: ZSL "
              f"{100 / len(data.unseen):.1f} %." + (
@@ -244,8 +245,7 @@ def main(args):
     for flag in ("ways", "shots", "batches_per_epoch", "epochs"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    pretrained = None if str(args.clip_pretrained).lower() in ("none", "") else args.clip_pretrained
-    bundle = load_clip(args.clip_model, pretrained)
+    bundle = load_clip(args.clip_model, pretrained_or_random(args.clip_pretrained))
     rt = setup(args.device)
     if rt.distributed:
         raise UserError("DSVA/train.py runs in one process (upstream used one GPU); start it without torchrun")
