@@ -1,8 +1,7 @@
 """Train DSVA (a CLIP ViT with a global attribute head and local attribute prototypes) for zero-shot scene
 classification, evaluating ZSL and GZSL after every epoch.
 
-    python DSVA/train.py --dataset rssdivcs --data-root RSSDIVCS --split 43 \
-        --clip-model ViT-B-32 --clip-pretrained checkpoints/clip-rsicd --seed 3982      (scripts/10_dsva_*.sh)
+    python DSVA/train.py --config configs/rssdivcs/zsl_43.yaml --data-root RSSDIVCS   (scripts/10_dsva.sh zsl_43)
     python DSVA/train.py --config configs/synthetic.yaml                              (the embedded data set)
 
 Recipe (SPEC 5.2-5.6; the defaults are the paper scripts'): episodes of 8 seen classes x 3 images, 300 per

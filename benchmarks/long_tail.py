@@ -433,7 +433,7 @@ def main(args):
             raise UserError(f"unknown {key[:-1]} {', '.join(map(str, bad))}; choose from {', '.join(valid)}")
     if "dsva" in args.parts and read_classes(root)["dataset"] != "SYNTH":
         raise UserError("the dsva part fits the embedded set's small CLIP per seed; for RSSDIVCS run "
-                        "scripts/10_dsva_*.sh with --seed, or drop dsva from --parts")
+                        "scripts/10_dsva.sh EXPERIMENT --seed N, or drop dsva from --parts")
     if "tgn" in args.methods and "longtail" in args.parts:
         if not args.tgn_list:
             raise UserError("method tgn needs --tgn-list (CDTG/expand.py's expanded training list)")
