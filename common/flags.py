@@ -7,10 +7,11 @@
 
 Each flag, with the values it takes, goes to every script whose get_args_parser() has that option string
 (exact names: no abbreviations), except where `--skip ARRAY=--flag` withholds it because the numbered script
-sets it itself for that script. A flag that no script of the stage accepts, a flag the numbered script sets from
-an environment variable (`--env VAR=--flag`), a missing value or a stray word is one `error:` line and exit 2,
-before anything has run. How many values a flag takes comes from its argparse action: none for switches, one
-by default, up to the next flag for nargs '*' / '+'; `--flag=value` is one word.
+sets it itself for that script (`--skip` and `--env` also match the aliases of the option). A flag that no script of
+the stage accepts, a flag the numbered script sets from an environment variable (`--env VAR=--flag`), a missing
+value or a stray word is one `error:` line and exit 2, before anything has run. How many values a flag takes
+comes from its argparse action: none for switches, one by default, up to the next flag for nargs '*' / '+';
+`--flag=value` is one word.
 
 A stage of one script runs it in the same interpreter after the check (one start-up instead of two):
 
