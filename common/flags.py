@@ -7,11 +7,12 @@
 
 Each flag, with the values it takes, goes to every script whose get_args_parser() has that option string
 (exact names: no abbreviations), except where `--skip ARRAY=--flag` withholds it because the numbered script
-sets it itself for that script (`--skip` and `--env` also match the aliases of the option). A flag that no script of
-the stage accepts, a flag the numbered script sets from an environment variable (`--env VAR=--flag`), a missing
-value or a stray word is one `error:` line and exit 2, before anything has run. How many values a flag takes
-comes from its argparse action: none for switches, one by default, up to the next flag for nargs '*' / '+';
-`--flag=value` is one word.
+sets it itself for that script (also under the option's other spellings). A flag that no script of the stage
+accepts, a flag the numbered script sets from an environment variable (`--env VAR=--flag`, this exact spelling:
+list an old spelling too where every script that takes it gets the variable's value), a missing value or a stray
+word is one `error:` line and exit 2, before anything has run. How many values a flag takes comes from its
+argparse action: none for switches, one by default, up to the next flag for nargs '*' / '+'; `--flag=value` is
+one word.
 
 A stage of one script runs it in the same interpreter after the check (one start-up instead of two):
 
@@ -92,9 +93,8 @@ def route(words: list, parsers: dict, skip: dict, env: dict, stage: str) -> dict
             actions.setdefault(flag, action)
     routed = {name: [] for name in parsers}
     for flag, group in group_flags(words, actions):
-        var = env.get(flag) or next((env[e] for t in accepts.values() for e in env if same_option(t, flag, (e,))), None)
-        if var:
-            raise UserError(f"{stage} sets {flag} itself: set the environment variable {var}=... instead")
+        if flag in env:
+            raise UserError(f"{stage} sets {flag} itself: set the environment variable {env[flag]}=... instead")
         takers = [name for name in parsers
                   if flag in accepts[name] and not same_option(accepts[name], flag, skip.get(name, ()))]
         if not takers:

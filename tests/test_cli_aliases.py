@@ -77,11 +77,15 @@ def test_a_yaml_value_still_goes_through_the_flag_checks(tmp_path):
 
 
 def test_routing_knows_aliases():
-    """A numbered script that sets --data-root itself refuses the old spelling --root too, and a withheld flag
-    stays withheld under its old name."""
+    """A flag withheld from a script stays withheld under its old name; an --env flag is its exact spelling (so
+    that 03_kmdn.sh's RUNS=--output-dir for the training runs leaves KMDN/test.py's --out report folder to the
+    user, as before the rename)."""
     parsers = {"split": ("data/split.py", parser_of("data.split"))}
     with pytest.raises(UserError, match=r"sets --root itself: set the environment variable DATA_ROOT=\.\.\. instead"):
-        route(["--root", "/d"], parsers, {}, {"--data-root": "DATA_ROOT"}, "02_split.sh")
+        route(["--root", "/d"], parsers, {}, {"--data-root": "DATA_ROOT", "--root": "DATA_ROOT"}, "02_split.sh")
+    parsers = {"train": ("KMDN/train.py", parser_of("KMDN.train")), "test": ("KMDN/test.py", parser_of("KMDN.test"))}
+    assert route(["--out", "/r"], parsers, {}, {"--output-dir": "RUNS"}, "03_kmdn.sh") == {"train": [],
+                                                                                           "test": ["--out", "/r"]}
     parsers = {"annotate": ("DSVA/annotate.py", parser_of("DSVA.annotate")),
                "train": ("DSVA/train.py", parser_of("DSVA.train"))}
     with pytest.raises(UserError, match="no script of s.sh accepts --out"):
