@@ -29,6 +29,7 @@ from common.datasets import ImageList
 from common.distributed import setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes, read_list
+from common.options import add_device_arg, add_loader_args
 from common.split import optional_split
 from common.transforms import NORMALISATIONS, classification
 from CDTG.conditioning import load_tail_model
@@ -55,9 +56,9 @@ def get_args_parser():
     p.add_argument("--kid-subsets", type=int, default=100)
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=4)
+    add_loader_args(p, on_corrupt=False, eval_batch_size=False)
     p.add_argument("--overwrite", action="store_true", help="replace an existing quality.json")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_device_arg(p)
     return p
 
 

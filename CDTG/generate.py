@@ -1,7 +1,7 @@
 """Generate tail-class images with a trained CDTG generator (SPEC 3.5).
 
-    python CDTG/generate.py --ckpt runs/cdtg/dior/train/generator.pt --r 0.05 --n-per-class 7000
-    python CDTG/generate.py --ckpt ... --classes 3 storage-tank --n-per-class 100 --name try
+    python CDTG/generate.py --weights runs/cdtg/dior/train/generator.pt --r 0.05 --n-per-class 7000
+    python CDTG/generate.py --weights ... --classes 3 storage-tank --n-per-class 100 --name try
 
 For each requested tail class, the real training images of the class are visited in a seeded shuffled order
 (again and again if needed); each gives the tail model's layer3 feature, and --per-real images are generated
@@ -31,6 +31,7 @@ from common.distributed import autocast, setup
 from common.errors import UserError, cli
 from common.paths import resolve
 from common.layout import anno_path, read_classes
+from common.options import add_device_arg, add_loader_args, add_output_arg
 from common.split import optional_split
 from common.transforms import NORMALISATIONS
 from CDTG import original
@@ -41,8 +42,9 @@ from CDTG.model import Generator
 def get_args_parser():
     p = argparse.ArgumentParser("CDTG generation")
     add_config_arg(p)
-    p.add_argument("--ckpt", default=None, help="generator.pt (or ckpt_last.pt) written by CDTG/train.py, or the "
-                                               "original authors' 200000.pt (needs --data-root and --tail-model)")
+    p.add_argument("--weights", "--ckpt", dest="weights", default=None,
+                   help="generator.pt (or ckpt_last.pt) written by CDTG/train.py, or the original authors' 200000.pt "
+                        "(needs --data-root and --tail-model)")
     p.add_argument("--r", type=float, default=0.05, help="noise share at generation: z = r n + (1 - r) P(feature)")
     p.add_argument("--n-per-class", type=int, default=7000,
                    help="images per tail class (the README's released result: 7000; upstream's code: 2000)")
@@ -58,13 +60,13 @@ def get_args_parser():
     p.add_argument("--grid-cols", type=int, default=8, help="images per class in grid.png")
     p.add_argument("--data-root", default=None, help="real images (default: the training run's data root)")
     p.add_argument("--tail-model", default=None, help="tail model file (default: the training run's)")
-    p.add_argument("--workers", type=int, default=4, help="threads writing image files")
+    add_loader_args(p, on_corrupt=False, eval_batch_size=False, workers_help="threads writing image files")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     g = p.add_argument_group("run")
-    g.add_argument("--output-dir", default=None, help="new output folder (default: runs/cdtg_generate/<name>)")
+    add_output_arg(g, help="new output folder (default: runs/cdtg_generate/<name>)", old=())
     g.add_argument("--name", default="default", help="run name under runs/cdtg_generate/")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_device_arg(g)
     return p
 
 
@@ -235,14 +237,14 @@ def generate_class(k: int, images: ImageList, g, proj, tail, args, rt, mixing: f
 
 @cli
 def main(args):
-    if not args.ckpt:
-        raise UserError("--ckpt is required: the generator.pt of a CDTG/train.py run")
+    if not args.weights:
+        raise UserError("--weights is required: the generator.pt of a CDTG/train.py run")
     if not 0 <= args.r <= 1:
         raise UserError(f"--r must be in [0, 1], got {args.r}")
     for flag in ("n_per_class", "per_real", "batch_size"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
-    g_state, p_state, meta = read_generator_file(args.ckpt, args.data_root)
+    g_state, p_state, meta = read_generator_file(args.weights, args.data_root)
     labels = select_classes(args.classes, meta)
     root = args.data_root or meta["data_root"]
     info = read_classes(root)
@@ -259,7 +261,7 @@ def main(args):
     rt = setup(args.device)
     tail_path = args.tail_model or meta["tail_model"]
     if not tail_path:
-        raise UserError(f"{args.ckpt} names no tail model (the original's files do not); pass --tail-model")
+        raise UserError(f"{args.weights} names no tail model (the original's files do not); pass --tail-model")
     tail = load_tail_model(tail_path, rt.device, meta["tail_input_size"], optional_split(None, root))
     if list(tail.meta["classes"]) != list(meta["classes"]):
         raise UserError(f"tail model {tail_path} is of classes {tail.meta['classes']}, the generator of "
@@ -289,7 +291,7 @@ def main(args):
     cols = args.grid_cols
     grid = torch.cat([torch.cat([f, f.new_zeros(cols - len(f), *f.shape[1:])]) for f in grids])
     save_image(grid, os.path.join(out, "grid.png"), nrow=cols, normalize=True, value_range=(-1, 1))
-    manifest = {"format": MANIFEST_FORMAT, "checkpoint": args.ckpt, "iteration": meta.get("iteration"),
+    manifest = {"format": MANIFEST_FORMAT, "checkpoint": args.weights, "iteration": meta.get("iteration"),
                 "mode": meta.get("mode"), "dataset": meta["dataset"], "data_root": root, "tail_model": tail_path,
                 "clip": meta.get("clip"), "r": args.r,
                 "per_real": args.per_real, "n_per_class": args.n_per_class, "truncation": args.truncation,

@@ -259,7 +259,7 @@ def generator_of(ck, path: str, data_root: str | None) -> tuple:
     layout = detect(ck, path)
     if not layout.conditional:
         raise UserError(f"{path} is not a CDTG generator but {layout.description}, which draws no tail classes; "
-                        f"fine-tune it first with CDTG/train.py --ckpt {path}")
+                        f"fine-tune it first with CDTG/train.py --init-weights {path}")
     if not data_root:
         raise UserError(f"{path} is {layout.description}, which holds no class names: pass --data-root (its "
                         f"split.json orders the tail classes)")

@@ -2,7 +2,7 @@
 layer3 features and kept class-consistent by the tail classifier and CLIP text prompts (SPEC 3.2-3.4).
 
     python CDTG/train.py --config configs/dior.yaml --tail-model runs/kmdn/dior/distill/tail_model.pt
-    python CDTG/train.py ... --ckpt swagan_resisc45_200000.pt       (fine-tune an unconditional SWAGAN)
+    python CDTG/train.py ... --init-weights swagan_resisc45_200000.pt       (fine-tune an unconditional SWAGAN)
     python CDTG/train.py ... --resume                                (continue <run>/ckpt_last.pt exactly)
     torchrun --nproc_per_node 4 CDTG/train.py ...                    (DDP; --batch-size is per process)
 
@@ -31,6 +31,7 @@ from common.distributed import all_reduce_sum, cleanup, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.paths import relative
+from common.options import add_loader_args
 from common.split import label_map, load_split
 from common.transforms import NORMALISATIONS
 from CDTG.augment import OPERATIONS, AdaptiveAugment
@@ -57,8 +58,7 @@ def get_args_parser():
     g.add_argument("--size", type=int, default=256, help="image size of the GAN (power of two, 16..1024)")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=False,
                    help="random horizontal flips of real images (upstream: off, the flip is commented out)")
-    g.add_argument("--workers", type=int, default=4)
-    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"])
+    add_loader_args(g, eval_batch_size=False)
     g = p.add_argument_group("model")
     g.add_argument("--style-dim", type=int, default=512, help="latent size (z and w)")
     g.add_argument("--n-mlp", type=int, default=8, help="layers of the mapping network")
@@ -67,16 +67,16 @@ def get_args_parser():
     g.add_argument("--label-dim", type=int, default=512, help="D's class-embedding size")
     g.add_argument("--from-rgb-kernel", type=int, default=1, choices=[1, 3],
                    help="D's FromRGB convolution: 1 = TGN's and SatConcepts' 1x1, 3 = rosinality's current 3x3 "
-                        "(a --ckpt file of the other kernel is converted exactly where possible)")
+                        "(an --init-weights file of the other kernel is converted exactly where possible)")
     g.add_argument("--feature-pool", type=int, default=0,
                    help="adaptive-average-pool the layer3 map to NxN before P; 0 = the full map (upstream: "
                         "1024x16x16 = 262,144 inputs, a 134M-parameter P)")
-    g.add_argument("--ckpt", default=None,
+    g.add_argument("--init-weights", "--ckpt", dest="init_weights", default=None,
                    help="initial weights: TGN's 200000.pt, an unconditional SWAGAN checkpoint (rosinality or "
                         "SatConcepts layout: class embeddings and D's fusion conv stay at init) or a CDTG/train.py "
                         "one; every tensor of the file must land in the model; the iteration starts at 0")
     g.add_argument("--continue-original", action="store_true",
-                   help="with --ckpt of an original file: also restore its iteration (from the file name, as the "
+                   help="with --init-weights of an original file: also restore its iteration (from the file name, as the "
                         "original), g_optim, d_optim and ada_aug_p")
     g = p.add_argument_group("conditioning")
     g.add_argument("--r-train", type=float, default=0.8, help="noise share: z = r n + (1 - r) P(feature)")
@@ -232,8 +232,8 @@ def check_args(args) -> None:
     if not args.tail_model:
         raise UserError("--tail-model is required: the distilled KMDN tail model "
                         "(runs/kmdn/<dataset>/distill/tail_model.pt, written by scripts/03_kmdn.sh)")
-    if args.continue_original and (not args.ckpt or args.resume):
-        raise UserError("--continue-original needs --ckpt (an original 200000.pt) and no --resume")
+    if args.continue_original and (not args.init_weights or args.resume):
+        raise UserError("--continue-original needs --init-weights (an original 200000.pt) and no --resume")
     if not 0 <= args.r_train <= 1:
         raise UserError(f"--r-train must be in [0, 1], got {args.r_train}")
     check_size(args.size)  # before the run folder, not when the models are built
@@ -257,36 +257,36 @@ def build_models(args, num_classes: int):
 
 
 def read_initial_checkpoint(args, num_classes: int, feature_shape=None) -> dict:
-    """The --ckpt file, checked against the run's flags (on meta-device models, drawing no random number) before
+    """The --init-weights file, checked against the run's flags (on meta-device models, drawing no random number) before
     anything is written; a P in the file is checked against the P of layer3 maps of `feature_shape`."""
-    ck = checkpoint.load(args.ckpt, "--ckpt checkpoint")
-    layout = original.detect(ck, args.ckpt)
+    ck = checkpoint.load(args.init_weights, "--init-weights checkpoint")
+    layout = original.detect(ck, args.init_weights)
     if layout.name != "project":
-        original.check_config(ck, model_config(args, num_classes), args.ckpt)
+        original.check_config(ck, model_config(args, num_classes), args.init_weights)
     with torch.device("meta"):
         g, d = build_models(args, num_classes)
         proj = FeatureProjection(feature_shape, args.style_dim, args.feature_pool) if feature_shape else None
-    converted = original.plan(ck, args.ckpt, {"g": g, "d": d, "g_ema": g})[3]
+    converted = original.plan(ck, args.init_weights, {"g": g, "d": d, "g_ema": g})[3]
     for key in ("P", "P_ema"):
         if proj is not None and isinstance(ck.get(key), dict) and \
                 {k: v.shape for k, v in ck[key].items()} != {k: v.shape for k, v in proj.state_dict().items()}:
-            raise UserError(f"{args.ckpt} holds a {key} of another shape; pass the run's --feature-pool and tail "
+            raise UserError(f"{args.init_weights} holds a {key} of another shape; pass the run's --feature-pool and tail "
                             f"model")
     if args.continue_original and converted:
-        raise UserError(f"{args.ckpt} has a {converted}x{converted} FromRGB: continue its run with "
+        raise UserError(f"{args.init_weights} has a {converted}x{converted} FromRGB: continue its run with "
                         f"--from-rgb-kernel {converted} (its optimiser state is of that shape)")
     if args.continue_original:
         if layout.name == "project":
-            raise UserError(f"--continue-original is for the original authors' files; {args.ckpt} is this "
+            raise UserError(f"--continue-original is for the original authors' files; {args.init_weights} is this "
                             f"repository's: continue its run with --resume")
-        state = original.continue_state(ck, args.ckpt)
+        state = original.continue_state(ck, args.init_weights)
         if state["iteration"] >= args.iter:
-            raise UserError(f"{args.ckpt} is at iteration {state['iteration']}; pass an --iter above it to continue")
+            raise UserError(f"{args.init_weights} is at iteration {state['iteration']}; pass an --iter above it to continue")
     return ck
 
 
 def load_initial_weights(ck, path: str, g, d, g_ema, proj, p_ema) -> None:
-    """Every tensor of the --ckpt file into G, D, g_ema (and P where the file has one); one line names what stays
+    """Every tensor of the --init-weights file into G, D, g_ema (and P where the file has one); one line names what stays
     at init."""
     _, left = original.load_into(ck, path, {"g": g, "d": d, "g_ema": g_ema})
     for key, module in (("P", proj), ("P_ema", p_ema)):
@@ -332,7 +332,7 @@ def main(args):
         if args.mode == "code":
             round_to_half(clip.model)
         text_features = encode_text_prompts(clip, prompts_for(names, args.clip_prompt))
-    initial = read_initial_checkpoint(args, num_classes, tail.feature_shape()) if args.ckpt and not args.resume \
+    initial = read_initial_checkpoint(args, num_classes, tail.feature_shape()) if args.init_weights and not args.resume \
         else None
     out = rundir.prepare(args, rt.is_main)  # after every input check: a mistake leaves no run folder behind
     ckpt_path = os.path.join(out, "ckpt_last.pt")
@@ -350,7 +350,7 @@ def main(args):
     proj = FeatureProjection(tail.feature_shape(), args.style_dim, args.feature_pool)
     g_ema, p_ema = copy.deepcopy(g), copy.deepcopy(proj)
     if initial is not None:
-        load_initial_weights(initial, args.ckpt, g, d, g_ema, proj, p_ema)
+        load_initial_weights(initial, args.init_weights, g, d, g_ema, proj, p_ema)
     for m in (g, d, proj, g_ema, p_ema):
         m.to(rt.device)
     augment = None
@@ -378,7 +378,7 @@ def main(args):
             "mixing_rule": args.mixing_rule, "mode": args.mode,
             "clip": {"model": args.clip_model, "pretrained": args.clip_pretrained, "prompt": args.clip_prompt}
             if clip is not None else None}
-    start = continue_original(initial, args.ckpt, trainer) if args.continue_original else 0
+    start = continue_original(initial, args.init_weights, trainer) if args.continue_original else 0
     log = rundir.MetricsLog(out, rt.is_main, args.report_to)
     if args.resume:
         ck = resume_ckpt

@@ -19,6 +19,7 @@ from common.distributed import cleanup, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
+from common.options import eval_batch_size
 from common.report import groups_from_split, write_report
 from common.split import optional_split
 from common.training import add_fit_args, add_image_args, fit
@@ -100,7 +101,7 @@ def main(args):
     sampler = (longtail.ClassBalancedSampler(train_set.targets, args.seed, rt.rank, rt.world_size)
                if args.sampler == "class_balanced" else None)
     train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed, sampler=sampler)
-    test_loader = make_loader(test_set, args.batch_size * 2, False, rt, args.workers)
+    test_loader = make_loader(test_set, eval_batch_size(args), False, rt, args.workers)
     model.fc.reset_parameters()
     net = FrozenBackbone(model).to(rt.device)
     groups = groups_from_split(split, list(range(len(names))))

@@ -17,6 +17,7 @@ from common.engine import evaluate
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
+from common.options import add_device_arg, add_loader_args, add_output_arg
 from common.metrics import summarize
 from common.report import groups_from_split, write_report
 from common.split import optional_split
@@ -39,12 +40,11 @@ def get_args_parser():
     p.add_argument("--img-size", type=int, default=None, help="default: the size stored with the weights, else 224")
     p.add_argument("--norm", default=None, choices=list(NORMALISATIONS), help="default: stored with the weights")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--on-corrupt", default="skip", choices=["skip", "error"])
-    p.add_argument("--out", default=None, help="report folder (default: <weights folder>/test/<data set>/); a "
+    add_loader_args(p, eval_batch_size=False)
+    add_output_arg(p, help="report folder (default: <weights folder>/test/<data set>/); a "
                    "previous report there is kept unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace the previous report in the report folder")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_device_arg(p)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
     g = p.add_argument_group("post-hoc long-tail adjustments (no retraining)")
     g.add_argument("--logit-adjust", type=float, default=None, metavar="TAU",
@@ -121,7 +121,7 @@ def main(args):
         tune_post_hoc(args, copy.deepcopy(model.state_dict()), arch, names, split, rt,
                       classification(img_size, False, norm))
     model, suffix = post_hoc(model, args, split)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test", info["dataset"] + suffix)
+    out = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test", info["dataset"] + suffix)
     if os.path.isfile(os.path.join(out, "results.json")) and not args.overwrite:
         raise UserError(f"{out} already holds a report; pass --overwrite to replace it or --out to write "
                         f"another folder")

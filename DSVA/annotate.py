@@ -1,9 +1,9 @@
 """Annotate a class x attribute matrix with CLIP (the paper's machine-annotated "RSMM attributes", SPEC 5.1).
 
     python DSVA/annotate.py --dataset rssdivcs --data-root RSSDIVCS --clip-model ViT-B-32 \
-        --clip-pretrained checkpoints/clip-rsicd --out runs/dsva_annotate/rssdivcs
+        --clip-pretrained checkpoints/clip-rsicd --output-dir runs/dsva_annotate/rssdivcs
     python DSVA/annotate.py --config configs/synthetic.yaml          (the embedded data set and its small CLIP)
-    python DSVA/annotate.py --from-mat RSSDIVCS/files/ann_attr_finetune_43_splits.mat --out ...  (released)
+    python DSVA/annotate.py --from-mat RSSDIVCS/files/ann_attr_finetune_43_splits.mat --output-dir ...  (released)
 
 The paper's exact recipe was not released. Ours, the default (every step is a flag):
 1. prompts: each attribute of the vocabulary (DSVA/vocabulary.json: 100 attributes in the paper's three groups
@@ -15,7 +15,7 @@ The paper's exact recipe was not released. Ours, the default (every step is a fl
 3. scores: cosine similarity of every image with every attribute, aggregated per class (--aggregate mean);
 4. normalisation per attribute across classes (--normalize minmax: (s - min) / (max - min)).
 
-Writes to --out: attributes.json (classes, attributes, groups, matrix, recipe), attributes.npy ([classes,
+Writes to --output-dir: attributes.json (classes, attributes, groups, matrix, recipe), attributes.npy ([classes,
 attributes]), attributes.mat (upstream layout: `att` attributes x classes, `allclasses_names`, `attri_name`),
 attri_groups.json (upstream layout: group -> attribute indices) and attributes.png (the matrix as a heat map).
 DSVA/train.py reads any of the first three with --attributes.
@@ -31,15 +31,17 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common.clip import encode_text_prompts, load_clip
+from common.clip import encode_text_prompts, load_clip, pretrained_or_random
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.errors import UserError, cli
 from common.jsonfile import read_json
 from common.layout import read_classes
+from common.options import add_device_arg, add_loader_args, add_output_arg
 from DSVA.attributes import load_attributes, read_groups
 from DSVA.matfile import mat_strings, read_mat
 from DSVA.sources import load_pool
+from DSVA.model import PAPER_CLIP
 
 DEFAULT_VOCABULARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabulary.json")
 
@@ -79,9 +81,10 @@ def get_args_parser():
                    help="per attribute across classes")
     g = p.add_argument_group("CLIP")
     g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name")
-    g.add_argument("--clip-pretrained", default=None,
-                   help="open_clip pretrained tag, checkpoint file or Hugging Face CLIP folder; none = random "
-                        "initialisation")
+    g.add_argument("--clip-pretrained", default=PAPER_CLIP,
+                   help=f"open_clip pretrained tag, checkpoint file, Hugging Face CLIP folder or Hub id (default: the "
+                        f"paper's {PAPER_CLIP}, from checkpoints/{PAPER_CLIP.split('/')[1]} or the Hub); none = a "
+                        f"randomly initialised CLIP, only when asked for")
     g = p.add_argument_group("released matrix")
     g.add_argument("--from-mat", default=None,
                    help="convert a released matrix (.mat with 'att', e.g. RSSDIVCS "
@@ -91,12 +94,12 @@ def get_args_parser():
     g.add_argument("--attribute-groups", default=None,
                    help="--from-mat: JSON group -> attribute indices (RSSDIVCS files/attri_group_3.json)")
     g = p.add_argument_group("run")
-    g.add_argument("--out", default="runs/dsva_annotate/default", help="output folder")
+    add_output_arg(g, default="runs/dsva_annotate/default")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     g.add_argument("--seed", type=int, default=0, help="image sampling seed")
     g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--workers", type=int, default=2)
-    g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_loader_args(g, workers=2, on_corrupt=False, eval_batch_size=False)
+    add_device_arg(g)
     return p
 
 
@@ -272,11 +275,12 @@ def heatmap_png(matrix: np.ndarray, names: list, attr_names: list, path: str) ->
 
 
 def prepare_out(args) -> None:
-    if os.path.isdir(args.out) and any(os.scandir(args.out)):
+    if os.path.isdir(args.output_dir) and any(os.scandir(args.output_dir)):
         if not args.overwrite:
-            raise UserError(f"output folder {args.out} already exists; pass --overwrite or choose another --out")
-        shutil.rmtree(args.out)
-    os.makedirs(args.out, exist_ok=True)
+            raise UserError(f"output folder {args.output_dir} already exists; pass --overwrite or choose another "
+                            f"--output-dir")
+        shutil.rmtree(args.output_dir)
+    os.makedirs(args.output_dir, exist_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -308,9 +312,9 @@ def convert_released(args) -> None:
         groups = {g: ids for g, ids in groups.items() if ids}
     order = [i for ids in groups.values() for i in ids]
     prepare_out(args)
-    write_outputs(args.out, "released", names, {g: [attr_names[i] for i in ids] for g, ids in groups.items()},
+    write_outputs(args.output_dir, "released", names, {g: [attr_names[i] for i in ids] for g, ids in groups.items()},
                   matrix[:, order].astype(np.float64), {"source": os.path.abspath(args.from_mat)})
-    print(f"converted {args.from_mat}: {len(names)} classes x {matrix.shape[1]} attributes -> {args.out}")
+    print(f"converted {args.from_mat}: {len(names)} classes x {matrix.shape[1]} attributes -> {args.output_dir}")
 
 
 @cli
@@ -334,8 +338,7 @@ def main(args):
         raise UserError(f"{len(missing)} images to annotate from do not exist (e.g. {missing[0]}); check the "
                         f"data root / --image-root")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    pretrained = None if str(args.clip_pretrained).lower() in ("none", "") else args.clip_pretrained
-    bundle = load_clip(args.clip_model, pretrained, device=device)
+    bundle = load_clip(args.clip_model, pretrained_or_random(args.clip_pretrained), device=device)
     prepare_out(args)
     print(f"{len(prompts)} attributes in {len(groups)} groups; {len(chosen)} images of {len(names)} classes; "
           f"e.g. prompt '{prompts[0][2][0]}'")
@@ -359,8 +362,8 @@ def main(args):
             recipe["auc_vs_classes_json"] = agreement(matrix, np.asarray(info["class_attributes"]))
             print(f"agreement with classes.json class_attributes: mean per-attribute ROC AUC "
                   f"{recipe['auc_vs_classes_json']:.3f}")
-    write_outputs(args.out, dataset, names, groups, matrix, recipe)
-    print(f"wrote {len(names)} classes x {len(prompts)} attributes to {args.out}/attributes.{{json,npy,mat}}")
+    write_outputs(args.output_dir, dataset, names, groups, matrix, recipe)
+    print(f"wrote {len(names)} classes x {len(prompts)} attributes to {args.output_dir}/attributes.{{json,npy,mat}}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from common.errors import UserError
 
+PAPER_CLIP = "flax-community/clip-rsicd"  # the CLIP the DSVA paper fine-tunes from, by its Hugging Face id
+
 
 class TokenEncoder(nn.Module):
     """An open_clip VisionTransformer -> tokens [B, 1 + g*g, W] (class token first)."""

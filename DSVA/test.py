@@ -16,10 +16,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from common import checkpoint
-from common.config import add_config_arg, parse_args
+from common.config import add_config_arg, parse_args, positive_int
 from common.datasets import ImageList
 from common.distributed import setup
 from common.errors import UserError, cli
+from common.options import add_device_arg, add_loader_args, add_output_arg
 from DSVA.episodes import dsva_transform
 from DSVA.sources import add_data_args, load_zsl_data
 from DSVA.evaluate import BRANCHES, attention_png, evaluate, pct, pick_images
@@ -35,13 +36,11 @@ def get_args_parser():
     p.set_defaults(**{a.dest: None for a in data_group._group_actions})
     p.add_argument("--gamma", type=float, default=None, help="calibrated stacking (default: the training run's)")
     p.add_argument("--branch", default=None, choices=list(BRANCHES), help="headline branch (default: training's)")
-    p.add_argument("--eval-batch-size", type=int, default=None, help="default: the training run's")
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
-                   help="a corrupt image is skipped with a warning, or stops the run")
+    add_loader_args(p, eval_batch_size=False)
+    p.add_argument("--eval-batch-size", type=positive_int, default=None, help="default: the training run's")
     p.add_argument("--vis-images", type=int, default=4, help="unseen test images in attention_maps.png")
-    p.add_argument("--out", default=None, help="report folder")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_output_arg(p, help="report folder")
+    add_device_arg(p)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     return p
 
@@ -118,7 +117,7 @@ def main(args):
     figures = evaluate(model, *loaders, att.T.contiguous().to(rt.device), data.seen, data.unseen, gamma, rt,
                        args.amp, bool(ck.get("proposal")))
 
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test",
+    out = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test",
                                    os.path.splitext(os.path.basename(args.weights))[0])
     os.makedirs(out, exist_ok=True)
     res = {"weights": os.path.abspath(args.weights), "epoch": ck.get("epoch"), "dataset": data.dataset,

@@ -1,8 +1,7 @@
 """Train DSVA (a CLIP ViT with a global attribute head and local attribute prototypes) for zero-shot scene
 classification, evaluating ZSL and GZSL after every epoch.
 
-    python DSVA/train.py --dataset rssdivcs --data-root RSSDIVCS --split 43 \
-        --clip-model ViT-B-32 --clip-pretrained checkpoints/clip-rsicd --seed 3982      (scripts/10_dsva_*.sh)
+    python DSVA/train.py --config configs/rssdivcs/zsl_43.yaml --data-root RSSDIVCS   (scripts/10_dsva.sh zsl_43)
     python DSVA/train.py --config configs/synthetic.yaml                              (the embedded data set)
 
 Recipe (SPEC 5.2-5.6; the defaults are the paper scripts'): episodes of 8 seen classes x 3 images, 300 per
@@ -32,17 +31,18 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common import checkpoint, rundir
-from common.clip import load_clip
-from common.config import add_config_arg, parse_args
+from common.clip import load_clip, pretrained_or_random
+from common.config import add_config_arg, parse_args, positive_int
 from common.datasets import ImageList
 from common.distributed import autocast, cleanup, setup
 from common.errors import UserError, cli
 from common.jsonfile import read_json
+from common.options import add_loader_args
 from DSVA.episodes import EpisodeSampler, class_lookup, dsva_transform, normalisation
 from DSVA.sources import add_data_args, carve_validation, load_zsl_data
 from DSVA.evaluate import BRANCHES, attention_png, best_gamma, figures, pct, pick_images, scores
 from DSVA.losses import LossWeights, dsva_loss
-from DSVA.model import DSVA, describe_visual
+from DSVA.model import DSVA, PAPER_CLIP, describe_visual
 
 
 def get_args_parser():
@@ -50,7 +50,7 @@ def get_args_parser():
     add_config_arg(p)
     add_data_args(p)
     g = p.add_argument_group("evaluation")
-    g.add_argument("--mode", default="zsl", choices=["zsl", "gzsl"],
+    g.add_argument("--setting", "--mode", dest="setting", default="zsl", choices=["zsl", "gzsl"],
                    help="which figure picks the best epoch: ZSL accuracy or GZSL H (both are always computed)")
     g.add_argument("--gamma", type=float, default=1e-4,
                    help="calibrated stacking: subtracted from seen-class probabilities in GZSL (upstream: 1e-4; "
@@ -69,13 +69,14 @@ def get_args_parser():
     g.add_argument("--val-run", default=None,
                    help="folder of an earlier run trained with --val-classes: train for its best validation "
                         "epoch + 1 epochs with its gamma, on all seen classes; report the last epoch (honest)")
-    g.add_argument("--eval-batch-size", type=int, default=64)
+    g.add_argument("--eval-batch-size", type=positive_int, default=64)
     g.add_argument("--vis-images", type=int, default=4, help="test images in attention_maps.png")
     g = p.add_argument_group("model")
     g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (a ViT)")
-    g.add_argument("--clip-pretrained", default=None,
-                   help="open_clip pretrained tag, local checkpoint file, or Hugging Face CLIP folder (e.g. "
-                        "flax-community/clip-rsicd downloaded); none = random initialisation")
+    g.add_argument("--clip-pretrained", default=PAPER_CLIP,
+                   help=f"open_clip pretrained tag, checkpoint file, Hugging Face CLIP folder or Hub id (default: the "
+                        f"paper's {PAPER_CLIP}, from checkpoints/{PAPER_CLIP.split('/')[1]} or the Hub); none = a "
+                        f"randomly initialised CLIP, only when asked for")
     g.add_argument("--ln-post", action="store_true",
                    help="apply CLIP's final LayerNorm to all tokens (upstream: the encoder output without it)")
     g.add_argument("--norm", default="clip", choices=["clip", "imagenet"],
@@ -111,9 +112,7 @@ def get_args_parser():
     g.add_argument("--ways", type=int, default=8, help="classes per episode")
     g.add_argument("--shots", type=int, default=3, help="images per class per episode")
     g.add_argument("--batches-per-epoch", type=int, default=300)
-    g.add_argument("--workers", type=int, default=4)
-    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
-                   help="a corrupt image is skipped with a warning, or stops the run")
+    add_loader_args(g, eval_batch_size=False)
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
     rundir.add_run_args(p, "dsva")
@@ -150,7 +149,7 @@ def proposal_on(epoch: int, args) -> bool:
 
 
 def selection_score(figures: dict, args) -> float:
-    v = figures[args.branch]["h" if args.mode == "gzsl" else "zsl"]
+    v = figures[args.branch]["h" if args.setting == "gzsl" else "zsl"]
     return -1.0 if v is None or np.isnan(v) else v
 
 
@@ -208,7 +207,7 @@ def results_markdown(res: dict, data, args, info: dict) -> str:
     title = (f"DSVA on {data.dataset}, split {args.split if not args.split_file else args.split_file} "
              f"({len(data.seen)} seen / {len(data.unseen)} unseen classes), {args.branch} branch")
     lines = [f"## {title}", "",
-             f"Backbone `{args.clip_model}` ({args.clip_pretrained or 'random initialisation'}); attributes: "
+             f"Backbone `{args.clip_model}` ({pretrained_or_random(args.clip_pretrained) or 'random initialisation'}); attributes: "
              f"{info['attributes']}; {args.epochs} epochs x {args.batches_per_epoch} episodes of {args.ways} x "
              f"{args.shots}; {info['seconds']:.0f} s on {info['device']}. Chance: ZSL "
              f"{100 / len(data.unseen):.1f} %." + (
@@ -246,8 +245,7 @@ def main(args):
     for flag in ("ways", "shots", "batches_per_epoch", "epochs"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    pretrained = None if str(args.clip_pretrained).lower() in ("none", "") else args.clip_pretrained
-    bundle = load_clip(args.clip_model, pretrained)
+    bundle = load_clip(args.clip_model, pretrained_or_random(args.clip_pretrained))
     rt = setup(args.device)
     if rt.distributed:
         raise UserError("DSVA/train.py runs in one process (upstream used one GPU); start it without torchrun")
@@ -310,7 +308,8 @@ def main(args):
     meta = dict(**backbone, ln_post=args.ln_post, image_size=size, mean=list(mean), std=list(std),
                 names=data.names, seen=data.seen, unseen=data.unseen, dataset=data.dataset,
                 class_attributes=data.attributes.tolist(), attribute_names=data.attribute_names,
-                attribute_groups=groups, gamma=args.gamma, branch=args.branch, mode=args.mode, args=vars(args))
+                attribute_groups=groups, gamma=args.gamma, branch=args.branch, setting=args.setting,
+                args=vars(args))
     best_key = "val" if val else "test"
     best_score = max((selection_score(r[best_key], args) for r in history), default=-np.inf)
     for epoch in tqdm(range(start, args.epochs), desc="epochs", initial=start, total=args.epochs):
@@ -343,7 +342,7 @@ def main(args):
         t = figs["test"][args.branch]
         tqdm.write(f"epoch {epoch} loss {row['train_loss']:.4f} | {args.branch}: ZSL {pct(t['zsl'])} | GZSL U "
                    f"{pct(t['u'])} S {pct(t['s'])} H {pct(t['h'])}" +
-                   (f" | val {args.mode} {pct(selection_score(figs['val'], args))}" if val else ""))
+                   (f" | val {args.setting} {pct(selection_score(figs['val'], args))}" if val else ""))
         score = selection_score(figs[best_key], args)
         if score > best_score:
             best_score = score
@@ -358,7 +357,7 @@ def main(args):
             cleanup()
             return
 
-    res = {"dataset": data.dataset, "split": args.split, "mode": args.mode, "branch": args.branch,
+    res = {"dataset": data.dataset, "split": args.split, "setting": args.setting, "branch": args.branch,
            "gamma": args.gamma, "seen": [data.names[c] for c in data.seen],
            "unseen": [data.names[c] for c in data.unseen], "notes": data.notes,
            "best_test": summary_row(history, "test", args), "best_val": summary_row(history, "val", args),

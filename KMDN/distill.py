@@ -27,6 +27,7 @@ from common.distributed import all_reduce_sum, cleanup, setup
 from common.engine import evaluate, train_one_epoch
 from common.errors import UserError, cli
 from common.loaders import make_loader, set_epoch
+from common.options import eval_batch_size
 from common.metrics import summarize
 from common.report import write_report
 from common.training import add_fit_args, add_image_args
@@ -127,7 +128,7 @@ def main(args):
     out = rundir.prepare(args, rt.is_main)
     train_loaders = {p: make_loader(s, args.batch_size, True, rt, args.workers, args.seed)
                      for p, s in train_sets.items()}
-    test_loaders = {p: make_loader(s, args.batch_size * 2, False, rt, args.workers) for p, s in test_sets.items()}
+    test_loaders = {p: make_loader(s, eval_batch_size(args), False, rt, args.workers) for p, s in test_sets.items()}
     speed = dict(amp=args.amp, channels_last=args.channels_last)
 
     models = {}

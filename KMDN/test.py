@@ -15,6 +15,7 @@ from common.distributed import setup
 from common.engine import evaluate
 from common.errors import UserError, cli
 from common.loaders import make_loader
+from common.options import add_device_arg, add_loader_args, add_output_arg
 from common.report import write_report
 from common.part_model import check_part, load_part_model
 from common.split import load_data_split
@@ -32,11 +33,9 @@ def get_args_parser():
     p.add_argument("--data-root", default=None)
     p.add_argument("--split", default=None, help="split.json (default: <root>/split.json)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--on-corrupt", default="skip", choices=["skip", "error"])
-    p.add_argument("--out", default=None,
-                   help="report folder; with several files one sub-folder per file (default: next to each file)")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_loader_args(p, eval_batch_size=False)
+    add_output_arg(p, help="report folder; with several files one sub-folder per file (default: next to each file)")
+    add_device_arg(p)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
     return p
 
@@ -63,8 +62,8 @@ def main(args):
         cm = evaluate(model, make_loader(test_set, args.batch_size, False, rt, args.workers), rt,
                       meta["num_classes"], amp=args.amp)
         stem = os.path.splitext(os.path.basename(path))[0]
-        if args.out:
-            out = os.path.join(args.out, stem) if len(loaded) > 1 else args.out
+        if args.output_dir:
+            out = os.path.join(args.output_dir, stem) if len(loaded) > 1 else args.output_dir
         else:
             out = os.path.join(os.path.dirname(os.path.abspath(path)), f"test_{stem}")
         res = write_report(cm, meta["names"], out, None, [split["train_counts"][c] for c in meta["classes"]],

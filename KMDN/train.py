@@ -22,6 +22,7 @@ from common.config import add_config_arg, parse_args
 from common.distributed import cleanup, setup
 from common.errors import cli
 from common.loaders import make_loader
+from common.options import eval_batch_size
 from common.report import write_report
 from common.part_model import PARTS, part_meta, save_part_model
 from common.split import load_data_split
@@ -69,7 +70,7 @@ def main(args):
     rt = setup(args.device)
     out = rundir.prepare(args, rt.is_main)
     train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed)
-    test_loader = make_loader(test_set, args.batch_size * 2, False, rt, args.workers)
+    test_loader = make_loader(test_set, eval_batch_size(args), False, rt, args.workers)
     if rt.is_main:
         print(f"{part} model: {len(classes)} classes {classes}, {len(train_set)} train / {len(test_set)} test "
               f"images; run folder {out}")

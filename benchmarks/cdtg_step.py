@@ -19,6 +19,7 @@ import torch
 from common.backbones import build_feature_resnet
 from common.clip import encode_text_prompts, load_clip
 from common.distributed import setup
+from common.options import add_device_arg
 from CDTG.conditioning import FeatureProjection, TailClassifier
 from CDTG.model import Discriminator, Generator
 from CDTG.trainer import MODES, CDTGTrainer, StepConfig
@@ -48,7 +49,7 @@ def get_args_parser():
     p.add_argument("--warmup", type=int, default=4, help="untimed iterations")
     p.add_argument("--iters", type=int, default=32, help="timed iterations")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_device_arg(p)
     p.add_argument("--json", default=None, help="also append the result as a JSON line to this file")
     return p
 

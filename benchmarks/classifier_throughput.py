@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from common.backbones import build_classifier
 from common.datasets import ImageList
 from common.distributed import autocast, grad_scaler, setup
+from common.options import add_device_arg, add_loader_args
 from common.engine import to_device
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
@@ -36,7 +37,7 @@ def get_args_parser():
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--source", default="tensors", choices=["tensors", "files"])
     p.add_argument("--data-root", default=None, help="processed data root, for --source files")
-    p.add_argument("--workers", type=int, default=4)
+    add_loader_args(p, on_corrupt=False, eval_batch_size=False)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
@@ -44,7 +45,7 @@ def get_args_parser():
     p.add_argument("--loader-only", action="store_true", help="time the data loader alone (no model)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also append the result as a JSON line to this file")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_device_arg(p)
     return p
 
 

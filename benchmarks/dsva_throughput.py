@@ -15,6 +15,7 @@ import torch
 
 from common.clip import load_clip, register_model_config
 from common.distributed import autocast, grad_scaler, setup
+from common.options import add_device_arg
 from DSVA.losses import LossWeights, dsva_loss
 from DSVA.model import DSVA
 
@@ -35,7 +36,7 @@ def get_args_parser():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="autocast on CUDA")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_device_arg(p)
     p.add_argument("--json", default=None, help="also append the result as a JSON line to this file")
     return p
 

@@ -183,10 +183,10 @@ def stage_commands(data: str, runs: str, dev: list, smoke: bool) -> list:
     cls_final = f"{r('classification')}/model_final.pt"
     return [
         ("fit the small CLIPs (CPU), seen classes",
-         ["data/synthetic/train_clip.py", "--data", data, "--out", r("clip_dsva.pt"),
+         ["data/synthetic/train_clip.py", "--data-root", data, "--out", r("clip_dsva.pt"),
           "--exclude-unseen", "43", *clip_steps]),
         ("fit the small CLIPs (CPU), all classes",
-         ["data/synthetic/train_clip.py", "--data", data, "--out", r("clip_all.pt"), "--all-classes",
+         ["data/synthetic/train_clip.py", "--data-root", data, "--out", r("clip_all.pt"), "--all-classes",
           *clip_steps]),
         ("Classification/train.py", ["Classification/train.py", *cfg, *small, "--epochs", "1",
                                      "--output-dir", r("classification"), *dev]),
@@ -205,7 +205,7 @@ def stage_commands(data: str, runs: str, dev: list, smoke: bool) -> list:
         ("CDTG/train.py", ["CDTG/train.py", *cfg, "--tail-model", f"{r('kmdn/distill')}/tail_model.pt",
                            "--clip-pretrained", r("clip_all.pt"), "--iter", "8", "--log-every", "4",
                            "--sample-every", "8", "--ckpt-every", "8", "--output-dir", r("cdtg"), *dev]),
-        ("CDTG/generate.py", ["CDTG/generate.py", "--config", "configs/synthetic.yaml", "--ckpt",
+        ("CDTG/generate.py", ["CDTG/generate.py", "--config", "configs/synthetic.yaml", "--weights",
                               f"{r('cdtg')}/generator.pt", "--n-per-class", "4", "--workers", "0",
                               "--output-dir", r("generated"), *dev]),
         ("CDTG/expand.py", ["CDTG/expand.py", "--generated", r("generated"), "--out", r("expanded_train.txt"),
@@ -218,7 +218,7 @@ def stage_commands(data: str, runs: str, dev: list, smoke: bool) -> list:
                                                    "--train-list", r("expanded_train.txt"),
                                                    "--output-dir", r("classification_tgn"), *dev]),
         ("DSVA/annotate.py", ["DSVA/annotate.py", "--config", "configs/synthetic.yaml", "--data-root", data,
-                              *dsva_clip, "--images-per-class", "4", "--out", r("dsva_annotate"), *dev]),
+                              *dsva_clip, "--images-per-class", "4", "--output-dir", r("dsva_annotate"), *dev]),
         ("DSVA/train.py", ["DSVA/train.py", "--config", "configs/synthetic.yaml", "--data-root", data,
                            *dsva_clip, "--attributes", f"{r('dsva_annotate')}/attributes.json",
                            "--epochs", "1", "--pretrain-epoch", "0", "--batches-per-epoch", "2",
@@ -288,9 +288,9 @@ def main(args) -> int:
           flush=True)
     data = os.path.join(workdir, "data")
     prep = ["--classes", "10", "--n-max", "40", "--n-test", "4", "--size", "32"] if args.smoke else []
-    status, seconds, _, _ = c.run(["data/synthetic/prepare.py", "--out", data, "--overwrite", *prep], 60)
+    status, seconds, _, _ = c.run(["data/synthetic/prepare.py", "--output-dir", data, "--overwrite", *prep], 60)
     if status == "ok":
-        status, seconds2, _, _ = c.run(["data/split.py", "--root", data, "--head-percent", "40"], 30)
+        status, seconds2, _, _ = c.run(["data/split.py", "--data-root", data, "--head-percent", "40"], 30)
         seconds += seconds2
     c.row("data set", "embedded set: prepare.py + split.py", f"{seconds:.1f} s", status=status)
     speed = {}

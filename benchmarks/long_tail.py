@@ -34,6 +34,7 @@ from tqdm import tqdm
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import read_classes
+from common.options import add_output_arg
 from common.split import optional_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +73,7 @@ def get_args_parser():
                    help="extra flags of the DSVA validation run (picks epochs and gamma for the final run)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (independent chains of runs)")
     p.add_argument("--threads", type=int, default=0, help="OMP threads per run (0: CPU cores // --jobs)")
-    p.add_argument("--out", default="runs/benchmark/default", help="benchmark folder")
+    add_output_arg(p, default="runs/benchmark/default", help="benchmark folder")
     p.add_argument("--report-only", action="store_true", help="write the report from finished runs, run nothing")
     return p
 
@@ -97,7 +98,7 @@ def py(script: str, *args) -> list:
 
 
 def longtail_chains(args, seed: int, root: str) -> list:
-    base = os.path.join(args.out, "longtail")
+    base = os.path.join(args.output_dir, "longtail")
     cfg = ["--config", args.config] if args.config else []
 
     def folder(m):
@@ -125,7 +126,7 @@ def longtail_chains(args, seed: int, root: str) -> list:
                     "--tau-norm", args.tau_norm]
                 flag += ["--tune-list", args.tune_list] if args.tune_list else []
                 job = Job(f"{method} seed {seed}", py("Classification/test.py", *cfg, "--weights", ce_model,
-                                                      "--data-root", root, "--out", f, *flag), f,
+                                                      "--data-root", root, "--output-dir", f, *flag), f,
                           os.path.join(f, "results.json"), COST["posthoc"], resumable=False, extra=meta)
             ce_chain.append(job)
         elif method == "tgn":
@@ -137,7 +138,7 @@ def longtail_chains(args, seed: int, root: str) -> list:
 
 
 def kmdn_chain(args, seed: int, root: str) -> list:
-    base = os.path.join(args.out, "kmdn", f"seed{seed}")
+    base = os.path.join(args.output_dir, "kmdn", f"seed{seed}")
     cfg = ["--config", args.config] if args.config else []
     jobs = []
     for part in ("head", "tail"):
@@ -156,7 +157,7 @@ def kmdn_chain(args, seed: int, root: str) -> list:
 
 
 def dsva_chain(args, seed: int, root: str) -> list:
-    base = os.path.join(args.out, "dsva", f"seed{seed}")
+    base = os.path.join(args.output_dir, "dsva", f"seed{seed}")
     cfg = ["--config", args.config] if args.config else []
     clip = os.path.join(base, "clip.pt")
     ann = os.path.join(base, "annotate")
@@ -164,11 +165,11 @@ def dsva_chain(args, seed: int, root: str) -> list:
     common = [*cfg, "--data-root", root, "--split", args.dsva_split, "--clip-pretrained", clip, "--attributes",
               os.path.join(ann, "attributes.json"), "--seed", seed]
     return [[
-        Job(f"clip seed {seed}", py("data/synthetic/train_clip.py", *cfg, "--data", root, "--out", clip,
+        Job(f"clip seed {seed}", py("data/synthetic/train_clip.py", *cfg, "--data-root", root, "--out", clip,
                                     "--exclude-unseen", args.dsva_split, "--seed", seed), base,
             os.path.join(base, "clip_report.json"), COST["clip"], resumable=False),
         Job(f"annotate seed {seed}", py("DSVA/annotate.py", *cfg, "--data-root", root, "--clip-pretrained", clip,
-                                        "--out", ann, "--overwrite", "--seed", seed), ann,
+                                        "--output-dir", ann, "--overwrite", "--seed", seed), ann,
             os.path.join(ann, "attributes.json"), COST["annotate"], resumable=False),
         Job(f"dsva val seed {seed}", py("DSVA/train.py", *common, "--output-dir", val,
                                         *shlex.split(args.dsva_val_args)), val, os.path.join(val, "results.json"),
@@ -401,13 +402,13 @@ def write_report(args, chains: list, split: dict) -> str:
     lines = [f"# Benchmark on {split['dataset']} (seeds {' '.join(map(str, args.seeds))})", ""]
     if lt:
         lines += longtail_section(lt, args.methods, columns, groups, train_counts)
-        groups_png(lt, args.methods, columns, os.path.join(args.out, "long_tail_groups.png"))
+        groups_png(lt, args.methods, columns, os.path.join(args.output_dir, "long_tail_groups.png"))
     lines += kmdn_section([r for r in rows if r["part"] == "kmdn"])
     lines += dsva_section([r for r in rows if r["part"] == "dsva"], args.dsva_split)
-    lines += ["", f"One row per run, with its folder (args.yaml inside): {os.path.join(args.out, 'runs.csv')}."]
+    lines += ["", f"One row per run, with its folder (args.yaml inside): {os.path.join(args.output_dir, 'runs.csv')}."]
     text = "\n".join(lines) + "\n"
-    write_csv(rows, os.path.join(args.out, "runs.csv"))
-    with open(os.path.join(args.out, "results.md"), "w") as f:
+    write_csv(rows, os.path.join(args.output_dir, "runs.csv"))
+    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(text)
     return text
 
@@ -432,7 +433,7 @@ def main(args):
             raise UserError(f"unknown {key[:-1]} {', '.join(map(str, bad))}; choose from {', '.join(valid)}")
     if "dsva" in args.parts and read_classes(root)["dataset"] != "SYNTH":
         raise UserError("the dsva part fits the embedded set's small CLIP per seed; for RSSDIVCS run "
-                        "scripts/10_dsva_*.sh with --seed, or drop dsva from --parts")
+                        "scripts/10_dsva.sh EXPERIMENT --seed N, or drop dsva from --parts")
     if "tgn" in args.methods and "longtail" in args.parts:
         if not args.tgn_list:
             raise UserError("method tgn needs --tgn-list (CDTG/expand.py's expanded training list)")
@@ -440,7 +441,7 @@ def main(args):
             raise UserError(f"--tgn-list {args.tgn_list} does not exist; run CDTG/expand.py first")
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.output_dir, exist_ok=True)
     chains = []
     for seed in args.seeds:
         if "longtail" in args.parts:
@@ -455,7 +456,7 @@ def main(args):
         runner.run()
         failed = runner.failed
     print(write_report(args, chains, split))
-    print(f"report: {os.path.join(args.out, 'results.md')}")
+    print(f"report: {os.path.join(args.output_dir, 'results.md')}")
     if failed:
         print(f"{len(failed)} run(s) failed: " + "; ".join(f"{label} (log {log})" for label, log in failed),
               file=sys.stderr)

@@ -7,6 +7,8 @@
     load_clip("ViT-B-32", "clip-rsicd/")             # a Hugging Face CLIPModel folder such as
                                                      # flax-community/clip-rsicd (config.json + weights)
     load_clip("synth-vit-tiny", "synth_clip.pt")     # a checkpoint that carries its own model config
+    load_clip("ViT-B-32", "flax-community/clip-rsicd")  # a Hugging Face id of such a folder: checkpoints/clip-rsicd
+                                                     # if it is there, else the Hub (cache or download)
 
 Custom architectures are open_clip model configs ({"embed_dim", "vision_cfg", "text_cfg"}) registered with
 `register_model_config(name, cfg)`, which goes through open_clip's public `add_model_config(path)`. A
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import dataclass
 
@@ -44,6 +47,9 @@ DOWNLOAD_ERRORS = (OSError, RuntimeError)
 # unpickler anything from UnpicklingError to IndexError on garbage.
 CORRUPT_FILE_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError,
                        SafetensorError)
+# where a Hugging Face CLIP folder given by its Hub id is looked for first: checkpoints/<repository name>
+CHECKPOINTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _registered_dir = None  # this process's folder of registered config files (open_clip registers by file stem)
 
 
@@ -94,6 +100,8 @@ def load_clip(model: str | None, pretrained: str | None = None, device="cpu") ->
         return _load_schema(model, device)
     extra = {}
     state_dict = None
+    if pretrained is not None and is_hub_id(pretrained):
+        pretrained = hub_folder(pretrained)
     if pretrained is None:
         pass
     elif os.path.isdir(pretrained):
@@ -123,6 +131,32 @@ def load_clip(model: str | None, pretrained: str | None = None, device="cpu") ->
     if state_dict is not None:
         _load_strict(clip, state_dict, pretrained, model)
     return _bundle(model, clip, device)
+
+
+def pretrained_or_random(value: str) -> str | None:
+    """A --clip-pretrained value: 'none' asks for a randomly initialised CLIP (tests, benchmarks), else weights."""
+    return None if str(value).lower() == "none" else value
+
+
+def is_hub_id(value: str) -> bool:
+    """'org/name' that is no local path: neither it nor its first folder exists, and it has no weights suffix."""
+    return bool(HUB_ID.match(value)) and not os.path.exists(value) and not os.path.isdir(value.split("/")[0]) \
+        and not value.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+
+
+def hub_folder(repo_id: str) -> str:
+    """The local folder of the Hugging Face CLIPModel repository `repo_id` (config.json + weights):
+    checkpoints/<name> when it is there, else the Hub's (from its cache, or downloaded where a network exists)."""
+    local = os.path.join(CHECKPOINTS, repo_id.split("/")[1])
+    if os.path.isdir(local):
+        return local
+    from huggingface_hub import snapshot_download
+    try:
+        return snapshot_download(repo_id, allow_patterns=["config.json", *HF_WEIGHT_FILES])
+    except DOWNLOAD_ERRORS as e:
+        raise UserError(f"CLIP {repo_id} is not in {local} and could not be downloaded from the Hugging Face Hub "
+                        f"({_first_line(e)}; no network?); put its folder (config.json and "
+                        f"{' or '.join(HF_WEIGHT_FILES)}) at {local}, or pass another --clip-pretrained") from None
 
 
 def _load_tag(model: str, tag: str, device) -> ClipBundle:

@@ -41,7 +41,20 @@ def _int_at_least(text, low: int, what: str) -> int:
 
 
 def load_section(path: str, stage: str) -> dict:
+    """The `stage` section of `path` with its bases' merged under it (keys as written; see load_sections)."""
+    merged = {}
+    for _, section in load_sections(path, stage):
+        merged.update(section)
+    return merged
+
+
+def load_sections(path: str, stage: str, chain: tuple = ()) -> list:
+    """[(file, its `stage` section)] from the farthest base to `path`: a top-level `base: FILE` (relative to the
+    file that names it) is a config whose sections this file's override, key by key."""
     if not os.path.isfile(path):
+        if chain:
+            raise UserError(f"config file {chain[-1]}: its base {path} does not exist; `base:` is a path relative "
+                            f"to the file that names it")
         raise UserError(f"config file {path} does not exist; pass an existing file to --config")
     try:
         with open(path, encoding="utf-8") as f:
@@ -56,7 +69,17 @@ def load_section(path: str, stage: str) -> dict:
     section = doc.get(stage) or {}
     if not isinstance(section, dict):
         raise UserError(f"section '{stage}' of {path} must be a mapping of option: value")
-    return section
+    base = doc.get("base")
+    if base is None:
+        return [(path, section)]
+    if not isinstance(base, str) or not base:
+        raise UserError(f"config file {path}: `base:` must be the path of another config file, got {base!r}")
+    base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+    here = (*chain, path)
+    if any(os.path.realpath(base_path) == os.path.realpath(p) for p in here):
+        raise UserError(f"config file {path}: its base {base_path} is already in the chain {' -> '.join(here)}; "
+                        f"a base cannot lead back to itself")
+    return [*load_sections(base_path, stage, here), (path, section)]
 
 
 def parse_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argparse.Namespace:
@@ -122,29 +145,42 @@ def _convert(parser, action, items, bad):
     return values if action.nargs not in (None, "?") else values[0]
 
 
+def key_dest(parser: argparse.ArgumentParser, key) -> str | None:
+    """The dest a YAML key sets: the dest's own name, or any option string of the flag without its dashes (so that
+    a key spelled as an old flag name, e.g. `root` for --data-root, still works); None when nothing matches."""
+    name = str(key).replace("-", "_")
+    if any(a.dest == name for a in parser._actions):
+        return name
+    action = parser._option_string_actions.get("--" + name.replace("_", "-"))
+    return action.dest if action is not None else None
+
+
 def resolve_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argparse.Namespace:
     """Parse argv with the `stage` section of --config as defaults.
 
-    YAML keys use the flag's dest name (dashes or underscores both accepted); an unknown key or a value the flag
-    would refuse is an error that names the key, the section and the file.
+    YAML keys use the flag's dest name or one of its option strings, old spellings included (dashes or underscores
+    both accepted); an unknown key or a value the flag would refuse is an error that names the key, the section
+    and the file. A `base:` file's section comes first; this file's keys override it, dest by dest.
     """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.config:
-        section = load_section(known.config, stage)
         actions = {a.dest: a for a in parser._actions}
-        where = f"config file {known.config}, section '{stage}'"
-        spellings = {s.lstrip("-").replace("-", "_"): a.dest for a in parser._actions for s in a.option_strings}
         overrides = {}
-        for key, value in section.items():
-            dest = str(key).replace("-", "_")
-            dest = spellings.get(dest, dest)  # an old flag spelling (an alias) names the same option
-            if dest not in actions or dest in ("help", "config"):
-                raise UserError(f"unknown key '{key}' in section '{stage}' of {known.config}; "
-                                f"see `--help` for the valid option names")
-            overrides[dest] = yaml_value(parser, actions[dest], key, value, where)
-            actions[dest].required = False  # the YAML supplies it
+        for path, section in load_sections(known.config, stage):
+            where, keys = f"config file {path}, section '{stage}'", {}
+            for key, value in section.items():
+                dest = key_dest(parser, key)
+                if dest is None or dest in ("help", "config"):
+                    raise UserError(f"unknown key '{key}' in section '{stage}' of {path}; "
+                                    f"see `--help` for the valid option names")
+                if dest in keys:
+                    raise UserError(f"keys '{keys[dest]}' and '{key}' in section '{stage}' of {path} set the "
+                                    f"same option ({_flag(actions[dest])}); keep one")
+                keys[dest] = key
+                overrides[dest] = yaml_value(parser, actions[dest], key, value, where)
+                actions[dest].required = False  # the YAML supplies it
         given = _given_on_command_line(parser, argv) if any(
             isinstance(actions[d], argparse._AppendAction) for d in overrides) else set()
         parser.set_defaults(**{d: v for d, v in overrides.items()

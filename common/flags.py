@@ -7,10 +7,12 @@
 
 Each flag, with the values it takes, goes to every script whose get_args_parser() has that option string
 (exact names: no abbreviations), except where `--skip ARRAY=--flag` withholds it because the numbered script
-sets it itself for that script. A flag that no script of the stage accepts, a flag the numbered script sets from
-an environment variable (`--env VAR=--flag`), a missing value or a stray word is one `error:` line and exit 2,
-before anything has run. How many values a flag takes comes from its argparse action: none for switches, one
-by default, up to the next flag for nargs '*' / '+'; `--flag=value` is one word.
+sets it itself for that script (also under the option's other spellings). A flag that no script of the stage
+accepts, a flag the numbered script sets from an environment variable (`--env VAR=--flag`, this exact spelling:
+list an old spelling too where every script that takes it gets the variable's value), a missing value or a stray
+word is one `error:` line and exit 2, before anything has run. How many values a flag takes comes from its
+argparse action: none for switches, one by default, up to the next flag for nargs '*' / '+'; `--flag=value` is
+one word.
 
 A stage of one script runs it in the same interpreter after the check (one start-up instead of two):
 
@@ -75,6 +77,12 @@ def group_flags(words: list, actions: dict) -> list:
     return groups
 
 
+def same_option(table: dict, flag: str, names) -> bool:
+    """Whether `flag` and one of `names` are spellings (an alias) of the same option in a parser's `table`."""
+    action = table.get(flag)
+    return action is not None and any(table.get(n) is action for n in names)
+
+
 def route(words: list, parsers: dict, skip: dict, env: dict, stage: str) -> dict:
     """{array name: [words]} for every script; `parsers` {array name: (script path, parser)}, `skip` {array name:
     {flag}} withheld flags, `env` {flag: environment variable that sets it}."""
@@ -87,7 +95,8 @@ def route(words: list, parsers: dict, skip: dict, env: dict, stage: str) -> dict
     for flag, group in group_flags(words, actions):
         if flag in env:
             raise UserError(f"{stage} sets {flag} itself: set the environment variable {env[flag]}=... instead")
-        takers = [name for name in parsers if flag in accepts[name] and flag not in skip.get(name, ())]
+        takers = [name for name in parsers
+                  if flag in accepts[name] and not same_option(accepts[name], flag, skip.get(name, ()))]
         if not takers:
             scripts = ", ".join(path for path, _ in parsers.values())
             raise UserError(f"no script of {stage} accepts {flag} ({scripts}); see their --help")

@@ -16,6 +16,7 @@ import yaml
 
 from common import checkpoint, dashboard, errors
 from common.errors import UserError
+from common.options import add_device_arg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +42,7 @@ def add_run_args(parser, stage: str) -> None:
                         f"(only {', '.join('--' + k.replace('_', '-') for k in ('workers', 'device', 'epochs'))} "
                         "and logging flags may change)")
     g.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start again")
-    g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_device_arg(g)
     dashboard.add_report_arg(g)
 
 

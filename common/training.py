@@ -16,6 +16,7 @@ from common.distributed import Runtime, cleanup, grad_scaler
 from common.engine import evaluate, train_one_epoch
 from common.loaders import set_epoch
 from common.metrics import summarize
+from common.options import add_loader_args
 from common.transforms import NORMALISATIONS
 
 
@@ -26,9 +27,7 @@ def add_image_args(g, img_size: int | None = 224, norm: str | None = "half") -> 
     g.add_argument("--norm", default=norm, choices=list(NORMALISATIONS),
                    help="'half' = [-1,1] as upstream; 'imagenet' matches ImageNet-pretrained weights")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--workers", type=non_negative_int, default=4)
-    g.add_argument("--on-corrupt", default="skip", choices=["skip", "error"],
-                   help="a corrupt image is skipped with a warning, or stops the run")
+    add_loader_args(g)
 
 
 def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32) -> argparse._ArgumentGroup:

@@ -19,7 +19,7 @@ from common.paths import relative
 def get_args_parser():
     p = argparse.ArgumentParser("Head/tail split")
     add_config_arg(p)
-    p.add_argument("--root", required=True, help="processed data root (holds classes.json and anno/)")
+    p.add_argument("--data-root", "--root", dest="data_root", required=True, help="processed data root (holds classes.json and anno/)")
     p.add_argument("--head-percent", type=float, default=40.0,
                    help="percentage of classes that are head: DIOR 40, FGSC-23 33 (SPEC 1.3)")
     p.add_argument("--out", default=None, help="output file (default: <root>/split.json)")
@@ -51,9 +51,9 @@ def same_split(a: dict, b: dict) -> bool:
 
 @cli
 def main(args):
-    split = make_split(args.root, args.head_percent)
-    out = args.out or os.path.join(args.root, "split.json")
-    split["root"] = relative(args.root, os.path.dirname(os.path.abspath(out)))
+    split = make_split(args.data_root, args.head_percent)
+    out = args.out or os.path.join(args.data_root, "split.json")
+    split["root"] = relative(args.data_root, os.path.dirname(os.path.abspath(out)))
     if os.path.exists(out) and not args.overwrite:
         try:
             with open(out) as f:
@@ -69,7 +69,7 @@ def main(args):
     names, counts = split["names"], split["train_counts"]
     for part in ("head", "tail"):
         print(f"{part} ({len(split[part])}): " + ", ".join(f"{c} {names[c]} ({counts[c]})" for c in split[part]))
-    print(f"wrote {out} (from {anno_path(args.root, 'train')})")
+    print(f"wrote {out} (from {anno_path(args.data_root, 'train')})")
 
 
 if __name__ == "__main__":

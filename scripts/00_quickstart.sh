@@ -27,8 +27,8 @@ run() {  # run LOG CMD...: output to $OUT/LOG.log, wall and CPU seconds to $OUT/
 }
 
 stamp "1/8 embedded data set -> $DATA, head/tail split"
-run prepare python data/synthetic/prepare.py --out "$DATA" --overwrite
-run split python data/split.py --config "$CFG" --root "$DATA" --overwrite
+run prepare python data/synthetic/prepare.py --output-dir "$DATA" --overwrite
+run split python data/split.py --config "$CFG" --data-root "$DATA" --overwrite
 tail -n 3 "$OUT/split.log"
 
 # Two lanes on the 2 cores, one thread each while both run: the CLIP fits and DSVA (lane A, in the background)
@@ -49,7 +49,7 @@ fit_clip() {  # fit_clip FILE FLAGS...: refit when the data, the CLIP code or th
     echo "  $file is up to date"
   else
     rm -f "$file.key"
-    run "clip_$(basename "$file" .pt)" python data/synthetic/train_clip.py --data "$DATA" --out "$file" "$@"
+    run "clip_$(basename "$file" .pt)" python data/synthetic/train_clip.py --data-root "$DATA" --out "$file" "$@"
     echo "$file_key" > "$file.key"
   fi
 }
@@ -67,7 +67,7 @@ OMP_NUM_THREADS=1 run classification_baseline python Classification/train.py --c
 for m in "la1 --logit-adjust 1" "taunorm1 --tau-norm 1"; do
   set -- $m
   OMP_NUM_THREADS=1 run "classification_$1" python Classification/test.py --config "$CFG" --data-root "$DATA" \
-    --weights "$OUT/classification_baseline/model_final.pt" "$2" "$3" --out "$OUT/classification_$1" --overwrite
+    --weights "$OUT/classification_baseline/model_final.pt" "$2" "$3" --output-dir "$OUT/classification_$1" --overwrite
 done
 
 stamp "4/8 KMDN: head model, tail model, mutual distillation"
@@ -82,7 +82,7 @@ wait_lane "$clips" "CLIP fits (logs: $OUT/clip_*.log)"
 stamp "5/8 DSVA zero-shot in the background: CLIP-annotated attributes, validation run, final run"
 (
   export OMP_NUM_THREADS=1
-  run dsva_annotate python DSVA/annotate.py --config "$CFG" --out "$OUT/dsva_annotate" --overwrite
+  run dsva_annotate python DSVA/annotate.py --config "$CFG" --output-dir "$OUT/dsva_annotate" --overwrite
   run dsva_val python DSVA/train.py --config "$CFG" --attributes "$OUT/dsva_annotate/attributes.json" \
     --output-dir "$OUT/dsva_val" --ways 5 --val-classes 2 --overwrite
   run dsva python DSVA/train.py --config "$CFG" --attributes "$OUT/dsva_annotate/attributes.json" \
@@ -95,7 +95,7 @@ OMP_NUM_THREADS=1 run cdtg_train python CDTG/train.py --config "$CFG" \
 
 stamp "7/8 CDTG: generate tail images, expand the training list, measure their quality"
 rm -rf "$OUT/cdtg/generated"  # generate.py never overwrites; the quickstart owns this folder
-run cdtg_generate python CDTG/generate.py --config "$CFG" --ckpt "$OUT/cdtg/train/generator.pt" \
+run cdtg_generate python CDTG/generate.py --config "$CFG" --weights "$OUT/cdtg/train/generator.pt" \
   --output-dir "$OUT/cdtg/generated"
 run cdtg_expand python CDTG/expand.py --generated "$OUT/cdtg/generated" --out "$OUT/cdtg/expanded_train.txt" \
   --data-root "$DATA" --overwrite
@@ -108,4 +108,4 @@ run classification_tgn python Classification/train.py --config "$CFG" "${CLS_EPO
   --train-list "$OUT/cdtg/expanded_train.txt" --output-dir "$OUT/classification_tgn" --overwrite
 
 stamp "results"
-python scripts/quickstart_report.py --out "$OUT" --data "$DATA" --seconds "$(( $(date +%s) - start ))"
+python scripts/quickstart_report.py --output-dir "$OUT" --data-root "$DATA" --seconds "$(( $(date +%s) - start ))"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CDTG: train the class-conditional SWAGAN on DATASET's tail classes (the config's section cdtg_train).
-#   bash scripts/04_cdtg_train.sh dior [extra flags for CDTG/train.py, e.g. --resume, --mode code, --ckpt FILE]
+#   bash scripts/04_cdtg_train.sh dior [extra flags for CDTG/train.py, e.g. --resume, --mode code, --init-weights FILE]
 # Reads the distilled tail model $RUNS/kmdn/DATASET/distill/tail_model.pt (scripts/03_kmdn.sh); writes
 # $OUT/train/ (ckpt_last.pt, samples/, metrics.jsonl, generator.pt). A flag CDTG/train.py does not take is an
 # error before anything runs.

@@ -18,18 +18,18 @@ CONFIG=${CONFIG:-configs/synthetic.yaml}
 if [ $# -gt 0 ] && [[ $1 != -* ]]; then CONFIG=$1; shift; fi
 DATA_ROOT=${DATA_ROOT:-data/synthetic/processed}
 RUNS=${RUNS:-runs}
-route_flags --env CONFIG=--config --env DATA_ROOT=--data-root --env RUNS=--output-dir --skip annotate=--out \
+route_flags --env CONFIG=--config --env DATA_ROOT=--data-root --env RUNS=--output-dir --skip annotate=--output-dir \
   --skip train=--val-run --skip test=--weights \
   annotate=DSVA/annotate.py train=DSVA/train.py test=DSVA/test.py -- "$@"
 CLIP=checkpoints/synth_clip.pt
 ATTRIBUTES=$RUNS/dsva_annotate/synthetic
 if [ ! -f "$DATA_ROOT/classes.json" ]; then
-  python data/synthetic/prepare.py --out "$DATA_ROOT"
+  python data/synthetic/prepare.py --output-dir "$DATA_ROOT"
 fi
 if [ ! -f "$CLIP" ]; then
-  python data/synthetic/train_clip.py --config "$CONFIG" --data "$DATA_ROOT" --out "$CLIP"
+  python data/synthetic/train_clip.py --config "$CONFIG" --data-root "$DATA_ROOT" --out "$CLIP"
 fi
-python DSVA/annotate.py --config "$CONFIG" --data-root "$DATA_ROOT" --out "$ATTRIBUTES" --overwrite "${annotate[@]}"
+python DSVA/annotate.py --config "$CONFIG" --data-root "$DATA_ROOT" --output-dir "$ATTRIBUTES" --overwrite "${annotate[@]}"
 python DSVA/train.py --config "$CONFIG" --data-root "$DATA_ROOT" --attributes "$ATTRIBUTES/attributes.json" \
   --name synthetic_val --output-dir "$RUNS/dsva/synthetic_val" --ways 5 --val-classes 2 --overwrite "${train[@]}"
 python DSVA/train.py --config "$CONFIG" --data-root "$DATA_ROOT" --attributes "$ATTRIBUTES/attributes.json" \

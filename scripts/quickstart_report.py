@@ -104,25 +104,29 @@ def times_section(path: str) -> list:
     return lines
 
 
-def main():
+def get_args_parser():
     p = argparse.ArgumentParser()
-    p.add_argument("--out", default="runs/quickstart")
-    p.add_argument("--data", default="data/synthetic/processed")
+    p.add_argument("--output-dir", "--out", dest="output_dir", default="runs/quickstart")
+    p.add_argument("--data-root", "--data", dest="data_root", default="data/synthetic/processed")
     p.add_argument("--seconds", type=int, default=None)
-    args = p.parse_args()
-    split = load(os.path.join(args.data, "split.json"))
+    return p
+
+
+def main():
+    args = get_args_parser().parse_args()
+    split = load(os.path.join(args.data_root, "split.json"))
     lines = ["# Quickstart results (embedded synthetic data set, CPU scale)", ""]
-    lines += classifier_section(args.out, split) + kmdn_section(args.out)
-    lines += snippet(os.path.join(args.out, "cdtg", "generated", "quality.md"), "TGN: CDTG generation quality")
-    lines += dsva_section(args.out)
+    lines += classifier_section(args.output_dir, split) + kmdn_section(args.output_dir)
+    lines += snippet(os.path.join(args.output_dir, "cdtg", "generated", "quality.md"), "TGN: CDTG generation quality")
+    lines += dsva_section(args.output_dir)
     lines += snippet("checkpoints/synth_clip_report.md", "The small CLIP fitted to the embedded set (seen classes)")
     lines += ["", "Pictures: classification_*/confusion_matrix.png and acc_vs_count.png, cdtg/train/samples/, "
-              "cdtg/generated/grid.png, dsva/attention_maps.png (all under " + args.out + ")."]
-    lines += times_section(os.path.join(args.out, "times.tsv"))
+              "cdtg/generated/grid.png, dsva/attention_maps.png (all under " + args.output_dir + ")."]
+    lines += times_section(os.path.join(args.output_dir, "times.tsv"))
     if args.seconds is not None:
         lines += ["", f"Wall time of the quickstart: {args.seconds} s."]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(args.out, "results.md"), "w") as f:
+    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(text)
     print(text)
 

@@ -251,8 +251,9 @@ def rssdivcs_release(root, split: str) -> None:
 def test_dsva_walk_with_the_readme_commands(tmp_path, tiny_clip):
     rssdivcs_release(tmp_path / "RSSDIVCS", "61")
     variables, commands = readme_block("DSVA on RSSDIVCS end to end")
-    assert [c.split()[:2] for c in commands] == [["bash", "scripts/10_dsva_zsl_61.sh"], ["python", "DSVA/test.py"]]
-    env = base_env(tmp_path, **variables, RSSDIVCS=str(tmp_path / "RSSDIVCS"), CLIP_MODEL=CLIP_NAME, CLIP=tiny_clip)
+    assert [c.split()[:3] for c in commands] == [["bash", "scripts/10_dsva.sh", "zsl_61"],
+                                                 ["python", "DSVA/test.py", "--weights"]]
+    env = base_env(tmp_path, **variables, DATA_ROOT=str(tmp_path / "RSSDIVCS"), CLIP_MODEL=CLIP_NAME, CLIP=tiny_clip)
     before = repo_outputs()
     run = tmp_path / "runs" / "dsva" / "zsl_61"
 
@@ -263,7 +264,7 @@ def test_dsva_walk_with_the_readme_commands(tmp_path, tiny_clip):
     def tested(proc):
         assert read_json(run / "test" / "model_final" / "results.json")
 
-    walk(commands, env, tmp_path, {"scripts/10_dsva_zsl_61.sh": trained, "DSVA/test.py": tested})
+    walk(commands, env, tmp_path, {"scripts/10_dsva.sh": trained, "DSVA/test.py": tested})
     assert repo_outputs() == before
 
 

@@ -41,8 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_config_arg(parser)
     parser.add_argument("--raw", required=True,
                         help="the unpacked DIOR release (JPEGImages-*, Annotations, ImageSets)")
-    parser.add_argument("--out", required=True, help="output data root, e.g. datasets/dior")
-    parser.add_argument("--overwrite", action="store_true", help="replace the data set in a non-empty --out")
+    parser.add_argument("--output-dir", "--out", dest="output_dir", required=True, help="output data root, e.g. datasets/dior")
+    parser.add_argument("--overwrite", action="store_true", help="replace the data set in a non-empty --output-dir")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the chips")
     return parser
 
@@ -100,9 +100,9 @@ def main(args):
     require_dir(args.raw, "DIOR folder")
     ann_dir = annotation_dir(args.raw)
     splits = {split: read_split(args.raw, split, ann_dir) for split in IMAGE_FOLDERS}
-    prepare_out(args.out, args.overwrite)
+    prepare_out(args.output_dir, args.overwrite)
 
-    with ChipSet(args.out, DATASET, CLASS_NAMES, args.quality) as chips:
+    with ChipSet(args.output_dir, DATASET, CLASS_NAMES, args.quality) as chips:
         for split, images in splits.items():
             for image_id, image_path, objects in tqdm(images, desc=f"{DATASET} {split}", unit="image"):
                 kept = []

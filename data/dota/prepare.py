@@ -42,9 +42,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_config_arg(parser)
     parser.add_argument("--raw", required=True,
                         help="the unpacked DOTA release (train/ and val/, each with images/ and labelTxt/)")
-    parser.add_argument("--out", required=True, help="output data root, e.g. datasets/dota")
+    parser.add_argument("--output-dir", "--out", dest="output_dir", required=True, help="output data root, e.g. datasets/dota")
     parser.add_argument("--skip-difficult", action="store_true", help="leave out objects flagged difficult")
-    parser.add_argument("--overwrite", action="store_true", help="replace the data set in a non-empty --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the data set in a non-empty --output-dir")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the chips")
     return parser
 
@@ -89,9 +89,9 @@ def read_split(raw: str, split: str) -> tuple[list, list]:
 def main(args):
     require_dir(args.raw, "DOTA folder")
     splits = {split: read_split(args.raw, split) for split in RAW_SPLITS}
-    prepare_out(args.out, args.overwrite)
+    prepare_out(args.output_dir, args.overwrite)
 
-    with ChipSet(args.out, DATASET, CLASS_NAMES, args.quality) as chips:
+    with ChipSet(args.output_dir, DATASET, CLASS_NAMES, args.quality) as chips:
         for split, (images, others) in splits.items():
             for path in others:
                 chips.ignore("not an image file in images/", path)

@@ -34,12 +34,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_config_arg(parser)
     parser.add_argument("--raw", required=True,
                         help="the unpacked FGSC-23 release: class folders, maybe under train/ and test/")
-    parser.add_argument("--out", required=True, help="output data root, e.g. datasets/fgsc23")
+    parser.add_argument("--output-dir", "--out", dest="output_dir", required=True, help="output data root, e.g. datasets/fgsc23")
     parser.add_argument("--num-classes", type=int, default=23, help="class folders expected, ids 0..N-1")
     parser.add_argument("--test-ratio", type=float, default=0.2,
                         help="share of each class sent to test when the release has no train/ and test/")
     parser.add_argument("--seed", type=int, default=0, help="seed of that split")
-    parser.add_argument("--overwrite", action="store_true", help="replace the data set in a non-empty --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the data set in a non-empty --output-dir")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of re-encoded non-JPEG images")
     return parser
 
@@ -124,9 +124,9 @@ def main(args):
         items = stratified_split(files, args.test_ratio, args.seed)
         print(f"no train/ and test/ folders: stratified split with --test-ratio {args.test_ratio} "
               f"--seed {args.seed}")
-    prepare_out(args.out, args.overwrite)
+    prepare_out(args.output_dir, args.overwrite)
 
-    with ChipSet(args.out, DATASET, names, args.quality) as chips:
+    with ChipSet(args.output_dir, DATASET, names, args.quality) as chips:
         for path in not_class:
             chips.ignore("not a class folder", path)
         for path in non_images:

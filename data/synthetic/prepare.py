@@ -25,7 +25,7 @@ ZSL_SPLITS = {"61": 6 / 7, "52": 5 / 7, "43": 4 / 7}
 
 def get_args_parser():
     p = argparse.ArgumentParser("Embedded synthetic data set", add_help=True)
-    p.add_argument("--out", required=True, help="output data root")
+    p.add_argument("--output-dir", "--out", dest="output_dir", required=True, help="output data root")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", type=int, default=12, help=f"number of classes, 10..{len(CATALOG)}")
     p.add_argument("--imbalance", type=float, default=100.0, help="ratio of the largest to the smallest train class")
@@ -62,10 +62,10 @@ def zsl_splits(attrs: np.ndarray, rng: np.random.Generator) -> dict:
 def main(args):
     if not 10 <= args.classes <= len(CATALOG):
         raise UserError(f"--classes must be between 10 and {len(CATALOG)}, got {args.classes}")
-    if os.path.isdir(args.out) and any(os.scandir(args.out)):
+    if os.path.isdir(args.output_dir) and any(os.scandir(args.output_dir)):
         if not args.overwrite:
-            raise UserError(f"{args.out} is not empty; pass --overwrite to replace it or choose another --out")
-        shutil.rmtree(args.out)
+            raise UserError(f"{args.output_dir} is not empty; pass --overwrite to replace it or choose another --output-dir")
+        shutil.rmtree(args.output_dir)
     rng = np.random.default_rng(args.seed)
     classes = sorted(CATALOG[: args.classes])  # ids in alphabetical order of names, as upstream
     names = [n for n, _ in classes]
@@ -79,7 +79,7 @@ def main(args):
     jobs = [(split, cid, k) for cid in range(args.classes) for split, n in
             (("train", train_counts[cid]), ("test", args.n_test)) for k in range(n)]
     for split, cid, k in tqdm(jobs, desc="render", leave=False):
-        folder = os.path.join(args.out, split, str(cid))
+        folder = os.path.join(args.output_dir, split, str(cid))
         os.makedirs(folder, exist_ok=True)
         fname = f"{k:05d}.jpg"
         Image.fromarray(render(classes[cid][1], args.size, rng)).save(os.path.join(folder, fname), quality=95)
@@ -91,12 +91,12 @@ def main(args):
              "attribute_prompts": {a: [attribute_prompt(a, g)] for g, attrs in ATTRIBUTE_GROUPS.items() for a in attrs},
              "class_attributes": matrix.astype(int).tolist(), "zsl_splits": zsl_splits(matrix, rng),
              "image_size": args.size, "seed": args.seed}
-    write_layout(args.out, "SYNTH", names, entries, extra)
-    with open(os.path.join(args.out, "captions.jsonl"), "w") as f:
+    write_layout(args.output_dir, "SYNTH", names, entries, extra)
+    with open(os.path.join(args.output_dir, "captions.jsonl"), "w") as f:
         for row in captions:
             f.write(json.dumps(row) + "\n")
     print(f"wrote {len(entries['train'])} train and {len(entries['test'])} test images of {args.classes} classes "
-          f"to {args.out}")
+          f"to {args.output_dir}")
     for cid in np.argsort(-np.array(train_counts), kind="stable"):
         print(f"  {cid:3d} {names[cid]:<20s} train {train_counts[cid]:5d}  test {args.n_test}")
 

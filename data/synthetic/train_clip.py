@@ -36,7 +36,7 @@ from data.synthetic.render import attribute_prompt
 def get_args_parser():
     p = argparse.ArgumentParser("Fit a small CLIP to the embedded data set", add_help=True)
     add_config_arg(p)
-    p.add_argument("--data", required=True, help="processed data root written by data/synthetic/prepare.py")
+    p.add_argument("--data-root", "--data", dest="data_root", required=True, help="processed data root written by data/synthetic/prepare.py")
     p.add_argument("--out", required=True, help="checkpoint file to write (e.g. checkpoints/synth_clip.pt)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--exclude-unseen", default="43",
@@ -305,10 +305,10 @@ def report_paths(out: str) -> tuple:
 
 @cli
 def main(args):
-    info = read_classes(args.data)
+    info = read_classes(args.data_root)
     for key in ("attributes", "attribute_groups", "class_attributes", "zsl_splits"):
         if key not in info:
-            raise UserError(f"{args.data}/classes.json has no '{key}'; this script needs the embedded data "
+            raise UserError(f"{args.data_root}/classes.json has no '{key}'; this script needs the embedded data "
                             f"set (data/synthetic/prepare.py)")
     train_ids, seen, unseen = training_classes(info, args.exclude_unseen, args.all_classes)
     size = args.image_size or int(info.get("image_size", 64))
@@ -327,8 +327,8 @@ def main(args):
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     tokenizer = open_clip.get_tokenizer(MODEL_NAME)
 
-    train_images, train_labels = load_images(args.data, "train", train_ids, size)
-    test_images, test_labels = load_images(args.data, "test", list(range(len(info["names"]))), size)
+    train_images, train_labels = load_images(args.data_root, "train", train_ids, size)
+    test_images, test_labels = load_images(args.data_root, "test", list(range(len(info["names"]))), size)
     attrs = class_attribute_dicts(info)
     sampler = PairSampler(train_labels, info["names"], attrs, args.sampling, args.p_name, args.seed)
     trained_on = "all classes" if args.all_classes else f"the seen classes of split {args.exclude_unseen}"
