@@ -1,4 +1,4 @@
-"""CDTG's conditioning on the distilled tail model (SPEC 3.2): the frozen tail classifier M_T, the projection P
+"""CDTG's conditioning on the distilled tail model: the frozen tail classifier M_T, the projection P
 of its layer3 features, and the fusion of P(feature) with noise, z = r * n + (1 - r) * P(feature).
 """
 import torch
@@ -114,7 +114,7 @@ def fused_latents(projected: torch.Tensor, r: float, mixing: float, rule: str = 
                   noises: list | None = None) -> list:
     """The generator's input styles: two fused latents (style mixing) or one.
 
-    rule 'always' (TGN): two whenever mixing > 0 (SPEC 3.2); 'probabilistic' (rosinality): two with
+    rule 'always' (TGN): two whenever mixing > 0; 'probabilistic' (rosinality): two with
     probability `mixing`. `noises`: the n of each latent, given instead of drawn (their count decides).
     """
     if rule not in ("always", "probabilistic"):

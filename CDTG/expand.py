@@ -1,5 +1,5 @@
 """Turn folders written by CDTG/generate.py into an extra training list in the data set's original class ids
-(the step upstream left undocumented, SPEC 3.5 and 6.1 item 8).
+(the step upstream left undocumented).
 
     python CDTG/expand.py --generated runs/cdtg/dior/generated --out runs/cdtg/dior/expanded_train.txt
     python Classification/train.py ... --train-list data/dior/processed/anno/DIOR_train.txt \\

@@ -1,4 +1,4 @@
-"""Generate tail-class images with a trained CDTG generator (SPEC 3.5).
+"""Generate tail-class images with a trained CDTG generator.
 
     python CDTG/generate.py --weights runs/cdtg/dior/train/generator.pt --r 0.05 --n-per-class 7000
     python CDTG/generate.py --weights ... --classes 3 storage-tank --n-per-class 100 --name try

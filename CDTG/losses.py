@@ -1,4 +1,4 @@
-"""CDTG's losses (SPEC 3.3, 3.4): StyleGAN2's adversarial recipe and the two class-consistency terms.
+"""CDTG's losses: StyleGAN2's adversarial recipe and the two class-consistency terms.
 
 Adversarial: non-saturating logistic loss for G, logistic loss for D, lazy R1 on real images and path-length
 regularisation of G. Consistency (the paper's objective, computed with gradients): cross-entropy of the frozen

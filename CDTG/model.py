@@ -1,4 +1,4 @@
-"""CDTG's class-conditional SWAGAN (StyleGAN2 in the Haar-wavelet domain), SPEC §3.1.
+"""CDTG's class-conditional SWAGAN (StyleGAN2 in the Haar-wavelet domain).
 
 Generator: w = Mapping(z + label_emb[y]); synthesis on the wavelet grid (size/2) with 12-channel ToRGB outputs
 (4 Haar bands x RGB) summed along an IWT -> upsample -> DWT skip path; a final inverse Haar gives the image.

@@ -1,5 +1,5 @@
 """Train CDTG: the class-conditional SWAGAN on the tail classes, conditioned on the distilled tail model's
-layer3 features and kept class-consistent by the tail classifier and CLIP text prompts (SPEC 3.2-3.4).
+layer3 features and kept class-consistent by the tail classifier and CLIP text prompts.
 
     python CDTG/train.py --config configs/dior.yaml --tail-model runs/kmdn/dior/distill/tail_model.pt
     python CDTG/train.py ... --init-weights swagan_resisc45_200000.pt       (fine-tune an unconditional SWAGAN)

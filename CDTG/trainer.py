@@ -1,4 +1,4 @@
-"""One CDTG training iteration (SPEC 3.3, 3.4): D step, lazy R1, G step with the consistency terms, lazy
+"""One CDTG training iteration: D step, lazy R1, G step with the consistency terms, lazy
 path-length regularisation, EMA; and the state that an exact resume needs.
 
 Used by CDTG/train.py and benchmarks/cdtg_step.py. Under torchrun, gradients are averaged across processes by

@@ -3,7 +3,7 @@
     python Classification/train.py --config configs/dior.yaml --data-root data/dior/processed
     torchrun --nproc_per_node 4 Classification/train.py ...        (DDP)
 
-Upstream recipe (SPEC 4.1): Adam 1e-3, weight decay 1e-4, batch 32, 50 epochs, lr x0.1 from epoch 32,
+Upstream recipe: Adam 1e-3, weight decay 1e-4, batch 32, 50 epochs, lr x0.1 from epoch 32,
 224 px, horizontal flip, [-1, 1] normalisation.
 """
 import argparse

@@ -1,4 +1,4 @@
-"""Annotate a class x attribute matrix with CLIP (the paper's machine-annotated "RSMM attributes", SPEC 5.1).
+"""Annotate a class x attribute matrix with CLIP (the paper's machine-annotated "RSMM attributes").
 
     python DSVA/annotate.py --dataset rssdivcs --data-root RSSDIVCS --clip-model ViT-B-32 \
         --clip-pretrained checkpoints/clip-rsicd --output-dir runs/dsva_annotate/rssdivcs

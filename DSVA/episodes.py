@@ -26,7 +26,7 @@ def dsva_transform(size: int, train: bool, mean, std):
 # ---------------------------------------------------------------------------------------------- sampler
 
 class EpisodeSampler(Sampler):
-    """Batches of `ways` distinct classes x `shots` distinct images of each, `batches` per epoch (SPEC 5.2).
+    """Batches of `ways` distinct classes x `shots` distinct images of each, `batches` per epoch.
 
     Deterministic for (seed, epoch): call set_epoch before iterating. A class with fewer than `shots` images is
     drawn with replacement (upstream would crash), with a warning.

@@ -1,4 +1,4 @@
-"""ZSL and GZSL figures (SPEC 5.6) and the attention-map picture.
+"""ZSL and GZSL figures and the attention-map picture.
 
 - ZSL: images of unseen classes, classified among the unseen classes only; per-class mean top-1 accuracy.
 - GZSL: images of seen and of unseen classes, classified among seen + unseen classes. Calibrated stacking

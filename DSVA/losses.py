@@ -1,4 +1,4 @@
-"""DSVA's training objective (SPEC 5.4).
+"""DSVA's training objective.
 
     L = xe * CE(global) + attri * MSE(a_g, a_y) + l_xe * CE(local) + l_attri * MSE(a_l, a_y)
         + cpt * CPT(attention)                       (only after the prototype-only epochs)

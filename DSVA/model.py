@@ -1,4 +1,4 @@
-"""DSVA's network (SPEC 5.3): a CLIP ViT image tower returning every token, a global attribute head and local
+"""DSVA's network: a CLIP ViT image tower returning every token, a global attribute head and local
 attribute prototypes, and the optional proposal branch.
 
 Tokens: open_clip's `VisionTransformer.forward_intermediates(indices=1, output_fmt='NLC',
@@ -106,7 +106,7 @@ def largest_component_box(mask: np.ndarray) -> tuple | None:
 
 def proposal_crops(images: torch.Tensor, attention: torch.Tensor, local_attr: torch.Tensor, groups: list,
                    threshold: float) -> torch.Tensor:
-    """Upstream's proposal (SPEC 5.3): per group the attribute with the highest local score; its map up-sampled
+    """Upstream's proposal: per group the attribute with the highest local score; its map up-sampled
     to the image, min-max normalised, averaged over groups, thresholded at mean * threshold; the bounding box of
     the largest connected region is cropped and resized back to the input size."""
     b, _, h, w = images.shape

@@ -4,7 +4,7 @@
 Three sources (--dataset), all ending in the same `ZslData` (class names, seen and unseen class ids, image lists
 of global class ids):
 
-- rssdivcs: the released RSSDIVCS files (SPEC 5.2). <root>/files/<split>_images.mat holds `image_files`
+- rssdivcs: the released RSSDIVCS files. <root>/files/<split>_images.mat holds `image_files`
   (paths containing 'RSSDIVCS/', re-rooted at --image-root) and `labels` (1-based class ids);
   <root>/files/ann_attr_finetune_<split>_splits.mat holds the 1-based image indices `train_zsl_loc_<id>`,
   `train_gzsl_loc_<id>`, `test_seen_loc_<id>`, `test_unseen_loc_<id>`, `allclasses_names` and the class x

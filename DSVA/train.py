@@ -4,7 +4,7 @@ classification, evaluating ZSL and GZSL after every epoch.
     python DSVA/train.py --config configs/rssdivcs/zsl_43.yaml --data-root RSSDIVCS   (scripts/10_dsva.sh zsl_43)
     python DSVA/train.py --config configs/synthetic.yaml                              (the embedded data set)
 
-Recipe (SPEC 5.2-5.6; the defaults are the paper scripts'): episodes of 8 seen classes x 3 images, 300 per
+Recipe (docs/upstream.md; the defaults are the paper scripts'): episodes of 8 seen classes x 3 images, 300 per
 epoch; epochs 0..--pretrain-epoch train only the prototypes and the ALE layer (Adam, lr 1e-4), later epochs
 everything at 1e-6 x 0.9^(epoch // 10); the Adam state is reset every epoch as upstream. Reported: the local
 (prototype) branch; ZSL accuracy among unseen classes and GZSL U, S, H with calibrated stacking gamma.

@@ -1,4 +1,4 @@
-"""KMDN stage 2: knowledge mutual distillation of the head and tail models (SPEC 2.3).
+"""KMDN stage 2: knowledge mutual distillation of the head and tail models.
 
     python KMDN/distill.py --config configs/dior.yaml --name dior      -> runs/kmdn/dior/distill/
 

@@ -24,7 +24,7 @@ def part_dataset(root: str, split: dict, part: str, subset: str, img_size: int, 
                      label_map=label_map(split, part), on_corrupt=on_corrupt)
 
 
-# --- mutual distillation (SPEC 2.3) ---
+# --- mutual distillation ---
 
 def phase(epoch: int, interval: int) -> tuple:
     """(student, teacher) parts of a distillation epoch: tail teaches head in the first `interval` epochs,

@@ -4,7 +4,7 @@
     python KMDN/train.py --part tail --config configs/dior.yaml --name dior     -> runs/kmdn/dior/tail/
     torchrun --nproc_per_node 4 KMDN/train.py ...                                 (DDP)
 
-Labels are remapped through split.json's ordered class list of the part (SPEC 2.2). Upstream recipe: ResNet-50
+Labels are remapped through split.json's ordered class list of the part. Upstream recipe: ResNet-50
 with ImageNet weights, Adam 1e-3, weight decay 1e-4, batch 32, 100 epochs for both parts (the released tail
 script's 1 epoch is a debug value), lr x0.1 after epochs 31, 61, 91, 224 px, flip, [-1, 1] normalisation.
 Every epoch: accuracy, macro-F1 and per-class accuracy on the part's test subset. Writes model_final.pt (the
@@ -45,7 +45,7 @@ def get_args_parser():
                         "torchvision enum name (IMAGENET1K_V2), 'none', or a local state-dict file")
     g.add_argument("--upstream-shortcut-init", action="store_true",
                    help="re-initialise the projection shortcuts after loading the weights, as upstream's ResNet "
-                        "left them random (SPEC 2.1)")
+                        "left them random")
     g = add_fit_args(p, epochs=100, lr_drop_epochs=[32, 62, 92])
     g.add_argument("--save-every", type=int, default=10,
                    help="write model_epoch_<e>.pt when e %% N == 0 (upstream: 10; its distillation started from "

@@ -177,7 +177,7 @@ def reinit_projection_shortcuts(model: nn.Module) -> list:
     """Re-initialise every projection shortcut (downsample conv + BN) as a fresh torchvision ResNet would.
 
     This reproduces upstream's custom ResNet, whose shortcuts were named `shortcut.*` and so never received
-    the ImageNet weights (SPEC 2.1, 6.1 item 10). Returns the names of the re-initialised modules.
+    the ImageNet weights. Returns the names of the re-initialised modules.
     """
     names = []
     for layer_name in ("layer1", "layer2", "layer3", "layer4"):

@@ -1,4 +1,4 @@
-"""The processed layout every TGN stage reads (upstream's, SPEC 1.2).
+"""The processed layout every TGN stage reads (upstream's).
 
     <root>/classes.json                 {"dataset": NAME, "names": [...]} (+ attributes for the embedded set)
     <root>/anno/<NAME>_train.txt        lines "<class_id>/<file> <class_id>"

@@ -2,7 +2,7 @@
 from torchvision import transforms as T
 
 NORMALISATIONS = {
-    # upstream's Normalize([.5], [.5]) on RGB: pixels in [-1, 1] (SPEC 1.5)
+    # upstream's Normalize([.5], [.5]) on RGB: pixels in [-1, 1]
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),

@@ -3,8 +3,7 @@
     python data/split.py --root data/dior/processed --head-percent 40
 
 Classes are ranked by train count (descending; ties by class id); the first int(C * p / 100) are head, the
-rest tail. The same class sets apply to the test split: it is never re-ranked (upstream re-ranked it, SPEC 6.1
-item 11).
+rest tail. The same class sets apply to the test split: it is never re-ranked (upstream re-ranked it).
 """
 import argparse
 import json
@@ -21,7 +20,7 @@ def get_args_parser():
     add_config_arg(p)
     p.add_argument("--data-root", "--root", dest="data_root", required=True, help="processed data root (holds classes.json and anno/)")
     p.add_argument("--head-percent", type=float, default=40.0,
-                   help="percentage of classes that are head: DIOR 40, FGSC-23 33 (SPEC 1.3)")
+                   help="percentage of classes that are head: DIOR 40, FGSC-23 33")
     p.add_argument("--out", default=None, help="output file (default: <root>/split.json)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing split file that holds another split (models trained on the old "

@@ -318,7 +318,7 @@ def test_unconditional_swagan_checkpoint_via_ckpt(synth_root, tail_model_file, s
     g = Generator(32, 16, 1, num_classes=1, max_channels=8)
     d = Discriminator(32, num_classes=1, label_dim=8, max_channels=8)
     strip = lambda sd: {k: v for k, v in sd.items() if not k.startswith(("label_emb", "fusion_conv"))}  # noqa: E731
-    path = tmp_path / "200000.pt"  # the file name must not set the iteration (SPEC 6.1 item 6)
+    path = tmp_path / "200000.pt"  # the file name must not set the iteration
     torch.save({"g": strip(g.state_dict()), "d": strip(d.state_dict()), "g_ema": strip(g.state_dict())}, path)
     out = tmp_path / "run"
     run_train(synth_root, tail_model_file, out, "--iter", "2", "--ckpt", str(path), "--lr", "0")

@@ -16,7 +16,7 @@ from data.dota import prepare as dota
 from data.fgsc23 import prepare as fgsc23
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPEC_DIOR_ORDER = ["airplane", "airport", "baseballfield", "basketballcourt", "bridge", "chimney", "dam",
+DIOR_ORDER = ["airplane", "airport", "baseballfield", "basketballcourt", "bridge", "chimney", "dam",
                    "expressway-service-area", "expressway-toll-station", "golffield", "groundtrackfield",
                    "harbor", "overpass", "ship", "stadium", "storagetank", "tenniscourt", "trainstation",
                    "vehicle", "windmill"]
@@ -108,7 +108,7 @@ def write_dior(raw, annotation_folder):
 
 
 def test_dior_class_order_is_spec_order():
-    assert dior.CLASS_NAMES == SPEC_DIOR_ORDER
+    assert dior.CLASS_NAMES == DIOR_ORDER
 
 
 @pytest.mark.parametrize("annotation_folder", ["Annotations", "Annotations/Horizontal Bounding Boxes"])
@@ -122,7 +122,7 @@ def test_dior(tmp_path, capsys, annotation_folder):
     assert chip_sizes(out) == {"train/0/00001_0.jpg": (10, 7), "train/7/00001_1.jpg": (10, 10),
                                "train/18/00002_0.jpg": (8, 8), "test/15/00003_0.jpg": (10, 15),
                                "test/8/00003_1.jpg": (3, 3)}
-    assert classes_json(out) == {"dataset": "DIOR", "names": SPEC_DIOR_ORDER}
+    assert classes_json(out) == {"dataset": "DIOR", "names": DIOR_ORDER}
     assert chips.skipped == {DEGENERATE: 1, OUTSIDE: 1, "class 'bus' is not a DIOR class": 1}
     assert chips.clipped == 1
     with Image.open(out / "train/0/00001_0.jpg") as chip:
@@ -186,7 +186,7 @@ def write_dota(raw):
 
 def test_dota_class_ids():
     assert dota.CLASS_NAMES[:3] == ["baseball-diamond", "basketball-court", "bridge"]
-    assert [dota.CLASS_NAMES[i] for i in (6, 9, 10)] == ["large-vehicle", "ship", "small-vehicle"]  # SPEC 1.1
+    assert [dota.CLASS_NAMES[i] for i in (6, 9, 10)] == ["large-vehicle", "ship", "small-vehicle"]
     assert len(dota.CLASS_NAMES) == 15
 
 

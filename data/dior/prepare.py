@@ -1,4 +1,4 @@
-"""DIOR (Li et al. 2020) -> the processed TGN layout: one JPEG chip per object box (SPEC 1.1-1.2).
+"""DIOR (Li et al. 2020) -> the processed TGN layout: one JPEG chip per object box.
 
 Input, --raw = the unpacked official release:
     JPEGImages-trainval/<id>.jpg, JPEGImages-test/<id>.jpg
@@ -10,7 +10,7 @@ when an earlier object of the image is skipped, so a name always points back to 
 
 Class names: the XMLs spell two of them with capitals ("Expressway-Service-area", "Expressway-toll-station").
 Names are matched case-insensitively, written LOWER-CASE to classes.json, and ids follow their alphabetical
-order: 0 airplane ... 7 expressway-service-area, 8 expressway-toll-station ... 19 windmill (SPEC 1.1). An
+order: 0 airplane ... 7 expressway-service-area, 8 expressway-toll-station ... 19 windmill. An
 object of any other class is skipped and counted. Box handling (clipping, degenerate boxes) is
 data/chips.py's.
 """

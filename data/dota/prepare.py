@@ -1,4 +1,4 @@
-"""DOTA v1.0 (Xia et al. 2018) -> the processed TGN layout: one JPEG chip per object (SPEC 1.1-1.2).
+"""DOTA v1.0 (Xia et al. 2018) -> the processed TGN layout: one JPEG chip per object.
 
 Input, --raw = the unpacked official release:
     train/images/<name>.png, train/labelTxt/<name>.txt   -> our train split

@@ -1,4 +1,4 @@
-"""FGSC-23 (Zhang et al. 2020, 23 fine-grained ship classes) -> the processed TGN layout (SPEC 1.1-1.2).
+"""FGSC-23 (Zhang et al. 2020, 23 fine-grained ship classes) -> the processed TGN layout.
 
 Input, --raw = the unpacked release: one folder of ship chips per class, named `<id>`, `<id>-<name>` or
 `<id>_<name>` with id 0..22, either directly in --raw or in --raw/train/ and --raw/test/. Other folders and
@@ -8,7 +8,7 @@ summary. With train/ and test/ those splits are kept; without them each class is
 order) and the first round(n * --test-ratio) go to test (the official split has 3,256 train / 825 test).
 
 Class ids are the numeric folder ids, NOT the alphabetical order of names: FGSC-23's upstream lists use the
-folder ids (SPEC 1.3). Names in classes.json: the folder name's text after the id and its separator, else
+folder ids. Names in classes.json: the folder name's text after the id and its separator, else
 "class_<id>". Images keep their file stem, `<stem>.jpg`; JPEG files are copied byte for byte, other formats
 re-encoded.
 """
