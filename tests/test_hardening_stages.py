@@ -186,7 +186,7 @@ def test_expand_and_generate_input_checks(synth_root, tmp_path):
 
     (gen / "manifest.json").write_text("[1, 2]")
     proc = call(expand, "cdtg_expand", "--generated", gen, "--out", tmp_path / "other.txt")
-    assert_one_line_error(proc, f"manifest {gen / 'manifest.json'} must hold an object", "not list")
+    assert_one_line_error(proc, f"{gen / 'manifest.json'} is not a CDTG generation manifest", "format 'list'")
     (gen / "manifest.json").write_text("{")
     proc = call(expand, "cdtg_expand", "--generated", gen, "--out", tmp_path / "other.txt")
     assert_one_line_error(proc, f"manifest {gen / 'manifest.json'} is not valid JSON")
