@@ -10,7 +10,6 @@ allocator's peak on a GPU and the process's maximum resident set on the CPU.
 import argparse
 import json
 import os
-import resource
 import time
 
 import torch
@@ -19,7 +18,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from common.backbones import build_classifier
 from common.datasets import ImageList
-from common.distributed import autocast, grad_scaler, setup
+from common.distributed import autocast, grad_scaler, peak_memory, setup
 from common.options import add_device_arg, add_loader_args
 from common.engine import to_device
 from common.errors import UserError, cli
@@ -108,12 +107,7 @@ def main(args):
     if rt.cuda:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    if rt.cuda:
-        peak, memory = torch.cuda.max_memory_allocated() / 2 ** 30, "CUDA allocator"
-        where = torch.cuda.get_device_name()
-    else:
-        peak, memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "max RSS"
-        where = f"CPU, {torch.get_num_threads()} threads"
+    peak, memory, where = peak_memory(rt)
     what = "loader only" if args.loader_only else args.model
     print(f"{what} {args.img_size}px batch {args.batch_size} on {args.source} | {where} | "
           f"amp={args.amp and rt.cuda} channels_last={args.channels_last and rt.cuda} compile={args.compile}")

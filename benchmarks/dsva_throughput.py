@@ -8,13 +8,12 @@ tensors, the loss is DSVA's (DSVA/losses.py) with every parameter trained (the p
 """
 import argparse
 import json
-import resource
 import time
 
 import torch
 
 from common.clip import load_clip, register_model_config
-from common.distributed import autocast, grad_scaler, setup
+from common.distributed import autocast, grad_scaler, peak_memory, setup
 from common.options import add_device_arg
 from DSVA.losses import LossWeights, dsva_loss
 from DSVA.model import DSVA
@@ -80,12 +79,7 @@ def main(args):
     if rt.cuda:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    if rt.cuda:
-        peak, memory = torch.cuda.max_memory_allocated() / 2 ** 30, "CUDA allocator"
-        where = torch.cuda.get_device_name()
-    else:
-        peak, memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "max RSS"
-        where = f"CPU, {torch.get_num_threads()} threads"
+    peak, memory, where = peak_memory(rt)
     name = TINY if args.tiny else args.clip_model
     result = {"model": name, "img_size": size, "batch": args.batch_size, "amp": bool(args.amp and rt.cuda),
               "device": where, "images_per_s": args.batch_size * args.steps / dt, "peak_gib": peak,

@@ -103,3 +103,12 @@ def all_gather_cat(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
     parts = [torch.zeros_like(padded) for _ in range(rt.world_size)]
     dist.all_gather(parts, padded)
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def peak_memory(rt: Runtime) -> tuple:
+    """(peak GiB, what was measured, where): the CUDA allocator's peak on a GPU, else the process's max RSS."""
+    if rt.cuda:
+        return torch.cuda.max_memory_allocated() / 2 ** 30, "CUDA allocator", torch.cuda.get_device_name()
+    import resource
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "max RSS",
+            f"CPU, {torch.get_num_threads()} threads")
