@@ -20,7 +20,7 @@ from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
 from common.options import eval_batch_size
-from common.report import groups_from_split, write_report
+from common.report import export_classifier, groups_from_split
 from common.split import optional_split
 from common.training import add_fit_args, add_image_args, fit
 from common.transforms import classification
@@ -110,12 +110,9 @@ def main(args):
     if cm is None:  # --stop-after
         return
     if rt.is_main:
-        checkpoint.export_weights(model, os.path.join(out, "model_final.pt"), arch=arch, names=names,
-                                  img_size=args.img_size, norm=args.norm, dataset=info["dataset"],
-                                  crt_of=os.path.abspath(args.weights))
-        write_report(cm, names, out, groups, split["train_counts"] if split else None,
-                     split["tail"] if split else (), title=f"cRT of {arch} on {info['dataset']}")
-        print(f"weights: {os.path.join(out, 'model_final.pt')}")
+        export_classifier(model, cm, out, names, groups, split, f"cRT of {arch} on {info['dataset']}", arch=arch,
+                          img_size=args.img_size, norm=args.norm, dataset=info["dataset"],
+                          crt_of=os.path.abspath(args.weights))
     cleanup()
 
 

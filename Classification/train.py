@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from common import checkpoint, rundir
+from common import rundir
 from common.backbones import build_classifier, check_model_name
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
@@ -20,7 +20,7 @@ from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
 from common.options import eval_batch_size
-from common.report import groups_from_split, write_report
+from common.report import export_classifier, groups_from_split
 from common.split import optional_split
 from common.training import add_fit_args, add_image_args, fit
 from common.transforms import classification
@@ -112,11 +112,8 @@ def main(args):
         return
     if rt.is_main:
         longtail.plain_linear_equivalent(model)  # LDAM's cosine fc -> an ordinary fc with the same predictions
-        checkpoint.export_weights(model, os.path.join(out, "model_final.pt"), arch=args.model, names=names,
-                                  img_size=args.img_size, norm=args.norm, dataset=info["dataset"])
-        write_report(cm, names, out, groups, split["train_counts"] if split else None,
-                     split["tail"] if split else (), title=f"{args.model} on {info['dataset']}")
-        print(f"weights: {os.path.join(out, 'model_final.pt')}")
+        export_classifier(model, cm, out, names, groups, split, f"{args.model} on {info['dataset']}",
+                          arch=args.model, img_size=args.img_size, norm=args.norm, dataset=info["dataset"])
     cleanup()
 
 

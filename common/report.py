@@ -49,3 +49,15 @@ def write_report(cm: np.ndarray, names: list, out_dir: str, groups: dict | None 
                               tail_ids)
     print(table)
     return res
+
+
+def export_classifier(model, cm: np.ndarray, out: str, names: list, groups: dict | None, split: dict | None,
+                      title: str, **meta) -> None:
+    """A finished classifier run's outputs: model_final.pt (weights + meta: arch, names, img_size, norm, ...) and
+    the report of its last test pass."""
+    from common import checkpoint
+    path = os.path.join(out, "model_final.pt")
+    checkpoint.export_weights(model, path, names=names, **meta)
+    write_report(cm, names, out, groups, split["train_counts"] if split else None, split["tail"] if split else (),
+                 title=title)
+    print(f"weights: {path}")
