@@ -3,13 +3,16 @@
     python benchmarks/long_tail.py --config configs/synthetic.yaml --tgn-list runs/.../expanded_train.txt
     python benchmarks/long_tail.py --config configs/synthetic.yaml --methods ce ldam_drw --seeds 0 1 --parts longtail
 
-Three parts, each run for every seed through the repository's own entry points (one subprocess per run, its log
+Four parts, each run for every seed through the repository's own entry points (one subprocess per run, its log
 beside its folder):
 - longtail: Classification/train.py with each long-tail baseline, cRT (Classification/crt.py) and the post-hoc
-  adjustments (Classification/test.py) on the CE model of the same seed, and TGN (the original list plus the
-  expanded training list given by --tgn-list);
+  adjustments (Classification/test.py) on the CE model of the same seed;
 - kmdn: KMDN head and tail models, then distillation with alpha from the config and the control alpha = 0 from the
   same stage-1 models (everything else equal);
+- tgn: CDTG trained once, on the distilled tail model of the first seed's KMDN (configs' cdtg_train section), its
+  images generated and added to the training list (CDTG/generate.py, CDTG/expand.py) and their quality measured
+  (CDTG/evaluate.py against the first seed's CE model); then a TGN classifier on that list for every seed (method
+  tgn). --tgn-list LIST uses an expanded list made elsewhere instead;
 - dsva: the small CLIP fitted with the seed (data/synthetic/train_clip.py --seed), attributes annotated by it, a
   validation run, the final run; next to plain CLIP zero-shot of the same CLIP.
 
@@ -22,6 +25,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -43,10 +47,10 @@ TRAINED = {"ce": [], "resample": ["--sampler", "class_balanced"], "cb": ["--loss
 ON_CE = ("crt", "logit_adjust", "tau_norm")  # need the CE model of the same seed
 METHODS = (*TRAINED, *ON_CE, "tgn")
 DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "logit_adjust", "tau_norm")  # cb: by flag
-PARTS = ("longtail", "kmdn", "dsva")
+PARTS = ("longtail", "kmdn", "tgn", "dsva")
 # seconds on 2 idle cores at the embedded set's CPU scale (README's quickstart timings); only for the ETA
 COST = {"train": 108, "tgn": 157, "crt": 30, "posthoc": 8, "kmdn_head": 60, "kmdn_tail": 40, "distill": 42,
-        "clip": 100, "annotate": 8, "dsva": 16}
+        "clip": 100, "annotate": 8, "dsva": 16, "cdtg": 400, "generate": 15, "expand": 3, "evaluate": 15}
 LT_COLUMNS = (("oa", "OA"), ("macro_f1", "macro-F1"), ("head_acc", "head"), ("tail_acc", "tail"),
               ("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few"))
 
@@ -57,10 +61,11 @@ def get_args_parser():
     p.add_argument("--data-root", default=None, help="processed data root (default: the config's classification "
                                                      "section's data_root)")
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
-                   help=f"long-tail methods (default: {' '.join(DEFAULT_METHODS)}, plus tgn when --tgn-list is given)")
+                   help=f"long-tail methods (default: {' '.join(DEFAULT_METHODS)}, plus tgn with the tgn part or --tgn-list)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
-    p.add_argument("--tgn-list", default=None, help="CDTG's expanded training list (CDTG/expand.py) for TGN")
+    p.add_argument("--tgn-list", default=None, help="an expanded training list made elsewhere (CDTG/expand.py) for "
+                                                    "TGN, instead of the tgn part's CDTG run")
     p.add_argument("--logit-adjust-tau", type=float, default=1.0, help="Menon et al.'s post-hoc default")
     p.add_argument("--tau-norm", type=float, default=1.0,
                    help="tau of tau-normalisation (Kang et al. pick it on a validation set; the embedded set has "
@@ -87,6 +92,8 @@ class Job:
     cost: float
     resumable: bool = True  # a run-folder script (--resume / --overwrite)
     extra: dict = field(default_factory=dict)
+    needs: tuple = ()  # markers of other chains' runs that must exist first
+    fresh: bool = False  # a script that refuses an existing output folder: a partial one is removed first
 
     @property
     def done(self) -> bool:
@@ -129,15 +136,14 @@ def longtail_chains(args, seed: int, root: str) -> list:
                                                       "--data-root", root, "--output-dir", f, *flag), f,
                           os.path.join(f, "results.json"), COST["posthoc"], resumable=False, extra=meta)
             ce_chain.append(job)
-        elif method == "tgn":
-            orig = os.path.join(root, "anno", f"{read_classes(root)['dataset']}_train.txt")
-            chains.append([train_job("tgn", ["--train-list", orig, "--train-list", args.tgn_list], COST["tgn"])])
-        elif method != "ce":
+        elif method != "ce" and method != "tgn":
             chains.append([train_job(method, TRAINED[method], COST["train"])])
     return ([ce_chain] if ce_chain else []) + chains
 
 
-def kmdn_chain(args, seed: int, root: str) -> list:
+def kmdn_chain(args, seed: int, root: str, then: tuple = (), control: bool = True) -> list:
+    """Head and tail models, distillation, the runs in `then` (which use the distilled tail model), then the
+    alpha = 0 control (unless `control` is False)."""
     base = os.path.join(args.output_dir, "kmdn", f"seed{seed}")
     cfg = ["--config", args.config] if args.config else []
     jobs = []
@@ -153,7 +159,60 @@ def kmdn_chain(args, seed: int, root: str) -> list:
             "--head-init", os.path.join(base, "head", "model_final.pt"),
             "--tail-init", os.path.join(base, "tail", "model_final.pt"), *flags), f,
             os.path.join(f, "summary.json"), COST["distill"], extra={"part": "kmdn", "method": name, "seed": seed}))
-    return [jobs]
+    jobs[3:3] = then
+    return [jobs if control else jobs[:-1]]
+
+
+def tail_model_path(args, seed: int) -> str:
+    return os.path.join(args.output_dir, "kmdn", f"seed{seed}", "distill", "tail_model.pt")
+
+
+@dataclass
+class TGNPlan:
+    clip: list  # a chain: the small CLIP of every class, for CDTG's text loss
+    cdtg: list  # train, generate, expand: to run after the first seed's distillation
+    evaluate: Job
+    train_list: str
+
+
+def tgn_plan(args, seed: int, root: str) -> TGNPlan:
+    base = os.path.join(args.output_dir, "tgn")
+    cfg = ["--config", args.config] if args.config else []
+    clip = os.path.join(base, "clip", "clip_all.pt")
+    clip_job = Job("clip (every class)", py("data/synthetic/train_clip.py", *cfg, "--data-root", root, "--out", clip,
+                                            "--all-classes", "--seed", seed), os.path.dirname(clip),
+                   os.path.join(os.path.dirname(clip), "clip_all_report.json"), COST["clip"], resumable=False)
+    train, gen = os.path.join(base, "cdtg_train"), os.path.join(base, "generated")
+    train_list = os.path.join(base, "expanded_train.txt")
+    cdtg = [
+        Job("cdtg train", py("CDTG/train.py", *cfg, "--data-root", root, "--tail-model", tail_model_path(args, seed),
+                             "--clip-pretrained", clip, "--seed", seed, "--output-dir", train), train,
+            os.path.join(train, "generator.pt"), COST["cdtg"], needs=(clip_job.marker,)),
+        Job("cdtg generate", py("CDTG/generate.py", *cfg, "--weights", os.path.join(train, "generator.pt"),
+                                "--seed", seed, "--output-dir", gen), gen, os.path.join(gen, "manifest.json"),
+            COST["generate"], resumable=False, fresh=True),
+        Job("cdtg expand", py("CDTG/expand.py", "--generated", gen, "--out", train_list, "--data-root", root,
+                              "--overwrite"), base, train_list, COST["expand"], resumable=False),
+    ]
+    ce = os.path.join(args.output_dir, "longtail", "ce", f"seed{seed}")
+    with_ce = "longtail" in args.parts and {"ce", *ON_CE} & set(args.methods) or os.path.isfile(
+        os.path.join(ce, "results.json"))
+    evaluate = Job("cdtg evaluate", py("CDTG/evaluate.py", *cfg, "--generated", gen, "--overwrite",
+                                       *(["--classifier", os.path.join(ce, "model_final.pt")] if with_ce else [])),
+                   gen, os.path.join(gen, "quality.json"), COST["evaluate"], resumable=False,
+                   extra={"part": "cdtg", "method": "cdtg", "seed": seed},
+                   needs=(train_list, *([os.path.join(ce, "results.json")] if with_ce else [])))
+    return TGNPlan([clip_job], cdtg, evaluate, train_list)
+
+
+def tgn_job(args, seed: int, root: str, train_list: str, produced: bool) -> Job:
+    f = os.path.join(args.output_dir, "longtail", "tgn", f"seed{seed}")
+    cfg = ["--config", args.config] if args.config else []
+    orig = os.path.join(root, "anno", f"{read_classes(root)['dataset']}_train.txt")
+    return Job(f"tgn seed {seed}", py("Classification/train.py", *cfg, "--data-root", root, "--seed", seed,
+                                      "--train-list", orig, "--train-list", train_list, "--output-dir", f), f,
+               os.path.join(f, "results.json"), COST["tgn"], extra={"part": "longtail", "method": "tgn", "seed": seed},
+               needs=(train_list,) if produced else ())
 
 
 def dsva_chain(args, seed: int, root: str) -> list:
@@ -186,15 +245,34 @@ class Runner:
         self.chains, self.jobs = chains, max(1, jobs)
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads or max(1, (os.cpu_count() or 2) // self.jobs)),
                     "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.failed = []
+        self.given_up = set()  # markers of runs that failed or were skipped: runs that need them cannot start
         total = sum(j.cost for c in chains for j in c)
         self.bar = tqdm(total=total, unit="s", desc="benchmark (estimated CPU seconds)", dynamic_ncols=True,
                         bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
 
+    def wait_for(self, job: Job) -> str | None:
+        """Block until every run that `job` needs has finished; the label of a need that never will, else None."""
+        with self.lock:
+            while True:
+                missing = [m for m in job.needs if not os.path.isfile(m)]
+                lost = [m for m in missing if m in self.given_up]
+                if lost or not missing:
+                    return lost[0] if lost else None
+                self.lock.wait(timeout=5)
+
     def run_job(self, job: Job) -> bool:
         if job.done:
             return True
+        lost = self.wait_for(job)
+        if lost:
+            with self.lock:
+                self.failed.append((job.label, f"not run: {lost} was not made"))
+                tqdm.write(f"skipped: {job.label} (needs {lost}, whose run failed)")
+            return False
+        if job.fresh and os.path.isdir(job.folder):
+            shutil.rmtree(job.folder)  # a partial output of an interrupted run; the benchmark owns this folder
         cmd = list(job.cmd)
         if job.resumable:
             cmd.append("--resume" if os.path.isfile(os.path.join(job.folder, "ckpt_last.pt")) else "--overwrite")
@@ -217,9 +295,12 @@ class Runner:
             with self.lock:
                 self.bar.update(job.cost)
                 self.bar.set_postfix_str(job.label)
+                self.lock.notify_all()
             if not ok:
                 with self.lock:
                     self.bar.update(sum(j.cost for j in chain[i + 1:]))
+                    self.given_up.update(j.marker for j in chain[i:])
+                    self.lock.notify_all()
                 return
 
     def run(self) -> None:
@@ -301,12 +382,12 @@ def longtail_section(rows: list, methods: list, columns: list, groups: dict, tra
 def kmdn_section(rows: list) -> list:
     with_d = {r["seed"]: r for r in rows if r["method"] == "distill"}
     without = {r["seed"]: r for r in rows if r["method"] == "distill_alpha0"}
-    if not (with_d or without):
-        return []
     lines = ["", "## KMDN: distillation against its alpha = 0 control (same stage-1 models and schedule; %)", "",
              "| model, own classes' test images | seeds | stage 1 | alpha = 0 (no distillation) | distilled | "
              "distilled − alpha 0 |", "|---|---|---|---|---|---|"]
     seeds = sorted(set(with_d) & set(without))
+    if not seeds:
+        return []
     for part in ("tail", "head"):
         for metric, name in (("oa", "accuracy"), ("macro_f1", "macro-F1")):
             k = f"{part}_{metric}"
@@ -316,6 +397,24 @@ def kmdn_section(rows: list) -> list:
                          f"{mean_std([with_d[s].get(k) for s in seeds])} | "
                          f"{signed_mean_std([with_d[s][k] - without[s][k] for s in seeds])} |")
     return lines
+
+
+def cdtg_section(rows: list) -> list:
+    if not rows:
+        return []
+    q = rows[0]
+    pct = lambda key: "-" if q.get(key) is None else f"{100 * q[key]:.1f}"  # noqa: E731
+    num = lambda key: "-" if q.get(key) is None else f"{q[key]:.2f}"  # noqa: E731
+    return ["", f"## CDTG: the generated tail images behind TGN (one generator, from seed {q['seed']}'s distilled "
+                f"tail model; mean over tail classes)", "",
+            "| share assigned to their class by | generated | real tail images |", "|---|---|---|",
+            f"| the distilled tail model | {pct('tail_model_consistency')} | {pct('real_tail_model_consistency')} |",
+            f"| the independent CE classifier | {pct('classifier_consistency')} | "
+            f"{pct('real_classifier_consistency')} |",
+            f"| CLIP (tail-class prompts) | {pct('clip_consistency')} | {pct('real_clip_consistency')} |", "",
+            f"Feature diversity (CE classifier's features) {num('feature_diversity')} against "
+            f"{num('real_feature_diversity')} for real images; FID_cls {num('fid')} (per class), pooled "
+            f"{num('pooled_fid')}. Details: {os.path.join(q['folder'], 'quality.md')}."]
 
 
 def dsva_section(rows: list, split: str) -> list:
@@ -337,6 +436,8 @@ def collect(chains: list, groups: dict) -> list:
         row = {**job.extra, "folder": job.folder}
         if job.extra["part"] == "longtail":
             row.update(longtail_metrics(load_json(job.marker), groups))
+        elif job.extra["part"] == "cdtg":
+            row.update(load_json(job.marker)["overall"])
         elif job.extra["part"] == "kmdn":
             s = load_json(job.marker)
             for part in ("head", "tail"):
@@ -403,6 +504,7 @@ def write_report(args, chains: list, split: dict) -> str:
     if lt:
         lines += longtail_section(lt, args.methods, columns, groups, train_counts)
         groups_png(lt, args.methods, columns, os.path.join(args.output_dir, "long_tail_groups.png"))
+    lines += cdtg_section([r for r in rows if r["part"] == "cdtg"])
     lines += kmdn_section([r for r in rows if r["part"] == "kmdn"])
     lines += dsva_section([r for r in rows if r["part"] == "dsva"], args.dsva_split)
     lines += ["", f"One row per run, with its folder (args.yaml inside): {os.path.join(args.output_dir, 'runs.csv')}."]
@@ -426,7 +528,9 @@ def main(args):
     if split is None:
         raise UserError(f"{root}/split.json is missing; run data/split.py --root {root} first")
     if args.methods is None:
-        args.methods = list(DEFAULT_METHODS) + (["tgn"] if args.tgn_list else [])
+        args.methods = list(DEFAULT_METHODS)
+    if "tgn" in args.parts and "tgn" not in args.methods:
+        args.methods = [*args.methods, "tgn"]
     for key, valid in (("methods", METHODS), ("parts", PARTS)):  # a config's lists skip argparse's choices
         bad = [v for v in getattr(args, key) if v not in valid]
         if bad:
@@ -434,22 +538,29 @@ def main(args):
     if "dsva" in args.parts and read_classes(root)["dataset"] != "SYNTH":
         raise UserError("the dsva part fits the embedded set's small CLIP per seed; for RSSDIVCS run "
                         "scripts/10_dsva.sh EXPERIMENT --seed N, or drop dsva from --parts")
-    if "tgn" in args.methods and "longtail" in args.parts:
-        if not args.tgn_list:
-            raise UserError("method tgn needs --tgn-list (CDTG/expand.py's expanded training list)")
-        if not os.path.isfile(args.tgn_list):
-            raise UserError(f"--tgn-list {args.tgn_list} does not exist; run CDTG/expand.py first")
+    if "tgn" in args.methods and "tgn" not in args.parts and not args.tgn_list:
+        raise UserError("method tgn needs the tgn part (--parts ... tgn) or --tgn-list (CDTG/expand.py's list)")
+    if args.tgn_list and not os.path.isfile(args.tgn_list):
+        raise UserError(f"--tgn-list {args.tgn_list} does not exist; run CDTG/expand.py first")
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     os.makedirs(args.output_dir, exist_ok=True)
-    chains = []
+    # the chain that leads to CDTG first (the longest), runs that wait for CDTG's list last
+    first, chains, late = [], [], []
+    plan = tgn_plan(args, args.seeds[0], root) if "tgn" in args.parts and not args.tgn_list else None
+    if plan:
+        first = [plan.clip] + kmdn_chain(args, args.seeds[0], root, then=plan.cdtg, control="kmdn" in args.parts)
+        late.append([plan.evaluate])
     for seed in args.seeds:
         if "longtail" in args.parts:
             chains += longtail_chains(args, seed, root)
-        if "kmdn" in args.parts:
+        if "kmdn" in args.parts and not (plan and seed == args.seeds[0]):
             chains += kmdn_chain(args, seed, root)
         if "dsva" in args.parts:
             chains += dsva_chain(args, seed, root)
+        if "tgn" in args.methods:
+            late.append([tgn_job(args, seed, root, plan.train_list if plan else args.tgn_list, bool(plan))])
+    chains = first + chains + late
     failed = []
     if not args.report_only:
         runner = Runner(chains, args.jobs, args.threads)

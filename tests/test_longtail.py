@@ -271,8 +271,8 @@ def test_driver_kmdn_and_dsva_tables_from_finished_runs(synth_root, tmp_path):
 
 def test_driver_errors(synth_root, tmp_path):
     proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--methods", "ce", "tgn",
-                      "--out", str(tmp_path / "b"), check=False)
-    assert_one_line_error(proc, "tgn needs --tgn-list")
+                      "--parts", "longtail", "--out", str(tmp_path / "b"), check=False)
+    assert_one_line_error(proc, "tgn needs the tgn part", "--tgn-list")
     proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--tgn-list", str(tmp_path / "x.txt"),
                       "--out", str(tmp_path / "b"), check=False)
     assert_one_line_error(proc, "x.txt does not exist")
@@ -281,3 +281,59 @@ def test_driver_errors(synth_root, tmp_path):
     proc = run_script("benchmarks/long_tail.py", "--config", str(cfg), "--out", str(tmp_path / "b"), check=False)
     assert_one_line_error(proc, str(cfg), "key 'methods'", "invalid choice: 'focal'")
     assert not (tmp_path / "b").exists()
+
+
+def long_tail_module():
+    import importlib.util
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location("long_tail", os.path.join(REPO, "benchmarks", "long_tail.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_driver_tgn_part_wiring(synth_root, tmp_path):
+    """The tgn part: one CDTG on the first seed's distilled tail model, then a TGN classifier per seed on its list."""
+    lt = long_tail_module()
+    args = lt.get_args_parser().parse_args(["--data-root", synth_root, "--seeds", "3", "4", "--out", str(tmp_path)])
+    args.methods = [*lt.DEFAULT_METHODS, "tgn"]
+    plan = lt.tgn_plan(args, 3, synth_root)
+    train, generate, expand = plan.cdtg
+    tail = os.path.join(str(tmp_path), "kmdn", "seed3", "distill", "tail_model.pt")
+    assert train.cmd[train.cmd.index("--tail-model") + 1] == tail
+    assert train.needs == (plan.clip[0].marker,) and generate.fresh and expand.marker == plan.train_list
+    assert plan.evaluate.needs == (plan.train_list, os.path.join(str(tmp_path), "longtail", "ce", "seed3",
+                                                                 "results.json"))
+    chain = lt.kmdn_chain(args, 3, synth_root, then=plan.cdtg)[0]
+    assert [j.label for j in chain] == ["kmdn head seed 3", "kmdn tail seed 3", "kmdn distill seed 3", "cdtg train",
+                                        "cdtg generate", "cdtg expand", "kmdn distill_alpha0 seed 3"]
+    job = lt.tgn_job(args, 4, synth_root, plan.train_list, produced=True)
+    assert job.needs == (plan.train_list,) and job.cmd.count("--train-list") == 2
+    assert job.cmd[job.cmd.index("--output-dir") + 1] == os.path.join(str(tmp_path), "longtail", "tgn", "seed4")
+
+
+def test_runner_waits_for_needs_and_skips_after_a_failure(tmp_path):
+    """A run waits for the runs it needs (in other chains); one whose need failed is skipped, not started; a
+    `fresh` run's partial folder is removed before it starts."""
+    import sys
+    lt = long_tail_module()
+
+    def job(name, code, needs=(), fresh=False):
+        folder = tmp_path / name
+        return lt.Job(name, [sys.executable, "-c", code], str(folder), str(folder / "done"), 1, resumable=False,
+                      needs=tuple(str(tmp_path / n / "done") for n in needs), fresh=fresh)
+
+    write = "import os, time; time.sleep({t}); os.makedirs({d!r}, exist_ok=True); seen = str(os.listdir({d!r})); " \
+            "open(os.path.join({d!r}, 'done'), 'w').write(seen)"
+    (tmp_path / "late").mkdir()
+    (tmp_path / "late" / "partial").write_text("left by an interrupted run")
+    chains = [[job("late", write.format(t=0, d=str(tmp_path / "late")), needs=["early"], fresh=True)],
+              [job("early", write.format(t=0.5, d=str(tmp_path / "early")))],
+              [job("broken", "raise SystemExit(3)")],
+              [job("after_broken", write.format(t=0, d=str(tmp_path / "after_broken")), needs=["broken"])]]
+    runner = lt.Runner(chains, jobs=2, threads=1)
+    runner.run()
+    assert (tmp_path / "early" / "done").is_file()
+    assert (tmp_path / "late" / "done").read_text() == "[]"  # started after early, in a fresh folder
+    assert sorted(label for label, _ in runner.failed) == ["after_broken", "broken"]
+    assert not (tmp_path / "after_broken").exists()
