@@ -63,12 +63,15 @@ fit_clip() {  # fit_clip FILE FLAGS...: refit when the data, the CLIP code or th
 stamp "3/8 TGN baseline classifier on the long-tailed training set, then post-hoc logit adjustment and tau-norm"
 OMP_NUM_THREADS=1 run classification_baseline python Classification/train.py --config "$CFG" "${CLS_EPOCHS[@]}" \
   --output-dir "$OUT/classification_baseline" --overwrite
-# post-hoc long-tail methods on the trained baseline: no training, one test pass each
-for m in "la1 --logit-adjust 1" "taunorm1 --tau-norm 1"; do
-  set -- $m
-  OMP_NUM_THREADS=1 run "classification_$1" python Classification/test.py --config "$CFG" --data-root "$DATA" \
-    --weights "$OUT/classification_baseline/model_final.pt" "$2" "$3" --output-dir "$OUT/classification_$1" --overwrite
-done
+# post-hoc long-tail methods on the trained baseline: no training, one test pass each, beside KMDN
+(
+  for m in "la1 --logit-adjust 1" "taunorm1 --tau-norm 1"; do
+    set -- $m
+    OMP_NUM_THREADS=1 run "classification_$1" python Classification/test.py --config "$CFG" --data-root "$DATA" \
+      --weights "$OUT/classification_baseline/model_final.pt" "$2" "$3" --output-dir "$OUT/classification_$1" \
+      --overwrite
+  done
+) & lanes+=($!); posthoc=$!
 
 stamp "4/8 KMDN: head model, tail model, mutual distillation"
 for part in head tail; do
@@ -99,13 +102,16 @@ run cdtg_generate python CDTG/generate.py --config "$CFG" --weights "$OUT/cdtg/t
   --output-dir "$OUT/cdtg/generated"
 run cdtg_expand python CDTG/expand.py --generated "$OUT/cdtg/generated" --out "$OUT/cdtg/expanded_train.txt" \
   --data-root "$DATA" --overwrite
-run cdtg_evaluate python CDTG/evaluate.py --config "$CFG" --generated "$OUT/cdtg/generated" \
-  --classifier "$OUT/classification_baseline/model_final.pt"
-wait_lane "$dsva" "DSVA (logs: $OUT/dsva*.log)"
+# their quality beside the TGN classifier
+OMP_NUM_THREADS=1 run cdtg_evaluate python CDTG/evaluate.py --config "$CFG" --generated "$OUT/cdtg/generated" \
+  --classifier "$OUT/classification_baseline/model_final.pt" & lanes+=($!); evaluate=$!
 
 stamp "8/8 TGN classifier on the original + generated tail images"
 run classification_tgn python Classification/train.py --config "$CFG" "${CLS_EPOCHS[@]}" --train-list "$DATA/anno/SYNTH_train.txt" \
   --train-list "$OUT/cdtg/expanded_train.txt" --output-dir "$OUT/classification_tgn" --overwrite
+wait_lane "$posthoc" "post-hoc methods (logs: $OUT/classification_la1.log, $OUT/classification_taunorm1.log)"
+wait_lane "$dsva" "DSVA (logs: $OUT/dsva*.log)"
+wait_lane "$evaluate" "CDTG evaluation (log: $OUT/cdtg_evaluate.log)"
 
 stamp "results"
 python scripts/quickstart_report.py --output-dir "$OUT" --data-root "$DATA" --seconds "$(( $(date +%s) - start ))"
