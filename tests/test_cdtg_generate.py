@@ -122,6 +122,7 @@ def test_expand_maps_tail_labels_back_to_original_ids(generated, synth_root, spl
     assert len(read_list(str(out))) == 6
 
 
+@pytest.mark.slow
 def test_the_chain_survives_moving_runs_and_data_together(synth_root, tmp_path):
     """split.json, the generator's meta, manifest.json and the expanded list hold relative paths: a tree moved
     elsewhere (train on a cluster, evaluate on a laptop) still reads as one chain."""
@@ -235,6 +236,7 @@ def test_mean_pairwise_lpips_with_a_stand_in_model():
     assert mean_pairwise_lpips(MeanAbsDifference(), images) == pytest.approx((0.5 + 1.0 + 0.5) / 3)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split, tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate, "load_lpips", lambda net, device: (MeanAbsDifference(), None))
     import shutil

@@ -225,6 +225,7 @@ def test_second_order_gradients_through_the_conv_path():
             assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.slow
 def test_gradgradcheck_of_resampling_and_modulated_conv():
     torch.manual_seed(0)
     kernel = make_kernel([1, 3, 3, 1]).double()

@@ -232,6 +232,7 @@ def g_after_one_step(mode, lambda_cls, lambda_clip=0.0, clip=None):
     return snapshot(tr.g)
 
 
+@pytest.mark.slow
 def test_code_mode_trains_g_with_the_adversarial_loss_only():
     code = g_after_one_step("code", 1.0)
     adv_only = g_after_one_step("paper", 0.0)
@@ -281,6 +282,7 @@ def test_train_writes_checkpoint_samples_and_generator(synth_root, tail_model_fi
     assert [r["iter"] for r in read_metrics(out)] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_code_mode_saves_the_fixed_projection_and_logs_clip(synth_root, tail_model_file, clip_file, tmp_path):
     out = tmp_path / "run"
     run_train(synth_root, tail_model_file, out, "--iter", "2", "--mode", "code", "--feature-pool", "1",
@@ -294,6 +296,7 @@ def test_code_mode_saves_the_fixed_projection_and_logs_clip(synth_root, tail_mod
     torch.testing.assert_close(final["P_ema"]["linear.weight"], ck["P"]["linear.weight"])
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(synth_root, tail_model_file, tmp_path):
     extra = ["--iter", "4", "--d-reg-every", "2", "--g-reg-every", "3", "--hflip", "--augment", "--ada-every", "1",
              "--ada-length", "100", "--ada-target", "-1"]
@@ -312,6 +315,7 @@ def test_resume_is_bit_identical(synth_root, tail_model_file, tmp_path):
     assert without_time(read_metrics(full)) == without_time(read_metrics(part))
 
 
+@pytest.mark.slow
 def test_unconditional_swagan_checkpoint_via_ckpt(synth_root, tail_model_file, split, tmp_path):
     # an unconditional SWAGAN checkpoint: same layer names, without the class embeddings and D's fusion conv
     torch.manual_seed(5)

@@ -76,6 +76,7 @@ def test_wrapped_module_state_dict(tmp_path, original, inputs):
     assert_same(clip_lib.load_clip(TINY, str(path)), original, inputs)
 
 
+@pytest.mark.slow
 def test_torchscript_archive(tmp_path, original, inputs):
     path = tmp_path / "jit.pt"  # the format of OpenAI's own ViT-B-32.pt
     torch.jit.script(original).save(str(path))
@@ -181,6 +182,7 @@ def test_missing_file_and_folder(tmp_path):
     one_line_error(lambda: clip_lib.load_clip(TINY, str(tmp_path / "empty")), "not a Hugging Face CLIP")
 
 
+@pytest.mark.slow
 def test_wrong_checkpoint_for_model(tmp_path, original):
     path = tmp_path / "tiny.pt"
     torch.save(original.state_dict(), path)

@@ -26,6 +26,7 @@ def as_float32(rows, key, step="epoch"):
     return [(r[step], float(np.float32(r[key]))) for r in rows]  # TensorBoard stores float32
 
 
+@pytest.mark.slow
 def test_classification_run_mirrors_metrics_to_tensorboard(synth_root, tmp_path):
     out = tmp_path / "run"
     run_main(classification_train, "classification", "--data-root", synth_root, "--output-dir", out, *TINY,

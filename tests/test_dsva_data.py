@@ -190,6 +190,7 @@ def test_train_script_one_line_errors(tmp_path, synth_root):
     assert_one_line_error(proc, "unknown classes 'volcano'")
 
 
+@pytest.mark.slow
 def test_train_and_convert_on_rssdivcs_release(rssdivcs, tmp_path):
     """The paper's path end to end on the tiny release: its own 'att' matrix and attribute groups file, then
     annotate.py --from-mat converting the released matrix."""

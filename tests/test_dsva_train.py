@@ -65,6 +65,7 @@ def test_annotate_prompts_come_from_the_vocabulary_or_the_template_flag(synth_ro
     assert parse_args(annotate.get_args_parser(), "dsva_annotate", ["--config", str(config)]).vocabulary_prompts
 
 
+@pytest.mark.slow
 def test_annotate_matrix(synth_root, classes_json, tiny_clip, tmp_path, capsys):
     out = tmp_path / "ann"
     run(annotate, "dsva_annotate", "--data-root", synth_root, "--vocabulary", "data", "--synthetic-prompts",
@@ -97,6 +98,7 @@ def test_annotate_matrix(synth_root, classes_json, tiny_clip, tmp_path, capsys):
     assert "error: output folder" in err and "--overwrite" in err
 
 
+@pytest.mark.slow
 def test_train_then_test_reproduces(synth_root, tiny_clip, tmp_path):
     out = tmp_path / "run"
     run(train, "dsva", "--data-root", synth_root, "--clip-pretrained", tiny_clip, *FAST, "--epochs", "4",
@@ -133,6 +135,7 @@ def test_train_then_test_reproduces(synth_root, tiny_clip, tmp_path):
     assert len(rows) == best["epoch"] + 1 and all(r["gamma"] == best["gamma"] for r in rows)
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(synth_root, tiny_clip, tmp_path):
     common = ["--data-root", synth_root, "--clip-pretrained", tiny_clip, *FAST, "--epochs", "2",
               "--pretrain-epoch", "0", "--batches-per-epoch", "3", "--no-reset-optimizer"]

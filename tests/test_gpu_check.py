@@ -26,6 +26,7 @@ def gpu_check():
     return load_benchmark("gpu_check")
 
 
+@pytest.mark.slow
 def test_rows_report_time_limits_failures_and_results(gpu_check, tmp_path):
     c = gpu_check.Check(60, str(tmp_path), dict(os.environ))
     assert c.run(["-c", "import time; time.sleep(30)"], 2)[0] == "timed out after 2 s"

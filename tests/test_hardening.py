@@ -248,6 +248,7 @@ def _start(out, barrier, results):
         results.put(str(e))
 
 
+@pytest.mark.slow
 def test_two_concurrent_starts_exactly_one_runs(tmp_path):
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(2), ctx.Queue()

@@ -129,6 +129,7 @@ def test_distill_finds_stage1_models_with_a_trailing_slash(synth_root, tmp_path)
         distill.load_stage1(args, split, str(tmp_path / "x" / "distill") + "/")
 
 
+@pytest.mark.slow
 def test_load_matching_names_unused_tensors(tmp_path, capsys):
     path = tmp_path / "r34.pt"
     torch.save(backbones.build_classifier("resnet34", 10, "none", verbose=False).state_dict(), path)
@@ -216,6 +217,7 @@ def test_dsva_test_moves_stored_paths_with_a_new_data_root(tmp_path):
     assert dsva_test.data_options(args, stored).images_mat == f"{old}/files/43_images.mat"
 
 
+@pytest.mark.slow
 def test_clip_schema_names_and_damaged_files(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=f"CLIP model local-dir:{tmp_path}/none: {tmp_path}/none/open_clip_config"
                                         f".json does not exist"):

@@ -61,6 +61,7 @@ def distilled(stage1, synth_root):
 
 # --- model ---
 
+@pytest.mark.slow
 def test_layer3_feature_shape():
     with torch.no_grad():
         r50 = build_feature_resnet("resnet50", 7, "none", verbose=False).eval()
@@ -72,6 +73,7 @@ def test_layer3_feature_shape():
     assert r50.feature_channels == 1024
 
 
+@pytest.mark.slow
 def test_torchvision_weights_load_into_every_layer(tmp_path):
     torch.manual_seed(0)
     tv = torchvision.models.resnet50()
@@ -131,6 +133,7 @@ def test_phase_schedule_and_lr():
     assert lrs == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6])
 
 
+@pytest.mark.slow
 def test_teacher_is_bit_identical_after_a_distillation_epoch():
     torch.manual_seed(0)
     student = build_feature_resnet("resnet18", 3, "none", verbose=False)

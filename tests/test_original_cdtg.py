@@ -76,6 +76,7 @@ def close(what, ours, ref):
 # ------------------------------------------------------------------------------------------------ equivalence
 
 
+@pytest.mark.slow
 def test_generator_of_200000_pt_draws_the_original_images(files, tail12_root, capsys):
     ref = reference("cdtg_size32_ref.pt")
     g_state, p_state, meta = generate.read_generator_file(files["cdtg"], tail12_root)
@@ -97,6 +98,7 @@ def test_generator_of_200000_pt_draws_the_original_images(files, tail12_root, ca
     close("G truncation 0.7, latents", latent, ref["latent_trunc07"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["1", "3"])
 def test_discriminator_of_200000_pt_matches_the_original(files, tail12_root, kernel, capsys):
     ref = reference("cdtg_size32_ref.pt")
@@ -115,6 +117,7 @@ def test_discriminator_of_200000_pt_matches_the_original(files, tail12_root, ker
               ref["img_single"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout,kernel", [("rosinality", "3"), ("satconcepts", "1")])
 def test_unconditional_swagan_generator_from_both_layouts(files, tail12_root, layout, kernel, capsys):
     ref = reference(f"swagan_{layout}_size32_ref.pt")
@@ -127,6 +130,7 @@ def test_unconditional_swagan_generator_from_both_layouts(files, tail12_root, la
     close(f"unconditional G, {layout} layout", image, ref["img"])
 
 
+@pytest.mark.slow
 def test_satconcepts_d_through_the_3x3_conversion(files, tail12_root):
     _, d1, _ = load_for_training(tail12_root, files["satconcepts"])
     _, d3, _ = load_for_training(tail12_root, files["satconcepts"], "--from-rgb-kernel", "3")
@@ -261,6 +265,7 @@ def test_unknown_layouts_name_the_nearest(files, tail12_root, tail_model_file, t
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_tensors_left_at_init_or_unused_are_errors(files, tail12_root, tmp_path):
     ck = torch.load(files["cdtg"], weights_only=False)
     for name, broken, message in [

@@ -130,6 +130,7 @@ def test_result_pth_through_test_py_from_inside_classification(originals, dior_r
     assert (save / "test" / "DIOR" / "results.json").is_file()
 
 
+@pytest.mark.slow
 def test_classifier_conversion_then_test_py(originals, dior_root, tmp_path, capsys):
     convert = load_converter()
     out = tmp_path / "classifier.pt"
@@ -208,6 +209,7 @@ def test_kmdn_conversion_then_test_py(originals, dior_root, tmp_path, capsys):
     assert "tail_model.pt: tail model, 12 classes" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_distill_and_cdtg_loaders_take_the_original_files(originals, dior_root):
     from CDTG.conditioning import load_tail_model
     from common.part_model import read_part_file
@@ -220,6 +222,7 @@ def test_distill_and_cdtg_loaders_take_the_original_files(originals, dior_root):
 
 # --- bad input: one line each ---
 
+@pytest.mark.slow
 def test_class_count_that_fits_neither_part(originals, dior_root, tmp_path, capsys):
     sd = torch.load(originals["tail"])
     sd["fc.weight"], sd["fc.bias"] = sd["fc.weight"][:5], sd["fc.bias"][:5]
@@ -252,6 +255,7 @@ def test_unknown_layout_names_the_nearest_and_the_keys(originals, dior_root, tmp
 
 # --- DSVA: the original head names on a Hugging Face CLIPModel ViT-B/32 ---
 
+@pytest.mark.slow
 def test_dsva_from_original_names_matches_the_reference():
     ref = reference("dsva_ref.pt")
     groups = {"functions": list(range(40)), "materials": list(range(40, 70)),

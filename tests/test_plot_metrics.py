@@ -1,9 +1,12 @@
 import json
 import os
 
+import pytest
+
 from conftest import assert_one_line_error, run_script
 
 
+@pytest.mark.slow
 def test_plot_metrics_draws_every_numeric_column(tmp_path):
     rows = [{"epoch": e, "loss": 1.0 / (e + 1), "test_acc": 0.1 * e, "phase": "head"} for e in range(4)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
