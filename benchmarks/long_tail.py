@@ -50,7 +50,7 @@ DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "log
 PARTS = ("longtail", "kmdn", "tgn", "dsva")
 # seconds on 2 idle cores at the embedded set's CPU scale (README's quickstart timings); only for the ETA
 COST = {"train": 108, "tgn": 157, "crt": 30, "posthoc": 8, "kmdn_head": 60, "kmdn_tail": 40, "distill": 42,
-        "clip": 100, "annotate": 8, "dsva": 16, "cdtg": 400, "generate": 15, "expand": 3, "evaluate": 15}
+        "clip": 100, "clip_continued": 30, "annotate": 8, "dsva": 16, "cdtg": 400, "generate": 15, "expand": 3, "evaluate": 15}
 LT_COLUMNS = (("oa", "OA"), ("macro_f1", "macro-F1"), ("head_acc", "head"), ("tail_acc", "tail"),
               ("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few"))
 
@@ -179,9 +179,14 @@ def tgn_plan(args, seed: int, root: str) -> TGNPlan:
     base = os.path.join(args.output_dir, "tgn")
     cfg = ["--config", args.config] if args.config else []
     clip = os.path.join(base, "clip", "clip_all.pt")
+    # as the quickstart does: the DSVA CLIP of the same seed continued on every class, when the dsva part runs
+    dsva_clip = os.path.join(args.output_dir, "dsva", f"seed{seed}", "clip.pt")
+    start = ["--init", dsva_clip, "--steps", 150, "--warmup", 10] if "dsva" in args.parts else []
     clip_job = Job("clip (every class)", py("data/synthetic/train_clip.py", *cfg, "--data-root", root, "--out", clip,
-                                            "--all-classes", "--seed", seed), os.path.dirname(clip),
-                   os.path.join(os.path.dirname(clip), "clip_all_report.json"), COST["clip"], resumable=False)
+                                            "--all-classes", "--seed", seed, *start), os.path.dirname(clip),
+                   os.path.join(os.path.dirname(clip), "clip_all_report.json"),
+                   COST["clip_continued" if start else "clip"], resumable=False,
+                   needs=(os.path.join(os.path.dirname(dsva_clip), "clip_report.json"),) if start else ())
     train, gen = os.path.join(base, "cdtg_train"), os.path.join(base, "generated")
     train_list = os.path.join(base, "expanded_train.txt")
     cdtg = [
@@ -545,18 +550,25 @@ def main(args):
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     os.makedirs(args.output_dir, exist_ok=True)
-    # the chain that leads to CDTG first (the longest), runs that wait for CDTG's list last
+    # A run waits only for runs of chains before its own (the pool starts chains in order, so nothing deadlocks):
+    # the CLIP and the KMDN chain that lead to CDTG first, the runs that need CDTG's list last.
     first, chains, late = [], [], []
-    plan = tgn_plan(args, args.seeds[0], root) if "tgn" in args.parts and not args.tgn_list else None
+    s0 = args.seeds[0]
+    plan = tgn_plan(args, s0, root) if "tgn" in args.parts and not args.tgn_list else None
     if plan:
-        first = [plan.clip] + kmdn_chain(args, args.seeds[0], root, then=plan.cdtg, control="kmdn" in args.parts)
+        if "dsva" in args.parts:
+            dsva0 = dsva_chain(args, s0, root)[0]
+            first.append(dsva0[:1] + plan.clip + dsva0[1:])
+        else:
+            first.append(plan.clip)
+        first += kmdn_chain(args, s0, root, then=plan.cdtg, control="kmdn" in args.parts)
         late.append([plan.evaluate])
     for seed in args.seeds:
         if "longtail" in args.parts:
             chains += longtail_chains(args, seed, root)
-        if "kmdn" in args.parts and not (plan and seed == args.seeds[0]):
+        if "kmdn" in args.parts and not (plan and seed == s0):
             chains += kmdn_chain(args, seed, root)
-        if "dsva" in args.parts:
+        if "dsva" in args.parts and not (plan and seed == s0):
             chains += dsva_chain(args, seed, root)
         if "tgn" in args.methods:
             late.append([tgn_job(args, seed, root, plan.train_list if plan else args.tgn_list, bool(plan))])

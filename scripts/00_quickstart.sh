@@ -16,9 +16,6 @@ timed() {  # timed NAME CMD...: append NAME, wall, user and system seconds to $O
 }
 untimed() { shift; "$@"; }
 if [ -x /usr/bin/time ]; then timer=(timed); else timer=(untimed); fi
-# Shorter than the config's schedules (which the benchmark keeps): 4 classifier epochs, 3 per KMDN stage
-CLS_EPOCHS=(--epochs 4 --lr-drop-epochs 3)
-KMDN_EPOCHS=(--epochs 3 --lr-drop-epochs 2)
 start=$(date +%s)
 stamp() { echo "[quickstart] $1 ($(( $(date +%s) - start )) s)"; }
 run() {  # run LOG CMD...: output to $OUT/LOG.log, wall and CPU seconds to $OUT/times.tsv; on failure show its end and stop
@@ -61,7 +58,7 @@ fit_clip() {  # fit_clip FILE FLAGS...: refit when the data, the CLIP code or th
 ) & lanes+=($!); clips=$!
 
 stamp "3/8 TGN baseline classifier on the long-tailed training set, then post-hoc logit adjustment and tau-norm"
-OMP_NUM_THREADS=1 run classification_baseline python Classification/train.py --config "$CFG" "${CLS_EPOCHS[@]}" \
+OMP_NUM_THREADS=1 run classification_baseline python Classification/train.py --config "$CFG" \
   --output-dir "$OUT/classification_baseline" --overwrite
 # post-hoc long-tail methods on the trained baseline: no training, one test pass each, beside KMDN
 (
@@ -75,7 +72,7 @@ OMP_NUM_THREADS=1 run classification_baseline python Classification/train.py --c
 
 stamp "4/8 KMDN: head model, tail model, mutual distillation"
 for part in head tail; do
-  OMP_NUM_THREADS=1 run "kmdn_$part" python KMDN/train.py --part $part --config "$CFG" "${KMDN_EPOCHS[@]}" \
+  OMP_NUM_THREADS=1 run "kmdn_$part" python KMDN/train.py --part $part --config "$CFG" \
     --output-dir "$OUT/kmdn/$part" --overwrite
 done
 OMP_NUM_THREADS=1 run kmdn_distill python KMDN/distill.py --config "$CFG" --output-dir "$OUT/kmdn/distill" \
@@ -107,7 +104,7 @@ OMP_NUM_THREADS=1 run cdtg_evaluate python CDTG/evaluate.py --config "$CFG" --ge
   --classifier "$OUT/classification_baseline/model_final.pt" & lanes+=($!); evaluate=$!
 
 stamp "8/8 TGN classifier on the original + generated tail images"
-run classification_tgn python Classification/train.py --config "$CFG" "${CLS_EPOCHS[@]}" --train-list "$DATA/anno/SYNTH_train.txt" \
+run classification_tgn python Classification/train.py --config "$CFG" --train-list "$DATA/anno/SYNTH_train.txt" \
   --train-list "$OUT/cdtg/expanded_train.txt" --output-dir "$OUT/classification_tgn" --overwrite
 wait_lane "$posthoc" "post-hoc methods (logs: $OUT/classification_la1.log, $OUT/classification_taunorm1.log)"
 wait_lane "$dsva" "DSVA (logs: $OUT/dsva*.log)"
