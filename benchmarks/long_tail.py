@@ -48,9 +48,10 @@ ON_CE = ("crt", "logit_adjust", "tau_norm")  # need the CE model of the same see
 METHODS = (*TRAINED, *ON_CE, "tgn")
 DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "logit_adjust", "tau_norm")  # cb: by flag
 PARTS = ("longtail", "kmdn", "tgn", "dsva")
-# seconds on 2 idle cores at the embedded set's CPU scale (README's quickstart timings); only for the ETA
-COST = {"train": 108, "tgn": 157, "crt": 30, "posthoc": 8, "kmdn_head": 60, "kmdn_tail": 40, "distill": 42,
-        "clip": 100, "clip_continued": 30, "annotate": 8, "dsva": 16, "cdtg": 400, "generate": 15, "expand": 3, "evaluate": 15}
+# CPU seconds of one run on one thread at the embedded set's scale (configs/synthetic.yaml); only for the ETA
+COST = {"train": 120, "tgn": 180, "crt": 30, "posthoc": 10, "kmdn_head": 60, "kmdn_tail": 20, "distill": 100,
+        "clip": 250, "clip_continued": 75, "annotate": 15, "dsva": 30, "cdtg": 400, "generate": 35, "expand": 1,
+        "evaluate": 60}
 LT_COLUMNS = (("oa", "OA"), ("macro_f1", "macro-F1"), ("head_acc", "head"), ("tail_acc", "tail"),
               ("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few"))
 
@@ -254,8 +255,9 @@ class Runner:
         self.failed = []
         self.given_up = set()  # markers of runs that failed or were skipped: runs that need them cannot start
         total = sum(j.cost for c in chains for j in c)
-        self.bar = tqdm(total=total, unit="s", desc="benchmark (estimated CPU seconds)", dynamic_ncols=True,
-                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
+        done = sum(j.cost for c in chains for j in c if j.done)  # counted from the start: the ETA is the rest's
+        self.bar = tqdm(total=total, initial=done, unit="s", desc="benchmark (estimated CPU seconds)",
+                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
 
     def wait_for(self, job: Job) -> str | None:
         """Block until every run that `job` needs has finished; the label of a need that never will, else None."""
@@ -296,9 +298,10 @@ class Runner:
 
     def run_chain(self, chain: list) -> None:
         for i, job in enumerate(chain):
+            finished_before = job.done
             ok = self.run_job(job)
             with self.lock:
-                self.bar.update(job.cost)
+                self.bar.update(0 if finished_before else job.cost)
                 self.bar.set_postfix_str(job.label)
                 self.lock.notify_all()
             if not ok:
