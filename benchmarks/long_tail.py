@@ -188,12 +188,14 @@ def tgn_plan(args, seed: int, root: str) -> TGNPlan:
                    os.path.join(os.path.dirname(clip), "clip_all_report.json"),
                    COST["clip_continued" if start else "clip"], resumable=False,
                    needs=(os.path.join(os.path.dirname(dsva_clip), "clip_report.json"),) if start else ())
+    embedded = read_classes(root)["dataset"] == "SYNTH"  # a real data set: the config's CLIP (e.g. OpenAI ViT-B/32)
     train, gen = os.path.join(base, "cdtg_train"), os.path.join(base, "generated")
     train_list = os.path.join(base, "expanded_train.txt")
     cdtg = [
         Job("cdtg train", py("CDTG/train.py", *cfg, "--data-root", root, "--tail-model", tail_model_path(args, seed),
-                             "--clip-pretrained", clip, "--seed", seed, "--output-dir", train), train,
-            os.path.join(train, "generator.pt"), COST["cdtg"], needs=(clip_job.marker,)),
+                             *(["--clip-pretrained", clip] if embedded else []), "--seed", seed, "--output-dir",
+                             train), train, os.path.join(train, "generator.pt"), COST["cdtg"],
+            needs=(clip_job.marker,) if embedded else ()),
         Job("cdtg generate", py("CDTG/generate.py", *cfg, "--weights", os.path.join(train, "generator.pt"),
                                 "--seed", seed, "--output-dir", gen), gen, os.path.join(gen, "manifest.json"),
             COST["generate"], resumable=False, fresh=True),
@@ -208,7 +210,7 @@ def tgn_plan(args, seed: int, root: str) -> TGNPlan:
                    gen, os.path.join(gen, "quality.json"), COST["evaluate"], resumable=False,
                    extra={"part": "cdtg", "method": "cdtg", "seed": seed},
                    needs=(train_list, *([os.path.join(ce, "results.json")] if with_ce else [])))
-    return TGNPlan([clip_job], cdtg, evaluate, train_list)
+    return TGNPlan([clip_job] if embedded else [], cdtg, evaluate, train_list)
 
 
 def tgn_job(args, seed: int, root: str, train_list: str, produced: bool) -> Job:
@@ -562,7 +564,7 @@ def main(args):
         if "dsva" in args.parts:
             dsva0 = dsva_chain(args, s0, root)[0]
             first.append(dsva0[:1] + plan.clip + dsva0[1:])
-        else:
+        elif plan.clip:
             first.append(plan.clip)
         first += kmdn_chain(args, s0, root, then=plan.cdtg, control="kmdn" in args.parts)
         late.append([plan.evaluate])
