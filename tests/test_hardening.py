@@ -342,3 +342,13 @@ def test_ddp_ranks_get_seed_plus_rank(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir.dist, "barrier", lambda: None)
     rundir.prepare(run_args(tmp_path / "run", seed=10), is_main=False)
     assert torch.initial_seed() == 13
+
+
+def test_resume_accepts_settings_that_do_not_shape_the_result():
+    """Loader workers and the evaluation batch size may change on --resume; the learning rate may not."""
+    from common.errors import UserError
+    from common.rundir import check_resume_settings
+    recorded = {"lr": 0.001, "workers": 2, "eval_batch_size": 64}
+    check_resume_settings(argparse.Namespace(lr=0.001, workers=0, eval_batch_size=256), recorded, "args.yaml")
+    with pytest.raises(UserError, match=r"--lr 0.01 \(the run has 0.001\)"):
+        check_resume_settings(argparse.Namespace(lr=0.01, workers=2, eval_batch_size=64), recorded, "args.yaml")
