@@ -34,7 +34,7 @@ from common import checkpoint, rundir
 from common.clip import load_clip, pretrained_or_random
 from common.config import add_config_arg, parse_args, positive_int
 from common.datasets import ImageList
-from common.distributed import autocast, cleanup, setup
+from common.distributed import autocast, cleanup, grad_scaler, setup
 from common.errors import UserError, cli
 from common.jsonfile import read_json
 from common.options import add_loader_args
@@ -155,7 +155,7 @@ def selection_score(figures: dict, args) -> float:
 
 # ---------------------------------------------------------------------------------------------- loops
 
-def train_epoch(model, loader, optimizer, class_att, row_att, lut, weights, args, epoch, rt) -> dict:
+def train_epoch(model, loader, optimizer, scaler, class_att, row_att, lut, weights, args, epoch, rt) -> dict:
     model.train()
     sums, n = {}, 0
     correct = torch.zeros((), device=rt.device)
@@ -168,8 +168,9 @@ def train_epoch(model, loader, optimizer, class_att, row_att, lut, weights, args
             loss, parts = dsva_loss(out, target, row_att[target], model, weights,
                                     concentrate=not head_only(epoch, args), double_softmax=not args.logits_ce)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()  # the scaler acts only for fp16 autocast (GPUs without native bf16)
+        scaler.step(optimizer)
+        scaler.update()
         parts["loss"] = loss.detach()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0) + v.float() * len(y)
@@ -292,9 +293,12 @@ def main(args):
     ckpt_path = os.path.join(out, "ckpt_last.pt")
     log = rundir.MetricsLog(out, report_to=args.report_to)
     history, start, optimizer, opt_phase = [], 0, None, None
+    scaler = grad_scaler(rt, args.amp)
     if args.resume:
         ck = checkpoint.load(ckpt_path)
         model.load_state_dict(ck["model"])
+        if ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         history, start = ck["history"], ck["epoch"] + 1
         if ck.get("optimizer") is not None and start <= args.epochs - 1 and \
                 head_only(start, args) == head_only(ck["epoch"], args):
@@ -321,7 +325,8 @@ def main(args):
             group["lr"] = epoch_lr(epoch, args)
         sampler.set_epoch(epoch)
         row = {"epoch": epoch, "lr": epoch_lr(epoch, args), "phase": "prototypes" if head else "all",
-               **train_epoch(model, train_loader, optimizer, train_att, row_att, lut, weights, args, epoch, rt)}
+               **train_epoch(model, train_loader, optimizer, scaler, train_att, row_att, lut, weights, args, epoch,
+                             rt)}
         proposal = proposal_on(epoch, args)
         gamma = args.gamma
         if val:
@@ -351,8 +356,8 @@ def main(args):
                                       **{**meta, "gamma": gamma})
         checkpoint.atomic_save({"model": model.state_dict(),
                                 "optimizer": None if args.reset_optimizer else optimizer.state_dict(),
-                                "epoch": epoch, "rng": checkpoint.rng_state(), "history": history,
-                                "args": vars(args)}, ckpt_path)
+                                "scaler": scaler.state_dict(), "epoch": epoch, "rng": checkpoint.rng_state(),
+                                "history": history, "args": vars(args)}, ckpt_path)
         if args.stop_after is not None and epoch + 1 >= args.stop_after:
             cleanup()
             return
