@@ -31,6 +31,7 @@ from common.distributed import all_reduce_sum, cleanup, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.paths import relative
+from common.plots import quality_curves_png
 from common.options import add_loader_args
 from common.split import label_map, load_split
 from common.transforms import NORMALISATIONS
@@ -38,6 +39,8 @@ from CDTG.augment import OPERATIONS, AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
 from CDTG import original
 from CDTG.model import Discriminator, Generator, check_size
+from CDTG.sampling import real_images_by_class
+from CDTG.tracking import QualityTracker
 from CDTG.trainer import MODES, CDTGTrainer, StepConfig, round_to_half
 
 FORMAT = "cdtg-generator-v1"
@@ -127,6 +130,17 @@ def get_args_parser():
     g.add_argument("--ckpt-every", type=int, default=5000, help="ckpt_last.pt every N iterations (and at the end)")
     g.add_argument("--snapshot-every", type=int, default=0,
                    help="also keep checkpoints/<iter>.pt every N iterations (upstream: 5000); 0 = off")
+    g = p.add_argument_group("quality tracking (off by default)")
+    g.add_argument("--eval-every", type=int, default=0,
+                   help="every N iterations (and before the first and after the last) draw --eval-per-class images "
+                        "per tail class from g_ema as CDTG/generate.py would and log eval_* rows to metrics.jsonl "
+                        "(tail-model and classifier shares, FID_cls) and quality.png; 0 = off")
+    g.add_argument("--eval-classifier", default=None,
+                   help="independent classifier for FID_cls (Classification/train.py's model_final.pt)")
+    g.add_argument("--eval-per-class", type=int, default=16, help="images per tail class per evaluation")
+    g.add_argument("--eval-r", type=float, default=0.05, help="noise share of the drawn images (generate.py's --r)")
+    g.add_argument("--eval-max-real", type=int, default=100,
+                   help="real images per class FID_cls compares with (evaluate.py's --max-per-class)")
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
     rundir.add_run_args(p, "cdtg_train")
     return p
@@ -237,6 +251,11 @@ def check_args(args) -> None:
     if not 0 <= args.r_train <= 1:
         raise UserError(f"--r-train must be in [0, 1], got {args.r_train}")
     check_size(args.size)  # before the run folder, not when the models are built
+    if args.eval_every < 0:
+        raise UserError(f"--eval-every must be 0 (off) or positive, got {args.eval_every}")
+    if args.eval_every and not args.eval_classifier:
+        raise UserError("--eval-every needs --eval-classifier: the independent classifier (Classification/train.py's "
+                        "model_final.pt) whose features FID_cls uses")
     for flag in ("iter", "batch_size", "log_every", "sample_every", "ckpt_every", "sample_cols"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
@@ -405,6 +424,25 @@ def main(args):
     if rt.is_main:
         os.makedirs(samples_dir, exist_ok=True)
 
+    tracker = None
+    if args.eval_every and rt.is_main:
+        reals = real_images_by_class(args.data_root, dict(enumerate(tail_ids)), args.size)
+        tracker = QualityTracker(reals, tail_ids, trainer.tail, args.eval_classifier, info["names"], rt,
+                                 args.eval_per_class, args.eval_r, args.mixing, args.mixing_rule, args.seed,
+                                 args.eval_max_real)
+
+    def draw_quality() -> None:
+        quality_curves_png(log.rows(), os.path.join(out, "quality.png"),
+                           f"{os.path.normpath(out)}: {args.eval_per_class} images per tail class at r = {args.eval_r}")
+
+    def track(done: int) -> None:
+        row = tracker.evaluate(trainer.g_ema, trainer.p_ema)
+        log.write(iter=done, **row)
+        draw_quality()
+        tqdm.write(f"iter {done}: tail model {100 * row['eval_tail_model']:.1f}%, classifier "
+                   f"{100 * row['eval_classifier']:.1f}%, FID_cls {row['eval_fid']:.2f} (pooled "
+                   f"{row['eval_pooled_fid']:.2f}) [{row['eval_seconds']:.1f} s]")
+
     def save_checkpoint(done: int) -> None:
         state = {**trainer.state_dict(), "iteration": done, "rng": checkpoint.rng_state(), "args": vars(args),
                  "meta": {**meta, "iteration": done}}
@@ -416,6 +454,10 @@ def main(args):
         checkpoint.set_rng_state(ck["rng"])  # last, so that no set-up step above draws from it
     elif rt.distributed:
         torch.manual_seed(args.seed + 1000 * rt.rank + start)  # different noise per process
+    if tracker is not None and start == 0:
+        track(0)
+    elif tracker is not None and any("eval_fid" in r for r in log.rows()):
+        draw_quality()
     batches = iter(loader)
     bar = tqdm(range(start, args.iter), initial=start, total=args.iter, desc="cdtg", disable=not rt.is_main,
                dynamic_ncols=True)
@@ -444,6 +486,8 @@ def main(args):
         if rt.is_main and (done % args.sample_every == 0 or done == args.iter):
             save_samples(trainer, bank_images, bank_labels, bank_z, args.r_train,
                          os.path.join(samples_dir, f"{done:06d}.png"), args.sample_cols)
+        if tracker is not None and (done % args.eval_every == 0 or done == args.iter):
+            track(done)
         if rt.is_main and (done % args.ckpt_every == 0 or done == args.iter):
             save_checkpoint(done)
         if args.stop_after is not None and done >= args.stop_after:
