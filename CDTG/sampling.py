@@ -50,14 +50,15 @@ def visit_order(n: int, needed: int, seed: int) -> list:
 
 @torch.no_grad()
 def generate_class(k: int, images: ImageList, g, proj, tail, args, rt, mixing: float, mixing_rule: str,
-                   save) -> tuple:
+                   save, progress: bool = True) -> tuple:
     """Generate args.n_per_class images of tail label k; save(index, uint8 image, source path)."""
     per_real = args.per_real
     reals_per_batch = max(1, args.batch_size // per_real)
     order = visit_order(len(images), -(-args.n_per_class // per_real), args.seed * 1000 + k)
     trunc_latent = g.mean_latent(4096, labels=k) if args.truncation < 1 else None
     count, first = 0, []
-    bar = tqdm(total=args.n_per_class, desc=f"tail class {k}", leave=False, dynamic_ncols=True)
+    bar = tqdm(total=args.n_per_class, desc=f"tail class {k}", leave=False, dynamic_ncols=True,
+               disable=not progress)
     for start in range(0, len(order), reals_per_batch):
         idx = order[start: start + reals_per_batch]
         real = torch.stack([images[i][0] for i in idx]).to(rt.device)

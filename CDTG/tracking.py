@@ -94,7 +94,7 @@ class QualityTracker:
             for k, images in self.reals.items():
                 pixels = []
                 generate_class(k, images, g, proj, self.tail, self.draw, self.rt, self.mixing, self.mixing_rule,
-                               lambda i, p, source: pixels.append(p))
+                               lambda i, p, source: pixels.append(p), progress=False)
                 tail_pred, cls_pred, feat = self._measure(pixels)
                 rows.append((share_correct(tail_pred, k), share_correct(cls_pred, self.class_ids[k]),
                              frechet_distance(feat, self.real_features[k]), mean_pairwise_distance(feat)))
