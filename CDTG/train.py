@@ -59,6 +59,9 @@ def get_args_parser():
                    help="size the tail model sees: 'model' = its own img_size (images resized), 'gan' = --size "
                         "(upstream fed the 256 px GAN images to a 224 px model)")
     g.add_argument("--size", type=int, default=256, help="image size of the GAN (power of two, 16..1024)")
+    g.add_argument("--class-balanced", action="store_true",
+                   help="draw the real images of a batch class-balanced (with replacement) instead of an endless "
+                        "shuffle (upstream: the shuffle, so a class is trained in proportion to its images)")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=False,
                    help="random horizontal flips of real images (upstream: off, the flip is commented out)")
     add_loader_args(g, eval_batch_size=False)
@@ -182,6 +185,24 @@ class EndlessBatches(Sampler):
                 epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + e))
             offset = (k * self.world + self.rank) * self.batch
             yield perm[offset: offset + self.batch].tolist()
+            b += 1
+
+
+class BalancedBatches(EndlessBatches):
+    """Batch b drawn with replacement so that every class is equally likely (then any of its images): rare tail
+    classes get as many generator updates as common ones. Seeded by (seed, batch) as EndlessBatches."""
+
+    def __init__(self, labels: list, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        super().__init__(len(labels), batch, seed, start, rank, world)
+        labels = torch.tensor(labels)
+        self.weights = 1.0 / torch.bincount(labels).double()[labels]
+
+    def __iter__(self):
+        b = self.start
+        while True:
+            draw = torch.multinomial(self.weights, self.batch * self.world, replacement=True,
+                                     generator=torch.Generator().manual_seed(self.seed * 100003 + b))
+            yield draw[self.rank * self.batch: (self.rank + 1) * self.batch].tolist()
             b += 1
 
 
@@ -411,8 +432,10 @@ def main(args):
         if rt.is_main:
             print(f"resumed from {ckpt_path} at iteration {start}")
 
-    loader = DataLoader(Indexed(dataset), batch_sampler=EndlessBatches(len(dataset), args.batch_size, args.seed,
-                                                                       start, rt.rank, rt.world_size),
+    sampler = BalancedBatches(dataset.targets, args.batch_size, args.seed, start, rt.rank, rt.world_size) \
+        if args.class_balanced else EndlessBatches(len(dataset), args.batch_size, args.seed, start, rt.rank,
+                                                   rt.world_size)
+    loader = DataLoader(Indexed(dataset), batch_sampler=sampler,
                         num_workers=args.workers, pin_memory=rt.cuda, generator=torch.Generator())
     cache = feature_cache(trainer, dataset, rt, args.hflip, args.feature_cache_gb, args.batch_size * 4,
                           args.workers)

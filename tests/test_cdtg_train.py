@@ -415,3 +415,13 @@ def test_command_line_error_is_one_line_and_exit_2(synth_root, tmp_path):
     proc = run_script("CDTG/train.py", "--data-root", synth_root, "--tail-model", str(tmp_path / "missing.pt"),
                       *TINY, check=False)
     assert_one_line_error(proc, "missing.pt", "does not exist")
+
+
+def test_class_balanced_batches_even_out_the_classes_and_resume_exactly():
+    labels = [0] * 90 + [1] * 9 + [2]
+    sampler = cdtg_train.BalancedBatches(labels, 8, seed=3)
+    batches = [b for b, _ in zip(sampler, range(300))]
+    counts = torch.bincount(torch.tensor([labels[i] for b in batches for i in b]), minlength=3)
+    assert (counts > 600).all()  # about 800 each; the shuffle would give class 2 about 24
+    later = cdtg_train.BalancedBatches(labels, 8, seed=3, start=5)
+    assert next(iter(later)) == batches[5]
