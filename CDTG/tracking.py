@@ -103,4 +103,5 @@ class QualityTracker:
         tail_share, cls_share, fid, diversity = (float(np.nanmean(col)) for col in zip(*rows))
         return {"eval_tail_model": tail_share, "eval_classifier": cls_share, "eval_fid": fid,
                 "eval_pooled_fid": frechet_distance(np.concatenate(gen_all), np.concatenate(real_all)),
-                "eval_feature_diversity": diversity, "eval_seconds": time.time() - started}
+                "eval_feature_diversity": diversity, "eval_tail_model_per_class": [row[0] for row in rows],
+                "eval_seconds": time.time() - started}
