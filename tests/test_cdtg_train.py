@@ -300,6 +300,7 @@ def test_train_writes_checkpoint_samples_and_generator(synth_root, tail_model_fi
     assert not (out / "quality.png").exists()  # quality tracking is off by default
 
 
+@pytest.mark.slow  # 7 s on the shared machine: three evaluations and three plots
 def test_quality_tracking_logs_eval_rows_and_draws_quality_png(synth_root, tail_model_file, classifier_file, tmp_path):
     out = tmp_path / "run"
     run_train(synth_root, tail_model_file, out, "--iter", "3", "--feature-pool", "1", "--eval-every", "2",
