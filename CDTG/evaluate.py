@@ -22,7 +22,6 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from common import checkpoint
-from common.backbones import build_classifier
 from common.clip import encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
@@ -34,6 +33,7 @@ from common.split import optional_split
 from common.transforms import NORMALISATIONS, classification
 from CDTG.conditioning import load_tail_model
 from CDTG.manifest import list_entries, read_manifest
+from CDTG.tracking import load_independent_classifier, tail_transform
 from CDTG.quality import (PenultimateFeatures, frechet_distance, kernel_inception_distance, load_lpips,
                           mean_pairwise_distance, mean_pairwise_lpips, share_correct)
 
@@ -73,19 +73,6 @@ def clip_settings(manifest: dict) -> dict:
         ck = checkpoint.load(path, "CDTG checkpoint")
         return (ck.get("meta", {}).get("clip") if isinstance(ck, dict) else None) or {}
     return {}
-
-
-def load_independent_classifier(path: str, names: list, device):
-    ck = checkpoint.load(path, "classifier")
-    if not isinstance(ck, dict) or not all(k in ck for k in ("model", "arch", "names", "img_size", "norm")):
-        raise UserError(f"{path} is not a Classification/train.py model_final.pt (needs model, arch, names, "
-                        f"img_size, norm)")
-    if list(ck["names"]) != list(names):
-        raise UserError(f"classifier {path} was trained on other classes than the data set's; pass one trained "
-                        f"on this data root")
-    model = build_classifier(ck["arch"], len(names), "none", verbose=False)
-    model.load_state_dict(ck["model"])
-    return PenultimateFeatures(model.to(device).eval()), ck
 
 
 @torch.no_grad()
@@ -160,7 +147,7 @@ def main(args):
     size, tail_size = manifest["size"], tail.input_size
     mean, std = NORMALISATIONS["half"]
     # the tail model sees real and generated images at its own input size; LPIPS compares them at the GAN size
-    transforms = {"tail": T.Compose([T.Resize((tail_size, tail_size)), T.ToTensor(), T.Normalize(mean, std)])}
+    transforms = {"tail": tail_transform(tail_size)}
     if lpips_model is not None:
         transforms["gan"] = T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
     classifier = None

@@ -31,6 +31,7 @@ from common.distributed import all_reduce_sum, cleanup, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
 from common.paths import relative
+from common.plots import quality_curves_png
 from common.options import add_loader_args
 from common.split import label_map, load_split
 from common.transforms import NORMALISATIONS
@@ -38,6 +39,8 @@ from CDTG.augment import OPERATIONS, AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
 from CDTG import original
 from CDTG.model import Discriminator, Generator, check_size
+from CDTG.sampling import real_images_by_class
+from CDTG.tracking import QualityTracker
 from CDTG.trainer import MODES, CDTGTrainer, StepConfig, round_to_half
 
 FORMAT = "cdtg-generator-v1"
@@ -56,6 +59,9 @@ def get_args_parser():
                    help="size the tail model sees: 'model' = its own img_size (images resized), 'gan' = --size "
                         "(upstream fed the 256 px GAN images to a 224 px model)")
     g.add_argument("--size", type=int, default=256, help="image size of the GAN (power of two, 16..1024)")
+    g.add_argument("--class-balanced", action="store_true",
+                   help="draw the real images of a batch class-balanced (with replacement) instead of an endless "
+                        "shuffle (upstream: the shuffle, so a class is trained in proportion to its images)")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=False,
                    help="random horizontal flips of real images (upstream: off, the flip is commented out)")
     add_loader_args(g, eval_batch_size=False)
@@ -127,6 +133,17 @@ def get_args_parser():
     g.add_argument("--ckpt-every", type=int, default=5000, help="ckpt_last.pt every N iterations (and at the end)")
     g.add_argument("--snapshot-every", type=int, default=0,
                    help="also keep checkpoints/<iter>.pt every N iterations (upstream: 5000); 0 = off")
+    g = p.add_argument_group("quality tracking (off by default)")
+    g.add_argument("--eval-every", type=int, default=0,
+                   help="every N iterations (and before the first and after the last) draw --eval-per-class images "
+                        "per tail class from g_ema as CDTG/generate.py would and log eval_* rows to metrics.jsonl "
+                        "(tail-model and classifier shares, FID_cls) and quality.png; 0 = off")
+    g.add_argument("--eval-classifier", default=None,
+                   help="independent classifier for FID_cls (Classification/train.py's model_final.pt)")
+    g.add_argument("--eval-per-class", type=int, default=16, help="images per tail class per evaluation")
+    g.add_argument("--eval-r", type=float, default=0.05, help="noise share of the drawn images (generate.py's --r)")
+    g.add_argument("--eval-max-real", type=int, default=100,
+                   help="real images per class FID_cls compares with (evaluate.py's --max-per-class)")
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
     rundir.add_run_args(p, "cdtg_train")
     return p
@@ -168,6 +185,24 @@ class EndlessBatches(Sampler):
                 epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + e))
             offset = (k * self.world + self.rank) * self.batch
             yield perm[offset: offset + self.batch].tolist()
+            b += 1
+
+
+class BalancedBatches(EndlessBatches):
+    """Batch b drawn with replacement so that every class is equally likely (then any of its images): rare tail
+    classes get as many generator updates as common ones. Seeded by (seed, batch) as EndlessBatches."""
+
+    def __init__(self, labels: list, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        super().__init__(len(labels), batch, seed, start, rank, world)
+        labels = torch.tensor(labels)
+        self.weights = 1.0 / torch.bincount(labels).double()[labels]
+
+    def __iter__(self):
+        b = self.start
+        while True:
+            draw = torch.multinomial(self.weights, self.batch * self.world, replacement=True,
+                                     generator=torch.Generator().manual_seed(self.seed * 100003 + b))
+            yield draw[self.rank * self.batch: (self.rank + 1) * self.batch].tolist()
             b += 1
 
 
@@ -237,6 +272,11 @@ def check_args(args) -> None:
     if not 0 <= args.r_train <= 1:
         raise UserError(f"--r-train must be in [0, 1], got {args.r_train}")
     check_size(args.size)  # before the run folder, not when the models are built
+    if args.eval_every < 0:
+        raise UserError(f"--eval-every must be 0 (off) or positive, got {args.eval_every}")
+    if args.eval_every and not args.eval_classifier:
+        raise UserError("--eval-every needs --eval-classifier: the independent classifier (Classification/train.py's "
+                        "model_final.pt) whose features FID_cls uses")
     for flag in ("iter", "batch_size", "log_every", "sample_every", "ckpt_every", "sample_cols"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
@@ -392,8 +432,10 @@ def main(args):
         if rt.is_main:
             print(f"resumed from {ckpt_path} at iteration {start}")
 
-    loader = DataLoader(Indexed(dataset), batch_sampler=EndlessBatches(len(dataset), args.batch_size, args.seed,
-                                                                       start, rt.rank, rt.world_size),
+    sampler = BalancedBatches(dataset.targets, args.batch_size, args.seed, start, rt.rank, rt.world_size) \
+        if args.class_balanced else EndlessBatches(len(dataset), args.batch_size, args.seed, start, rt.rank,
+                                                   rt.world_size)
+    loader = DataLoader(Indexed(dataset), batch_sampler=sampler,
                         num_workers=args.workers, pin_memory=rt.cuda, generator=torch.Generator())
     cache = feature_cache(trainer, dataset, rt, args.hflip, args.feature_cache_gb, args.batch_size * 4,
                           args.workers)
@@ -404,6 +446,25 @@ def main(args):
     samples_dir = os.path.join(out, "samples")
     if rt.is_main:
         os.makedirs(samples_dir, exist_ok=True)
+
+    tracker = None
+    if args.eval_every and rt.is_main:
+        reals = real_images_by_class(args.data_root, dict(enumerate(tail_ids)), args.size)
+        tracker = QualityTracker(reals, tail_ids, trainer.tail, args.eval_classifier, info["names"], rt,
+                                 args.eval_per_class, args.eval_r, args.mixing, args.mixing_rule, args.seed,
+                                 args.eval_max_real)
+
+    def draw_quality() -> None:
+        quality_curves_png(log.rows(), os.path.join(out, "quality.png"),
+                           f"{os.path.normpath(out)}: {args.eval_per_class} images per tail class at r = {args.eval_r}")
+
+    def track(done: int) -> None:
+        row = tracker.evaluate(trainer.g_ema, trainer.p_ema)
+        log.write(iter=done, **row)
+        draw_quality()
+        tqdm.write(f"iter {done}: tail model {100 * row['eval_tail_model']:.1f}%, classifier "
+                   f"{100 * row['eval_classifier']:.1f}%, FID_cls {row['eval_fid']:.2f} (pooled "
+                   f"{row['eval_pooled_fid']:.2f}) [{row['eval_seconds']:.1f} s]")
 
     def save_checkpoint(done: int) -> None:
         state = {**trainer.state_dict(), "iteration": done, "rng": checkpoint.rng_state(), "args": vars(args),
@@ -416,6 +477,10 @@ def main(args):
         checkpoint.set_rng_state(ck["rng"])  # last, so that no set-up step above draws from it
     elif rt.distributed:
         torch.manual_seed(args.seed + 1000 * rt.rank + start)  # different noise per process
+    if tracker is not None and start == 0:
+        track(0)
+    elif tracker is not None and any("eval_fid" in r for r in log.rows()):
+        draw_quality()
     batches = iter(loader)
     bar = tqdm(range(start, args.iter), initial=start, total=args.iter, desc="cdtg", disable=not rt.is_main,
                dynamic_ncols=True)
@@ -444,6 +509,8 @@ def main(args):
         if rt.is_main and (done % args.sample_every == 0 or done == args.iter):
             save_samples(trainer, bank_images, bank_labels, bank_z, args.r_train,
                          os.path.join(samples_dir, f"{done:06d}.png"), args.sample_cols)
+        if tracker is not None and (done % args.eval_every == 0 or done == args.iter):
+            track(done)
         if rt.is_main and (done % args.ckpt_every == 0 or done == args.iter):
             save_checkpoint(done)
         if args.stop_after is not None and done >= args.stop_after:

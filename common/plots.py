@@ -47,3 +47,28 @@ def accuracy_vs_count_png(train_counts, per_class_acc, names: list, path: str, t
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def quality_curves_png(rows: list, path: str, title: str = "Generation quality during training") -> None:
+    """CDTG's in-training quality (rows of metrics.jsonl with eval_* columns): FID_cls (per-class mean and pooled)
+    and the shares assigned to the intended class, against the iteration."""
+    rows = [r for r in rows if "eval_fid" in r]
+    it = [r["iter"] for r in rows]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax.plot(it, [r["eval_fid"] for r in rows], "o-", label="FID_cls, mean over tail classes")
+    ax.plot(it, [r["eval_pooled_fid"] for r in rows], "s--", label="FID_cls, pooled")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("FID (classifier features)")
+    ax.legend(fontsize=7)
+    ax2.plot(it, [100 * r["eval_tail_model"] for r in rows], "o-", label="tail model")
+    ax2.plot(it, [100 * r["eval_classifier"] for r in rows], "s--", label="independent classifier")
+    ax2.set_ylim(0, 102)
+    ax2.set_xlabel("iteration")
+    ax2.set_ylabel("assigned to the intended class (%)")
+    ax2.legend(fontsize=7)
+    for a in (ax, ax2):
+        a.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

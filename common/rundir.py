@@ -256,6 +256,18 @@ class MetricsLog:
             self.dashboard.close()
             self.dashboard = None
 
+    def rows(self) -> list:
+        """The rows written so far (by this run and, after a resume, by the runs before it)."""
+        rows = []
+        if os.path.isfile(self.path):
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:  # a line half-written by a killed process
+                        pass
+        return rows
+
     def truncate_after(self, last: int, key: str = "epoch") -> None:
         """On resume, drop the rows whose `key` (epoch, iter) is after the checkpoint's `last` (written by a run
         that died later); the dashboard drops its steps after `last` too."""
@@ -265,13 +277,7 @@ class MetricsLog:
             self.dashboard.purge_after(last)
         if not os.path.isfile(self.path):
             return
-        rows = []
-        with open(self.path) as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:  # a line half-written by a killed process
-                    pass
+        rows = self.rows()
         with open(self.path, "w") as f:
             for r in rows:
                 if r.get(key, last) <= last:

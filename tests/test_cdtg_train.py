@@ -3,21 +3,28 @@ what stays frozen), the CLIP path with a tiny random open_clip model, and train.
 resume, an unconditional checkpoint via --ckpt, and input errors."""
 import json
 import os
+from types import SimpleNamespace
+
+import numpy as np
 
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 
-from common.backbones import build_feature_resnet
+from common.backbones import build_classifier, build_feature_resnet
+from common.checkpoint import export_weights
 from common.clip import checkpoint_dict, load_clip, register_model_config
 from common.distributed import setup
 from common.errors import UserError
+from common.layout import read_classes
 from conftest import assert_one_line_error, call_main, run_main, run_script
 from CDTG import losses, train as cdtg_train
 from CDTG.augment import AdaptiveAugment, augment, translate
-from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
+from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents, load_tail_model
 from CDTG.model import Discriminator, Generator
+from CDTG.sampling import generate_class, real_images_by_class
+from CDTG.tracking import QualityTracker
 from CDTG.trainer import CDTGTrainer, StepConfig
 from common.part_model import part_meta, save_part_model
 
@@ -56,6 +63,17 @@ def clip_file(tmp_path_factory):
     model = open_clip.create_model(CLIP_NAME)
     path = str(tmp_path_factory.mktemp("clip") / "tiny_clip.pt")
     torch.save(checkpoint_dict(model, CLIP_NAME, CLIP_CFG), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier_file(synth_root, tmp_path_factory):
+    """An independent classifier over every class (random resnet18 at 32 px) as Classification/train.py exports it."""
+    names = read_classes(synth_root)["names"]
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("cls") / "model_final.pt")
+    export_weights(build_classifier("resnet18", len(names), "none", verbose=False), path, arch="resnet18", names=names,
+                   img_size=32, norm="half", dataset="SYNTH")
     return path
 
 
@@ -280,6 +298,53 @@ def test_train_writes_checkpoint_samples_and_generator(synth_root, tail_model_fi
     with Image.open(out / "samples" / "000004.png") as im:  # one row per tail class, --sample-cols columns
         assert im.size == (2 + 2 * 34, 2 + len(split["tail"]) * 34)
     assert [r["iter"] for r in read_metrics(out)] == [1, 2, 3, 4]
+    assert not (out / "quality.png").exists()  # quality tracking is off by default
+
+
+@pytest.mark.slow  # 7 s on the shared machine: three evaluations and three plots
+def test_quality_tracking_logs_eval_rows_and_draws_quality_png(synth_root, tail_model_file, classifier_file, tmp_path):
+    out = tmp_path / "run"
+    run_train(synth_root, tail_model_file, out, "--iter", "3", "--feature-pool", "1", "--eval-every", "2",
+              "--eval-classifier", classifier_file, "--eval-per-class", "3", "--eval-max-real", "4")
+    rows = [r for r in read_metrics(out) if "eval_fid" in r]
+    assert [r["iter"] for r in rows] == [0, 2, 3]  # before training, every 2 iterations and after the last
+    for r in rows:
+        assert 0 <= r["eval_tail_model"] <= 1 and 0 <= r["eval_classifier"] <= 1
+        assert r["eval_fid"] >= 0 and r["eval_pooled_fid"] >= 0 and r["eval_feature_diversity"] >= 0
+    from PIL import Image
+    with Image.open(out / "quality.png") as im:
+        assert im.size[0] > 200
+
+
+def test_quality_tracking_draws_what_generate_would_and_leaves_training_alone(synth_root, tail_model_file,
+                                                                              classifier_file, tmp_path):
+    split_ = json.load(open(os.path.join(synth_root, "split.json")))
+    rt = setup("cpu")
+    tail = load_tail_model(tail_model_file, rt.device)
+    torch.manual_seed(0)
+    g, proj = Generator(32, 16, 1, num_classes=len(split_["tail"]), max_channels=8).eval(), \
+        FeatureProjection(tail.feature_shape(), 16, 1).eval()
+    reals = real_images_by_class(synth_root, {0: split_["tail"][0]}, 32)
+    tracker = QualityTracker(reals, split_["tail"], tail, classifier_file, read_classes(synth_root)["names"], rt,
+                             per_class=3, r=0.05, mixing=0.9, mixing_rule="always")
+    seen = []
+    measure = tracker._measure
+    tracker._measure = lambda pixels: (seen.append(np.stack(pixels)), measure(pixels))[1]
+    state = torch.get_rng_state()
+    tracker.evaluate(g, proj)
+    assert torch.equal(torch.get_rng_state(), state)  # training draws the same numbers with tracking on or off
+    torch.manual_seed(0)  # generate.py: seeded once, then the classes in order
+    want = []
+    draw = SimpleNamespace(n_per_class=3, per_real=5, batch_size=64, seed=0, truncation=1.0, r=0.05, amp=True,
+                           grid_cols=1)
+    generate_class(0, reals[0], g, proj, tail, draw, rt, 0.9, "always", lambda i, p, s: want.append(p))
+    assert np.array_equal(seen[0], np.stack(want))
+
+
+def test_quality_tracking_needs_a_classifier(synth_root, tail_model_file, tmp_path):
+    with pytest.raises(UserError, match="--eval-every needs --eval-classifier"):
+        run_train(synth_root, tail_model_file, tmp_path / "run", "--iter", "2", "--eval-every", "1")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -355,3 +420,13 @@ def test_command_line_error_is_one_line_and_exit_2(synth_root, tmp_path):
     proc = run_script("CDTG/train.py", "--data-root", synth_root, "--tail-model", str(tmp_path / "missing.pt"),
                       *TINY, check=False)
     assert_one_line_error(proc, "missing.pt", "does not exist")
+
+
+def test_class_balanced_batches_even_out_the_classes_and_resume_exactly():
+    labels = [0] * 90 + [1] * 9 + [2]
+    sampler = cdtg_train.BalancedBatches(labels, 8, seed=3)
+    batches = [b for b, _ in zip(sampler, range(300))]
+    counts = torch.bincount(torch.tensor([labels[i] for b in batches for i in b]), minlength=3)
+    assert (counts > 600).all()  # about 800 each; the shuffle would give class 2 about 24
+    later = cdtg_train.BalancedBatches(labels, 8, seed=3, start=5)
+    assert next(iter(later)) == batches[5]
