@@ -50,7 +50,7 @@ DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "log
 PARTS = ("longtail", "kmdn", "tgn", "dsva")
 # CPU seconds of one run on one thread at the embedded set's scale (configs/synthetic.yaml); only for the ETA
 COST = {"train": 120, "tgn": 180, "crt": 30, "posthoc": 10, "kmdn_head": 60, "kmdn_tail": 20, "distill": 100,
-        "clip": 250, "clip_continued": 75, "annotate": 15, "dsva": 30, "cdtg": 400, "generate": 35, "expand": 1,
+        "clip": 250, "clip_continued": 75, "annotate": 15, "dsva": 30, "cdtg": 350, "generate": 35, "expand": 1,
         "evaluate": 60}
 LT_COLUMNS = (("oa", "OA"), ("macro_f1", "macro-F1"), ("head_acc", "head"), ("tail_acc", "tail"),
               ("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few"))
@@ -191,25 +191,28 @@ def tgn_plan(args, seed: int, root: str) -> TGNPlan:
     embedded = read_classes(root)["dataset"] == "SYNTH"  # a real data set: the config's CLIP (e.g. OpenAI ViT-B/32)
     train, gen = os.path.join(base, "cdtg_train"), os.path.join(base, "generated")
     train_list = os.path.join(base, "expanded_train.txt")
+    ce = os.path.join(args.output_dir, "longtail", "ce", f"seed{seed}")
+    with_ce = "longtail" in args.parts and {"ce", *ON_CE} & set(args.methods) or os.path.isfile(
+        os.path.join(ce, "results.json"))
+    ce_done = (os.path.join(ce, "results.json"),) if with_ce else ()
+    # quality tracked during training (quality.png) against the first seed's CE model
+    track = ["--eval-every", 200, "--eval-classifier", os.path.join(ce, "model_final.pt")] if with_ce else []
     cdtg = [
         Job("cdtg train", py("CDTG/train.py", *cfg, "--data-root", root, "--tail-model", tail_model_path(args, seed),
-                             *(["--clip-pretrained", clip] if embedded else []), "--seed", seed, "--output-dir",
-                             train), train, os.path.join(train, "generator.pt"), COST["cdtg"],
-            needs=(clip_job.marker,) if embedded else ()),
+                             *(["--clip-pretrained", clip] if embedded else []), *track, "--seed", seed,
+                             "--output-dir", train), train, os.path.join(train, "generator.pt"), COST["cdtg"],
+            needs=((clip_job.marker,) if embedded else ()) + ce_done),
         Job("cdtg generate", py("CDTG/generate.py", *cfg, "--weights", os.path.join(train, "generator.pt"),
                                 "--seed", seed, "--output-dir", gen), gen, os.path.join(gen, "manifest.json"),
             COST["generate"], resumable=False, fresh=True),
         Job("cdtg expand", py("CDTG/expand.py", "--generated", gen, "--out", train_list, "--data-root", root,
                               "--overwrite"), base, train_list, COST["expand"], resumable=False),
     ]
-    ce = os.path.join(args.output_dir, "longtail", "ce", f"seed{seed}")
-    with_ce = "longtail" in args.parts and {"ce", *ON_CE} & set(args.methods) or os.path.isfile(
-        os.path.join(ce, "results.json"))
     evaluate = Job("cdtg evaluate", py("CDTG/evaluate.py", *cfg, "--generated", gen, "--overwrite",
                                        *(["--classifier", os.path.join(ce, "model_final.pt")] if with_ce else [])),
                    gen, os.path.join(gen, "quality.json"), COST["evaluate"], resumable=False,
                    extra={"part": "cdtg", "method": "cdtg", "seed": seed},
-                   needs=(train_list, *([os.path.join(ce, "results.json")] if with_ce else [])))
+                   needs=(train_list, *ce_done))
     return TGNPlan([clip_job] if embedded else [], cdtg, evaluate, train_list)
 
 
@@ -424,7 +427,8 @@ def cdtg_section(rows: list) -> list:
             f"| CLIP (tail-class prompts) | {pct('clip_consistency')} | {pct('real_clip_consistency')} |", "",
             f"Feature diversity (CE classifier's features) {num('feature_diversity')} against "
             f"{num('real_feature_diversity')} for real images; FID_cls {num('fid')} (per class), pooled "
-            f"{num('pooled_fid')}. Details: {os.path.join(q['folder'], 'quality.md')}."]
+            f"{num('pooled_fid')}. Details: {os.path.join(q['folder'], 'quality.md')}; the curves during training: "
+            f"{os.path.join(os.path.dirname(q['folder']), 'cdtg_train', 'quality.png')}."]
 
 
 def dsva_section(rows: list, split: str) -> list:
@@ -566,11 +570,13 @@ def main(args):
             first.append(dsva0[:1] + plan.clip + dsva0[1:])
         elif plan.clip:
             first.append(plan.clip)
+        if "longtail" in args.parts:  # CDTG tracks its quality against this seed's CE model
+            first += longtail_chains(args, s0, root)[:1]
         first += kmdn_chain(args, s0, root, then=plan.cdtg, control="kmdn" in args.parts)
         late.append([plan.evaluate])
     for seed in args.seeds:
         if "longtail" in args.parts:
-            chains += longtail_chains(args, seed, root)
+            chains += longtail_chains(args, seed, root)[1 if plan and seed == s0 else 0:]
         if "kmdn" in args.parts and not (plan and seed == s0):
             chains += kmdn_chain(args, seed, root)
         if "dsva" in args.parts and not (plan and seed == s0):
