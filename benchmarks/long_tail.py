@@ -48,10 +48,11 @@ ON_CE = ("crt", "logit_adjust", "tau_norm")  # need the CE model of the same see
 METHODS = (*TRAINED, *ON_CE, "tgn")
 DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "logit_adjust", "tau_norm")  # cb: by flag
 PARTS = ("longtail", "kmdn", "tgn", "dsva")
-# CPU seconds of one run on one thread at the embedded set's scale (configs/synthetic.yaml); only for the ETA
-COST = {"train": 120, "tgn": 180, "crt": 30, "posthoc": 10, "kmdn_head": 60, "kmdn_tail": 20, "distill": 100,
-        "clip": 250, "clip_continued": 75, "annotate": 15, "dsva": 30, "cdtg": 350, "generate": 35, "expand": 1,
-        "evaluate": 60}
+# wall seconds of one run on one thread at the embedded set's scale (configs/synthetic.yaml, measured 2026-12-01);
+# only for the ETA
+COST = {"train": 130, "tgn": 210, "crt": 30, "posthoc": 11, "kmdn_head": 85, "kmdn_tail": 35, "distill": 92,
+        "clip": 285, "clip_continued": 100, "annotate": 15, "dsva": 30, "cdtg": 280, "generate": 15, "expand": 1,
+        "evaluate": 40}
 LT_COLUMNS = (("oa", "OA"), ("macro_f1", "macro-F1"), ("head_acc", "head"), ("tail_acc", "tail"),
               ("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few"))
 
