@@ -301,9 +301,11 @@ def test_driver_tgn_part_wiring(synth_root, tmp_path):
     train, generate, expand = plan.cdtg
     tail = os.path.join(str(tmp_path), "kmdn", "seed3", "distill", "tail_model.pt")
     assert train.cmd[train.cmd.index("--tail-model") + 1] == tail
-    assert train.needs == (plan.clip[0].marker,) and generate.fresh and expand.marker == plan.train_list
-    assert plan.evaluate.needs == (plan.train_list, os.path.join(str(tmp_path), "longtail", "ce", "seed3",
-                                                                 "results.json"))
+    ce = os.path.join(str(tmp_path), "longtail", "ce", "seed3")
+    assert train.needs == (plan.clip[0].marker, os.path.join(ce, "results.json"))  # quality tracked on CE's model
+    assert train.cmd[train.cmd.index("--eval-classifier") + 1] == os.path.join(ce, "model_final.pt")
+    assert generate.fresh and expand.marker == plan.train_list
+    assert plan.evaluate.needs == (plan.train_list, os.path.join(ce, "results.json"))
     chain = lt.kmdn_chain(args, 3, synth_root, then=plan.cdtg)[0]
     assert [j.label for j in chain] == ["kmdn head seed 3", "kmdn tail seed 3", "kmdn distill seed 3", "cdtg train",
                                         "cdtg generate", "cdtg expand", "kmdn distill_alpha0 seed 3"]

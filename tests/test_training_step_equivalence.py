@@ -115,6 +115,20 @@ def cdtg_ref():
 
 
 @pytest.fixture(scope="module")
+def reference_float_path(cdtg_ref):
+    """Skip where this CPU rounds differently from the machine that computed the references: the train-mode tail
+    model at batch 2 turns such last-bit differences into logit changes of order 1
+    (test_tail_model_in_train_mode_is_chaotic_at_batch_2), and the one-iteration comparisons run through it."""
+    ref = cdtg_ref["standalone"]
+    with torch.no_grad():
+        logits, _ = tail_model().use_batch_statistics()(ref["fake_img"])
+    gap = (logits - ref["tail_logits_fake_trainmode"]).abs().max().item()
+    if gap >= 1e-4:
+        pytest.skip(f"this CPU's float rounding differs from the references' (train-mode tail logits off by {gap:.2g} "
+                    f"on the reference input); the comparisons through the chaotic batch-2 tail model cannot hold")
+
+
+@pytest.fixture(scope="module")
 def clip_bundle():
     """The seeded OpenAI-layout ViT-B/32 stand-in (seed 90), rounded to float16 as the released loader leaves it."""
     with quiet_open_clip():
@@ -204,7 +218,7 @@ def test_standalone_path_penalty_with_the_released_mean(cdtg_ref, start):
     assert grads[True] > 1e-3
 
 
-def test_standalone_tail_cross_entropy_in_train_mode(cdtg_ref):
+def test_standalone_tail_cross_entropy_in_train_mode(reference_float_path, cdtg_ref):
     ref = cdtg_ref["standalone"]
     tail = tail_model().use_batch_statistics()
     assert tail.model.training and tail.model.layer1[0].bn1.training
@@ -227,7 +241,7 @@ def test_tail_model_in_train_mode_is_chaotic_at_batch_2(cdtg_ref):
 
 # ------------------------------------------------------------------------------------------------ CDTG, one iteration
 
-def test_code_mode_iteration_losses(cdtg_ref, code_iteration):
+def test_code_mode_iteration_losses(reference_float_path, cdtg_ref, code_iteration):
     ref = cdtg_ref["step"]
     trainer, log, _ = code_iteration
     assert abs(log["d"].item() - ref["d_loss"]) < 1e-5
@@ -246,7 +260,7 @@ def test_code_mode_iteration_losses(cdtg_ref, code_iteration):
     assert abs(trainer.mean_path_length.item() - ref["path_mean"]) < 1e-7
 
 
-def test_code_mode_iteration_parameters(cdtg_ref, code_iteration):
+def test_code_mode_iteration_parameters(reference_float_path, cdtg_ref, code_iteration):
     params = cdtg_ref["step"]["params"]
     trainer, _, seen = code_iteration
     assert len(seen["d"]) == 2 and len(seen["g"]) == 2  # D step, R1 step; G step, path step
@@ -305,7 +319,7 @@ def paper_adversarial(cdtg_ref):
     return paper_iteration(cdtg_ref, lambda_cls=0.0, lambda_clip=0.0)
 
 
-def test_paper_mode_adversarial_and_r1_parts_equal(cdtg_ref, paper_adversarial):
+def test_paper_mode_adversarial_and_r1_parts_equal(reference_float_path, cdtg_ref, paper_adversarial):
     """With the consistency weights at 0 the paper mode's D step, R1 step and G step equal the original's; its
     path step differs on purpose (P has been trained by then; the mean is detached, see the standalone test)."""
     ref, lr = cdtg_ref["step"], StepConfig().lr
@@ -318,7 +332,7 @@ def test_paper_mode_adversarial_and_r1_parts_equal(cdtg_ref, paper_adversarial):
     assert checksums_match(seen["g"][0], ref["params"]["g_after_step1"], lr * 4 / 5)
 
 
-def test_paper_mode_backpropagates_the_consistency_terms(cdtg_ref):
+def test_paper_mode_backpropagates_the_consistency_terms(reference_float_path, cdtg_ref):
     ref, lr = cdtg_ref["step"], StepConfig().lr
     _, log, seen, _ = paper_iteration(cdtg_ref, lambda_cls=1.0, lambda_clip=0.0)
     assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
@@ -335,7 +349,7 @@ def test_paper_mode_trains_p_and_code_mode_keeps_it(paper_adversarial, code_iter
     assert torch.equal(code.proj.linear.weight, projection().linear.weight)
 
 
-def test_tail_model_frozen_in_eval_mode_for_paper_in_train_mode_for_code(cdtg_ref, paper_adversarial,
+def test_tail_model_frozen_in_eval_mode_for_paper_in_train_mode_for_code(reference_float_path, cdtg_ref, paper_adversarial,
                                                                          code_iteration):
     step, real = cdtg_ref["step"], cdtg_ref["inputs"]["real"]
     paper = paper_adversarial[0]
