@@ -197,6 +197,7 @@ def test_quality_measures_on_hand_made_features():
     assert share_correct([1, 2, 2, 0], 2) == 0.5
 
 
+@pytest.mark.slow
 def test_lpips_with_a_random_trunk_is_zero_only_for_identical_images():
     torch.manual_seed(0)
     model, note = load_lpips("alex", "cpu", random_trunk=True)  # the package's own linear layers, no download

@@ -261,6 +261,7 @@ def test_code_mode_trains_g_with_the_adversarial_loss_only():
     assert any(not torch.equal(with_cls[k], adv_only[k]) for k in code)  # paper mode: L_cls changes G's update
 
 
+@pytest.mark.slow
 def test_clip_loss_with_a_tiny_random_open_clip_model(clip_file):
     clip = load_clip(CLIP_NAME, clip_file)
     clip_before = snapshot(clip.model)

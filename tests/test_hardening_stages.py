@@ -44,6 +44,7 @@ def data_copy(synth_root, tmp_path):
 
 # ------------------------------------------------------------------------- group 7: outputs never replaced silently
 
+@pytest.mark.slow
 def test_split_json_and_test_report_are_not_replaced(data_copy, tmp_path):
     before = (data_copy / "split.json").read_bytes()
     proc = run_script("data/split.py", "--root", str(data_copy), "--head-percent", "30", check=False)

@@ -27,6 +27,7 @@ def test_f1_by_hand():
     assert macro_f1(cm) == pytest.approx(2 / 3)
 
 
+@pytest.mark.slow
 def test_f1_matches_sklearn():
     from sklearn.metrics import f1_score
     rng = np.random.default_rng(0)
