@@ -138,7 +138,7 @@ def longtail_chains(args, seed: int, root: str) -> list:
                                                       "--data-root", root, "--output-dir", f, *flag), f,
                           os.path.join(f, "results.json"), COST["posthoc"], resumable=False, extra=meta)
             ce_chain.append(job)
-        elif method != "ce" and method != "tgn":
+        elif method not in ("ce", "tgn"):
             chains.append([train_job(method, TRAINED[method], COST["train"])])
     return ([ce_chain] if ce_chain else []) + chains
 
@@ -193,8 +193,8 @@ def tgn_plan(args, seed: int, root: str) -> TGNPlan:
     train, gen = os.path.join(base, "cdtg_train"), os.path.join(base, "generated")
     train_list = os.path.join(base, "expanded_train.txt")
     ce = os.path.join(args.output_dir, "longtail", "ce", f"seed{seed}")
-    with_ce = "longtail" in args.parts and {"ce", *ON_CE} & set(args.methods) or os.path.isfile(
-        os.path.join(ce, "results.json"))
+    ce_runs = "longtail" in args.parts and bool({"ce", *ON_CE} & set(args.methods))
+    with_ce = ce_runs or os.path.isfile(os.path.join(ce, "results.json"))
     ce_done = (os.path.join(ce, "results.json"),) if with_ce else ()
     # quality tracked during training (quality.png) against the first seed's CE model
     track = ["--eval-every", 200, "--eval-classifier", os.path.join(ce, "model_final.pt")] if with_ce else []
