@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -317,12 +316,47 @@ class Runner:
                     self.lock.notify_all()
                 return
 
+    def ready(self, chain: list) -> bool:
+        """Whether the first unfinished run of `chain` can start now (or be skipped: a need was given up)."""
+        job = next((j for j in chain if not j.done), None)
+        return job is None or all(os.path.isfile(m) or m in self.given_up for m in job.needs)
+
+    def next_chain(self, waiting: list, running: list) -> list | None:
+        """The first chain of `waiting` that can start, else (when nothing runs that could unblock one) the
+        first; None when there is none or when the caller should wait."""
+        with self.lock:
+            while waiting:
+                chain = next((c for c in waiting if self.ready(c)), None)
+                if chain is None and not running[0]:
+                    chain = waiting[0]
+                if chain is not None:
+                    waiting.remove(chain)
+                    running[0] += 1
+                    return chain
+                self.lock.wait(timeout=5)
+            return None
+
+    def worker(self, waiting: list, running: list) -> None:
+        while (chain := self.next_chain(waiting, running)) is not None:
+            try:
+                self.run_chain(chain)
+            finally:
+                with self.lock:
+                    running[0] -= 1
+                    self.lock.notify_all()
+
     def run(self) -> None:
+        """Runs `--jobs` chains at a time. A free worker takes the first chain (in the given order) whose next
+        run can start, so runs that waited for another chain's output go before the chains listed after them."""
         done = [j for c in self.chains for j in c if j.done]
         if done:
             tqdm.write(f"{len(done)} finished runs found; not redone")
-        with ThreadPoolExecutor(self.jobs) as pool:
-            list(pool.map(self.run_chain, self.chains))
+        waiting, running = list(self.chains), [0]
+        threads = [threading.Thread(target=self.worker, args=(waiting, running)) for _ in range(self.jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         self.bar.close()
 
 
@@ -560,8 +594,8 @@ def main(args):
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     os.makedirs(args.output_dir, exist_ok=True)
-    # A run waits only for runs of chains before its own (the pool starts chains in order, so nothing deadlocks):
-    # the CLIP and the KMDN chain that lead to CDTG first, the runs that need CDTG's list last.
+    # A run waits only for runs of chains before its own: the CLIP and the KMDN chain that lead to CDTG first, then
+    # the runs that need CDTG's list (the Runner starts them as soon as the list exists), then the rest.
     first, chains, late = [], [], []
     s0 = args.seeds[0]
     plan = tgn_plan(args, s0, root) if "tgn" in args.parts and not args.tgn_list else None
@@ -584,7 +618,7 @@ def main(args):
             chains += dsva_chain(args, seed, root)
         if "tgn" in args.methods:
             late.append([tgn_job(args, seed, root, plan.train_list if plan else args.tgn_list, bool(plan))])
-    chains = first + chains + late
+    chains = first + late + chains
     failed = []
     if not args.report_only:
         runner = Runner(chains, args.jobs, args.threads)

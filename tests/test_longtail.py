@@ -339,3 +339,24 @@ def test_runner_waits_for_needs_and_skips_after_a_failure(tmp_path):
     assert (tmp_path / "late" / "done").read_text() == "[]"  # started after early, in a fresh folder
     assert sorted(label for label, _ in runner.failed) == ["after_broken", "broken"]
     assert not (tmp_path / "after_broken").exists()
+
+
+def test_runner_starts_a_chain_as_soon_as_its_need_exists(tmp_path):
+    """With one worker, a chain that needs another's output runs right after it, before the chains listed after
+    it; a first chain that cannot start yet does not hold the worker."""
+    import sys
+    lt = long_tail_module()
+    order = tmp_path / "order.txt"
+
+    def job(name, needs=()):
+        folder = tmp_path / name
+        code = (f"import os; os.makedirs({str(folder)!r}, exist_ok=True); open({str(order)!r}, 'a').write({name!r} "
+                f"+ ' '); open(os.path.join({str(folder)!r}, 'done'), 'w').write('')")
+        return lt.Job(name, [sys.executable, "-c", code], str(folder), str(folder / "done"), 1, resumable=False,
+                      needs=tuple(str(tmp_path / n / "done") for n in needs))
+
+    chains = [[job("uses_list", needs=["makes_list"])], [job("makes_list")], [job("other")], [job("last")]]
+    runner = lt.Runner(chains, jobs=1, threads=1)
+    runner.run()
+    assert order.read_text().split() == ["makes_list", "uses_list", "other", "last"]
+    assert runner.failed == []
