@@ -26,6 +26,7 @@ CDTG_MANIFEST = "cdtg_200000_size32.json"
 # the released code's 12 CLIP prompt names, in its order (the stored tokens decode to these)
 CLIP_NAMES = ["baseball field", "ship", "storage tank", "tennis court", "vehicle", "windmill", "airport",
               "basketball court", "bridge", "dam", "expressway-toll-station", "overpass"]
+STEP_KEYS = ["d_after_step1", "d_after_step2", "g_after_step1", "g_after_step2", "g_ema_after_accumulate"]
 DSVA_GROUPS = {"functions": range(0, 40), "materials": range(40, 70), "surface_properties": range(70, 98)}
 
 pytestmark = pytest.mark.slow  # rebuilds the original's seeded networks: tens of seconds per test
@@ -39,13 +40,24 @@ def checksums(model: torch.nn.Module) -> dict:
             for k, p in model.named_parameters()}
 
 
-def checksums_match(ours: dict, ref: dict, step: float) -> bool:
+def checksums_match(ours: dict, ref: dict, step: float, slack: float | None = None) -> bool:
     """Sums equal to within one Adam step of one element (`step` = lr: with beta1 = 0 Adam moves each element by
     about lr * sign(gradient), so an element whose gradient is at rounding level may move differently) plus
-    float64 rounding of large sums; max abs to 1e-6 relative (float32 rounding of values near 500)."""
+    float64 rounding of large sums; max abs to 1e-6 relative (float32 rounding of values near 500).
+    With `slack` (reorder_slack: what summing in another order moves the sums on this CPU), sums may differ by
+    twice that more, and max abs by one more step (the largest element may be one whose gradient is at rounding
+    level)."""
     assert set(ours) == set(ref)
-    return all(abs(ours[k][0] - ref[k][0]) < step + 1e-6 * abs(ref[k][0])
-               and abs(ours[k][1] - ref[k][1]) < 1e-6 * (1 + ref[k][1]) for k in ref)
+    sum_tol, max_tol = (step, 0.0) if slack is None else (step + 2 * slack, step)
+    return all(abs(ours[k][0] - ref[k][0]) < sum_tol + 1e-6 * abs(ref[k][0])
+               and abs(ours[k][1] - ref[k][1]) < max_tol + 1e-6 * (1 + ref[k][1]) for k in ref)
+
+
+def reorder_slack(ours: dict, reordered: dict) -> float:
+    """The largest change of any parameter's sum when the same step runs with its float sums in another order
+    (1 thread instead of 2). The references come from another CPU, whose kernels sum in their own order; at
+    beta1 = 0 Adam every element whose gradient is near zero can then move the other way."""
+    return max(abs(ours[k][0] - reordered[k][0]) for k in ours)
 
 
 def grad_diff(model: torch.nn.Module, ref: dict) -> float:
@@ -178,6 +190,24 @@ def code_iteration(cdtg_ref, clip_bundle):
     return run_iteration(cdtg_ref, "code", clip_bundle)
 
 
+def iteration_checksums(trainer, seen: dict) -> dict:
+    """{reference key: checksums} after each optimiser step of one iteration, and of g_ema after it."""
+    return dict(zip(STEP_KEYS, seen["d"] + seen["g"] + [checksums(trainer.g_ema)]))
+
+
+@pytest.fixture(scope="module")
+def rounding_slack(cdtg_ref, clip_bundle, code_iteration):
+    """{reference key: reorder_slack}: the same code-mode iteration on 1 thread, whose float sums run in another
+    order, against the 2-thread one: what rounding alone moves on this CPU."""
+    torch.set_num_threads(1)
+    try:
+        trainer, _, seen = run_iteration(cdtg_ref, "code", clip_bundle)
+    finally:
+        torch.set_num_threads(2)
+    reordered, ours = iteration_checksums(trainer, seen), iteration_checksums(code_iteration[0], code_iteration[2])
+    return {key: reorder_slack(ours[key], reordered[key]) for key in STEP_KEYS}
+
+
 # ------------------------------------------------------------------------------------------------ CDTG, standalone
 
 def test_standalone_adversarial_losses_and_r1(cdtg_ref):
@@ -255,20 +285,21 @@ def test_code_mode_iteration_losses(reference_float_path, cdtg_ref, code_iterati
                - ref["loss_cl"]) < 1e-6
     assert abs(log["clip"].item() - ref["clip_loss"]) < 1e-5
     assert abs(ref["g_loss"] + ref["loss_cl"] + ref["clip_loss"] - ref["g_logged"]) < 1e-4
-    assert abs(log["path"].item() - ref["path_penalty"]) < 1e-4
-    assert abs(log["path_length"].item() - ref["path_lengths"][0].item()) < 1e-5
-    assert abs(trainer.mean_path_length.item() - ref["path_mean"]) < 1e-7
+    # the path length is a gradient of a noise-weighted sum of random-sign terms, whose float32 rounding depends on
+    # the order of the sums (on 1 thread instead of 2 the penalty moves by 2e-5 relative here): 1e-4 relative
+    for ours, theirs in ((log["path"], ref["path_penalty"]), (log["path_length"], ref["path_lengths"][0]),
+                         (trainer.mean_path_length, ref["path_mean"])):
+        assert abs(ours.item() - float(theirs)) < 1e-4 * abs(float(theirs))
 
 
-def test_code_mode_iteration_parameters(reference_float_path, cdtg_ref, code_iteration):
+def test_code_mode_iteration_parameters(reference_float_path, cdtg_ref, code_iteration, rounding_slack):
     params = cdtg_ref["step"]["params"]
     trainer, _, seen = code_iteration
     assert len(seen["d"]) == 2 and len(seen["g"]) == 2  # D step, R1 step; G step, path step
-    after = zip(["d_after_step1", "d_after_step2", "g_after_step1", "g_after_step2", "g_ema_after_accumulate"],
-                seen["d"] + seen["g"] + [checksums(trainer.g_ema)])
     lr = StepConfig().lr
-    for key, ours in after:
-        assert checksums_match(ours, params[key], lr * (16 / 17 if key.startswith("d") else 4 / 5)), key
+    for key, ours in iteration_checksums(trainer, seen).items():
+        step = lr * (16 / 17 if key.startswith("d") else 4 / 5)
+        assert checksums_match(ours, params[key], step, rounding_slack[key]), key
 
 
 def test_released_clip_term_step_by_step(cdtg_ref, clip_bundle):
@@ -319,7 +350,8 @@ def paper_adversarial(cdtg_ref):
     return paper_iteration(cdtg_ref, lambda_cls=0.0, lambda_clip=0.0)
 
 
-def test_paper_mode_adversarial_and_r1_parts_equal(reference_float_path, cdtg_ref, paper_adversarial):
+def test_paper_mode_adversarial_and_r1_parts_equal(reference_float_path, cdtg_ref, paper_adversarial,
+                                                   rounding_slack):
     """With the consistency weights at 0 the paper mode's D step, R1 step and G step equal the original's; its
     path step differs on purpose (P has been trained by then; the mean is detached, see the standalone test)."""
     ref, lr = cdtg_ref["step"], StepConfig().lr
@@ -327,18 +359,20 @@ def test_paper_mode_adversarial_and_r1_parts_equal(reference_float_path, cdtg_re
     assert abs(log["d"].item() - ref["d_loss"]) < 1e-5
     assert abs(log["r1"].item() - ref["r1"]) < 1e-7
     assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
-    assert checksums_match(seen["d"][0], ref["params"]["d_after_step1"], lr * 16 / 17)
-    assert checksums_match(seen["d"][1], ref["params"]["d_after_step2"], lr * 16 / 17)
-    assert checksums_match(seen["g"][0], ref["params"]["g_after_step1"], lr * 4 / 5)
+    for key, ours, step in (("d_after_step1", seen["d"][0], lr * 16 / 17), ("d_after_step2", seen["d"][1],
+                            lr * 16 / 17), ("g_after_step1", seen["g"][0], lr * 4 / 5)):
+        assert checksums_match(ours, ref["params"][key], step, rounding_slack[key]), key
 
 
-def test_paper_mode_backpropagates_the_consistency_terms(reference_float_path, cdtg_ref):
+def test_paper_mode_backpropagates_the_consistency_terms(reference_float_path, cdtg_ref, rounding_slack):
     ref, lr = cdtg_ref["step"], StepConfig().lr
     _, log, seen, _ = paper_iteration(cdtg_ref, lambda_cls=1.0, lambda_clip=0.0)
     assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
     assert abs(log["g"].item() - (log["adv"] + log["cls"]).item()) < 1e-5
-    assert checksums_match(seen["d"][1], ref["params"]["d_after_step2"], lr * 16 / 17)
-    assert not checksums_match(seen["g"][0], ref["params"]["g_after_step1"], lr * 4 / 5)
+    slack = rounding_slack
+    assert checksums_match(seen["d"][1], ref["params"]["d_after_step2"], lr * 16 / 17, slack["d_after_step2"])
+    # L_cls moved G by more than rounding could
+    assert not checksums_match(seen["g"][0], ref["params"]["g_after_step1"], lr * 4 / 5, slack["g_after_step1"])
 
 
 def test_paper_mode_trains_p_and_code_mode_keeps_it(paper_adversarial, code_iteration):
