@@ -18,7 +18,6 @@ import os
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from torchvision import transforms as T
 from tqdm import tqdm
 
 from common import checkpoint
@@ -30,11 +29,10 @@ from common.errors import UserError, cli
 from common.layout import anno_path, read_classes, read_list
 from common.options import add_device_arg, add_loader_args
 from common.split import optional_split
-from common.transforms import NORMALISATIONS, classification
+from common.transforms import classification
 from CDTG.conditioning import load_tail_model
 from CDTG.manifest import list_entries, read_manifest
-from CDTG.tracking import load_independent_classifier, tail_transform
-from CDTG.quality import (PenultimateFeatures, frechet_distance, kernel_inception_distance, load_lpips,
+from CDTG.quality import (frechet_distance, kernel_inception_distance, load_independent_classifier, load_lpips,
                           mean_pairwise_distance, mean_pairwise_lpips, share_correct)
 
 
@@ -145,11 +143,10 @@ def main(args):
     all_tail_ids = list(tail.meta["classes"])
 
     size, tail_size = manifest["size"], tail.input_size
-    mean, std = NORMALISATIONS["half"]
     # the tail model sees real and generated images at its own input size; LPIPS compares them at the GAN size
-    transforms = {"tail": tail_transform(tail_size)}
+    transforms = {"tail": classification(tail_size, False)}
     if lpips_model is not None:
-        transforms["gan"] = T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
+        transforms["gan"] = classification(size, False)
     classifier = None
     if args.classifier:
         classifier, cls_meta = load_independent_classifier(args.classifier, info["names"], rt.device)

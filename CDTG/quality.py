@@ -12,6 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from common import checkpoint
+from common.backbones import build_classifier
+from common.errors import UserError
+
 
 def share_correct(predicted, intended) -> float:
     """Share of images assigned to their intended class."""
@@ -106,6 +110,20 @@ class PenultimateFeatures:
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
         return logits, self._feat.flatten(1)
+
+
+def load_independent_classifier(path: str, names: list, device):
+    """A Classification/train.py model_final.pt as PenultimateFeatures, and the file's dict."""
+    ck = checkpoint.load(path, "classifier")
+    if not isinstance(ck, dict) or not all(k in ck for k in ("model", "arch", "names", "img_size", "norm")):
+        raise UserError(f"{path} is not a Classification/train.py model_final.pt (needs model, arch, names, "
+                        f"img_size, norm)")
+    if list(ck["names"]) != list(names):
+        raise UserError(f"classifier {path} was trained on other classes than the data set's; pass one trained "
+                        f"on this data root")
+    model = build_classifier(ck["arch"], len(names), "none", verbose=False)
+    model.load_state_dict(ck["model"])
+    return PenultimateFeatures(model.to(device).eval()), ck
 
 
 def load_lpips(net: str = "alex", device="cpu", random_trunk: bool = False):

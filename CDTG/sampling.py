@@ -7,20 +7,18 @@ import os
 import numpy as np
 import torch
 from tqdm import tqdm
-from torchvision import transforms as T
 
 from common.datasets import ImageList
 from common.distributed import autocast
 from common.errors import UserError
 from common.layout import anno_path, read_classes
-from common.transforms import NORMALISATIONS
+from common.transforms import classification
 from CDTG.conditioning import fused_latents
 
 
 def real_images_by_class(root: str, wanted: dict, size: int) -> dict:
     """{tail label: ImageList of the training images of class wanted[label], at the GAN size in [-1, 1]}."""
-    mean, std = NORMALISATIONS["half"]
-    transform = T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
+    transform = classification(size, False)
     num = len(read_classes(root)["names"])
     out = {}
     for k, cid in wanted.items():

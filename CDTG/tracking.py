@@ -12,37 +12,14 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from torchvision import transforms as T
 
-from common import checkpoint
-from common.backbones import build_classifier
 from common.datasets import ImageList
 from common.errors import UserError
-from common.transforms import NORMALISATIONS, classification
-from CDTG.quality import PenultimateFeatures, frechet_distance, mean_pairwise_distance, share_correct
+from common.transforms import classification
+from CDTG.quality import frechet_distance, load_independent_classifier, mean_pairwise_distance, share_correct
 from CDTG.sampling import generate_class
 
 KEYS = ("eval_tail_model", "eval_classifier", "eval_fid", "eval_pooled_fid", "eval_feature_diversity")
-
-
-def load_independent_classifier(path: str, names: list, device):
-    """A Classification/train.py model_final.pt as PenultimateFeatures, and the file's dict."""
-    ck = checkpoint.load(path, "classifier")
-    if not isinstance(ck, dict) or not all(k in ck for k in ("model", "arch", "names", "img_size", "norm")):
-        raise UserError(f"{path} is not a Classification/train.py model_final.pt (needs model, arch, names, "
-                        f"img_size, norm)")
-    if list(ck["names"]) != list(names):
-        raise UserError(f"classifier {path} was trained on other classes than the data set's; pass one trained "
-                        f"on this data root")
-    model = build_classifier(ck["arch"], len(names), "none", verbose=False)
-    model.load_state_dict(ck["model"])
-    return PenultimateFeatures(model.to(device).eval()), ck
-
-
-def tail_transform(size: int):
-    """What evaluate.py feeds the tail model: the image resized to its input size, in [-1, 1]."""
-    mean, std = NORMALISATIONS["half"]
-    return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
 
 
 class QualityTracker:
@@ -58,7 +35,7 @@ class QualityTracker:
         self.mixing, self.mixing_rule, self.seed = mixing, mixing_rule, seed
         self.classifier, meta = load_independent_classifier(classifier_path, all_names, rt.device)
         self.cls_transform = classification(meta["img_size"], False, meta["norm"])
-        self.tail_transform = tail_transform(tail.input_size)
+        self.tail_transform = classification(tail.input_size, False)  # evaluate.py's
         self.draw = SimpleNamespace(n_per_class=per_class, per_real=5, batch_size=batch_size, seed=seed,
                                     truncation=1.0, r=r, amp=True, grid_cols=1)
         self.batch_size = batch_size

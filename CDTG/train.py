@@ -19,7 +19,6 @@ import time
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import transforms as T
 from torchvision.utils import save_image
 from tqdm import tqdm
 
@@ -34,7 +33,7 @@ from common.paths import relative
 from common.plots import quality_curves_png
 from common.options import add_loader_args
 from common.split import label_map, load_split
-from common.transforms import NORMALISATIONS
+from common.transforms import classification
 from CDTG.augment import OPERATIONS, AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
 from CDTG import original
@@ -207,8 +206,7 @@ class BalancedBatches(EndlessBatches):
 
 
 def tail_dataset(args, split, num_classes: int) -> ImageList:
-    mean, std = NORMALISATIONS["half"]
-    transform = T.Compose([T.Resize((args.size, args.size)), T.ToTensor(), T.Normalize(mean, std)])
+    transform = classification(args.size, False)
     return ImageList(os.path.join(args.data_root, "train"), [anno_path(args.data_root, "train")], transform,
                      num_classes=num_classes, label_map=label_map(split, "tail"), on_corrupt=args.on_corrupt)
 

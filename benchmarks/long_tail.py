@@ -321,28 +321,28 @@ class Runner:
         job = next((j for j in chain if not j.done), None)
         return job is None or all(os.path.isfile(m) or m in self.given_up for m in job.needs)
 
-    def next_chain(self, waiting: list, running: list) -> list | None:
-        """The first chain of `waiting` that can start, else (when nothing runs that could unblock one) the
-        first; None when there is none or when the caller should wait."""
+    def next_chain(self) -> list | None:
+        """The first waiting chain that can start, else (when nothing runs that could unblock one) the first;
+        None when none is left."""
         with self.lock:
-            while waiting:
-                chain = next((c for c in waiting if self.ready(c)), None)
-                if chain is None and not running[0]:
-                    chain = waiting[0]
+            while self.waiting:
+                chain = next((c for c in self.waiting if self.ready(c)), None)
+                if chain is None and not self.running:
+                    chain = self.waiting[0]
                 if chain is not None:
-                    waiting.remove(chain)
-                    running[0] += 1
+                    self.waiting.remove(chain)
+                    self.running += 1
                     return chain
                 self.lock.wait(timeout=5)
             return None
 
-    def worker(self, waiting: list, running: list) -> None:
-        while (chain := self.next_chain(waiting, running)) is not None:
+    def worker(self) -> None:
+        while (chain := self.next_chain()) is not None:
             try:
                 self.run_chain(chain)
             finally:
                 with self.lock:
-                    running[0] -= 1
+                    self.running -= 1
                     self.lock.notify_all()
 
     def run(self) -> None:
@@ -351,8 +351,8 @@ class Runner:
         done = [j for c in self.chains for j in c if j.done]
         if done:
             tqdm.write(f"{len(done)} finished runs found; not redone")
-        waiting, running = list(self.chains), [0]
-        threads = [threading.Thread(target=self.worker, args=(waiting, running)) for _ in range(self.jobs)]
+        self.waiting, self.running = list(self.chains), 0
+        threads = [threading.Thread(target=self.worker) for _ in range(self.jobs)]
         for t in threads:
             t.start()
         for t in threads:

@@ -53,6 +53,11 @@ def checksums_match(ours: dict, ref: dict, step: float, slack: float | None = No
                and abs(ours[k][1] - ref[k][1]) < max_tol + 1e-6 * (1 + ref[k][1]) for k in ref)
 
 
+def adam_step(key: str) -> float:
+    """The lr of the optimiser behind a reference key, with the lazy-regularisation correction (D 16/17, G 4/5)."""
+    return StepConfig().lr * (16 / 17 if key.startswith("d") else 4 / 5)
+
+
 def reorder_slack(ours: dict, reordered: dict) -> float:
     """The largest change of any parameter's sum when the same step runs with its float sums in another order
     (1 thread instead of 2). The references come from another CPU, whose kernels sum in their own order; at
@@ -296,10 +301,8 @@ def test_code_mode_iteration_parameters(reference_float_path, cdtg_ref, code_ite
     params = cdtg_ref["step"]["params"]
     trainer, _, seen = code_iteration
     assert len(seen["d"]) == 2 and len(seen["g"]) == 2  # D step, R1 step; G step, path step
-    lr = StepConfig().lr
     for key, ours in iteration_checksums(trainer, seen).items():
-        step = lr * (16 / 17 if key.startswith("d") else 4 / 5)
-        assert checksums_match(ours, params[key], step, rounding_slack[key]), key
+        assert checksums_match(ours, params[key], adam_step(key), rounding_slack[key]), key
 
 
 def test_released_clip_term_step_by_step(cdtg_ref, clip_bundle):
@@ -354,25 +357,23 @@ def test_paper_mode_adversarial_and_r1_parts_equal(reference_float_path, cdtg_re
                                                    rounding_slack):
     """With the consistency weights at 0 the paper mode's D step, R1 step and G step equal the original's; its
     path step differs on purpose (P has been trained by then; the mean is detached, see the standalone test)."""
-    ref, lr = cdtg_ref["step"], StepConfig().lr
+    ref = cdtg_ref["step"]
     _, log, seen, _ = paper_adversarial
     assert abs(log["d"].item() - ref["d_loss"]) < 1e-5
     assert abs(log["r1"].item() - ref["r1"]) < 1e-7
     assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
-    for key, ours, step in (("d_after_step1", seen["d"][0], lr * 16 / 17), ("d_after_step2", seen["d"][1],
-                            lr * 16 / 17), ("g_after_step1", seen["g"][0], lr * 4 / 5)):
-        assert checksums_match(ours, ref["params"][key], step, rounding_slack[key]), key
+    for key, ours in zip(STEP_KEYS, seen["d"] + seen["g"][:1]):  # D step, R1 step, G step
+        assert checksums_match(ours, ref["params"][key], adam_step(key), rounding_slack[key]), key
 
 
 def test_paper_mode_backpropagates_the_consistency_terms(reference_float_path, cdtg_ref, rounding_slack):
-    ref, lr = cdtg_ref["step"], StepConfig().lr
+    ref = cdtg_ref["step"]
     _, log, seen, _ = paper_iteration(cdtg_ref, lambda_cls=1.0, lambda_clip=0.0)
     assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
     assert abs(log["g"].item() - (log["adv"] + log["cls"]).item()) < 1e-5
-    slack = rounding_slack
-    assert checksums_match(seen["d"][1], ref["params"]["d_after_step2"], lr * 16 / 17, slack["d_after_step2"])
-    # L_cls moved G by more than rounding could
-    assert not checksums_match(seen["g"][0], ref["params"]["g_after_step1"], lr * 4 / 5, slack["g_after_step1"])
+    for key, ours, equal in (("d_after_step2", seen["d"][1], True), ("g_after_step1", seen["g"][0], False)):
+        # L_cls moved G by more than rounding could, and left D alone
+        assert checksums_match(ours, ref["params"][key], adam_step(key), rounding_slack[key]) == equal, key
 
 
 def test_paper_mode_trains_p_and_code_mode_keeps_it(paper_adversarial, code_iteration):
