@@ -2,11 +2,11 @@
 
     python Classification/crt.py --config configs/synthetic.yaml --weights runs/classification/x/model_final.pt
 
-The backbone gets no gradient; the fc is re-initialised and trained with the reference's recipe by default: SGD
-(momentum 0.9, weight decay 5e-4), cosine decay over 10 epochs, lr 0.2 at batch 512 scaled linearly to the batch
-(0.0125 at 32), and the backbone's batch-norm layers in train mode, as the reference's model.train() leaves them
-(batch statistics, running statistics updated). --bn frozen keeps them in eval mode; --optimizer adam --schedule
-step is this repository's earlier recipe. --tune-list LIST (a held-out list, paths relative to <root>/train)
+The backbone gets no gradient; the fc is re-initialised and trained with the reference's recipe by default:
+SGD (momentum 0.9, weight decay 5e-4), cosine decay over 10 epochs, lr 0.2 at batch 512 scaled linearly to the
+batch (0.0125 at 32), and the backbone's batch-norm layers in train mode, as the reference's model.train()
+leaves them (batch statistics, running statistics updated). --bn frozen keeps them in eval mode; --optimizer
+adam --schedule step is this repository's earlier recipe. --tune-list LIST (a held-out list, paths relative to <root>/train)
 keeps the model of the epoch with the best mean per-class accuracy on it, so the epochs are chosen on it.
 Writes a run folder like train.py's: model_final.pt (an ordinary classifier file), the report, metrics.jsonl.
 """
@@ -47,11 +47,11 @@ def get_args_parser():
     add_image_args(g, img_size=None, norm=None)  # default: those stored with --weights
     g.add_argument("--sampler", default="class_balanced", choices=list(longtail.SAMPLERS))
     g.add_argument("--tune-list", default=None,
-                   help="held-out list (relative to <root>/train): the epoch best on it by mean per-class accuracy "
-                        "gives the final model")
+                   help="held-out list (relative to <root>/train): the epoch best on it by mean per-class "
+                        "accuracy gives the final model")
     g.add_argument("--bn", default="train", choices=["train", "frozen"],
-                   help="the backbone's batch norm while the fc trains: train (the reference's model.train(): batch "
-                        "statistics, running statistics updated) or frozen (eval mode)")
+                   help="the backbone's batch norm while the fc trains: train (the reference's model.train(): "
+                        "batch statistics, running statistics updated) or frozen (eval mode)")
     add_fit_args(p, epochs=10, lr_drop_epochs=[], optimizer="sgd", lr=0.2 * 32 / 512, weight_decay=5e-4,
                  schedule="cosine")
     rundir.add_run_args(p, "classification_crt")
@@ -145,15 +145,16 @@ def main(args):
     if best:
         model.load_state_dict(best["state"])
         cm = evaluate(net, test_loader, rt, len(names), amp=args.amp)
-        print(f"epochs chosen on {args.tune_list}: {best['epoch'] + 1} of {args.epochs} (mean per-class accuracy "
-              f"{100 * best['score']:.1f})")
+        print(f"epochs chosen on {args.tune_list}: {best['epoch'] + 1} of {args.epochs} (mean per-class "
+              f"accuracy {100 * best['score']:.1f})")
     if rt.is_main:
         export_classifier(model, cm, out, names, groups, split, f"cRT of {arch} on {info['dataset']}", arch=arch,
                           img_size=args.img_size, norm=args.norm, dataset=info["dataset"],
                           crt_of=os.path.abspath(args.weights))
         if best:
             write_json(os.path.join(out, "tuned.json"), {"epochs": best["epoch"] + 1, "of": args.epochs,
-                                                         "tune_list": args.tune_list, "tune_mean_acc": scores})
+                                                         "tune_list": args.tune_list,
+                                                         "tune_mean_acc": scores})
     cleanup()
 
 

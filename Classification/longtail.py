@@ -4,13 +4,14 @@ adjustments. Every default elsewhere stays upstream's plain cross-entropy with i
 - class-balanced sampling: a class drawn uniformly, then an image of it (Kang et al. 2020, "class-balanced");
 - class-balanced loss: weight (1 - beta) / (1 - beta^n_y), normalised to sum to C (Cui et al. 2019);
 - Balanced Softmax: cross-entropy on logits + log prior (Ren et al. 2020);
-- LDAM: margin C / n_j^(1/4) on the true class, largest margin max_margin, scale s on cosine logits; with deferred
-  re-weighting (DRW) by the class-balanced weights from a given epoch (Cao et al. 2019). DRW takes the weighted
-  mean sum_i w_yi l_i / sum_i w_yi, as the reference's cross-entropy with class weights does; "batch" divides by
-  the batch size instead (this repository's earlier rule). DRW applies to ce, ldam and balanced_softmax;
+- LDAM: margin C / n_j^(1/4) on the true class, largest margin max_margin, scale s on cosine logits; with
+  deferred re-weighting (DRW) by the class-balanced weights from a given epoch (Cao et al. 2019). DRW takes the
+  weighted mean sum_i w_yi l_i / sum_i w_yi, as the reference's cross-entropy with class weights does; "batch"
+  divides by the batch size instead (this repository's earlier rule). DRW applies to ce, ldam and
+  balanced_softmax;
 - post-hoc logit adjustment: logits - tau * log prior, tau = 1 (Menon et al. 2021, their post-hoc default);
-- tau-normalisation: each class weight vector divided by its norm^tau, tau in [0, 2] as the reference sweeps it
-  (Kang et al. 2020); cRT is Classification/crt.py.
+- tau-normalisation: each class weight vector divided by its norm^tau, tau in [0, 2] as the reference sweeps
+  it (Kang et al. 2020); cRT is Classification/crt.py.
 """
 import math
 
@@ -60,12 +61,14 @@ def reweighted_mean(per_sample: torch.Tensor, y: torch.Tensor, weights: torch.Te
         return (w * per_sample).sum() / w.sum()
     if normalise == "batch":
         return (w * per_sample).mean()
-    raise UserError(f"unknown re-weighting normalisation '{normalise}'; choose one of {', '.join(DRW_NORMALISATIONS)}")
+    raise UserError(f"unknown re-weighting normalisation '{normalise}'; choose one of "
+                    f"{', '.join(DRW_NORMALISATIONS)}")
 
 
 def weighted_ce(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
                 normalise: str = "batch") -> torch.Tensor:
-    """CE re-weighted by w_y (see reweighted_mean); Cui et al.'s class-balanced loss divides by the batch size."""
+    """CE re-weighted by w_y (see reweighted_mean); Cui et al.'s class-balanced loss divides by the batch
+    size."""
     return reweighted_mean(F.cross_entropy(logits.float(), y, reduction="none"), y, weights, normalise)
 
 
@@ -75,7 +78,8 @@ def ldam_margins(counts, max_margin: float = 0.5) -> torch.Tensor:
     return torch.tensor(m * (max_margin / m.max()), dtype=torch.float32)
 
 
-def ldam_loss(logits, y, margins, scale: float, weights=None, normalise: str = "weighted_mean") -> torch.Tensor:
+def ldam_loss(logits, y, margins, scale: float, weights=None,
+              normalise: str = "weighted_mean") -> torch.Tensor:
     """CE on s * (z - Delta_y e_y): the true-class logit lowered by its margin, then scaled."""
     z = logits.float() - F.one_hot(y, logits.shape[1]) * margins.to(logits.device)[None]
     return weighted_ce(scale * z, y, weights, normalise)
@@ -101,8 +105,8 @@ def check_train_args(args) -> None:
     if args.loss == "ldam" and not args.model.startswith(("resnet", "resnext", "wide_resnet")):
         raise UserError(f"--loss ldam replaces the `fc` classifier of a ResNet; {args.model} has none")
     if args.loss == "cb" and args.drw_epoch is not None and args.drw_epoch >= 0:
-        raise UserError("--drw-epoch defers the class-balanced weights that --loss cb applies from the first epoch; "
-                        "use --loss ce --drw-epoch N for deferred re-weighting, or drop --drw-epoch")
+        raise UserError("--drw-epoch defers the class-balanced weights that --loss cb applies from the first "
+                        "epoch; use --loss ce --drw-epoch N for deferred re-weighting, or drop --drw-epoch")
 
 
 class EpochLoss:
@@ -113,7 +117,8 @@ class EpochLoss:
         if name not in LOSSES:
             raise UserError(f"unknown --loss '{name}'; choose one of {', '.join(LOSSES)}")
         if drw_normalise not in DRW_NORMALISATIONS:
-            raise UserError(f"unknown --drw-normalise '{drw_normalise}'; choose one of {', '.join(DRW_NORMALISATIONS)}")
+            raise UserError(f"unknown --drw-normalise '{drw_normalise}'; choose one of "
+                            f"{', '.join(DRW_NORMALISATIONS)}")
         self.name, self.counts = name, np.asarray(counts)
         self.weights = None
         if name == "cb" or (drw_epoch is not None and epoch >= drw_epoch):

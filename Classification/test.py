@@ -52,8 +52,8 @@ def get_args_parser():
                    help="predict argmax logits - TAU * log(train prior) (Menon et al. 2021; their post-hoc default "
                         "TAU = 1); the prior is split.json's train counts")
     g.add_argument("--tau-norm", type=float, default=None, metavar="TAU",
-                   help="divide each class weight vector of the fc by its norm^TAU, TAU in [0, 2], bias dropped "
-                        "(Kang et al. 2020, whose code sweeps TAU in [0, 2] on a validation set)")
+                   help="divide each class weight vector of the fc by its norm^TAU, TAU in [0, 2], bias "
+                        "dropped (Kang et al. 2020, whose code sweeps TAU in [0, 2] on a validation set)")
     g.add_argument("--tau-norm-keep-bias", action="store_true", help="keep the fc bias under --tau-norm")
     g.add_argument("--tune-list", default=None,
                    help="a held-out annotation list (paths relative to <root>/train): the TAU of the one post-hoc "

@@ -53,11 +53,12 @@ def get_args_parser():
     g.add_argument("--cb-beta", type=float, default=0.9999, help="effective-number beta of --loss cb and of DRW")
     g.add_argument("--drw-epoch", type=int, default=None,
                    help="from this epoch the loss is re-weighted by the class-balanced weights (deferred "
-                        "re-weighting) with --loss ce, ldam or balanced_softmax; default: 80%% of --epochs for ldam "
-                        "(the paper's 160/200), never otherwise; -1: never")
+                        "re-weighting) with --loss ce, ldam or balanced_softmax; default: 80%% of --epochs for "
+                        "ldam (the paper's 160/200), never otherwise; -1: never")
     g.add_argument("--drw-normalise", default="weighted_mean", choices=list(longtail.DRW_NORMALISATIONS),
-                   help="re-weighted loss divided by the sum of the batch's weights (the LDAM-DRW reference's "
-                        "cross-entropy with class weights) or by the batch size (this repository before 2026-12-04)")
+                   help="re-weighted loss divided by the sum of the batch's weights (the LDAM-DRW "
+                        "reference's cross-entropy with class weights) or by the batch size (this repository "
+                        "before 2026-12-04)")
     g.add_argument("--ldam-max-margin", type=float, default=0.5, help="margin of the rarest class")
     g.add_argument("--ldam-scale", type=float, default=30.0, help="scale s of LDAM's cosine logits")
     add_fit_args(p, epochs=50, lr_drop_epochs=[32])

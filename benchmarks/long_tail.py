@@ -8,9 +8,10 @@ beside its folder):
 - longtail: Classification/train.py with each long-tail baseline, cRT (Classification/crt.py) and the post-hoc
   adjustments (Classification/test.py) on the CE model of the same seed, under each optimisation protocol
   (--protocols: upstream's Adam with a step schedule, the long-tail literature's SGD with momentum and cosine
-  decay). Each method's free setting is chosen on a validation list carved from the training set (common/holdout.py;
-  the methods train on the rest): LDAM-DRW's DRW start by candidate runs of the first seed, cRT's epochs, and the tau
-  of logit adjustment and tau-normalisation per seed; the test list is read only for the final figures;
+  decay). Each method's free setting is chosen on a validation list carved from the training set
+  (common/holdout.py; the methods train on the rest): LDAM-DRW's DRW start by candidate runs of the first seed,
+  cRT's epochs, and the tau of logit adjustment and tau-normalisation per seed; the test list is read only for
+  the final figures;
 - kmdn: KMDN head and tail models, then distillation with alpha from the config and the control alpha = 0 from the
   same stage-1 models (everything else equal);
 - tgn: CDTG trained once, on the distilled tail model of the first seed's KMDN (configs' cdtg_train section), its
@@ -55,8 +56,8 @@ METHODS = (*TRAINED, *ON_CE, "tgn")
 DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "logit_adjust", "tau_norm")  # cb: by flag
 PARTS = ("longtail", "kmdn", "tgn", "dsva")
 PROTOCOLS = ("adam", "sgd")
-# LDAM-DRW's CIFAR recipe (SGD, momentum 0.9, lr 0.1 at batch 128) scaled linearly to batch 32; weight decay and
-# cosine decay as in Kang et al.'s recipe
+# LDAM-DRW's CIFAR recipe (SGD, momentum 0.9, lr 0.1 at batch 128) scaled linearly to batch 32; weight decay
+# and cosine decay as in Kang et al.'s recipe
 SGD_ARGS = "--optimizer sgd --lr 0.025 --momentum 0.9 --weight-decay 5e-4 --schedule cosine"
 VAL_SEED = 0  # one validation list for every seed and protocol
 # wall seconds of one run on one thread at the embedded set's scale (configs/synthetic.yaml, measured 2026-12-01);
@@ -80,14 +81,15 @@ def get_args_parser():
     p.add_argument("--tgn-list", default=None, help="an expanded training list made elsewhere (CDTG/expand.py) for "
                                                     "TGN, instead of the tgn part's CDTG run")
     p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS),
-                   help="adam: the config's recipe (upstream's Adam, step schedule); sgd: --sgd-args on top of it")
+                   help="adam: the config's recipe (upstream's Adam, step schedule); sgd: --sgd-args on top of "
+                        "it")
     p.add_argument("--sgd-args", default=SGD_ARGS, help="Classification/train.py flags of the sgd protocol")
     p.add_argument("--tune-list", default="carve",
-                   help="'carve' (default): a validation list carved from the training list (--val-fraction of "
-                        "each class, at least 1 and at most --val-max images, one kept for training), the methods "
-                        "train on the rest; a FILE (relative to <root>/train): that list is held out; 'none': no "
-                        "validation, fixed reference values (--logit-adjust-tau, --tau-norm, DRW at 80 %%, cRT's "
-                        "last epoch)")
+                   help="'carve' (default): a validation list carved from the training list (--val-fraction "
+                        "of each class, at least 1 and at most --val-max images, one kept for training), the "
+                        "methods train on the rest; a FILE (its paths relative to <root>/train): that list is "
+                        "held out; 'none': no validation, fixed reference values (--logit-adjust-tau, --tau-norm, "
+                        "DRW at 80 %%, cRT's last epoch)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--val-max", type=int, default=20, help="most validation images of one class")
     p.add_argument("--drw-fractions", type=float, nargs="+", default=[0.25, 0.5, 0.8],
@@ -159,8 +161,8 @@ def drw_tuning_chain(args, root: str, protocol: str) -> list:
         f = os.path.join(args.output_dir, "longtail", protocol, "tune", "ldam_drw", f"drw{k}")
         jobs.append(Job(f"tune ldam_drw drw {k} ({protocol})", py(
             "Classification/train.py", *cfg, "--data-root", root, "--seed", args.seeds[0], *train_lists(args),
-            "--test-list", args.val_list, "--output-dir", f, *TRAINED["ldam_drw"], *protocol_flags(args, protocol),
-            "--drw-epoch", k), f, os.path.join(f, "results.json"), COST["train"]))
+            "--test-list", args.val_list, "--output-dir", f, *TRAINED["ldam_drw"],
+            *protocol_flags(args, protocol), "--drw-epoch", k), f, os.path.join(f, "results.json"), COST["train"]))
     return jobs
 
 
@@ -169,14 +171,15 @@ def mean_class_accuracy(results: dict) -> float:
 
 
 def chosen_drw(args, protocol: str) -> dict:
-    """The DRW start whose candidate run has the best mean per-class accuracy on the validation list (the first
-    of equal scores); written to <out>/longtail/<protocol>/tune/ldam_drw.json."""
+    """The DRW start whose candidate run has the best mean per-class accuracy on the validation list (the
+    first of equal scores); written to <out>/longtail/<protocol>/tune/ldam_drw.json."""
     scores = {}
     for job in drw_tuning_chain(args, "", protocol):
         k = int(job.cmd[job.cmd.index("--drw-epoch") + 1])
         scores[k] = mean_class_accuracy(load_json(job.marker))
     best = max(scores, key=scores.get)
-    doc = {"drw_epoch": best, "epochs": config_epochs(args), "val_mean_acc": scores, "val_list": args.val_list}
+    doc = {"drw_epoch": best, "epochs": config_epochs(args), "val_mean_acc": scores,
+           "val_list": args.val_list}
     path = os.path.join(args.output_dir, "longtail", protocol, "tune", "ldam_drw.json")
     with open(path + ".tmp", "w") as f:
         json.dump(doc, f, indent=1)
@@ -192,8 +195,9 @@ def longtail_chains(args, seed: int, root: str, protocol: str) -> list:
         f = lt_folder(args, protocol, method, seed)
         base = py("Classification/train.py", *cfg, "--data-root", root, "--seed", seed, *train_lists(args),
                   "--output-dir", f, *extra, *flags)
-        return Job(f"{method} seed {seed} ({protocol})", cmd or base, f, os.path.join(f, "results.json"), cost,
-                   extra={"part": "longtail", "method": method, "seed": seed, "protocol": protocol}, needs=needs)
+        return Job(f"{method} seed {seed} ({protocol})", cmd or base, f, os.path.join(f, "results.json"),
+                   cost, extra={"part": "longtail", "method": method, "seed": seed, "protocol": protocol},
+                   needs=needs)
 
     chains = []
     ce_model = os.path.join(lt_folder(args, protocol, "ce", seed), "model_final.pt")
@@ -206,14 +210,15 @@ def longtail_chains(args, seed: int, root: str, protocol: str) -> list:
             if method == "crt":
                 job = Job(f"crt seed {seed} ({protocol})", py(
                     "Classification/crt.py", *cfg, "--weights", ce_model, "--data-root", root, "--seed", seed,
-                    *train_lists(args), *tune, "--output-dir", f), f, os.path.join(f, "results.json"), COST["crt"],
-                    extra=meta)
+                    *train_lists(args), *tune, "--output-dir", f), f, os.path.join(f, "results.json"),
+                    COST["crt"], extra=meta)
             else:
                 flag = ["--logit-adjust", args.logit_adjust_tau] if method == "logit_adjust" else [
                     "--tau-norm", args.tau_norm]
                 job = Job(f"{method} seed {seed} ({protocol})", py(
-                    "Classification/test.py", *cfg, "--weights", ce_model, "--data-root", root, "--output-dir", f,
-                    *flag, *tune), f, os.path.join(f, "results.json"), COST["posthoc"], resumable=False, extra=meta)
+                    "Classification/test.py", *cfg, "--weights", ce_model, "--data-root", root,
+                    "--output-dir", f, *flag, *tune), f, os.path.join(f, "results.json"), COST["posthoc"],
+                    resumable=False, extra=meta)
             ce_chain.append(job)
         elif method == "ldam_drw" and args.val_list:
             tuning = drw_tuning_chain(args, root, protocol)
@@ -542,21 +547,23 @@ def settings_section(args, rows: list, protocols: list) -> list:
     lines = ["", "## Settings of each method (the free ones chosen without the test set)", "",
              "| protocol | method | setting | source |", "|---|---|---|---|"]
     for p in protocols:
-        lines.append(f"| {p} | all | {' '.join(protocol_flags(args, p)) or 'the config (Adam, step schedule)'} | "
-                     f"protocol |")
+        recipe = " ".join(protocol_flags(args, p)) or "the config (Adam, step schedule)"
+        lines.append(f"| {p} | all | {recipe} | protocol |")
         rs = {(r["method"], r["seed"]): r for r in rows if r["protocol"] == p}
         seeds = sorted({s for _, s in rs})
         if "ldam_drw" in args.methods:
-            doc = load_json(os.path.join(args.output_dir, "longtail", p, "tune", "ldam_drw.json")) if val else None
+            tuned = os.path.join(args.output_dir, "longtail", p, "tune", "ldam_drw.json")
+            doc = load_json(tuned) if val else None
             if doc:
                 sc = ", ".join(f"{k}: {100 * v:.1f}" for k, v in doc["val_mean_acc"].items())
-                lines.append(f"| {p} | ldam_drw | DRW from epoch {doc['drw_epoch']} of {doc['epochs']}; margin 0.5, "
-                             f"s 30 | DRW start {where} (seed {args.seeds[0]}; mean per-class accuracy {sc}); "
-                             f"margin and s: reference defaults |")
+                lines.append(f"| {p} | ldam_drw | DRW from epoch {doc['drw_epoch']} of {doc['epochs']}; "
+                             f"margin 0.5, s 30 | DRW start {where} (seed {args.seeds[0]}; mean per-class "
+                             f"accuracy by DRW start {sc}); margin and s: reference defaults |")
             else:
                 lines.append(f"| {p} | ldam_drw | DRW from 80 % of the epochs; margin 0.5, s 30 | reference "
                              f"defaults |")
-        for m, key, fixed in (("crt", "epochs", None), ("logit_adjust", "logit_adjust", args.logit_adjust_tau),
+        for m, key, fixed in (("crt", "epochs", None),
+                              ("logit_adjust", "logit_adjust", args.logit_adjust_tau),
                               ("tau_norm", "tau_norm", args.tau_norm)):
             if m not in args.methods:
                 continue
@@ -699,9 +706,9 @@ def write_report(args, chains: list, split: dict) -> str:
     lines = [f"# Benchmark on {split['dataset']} (seeds {' '.join(map(str, args.seeds))})", ""]
     if args.val_list:
         n_val, n_train = len(read_list(args.val_list)), len(read_list(args.lt_train_list))
-        lines += [f"Validation: {n_val} training images held out ({args.val_fraction:g} of each class, at least 1, at "
-                  f"most {args.val_max}, one kept for training; {args.val_list}); the classifiers train on the other "
-                  f"{n_train}.", ""]
+        lines += [f"Validation: {n_val} training images held out ({args.val_fraction:g} of each class, at "
+                  f"least 1, at most {args.val_max}, one kept for training; {args.val_list}); the classifiers "
+                  f"train on the other {n_train}.", ""]
     for i, protocol in enumerate(args.protocols):
         rs = [r for r in lt if r["protocol"] == protocol]
         if rs:
@@ -760,16 +767,14 @@ def main(args):
         raise UserError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     held_out = None
     if args.tune_list not in ("carve", "none"):
-        held_out = os.path.join(root, "train", args.tune_list) if not os.path.isabs(args.tune_list) else args.tune_list
-        if not os.path.isfile(held_out) and os.path.isfile(args.tune_list):
-            held_out = args.tune_list
+        held_out = args.tune_list
         read_list(held_out)  # a missing or malformed list: one line, before anything is written
     os.makedirs(args.output_dir, exist_ok=True)
     args.lt_train_list = args.val_list = None
     if args.tune_list != "none" and "longtail" in args.parts:
         args.lt_train_list, args.val_list = carve_lists(
-            anno_path(root, "train"), os.path.join(root, "train"), os.path.join(args.output_dir, "lists"), held_out,
-            args.val_fraction, args.val_max, VAL_SEED)
+            anno_path(root, "train"), os.path.join(root, "train"), os.path.join(args.output_dir, "lists"),
+            held_out, args.val_fraction, args.val_max, VAL_SEED)
     # A run waits only for runs of chains before its own: the CLIP and the KMDN chain that lead to CDTG first, then
     # the runs that need CDTG's list (the Runner starts them as soon as the list exists), then the rest.
     first, chains, late = [], [], []

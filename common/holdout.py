@@ -1,9 +1,9 @@
 """A validation list carved from a training list, for choosing settings without the test set.
 
-Per class, a seeded random `fraction` of its images (at least one, at most `max_per_class`) is held out, and at
-least one image stays for training; a class with one image keeps it. The held-out share of every class is about
-the same, so the held-out list is long-tailed like the training list; settings are chosen on it by mean per-class
-accuracy, which weighs every class alike.
+Per class, a seeded random `fraction` of its images (at least one, at most `max_per_class`) is held out, and
+at least one image stays for training; a class with one image keeps it. The held-out share of every class is
+about the same, so the held-out list is long-tailed like the training list; settings are chosen on it by mean
+per-class accuracy, which weighs every class alike.
 """
 import os
 
@@ -21,7 +21,8 @@ def carve(items: list, fraction: float = 0.2, max_per_class: int = 20, seed: int
         ix = np.flatnonzero(labels == c)
         k = min(max(1, int(round(fraction * len(ix)))), max_per_class, len(ix) - 1)
         held.update(rng.permutation(ix)[:k].tolist())
-    return ([it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held])
+    return ([it for i, it in enumerate(items) if i not in held],
+            [it for i, it in enumerate(items) if i in held])
 
 
 def without(items: list, held_out: list) -> list:

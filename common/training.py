@@ -1,7 +1,7 @@
 """The supervised training loop shared by Classification/train.py and KMDN/train.py.
 
-Adam with weight decay and a step schedule (MultiStepLR) by default (upstream's recipe); SGD with momentum and a
-cosine schedule (the long-tail literature's) by flag; exact --resume from <run>/ckpt_last.pt, DDP under
+Adam with weight decay and a step schedule (MultiStepLR) by default (upstream's recipe); SGD with momentum and
+a cosine schedule (the long-tail literature's) by flag; exact --resume from <run>/ckpt_last.pt, DDP under
 torchrun, optional torch.compile, an evaluation every --eval-every epochs, one metrics.jsonl row per epoch.
 """
 import argparse
@@ -36,7 +36,8 @@ SCHEDULES = ("step", "cosine")
 
 
 def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32, optimizer: str = "adam",
-                 lr: float = 1e-3, weight_decay: float = 1e-4, schedule: str = "step") -> argparse._ArgumentGroup:
+                 lr: float = 1e-3, weight_decay: float = 1e-4,
+                 schedule: str = "step") -> argparse._ArgumentGroup:
     """The flags fit() reads; returns the speed group so that a script can add its own output flags."""
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, default=epochs)
@@ -47,8 +48,8 @@ def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32, opt
     g.add_argument("--lr", type=float, default=lr)
     g.add_argument("--weight-decay", type=float, default=weight_decay)
     g.add_argument("--schedule", default=schedule, choices=list(SCHEDULES),
-                   help="step: x --lr-gamma at each of --lr-drop-epochs; cosine: from --lr to 0 over --epochs "
-                        "(stepped once per epoch)")
+                   help="step: x --lr-gamma at each of --lr-drop-epochs; cosine: from --lr to 0 over "
+                        "--epochs (stepped once per epoch)")
     g.add_argument("--lr-drop-epochs", type=non_negative_int, nargs="*", default=lr_drop_epochs,
                    help=f"epochs from which the lr is multiplied by --lr-gamma once more (upstream: "
                         f"{' '.join(map(str, lr_drop_epochs))})")
@@ -66,7 +67,8 @@ def make_optimizer(model, args) -> tuple:
     """The optimiser over the parameters that train, and its per-epoch schedule, from add_fit_args' flags."""
     params = [p for p in model.parameters() if p.requires_grad]
     if getattr(args, "optimizer", "adam") == "sgd":
-        optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
+                                    weight_decay=args.weight_decay)
     else:
         optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
     if getattr(args, "schedule", "step") == "cosine":
