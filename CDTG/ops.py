@@ -44,7 +44,23 @@ class FusedLeakyReLU(nn.Module):
 # FIR resampling
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad=(0, 0)) -> torch.Tensor:
+FIR_IMPLS = ("reference", "depthwise", "separable")
+# Which formulation upfirdn2d uses on each device type; chosen by measurement (benchmarks/gpu_cdtg.sh). All are
+# equal to "reference" within float rounding, forward, backward and double backward (tests/test_cdtg_ops.py).
+_fir_impl = {"cpu": "reference", "cuda": "depthwise"}
+
+
+def set_fir_impl(name: str, device_type: str = "cuda") -> str:
+    """Select upfirdn2d's formulation for tensors on `device_type`; returns the previous choice."""
+    if name not in FIR_IMPLS:
+        raise ValueError(f"FIR implementation must be one of {FIR_IMPLS}, got {name!r}")
+    previous = _fir_impl.get(device_type, "reference")
+    _fir_impl[device_type] = name
+    return previous
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad=(0, 0),
+              impl: str | None = None) -> torch.Tensor:
     """Upsample by zero insertion, pad, convolve with the 2-D FIR `kernel`, keep every `down`-th pixel.
 
     x: [B, C, H, W]; the same kernel is applied to every channel. The convolution is a true convolution (the
@@ -52,31 +68,58 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     pad: (p0, p1) for both axes, or (x0, x1, y0, y1); negative values crop.
     Output height: (H * up + y0 + y1 - kernel_h) // down + 1.
     up > 1 never builds the zero-inserted tensor: see _upsample_fir.
+    impl: 'reference' convolves a [B*C, 1, H, W] view with a one-channel kernel; 'depthwise' convolves
+    [B, C, H, W] with C groups (the layout cuDNN's depthwise kernels expect); 'separable' makes two 1-D
+    depthwise passes and needs a rank-1 kernel (an outer product, as every StyleGAN2 kernel is). None: the
+    device's choice (set_fir_impl).
     """
+    impl = impl or _fir_impl.get(x.device.type, "reference")
     if len(pad) == 2:
         pad = (pad[0], pad[1], pad[0], pad[1])
-    x0, x1, y0, y1 = pad
     b, c, h, w = x.shape
-    out = x.reshape(b * c, 1, h, w)
+    groups = 1 if impl == "reference" else c
+    out = x.reshape(b * c, 1, h, w) if impl == "reference" else x
     if up > 1:
-        out = _upsample_fir(out, kernel, up, pad)
+        out = _upsample_fir(out, kernel, up, pad, groups)
         if down > 1:
             out = out[:, :, ::down, ::down]
-        return out.reshape(b, c, out.shape[2], out.shape[3])
-    out = F.pad(out, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
-    out = out[:, :, max(-y0, 0): out.shape[2] - max(-y1, 0), max(-x0, 0): out.shape[3] - max(-x1, 0)]
-    weight = torch.flip(kernel, [0, 1]).to(out.dtype).view(1, 1, *kernel.shape)
-    out = F.conv2d(out, weight, stride=down)
+    else:
+        out = _pad_or_crop(out, pad)
+        flipped = torch.flip(kernel, [0, 1]).to(out.dtype)
+        if impl == "separable":
+            col, row = _rank_one_factors(flipped)
+            out = F.conv2d(out, col.view(1, 1, -1, 1).expand(groups, 1, -1, 1), stride=(down, 1), groups=groups)
+            out = F.conv2d(out, row.view(1, 1, 1, -1).expand(groups, 1, 1, -1), stride=(1, down), groups=groups)
+        else:
+            out = F.conv2d(out, flipped.view(1, 1, *kernel.shape).expand(groups, 1, -1, -1), stride=down,
+                           groups=groups)
     return out.reshape(b, c, out.shape[2], out.shape[3])
 
 
-def _upsample_fir(x: torch.Tensor, kernel: torch.Tensor, up: int, pad) -> torch.Tensor:
-    """upfirdn2d's zero insertion + pad + convolution for up > 1 (down = 1), on x: [N, 1, H, W], polyphase.
+def _rank_one_factors(kernel: torch.Tensor):
+    """(column, row) with kernel = column[:, None] * row[None, :] for a rank-1 kernel, read off the row and the
+    column of its largest tap (no host synchronisation)."""
+    kh, kw = kernel.shape
+    peak = kernel.abs().flatten().argmax()
+    col = kernel.index_select(1, peak % kw).squeeze(1)
+    row = kernel.index_select(0, peak // kw).squeeze(0) / kernel.flatten()[peak]
+    return col, row
+
+
+def _pad_or_crop(x: torch.Tensor, pad) -> torch.Tensor:
+    x0, x1, y0, y1 = pad
+    x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    return x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
+
+
+def _upsample_fir(x: torch.Tensor, kernel: torch.Tensor, up: int, pad, groups: int = 1) -> torch.Tensor:
+    """upfirdn2d's zero insertion + pad + convolution for up > 1 (down = 1), on x: [N, groups, H, W], polyphase.
 
     Output pixel up*q + r of the full convolution of the zero-inserted input only meets the kernel taps r,
     r + up, r + 2*up, ...: so each of the up*up phases is a small convolution of x itself with those taps, one
-    conv2d with up*up output channels, and pixel_shuffle interleaves the phases. The full result (index 0 =
-    the first output of the convolution with no padding) is then padded or cropped to what `pad` selects.
+    conv2d with up*up output channels per group, and pixel_shuffle interleaves the phases. The full result
+    (index 0 = the first output of the convolution with no padding) is then padded or cropped to what `pad`
+    selects.
     """
     x0, x1, y0, y1 = pad
     kh, kw = kernel.shape
@@ -85,7 +128,8 @@ def _upsample_fir(x: torch.Tensor, kernel: torch.Tensor, up: int, pad) -> torch.
     # weight[ry * up + rx, 0, ty, tx] = k[up * (mh - 1 - ty) + ry, up * (mw - 1 - tx) + rx]
     weight = k.flip([0, 1]).view(mh, up, mw, up).flip([1, 3]).permute(1, 3, 0, 2).reshape(up * up, 1, mh, mw)
     h, w = x.shape[2:]
-    full = F.pixel_shuffle(F.conv2d(x, weight, padding=(mh - 1, mw - 1)), up)  # [N, 1, up*(H+mh-1), ...]
+    phases = F.conv2d(x, weight.repeat(groups, 1, 1, 1), padding=(mh - 1, mw - 1), groups=groups)
+    full = F.pixel_shuffle(phases, up)  # [N, groups, up*(H+mh-1), up*(W+mw-1)]
     # the padded input's output i is the full convolution's i + k - 1 - p0; it ends at up*H + p1
     top, left = kh - 1 - y0, kw - 1 - x0
     bottom, right = up * h + y1, up * w + x1
@@ -196,9 +240,27 @@ class EqualConv2d(nn.Module):
 # modulated convolution
 
 
-class ModulatedConv2d(nn.Module):
-    """StyleGAN2 weight (de)modulation: per-sample weights, applied as one grouped convolution over the batch.
+MODCONV_IMPLS = ("grouped", "shared")
+# How ModulatedConv2d applies its per-sample styles on each device type (set_modconv_impl), chosen by measurement.
+_modconv_impl = {"cpu": "grouped", "cuda": "shared"}
 
+
+def set_modconv_impl(name: str, device_type: str = "cuda") -> str:
+    """Select ModulatedConv2d's formulation for inputs on `device_type`; returns the previous choice."""
+    if name not in MODCONV_IMPLS:
+        raise ValueError(f"modulated-convolution implementation must be one of {MODCONV_IMPLS}, got {name!r}")
+    previous = _modconv_impl.get(device_type, "grouped")
+    _modconv_impl[device_type] = name
+    return previous
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 weight (de)modulation.
+
+    'grouped' (StyleGAN2's and upstream's form): per-sample weights, applied as one grouped convolution over the
+    batch. 'shared': the same arithmetic with one weight for the whole batch, styles applied to the input and
+    demodulation to the output, as StyleGAN2-ADA trains; equal within float rounding, and its convolutions are
+    ordinary batched ones, which GPUs run (and differentiate twice) far faster.
     upsample: transposed conv (stride 2) followed by a blur; downsample: blur followed by a stride-2 conv.
     """
 
@@ -227,7 +289,9 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1)
 
-    def forward(self, x, style):
+    def forward(self, x, style, impl: str | None = None):
+        if (impl or _modconv_impl.get(x.device.type, "grouped")) == "shared":
+            return self._shared(x, style)
         batch, in_ch, height, width = x.shape
         k, out_ch = self.kernel_size, self.out_channels
         s = self.modulation(style).view(batch, 1, in_ch, 1, 1)
@@ -248,6 +312,21 @@ class ModulatedConv2d(nn.Module):
         else:
             out = F.conv2d(x, weight, padding=self.padding, groups=batch)
         return out.view(batch, out_ch, out.shape[2], out.shape[3])
+
+    def _shared(self, x, style):
+        s = self.modulation(style)  # [B, in]
+        weight = self.scale * self.weight[0]  # [out, in, k, k]
+        x = x * s.to(x.dtype)[:, :, None, None]
+        if self.upsample:
+            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+        elif self.downsample:
+            out = F.conv2d(self.blur(x), weight, stride=2)
+        else:
+            out = F.conv2d(x, weight, padding=self.padding)
+        if self.demodulate:  # 1 / ||w * s|| per sample and output channel, as the grouped form computes it
+            demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)  # [B, out]
+            out = out * demod.to(out.dtype)[:, :, None, None]
+        return out
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, {self.kernel_size}, demodulate={self.demodulate}, "

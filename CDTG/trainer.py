@@ -4,6 +4,7 @@ path-length regularisation, EMA; and the state that an exact resume needs.
 Used by CDTG/train.py and benchmarks/cdtg_step.py. Under torchrun, gradients are averaged across processes by
 one all-reduce per optimiser step (`sync_grads`); this works with the double backward of R1 and path length.
 """
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -41,9 +42,12 @@ class StepConfig:
 
 
 def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:
-    """StyleGAN2's lazy-regularisation correction: lr and beta exponents scaled by k / (k + 1)."""
+    """StyleGAN2's lazy-regularisation correction: lr and beta exponents scaled by k / (k + 1). On CUDA the
+    fused Adam kernel (one launch for all parameters; the same update within float rounding)."""
+    params = list(params)
     ratio = reg_every / (reg_every + 1) if reg_every > 0 else 1.0
-    return torch.optim.Adam(params, lr=lr * ratio, betas=(0 ** ratio, 0.99 ** ratio))
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(0 ** ratio, 0.99 ** ratio), fused=fused or None)
 
 
 class Draws:
@@ -112,8 +116,12 @@ class CDTGTrainer:
         self.g_scaler = grad_scaler(rt, cfg.amp)
         self.d_scaler = grad_scaler(rt, cfg.amp)
         self.mean_path_length = torch.zeros((), device=rt.device)
+        self.timer = None  # phase name -> context manager (benchmarks/cdtg_step.py --profile)
 
     # ------------------------------------------------------------------------------------------ helpers
+
+    def phase(self, name: str):
+        return self.timer(name) if self.timer is not None else contextlib.nullcontext()
 
     def _aug(self, x):
         return self.augment(x) if self.augment is not None else x
@@ -182,74 +190,86 @@ class CDTGTrainer:
         cfg, rt = self.cfg, self.rt
         log = {}
         if feat is None:
-            feat = self.features(real)
+            with self.phase("features"):
+                feat = self.features(real)
 
         # discriminator
         self.d.requires_grad_(True)
-        with torch.no_grad(), autocast(rt, cfg.amp):
-            fake, _ = self._generate("d", feat, labels)
-        with autocast(rt, cfg.amp):
-            fake_pred = self.d(self._aug(fake), labels).float()
-            real_pred = self.d(self._aug(real), labels).float()
-            d_loss = d_logistic_loss(real_pred, fake_pred)
-        self.d_optim.zero_grad(set_to_none=True)
-        self.d_scaler.scale(d_loss).backward()
-        self.sync_grads(self.d_params)
-        self.d_scaler.step(self.d_optim)
-        self.d_scaler.update()
-        if self.augment is not None:
-            self.augment.observe(real_pred)
+        with self.phase("d_step"):
+            with torch.no_grad(), autocast(rt, cfg.amp):
+                fake, _ = self._generate("d", feat, labels)
+            with autocast(rt, cfg.amp):
+                fake_pred = self.d(self._aug(fake), labels).float()
+                real_pred = self.d(self._aug(real), labels).float()
+                d_loss = d_logistic_loss(real_pred, fake_pred)
+            self.d_optim.zero_grad(set_to_none=True)
+            self.d_scaler.scale(d_loss).backward()
+            self.sync_grads(self.d_params)
+            self.d_scaler.step(self.d_optim)
+            self.d_scaler.update()
+            if self.augment is not None:
+                self.augment.observe(real_pred)
         log.update(d=d_loss.detach(), real_score=real_pred.detach().mean(), fake_score=fake_pred.detach().mean())
 
         if cfg.r1 > 0 and cfg.d_reg_every > 0 and iteration % cfg.d_reg_every == 0:
-            real_in = real.detach().requires_grad_(True)
-            real_pred = self.d(self._aug(real_in), labels)  # fp32: second-order gradients
-            r1 = r1_penalty(real_pred, real_in)
-            self.d_optim.zero_grad(set_to_none=True)
-            (cfg.r1 / 2 * r1 * cfg.d_reg_every + 0 * real_pred[0, 0]).backward()
-            self.sync_grads(self.d_params)
-            self.d_optim.step()
+            with self.phase("r1"):
+                real_in = real.detach().requires_grad_(True)
+                real_pred = self.d(self._aug(real_in), labels)  # fp32: second-order gradients
+                r1 = r1_penalty(real_pred, real_in)
+                self.d_optim.zero_grad(set_to_none=True)
+                # the 0 * term keeps D's output layer in the graph, so that every process all-reduces the
+                # same parameter list under torchrun
+                (cfg.r1 / 2 * r1 * cfg.d_reg_every + 0 * real_pred[0, 0]).backward()
+                self.sync_grads(self.d_params)
+                self.d_optim.step()
             log["r1"] = r1.detach()
 
         # generator
         self.d.requires_grad_(False)
+        paper = cfg.mode == "paper"
         with autocast(rt, cfg.amp):
-            fake, _ = self._generate("g", feat, labels)
-            fake_pred = self.d(self._aug(fake), labels).float()
-            adv = g_nonsaturating_loss(fake_pred)
-            paper = cfg.mode == "paper"
-            terms = self._consistency(fake if paper else fake.detach(), labels, train=paper)
+            with self.phase("g_forward"):
+                fake, _ = self._generate("g", feat, labels)
+                fake_pred = self.d(self._aug(fake), labels).float()
+                adv = g_nonsaturating_loss(fake_pred)
+            with self.phase("consistency"):  # the tail model and CLIP on the generated images
+                terms = self._consistency(fake if paper else fake.detach(), labels, train=paper)
             g_loss = adv
             if paper:
                 g_loss = g_loss + cfg.lambda_cls * terms["cls"]
                 if "clip" in terms:
                     g_loss = g_loss + cfg.lambda_clip * terms["clip"]
-        self.g_optim.zero_grad(set_to_none=True)
-        self.g_scaler.scale(g_loss).backward()
-        self.sync_grads(self.g_params)
-        self.g_scaler.step(self.g_optim)
-        self.g_scaler.update()
+        with self.phase("g_backward"):
+            self.g_optim.zero_grad(set_to_none=True)
+            self.g_scaler.scale(g_loss).backward()
+            self.sync_grads(self.g_params)
+        with self.phase("g_optim"):
+            self.g_scaler.step(self.g_optim)
+            self.g_scaler.update()
         log.update(g=g_loss.detach(), adv=adv.detach(), **{k: v.detach() for k, v in terms.items()})
 
         if cfg.path_regularize > 0 and cfg.g_reg_every > 0 and iteration % cfg.g_reg_every == 0:
-            n = max(1, real.shape[0] // max(1, cfg.path_batch_shrink))
-            fake, latents = self._generate("path", feat[:n], labels[:n],
-                                           return_latents=True)  # fp32: second-order gradients
-            penalty, mean_length, lengths = path_length_penalty(fake, latents, self.mean_path_length,
-                                                                cfg.path_decay, self.draws.path_noise(),
-                                                                detach_mean=not self.released)
-            self.g_optim.zero_grad(set_to_none=True)
-            (cfg.path_regularize * cfg.g_reg_every * penalty + 0 * fake[0, 0, 0, 0]).backward()
-            self.sync_grads(self.g_params)
-            self.g_optim.step()
-            if rt.distributed:
-                torch.distributed.all_reduce(mean_length)
-                mean_length = mean_length / rt.world_size
-            self.mean_path_length = mean_length
+            with self.phase("path_length"):
+                n = max(1, real.shape[0] // max(1, cfg.path_batch_shrink))
+                fake, latents = self._generate("path", feat[:n], labels[:n],
+                                               return_latents=True)  # fp32: second-order gradients
+                penalty, mean_length, lengths = path_length_penalty(fake, latents, self.mean_path_length,
+                                                                    cfg.path_decay, self.draws.path_noise(),
+                                                                    detach_mean=not self.released)
+                self.g_optim.zero_grad(set_to_none=True)
+                # 0 * term: every process all-reduces the same parameter list (see R1)
+                (cfg.path_regularize * cfg.g_reg_every * penalty + 0 * fake[0, 0, 0, 0]).backward()
+                self.sync_grads(self.g_params)
+                self.g_optim.step()
+                if rt.distributed:
+                    torch.distributed.all_reduce(mean_length)
+                    mean_length = mean_length / rt.world_size
+                self.mean_path_length = mean_length
             log.update(path=penalty.detach(), path_length=lengths.mean())
         self.d.requires_grad_(True)
 
-        self.update_ema()
+        with self.phase("ema"):
+            self.update_ema()
         if self.augment is not None:
             self.augment.step()
             log["ada_p"] = torch.tensor(self.augment.p)

@@ -41,6 +41,8 @@ def get_args_parser():
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--compile-backend", default="inductor", help="'eager': tracing only")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode (default, reduce-overhead, max-autotune-no-cudagraphs, ...)")
     p.add_argument("--loader-only", action="store_true", help="time the data loader alone (no model)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also append the result as a JSON line to this file")
@@ -64,6 +66,17 @@ def batches(args, rt):
                           num_workers=args.workers, pin_memory=rt.cuda)
 
 
+def compile_report() -> dict:
+    """What torch.compile did during the warm-up: graphs compiled, graph breaks and their reasons,
+    recompilations (any of which keeps eager code in the timed steps)."""
+    from torch._dynamo.utils import counters
+    breaks = dict(counters["graph_break"])
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "graph_breaks": sum(breaks.values()),
+            "break_reasons": list(breaks)[:5], "recompiles": int(counters["recompiles"].total()
+                                                                  if hasattr(counters["recompiles"], "total")
+                                                                  else sum(counters["recompiles"].values()))}
+
+
 @cli
 def main(args):
     if args.threads:
@@ -80,7 +93,7 @@ def main(args):
         model = build_classifier(args.model, n_classes, "none", verbose=False).to(rt.device)
         if args.channels_last and rt.cuda:
             model = model.to(memory_format=torch.channels_last)
-        net = torch.compile(model, backend=args.compile_backend) if args.compile else model
+        net = torch.compile(model, backend=args.compile_backend, mode=args.compile_mode) if args.compile else model
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
         scaler = grad_scaler(rt, args.amp)
         model.train()
@@ -96,8 +109,13 @@ def main(args):
             scaler.update()
             return len(y)
 
+    warm_start = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    if rt.cuda:
+        torch.cuda.synchronize()
+    warmup_seconds = time.perf_counter() - warm_start
+    compiled = compile_report() if args.compile else None
     if rt.cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -112,12 +130,16 @@ def main(args):
     print(f"{what} {args.img_size}px batch {args.batch_size} on {args.source} | {where} | "
           f"amp={args.amp and rt.cuda} channels_last={args.channels_last and rt.cuda} compile={args.compile}")
     print(f"{'loader' if args.loader_only else 'train'} throughput: {seen / dt:.1f} images/s "
-          f"({args.steps} steps, {dt:.1f} s); peak memory: {peak:.2f} GiB ({memory})")
+          f"({args.steps} steps, {dt:.1f} s, after {args.warmup} warm-up steps in {warmup_seconds:.1f} s); "
+          f"peak memory: {peak:.2f} GiB ({memory})")
+    if compiled is not None:
+        print(f"compile: {compiled}")
     if args.json:
         result = {"model": what, "img_size": args.img_size, "batch": args.batch_size, "source": args.source,
                   "workers": args.workers, "amp": bool(args.amp and rt.cuda),
                   "channels_last": bool(args.channels_last and rt.cuda), "compile": args.compile,
-                  "device": where, "images_per_s": seen / dt, "peak_gib": peak, "memory": memory}
+                  "device": where, "images_per_s": seen / dt, "peak_gib": peak, "memory": memory,
+                  "warmup_seconds": warmup_seconds, "compile_mode": args.compile_mode, "compiled": compiled}
         with open(args.json, "a") as f:
             f.write(json.dumps(result) + "\n")
 

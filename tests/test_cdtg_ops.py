@@ -315,3 +315,77 @@ def test_ops_benchmark_rows_agree_with_the_reference():
         assert r["bwd_max_abs_diff"] <= 1e-6 * max(1.0, r["ref_bwd_max_abs"]), r
         assert r["ours_fwd_ms"] > 0 and r["ref_bwd_ms"] > 0
     assert ops_benchmark.table(rows).count("\n") == len(rows) + 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# every FIR and modulated-convolution formulation equals the reference one, to second order
+
+
+def first_and_second_order(fn, x, grad_out, weights, extra=()):
+    """fn(x); g = d<fn(x), grad_out>/dx built with a graph; and the gradients of <g, weights> with respect to
+    grad_out and to `extra` tensors: the double backward that R1 and path length run through every op."""
+    x = x.clone().requires_grad_(True)
+    grad_out = grad_out.clone().requires_grad_(True)
+    out = fn(x)
+    gx, = torch.autograd.grad((out * grad_out).sum(), x, create_graph=True)
+    second = torch.autograd.grad((gx * weights).sum(), [grad_out, *extra])
+    return (out.detach(), gx.detach(), *second)
+
+
+@pytest.mark.parametrize("impl", ["depthwise", "separable"])
+@pytest.mark.parametrize("up,down,pad", [
+    (2, 1, (2, 1)), (2, 1, (1, 0, 1, 0)), (1, 2, (1, 1)), (1, 2, (2, 2)), (1, 1, (1, 2)), (2, 1, (-1, 2)),
+    (1, 2, (0, 0, 1, -1)), (1, 1, (2, 1)),
+])
+def test_fir_implementations_equal_reference_to_second_order(impl, up, down, pad):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 8)
+    kernel = torch.tensor([1.0, -2.0, 4.0, 3.0])[:, None] * torch.tensor([2.0, 1.0, -0.5])[None, :]  # rank 1
+    ref = first_and_second_order(lambda t: upfirdn2d(t, kernel, up, down, pad, impl="reference"), x,
+                                 *(torch.randn_like(upfirdn2d(x, kernel, up, down, pad)), torch.randn_like(x)))
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 8)
+    ours = first_and_second_order(lambda t: upfirdn2d(t, kernel, up, down, pad, impl=impl), x,
+                                  *(torch.randn_like(upfirdn2d(x, kernel, up, down, pad)), torch.randn_like(x)))
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours[0], ref[0], rtol=0, atol=1e-5 * ref[0].abs().max().item())
+
+
+def test_fir_depthwise_matches_reference_on_a_full_kernel():
+    torch.manual_seed(1)
+    x, kernel = torch.randn(2, 4, 7, 6), torch.randn(4, 3)  # not rank 1: only for depthwise
+    for up, down, pad in [(2, 1, (2, 1)), (1, 2, (1, 1)), (1, 1, (1, 2))]:
+        torch.testing.assert_close(upfirdn2d(x, kernel, up, down, pad, impl="depthwise"),
+                                   upfirdn2d(x, kernel, up, down, pad, impl="reference"), rtol=1e-6, atol=1e-6)
+
+
+def test_fir_implementation_switch_is_per_device_and_checked():
+    from CDTG.ops import set_fir_impl, set_modconv_impl
+    previous = set_fir_impl("separable", "cpu")
+    try:
+        assert previous == "reference"
+        assert set_fir_impl("depthwise", "cpu") == "separable"
+    finally:
+        set_fir_impl(previous, "cpu")
+    with pytest.raises(ValueError, match="FIR implementation must be one of"):
+        set_fir_impl("triton")
+    with pytest.raises(ValueError, match="modulated-convolution implementation must be one of"):
+        set_modconv_impl("fused")
+
+
+@pytest.mark.parametrize("mode", ["same", "upsample", "downsample", "no_demod"])
+def test_modconv_shared_equals_grouped_to_second_order(mode):
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(4, 5, 1 if mode == "no_demod" else 3, style_dim=6, demodulate=mode != "no_demod",
+                           upsample=mode == "upsample", downsample=mode == "downsample")
+    x, style = torch.randn(3, 4, 8, 8), torch.randn(3, 6, requires_grad=True)
+    out_shape = conv(x, style).shape
+    grad_out, weights = torch.randn(out_shape), torch.randn_like(x)
+    results = {}
+    for impl in ("grouped", "shared"):
+        results[impl] = first_and_second_order(lambda t: conv(t, style, impl=impl), x, grad_out, weights,
+                                               extra=(conv.weight, conv.modulation.weight, style))
+    for a, b in zip(results["shared"], results["grouped"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
