@@ -123,6 +123,11 @@ def main(args):
     net = FrozenBackbone(model, args.bn).to(rt.device)
     groups = groups_from_split(split, list(range(len(names))))
     best, scores = {}, []
+    best_path = os.path.join(out, "tune_best.pt")
+    if args.resume and args.tune_list and os.path.isfile(best_path):
+        saved = checkpoint.load(best_path)
+        scores = saved.pop("scores")
+        best.update(saved)
     on_epoch_end = None
     if args.tune_list:
         if rt.distributed:
@@ -137,14 +142,16 @@ def main(args):
             scores.append(round(score, 6))
             if not best or score > best["score"]:
                 best.update(score=score, epoch=epoch, state=copy.deepcopy(model.state_dict()))
+            checkpoint.atomic_save({**best, "scores": scores}, best_path)  # --resume continues the choice
             net.train()
     cm = fit(net, train_loader, test_loader, args, rt, out, len(names), groups, extra_state={"names": names},
              desc="cRT epochs", on_epoch_end=on_epoch_end)
     if cm is None:  # --stop-after
         return
-    if best:
+    if best and best["epoch"] != args.epochs - 1:
         model.load_state_dict(best["state"])
         cm = evaluate(net, test_loader, rt, len(names), amp=args.amp)
+    if best:
         print(f"epochs chosen on {args.tune_list}: {best['epoch'] + 1} of {args.epochs} (mean per-class "
               f"accuracy {100 * best['score']:.1f})")
     if rt.is_main:

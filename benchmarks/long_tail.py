@@ -203,6 +203,7 @@ def longtail_chains(args, seed: int, root: str, protocol: str) -> list:
     ce_model = os.path.join(lt_folder(args, protocol, "ce", seed), "model_final.pt")
     ce_chain = [train_job("ce", [], COST["train"])] if {"ce", *ON_CE} & set(args.methods) else []
     tune = ["--tune-list", args.val_list] if args.val_list else []
+    crt_tune = tune + ["--eval-every", 10 ** 6] if tune else []  # the test set only for the chosen epoch
     for method in args.methods:
         if method in ON_CE:
             f = lt_folder(args, protocol, method, seed)
@@ -210,7 +211,7 @@ def longtail_chains(args, seed: int, root: str, protocol: str) -> list:
             if method == "crt":
                 job = Job(f"crt seed {seed} ({protocol})", py(
                     "Classification/crt.py", *cfg, "--weights", ce_model, "--data-root", root, "--seed", seed,
-                    *train_lists(args), *tune, "--output-dir", f), f, os.path.join(f, "results.json"),
+                    *train_lists(args), *crt_tune, "--output-dir", f), f, os.path.join(f, "results.json"),
                     COST["crt"], extra=meta)
             else:
                 flag = ["--logit-adjust", args.logit_adjust_tau] if method == "logit_adjust" else [

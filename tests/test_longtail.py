@@ -514,3 +514,23 @@ def test_driver_validation_list_and_drw_tuning_wiring(synth_root, tmp_path):
     cmd = ldam.cmd()
     assert cmd[-2:] == ["--drw-epoch", 2]
     assert json.load(open(tmp_path / "b" / "longtail" / "sgd" / "tune" / "ldam_drw.json"))["drw_epoch"] == 2
+
+
+@pytest.mark.slow
+def test_crt_epoch_choice_survives_resume(synth_root, tmp_path):
+    """cRT with --tune-list interrupted after 2 of 3 epochs and resumed: the same choice and scores as the run
+    that was not interrupted."""
+    run = tmp_path / "ce"
+    run_script("Classification/train.py", "--data-root", synth_root, "--output-dir", str(run), *TINY, "--epochs", "1")
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("".join(open(os.path.join(synth_root, "anno", "SYNTH_train.txt")).readlines()[::3]))
+    common = ["Classification/crt.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
+              "--workers", "0", "--device", "cpu", "--tune-list", str(held_out), "--epochs", "3", "--batch-size",
+              "16", "--seed", "0"]
+    run_script(*common, "--output-dir", str(tmp_path / "whole"))
+    run_script(*common, "--output-dir", str(tmp_path / "cut"), "--stop-after", "2")
+    assert not (tmp_path / "cut" / "tuned.json").exists()
+    run_script(*common, "--output-dir", str(tmp_path / "cut"), "--resume")
+    whole = json.load(open(tmp_path / "whole" / "tuned.json"))
+    assert json.load(open(tmp_path / "cut" / "tuned.json")) == {**whole, "tune_list": str(held_out)}
+    assert len(whole["tune_mean_acc"]) == 3
