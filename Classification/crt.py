@@ -14,6 +14,7 @@ import argparse
 import copy
 import os
 
+import torch
 from torch import nn
 
 from common import checkpoint, rundir
@@ -137,7 +138,9 @@ def main(args):
         tune_loader = make_loader(held_out, eval_batch_size(args), False, rt, args.workers)
 
         def on_epoch_end(epoch):
+            rng = torch.random.get_rng_state()  # a DataLoader draws its seed: training stays as without it
             score = summarize(evaluate(net, tune_loader, rt, len(names), amp=args.amp))["mean_acc"]
+            torch.random.set_rng_state(rng)
             print(f"epoch {epoch}: mean per-class accuracy {100 * score:.1f} on {args.tune_list}")
             scores.append(round(score, 6))
             if not best or score > best["score"]:
