@@ -225,7 +225,7 @@ def longtail_chains(args, seed: int, root: str, protocol: str) -> list:
             tuning = drw_tuning_chain(args, root, protocol)
             job = train_job(method, TRAINED[method], COST["train"], needs=tuple(j.marker for j in tuning))
             fixed = list(job.cmd)
-            job.cmd = lambda fixed=fixed: fixed + ["--drw-epoch", chosen_drw(args, protocol)["drw_epoch"]]
+            job.cmd = lambda fixed=fixed: fixed + ["--drw-epoch", str(chosen_drw(args, protocol)["drw_epoch"])]
             chains.append([job])
         elif method not in ("ce", "tgn"):
             chains.append([train_job(method, TRAINED[method], COST["train"])])
@@ -383,7 +383,13 @@ class Runner:
             return False
         if job.fresh and os.path.isdir(job.folder):
             shutil.rmtree(job.folder)  # a partial output of an interrupted run; the benchmark owns this folder
-        cmd = list(job.cmd() if callable(job.cmd) else job.cmd)
+        try:
+            cmd = [str(c) for c in (job.cmd() if callable(job.cmd) else job.cmd)]
+        except Exception as e:  # e.g. a tuning result that cannot be read: this run fails, the others go on
+            with self.lock:
+                self.failed.append((job.label, f"its command could not be made: {e}"))
+                tqdm.write(f"failed: {job.label} ({e})")
+            return False
         if job.resumable:
             cmd.append("--resume" if os.path.isfile(os.path.join(job.folder, "ckpt_last.pt")) else "--overwrite")
         os.makedirs(os.path.dirname(os.path.abspath(job.folder)), exist_ok=True)
@@ -552,7 +558,8 @@ def settings_section(args, rows: list, protocols: list) -> list:
         lines.append(f"| {p} | all | {recipe} | protocol |")
         rs = {(r["method"], r["seed"]): r for r in rows if r["protocol"] == p}
         seeds = sorted({s for _, s in rs})
-        if "ldam_drw" in args.methods:
+        present = {m for m, _ in rs}  # methods with a finished run under this protocol
+        if "ldam_drw" in present:
             tuned = os.path.join(args.output_dir, "longtail", p, "tune", "ldam_drw.json")
             doc = load_json(tuned) if val else None
             if doc:
@@ -566,7 +573,7 @@ def settings_section(args, rows: list, protocols: list) -> list:
         for m, key, fixed in (("crt", "epochs", None),
                               ("logit_adjust", "logit_adjust", args.logit_adjust_tau),
                               ("tau_norm", "tau_norm", args.tau_norm)):
-            if m not in args.methods:
+            if m not in present:
                 continue
             got = []
             for s_ in seeds:

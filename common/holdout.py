@@ -34,7 +34,7 @@ def without(items: list, held_out: list) -> list:
 def write_list(path: str, items: list, image_dir: str) -> None:
     """An annotation list with absolute paths (readable whatever image folder the reader joins them to)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # two benchmark runs may write the same list at once
     with open(tmp, "w") as f:
         for rel, label in items:
             f.write(f"{os.path.normpath(os.path.join(os.path.abspath(image_dir), rel))} {label}\n")

@@ -512,7 +512,7 @@ def test_driver_validation_list_and_drw_tuning_wiring(synth_root, tmp_path):
     ldam = next(j for c in chains for j in c if j.extra["method"] == "ldam_drw")
     assert ldam.needs == tuple(j.marker for j in tuning)
     cmd = ldam.cmd()
-    assert cmd[-2:] == ["--drw-epoch", 2]
+    assert cmd[-2:] == ["--drw-epoch", "2"]
     assert json.load(open(tmp_path / "b" / "longtail" / "sgd" / "tune" / "ldam_drw.json"))["drw_epoch"] == 2
 
 
