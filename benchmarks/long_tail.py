@@ -554,6 +554,8 @@ def settings_section(args, rows: list, protocols: list) -> list:
     lines = ["", "## Settings of each method (the free ones chosen without the test set)", "",
              "| protocol | method | setting | source |", "|---|---|---|---|"]
     for p in protocols:
+        if not any(r["protocol"] == p for r in rows):
+            continue
         recipe = " ".join(protocol_flags(args, p)) or "the config (Adam, step schedule)"
         lines.append(f"| {p} | all | {recipe} | protocol |")
         rs = {(r["method"], r["seed"]): r for r in rows if r["protocol"] == p}
