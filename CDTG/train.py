@@ -125,6 +125,10 @@ def get_args_parser():
     g.add_argument("--feature-cache-gb", type=float, default=2.0,
                    help="compute the frozen tail model's features of all real images once when they fit in this "
                         "many GB (0 = every iteration)")
+    g.add_argument("--compile", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile G and D (this mode) for the unregularised passes; R1 and path length "
+                        "stay eager (benchmarks/gpu_cdtg.sh measures whether it pays)")
     g = p.add_argument_group("logging")
     g.add_argument("--log-every", type=int, default=100, help="metrics.jsonl row and tqdm losses every N iterations")
     g.add_argument("--sample-every", type=int, default=1000, help="fixed-latent sample grid every N iterations")
@@ -399,7 +403,9 @@ def main(args):
                      lambda_cls=args.lambda_cls, lambda_clip=args.lambda_clip, lr=args.lr, r1=args.r1,
                      d_reg_every=args.d_reg_every, path_regularize=args.path_regularize,
                      path_batch_shrink=args.path_batch_shrink, g_reg_every=args.g_reg_every,
-                     ema_decay=args.ema_decay, amp=args.amp)
+                     ema_decay=args.ema_decay, amp=args.amp, compile=args.compile)
+    if rt.cuda:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick each convolution's algorithm
     trainer = CDTGTrainer(g, d, proj, tail, rt, cfg, clip, text_features, augment, g_ema, p_ema)
     if rt.is_main:
         n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731

@@ -39,6 +39,7 @@ class StepConfig:
     g_reg_every: int = 4
     ema_decay: float = 0.5 ** (32 / 10_000)
     amp: bool = True
+    compile: str | None = None  # torch.compile mode for G and D in the unregularised passes; None: eager
 
 
 def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:
@@ -105,6 +106,11 @@ class CDTGTrainer:
         self.clip, self.text_features = clip, text_features
         self.clip_scale = float(clip.model.logit_scale.exp()) if clip is not None else None
         self.augment = augment
+        # torch.compile does not differentiate twice: R1 and path length always run the eager modules
+        self.g_plain, self.d_plain = self.g, self.d
+        if cfg.compile:
+            mode = None if cfg.compile == "default" else cfg.compile
+            self.g_plain, self.d_plain = torch.compile(self.g, mode=mode), torch.compile(self.d, mode=mode)
         self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(generator)).eval().requires_grad_(False)
         self.p_ema = (p_ema if p_ema is not None else copy.deepcopy(projection)).eval().requires_grad_(False)
         self.train_p = cfg.mode == "paper"
@@ -164,8 +170,9 @@ class CDTGTrainer:
                              self.draws.latent_noise(stage))
 
     def _generate(self, stage: str, feat, labels, **kw):
-        return self.g(self._styles(stage, feat), labels, inject_index=self.draws.inject_index(stage),
-                      noise=self.draws.layer_noise(stage), **kw)
+        g = self.g if stage == "path" else self.g_plain
+        return g(self._styles(stage, feat), labels, inject_index=self.draws.inject_index(stage),
+                 noise=self.draws.layer_noise(stage), **kw)
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -199,8 +206,8 @@ class CDTGTrainer:
             with torch.no_grad(), autocast(rt, cfg.amp):
                 fake, _ = self._generate("d", feat, labels)
             with autocast(rt, cfg.amp):
-                fake_pred = self.d(self._aug(fake), labels).float()
-                real_pred = self.d(self._aug(real), labels).float()
+                fake_pred = self.d_plain(self._aug(fake), labels).float()
+                real_pred = self.d_plain(self._aug(real), labels).float()
                 d_loss = d_logistic_loss(real_pred, fake_pred)
             self.d_optim.zero_grad(set_to_none=True)
             self.d_scaler.scale(d_loss).backward()
@@ -230,7 +237,7 @@ class CDTGTrainer:
         with autocast(rt, cfg.amp):
             with self.phase("g_forward"):
                 fake, _ = self._generate("g", feat, labels)
-                fake_pred = self.d(self._aug(fake), labels).float()
+                fake_pred = self.d_plain(self._aug(fake), labels).float()
                 adv = g_nonsaturating_loss(fake_pred)
             with self.phase("consistency"):  # the tail model and CLIP on the generated images
                 terms = self._consistency(fake if paper else fake.detach(), labels, train=paper)

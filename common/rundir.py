@@ -25,7 +25,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every other setting shapes the result and must equal the run's args.yaml.
 MAY_CHANGE_ON_RESUME = ("workers", "device", "epochs", "iter", "resume", "overwrite", "trust_checkpoint", "config",
                         "output_dir", "name", "stop_after", "log_every", "ckpt_every", "snapshot_every",
-                        "save_every", "vis_images", "report_to", "eval_batch_size")
+                        "save_every", "vis_images", "report_to", "eval_batch_size", "compile")
 RECORDED_ON_RESUME = ("epochs", "iter")  # an extended run is recorded with its new length
 LOCK_FILE = ".lock"
 SETUP_FILES = ("args.yaml", "meta.json", LOCK_FILE)  # all that a start which failed before its first result leaves
