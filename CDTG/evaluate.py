@@ -25,7 +25,7 @@ from common.clip import encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import setup
-from common.errors import UserError, cli
+from common.errors import UserError, batch_loop, cli
 from common.layout import anno_path, read_classes, read_list
 from common.options import add_device_arg, add_loader_args
 from common.split import optional_split
@@ -73,6 +73,7 @@ def clip_settings(manifest: dict) -> dict:
     return {}
 
 
+@batch_loop("evaluation")
 @torch.no_grad()
 def run_models(items, transforms, tail, classifier, clip, text, rt, args, keep_images: int) -> dict:
     """Predictions (and classifier features, and the first `keep_images` GAN-size images for LPIPS)."""

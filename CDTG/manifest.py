@@ -20,8 +20,10 @@ PATH_KEYS = ("checkpoint", "data_root", "tail_model")
 
 def write_manifest(folder: str, manifest: dict) -> None:
     manifest = {**manifest, **{k: relative(manifest.get(k), folder) for k in PATH_KEYS}}
-    with open(os.path.join(folder, "manifest.json"), "w") as f:
+    path = os.path.join(folder, "manifest.json")
+    with open(path + ".tmp", "w") as f:  # renamed when complete: a manifest marks a finished folder
         json.dump(manifest, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def read_manifest(folder: str) -> dict:

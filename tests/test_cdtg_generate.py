@@ -81,15 +81,20 @@ def test_generation_writes_n_images_per_class_and_a_manifest(generated, split):
         assert im.size == (32, 32)
 
 
-def test_generation_never_overwrites(generator_file, generated, split):
+def test_generation_never_overwrites(generator_file, generated, split, tmp_path):
     first = generated / str(split["tail"][0]) / "00000.jpg"
     before = first.read_bytes()
-    with pytest.raises(UserError, match="never overwritten"):
+    with pytest.raises(UserError, match=r"other settings: .*--n-per-class 2 \(the run has 7\)"):
         gen(generator_file, generated, "--n-per-class", "2")
     assert first.read_bytes() == before
     proc = run_main(generate, "cdtg_generate", "--ckpt", generator_file, "--output-dir", generated,
                     "--n-per-class", "2", "--device", "cpu", check=False)
-    assert_one_line_error(proc, "already exists", "never overwritten")
+    assert_one_line_error(proc, "--n-per-class 2 (the run has 7)", "nothing there is overwritten")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(UserError, match="holds files that no cdtg_generate run wrote"):
+        gen(generator_file, tmp_path / "mine")
+    assert (tmp_path / "mine" / "photo.jpg").read_bytes() == b"x"
 
 
 def test_generation_input_errors(generator_file, tmp_path):
