@@ -201,9 +201,11 @@ class ImageWriter:
             self.pending.popleft().result()  # re-raises a failed write
         self.pool.shutdown()
 
-    def abandon(self) -> None:
-        """Drop the writes not begun (on Ctrl-C); those under way finish, whole."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def drain(self) -> None:
+        """On Ctrl-C or an error: finish the writes of the images drawn so far (a failed one is left out)."""
+        while self.pending:
+            self.pending.popleft().exception()
+        self.pool.shutdown()
 
 
 def write_sources(out: str, rows: list) -> None:
@@ -280,7 +282,7 @@ def main(args):
             print(f"  {cid} {name}: {count} images from {len(reals[k])} real images{kept}")
         writer.close()
     except BaseException:
-        writer.abandon()
+        writer.drain()
         raise
     write_sources(out, sources)
     cols = args.grid_cols

@@ -22,9 +22,13 @@ def settings_of(args, ignore=()) -> dict:
     file they name (under 'input_files')."""
     doc = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items())
                                  if k not in NOT_SETTINGS and k not in ignore}, default=str))
-    doc["input_files"] = {os.path.abspath(p): [os.path.getsize(p), os.stat(p).st_mtime_ns]
-                          for v in doc.values() for p in _files(v)}
+    doc["input_files"] = file_stamps(*(p for v in doc.values() for p in _files(v)))
     return doc
+
+
+def file_stamps(*paths: str) -> dict:
+    """{absolute path: [size, modification time in ns]}: a file replaced under the same name is noticed."""
+    return {os.path.abspath(p): [os.path.getsize(p), os.stat(p).st_mtime_ns] for p in paths}
 
 
 def already_finished(path: str, settings: dict, overwrite: bool) -> bool:
