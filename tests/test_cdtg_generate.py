@@ -340,3 +340,20 @@ def test_interrupted_generation_is_finished_by_the_same_command(generator_file, 
     assert proc.returncode == 130
     run_main(generate, "cdtg_generate", *[a if a != "4" else "2" for a in argv], "--output-dir", third)
     assert read_folder(third) == read_folder(whole)
+
+
+def test_out_of_memory_in_generation_names_the_batch_size(generator_file, split, tmp_path, monkeypatch):
+    from CDTG.model import Generator
+    argv = ["--ckpt", generator_file, "--workers", "1", "--device", "cpu", "--batch-size", "4", "--n-per-class", "3",
+            "--classes", str(split["tail"][0]), "--output-dir", tmp_path / "gen"]
+
+    def failing(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    monkeypatch.setattr(Generator, "forward", failing)
+    proc = run_main(generate, "cdtg_generate", *argv, check=False)
+    assert_one_line_error(proc, "out of GPU memory in cdtg_generate (generation, --batch-size 4); run the same "
+                                "command with --batch-size 2")
+    monkeypatch.undo()
+    run_main(generate, "cdtg_generate", *argv[:7], "2", *argv[8:])  # what the line says
+    assert len(os.listdir(tmp_path / "gen" / str(split["tail"][0]))) == 3
