@@ -27,10 +27,9 @@ import yaml
 from PIL import Image
 from torchvision.utils import save_image
 
-from common import checkpoint, rundir
+from common import checkpoint, errors, finished, rundir
 from common.config import add_config_arg, parse_args
 from common.distributed import setup
-from common import errors
 from common.errors import UserError, cli
 from common.paths import resolve
 from common.layout import read_classes
@@ -78,12 +77,6 @@ def get_args_parser():
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def file_stamp(path: str) -> str:
-    """Size and modification time of a file: a generator file replaced under the same name is noticed."""
-    st = os.stat(path)
-    return f"{st.st_size} bytes, modified {st.st_mtime_ns}"
-
-
 def check_same_generator(args) -> None:
     """An output folder is continued only with the generator file it was started with, unchanged."""
     args_path = os.path.join(args.output_dir or os.path.join("runs", args.stage, args.name), "args.yaml")
@@ -93,9 +86,9 @@ def check_same_generator(args) -> None:
         recorded = yaml.safe_load(f) or {}
     before = recorded.get("weights_file") if isinstance(recorded, dict) else None
     if before and recorded.get("weights") == args.weights and before != args.weights_file:
-        raise UserError(f"{args.weights} has changed since {os.path.dirname(args_path)} was started from it ({before}"
-                        f", now {args.weights_file}); its images would mix two generators: choose another --name or "
-                        f"--output-dir")
+        raise UserError(f"{args.weights} has changed since {os.path.dirname(args_path)} was started from it "
+                        f"({before}, now {args.weights_file}); its images would mix two generators: choose another "
+                        f"--name or --output-dir")
 
 
 def read_generator_file(path: str, data_root: str | None = None) -> tuple:
@@ -248,7 +241,7 @@ def main(args):
                         f"{meta['classes']}; pass the tail model it was trained with")
     g, proj = build_generator(meta, g_state, p_state, rt.device, tail.feature_shape(), args.seed)
     args.resume = args.overwrite = False
-    args.weights_file = file_stamp(args.weights)
+    args.weights_file = "sha1 " + finished.file_stamps(args.weights).popitem()[1]
     check_same_generator(args)
     case = rundir.prepare_output(args, "manifest.json", MAY_CHANGE)
     out = args.output_dir

@@ -2,6 +2,7 @@
 atomically, with the settings it was made with, so that running the same command again either finds it finished
 (nothing to do) or, after an interruption, does the work again.
 """
+import hashlib
 import json
 import os
 
@@ -18,8 +19,8 @@ def _files(value) -> list:
 
 
 def settings_of(args, ignore=()) -> dict:
-    """The flags of `args` that shape the result (JSON values), and the size and modification time of every input
-    file they name (under 'input_files')."""
+    """The flags of `args` that shape the result (JSON values), and the content hash of every input file they name
+    (under 'input_files')."""
     doc = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items())
                                  if k not in NOT_SETTINGS and k not in ignore}, default=str))
     doc["input_files"] = file_stamps(*(p for v in doc.values() for p in _files(v)))
@@ -27,8 +28,17 @@ def settings_of(args, ignore=()) -> dict:
 
 
 def file_stamps(*paths: str) -> dict:
-    """{absolute path: [size, modification time in ns]}: a file replaced under the same name is noticed."""
-    return {os.path.abspath(p): [os.path.getsize(p), os.stat(p).st_mtime_ns] for p in paths}
+    """{absolute path: SHA-1 of its bytes}: a file replaced under the same name by another is noticed (one
+    rewritten with the same bytes, e.g. re-exported by a resumed finished run, is not)."""
+    return {os.path.abspath(p): _sha1(p) for p in paths}
+
+
+def _sha1(path: str) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def already_finished(path: str, settings: dict, overwrite: bool) -> bool:

@@ -5,7 +5,8 @@
 wraps MODULE.ATTRIBUTE (a function, or a method as Class.method) so that its N-th call first sends SIGINT to this
 process, then runs as usual; then runs SCRIPT as `python SCRIPT ARGS...` would. Python raises KeyboardInterrupt at
 the next bytecode of the main thread, so the signal lands at the start of that call, every time. `@N+` sends it
-after the N-th call has returned instead (in the caller, right after the call).
+after the N-th call has returned instead (in the caller, right after the call). wrap_if_named() does the same
+inside the Python processes that a shell script starts.
 """
 import functools
 import importlib
@@ -38,6 +39,18 @@ def wrap(spec: str) -> None:
         return result
 
     setattr(owner, name, wrapper)
+
+
+def wrap_if_named(argv: list) -> None:
+    """For a sitecustomize.py that every Python process of a shell script runs: with INTERRUPT_AT="SCRIPT WORD
+    MODULE:ATTRIBUTE@N" in the environment, wrap as above in the process of SCRIPT (a path ending) whose
+    command line holds WORD (e.g. the `tail` of `--part tail`; '-' for any)."""
+    spec = os.environ.get("INTERRUPT_AT")
+    if not spec or not argv:
+        return
+    script, word, target = spec.split()
+    if argv[0].endswith(script) and (word == "-" or word in argv[1:]):
+        wrap(target)
 
 
 if __name__ == "__main__":

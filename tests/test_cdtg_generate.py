@@ -182,7 +182,7 @@ def test_expand_refuses_an_incomplete_folder(generated, tmp_path):
     shutil.copytree(generated, copy)
     first = sorted(p for p in copy.iterdir() if p.is_dir())[0]
     (first / "00003.jpg").unlink()
-    with pytest.raises(UserError, match="interrupted"):
+    with pytest.raises(UserError, match="removed or added after the generation finished"):
         expand.expand([str(copy)])
 
 
@@ -327,9 +327,13 @@ def test_interrupted_generation_is_finished_by_the_same_command(generator_file, 
     second = stopped / str(split["tail"][1])
     assert not (stopped / "manifest.json").exists() and len(os.listdir(stopped / str(split["tail"][0]))) == 7
     assert sorted(os.listdir(second)) == [f"{i:05d}.jpg" for i in range(4)]  # whole files only, no temporaries
+    with pytest.raises(UserError, match=f"the generation into {stopped} has not finished .*: run the same "
+                                        f"CDTG/generate.py command again to finish it"):
+        call(expand, "cdtg_expand", ["--generated", str(stopped), "--out", str(tmp_path / "list.txt")])
     proc = run_main(generate, "cdtg_generate", *argv, "--output-dir", stopped)
     assert "(4 kept from before)" in proc.stdout and "continuing 7 images" in proc.stdout
     assert read_folder(stopped) == read_folder(whole)
+    call(expand, "cdtg_expand", ["--generated", str(stopped), "--out", str(tmp_path / "list.txt")])
     again = run_main(generate, "cdtg_generate", *argv, "--output-dir", stopped)
     assert "is finished (manifest.json)" in again.stdout and "nothing to do" in again.stdout
     assert read_folder(stopped) == read_folder(whole)
@@ -357,3 +361,17 @@ def test_out_of_memory_in_generation_names_the_batch_size(generator_file, split,
     monkeypatch.undo()
     run_main(generate, "cdtg_generate", *argv[:7], "2", *argv[8:])  # what the line says
     assert len(os.listdir(tmp_path / "gen" / str(split["tail"][0]))) == 3
+
+
+def test_a_folder_is_continued_only_from_the_same_generator_file(generator_file, split, tmp_path):
+    weights = os.path.join(os.path.dirname(generator_file), "generator_copy.pt")  # its paths are relative to it
+    ck = torch.load(generator_file, weights_only=False)
+    torch.save(ck, weights)
+    argv = ["--ckpt", weights, "--workers", "1", "--device", "cpu", "--n-per-class", "1", "--classes",
+            str(split["tail"][0]), "--output-dir", tmp_path / "gen"]
+    run_main(generate, "cdtg_generate", *argv)
+    assert "is finished (manifest.json)" in run_main(generate, "cdtg_generate", *argv).stdout
+    torch.save({**ck, "meta": {**ck["meta"], "iteration": 99}}, weights)  # retrained under the same name
+    proc = run_main(generate, "cdtg_generate", *argv, check=False)
+    assert_one_line_error(proc, f"{weights} has changed since {tmp_path / 'gen'} was started from it",
+                          "choose another --name or --output-dir")
