@@ -9,10 +9,10 @@ over the tail-class prompts assign to the intended class; the same shares on the
 the reference. Diversity: mean pairwise LPIPS within a class (when LPIPS backbone weights are available, else
 "unavailable") and mean pairwise distance of the classifier's penultimate features (generated and real).
 FID and KID in that feature space against the real training images of each tail class, and pooled.
-Writes <generated>/quality.json and quality.md (a markdown snippet for the results table).
+Writes <generated>/quality.md (a markdown snippet for the results table) and, last, quality.json; run again, a
+finished measurement with the same settings is left as it is, an interrupted one is done again.
 """
 import argparse
-import json
 import os
 
 import numpy as np
@@ -20,12 +20,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common import checkpoint
+from common import checkpoint, finished
 from common.clip import encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import setup
-from common.errors import UserError, cli
+from common.errors import UserError, batch_loop, cli
 from common.layout import anno_path, read_classes, read_list
 from common.options import add_device_arg, add_loader_args
 from common.split import optional_split
@@ -55,7 +55,8 @@ def get_args_parser():
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     add_loader_args(p, on_corrupt=False, eval_batch_size=False)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing quality.json")
+    p.add_argument("--overwrite", action="store_true", help="measure again when quality.json is there (a finished "
+                   "measurement with the same settings is otherwise left as it is)")
     add_device_arg(p)
     return p
 
@@ -73,6 +74,7 @@ def clip_settings(manifest: dict) -> dict:
     return {}
 
 
+@batch_loop("evaluation")
 @torch.no_grad()
 def run_models(items, transforms, tail, classifier, clip, text, rt, args, keep_images: int) -> dict:
     """Predictions (and classifier features, and the first `keep_images` GAN-size images for LPIPS)."""
@@ -131,8 +133,10 @@ def main(args):
         raise UserError("--generated is required: an output folder of CDTG/generate.py")
     manifest = read_manifest(args.generated)
     out_json = os.path.join(args.generated, "quality.json")
-    if os.path.exists(out_json) and not args.overwrite:
-        raise UserError(f"{out_json} already exists; pass --overwrite to replace it")
+    settings = finished.settings_of(args)
+    settings["input_files"].update(finished.file_stamps(os.path.join(args.generated, "manifest.json")))
+    if finished.already_finished(out_json, settings, args.overwrite):
+        return
     root = manifest["data_root"]
     info = read_classes(root)
     rt = setup(args.device)
@@ -217,12 +221,11 @@ def main(args):
               "classifier": os.path.abspath(args.classifier) if args.classifier else None,
               "tail_model": os.path.abspath(tail_path), "clip": clip_note,
               "lpips": lpips_note if lpips_model is None else f"LPIPS {args.lpips_net}",
-              "per_class": per_class, "overall": overall}
-    with open(out_json, "w") as f:
-        json.dump(result, f, indent=1)
+              "per_class": per_class, "overall": overall, "settings": settings}
     text_md = markdown(result)
     with open(os.path.join(args.generated, "quality.md"), "w") as f:
         f.write(text_md)
+    finished.write_json_last(out_json, result)  # last: the measurement is finished
     print(text_md)
 
 
