@@ -4,10 +4,14 @@ adjustments. Every default elsewhere stays upstream's plain cross-entropy with i
 - class-balanced sampling: a class drawn uniformly, then an image of it (Kang et al. 2020, "class-balanced");
 - class-balanced loss: weight (1 - beta) / (1 - beta^n_y), normalised to sum to C (Cui et al. 2019);
 - Balanced Softmax: cross-entropy on logits + log prior (Ren et al. 2020);
-- LDAM: margin C / n_j^(1/4) on the true class, largest margin max_margin, scale s on cosine logits; with deferred
-  re-weighting (DRW) by the class-balanced weights from a given epoch (Cao et al. 2019);
+- LDAM: margin C / n_j^(1/4) on the true class, largest margin max_margin, scale s on cosine logits; with
+  deferred re-weighting (DRW) by the class-balanced weights from a given epoch (Cao et al. 2019). DRW takes the
+  weighted mean sum_i w_yi l_i / sum_i w_yi, as the reference's cross-entropy with class weights does; "batch"
+  divides by the batch size instead (this repository's earlier rule). DRW applies to ce, ldam and
+  balanced_softmax;
 - post-hoc logit adjustment: logits - tau * log prior, tau = 1 (Menon et al. 2021, their post-hoc default);
-- tau-normalisation: each class weight vector divided by its norm^tau (Kang et al. 2020); cRT is Classification/crt.py.
+- tau-normalisation: each class weight vector divided by its norm^tau, tau in [0, 2] as the reference sweeps
+  it (Kang et al. 2020); cRT is Classification/crt.py.
 """
 import math
 
@@ -22,6 +26,8 @@ from common.errors import UserError
 
 LOSSES = ("ce", "cb", "balanced_softmax", "ldam")
 SAMPLERS = ("instance", "class_balanced")
+DRW_NORMALISATIONS = ("weighted_mean", "batch")
+TAU_NORM_RANGE = (0.0, 2.0)
 
 
 def class_counts_of(targets, num_classes: int) -> np.ndarray:
@@ -44,10 +50,26 @@ def effective_number_weights(counts, beta: float) -> torch.Tensor:
     return torch.tensor(w / w.sum() * len(c), dtype=torch.float32)
 
 
-def weighted_ce(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """mean_i w_{y_i} * CE_i (plain mean CE without weights)."""
-    ce = F.cross_entropy(logits.float(), y, reduction="none")
-    return (ce * weights.to(ce.device)[y]).mean() if weights is not None else ce.mean()
+def reweighted_mean(per_sample: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
+                    normalise: str = "batch") -> torch.Tensor:
+    """Plain mean without weights; else sum_i w_yi l_i divided by sum_i w_yi ("weighted_mean", what
+    F.cross_entropy(weight=w) computes) or by the batch size ("batch")."""
+    if weights is None:
+        return per_sample.mean()
+    w = weights.to(per_sample.device)[y]
+    if normalise == "weighted_mean":
+        return (w * per_sample).sum() / w.sum()
+    if normalise == "batch":
+        return (w * per_sample).mean()
+    raise UserError(f"unknown re-weighting normalisation '{normalise}'; choose one of "
+                    f"{', '.join(DRW_NORMALISATIONS)}")
+
+
+def weighted_ce(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
+                normalise: str = "batch") -> torch.Tensor:
+    """CE re-weighted by w_y (see reweighted_mean); Cui et al.'s class-balanced loss divides by the batch
+    size."""
+    return reweighted_mean(F.cross_entropy(logits.float(), y, reduction="none"), y, weights, normalise)
 
 
 def ldam_margins(counts, max_margin: float = 0.5) -> torch.Tensor:
@@ -56,14 +78,16 @@ def ldam_margins(counts, max_margin: float = 0.5) -> torch.Tensor:
     return torch.tensor(m * (max_margin / m.max()), dtype=torch.float32)
 
 
-def ldam_loss(logits, y, margins, scale: float, weights=None) -> torch.Tensor:
+def ldam_loss(logits, y, margins, scale: float, weights=None,
+              normalise: str = "weighted_mean") -> torch.Tensor:
     """CE on s * (z - Delta_y e_y): the true-class logit lowered by its margin, then scaled."""
     z = logits.float() - F.one_hot(y, logits.shape[1]) * margins.to(logits.device)[None]
-    return weighted_ce(scale * z, y, weights)
+    return weighted_ce(scale * z, y, weights, normalise)
 
 
-def balanced_softmax_loss(logits, y, counts) -> torch.Tensor:
-    return F.cross_entropy(logits.float() + log_prior(counts).to(logits.device), y)
+def balanced_softmax_loss(logits, y, counts, weights=None, normalise: str = "weighted_mean") -> torch.Tensor:
+    per_sample = F.cross_entropy(logits.float() + log_prior(counts).to(logits.device), y, reduction="none")
+    return reweighted_mean(per_sample, y, weights, normalise)
 
 
 def default_drw_epoch(loss: str, epochs: int, drw_epoch: int | None) -> int | None:
@@ -80,30 +104,37 @@ def check_train_args(args) -> None:
         raise UserError(f"--cb-beta must be in [0, 1), got {args.cb_beta}")
     if args.loss == "ldam" and not args.model.startswith(("resnet", "resnext", "wide_resnet")):
         raise UserError(f"--loss ldam replaces the `fc` classifier of a ResNet; {args.model} has none")
+    if args.loss == "cb" and args.drw_epoch is not None and args.drw_epoch >= 0:
+        raise UserError("--drw-epoch defers the class-balanced weights that --loss cb applies from the first "
+                        "epoch; use --loss ce --drw-epoch N for deferred re-weighting, or drop --drw-epoch")
 
 
 class EpochLoss:
     """loss_fn(model, x, y) -> (loss, logits) for one epoch (what common.engine.train_one_epoch takes)."""
 
     def __init__(self, name: str, counts, epoch: int, beta: float = 0.9999, drw_epoch: int | None = None,
-                 max_margin: float = 0.5, scale: float = 30.0):
+                 max_margin: float = 0.5, scale: float = 30.0, drw_normalise: str = "weighted_mean"):
         if name not in LOSSES:
             raise UserError(f"unknown --loss '{name}'; choose one of {', '.join(LOSSES)}")
+        if drw_normalise not in DRW_NORMALISATIONS:
+            raise UserError(f"unknown --drw-normalise '{drw_normalise}'; choose one of "
+                            f"{', '.join(DRW_NORMALISATIONS)}")
         self.name, self.counts = name, np.asarray(counts)
         self.weights = None
         if name == "cb" or (drw_epoch is not None and epoch >= drw_epoch):
             self.weights = effective_number_weights(counts, beta)
+        self.normalise = "batch" if name == "cb" else drw_normalise
         self.margins = ldam_margins(counts, max_margin) if name == "ldam" else None
         self.scale = scale
 
     def __call__(self, model, x, y):
         logits = logits_of(model(x))
         if self.name == "ldam":
-            loss = ldam_loss(logits, y, self.margins, self.scale, self.weights)
+            loss = ldam_loss(logits, y, self.margins, self.scale, self.weights, self.normalise)
         elif self.name == "balanced_softmax":
-            loss = balanced_softmax_loss(logits, y, self.counts)
+            loss = balanced_softmax_loss(logits, y, self.counts, self.weights, self.normalise)
         else:  # ce (re-weighted under DRW) and cb
-            loss = weighted_ce(logits, y, self.weights)
+            loss = weighted_ce(logits, y, self.weights, self.normalise)
         return loss, logits
 
 
@@ -155,8 +186,9 @@ class LogitAdjusted(nn.Module):
 
 def tau_normalize_(linear: nn.Linear, tau: float, keep_bias: bool = False) -> nn.Linear:
     """In place: w_j <- w_j / ||w_j||^tau; the bias is dropped (set to 0) unless keep_bias."""
-    if not 0 <= tau <= 1:
-        raise UserError(f"--tau-norm must be in [0, 1], got {tau}")
+    lo, hi = TAU_NORM_RANGE
+    if not lo <= tau <= hi:
+        raise UserError(f"--tau-norm must be in [{lo:g}, {hi:g}], got {tau}")
     with torch.no_grad():
         norms = linear.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
         linear.weight.div_(norms.pow(tau))

@@ -16,6 +16,7 @@ from common.datasets import ImageList
 from common.distributed import setup
 from common.engine import evaluate
 from common.errors import UserError, cli
+from common.jsonfile import write_json
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
 from common.options import add_device_arg, add_loader_args, add_output_arg
@@ -52,14 +53,14 @@ def get_args_parser():
                    help="predict argmax logits - TAU * log(train prior) (Menon et al. 2021; their post-hoc default "
                         "TAU = 1); the prior is split.json's train counts")
     g.add_argument("--tau-norm", type=float, default=None, metavar="TAU",
-                   help="divide each class weight vector of the fc by its norm^TAU, TAU in [0, 1], bias dropped "
-                        "(Kang et al. 2020, who pick TAU on a validation set)")
+                   help="divide each class weight vector of the fc by its norm^TAU, TAU in [0, 2], bias "
+                        "dropped (Kang et al. 2020, whose code sweeps TAU in [0, 2] on a validation set)")
     g.add_argument("--tau-norm-keep-bias", action="store_true", help="keep the fc bias under --tau-norm")
     g.add_argument("--tune-list", default=None,
                    help="a held-out annotation list (paths relative to <root>/train): the TAU of the one post-hoc "
                         "flag given is then chosen from --tau-grid by mean per-class accuracy on it")
     g.add_argument("--tau-grid", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2],
-                   help="--tune-list candidates (values above 1 are skipped for --tau-norm)")
+                   help="--tune-list candidates")
     return p
 
 
@@ -80,15 +81,17 @@ def post_hoc(model, args, split):
     return model, suffix
 
 
-def tune_post_hoc(args, state, arch, names, split, rt, transform) -> None:
-    """Set args.logit_adjust or args.tau_norm to the --tau-grid value best on --tune-list."""
+def tune_post_hoc(args, state, arch, names, split, rt, transform) -> dict:
+    """Set args.logit_adjust or args.tau_norm to the --tau-grid value best on --tune-list; returns what was
+    chosen and each candidate's score."""
     which = [f for f in ("logit_adjust", "tau_norm") if getattr(args, f) is not None]
     if len(which) != 1:
         raise UserError("--tune-list tunes one post-hoc flag: give exactly one of --logit-adjust, --tau-norm")
     held_out = ImageList(os.path.join(args.data_root, "train"), [args.tune_list], transform, num_classes=len(names),
                          on_corrupt=args.on_corrupt)
     loader = make_loader(held_out, args.batch_size, False, rt, args.workers)
-    grid = [t for t in args.tau_grid if which[0] == "logit_adjust" or 0 <= t <= 1]
+    lo, hi = longtail.TAU_NORM_RANGE
+    grid = [t for t in args.tau_grid if which[0] == "logit_adjust" or lo <= t <= hi]
     scores = {}
     for tau in grid:
         setattr(args, which[0], tau)
@@ -100,6 +103,8 @@ def tune_post_hoc(args, state, arch, names, split, rt, transform) -> None:
     setattr(args, which[0], best)
     print(f"--{which[0].replace('_', '-')} tuned on {args.tune_list}: tau {best:g} (mean per-class accuracy "
           + ", ".join(f"{t:g}: {100 * v:.1f}" for t, v in scores.items()) + ")")
+    return {which[0]: best, "tune_list": args.tune_list, "tune_mean_acc": {f"{t:g}": round(v, 6)
+                                                                            for t, v in scores.items()}}
 
 
 @cli
@@ -118,9 +123,10 @@ def main(args):
 
     split = optional_split(args.split, args.data_root)
     rt = setup(args.device)
+    tuned = None
     if args.tune_list:
-        tune_post_hoc(args, copy.deepcopy(model.state_dict()), arch, names, split, rt,
-                      classification(img_size, False, norm))
+        tuned = tune_post_hoc(args, copy.deepcopy(model.state_dict()), arch, names, split, rt,
+                              classification(img_size, False, norm))
     model, suffix = post_hoc(model, args, split)
     out = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test", info["dataset"] + suffix)
     settings = finished.settings_of(args)
@@ -131,6 +137,9 @@ def main(args):
                          classification(img_size, False, norm), num_classes=len(names), on_corrupt=args.on_corrupt)
     cm = evaluate(model, make_loader(test_set, args.batch_size, False, rt, args.workers), rt, len(names),
                   amp=args.amp)
+    if tuned:  # before the report, which marks the folder finished
+        os.makedirs(out, exist_ok=True)
+        write_json(os.path.join(out, "tuned.json"), tuned)
     write_report(cm, names, out, groups_from_split(split, list(range(len(names)))),
                  split["train_counts"] if split else None, split["tail"] if split else (),
                  title=f"{arch} ({os.path.basename(args.weights)}) on {info['dataset']} test", settings=settings)

@@ -53,8 +53,12 @@ def get_args_parser():
     g.add_argument("--cb-beta", type=float, default=0.9999, help="effective-number beta of --loss cb and of DRW")
     g.add_argument("--drw-epoch", type=int, default=None,
                    help="from this epoch the loss is re-weighted by the class-balanced weights (deferred "
-                        "re-weighting); default: 80%% of --epochs for ldam (the paper's 160/200), never otherwise; "
-                        "-1: never")
+                        "re-weighting) with --loss ce, ldam or balanced_softmax; default: 80%% of --epochs for "
+                        "ldam (the paper's 160/200), never otherwise; -1: never")
+    g.add_argument("--drw-normalise", default="weighted_mean", choices=list(longtail.DRW_NORMALISATIONS),
+                   help="re-weighted loss divided by the sum of the batch's weights (the LDAM-DRW "
+                        "reference's cross-entropy with class weights) or by the batch size (this repository "
+                        "before 2026-12-04)")
     g.add_argument("--ldam-max-margin", type=float, default=0.5, help="margin of the rarest class")
     g.add_argument("--ldam-scale", type=float, default=30.0, help="scale s of LDAM's cosine logits")
     add_fit_args(p, epochs=50, lr_drop_epochs=[32])
@@ -102,7 +106,7 @@ def main(args):
     drw = longtail.default_drw_epoch(args.loss, args.epochs, args.drw_epoch)
     loss_for_epoch = None if args.loss == "ce" and drw is None else (
         lambda epoch: longtail.EpochLoss(args.loss, counts, epoch, args.cb_beta, drw, args.ldam_max_margin,
-                                         args.ldam_scale))
+                                         args.ldam_scale, args.drw_normalise))
     if args.channels_last and rt.cuda:
         model = model.to(memory_format=torch.channels_last)
     groups = groups_from_split(split, list(range(len(names))))

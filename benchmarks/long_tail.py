@@ -6,7 +6,12 @@
 Four parts, each run for every seed through the repository's own entry points (one subprocess per run, its log
 beside its folder):
 - longtail: Classification/train.py with each long-tail baseline, cRT (Classification/crt.py) and the post-hoc
-  adjustments (Classification/test.py) on the CE model of the same seed;
+  adjustments (Classification/test.py) on the CE model of the same seed, under each optimisation protocol
+  (--protocols: upstream's Adam with a step schedule, the long-tail literature's SGD with momentum and cosine
+  decay). Each method's free setting is chosen on a validation list carved from the training set
+  (common/holdout.py; the methods train on the rest): LDAM-DRW's DRW start by candidate runs of the first seed,
+  cRT's epochs, and the tau of logit adjustment and tau-normalisation per seed; the test list is read only for
+  the final figures;
 - kmdn: KMDN head and tail models, then distillation with alpha from the config and the control alpha = 0 from the
   same stage-1 models (everything else equal);
 - tgn: CDTG trained once, on the distilled tail model of the first seed's KMDN (configs' cdtg_train section), its
@@ -36,9 +41,12 @@ from tqdm import tqdm
 
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
-from common.layout import read_classes
+from common.layout import anno_path, read_classes
 from common.options import add_output_arg
 from common.split import optional_split
+
+from common.holdout import carve_lists
+from common.layout import read_list
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINED = {"ce": [], "resample": ["--sampler", "class_balanced"], "cb": ["--loss", "cb"],
@@ -47,6 +55,11 @@ ON_CE = ("crt", "logit_adjust", "tau_norm")  # need the CE model of the same see
 METHODS = (*TRAINED, *ON_CE, "tgn")
 DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "logit_adjust", "tau_norm")  # cb: by flag
 PARTS = ("longtail", "kmdn", "tgn", "dsva")
+PROTOCOLS = ("adam", "sgd")
+# LDAM-DRW's CIFAR recipe (SGD, momentum 0.9, lr 0.1 at batch 128) scaled linearly to batch 32; weight decay
+# and cosine decay as in Kang et al.'s recipe
+SGD_ARGS = "--optimizer sgd --lr 0.025 --momentum 0.9 --weight-decay 5e-4 --schedule cosine"
+VAL_SEED = 0  # one validation list for every seed and protocol
 # wall seconds of one run on one thread at the embedded set's scale (configs/synthetic.yaml, measured 2026-12-01);
 # only for the ETA
 COST = {"train": 130, "tgn": 210, "crt": 30, "posthoc": 11, "kmdn_head": 85, "kmdn_tail": 35, "distill": 92,
@@ -67,13 +80,23 @@ def get_args_parser():
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     p.add_argument("--tgn-list", default=None, help="an expanded training list made elsewhere (CDTG/expand.py) for "
                                                     "TGN, instead of the tgn part's CDTG run")
-    p.add_argument("--logit-adjust-tau", type=float, default=1.0, help="Menon et al.'s post-hoc default")
-    p.add_argument("--tau-norm", type=float, default=1.0,
-                   help="tau of tau-normalisation (Kang et al. pick it on a validation set; the embedded set has "
-                        "none, so a fixed value)")
-    p.add_argument("--tune-list", default=None,
-                   help="a held-out list (relative to <root>/train): logit_adjust and tau_norm pick their tau on it "
-                        "(Classification/test.py --tune-list) instead of the fixed values")
+    p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS),
+                   help="adam: the config's recipe (upstream's Adam, step schedule); sgd: --sgd-args on top of "
+                        "it")
+    p.add_argument("--sgd-args", default=SGD_ARGS, help="Classification/train.py flags of the sgd protocol")
+    p.add_argument("--tune-list", default="carve",
+                   help="'carve' (default): a validation list carved from the training list (--val-fraction "
+                        "of each class, at least 1 and at most --val-max images, one kept for training), the "
+                        "methods train on the rest; a FILE (its paths relative to <root>/train): that list is "
+                        "held out; 'none': no validation, fixed reference values (--logit-adjust-tau, --tau-norm, "
+                        "DRW at 80 %%, cRT's last epoch)")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--val-max", type=int, default=20, help="most validation images of one class")
+    p.add_argument("--drw-fractions", type=float, nargs="+", default=[0.25, 0.5, 0.8],
+                   help="LDAM-DRW's candidate DRW starts as fractions of the epochs (the reference: 0.8)")
+    p.add_argument("--logit-adjust-tau", type=float, default=1.0,
+                   help="without validation: Menon et al.'s post-hoc default")
+    p.add_argument("--tau-norm", type=float, default=1.0, help="without validation: tau of tau-normalisation")
     p.add_argument("--dsva-split", default="43", help="zero-shot split; the CLIP is fitted without its unseen classes")
     p.add_argument("--dsva-val-args", default="--ways 5 --val-classes 2",
                    help="extra flags of the DSVA validation run (picks epochs and gamma for the final run)")
@@ -81,13 +104,14 @@ def get_args_parser():
     p.add_argument("--threads", type=int, default=0, help="OMP threads per run (0: CPU cores // --jobs)")
     add_output_arg(p, default="runs/benchmark/default", help="benchmark folder")
     p.add_argument("--report-only", action="store_true", help="write the report from finished runs, run nothing")
+    p.set_defaults(lt_train_list=None, val_list=None)  # set by main() from --tune-list
     return p
 
 
 @dataclass
 class Job:
     label: str
-    cmd: list
+    cmd: list  # or a function returning it, called when the run starts (after the runs it needs)
     folder: str
     marker: str  # the file that says the run finished
     cost: float
@@ -105,38 +129,104 @@ def py(script: str, *args) -> list:
     return [sys.executable, os.path.join(REPO, script), *map(str, args)]
 
 
-def longtail_chains(args, seed: int, root: str) -> list:
-    base = os.path.join(args.output_dir, "longtail")
+def protocol_flags(args, protocol: str) -> list:
+    return shlex.split(args.sgd_args) if protocol == "sgd" else []
+
+
+def lt_folder(args, protocol: str, method: str, seed: int) -> str:
+    return os.path.join(args.output_dir, "longtail", protocol, method, f"seed{seed}")
+
+
+def train_lists(args) -> list:
+    """The training lists of the long-tail classifiers: the carved training part, or the data set's list."""
+    return ["--train-list", args.lt_train_list] if args.lt_train_list else []
+
+
+def config_epochs(args) -> int:
+    from common.config import load_section
+    return int(load_section(args.config, "classification").get("epochs", 50)) if args.config else 50
+
+
+def drw_candidates(args) -> list:
+    epochs = config_epochs(args)
+    return sorted({min(epochs - 1, max(1, int(f * epochs))) for f in args.drw_fractions})
+
+
+def drw_tuning_chain(args, root: str, protocol: str) -> list:
+    """LDAM-DRW with each candidate DRW start, first seed, trained on the training part and tested on the
+    validation list (never the test list)."""
     cfg = ["--config", args.config] if args.config else []
+    jobs = []
+    for k in drw_candidates(args):
+        f = os.path.join(args.output_dir, "longtail", protocol, "tune", "ldam_drw", f"drw{k}")
+        jobs.append(Job(f"tune ldam_drw drw {k} ({protocol})", py(
+            "Classification/train.py", *cfg, "--data-root", root, "--seed", args.seeds[0], *train_lists(args),
+            "--test-list", args.val_list, "--output-dir", f, *TRAINED["ldam_drw"],
+            *protocol_flags(args, protocol), "--drw-epoch", k), f, os.path.join(f, "results.json"), COST["train"]))
+    return jobs
 
-    def folder(m):
-        return os.path.join(base, m, f"seed{seed}")
 
-    def train_job(method, flags, cost):
-        f = folder(method)
-        return Job(f"{method} seed {seed}", py("Classification/train.py", *cfg, "--data-root", root, "--seed", seed,
-                                               "--output-dir", f, *flags), f, os.path.join(f, "results.json"), cost,
-                   extra={"part": "longtail", "method": method, "seed": seed})
+def mean_class_accuracy(results: dict) -> float:
+    return float(np.mean([a for a in results["per_class_acc"] if a is not None]))
+
+
+def chosen_drw(args, protocol: str) -> dict:
+    """The DRW start whose candidate run has the best mean per-class accuracy on the validation list (the
+    first of equal scores); written to <out>/longtail/<protocol>/tune/ldam_drw.json."""
+    scores = {}
+    for job in drw_tuning_chain(args, "", protocol):
+        k = int(job.cmd[job.cmd.index("--drw-epoch") + 1])
+        scores[k] = mean_class_accuracy(load_json(job.marker))
+    best = max(scores, key=scores.get)
+    doc = {"drw_epoch": best, "epochs": config_epochs(args), "val_mean_acc": scores,
+           "val_list": args.val_list}
+    path = os.path.join(args.output_dir, "longtail", protocol, "tune", "ldam_drw.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return doc
+
+
+def longtail_chains(args, seed: int, root: str, protocol: str) -> list:
+    cfg = ["--config", args.config] if args.config else []
+    flags = protocol_flags(args, protocol)
+
+    def train_job(method, extra, cost, cmd=None, needs=()):
+        f = lt_folder(args, protocol, method, seed)
+        base = py("Classification/train.py", *cfg, "--data-root", root, "--seed", seed, *train_lists(args),
+                  "--output-dir", f, *extra, *flags)
+        return Job(f"{method} seed {seed} ({protocol})", cmd or base, f, os.path.join(f, "results.json"),
+                   cost, extra={"part": "longtail", "method": method, "seed": seed, "protocol": protocol},
+                   needs=needs)
 
     chains = []
-    ce_model = os.path.join(folder("ce"), "model_final.pt")
+    ce_model = os.path.join(lt_folder(args, protocol, "ce", seed), "model_final.pt")
     ce_chain = [train_job("ce", [], COST["train"])] if {"ce", *ON_CE} & set(args.methods) else []
+    tune = ["--tune-list", args.val_list] if args.val_list else []
+    crt_tune = tune + ["--eval-every", 10 ** 6] if tune else []  # the test set only for the chosen epoch
     for method in args.methods:
         if method in ON_CE:
-            f = folder(method)
-            meta = {"part": "longtail", "method": method, "seed": seed}
+            f = lt_folder(args, protocol, method, seed)
+            meta = {"part": "longtail", "method": method, "seed": seed, "protocol": protocol}
             if method == "crt":
-                job = Job(f"crt seed {seed}", py("Classification/crt.py", *cfg, "--weights", ce_model, "--data-root",
-                                                 root, "--seed", seed, "--output-dir", f), f,
-                          os.path.join(f, "results.json"), COST["crt"], extra=meta)
+                job = Job(f"crt seed {seed} ({protocol})", py(
+                    "Classification/crt.py", *cfg, "--weights", ce_model, "--data-root", root, "--seed", seed,
+                    *train_lists(args), *crt_tune, "--output-dir", f), f, os.path.join(f, "results.json"),
+                    COST["crt"], extra=meta)
             else:
                 flag = ["--logit-adjust", args.logit_adjust_tau] if method == "logit_adjust" else [
                     "--tau-norm", args.tau_norm]
-                flag += ["--tune-list", args.tune_list] if args.tune_list else []
-                job = Job(f"{method} seed {seed}", py("Classification/test.py", *cfg, "--weights", ce_model,
-                                                      "--data-root", root, "--output-dir", f, *flag), f,
-                          os.path.join(f, "results.json"), COST["posthoc"], resumable=False, extra=meta)
+                job = Job(f"{method} seed {seed} ({protocol})", py(
+                    "Classification/test.py", *cfg, "--weights", ce_model, "--data-root", root,
+                    "--output-dir", f, *flag, *tune), f, os.path.join(f, "results.json"), COST["posthoc"],
+                    resumable=False, extra=meta)
             ce_chain.append(job)
+        elif method == "ldam_drw" and args.val_list:
+            tuning = drw_tuning_chain(args, root, protocol)
+            job = train_job(method, TRAINED[method], COST["train"], needs=tuple(j.marker for j in tuning))
+            fixed = list(job.cmd)
+            job.cmd = lambda fixed=fixed: fixed + ["--drw-epoch", chosen_drw(args, protocol)["drw_epoch"]]
+            chains.append([job])
         elif method not in ("ce", "tgn"):
             chains.append([train_job(method, TRAINED[method], COST["train"])])
     return ([ce_chain] if ce_chain else []) + chains
@@ -191,7 +281,7 @@ def tgn_plan(args, seed: int, root: str) -> TGNPlan:
     embedded = read_classes(root)["dataset"] == "SYNTH"  # a real data set: the config's CLIP (e.g. OpenAI ViT-B/32)
     train, gen = os.path.join(base, "cdtg_train"), os.path.join(base, "generated")
     train_list = os.path.join(base, "expanded_train.txt")
-    ce = os.path.join(args.output_dir, "longtail", "ce", f"seed{seed}")
+    ce = lt_folder(args, tgn_protocol(args), "ce", seed)
     ce_runs = "longtail" in args.parts and bool({"ce", *ON_CE} & set(args.methods))
     with_ce = ce_runs or os.path.isfile(os.path.join(ce, "results.json"))
     ce_done = (os.path.join(ce, "results.json"),) if with_ce else ()
@@ -216,13 +306,21 @@ def tgn_plan(args, seed: int, root: str) -> TGNPlan:
     return TGNPlan([clip_job] if embedded else [], cdtg, evaluate, train_list)
 
 
+def tgn_protocol(args) -> str:
+    """TGN is upstream's classifier: trained under the adam protocol when it runs."""
+    return "adam" if "adam" in args.protocols else args.protocols[0]
+
+
 def tgn_job(args, seed: int, root: str, train_list: str, produced: bool) -> Job:
-    f = os.path.join(args.output_dir, "longtail", "tgn", f"seed{seed}")
+    protocol = tgn_protocol(args)
+    f = lt_folder(args, protocol, "tgn", seed)
     cfg = ["--config", args.config] if args.config else []
-    orig = os.path.join(root, "anno", f"{read_classes(root)['dataset']}_train.txt")
+    orig = args.lt_train_list or os.path.join(root, "anno", f"{read_classes(root)['dataset']}_train.txt")
     return Job(f"tgn seed {seed}", py("Classification/train.py", *cfg, "--data-root", root, "--seed", seed,
-                                      "--train-list", orig, "--train-list", train_list, "--output-dir", f), f,
-               os.path.join(f, "results.json"), COST["tgn"], extra={"part": "longtail", "method": "tgn", "seed": seed},
+                                      "--train-list", orig, "--train-list", train_list, "--output-dir", f,
+                                      *protocol_flags(args, protocol)), f,
+               os.path.join(f, "results.json"), COST["tgn"],
+               extra={"part": "longtail", "method": "tgn", "seed": seed, "protocol": protocol},
                needs=(train_list,) if produced else ())
 
 
@@ -285,13 +383,13 @@ class Runner:
             return False
         if job.fresh and os.path.isdir(job.folder):
             shutil.rmtree(job.folder)  # a partial output of an interrupted run; the benchmark owns this folder
-        cmd = list(job.cmd)
+        cmd = list(job.cmd() if callable(job.cmd) else job.cmd)
         if job.resumable:
             cmd.append("--resume" if os.path.isfile(os.path.join(job.folder, "ckpt_last.pt")) else "--overwrite")
         os.makedirs(os.path.dirname(os.path.abspath(job.folder)), exist_ok=True)
         log = job.folder.rstrip("/") + ".log"
         with open(log, "w") as f:
-            f.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
+            f.write(" ".join(shlex.quote(str(c)) for c in cmd) + "\n")
             f.flush()
             rc = subprocess.run(cmd, cwd=REPO, env=self.env, stdout=f, stderr=subprocess.STDOUT).returncode
         if rc != 0 or not job.done:
@@ -402,12 +500,14 @@ def signed_mean_std(values: list) -> str:
     return f"{m:+.1f}" if len(v) == 1 else f"{m:+.1f} ± {v.std(ddof=1):.1f}"
 
 
-def longtail_section(rows: list, methods: list, columns: list, groups: dict, train_counts: list) -> list:
+def longtail_section(rows: list, methods: list, columns: list, groups: dict, train_counts: list,
+                     protocol: str = "") -> list:
     by = {(r["method"], r["seed"]): r for r in rows}
     head = "| method | seeds | " + " | ".join(label for _, label in columns) + " |"
     sep = "|---|---|" + "---|" * len(columns)
     sizes = ", ".join(f"{g} {len(ids)} classes" for g, ids in groups.items())
-    lines = ["## Long-tail classification (test set; mean ± std over seeds, %)", "",
+    title = f", protocol {protocol}" if protocol else ""
+    lines = [f"## Long-tail classification{title} (test set; mean ± std over seeds, %)", "",
              f"Groups by train images: many > 100, medium 20-100, few < 20 ({sizes}); head/tail from split.json. "
              f"Train counts: {min(train_counts)}-{max(train_counts)}.", "", head, sep]
     for m in methods:
@@ -424,6 +524,61 @@ def longtail_section(rows: list, methods: list, columns: list, groups: dict, tra
             lines.append(f"| {m} − ce | {len(seeds)} | " + " | ".join(signed_mean_std(
                 [None if by[(m, s)].get(k) is None or by[("ce", s)].get(k) is None
                  else by[(m, s)][k] - by[("ce", s)][k] for s in seeds]) for k, _ in columns) + " |")
+    return lines
+
+
+def protocols_section(rows: list, methods: list, protocols: list) -> list:
+    """OA, head and tail of every method under each protocol, side by side."""
+    keys = (("oa", "OA"), ("head_acc", "head"), ("tail_acc", "tail"))
+    lines = ["", "## The protocols side by side (test set; mean ± std over seeds, %)", "",
+             "| method | " + " | ".join(f"{p} {label}" for p in protocols for _, label in keys) + " |",
+             "|---|" + "---|" * (len(protocols) * len(keys))]
+    for m in methods:
+        cells = [mean_std([r.get(k) for r in rows if r["method"] == m and r["protocol"] == p])
+                 for p in protocols for k, _ in keys]
+        if any(c != "-" for c in cells):
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def settings_section(args, rows: list, protocols: list) -> list:
+    """Each method's free setting, what it got and where it came from."""
+    val = args.val_list
+    where = f"chosen on the validation list {val}" if val else "fixed (no validation list)"
+    lines = ["", "## Settings of each method (the free ones chosen without the test set)", "",
+             "| protocol | method | setting | source |", "|---|---|---|---|"]
+    for p in protocols:
+        recipe = " ".join(protocol_flags(args, p)) or "the config (Adam, step schedule)"
+        lines.append(f"| {p} | all | {recipe} | protocol |")
+        rs = {(r["method"], r["seed"]): r for r in rows if r["protocol"] == p}
+        seeds = sorted({s for _, s in rs})
+        if "ldam_drw" in args.methods:
+            tuned = os.path.join(args.output_dir, "longtail", p, "tune", "ldam_drw.json")
+            doc = load_json(tuned) if val else None
+            if doc:
+                sc = ", ".join(f"{k}: {100 * v:.1f}" for k, v in doc["val_mean_acc"].items())
+                lines.append(f"| {p} | ldam_drw | DRW from epoch {doc['drw_epoch']} of {doc['epochs']}; "
+                             f"margin 0.5, s 30 | DRW start {where} (seed {args.seeds[0]}; mean per-class "
+                             f"accuracy by DRW start {sc}); margin and s: reference defaults |")
+            else:
+                lines.append(f"| {p} | ldam_drw | DRW from 80 % of the epochs; margin 0.5, s 30 | reference "
+                             f"defaults |")
+        for m, key, fixed in (("crt", "epochs", None),
+                              ("logit_adjust", "logit_adjust", args.logit_adjust_tau),
+                              ("tau_norm", "tau_norm", args.tau_norm)):
+            if m not in args.methods:
+                continue
+            got = []
+            for s_ in seeds:
+                r = rs.get((m, s_))
+                doc = load_json(os.path.join(r["folder"], "tuned.json")) if r else None
+                got.append(f"{doc[key]:g}" if doc else "-")
+            name = "epochs" if m == "crt" else "tau"
+            if val:
+                lines.append(f"| {p} | {m} | {name} per seed {', '.join(got)} | {where} |")
+            else:
+                lines.append(f"| {p} | {m} | {name} {'all (10)' if fixed is None else f'{fixed:g}'} | "
+                             f"reference default |")
     return lines
 
 
@@ -509,8 +664,8 @@ def collect(chains: list, groups: dict) -> list:
 
 
 def write_csv(rows: list, path: str) -> None:
-    keys = ["part", "method", "seed"] + sorted({k for r in rows for k in r} - {"part", "method", "seed", "folder"}) \
-        + ["folder"]
+    first = ["part", "protocol", "method", "seed"]
+    keys = first + sorted({k for r in rows for k in r} - {*first, "folder"}) + ["folder"]
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, keys)
@@ -550,9 +705,22 @@ def write_report(args, chains: list, split: dict) -> str:
                if not k.endswith(("many_acc", "medium_acc", "few_acc")) or k.split("_")[0] in groups]
     lt = [r for r in rows if r["part"] == "longtail"]
     lines = [f"# Benchmark on {split['dataset']} (seeds {' '.join(map(str, args.seeds))})", ""]
+    if args.val_list:
+        n_val, n_train = len(read_list(args.val_list)), len(read_list(args.lt_train_list))
+        lines += [f"Validation: {n_val} training images held out ({args.val_fraction:g} of each class, at "
+                  f"least 1, at most {args.val_max}, one kept for training; {args.val_list}); the classifiers "
+                  f"train on the other {n_train}.", ""]
+    for i, protocol in enumerate(args.protocols):
+        rs = [r for r in lt if r["protocol"] == protocol]
+        if rs:
+            lines += ([""] if i else []) + longtail_section(rs, args.methods, columns, groups, train_counts,
+                                                            protocol)
+            png = "long_tail_groups.png" if i == 0 else f"long_tail_groups_{protocol}.png"
+            groups_png(rs, args.methods, columns, os.path.join(args.output_dir, png))
     if lt:
-        lines += longtail_section(lt, args.methods, columns, groups, train_counts)
-        groups_png(lt, args.methods, columns, os.path.join(args.output_dir, "long_tail_groups.png"))
+        if len(args.protocols) > 1:
+            lines += protocols_section(lt, args.methods, args.protocols)
+        lines += settings_section(args, lt, args.protocols)
     lines += cdtg_section([r for r in rows if r["part"] == "cdtg"])
     lines += kmdn_section([r for r in rows if r["part"] == "kmdn"])
     lines += dsva_section([r for r in rows if r["part"] == "dsva"], args.dsva_split)
@@ -593,7 +761,21 @@ def main(args):
         raise UserError(f"--tgn-list {args.tgn_list} does not exist; run CDTG/expand.py first")
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    bad = [v for v in args.protocols if v not in PROTOCOLS]
+    if bad:
+        raise UserError(f"unknown protocol {', '.join(bad)}; choose from {', '.join(PROTOCOLS)}")
+    if not 0 < args.val_fraction < 1:
+        raise UserError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    held_out = None
+    if args.tune_list not in ("carve", "none"):
+        held_out = args.tune_list
+        read_list(held_out)  # a missing or malformed list: one line, before anything is written
     os.makedirs(args.output_dir, exist_ok=True)
+    args.lt_train_list = args.val_list = None
+    if args.tune_list != "none" and "longtail" in args.parts:
+        args.lt_train_list, args.val_list = carve_lists(
+            anno_path(root, "train"), os.path.join(root, "train"), os.path.join(args.output_dir, "lists"),
+            held_out, args.val_fraction, args.val_max, VAL_SEED)
     # A run waits only for runs of chains before its own: the CLIP and the KMDN chain that lead to CDTG first, then
     # the runs that need CDTG's list (the Runner starts them as soon as the list exists), then the rest.
     first, chains, late = [], [], []
@@ -606,12 +788,16 @@ def main(args):
         elif plan.clip:
             first.append(plan.clip)
         if "longtail" in args.parts:  # CDTG tracks its quality against this seed's CE model
-            first += longtail_chains(args, s0, root)[:1]
+            first += longtail_chains(args, s0, root, tgn_protocol(args))[:1]
         first += kmdn_chain(args, s0, root, then=plan.cdtg, control="kmdn" in args.parts)
         late.append([plan.evaluate])
+    if "longtail" in args.parts and args.val_list and "ldam_drw" in args.methods:
+        first += [drw_tuning_chain(args, root, protocol) for protocol in args.protocols]
     for seed in args.seeds:
         if "longtail" in args.parts:
-            chains += longtail_chains(args, seed, root)[1 if plan and seed == s0 else 0:]
+            for protocol in args.protocols:
+                skip = 1 if plan and seed == s0 and protocol == tgn_protocol(args) else 0
+                chains += longtail_chains(args, seed, root, protocol)[skip:]
         if "kmdn" in args.parts and not (plan and seed == s0):
             chains += kmdn_chain(args, seed, root)
         if "dsva" in args.parts and not (plan and seed == s0):

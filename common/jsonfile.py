@@ -33,3 +33,11 @@ def require_keys(doc: dict, keys, what: str, path: str, hint: str = "") -> None:
     if missing:
         hint = f"; {hint}" if hint else ""
         raise UserError(f"{what} {path} lacks {', '.join(repr(k) for k in missing)}{hint}")
+
+
+def write_json(path: str, doc) -> None:
+    """Write `doc` as indented JSON, atomically (a reader never sees half a file)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)

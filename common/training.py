@@ -1,6 +1,7 @@
 """The supervised training loop shared by Classification/train.py and KMDN/train.py.
 
-Adam with weight decay, a step schedule (MultiStepLR), exact --resume from <run>/ckpt_last.pt, DDP under
+Adam with weight decay and a step schedule (MultiStepLR) by default (upstream's recipe); SGD with momentum and
+a cosine schedule (the long-tail literature's) by flag; exact --resume from <run>/ckpt_last.pt, DDP under
 torchrun, optional torch.compile, an evaluation every --eval-every epochs, one metrics.jsonl row per epoch.
 """
 import argparse
@@ -30,13 +31,25 @@ def add_image_args(g, img_size: int | None = 224, norm: str | None = "half") -> 
     add_loader_args(g)
 
 
-def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32) -> argparse._ArgumentGroup:
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("step", "cosine")
+
+
+def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32, optimizer: str = "adam",
+                 lr: float = 1e-3, weight_decay: float = 1e-4,
+                 schedule: str = "step") -> argparse._ArgumentGroup:
     """The flags fit() reads; returns the speed group so that a script can add its own output flags."""
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, default=epochs)
     g.add_argument("--batch-size", type=positive_int, default=batch_size, help="per process")
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--optimizer", default=optimizer, choices=list(OPTIMIZERS),
+                   help="adam (upstream's) or sgd with --momentum (the long-tail literature's)")
+    g.add_argument("--momentum", type=float, default=0.9, help="of --optimizer sgd")
+    g.add_argument("--lr", type=float, default=lr)
+    g.add_argument("--weight-decay", type=float, default=weight_decay)
+    g.add_argument("--schedule", default=schedule, choices=list(SCHEDULES),
+                   help="step: x --lr-gamma at each of --lr-drop-epochs; cosine: from --lr to 0 over "
+                        "--epochs (stepped once per epoch)")
     g.add_argument("--lr-drop-epochs", type=non_negative_int, nargs="*", default=lr_drop_epochs,
                    help=f"epochs from which the lr is multiplied by --lr-gamma once more (upstream: "
                         f"{' '.join(map(str, lr_drop_epochs))})")
@@ -50,13 +63,27 @@ def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32) -> 
     return g
 
 
+def make_optimizer(model, args) -> tuple:
+    """The optimiser over the parameters that train, and its per-epoch schedule, from add_fit_args' flags."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if getattr(args, "optimizer", "adam") == "sgd":
+        optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
+                                    weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    if getattr(args, "schedule", "step") == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop_epochs, args.lr_gamma)
+    return optimizer, scheduler
+
+
 def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_classes: int, groups: dict | None = None,
         extra_state: dict | None = None, on_epoch_end=None, desc: str = "epochs", loss_for_epoch=None):
     """Train `model` (already on rt.device) for args.epochs; returns the last test confusion matrix, or None when
     --stop-after ended the run early. extra_state is stored in ckpt_last.pt; on_epoch_end(epoch) runs on rank 0;
     loss_for_epoch(epoch) -> loss_fn replaces plain cross-entropy (see train_one_epoch)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop_epochs, args.lr_gamma)
+    optimizer, scheduler = make_optimizer(model, args)
     scaler = grad_scaler(rt, args.amp)
     ckpt_path = os.path.join(out, "ckpt_last.pt")
     log = rundir.MetricsLog(out, rt.is_main, args.report_to)

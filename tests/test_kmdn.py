@@ -253,3 +253,22 @@ def test_bad_inputs(stage1, synth_root, tmp_path, capsys):
     code, err = run_main(test, "kmdn_test", ["--weights", str(stage1 / "head" / "model_final.pt"), "--data-root",
                                              synth_root, "--split", str(tmp_path / "overlap.json")], capsys)
     assert code == 2 and "in both head and tail" in err
+
+
+@pytest.mark.slow
+def test_feature_gap_script(distilled, stage1, synth_root):
+    """benchmarks/kmdn_feature_gap.py: a model against itself has MSE 0 and cosine 1; the distilled head model's
+    accuracy is the distillation run's."""
+    head = str(stage1 / "head" / "model_final.pt")
+    proc = run_script("benchmarks/kmdn_feature_gap.py", "--data-root", synth_root, "--reference", head,
+                      "--models", f"self={head}", f"tail={stage1 / 'tail' / 'model_final.pt'}",
+                      f"distilled={distilled / 'head_model.pt'}")
+    rows = {line.split(" | ")[0][2:]: line.strip("| \n").split(" | ")[1:] for line in proc.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| model")}
+    assert rows["self"][1:3] == ["0.000", "1.000"] and rows["reference"][1:3] == ["0.000", "1.000"]
+    assert float(rows["tail"][1]) > 0 and rows["tail"][3] == "-"  # other classes: no accuracy
+    after = json.load(open(distilled / "summary.json"))["after"]["head"]["oa"]
+    assert float(rows["distilled"][3]) == pytest.approx(100 * after, abs=0.05)
+    proc = run_script("benchmarks/kmdn_feature_gap.py", "--data-root", synth_root, "--reference", head,
+                      "--models", "nofile", check=False)
+    assert_one_line_error(proc, "--models takes NAME=FILE, got 'nofile'")

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from Classification import longtail
@@ -70,8 +71,36 @@ def test_drw_switches_to_class_balanced_weights():
     assert torch.allclose(after.weights, longtail.effective_number_weights([1, 16], 0.9999))
     logits, y = torch.tensor([[0.5, 0.0]]), torch.tensor([1])
     loss, _ = after(nn.Identity(), logits, y)
-    expected = float(after.weights[1]) * math.log(1 + math.exp(30 * 0.75))  # s=30 on z = [0.5, -0.25]
+    # one sample: the weighted mean w l / w is its loss; the batch rule (this repository's earlier one) gives w l
+    expected = math.log(1 + math.exp(30 * 0.75))  # s=30 on z = [0.5, -0.25]
     assert math.isclose(float(loss), expected, rel_tol=1e-5)
+    old = longtail.EpochLoss("ldam", [1, 16], epoch=4, drw_epoch=4, drw_normalise="batch")
+    assert math.isclose(float(old(nn.Identity(), logits, y)[0]), float(after.weights[1]) * expected, rel_tol=1e-5)
+
+
+def test_drw_loss_is_the_weighted_mean_by_hand():
+    """DRW as the reference's F.cross_entropy(weight=w): sum_i w_yi l_i / sum_i w_yi."""
+    logits, y = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 1, 1])
+    a, b, c = math.log(1 + math.exp(-1)), math.log(2), math.log(1 + math.exp(-2))  # each sample's CE
+    w = longtail.effective_number_weights([1, 3], 0.5)  # [14/11, 8/11]
+    loss, _ = longtail.EpochLoss("ce", [1, 3], epoch=2, beta=0.5, drw_epoch=2)(nn.Identity(), logits, y)
+    assert math.isclose(float(loss), (14 * a + 8 * b + 8 * c) / (14 + 8 + 8), rel_tol=1e-6)
+    assert math.isclose(float(loss), float(nn.functional.cross_entropy(logits, y, weight=w)), rel_tol=1e-6)
+    old, _ = longtail.EpochLoss("ce", [1, 3], epoch=2, beta=0.5, drw_epoch=2, drw_normalise="batch")(
+        nn.Identity(), logits, y)
+    assert math.isclose(float(old), (14 / 11 * a + 8 / 11 * b + 8 / 11 * c) / 3, rel_tol=1e-6)
+    # before the switch epoch: the plain mean
+    plain, _ = longtail.EpochLoss("ce", [1, 3], epoch=1, beta=0.5, drw_epoch=2)(nn.Identity(), logits, y)
+    assert math.isclose(float(plain), (a + b + c) / 3, rel_tol=1e-6)
+
+
+def test_drw_with_balanced_softmax_changes_the_loss_from_the_switch_epoch():
+    # prior [1/4, 3/4]: zero logits + log prior -> class 0: ln 4, class 1: ln(4/3)
+    logits, y = torch.zeros(2, 2), torch.tensor([0, 1])
+    losses = [float(longtail.EpochLoss("balanced_softmax", [1, 3], epoch=e, beta=0.5, drw_epoch=1)(
+        nn.Identity(), logits, y)[0]) for e in (0, 1)]
+    assert math.isclose(losses[0], (math.log(4) + math.log(4 / 3)) / 2, rel_tol=1e-6)
+    assert math.isclose(losses[1], (14 * math.log(4) + 8 * math.log(4 / 3)) / 22, rel_tol=1e-6)
 
 
 def test_cosine_classifier_export_keeps_predictions():
@@ -107,6 +136,13 @@ def test_tau_normalisation_by_hand():
     assert torch.equal(fc.bias, torch.zeros(2))
     longtail.tau_normalize_(fc, 1.0)
     assert torch.allclose(fc.weight.norm(dim=1), torch.ones(2))
+    # tau up to 2, as the reference sweeps it: unit rows stay unit; norms 5 and 2 -> 1/5 and 1/2
+    with torch.no_grad():
+        fc.weight.copy_(torch.tensor([[3.0, 4.0], [0.0, 2.0]]))
+    longtail.tau_normalize_(fc, 2.0)
+    assert torch.allclose(fc.weight.norm(dim=1), torch.tensor([0.2, 0.5]))
+    with pytest.raises(longtail.UserError, match=r"--tau-norm must be in \[0, 2\], got 2.5"):
+        longtail.tau_normalize_(fc, 2.5)
 
 
 # ------------------------------------------------------------------------------------------------- sampler
@@ -160,15 +196,23 @@ def test_ldam_export_loads_in_test_py_and_crt_freezes_backbone(synth_root, tmp_p
                       "--tune-list", str(held_out), check=False)
     assert_one_line_error(proc, "give exactly one of --logit-adjust, --tau-norm")
 
-    crt = tmp_path / "crt"
-    run_script("Classification/crt.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
-               "--output-dir", str(crt), "--epochs", "1", "--batch-size", "16", "--workers", "0", "--device", "cpu")
     a = torch.load(run / "model_final.pt")["model"]
-    b = torch.load(crt / "model_final.pt")["model"]
-    backbone = [k for k in a if not k.startswith("fc.")]
-    assert backbone and all(torch.equal(a[k], b[k]) for k in backbone)  # weights and BN running statistics
-    assert not torch.equal(a["fc.weight"], b["fc.weight"])
-    assert (crt / "results.json").is_file() and (crt / "args.yaml").is_file()
+    for bn in ("frozen", "train"):
+        crt = tmp_path / f"crt_{bn}"
+        run_script("Classification/crt.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
+                   "--output-dir", str(crt), "--epochs", "1", "--batch-size", "16", "--workers", "0", "--device",
+                   "cpu", "--bn", bn)
+        b = torch.load(crt / "model_final.pt")["model"]
+        weights = [k for k in a if not k.startswith("fc.") and not k.endswith(("running_mean", "running_var",
+                                                                                "num_batches_tracked"))]
+        stats = [k for k in a if k.endswith("running_mean")]
+        assert weights and all(torch.equal(a[k], b[k]) for k in weights)  # no gradient reaches the backbone
+        # frozen: BN running statistics kept; train (the reference's model.train()): updated
+        assert all(torch.equal(a[k], b[k]) for k in stats) == (bn == "frozen")
+        assert not torch.equal(a["fc.weight"], b["fc.weight"])
+        assert (crt / "results.json").is_file() and (crt / "args.yaml").is_file()
+    args = yaml.safe_load(open(crt / "args.yaml"))
+    assert (args["optimizer"], args["schedule"], args["weight_decay"]) == ("sgd", "cosine", 5e-4)  # the reference
 
 
 def test_frozen_backbone_trains_only_fc():
@@ -178,6 +222,30 @@ def test_frozen_backbone_trains_only_fc():
     net = FrozenBackbone(resnet18(num_classes=3)).train()
     assert not net.model.bn1.training and net.model.fc.training
     assert {n for n, p in net.named_parameters() if p.requires_grad} == {"model.fc.weight", "model.fc.bias"}
+    net = FrozenBackbone(resnet18(num_classes=3), bn="train").train()
+    assert net.model.bn1.training and not net.eval().model.bn1.training
+    assert {n for n, p in net.named_parameters() if p.requires_grad} == {"model.fc.weight", "model.fc.bias"}
+
+
+def test_sgd_and_cosine_schedule():
+    from types import SimpleNamespace
+
+    from common.training import make_optimizer
+    model = nn.Linear(2, 2)
+    args = SimpleNamespace(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=5e-4, schedule="cosine", epochs=4,
+                           lr_drop_epochs=[], lr_gamma=0.1)
+    opt, sched = make_optimizer(model, args)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # 0.1 * (1 + cos(pi e / 4)) / 2 for e = 0..3
+    assert np.allclose(lrs, [0.1 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    args.optimizer, args.schedule, args.lr_drop_epochs = "adam", "step", [2]
+    opt, sched = make_optimizer(model, args)
+    assert isinstance(opt, torch.optim.Adam)
 
 
 def test_long_tail_flag_errors(synth_root, tmp_path):
@@ -186,6 +254,10 @@ def test_long_tail_flag_errors(synth_root, tmp_path):
                     tmp_path / "r", *TINY, "--loss", "cb", "--cb-beta", "1", check=False)
     assert_one_line_error(proc, "--cb-beta must be in [0, 1)")
     assert not (tmp_path / "r").exists()
+    proc = run_main(classification_train, "classification", "--data-root", synth_root, "--output-dir",
+                    tmp_path / "r", *TINY, "--loss", "cb", "--drw-epoch", "1", check=False)
+    assert_one_line_error(proc, "--drw-epoch defers the class-balanced weights that --loss cb applies")
+    assert not (tmp_path / "r").exists()
     proc = run_main(classification_test, "classification_test", "--weights", tmp_path / "none.pt", "--data-root",
                     synth_root, "--tau-norm", "2", check=False)
     assert_one_line_error(proc, "none.pt does not exist")
@@ -193,7 +265,7 @@ def test_long_tail_flag_errors(synth_root, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ driver
 
-def tiny_config(tmp_path, root) -> str:
+def tiny_config(tmp_path, root, epochs: int = 1) -> str:
     cfg = tmp_path / "bench.yaml"
     cfg.write_text(f"""classification:
   data_root: {root}
@@ -201,7 +273,7 @@ def tiny_config(tmp_path, root) -> str:
   weights: none
   img_size: 32
   batch_size: 16
-  epochs: 1
+  epochs: {epochs}
   lr_drop_epochs: [1]
   workers: 0
   device: cpu
@@ -216,7 +288,8 @@ classification_test:
 def test_driver_two_seeds_two_methods_and_resume(synth_root, tmp_path):
     out = tmp_path / "bench"
     args = ["benchmarks/long_tail.py", "--config", tiny_config(tmp_path, synth_root), "--methods", "ce",
-            "logit_adjust", "--seeds", "0", "1", "--parts", "longtail", "--out", str(out), "--jobs", "2"]
+            "logit_adjust", "--seeds", "0", "1", "--parts", "longtail", "--out", str(out), "--jobs", "2",
+            "--protocols", "adam"]
     proc = run_script(*args)
     table = (out / "results.md").read_text()
     assert "| ce | 2 |" in table and "| logit_adjust | 2 |" in table and "| logit_adjust − ce | 2 |" in table
@@ -231,14 +304,14 @@ def test_driver_two_seeds_two_methods_and_resume(synth_root, tmp_path):
     assert os.path.isfile(os.path.join(rows[0]["folder"], "args.yaml"))
     assert (out / "long_tail_groups.png").stat().st_size > 1000
     # the post-hoc row is the CE model of the same seed with the adjustment: its own evaluation
-    ce0 = json.load(open(out / "longtail" / "ce" / "seed0" / "results.json"))
-    la0 = json.load(open(out / "longtail" / "logit_adjust" / "seed0" / "results.json"))
+    ce0 = json.load(open(out / "longtail" / "adam" / "ce" / "seed0" / "results.json"))
+    la0 = json.load(open(out / "longtail" / "adam" / "logit_adjust" / "seed0" / "results.json"))
     assert sum(map(sum, la0["confusion_matrix"])) == sum(map(sum, ce0["confusion_matrix"]))
     # again: nothing is re-run (the model files keep their times), the same table comes out
-    stamp = os.path.getmtime(out / "longtail" / "ce" / "seed0" / "model_final.pt")
+    stamp = os.path.getmtime(out / "longtail" / "adam" / "ce" / "seed0" / "model_final.pt")
     proc = run_script(*args)
     assert "4 finished runs found; not redone" in proc.stdout + proc.stderr
-    assert os.path.getmtime(out / "longtail" / "ce" / "seed0" / "model_final.pt") == stamp
+    assert os.path.getmtime(out / "longtail" / "adam" / "ce" / "seed0" / "model_final.pt") == stamp
     assert (out / "results.md").read_text() == table
 
 
@@ -301,7 +374,7 @@ def test_driver_tgn_part_wiring(synth_root, tmp_path):
     train, generate, expand = plan.cdtg
     tail = os.path.join(str(tmp_path), "kmdn", "seed3", "distill", "tail_model.pt")
     assert train.cmd[train.cmd.index("--tail-model") + 1] == tail
-    ce = os.path.join(str(tmp_path), "longtail", "ce", "seed3")
+    ce = os.path.join(str(tmp_path), "longtail", "adam", "ce", "seed3")
     assert train.needs == (plan.clip[0].marker, os.path.join(ce, "results.json"))  # quality tracked on CE's model
     assert train.cmd[train.cmd.index("--eval-classifier") + 1] == os.path.join(ce, "model_final.pt")
     assert generate.fresh and expand.marker == plan.train_list
@@ -311,7 +384,8 @@ def test_driver_tgn_part_wiring(synth_root, tmp_path):
                                         "cdtg generate", "cdtg expand", "kmdn distill_alpha0 seed 3"]
     job = lt.tgn_job(args, 4, synth_root, plan.train_list, produced=True)
     assert job.needs == (plan.train_list,) and job.cmd.count("--train-list") == 2
-    assert job.cmd[job.cmd.index("--output-dir") + 1] == os.path.join(str(tmp_path), "longtail", "tgn", "seed4")
+    assert job.cmd[job.cmd.index("--output-dir") + 1] == os.path.join(str(tmp_path), "longtail", "adam", "tgn",
+                                                                      "seed4")
 
 
 def test_runner_waits_for_needs_and_skips_after_a_failure(tmp_path):
@@ -360,3 +434,103 @@ def test_runner_starts_a_chain_as_soon_as_its_need_exists(tmp_path):
     runner.run()
     assert order.read_text().split() == ["makes_list", "uses_list", "other", "last"]
     assert runner.failed == []
+
+
+def rotated_test_list(root: str, out) -> str:
+    """The test list with every label moved to the next class: any score read from it changes."""
+    names = json.load(open(os.path.join(root, "classes.json")))["names"]
+    lines = []
+    for line in open(os.path.join(root, "anno", "SYNTH_test.txt")):
+        path, label = line.split()
+        lines.append(f"{path} {(int(label) + 1) % len(names)}\n")
+    out.write_text("".join(lines))
+    return str(out)
+
+
+@pytest.mark.slow
+def test_tuned_settings_never_read_the_test_list(synth_root, tmp_path):
+    """post-hoc tau and cRT epochs chosen with --tune-list: the same choice and the same validation scores whether
+    the test list is right or has every label wrong (which changes every test figure)."""
+    run = tmp_path / "ce"
+    run_script("Classification/train.py", "--data-root", synth_root, "--output-dir", str(run), *TINY, "--epochs", "1")
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("".join(open(os.path.join(synth_root, "anno", "SYNTH_train.txt")).readlines()[::3]))
+    wrong = rotated_test_list(synth_root, tmp_path / "wrong_test.txt")
+    common = ["--data-root", synth_root, "--workers", "0", "--device", "cpu", "--tune-list", str(held_out)]
+    tuned, oa = {}, {}
+    for name, test_list in (("right", None), ("wrong", wrong)):
+        t = ["--test-list", test_list] if test_list else []
+        for flag in ("--logit-adjust", "--tau-norm"):
+            out = tmp_path / f"{flag[2:]}_{name}"
+            run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), *common, flag, "1",
+                       "--tau-grid", "0", "0.5", "1", "2", "--out", str(out), *t)
+            tuned[flag, name] = json.load(open(out / "tuned.json"))
+            oa[flag, name] = json.load(open(out / "results.json"))["oa"]
+        out = tmp_path / f"crt_{name}"
+        run_script("Classification/crt.py", "--weights", str(run / "model_final.pt"), *common, "--epochs", "3",
+                   "--batch-size", "16", "--output-dir", str(out), "--seed", "0", *t)
+        tuned["crt", name] = json.load(open(out / "tuned.json"))
+        oa["crt", name] = json.load(open(out / "results.json"))["oa"]
+    for key in ("--logit-adjust", "--tau-norm", "crt"):
+        right, wrong_ = dict(tuned[key, "right"]), dict(tuned[key, "wrong"])
+        assert right == wrong_, key
+        assert oa[key, "right"] != oa[key, "wrong"]  # the test list itself was read for the test figures
+    assert len(tuned["crt", "right"]["tune_mean_acc"]) == 3 and 1 <= tuned["crt", "right"]["epochs"] <= 3
+
+
+def test_driver_validation_list_and_drw_tuning_wiring(synth_root, tmp_path):
+    """The benchmark carves a validation list from the training list; LDAM-DRW's candidates are tested on it,
+    never on the test list, and the per-seed runs get the candidate best on it."""
+    lt = long_tail_module()
+    cfg = tiny_config(tmp_path, synth_root, epochs=4)
+    args = lt.get_args_parser().parse_args(["--config", cfg, "--data-root", synth_root, "--seeds", "0", "1",
+                                            "--out", str(tmp_path / "b"), "--parts", "longtail"])
+    args.methods = ["ce", "ldam_drw", "crt", "tau_norm"]
+    from common.holdout import carve_lists
+    from common.layout import read_list
+    args.lt_train_list, args.val_list = carve_lists(os.path.join(synth_root, "anno", "SYNTH_train.txt"),
+                                                    os.path.join(synth_root, "train"), str(tmp_path / "lists"))
+    train, val = read_list(args.lt_train_list), read_list(args.val_list)
+    full = read_list(os.path.join(synth_root, "anno", "SYNTH_train.txt"))
+    assert len(train) + len(val) == len(full) and not {p for p, _ in train} & {p for p, _ in val}
+    assert {y for _, y in val} == {y for _, y in full}  # every class has validation images
+    tuning = lt.drw_tuning_chain(args, synth_root, "sgd")
+    assert lt.drw_candidates(args) == [1, 2, 3]  # 0.25, 0.5 and 0.8 (the reference's) of 4 epochs
+    test_list = os.path.join(synth_root, "anno", "SYNTH_test.txt")
+    for j in tuning:
+        assert j.cmd[j.cmd.index("--test-list") + 1] == args.val_list and test_list not in j.cmd
+        assert "--optimizer" in j.cmd and j.cmd[j.cmd.index("--train-list") + 1] == args.lt_train_list
+    chains = lt.longtail_chains(args, 1, synth_root, "sgd")
+    for job in (j for c in chains for j in c if j.extra["method"] in ("crt", "tau_norm")):
+        assert job.cmd[job.cmd.index("--tune-list") + 1] == args.val_list and test_list not in job.cmd
+    # hand-written candidate results: the best mean per-class accuracy on validation wins
+    epochs = lt.drw_candidates(args)
+    for k, acc in zip(epochs, ([0.2, 0.9], [0.6, 0.6], [0.9, 0.1])):  # mean 0.55, 0.6, 0.5
+        f = tmp_path / "b" / "longtail" / "sgd" / "tune" / "ldam_drw" / f"drw{k}"
+        f.mkdir(parents=True)
+        (f / "results.json").write_text(json.dumps({"per_class_acc": acc}))
+    ldam = next(j for c in chains for j in c if j.extra["method"] == "ldam_drw")
+    assert ldam.needs == tuple(j.marker for j in tuning)
+    cmd = ldam.cmd()
+    assert cmd[-2:] == ["--drw-epoch", 2]
+    assert json.load(open(tmp_path / "b" / "longtail" / "sgd" / "tune" / "ldam_drw.json"))["drw_epoch"] == 2
+
+
+@pytest.mark.slow
+def test_crt_epoch_choice_survives_resume(synth_root, tmp_path):
+    """cRT with --tune-list interrupted after 2 of 3 epochs and resumed: the same choice and scores as the run
+    that was not interrupted."""
+    run = tmp_path / "ce"
+    run_script("Classification/train.py", "--data-root", synth_root, "--output-dir", str(run), *TINY, "--epochs", "1")
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("".join(open(os.path.join(synth_root, "anno", "SYNTH_train.txt")).readlines()[::3]))
+    common = ["Classification/crt.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
+              "--workers", "0", "--device", "cpu", "--tune-list", str(held_out), "--epochs", "3", "--batch-size",
+              "16", "--seed", "0"]
+    run_script(*common, "--output-dir", str(tmp_path / "whole"))
+    run_script(*common, "--output-dir", str(tmp_path / "cut"), "--stop-after", "2")
+    assert not (tmp_path / "cut" / "tuned.json").exists()
+    run_script(*common, "--output-dir", str(tmp_path / "cut"), "--resume")
+    whole = json.load(open(tmp_path / "whole" / "tuned.json"))
+    assert json.load(open(tmp_path / "cut" / "tuned.json")) == {**whole, "tune_list": str(held_out)}
+    assert len(whole["tune_mean_acc"]) == 3

@@ -1,0 +1,71 @@
+"""How far apart KMDN's models' layer3 features are on one part's test images: what distillation's MSE pulls on.
+
+    python benchmarks/kmdn_feature_gap.py --data-root data/synthetic/processed \\
+        --reference runs/kmdn/x/head/model_final.pt --models tail=runs/kmdn/x/tail/model_final.pt \\
+        distilled=runs/kmdn/x/distill/head_model.pt
+
+Prints, for the reference model and each other model: the mean square of its layer3 map, the mean squared
+difference from the reference's (KMDN's feature MSE) and their mean cosine similarity, and each model's accuracy
+where it has the reference's classes.
+"""
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from common.errors import UserError, cli
+from common.part_model import load_part_model
+from common.split import load_data_split
+from KMDN.model import part_dataset
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("KMDN layer3 feature gap")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--split", default=None, help="default: <root>/split.json")
+    p.add_argument("--reference", required=True, help="a part-model file (KMDN head or tail model)")
+    p.add_argument("--models", nargs="+", default=[], metavar="NAME=FILE", help="part-model files to compare")
+    p.add_argument("--part", default=None, choices=["head", "tail"],
+                   help="whose test images (default: the reference's part)")
+    p.add_argument("--batch-size", type=int, default=100)
+    return p
+
+
+@cli
+def main(args):
+    split = load_data_split(args)
+    ref, meta = load_part_model(args.reference)
+    models = {"reference": (ref, meta)}
+    for spec in args.models:
+        name, sep, path = spec.partition("=")
+        if not sep or not name:
+            raise UserError(f"--models takes NAME=FILE, got '{spec}'")
+        models[name] = load_part_model(path)
+    part = args.part or meta["part"]
+    data = part_dataset(args.data_root, split, part, "test", img_size=meta["img_size"], norm=meta["norm"])
+    loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size)
+    sums = {name: torch.zeros(4, dtype=torch.float64) for name in models}  # f^2, mse, cos, correct
+    n = 0
+    with torch.no_grad():
+        for x, y in loader:
+            out = {name: m(x) for name, (m, _) in models.items()}
+            f_ref = out["reference"][1].float()
+            for name, (logits, f) in out.items():
+                f = f.float()
+                same_classes = models[name][1]["classes"] == meta["classes"]
+                sums[name] += torch.tensor([
+                    f.pow(2).mean(dim=(1, 2, 3)).sum(), (f - f_ref).pow(2).mean(dim=(1, 2, 3)).sum(),
+                    F.cosine_similarity(f.flatten(1), f_ref.flatten(1)).sum(),
+                    (logits.argmax(1) == y).sum() if same_classes else float("nan")], dtype=torch.float64)
+            n += len(y)
+    print(f"{n} {part} test images; layer3 features against the reference {args.reference}")
+    print("| model | mean square | MSE to reference | cosine to reference | accuracy |")
+    print("|---|---|---|---|---|")
+    for name, s in sums.items():
+        v = (s / n).tolist()
+        acc = "-" if v[3] != v[3] else f"{100 * v[3]:.1f}"
+        print(f"| {name} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {acc} |")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
