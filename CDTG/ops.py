@@ -423,7 +423,7 @@ class InverseHaarTransform(nn.Module):
 
 def _haar_analysis(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     b, c, h, w = x.shape
-    out = F.conv2d(x.reshape(b * c, 1, h, w), weight, stride=2)  # [B*C, 4, H/2, W/2]
+    out = F.conv2d(x.reshape(b * c, 1, h, w), weight.to(x.dtype), stride=2)  # [B*C, 4, H/2, W/2]
     return out.view(b, c, 4, h // 2, w // 2).transpose(1, 2).reshape(b, 4 * c, h // 2, w // 2)
 
 
@@ -431,7 +431,7 @@ def _haar_synthesis(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     b, c4, h, w = x.shape
     c = c4 // 4
     bands = x.view(b, 4, c, h, w).transpose(1, 2).reshape(b * c, 4, h, w)
-    return F.conv_transpose2d(bands, weight, stride=2).view(b, c, 2 * h, 2 * w)
+    return F.conv_transpose2d(bands, weight.to(x.dtype), stride=2).view(b, c, 2 * h, 2 * w)
 
 
 class _HaarAnalysis(torch.autograd.Function):

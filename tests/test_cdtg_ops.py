@@ -451,3 +451,26 @@ def test_cuda_operations_give_the_reference_r1_and_path_length_gradients(cuda_op
     assert fast.keys() == ref.keys() and len(ref) > 40
     for name in ref:
         torch.testing.assert_close(fast[name], ref[name], rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_cuda_operations_run_under_bf16_autocast(cuda_operations_on_cpu):
+    """Mixed precision hands the explicit backwards gradients of another dtype than their saved kernels."""
+    from CDTG.losses import path_length_penalty, r1_penalty
+    from CDTG.model import Discriminator, Generator
+    torch.manual_seed(0)
+    g, d = Generator(16, 16, 1, num_classes=2, max_channels=8), Discriminator(16, num_classes=2, max_channels=8,
+                                                                               label_dim=4)
+    labels = torch.tensor([0, 1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fake, latents = g([torch.randn(2, 16)], labels, return_latents=True)
+        loss = d(fake, labels).float().mean()
+    loss.backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fake, latents = g([torch.randn(2, 16)], labels, return_latents=True)
+        penalty, _, _ = path_length_penalty(fake.float(), latents, torch.zeros(()))
+    penalty.backward()
+    real = torch.randn(2, 3, 16, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        r1 = r1_penalty(d(real, labels), real)
+    r1.backward()
+    assert all(torch.isfinite(p.grad).all() for p in [*g.parameters(), *d.parameters()] if p.grad is not None)
