@@ -286,3 +286,15 @@ def test_evaluate_takes_the_clip_settings_from_the_manifest(generator_file, tmp_
     assert evaluate.clip_settings({"checkpoint": str(tmp_path / "generator.pt")}) == cfg
     assert "read for the CLIP settings only" in capsys.readouterr().out
     assert evaluate.clip_settings({"checkpoint": str(tmp_path / "gone.pt")}) == {}
+
+
+def test_evaluate_prints_diversity_as_a_share_of_real_and_warns_under_a_third():
+    row = {"class_id": 7, "name": "bridge", "tail_model_consistency": 0.5, "classifier_consistency": 0.25,
+           "feature_diversity": 3.0, "real_feature_diversity": 12.0}
+    lines = evaluate.class_report(row)
+    assert lines[0] == "  7 bridge: tail model 50.0%, classifier 25.0%, feature diversity 25% of real"
+    assert lines[1] == ("  warning: 7 bridge: generated images nearly alike (feature diversity 25% of the real "
+                        "images', under a third): the generator collapsed on this class")
+    assert len(evaluate.class_report(dict(row, feature_diversity=4.0))) == 1  # a third exactly: no warning
+    assert evaluate.class_report({k: v for k, v in row.items() if "diversity" not in k}) == [
+        "  7 bridge: tail model 50.0%, classifier 25.0%"]  # no classifier features: no share, no warning
