@@ -101,6 +101,36 @@ def run_models(items, transforms, tail, classifier, clip, text, rt, args, keep_i
             for k, v in out.items() if v}
 
 
+COLLAPSE_SHARE = 1 / 3  # a class whose generated feature diversity is under this share of real's is flagged
+
+
+def diversity_share(row: dict):
+    """Generated feature diversity as a share of the real images' (None without a classifier or real pairs)."""
+    gen, real = row.get("feature_diversity"), row.get("real_feature_diversity")
+    if gen is None or real is None or not np.isfinite(real) or real <= 0:
+        return None
+    return gen / real
+
+
+def class_report(row: dict) -> list:
+    """The console lines of one class: its shares, its diversity as a share of real, and a warning when that
+    share is under COLLAPSE_SHARE."""
+    share = diversity_share(row)
+    parts = [f"tail model {100 * row['tail_model_consistency']:.1f}%"]
+    if "classifier_consistency" in row:
+        parts.append(f"classifier {100 * row['classifier_consistency']:.1f}%")
+    if "clip_consistency" in row:
+        parts.append(f"CLIP {100 * row['clip_consistency']:.1f}%")
+    if share is not None:
+        parts.append(f"feature diversity {100 * share:.0f}% of real")
+    lines = [f"  {row['class_id']} {row['name']}: {', '.join(parts)}"]
+    if share is not None and share < COLLAPSE_SHARE:
+        lines.append(f"  warning: {row['class_id']} {row['name']}: generated images nearly alike (feature "
+                     f"diversity {100 * share:.0f}% of the real images', under a third): the generator collapsed "
+                     f"on this class")
+    return lines
+
+
 def fmt(x, scale=1.0, digits=1):
     if x is None or isinstance(x, str) or (isinstance(x, float) and np.isnan(x)):
         return "-"
@@ -111,14 +141,15 @@ def markdown(result: dict) -> str:
     lines = [f"Generation quality of {result['generated']} (r = {result['r']}, up to "
              f"{result['n_evaluated_per_class']} images per class; classifier features: {result['feature_space']}):",
              "", "| class | tail model % (real) | classifier % (real) | CLIP % (real) | LPIPS div. "
-             "| feature div. gen / real | FID | KID x1e3 |", "|---|---|---|---|---|---|---|---|"]
+             "| feature div. gen / real (share) | FID | KID x1e3 |", "|---|---|---|---|---|---|---|---|"]
     for c in result["per_class"] + [dict(result["overall"], name="all tail classes", class_id="")]:
         def pair(key):
             return f"{fmt(c.get(key), 100)} ({fmt(c.get('real_' + key), 100)})"
         lines.append(f"| {c['class_id']} {c['name']} | {pair('tail_model_consistency')} | "
                      f"{pair('classifier_consistency')} | {pair('clip_consistency')} | "
                      f"{fmt(c.get('lpips_diversity'), digits=3)} | {fmt(c.get('feature_diversity'), digits=2)} / "
-                     f"{fmt(c.get('real_feature_diversity'), digits=2)} | {fmt(c.get('fid'), digits=2)} | "
+                     f"{fmt(c.get('real_feature_diversity'), digits=2)} ({fmt(diversity_share(c), 100, 0)} %) | "
+                     f"{fmt(c.get('fid'), digits=2)} | "
                      f"{fmt(c.get('kid'), 1000, 2)} |")
     lines += ["", f"LPIPS: {result['lpips']}. CLIP: {result['clip']}. Real = the class's training images (seen by "
                   f"both classifiers, so their shares are an optimistic reference)."]
@@ -202,9 +233,7 @@ def main(args):
             row["lpips_diversity"] = mean_pairwise_lpips(lpips_model, g["images"], args.lpips_pairs)
             row["real_lpips_diversity"] = mean_pairwise_lpips(lpips_model, r["images"], args.lpips_pairs)
         per_class.append(row)
-        print(f"  {cid} {name}: tail model {100 * row['tail_model_consistency']:.1f}%"
-              + (f", classifier {100 * row['classifier_consistency']:.1f}%" if classifier is not None else "")
-              + (f", CLIP {100 * row['clip_consistency']:.1f}%" if clip is not None else ""))
+        print("\n".join(class_report(row)))
 
     overall = {}
     for key in per_class[0]:

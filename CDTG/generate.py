@@ -123,7 +123,7 @@ def build_generator(meta: dict, g_state: dict, p_state: dict | None, device, fea
               f"generation")
     else:
         pc = meta["projection"]
-        proj = FeatureProjection(pc["feature_shape"], pc["style_dim"], pc["pool"])
+        proj = FeatureProjection(pc["feature_shape"], pc["style_dim"], pc["pool"], pc.get("normalise", False))
         proj.load_state_dict(p_state)
     return g.to(device).eval().requires_grad_(False), proj.to(device).eval().requires_grad_(False)
 

@@ -375,3 +375,15 @@ def test_a_folder_is_continued_only_from_the_same_generator_file(generator_file,
     proc = run_main(generate, "cdtg_generate", *argv, check=False)
     assert_one_line_error(proc, f"{weights} has changed since {tmp_path / 'gen'} was started from it",
                           "choose another --name or --output-dir")
+
+
+def test_evaluate_prints_diversity_as_a_share_of_real_and_warns_under_a_third():
+    row = {"class_id": 7, "name": "bridge", "tail_model_consistency": 0.5, "classifier_consistency": 0.25,
+           "feature_diversity": 3.0, "real_feature_diversity": 12.0}
+    lines = evaluate.class_report(row)
+    assert lines[0] == "  7 bridge: tail model 50.0%, classifier 25.0%, feature diversity 25% of real"
+    assert lines[1] == ("  warning: 7 bridge: generated images nearly alike (feature diversity 25% of the real "
+                        "images', under a third): the generator collapsed on this class")
+    assert len(evaluate.class_report(dict(row, feature_diversity=4.0))) == 1  # a third exactly: no warning
+    assert evaluate.class_report({k: v for k, v in row.items() if "diversity" not in k}) == [
+        "  7 bridge: tail model 50.0%, classifier 25.0%"]  # no classifier features: no share, no warning
