@@ -50,13 +50,17 @@ FIR_IMPLS = ("reference", "depthwise", "separable", "adjoint")
 _fir_impl = {"cpu": "reference", "cuda": "adjoint"}
 
 
+def _select(choices: dict, allowed: tuple, what: str, name: str, device_type: str) -> str:
+    if name not in allowed:
+        raise ValueError(f"{what} must be one of {allowed}, got {name!r}")
+    previous = choices.get(device_type, allowed[0])
+    choices[device_type] = name
+    return previous
+
+
 def set_fir_impl(name: str, device_type: str = "cuda") -> str:
     """Select upfirdn2d's formulation for tensors on `device_type`; returns the previous choice."""
-    if name not in FIR_IMPLS:
-        raise ValueError(f"FIR implementation must be one of {FIR_IMPLS}, got {name!r}")
-    previous = _fir_impl.get(device_type, "reference")
-    _fir_impl[device_type] = name
-    return previous
+    return _select(_fir_impl, FIR_IMPLS, "FIR implementation", name, device_type)
 
 
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad=(0, 0),
@@ -278,11 +282,7 @@ _modconv_impl = {"cpu": "grouped", "cuda": "shared"}
 
 def set_modconv_impl(name: str, device_type: str = "cuda") -> str:
     """Select ModulatedConv2d's formulation for inputs on `device_type`; returns the previous choice."""
-    if name not in MODCONV_IMPLS:
-        raise ValueError(f"modulated-convolution implementation must be one of {MODCONV_IMPLS}, got {name!r}")
-    previous = _modconv_impl.get(device_type, "grouped")
-    _modconv_impl[device_type] = name
-    return previous
+    return _select(_modconv_impl, MODCONV_IMPLS, "modulated-convolution implementation", name, device_type)
 
 
 class ModulatedConv2d(nn.Module):
