@@ -44,7 +44,7 @@ class FusedLeakyReLU(nn.Module):
 # FIR resampling
 
 
-FIR_IMPLS = ("reference", "depthwise", "separable", "adjoint")
+FIR_IMPLS = ("reference", "depthwise", "separable", "adjoint", "triton")
 # Which formulation upfirdn2d uses on each device type; chosen by measurement (benchmarks/gpu_cdtg.sh). All are
 # equal to "reference" within float rounding, forward, backward and double backward (tests/test_cdtg_ops.py).
 _fir_impl = {"cpu": "reference", "cuda": "adjoint"}
@@ -78,17 +78,21 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     'adjoint' computes the depthwise form in an autograd function whose backward is again upfirdn2d (the
     adjoint: the flipped kernel with up and down swapped), so a gradient of any order costs one FIR pass; the
     double backward of grouped and strided one-channel convolutions that autograd would run is slow on GPUs.
+    'triton': 'adjoint' with every pass one Triton kernel (CDTG/fir_triton.py; CUDA, or TRITON_INTERPRET=1).
     None: the device's choice (set_fir_impl).
     """
     impl = impl or _fir_impl.get(x.device.type, "reference")
     if len(pad) == 2:
         pad = (pad[0], pad[1], pad[0], pad[1])
-    if impl == "adjoint":
-        return _AdjointFIR.apply(x, kernel, up, down, tuple(pad))
+    if impl in ("adjoint", "triton"):
+        return _AdjointFIR.apply(x, kernel, up, down, tuple(pad), "depthwise" if impl == "adjoint" else "triton")
     return _upfirdn2d(x, kernel, up, down, pad, impl)
 
 
 def _upfirdn2d(x, kernel, up: int, down: int, pad, impl: str) -> torch.Tensor:
+    if impl == "triton":
+        from CDTG import fir_triton
+        return fir_triton.upfirdn2d(x, kernel, up, down, pad)
     b, c, h, w = x.shape
     groups = 1 if impl == "reference" else c
     out = x.reshape(b * c, 1, h, w) if impl == "reference" else x
@@ -116,19 +120,20 @@ class _AdjointFIR(torch.autograd.Function):
     forward again, and create_graph works to any order."""
 
     @staticmethod
-    def forward(ctx, x, kernel, up, down, pad):
+    def forward(ctx, x, kernel, up, down, pad, raw):
         ctx.save_for_backward(kernel)
-        ctx.shape = (up, down, pad, x.shape[2], x.shape[3])
-        return _upfirdn2d(x, kernel, up, down, pad, "depthwise")
+        ctx.shape = (up, down, pad, raw, x.shape[2], x.shape[3])
+        return _upfirdn2d(x, kernel, up, down, pad, raw)
 
     @staticmethod
     def backward(ctx, grad):
         kernel, = ctx.saved_tensors
-        up, down, (x0, x1, y0, y1), h, w = ctx.shape
+        up, down, (x0, x1, y0, y1), raw, h, w = ctx.shape
         kh, kw = kernel.shape
         out_h, out_w = grad.shape[2:]
         adjoint_pad = (kw - 1 - x0, w * up - out_w * down + x0, kh - 1 - y0, h * up - out_h * down + y0)
-        return _AdjointFIR.apply(grad, torch.flip(kernel, [0, 1]), down, up, adjoint_pad), None, None, None, None
+        flipped = torch.flip(kernel, [0, 1])
+        return _AdjointFIR.apply(grad, flipped, down, up, adjoint_pad, raw), None, None, None, None, None
 
 
 def _rank_one_factors(kernel: torch.Tensor):
@@ -393,7 +398,7 @@ class HaarTransform(nn.Module):
     def forward(self, x):
         # upfirdn2d flips its kernel; conv2d does not, so flip here to match
         weight = torch.stack([self.ll, self.lh, self.hl, self.hh]).flip([1, 2]).to(x.dtype).unsqueeze(1)
-        if _fir_impl.get(x.device.type) == "adjoint" and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0:
+        if _fir_impl.get(x.device.type) in ("adjoint", "triton") and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0:
             return _HaarAnalysis.apply(x, weight)
         return _haar_analysis(x, weight)
 
@@ -416,7 +421,7 @@ class InverseHaarTransform(nn.Module):
 
     def forward(self, x):
         weight = torch.stack([self.ll, self.lh, self.hl, self.hh]).to(x.dtype).unsqueeze(1)  # [4, 1, 2, 2]
-        if _fir_impl.get(x.device.type) == "adjoint":
+        if _fir_impl.get(x.device.type) in ("adjoint", "triton"):
             return _HaarSynthesis.apply(x, weight)
         return _haar_synthesis(x, weight)
 

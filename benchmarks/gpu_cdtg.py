@@ -27,9 +27,10 @@ G_D_VARIANTS = [("reference ops (upstream's formulation)", "reference", "grouped
                 ("depthwise FIR, shared modconv", "depthwise", "shared", False),
                 ("adjoint FIR, grouped modconv", "adjoint", "grouped", False),
                 ("adjoint FIR, shared modconv", "adjoint", "shared", False),
-                ("adjoint FIR, shared modconv, channels_last", "adjoint", "shared", True)]
+                ("adjoint FIR, shared modconv, channels_last", "adjoint", "shared", True),
+                ("triton FIR, shared modconv", "triton", "shared", False)]
 FIR_VARIANTS = [("reference", False), ("depthwise", False), ("separable", False), ("adjoint", False),
-                ("adjoint", True)]
+                ("adjoint", True), ("triton", False)]
 
 
 def get_args_parser():
@@ -80,6 +81,8 @@ def main(args):
     shrink = 8 if args.smoke else 1
     for case in FIR_CASES:
         for impl, cl in FIR_VARIANTS:
+            if impl == "triton" and not rt.cuda:
+                continue  # a CUDA kernel (tests/test_cdtg_ops.py runs it in Triton's CPU interpreter)
             with Operations(kind, "reference", "grouped"):
                 r = time_fir(impl, case, rt, repeats=3 if args.smoke else 10, shrink=shrink, channels_last=cl)
             out["fir"].append(r)
@@ -92,6 +95,8 @@ def main(args):
     print("|---|---:|---:|")
     out["g_d"] = []
     for label, fir, modconv, cl in G_D_VARIANTS:
+        if fir == "triton" and not rt.cuda:
+            continue
         with Operations(kind, fir, modconv):
             ms = [time_g_d(scale, rt, b, repeats=2 if args.smoke else 5, channels_last=cl) for b in batches]
         out["g_d"].append({"operations": label, "batches": list(batches), "ms": ms})
@@ -104,12 +109,13 @@ def main(args):
     # (label, FIR, modconv, cuDNN autotuner, torch.compile mode of the unregularised passes, seconds it may take)
     settings = [("reference ops, cuDNN autotuner off", "reference", "grouped", False, None, 60),
                 (f"defaults: {defaults[0]} FIR, {defaults[1]} modconv, cuDNN autotuner", *defaults, True, None, 40),
+                ("triton FIR, shared modconv, cuDNN autotuner", "triton", "shared", True, None, 40),
                 ("defaults + compile (default mode)", *defaults, True, "default", 120),
                 ("defaults + compile (reduce-overhead: CUDA graphs)", *defaults, True, "reduce-overhead", 120)]
     last = None
     for label, fir, modconv, bench, mode, needs in settings:
-        if args.smoke and mode:
-            continue  # compiling takes minutes on a CPU; tests/test_cdtg_train.py checks the compiled step
+        if args.smoke and mode or fir == "triton" and not rt.cuda:
+            continue  # compiling takes minutes on a CPU (tests/test_cdtg_train.py checks the compiled step)
         if time.monotonic() - started + needs > args.budget:
             print(f"### {label}\n\nskipped: under {needs} s of the --budget left\n")
             continue
@@ -120,8 +126,8 @@ def main(args):
             loop = time_loop(trainer, real, labels, cycle_length(cfg) * args.cycles,
                              warmup=1 if args.smoke else 3 + 16 * bool(mode))
             prof = profile_step(trainer, real, labels, cycles=args.cycles, warmup=1)
-            if not mode:
-                last = (trainer, real, labels, fir, modconv, bench)
+            if (fir, modconv, bench, mode) == (*defaults, True, None):
+                last = (trainer, real, labels, fir, modconv, bench)  # the profiler's subject
         out["iteration"][label] = {"loop": loop, "profile": prof}
         kinds = prof["kinds"]
         plain = kinds.get("plain", {}).get("ms", float("nan"))

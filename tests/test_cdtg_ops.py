@@ -374,7 +374,7 @@ def test_fir_implementation_switch_is_per_device_and_checked():
     finally:
         set_fir_impl(previous, "cpu")
     with pytest.raises(ValueError, match="FIR implementation must be one of"):
-        set_fir_impl("triton")
+        set_fir_impl("upfirdn2d_cuda")
     with pytest.raises(ValueError, match="modulated-convolution implementation must be one of"):
         set_modconv_impl("fused")
 
@@ -474,3 +474,33 @@ def test_cuda_operations_run_under_bf16_autocast(cuda_operations_on_cpu):
         r1 = r1_penalty(d(real, labels), real)
     r1.backward()
     assert all(torch.isfinite(p.grad).all() for p in [*g.parameters(), *d.parameters()] if p.grad is not None)
+
+
+TRITON_CHECK = """
+import torch
+from CDTG.ops import upfirdn2d
+torch.manual_seed(0)
+kernel = torch.randn(4, 3)
+for up, down, pad in [(2, 1, (2, 1)), (1, 2, (0, 0, 1, -1)), (1, 1, (5, 0, -1, 3)), (2, 2, (1, 2))]:
+    x = torch.randn(1, 2, 5, 4, requires_grad=True)
+    out = {}
+    for impl in ("reference", "triton"):
+        y = upfirdn2d(x, kernel, up, down, pad, impl=impl)
+        g = torch.ones_like(y).mul_(0.5).requires_grad_(True)
+        gx, = torch.autograd.grad((y * g).sum(), x, create_graph=True)
+        ggx, = torch.autograd.grad((gx * x.detach().cos()).sum(), g)
+        out[impl] = (y.detach(), gx.detach(), ggx)
+    for a, b in zip(out["triton"], out["reference"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+print("triton ok")
+"""
+
+
+@pytest.mark.slow
+def test_triton_fir_equals_reference_to_second_order():
+    """The Triton kernel (CDTG/fir_triton.py) run by Triton's interpreter on the CPU: forward, backward and
+    double backward equal the reference's."""
+    pytest.importorskip("triton")
+    from conftest import run_script
+    proc = run_script("-c", TRITON_CHECK, env={"TRITON_INTERPRET": "1"})
+    assert "triton ok" in proc.stdout
