@@ -279,8 +279,13 @@ def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split,
     assert "pooled_fid" in res["overall"] and res["lpips"] == "LPIPS alex"
     md = (folder / "quality.md").read_text()
     assert "| class |" in md and "all tail classes" in md
-    with pytest.raises(UserError, match="already exists"):
+    with pytest.raises(UserError, match=r"quality.json already holds the result of other settings: --classifier "
+                                        r"None \(it has '.*model_final.pt'\); .*pass --overwrite"):
         call(evaluate, "cdtg_evaluate", ["--generated", str(folder), "--device", "cpu", "--workers", "0"])
+    again = run_main(evaluate, "cdtg_evaluate", "--generated", folder, "--classifier", clf_path, "--workers", "0",
+                     "--device", "cpu", "--kid-subsets", "5", "--clip-model", "cdtg-eval-clip",
+                     "--clip-pretrained", tmp_path / "clip.pt")
+    assert "quality.json is already finished with these settings; nothing to do" in again.stdout
 
 
 def test_evaluate_takes_the_clip_settings_from_the_manifest(generator_file, tmp_path, capsys):
