@@ -79,18 +79,24 @@ class FeatureProjection(nn.Module):
 
     pool = 0 keeps the full map (upstream: 1024 x 16 x 16 = 262,144 inputs, a 134M-parameter P). The Linear has
     PyTorch's default initialisation, as upstream's.
+
+    normalise (not in the paper): the output rescaled to norm sqrt(style_dim), the expected norm of the noise n,
+    so that a trained P cannot outgrow the noise in z = r n + (1 - r) P(feature) and r stays the noise's share.
     """
 
-    def __init__(self, feature_shape, style_dim: int, pool: int = 0):
+    def __init__(self, feature_shape, style_dim: int, pool: int = 0, normalise: bool = False):
         super().__init__()
         c, h, w = feature_shape
         self.feature_shape = tuple(int(v) for v in feature_shape)
         self.pool = int(pool)
         self.style_dim = style_dim
+        self.normalise = bool(normalise)
         self.linear = nn.Linear(c * (self.pool ** 2 if self.pool else h * w), style_dim)
 
     def config(self) -> dict:
-        return {"feature_shape": list(self.feature_shape), "style_dim": self.style_dim, "pool": self.pool}
+        """What rebuilds it (generator.pt's meta); `normalise` only when on, so older files read the same."""
+        out = {"feature_shape": list(self.feature_shape), "style_dim": self.style_dim, "pool": self.pool}
+        return {**out, "normalise": True} if self.normalise else out
 
     def reduce(self, feat3: torch.Tensor) -> torch.Tensor:
         """The input of the Linear, before flattening: the pooled map (or the map itself when pool = 0).
@@ -103,7 +109,9 @@ class FeatureProjection(nn.Module):
         return F.adaptive_avg_pool2d(feat3, self.pool) if self.pool else feat3
 
     def forward(self, feat3: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.reduce(feat3).flatten(1).to(self.linear.weight.dtype))
+        out = self.linear(self.reduce(feat3).flatten(1).to(self.linear.weight.dtype))
+        return F.normalize(out, dim=1) * self.style_dim ** 0.5 if self.normalise else out
+
 
 def fuse(projected: torch.Tensor, r: float, noise: torch.Tensor | None = None) -> torch.Tensor:
     """One fused latent r * n + (1 - r) * P(feature), n ~ N(0, I) (drawn here unless given)."""

@@ -9,10 +9,10 @@ over the tail-class prompts assign to the intended class; the same shares on the
 the reference. Diversity: mean pairwise LPIPS within a class (when LPIPS backbone weights are available, else
 "unavailable") and mean pairwise distance of the classifier's penultimate features (generated and real).
 FID and KID in that feature space against the real training images of each tail class, and pooled.
-Writes <generated>/quality.json and quality.md (a markdown snippet for the results table).
+Writes <generated>/quality.md (a markdown snippet for the results table) and, last, quality.json; run again, a
+finished measurement with the same settings is left as it is, an interrupted one is done again.
 """
 import argparse
-import json
 import os
 
 import numpy as np
@@ -20,12 +20,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common import checkpoint
+from common import checkpoint, finished
 from common.clip import encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import setup
-from common.errors import UserError, cli
+from common.errors import UserError, batch_loop, cli
 from common.layout import anno_path, read_classes, read_list
 from common.options import add_device_arg, add_loader_args
 from common.split import optional_split
@@ -55,7 +55,8 @@ def get_args_parser():
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     add_loader_args(p, on_corrupt=False, eval_batch_size=False)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing quality.json")
+    p.add_argument("--overwrite", action="store_true", help="measure again when quality.json is there (a finished "
+                   "measurement with the same settings is otherwise left as it is)")
     add_device_arg(p)
     return p
 
@@ -73,6 +74,7 @@ def clip_settings(manifest: dict) -> dict:
     return {}
 
 
+@batch_loop("evaluation")
 @torch.no_grad()
 def run_models(items, transforms, tail, classifier, clip, text, rt, args, keep_images: int) -> dict:
     """Predictions (and classifier features, and the first `keep_images` GAN-size images for LPIPS)."""
@@ -99,6 +101,36 @@ def run_models(items, transforms, tail, classifier, clip, text, rt, args, keep_i
             for k, v in out.items() if v}
 
 
+COLLAPSE_SHARE = 1 / 3  # a class whose generated feature diversity is under this share of real's is flagged
+
+
+def diversity_share(row: dict):
+    """Generated feature diversity as a share of the real images' (None without a classifier or real pairs)."""
+    gen, real = row.get("feature_diversity"), row.get("real_feature_diversity")
+    if gen is None or real is None or not np.isfinite(real) or real <= 0:
+        return None
+    return gen / real
+
+
+def class_report(row: dict) -> list:
+    """The console lines of one class: its shares, its diversity as a share of real, and a warning when that
+    share is under COLLAPSE_SHARE."""
+    share = diversity_share(row)
+    parts = [f"tail model {100 * row['tail_model_consistency']:.1f}%"]
+    if "classifier_consistency" in row:
+        parts.append(f"classifier {100 * row['classifier_consistency']:.1f}%")
+    if "clip_consistency" in row:
+        parts.append(f"CLIP {100 * row['clip_consistency']:.1f}%")
+    if share is not None:
+        parts.append(f"feature diversity {100 * share:.0f}% of real")
+    lines = [f"  {row['class_id']} {row['name']}: {', '.join(parts)}"]
+    if share is not None and share < COLLAPSE_SHARE:
+        lines.append(f"  warning: {row['class_id']} {row['name']}: generated images nearly alike (feature "
+                     f"diversity {100 * share:.0f}% of the real images', under a third): the generator collapsed "
+                     f"on this class")
+    return lines
+
+
 def fmt(x, scale=1.0, digits=1):
     if x is None or isinstance(x, str) or (isinstance(x, float) and np.isnan(x)):
         return "-"
@@ -109,14 +141,15 @@ def markdown(result: dict) -> str:
     lines = [f"Generation quality of {result['generated']} (r = {result['r']}, up to "
              f"{result['n_evaluated_per_class']} images per class; classifier features: {result['feature_space']}):",
              "", "| class | tail model % (real) | classifier % (real) | CLIP % (real) | LPIPS div. "
-             "| feature div. gen / real | FID | KID x1e3 |", "|---|---|---|---|---|---|---|---|"]
+             "| feature div. gen / real (share) | FID | KID x1e3 |", "|---|---|---|---|---|---|---|---|"]
     for c in result["per_class"] + [dict(result["overall"], name="all tail classes", class_id="")]:
         def pair(key):
             return f"{fmt(c.get(key), 100)} ({fmt(c.get('real_' + key), 100)})"
         lines.append(f"| {c['class_id']} {c['name']} | {pair('tail_model_consistency')} | "
                      f"{pair('classifier_consistency')} | {pair('clip_consistency')} | "
                      f"{fmt(c.get('lpips_diversity'), digits=3)} | {fmt(c.get('feature_diversity'), digits=2)} / "
-                     f"{fmt(c.get('real_feature_diversity'), digits=2)} | {fmt(c.get('fid'), digits=2)} | "
+                     f"{fmt(c.get('real_feature_diversity'), digits=2)} ({fmt(diversity_share(c), 100, 0)} %) | "
+                     f"{fmt(c.get('fid'), digits=2)} | "
                      f"{fmt(c.get('kid'), 1000, 2)} |")
     lines += ["", f"LPIPS: {result['lpips']}. CLIP: {result['clip']}. Real = the class's training images (seen by "
                   f"both classifiers, so their shares are an optimistic reference)."]
@@ -131,8 +164,10 @@ def main(args):
         raise UserError("--generated is required: an output folder of CDTG/generate.py")
     manifest = read_manifest(args.generated)
     out_json = os.path.join(args.generated, "quality.json")
-    if os.path.exists(out_json) and not args.overwrite:
-        raise UserError(f"{out_json} already exists; pass --overwrite to replace it")
+    settings = finished.settings_of(args)
+    settings["input_files"].update(finished.file_stamps(os.path.join(args.generated, "manifest.json")))
+    if finished.already_finished(out_json, settings, args.overwrite):
+        return
     root = manifest["data_root"]
     info = read_classes(root)
     rt = setup(args.device)
@@ -198,9 +233,7 @@ def main(args):
             row["lpips_diversity"] = mean_pairwise_lpips(lpips_model, g["images"], args.lpips_pairs)
             row["real_lpips_diversity"] = mean_pairwise_lpips(lpips_model, r["images"], args.lpips_pairs)
         per_class.append(row)
-        print(f"  {cid} {name}: tail model {100 * row['tail_model_consistency']:.1f}%"
-              + (f", classifier {100 * row['classifier_consistency']:.1f}%" if classifier is not None else "")
-              + (f", CLIP {100 * row['clip_consistency']:.1f}%" if clip is not None else ""))
+        print("\n".join(class_report(row)))
 
     overall = {}
     for key in per_class[0]:
@@ -217,12 +250,11 @@ def main(args):
               "classifier": os.path.abspath(args.classifier) if args.classifier else None,
               "tail_model": os.path.abspath(tail_path), "clip": clip_note,
               "lpips": lpips_note if lpips_model is None else f"LPIPS {args.lpips_net}",
-              "per_class": per_class, "overall": overall}
-    with open(out_json, "w") as f:
-        json.dump(result, f, indent=1)
+              "per_class": per_class, "overall": overall, "settings": settings}
     text_md = markdown(result)
     with open(os.path.join(args.generated, "quality.md"), "w") as f:
         f.write(text_md)
+    finished.write_json_last(out_json, result)  # last: the measurement is finished
     print(text_md)
 
 

@@ -29,7 +29,7 @@ def get_args_parser():
                    help="take at most this many images per class (over all folders, in order); default: all")
     p.add_argument("--data-root", default=None,
                    help="check the class ids and names against this processed data root (default: the manifest's)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file with other lines")
     return p
 
 
@@ -74,8 +74,6 @@ def unique_folders(folders: list) -> list:
 def main(args):
     if not args.generated or not args.out:
         raise UserError("--generated FOLDER [FOLDER ...] and --out FILE are required")
-    if os.path.exists(args.out) and not args.overwrite:
-        raise UserError(f"{args.out} already exists; pass --overwrite to replace it or choose another --out")
     if args.n_per_class is not None and args.n_per_class < 1:
         raise UserError(f"--n-per-class must be a positive number of images, got {args.n_per_class}; leave it "
                         f"out to take every image")
@@ -84,11 +82,18 @@ def main(args):
     image_dir = os.path.join(args.data_root or read_manifest(folders[0])["data_root"], "train")
     if not rows:
         raise UserError("no generated image found in " + ", ".join(args.generated))
+    text = "".join(f"{relative(path, image_dir)} {cid}\n" for path, cid in rows)
+    if os.path.exists(args.out) and not args.overwrite:
+        with open(args.out) as f:
+            if f.read() == text:
+                print(f"{args.out} already lists these {len(rows)} images; nothing to do")
+                return
+        raise UserError(f"{args.out} already exists with other lines; pass --overwrite to replace it or choose "
+                        f"another --out")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
-        for path, cid in rows:
-            f.write(f"{relative(path, image_dir)} {cid}\n")
+        f.write(text)
     os.replace(tmp, args.out)
     counts = {}
     for _, cid in rows:

@@ -6,9 +6,13 @@
 For each requested tail class, the real training images of the class are visited in a seeded shuffled order
 (again and again if needed); each gives the tail model's layer3 feature, and --per-real images are generated
 from it, each with new noise: z = r * n + (1 - r) * P(feature) (two such latents, style-mixed, as upstream).
-Writes a NEW folder (an existing one is refused, nothing is overwritten): <out>/<original class id>/<n>.jpg,
-manifest.json (checkpoint, r, counts, class ids and names), sources.csv (which real image each image came from)
-and grid.png (the first images of each class). CDTG/expand.py turns the folder into a training list.
+Each image's random numbers come from (--seed, class, image index), so an image does not depend on which others
+are drawn with it. Writes <out>/<original class id>/<n>.jpg (each file whole: written under a temporary name, then
+renamed), then sources.csv (which real image each image came from), grid.png (the first images of each class) and,
+last, manifest.json (checkpoint, r, counts, class ids and names). An interrupted run is continued by the same
+command: the images there are kept and the others drawn, as the uninterrupted run would have drawn them; other
+settings than the folder's are refused, and a finished folder is left as it is. CDTG/expand.py turns the folder
+into a training list.
 """
 import argparse
 import csv
@@ -19,10 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 from torchvision.utils import save_image
 
-from common import checkpoint, rundir
+from common import checkpoint, errors, finished, rundir
 from common.config import add_config_arg, parse_args
 from common.distributed import setup
 from common.errors import UserError, cli
@@ -61,7 +66,8 @@ def get_args_parser():
     add_loader_args(p, on_corrupt=False, eval_batch_size=False, workers_help="threads writing image files")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     g = p.add_argument_group("run")
-    add_output_arg(g, help="new output folder (default: runs/cdtg_generate/<name>)", old=())
+    add_output_arg(g, help="output folder (default: runs/cdtg_generate/<name>); an interrupted one is continued by "
+                           "the same command", old=())
     g.add_argument("--name", default="default", help="run name under runs/cdtg_generate/")
     g.add_argument("--seed", type=int, default=0)
     add_device_arg(g)
@@ -69,6 +75,20 @@ def get_args_parser():
 
 
 # ------------------------------------------------------------------------------------------------ loading
+
+
+def check_same_generator(args) -> None:
+    """An output folder is continued only with the generator file it was started with, unchanged."""
+    args_path = os.path.join(args.output_dir or os.path.join("runs", args.stage, args.name), "args.yaml")
+    if not os.path.isfile(args_path):
+        return
+    with open(args_path, encoding="utf-8") as f:
+        recorded = yaml.safe_load(f) or {}
+    before = recorded.get("weights_file") if isinstance(recorded, dict) else None
+    if before and recorded.get("weights") == args.weights and before != args.weights_file:
+        raise UserError(f"{args.weights} has changed since {os.path.dirname(args_path)} was started from it "
+                        f"({before}, now {args.weights_file}); its images would mix two generators: choose another "
+                        f"--name or --output-dir")
 
 
 def read_generator_file(path: str, data_root: str | None = None) -> tuple:
@@ -103,7 +123,7 @@ def build_generator(meta: dict, g_state: dict, p_state: dict | None, device, fea
               f"generation")
     else:
         pc = meta["projection"]
-        proj = FeatureProjection(pc["feature_shape"], pc["style_dim"], pc["pool"])
+        proj = FeatureProjection(pc["feature_shape"], pc["style_dim"], pc["pool"], pc.get("normalise", False))
         proj.load_state_dict(p_state)
     return g.to(device).eval().requires_grad_(False), proj.to(device).eval().requires_grad_(False)
 
@@ -127,42 +147,65 @@ def select_classes(requested, meta: dict) -> list:
     return out
 
 
-def new_output_dir(args) -> str:
-    out = args.output_dir or os.path.join("runs", args.stage, args.name)
-    if os.path.isdir(out) and any(os.scandir(out)):
-        raise UserError(f"output folder {out} already exists; generated images are never overwritten: choose "
-                        f"another --name or --output-dir")
-    args.output_dir, args.resume, args.overwrite = out, False, False
-    return out
+# Settings that may differ when a folder is continued: they change how fast images come, not which
+MAY_CHANGE = (*rundir.MAY_CHANGE_ON_RESUME, "batch_size", "weights_file")
+TMP_PREFIX = ".tmp_"
+
+
+def image_name(index: int, ext: str) -> str:
+    return f"{index:05d}.{ext}"
+
+
+def images_done(folder: str, n: int, ext: str) -> set:
+    """Indices of the whole images in `folder` (a write is renamed into place when complete); deletes the
+    temporary files of writes that a killed process left."""
+    if not os.path.isdir(folder):
+        return set()
+    names = set(os.listdir(folder))
+    for name in names:
+        if name.startswith(TMP_PREFIX):
+            os.remove(os.path.join(folder, name))
+    return {i for i in range(n) if image_name(i, ext) in names}
 
 
 class ImageWriter:
-    """Writes uint8 images on a few threads (PIL encoding releases the GIL), with a bounded queue, and records
-    where each image came from."""
+    """Writes uint8 images on a few threads (PIL encoding releases the GIL), with a bounded queue; each file under
+    a temporary name, renamed when complete."""
 
-    def __init__(self, out: str, ext: str, quality: int, threads: int, max_pending: int = 512):
-        self.out, self.ext, self.quality = out, ext, quality
+    def __init__(self, ext: str, quality: int, threads: int, max_pending: int = 512):
+        self.ext, self.quality = ext, quality
+        self.options = {"format": "JPEG", "quality": quality} if ext == "jpg" else {"format": "PNG"}
         self.pool = ThreadPoolExecutor(max(1, threads))
         self.pending = deque()
         self.max_pending = max_pending
-        self.sources = []
 
-    def save(self, folder: str, index: int, pixels: np.ndarray, class_id: int, source: str) -> None:
-        path = os.path.join(folder, f"{index:05d}.{self.ext}")
-        kw = {"quality": self.quality} if self.ext == "jpg" else {}
-        self.pending.append(self.pool.submit(Image.fromarray(pixels).save, path, **kw))
+    def _write(self, pixels: np.ndarray, path: str) -> None:
+        tmp = os.path.join(os.path.dirname(path), TMP_PREFIX + os.path.basename(path))
+        Image.fromarray(pixels).save(tmp, **self.options)
+        os.replace(tmp, path)
+
+    def save(self, folder: str, index: int, pixels: np.ndarray) -> None:
+        self.pending.append(self.pool.submit(self._write, pixels, os.path.join(folder, image_name(index, self.ext))))
         while len(self.pending) > self.max_pending:
             self.pending.popleft().result()
-        self.sources.append((os.path.relpath(path, self.out), class_id, source))
 
     def close(self) -> None:
         while self.pending:
             self.pending.popleft().result()  # re-raises a failed write
         self.pool.shutdown()
-        with open(os.path.join(self.out, "sources.csv"), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "class_id", "real_image"])
-            writer.writerows(self.sources)
+
+    def drain(self) -> None:
+        """On Ctrl-C or an error: finish the writes of the images drawn so far (a failed one is left out)."""
+        while self.pending:
+            self.pending.popleft().exception()
+        self.pool.shutdown()
+
+
+def write_sources(out: str, rows: list) -> None:
+    with open(os.path.join(out, "sources.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "class_id", "real_image"])
+        writer.writerows(rows)
 
 
 @cli
@@ -197,27 +240,44 @@ def main(args):
         raise UserError(f"tail model {tail_path} is of classes {tail.meta['classes']}, the generator of "
                         f"{meta['classes']}; pass the tail model it was trained with")
     g, proj = build_generator(meta, g_state, p_state, rt.device, tail.feature_shape(), args.seed)
-    out = new_output_dir(args)
-    rundir.prepare(args)  # seeds; writes args.yaml and meta.json
+    args.resume = args.overwrite = False
+    args.weights_file = "sha1 " + finished.file_stamps(args.weights).popitem()[1]
+    check_same_generator(args)
+    case = rundir.prepare_output(args, "manifest.json", MAY_CHANGE)
+    out = args.output_dir
+    if case == "done":
+        print(f"{out} is finished (manifest.json): its {args.n_per_class} images per class are there; nothing to do")
+        return
+    errors.on_interrupt(lambda: f"interrupted; the images in {out} are kept: run the same command again to "
+                                f"continue")
     mixing = meta["mixing"] if args.mixing is None else args.mixing
-    print(f"generating {args.n_per_class} images for each of {len(labels)} tail classes at r = {args.r} "
-          f"into {out}")
+    print(f"{'continuing' if case == 'continue' else 'generating'} {args.n_per_class} images for each of "
+          f"{len(labels)} tail classes at r = {args.r} into {out}")
 
-    writer = ImageWriter(out, args.format, args.jpeg_quality, args.workers)
-    grids, entries = [], []
+    writer = ImageWriter(args.format, args.jpeg_quality, args.workers)
+    grids, entries, sources = [], [], []
     started = time.time()
-    for k in labels:
-        cid, name = meta["classes"][k], meta["names"][k]
-        folder = os.path.join(out, str(cid))
-        os.makedirs(folder)
-        count, first = generate_class(
-            k, reals[k], g, proj, tail, args, rt, mixing, meta["mixing_rule"],
-            lambda i, pixels, source, folder=folder, cid=cid: writer.save(folder, i, pixels, cid, source))
-        grids.append(first)
-        entries.append({"tail_label": k, "class_id": cid, "name": name, "folder": str(cid), "count": count,
-                        "real_images": len(reals[k])})
-        print(f"  {cid} {name}: {count} images from {len(reals[k])} real images")
-    writer.close()
+    try:
+        for k in labels:
+            cid, name = meta["classes"][k], meta["names"][k]
+            folder = os.path.join(out, str(cid))
+            done = images_done(folder, args.n_per_class, args.format)
+            os.makedirs(folder, exist_ok=True)
+            count, first, real_images = generate_class(
+                k, reals[k], g, proj, tail, args, rt, mixing, meta["mixing_rule"],
+                lambda i, pixels, source, folder=folder: writer.save(folder, i, pixels), done=done)
+            grids.append(first)
+            sources += [(os.path.join(str(cid), image_name(i, args.format)), cid, real)
+                        for i, real in enumerate(real_images)]
+            entries.append({"tail_label": k, "class_id": cid, "name": name, "folder": str(cid), "count": count,
+                            "real_images": len(reals[k])})
+            kept = f" ({len(done)} kept from before)" if done else ""
+            print(f"  {cid} {name}: {count} images from {len(reals[k])} real images{kept}")
+        writer.close()
+    except BaseException:
+        writer.drain()
+        raise
+    write_sources(out, sources)
     cols = args.grid_cols
     grid = torch.cat([torch.cat([f, f.new_zeros(cols - len(f), *f.shape[1:])]) for f in grids])
     save_image(grid, os.path.join(out, "grid.png"), nrow=cols, normalize=True, value_range=(-1, 1))
@@ -228,7 +288,7 @@ def main(args):
                 "mixing": mixing, "mixing_rule": meta["mixing_rule"], "seed": args.seed,
                 "size": meta["generator"]["size"], "image_format": args.format, "classes": entries,
                 "seconds": round(time.time() - started, 1)}
-    write_manifest(out, manifest)
+    write_manifest(out, manifest)  # last: it marks the folder finished
     print(f"wrote {sum(e['count'] for e in entries)} images, {os.path.join(out, 'manifest.json')} and grid.png")
 
 

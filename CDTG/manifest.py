@@ -20,12 +20,17 @@ PATH_KEYS = ("checkpoint", "data_root", "tail_model")
 
 def write_manifest(folder: str, manifest: dict) -> None:
     manifest = {**manifest, **{k: relative(manifest.get(k), folder) for k in PATH_KEYS}}
-    with open(os.path.join(folder, "manifest.json"), "w") as f:
+    path = os.path.join(folder, "manifest.json")
+    with open(path + ".tmp", "w") as f:  # renamed when complete: a manifest marks a finished folder
         json.dump(manifest, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def read_manifest(folder: str) -> dict:
     path = os.path.join(folder, "manifest.json")
+    if not os.path.isfile(path) and os.path.isfile(os.path.join(folder, "args.yaml")):
+        raise UserError(f"the generation into {folder} has not finished (no manifest.json, written last): run the "
+                        f"same CDTG/generate.py command again to finish it")
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist; --generated takes folders written by CDTG/generate.py")
     manifest = read_json(path, "generation manifest", "generate again into a new folder")
@@ -44,7 +49,7 @@ def list_entries(folder: str, manifest: dict) -> list:
             raise UserError(f"{sub} is missing (listed in {folder}/manifest.json)")
         files = sorted(f for f in os.listdir(sub) if f.lower().endswith(IMAGE_EXTENSIONS))
         if len(files) != entry["count"]:
-            raise UserError(f"{sub} holds {len(files)} images but the manifest says {entry['count']}; was the "
-                            f"generation interrupted? Generate again into a new folder")
+            raise UserError(f"{sub} holds {len(files)} images but the manifest says {entry['count']}: files were "
+                            f"removed or added after the generation finished; generate again into a new folder")
         rows += [(os.path.abspath(os.path.join(sub, f)), entry["class_id"]) for f in files]
     return rows

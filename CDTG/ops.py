@@ -44,19 +44,23 @@ class FusedLeakyReLU(nn.Module):
 # FIR resampling
 
 
-FIR_IMPLS = ("reference", "depthwise", "separable")
+FIR_IMPLS = ("reference", "depthwise", "separable", "adjoint", "triton")
 # Which formulation upfirdn2d uses on each device type; chosen by measurement (benchmarks/gpu_cdtg.sh). All are
 # equal to "reference" within float rounding, forward, backward and double backward (tests/test_cdtg_ops.py).
-_fir_impl = {"cpu": "reference", "cuda": "depthwise"}
+_fir_impl = {"cpu": "reference", "cuda": "adjoint"}
+
+
+def _select(choices: dict, allowed: tuple, what: str, name: str, device_type: str) -> str:
+    if name not in allowed:
+        raise ValueError(f"{what} must be one of {allowed}, got {name!r}")
+    previous = choices.get(device_type, allowed[0])
+    choices[device_type] = name
+    return previous
 
 
 def set_fir_impl(name: str, device_type: str = "cuda") -> str:
     """Select upfirdn2d's formulation for tensors on `device_type`; returns the previous choice."""
-    if name not in FIR_IMPLS:
-        raise ValueError(f"FIR implementation must be one of {FIR_IMPLS}, got {name!r}")
-    previous = _fir_impl.get(device_type, "reference")
-    _fir_impl[device_type] = name
-    return previous
+    return _select(_fir_impl, FIR_IMPLS, "FIR implementation", name, device_type)
 
 
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad=(0, 0),
@@ -69,13 +73,26 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     Output height: (H * up + y0 + y1 - kernel_h) // down + 1.
     up > 1 never builds the zero-inserted tensor: see _upsample_fir.
     impl: 'reference' convolves a [B*C, 1, H, W] view with a one-channel kernel; 'depthwise' convolves
-    [B, C, H, W] with C groups (the layout cuDNN's depthwise kernels expect); 'separable' makes two 1-D
-    depthwise passes and needs a rank-1 kernel (an outer product, as every StyleGAN2 kernel is). None: the
-    device's choice (set_fir_impl).
+    [B, C, H, W] with C groups; 'separable' makes two 1-D depthwise passes and needs a rank-1 kernel (an outer
+    product, as every StyleGAN2 kernel is); autograd differentiates these three through their convolutions.
+    'adjoint' computes the depthwise form in an autograd function whose backward is again upfirdn2d (the
+    adjoint: the flipped kernel with up and down swapped), so a gradient of any order costs one FIR pass; the
+    double backward of grouped and strided one-channel convolutions that autograd would run is slow on GPUs.
+    'triton': 'adjoint' with every pass one Triton kernel (CDTG/fir_triton.py; CUDA, or TRITON_INTERPRET=1).
+    None: the device's choice (set_fir_impl).
     """
     impl = impl or _fir_impl.get(x.device.type, "reference")
     if len(pad) == 2:
         pad = (pad[0], pad[1], pad[0], pad[1])
+    if impl in ("adjoint", "triton"):
+        return _AdjointFIR.apply(x, kernel, up, down, tuple(pad), "depthwise" if impl == "adjoint" else "triton")
+    return _upfirdn2d(x, kernel, up, down, pad, impl)
+
+
+def _upfirdn2d(x, kernel, up: int, down: int, pad, impl: str) -> torch.Tensor:
+    if impl == "triton":
+        from CDTG import fir_triton
+        return fir_triton.upfirdn2d(x, kernel, up, down, pad)
     b, c, h, w = x.shape
     groups = 1 if impl == "reference" else c
     out = x.reshape(b * c, 1, h, w) if impl == "reference" else x
@@ -94,6 +111,29 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
             out = F.conv2d(out, flipped.view(1, 1, *kernel.shape).expand(groups, 1, -1, -1), stride=down,
                            groups=groups)
     return out.reshape(b, c, out.shape[2], out.shape[3])
+
+
+class _AdjointFIR(torch.autograd.Function):
+    """upfirdn2d with an explicit backward. In 1-D, y = decimate_down(pad_p0,p1(zero_insert_up(x)) * k) has the
+    adjoint x_grad = decimate_up(pad_a0,a1(zero_insert_down(y_grad)) * flip(k)) with a0 = k - 1 - p0 and
+    a1 = H * up - M * down + p0 (H: input length, M: output length); it is linear, so its own backward is the
+    forward again, and create_graph works to any order."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, up, down, pad, raw):
+        ctx.save_for_backward(kernel)
+        ctx.shape = (up, down, pad, raw, x.shape[2], x.shape[3])
+        return _upfirdn2d(x, kernel, up, down, pad, raw)
+
+    @staticmethod
+    def backward(ctx, grad):
+        kernel, = ctx.saved_tensors
+        up, down, (x0, x1, y0, y1), raw, h, w = ctx.shape
+        kh, kw = kernel.shape
+        out_h, out_w = grad.shape[2:]
+        adjoint_pad = (kw - 1 - x0, w * up - out_w * down + x0, kh - 1 - y0, h * up - out_h * down + y0)
+        flipped = torch.flip(kernel, [0, 1])
+        return _AdjointFIR.apply(grad, flipped, down, up, adjoint_pad, raw), None, None, None, None, None
 
 
 def _rank_one_factors(kernel: torch.Tensor):
@@ -247,11 +287,7 @@ _modconv_impl = {"cpu": "grouped", "cuda": "shared"}
 
 def set_modconv_impl(name: str, device_type: str = "cuda") -> str:
     """Select ModulatedConv2d's formulation for inputs on `device_type`; returns the previous choice."""
-    if name not in MODCONV_IMPLS:
-        raise ValueError(f"modulated-convolution implementation must be one of {MODCONV_IMPLS}, got {name!r}")
-    previous = _modconv_impl.get(device_type, "grouped")
-    _modconv_impl[device_type] = name
-    return previous
+    return _select(_modconv_impl, MODCONV_IMPLS, "modulated-convolution implementation", name, device_type)
 
 
 class ModulatedConv2d(nn.Module):
@@ -360,11 +396,11 @@ class HaarTransform(nn.Module):
         self.register_buffer("hh", hh)
 
     def forward(self, x):
-        b, c, h, w = x.shape
         # upfirdn2d flips its kernel; conv2d does not, so flip here to match
         weight = torch.stack([self.ll, self.lh, self.hl, self.hh]).flip([1, 2]).to(x.dtype).unsqueeze(1)
-        out = F.conv2d(x.reshape(b * c, 1, h, w), weight, stride=2)  # [B*C, 4, H/2, W/2]
-        return out.view(b, c, 4, h // 2, w // 2).transpose(1, 2).reshape(b, 4 * c, h // 2, w // 2)
+        if _fir_impl.get(x.device.type) in ("adjoint", "triton") and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0:
+            return _HaarAnalysis.apply(x, weight)
+        return _haar_analysis(x, weight)
 
 
 class InverseHaarTransform(nn.Module):
@@ -384,12 +420,54 @@ class InverseHaarTransform(nn.Module):
         self.register_buffer("hh", hh)
 
     def forward(self, x):
-        b, c4, h, w = x.shape
-        c = c4 // 4
         weight = torch.stack([self.ll, self.lh, self.hl, self.hh]).to(x.dtype).unsqueeze(1)  # [4, 1, 2, 2]
-        bands = x.view(b, 4, c, h, w).transpose(1, 2).reshape(b * c, 4, h, w)
-        out = F.conv_transpose2d(bands, weight, stride=2)
-        return out.view(b, c, 2 * h, 2 * w)
+        if _fir_impl.get(x.device.type) in ("adjoint", "triton"):
+            return _HaarSynthesis.apply(x, weight)
+        return _haar_synthesis(x, weight)
+
+
+def _haar_analysis(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = x.shape
+    out = F.conv2d(x.reshape(b * c, 1, h, w), weight.to(x.dtype), stride=2)  # [B*C, 4, H/2, W/2]
+    return out.view(b, c, 4, h // 2, w // 2).transpose(1, 2).reshape(b, 4 * c, h // 2, w // 2)
+
+
+def _haar_synthesis(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    b, c4, h, w = x.shape
+    c = c4 // 4
+    bands = x.view(b, 4, c, h, w).transpose(1, 2).reshape(b * c, 4, h, w)
+    return F.conv_transpose2d(bands, weight.to(x.dtype), stride=2).view(b, c, 2 * h, 2 * w)
+
+
+class _HaarAnalysis(torch.autograd.Function):
+    """The Haar DWT (a stride-2 convolution) with an explicit backward: its adjoint, the stride-2 transposed
+    convolution with the same weight, which is the inverse transform (the Haar kernels are orthonormal, and
+    the analysis weight as conv2d applies it equals the synthesis weight as conv_transpose2d applies it). Each is
+    the other's backward, so gradients of any order cost one transform each."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(weight)
+        return _haar_analysis(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, = ctx.saved_tensors
+        return _HaarSynthesis.apply(grad, weight), None
+
+
+class _HaarSynthesis(torch.autograd.Function):
+    """The inverse Haar DWT with an explicit backward (the forward transform); see _HaarAnalysis."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(weight)
+        return _haar_synthesis(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, = ctx.saved_tensors
+        return _HaarAnalysis.apply(grad, weight), None
 
 
 # ----------------------------------------------------------------------------------------------------------

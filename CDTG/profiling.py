@@ -172,11 +172,12 @@ FIR_CASES = {  # name: (input shape, up, down, pad), StyleGAN2's [1, 3, 3, 1] ke
 }
 
 
-def _median_ms(fn, rt: Runtime, repeats: int) -> float:
+def _median_ms(fn, rt: Runtime, repeats: int, cap_seconds: float = 2.0) -> float:
+    """Median ms of `repeats` synchronised calls after one untimed call (fewer once they pass cap_seconds)."""
     fn()
     synchronize(rt)
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats and sum(times) < cap_seconds:
         start = time.perf_counter()
         fn()
         synchronize(rt)

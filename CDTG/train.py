@@ -61,6 +61,10 @@ def get_args_parser():
     g.add_argument("--class-balanced", action="store_true",
                    help="draw the real images of a batch class-balanced (with replacement) instead of an endless "
                         "shuffle (upstream: the shuffle, so a class is trained in proportion to its images)")
+    g.add_argument("--class-groups", action="store_true",
+                   help="batches of class groups (uniform over classes): each group of D's minibatch-stddev holds "
+                        "one class, so D sees the spread within a class (not in the paper; overrides "
+                        "--class-balanced)")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=False,
                    help="random horizontal flips of real images (upstream: off, the flip is commented out)")
     add_loader_args(g, eval_batch_size=False)
@@ -76,6 +80,11 @@ def get_args_parser():
     g.add_argument("--feature-pool", type=int, default=0,
                    help="adaptive-average-pool the layer3 map to NxN before P; 0 = the full map (upstream: "
                         "1024x16x16 = 262,144 inputs, a 134M-parameter P)")
+    g.add_argument("--normalise-p", action="store_true",
+                   help="rescale P(feature) to the noise's expected norm, sqrt(style dim), so that r stays the "
+                        "noise share however P grows (not in the paper: its P is a plain Linear)")
+    g.add_argument("--freeze-p", action="store_true",
+                   help="keep P at its random initialisation in --mode paper (the paper trains it)")
     g.add_argument("--init-weights", "--ckpt", dest="init_weights", default=None,
                    help="initial weights: TGN's 200000.pt, an unconditional SWAGAN checkpoint (rosinality or "
                         "SatConcepts layout: class embeddings and D's fusion conv stay at init) or a CDTG/train.py "
@@ -96,6 +105,10 @@ def get_args_parser():
                         "its term on wrapped bytes with CE on probabilities, path-length mean not detached)")
     g.add_argument("--lambda-cls", type=float, default=1.0, help="weight of CE(tail model(G), y)")
     g.add_argument("--lambda-clip", type=float, default=1.0, help="weight of the CLIP text loss; 0 skips CLIP")
+    g.add_argument("--lambda-ms", type=float, default=0.0,
+                   help="weight of a mode-seeking term (MSGAN; not in the paper): half of each generator batch "
+                        "is drawn twice with other noise and 1 / (image distance / latent distance) is minimised; "
+                        "0 = off")
     g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (upstream: OpenAI ViT-B/32)")
     g.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag, checkpoint file or "
                                                                "Hugging Face CLIP folder")
@@ -125,6 +138,10 @@ def get_args_parser():
     g.add_argument("--feature-cache-gb", type=float, default=2.0,
                    help="compute the frozen tail model's features of all real images once when they fit in this "
                         "many GB (0 = every iteration)")
+    g.add_argument("--compile", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile G and D (this mode) for the unregularised passes; R1 and path length "
+                        "stay eager (benchmarks/gpu_cdtg.sh measures whether it pays)")
     g = p.add_argument_group("logging")
     g.add_argument("--log-every", type=int, default=100, help="metrics.jsonl row and tqdm losses every N iterations")
     g.add_argument("--sample-every", type=int, default=1000, help="fixed-latent sample grid every N iterations")
@@ -202,6 +219,45 @@ class BalancedBatches(EndlessBatches):
             draw = torch.multinomial(self.weights, self.batch * self.world, replacement=True,
                                      generator=torch.Generator().manual_seed(self.seed * 100003 + b))
             yield draw[self.rank * self.batch: (self.rank + 1) * self.batch].tolist()
+            b += 1
+
+
+class ClassGroupedBatches(EndlessBatches):
+    """Batch b as groups of one class each: sample n belongs to group n mod (B / G), G = the discriminator's
+    minibatch-stddev group (4, or the largest divisor of B below it), as CDTG.ops.minibatch_stddev groups them. The
+    group's classes are drawn uniformly without replacement, its images from the class without replacement where it
+    has G. So D's stddev feature measures the spread within one class, where a generator that gives one image per
+    class has none (in a class-balanced batch every group mixes classes). Not in the paper. Seeded by (seed, batch)."""
+
+    def __init__(self, labels: list, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1,
+                 group_size: int = 4):
+        super().__init__(len(labels), batch, seed, start, rank, world)
+        group = min(group_size, batch)
+        while batch % group:
+            group -= 1
+        self.group, self.groups = group, batch // group
+        labels = torch.tensor(labels)
+        self.by_class = [torch.nonzero(labels == k).flatten() for k in range(int(labels.max()) + 1)]
+        self.by_class = [idx for idx in self.by_class if len(idx)]
+
+    def __iter__(self):
+        b = self.start
+        while True:
+            gen = torch.Generator().manual_seed(self.seed * 100003 + b)
+            batches = []
+            for _ in range(self.world):
+                n_classes = len(self.by_class)
+                picks = torch.cat([torch.randperm(n_classes, generator=gen)
+                                   for _ in range(-(-self.groups // n_classes))])[: self.groups]
+                batch = [0] * self.batch
+                for j, k in enumerate(picks.tolist()):
+                    idx = self.by_class[k]
+                    take = torch.randperm(len(idx), generator=gen)[: self.group] if len(idx) >= self.group \
+                        else torch.randint(len(idx), (self.group,), generator=gen)
+                    for m, t in enumerate(take.tolist()):
+                        batch[m * self.groups + j] = int(idx[t])
+                batches.append(batch)
+            yield batches[self.rank]
             b += 1
 
 
@@ -303,7 +359,8 @@ def read_initial_checkpoint(args, num_classes: int, feature_shape=None) -> dict:
         original.check_config(ck, model_config(args, num_classes), args.init_weights)
     with torch.device("meta"):
         g, d = build_models(args, num_classes)
-        proj = FeatureProjection(feature_shape, args.style_dim, args.feature_pool) if feature_shape else None
+        proj = FeatureProjection(feature_shape, args.style_dim, args.feature_pool, args.normalise_p) \
+            if feature_shape else None
     converted = original.plan(ck, args.init_weights, {"g": g, "d": d, "g_ema": g})[3]
     for key in ("P", "P_ema"):
         if proj is not None and isinstance(ck.get(key), dict) and \
@@ -385,7 +442,7 @@ def main(args):
               f"mode {args.mode}; run folder {out}")
 
     g, d = build_models(args, num_classes)
-    proj = FeatureProjection(tail.feature_shape(), args.style_dim, args.feature_pool)
+    proj = FeatureProjection(tail.feature_shape(), args.style_dim, args.feature_pool, args.normalise_p)
     g_ema, p_ema = copy.deepcopy(g), copy.deepcopy(proj)
     if initial is not None:
         load_initial_weights(initial, args.init_weights, g, d, g_ema, proj, p_ema)
@@ -399,7 +456,10 @@ def main(args):
                      lambda_cls=args.lambda_cls, lambda_clip=args.lambda_clip, lr=args.lr, r1=args.r1,
                      d_reg_every=args.d_reg_every, path_regularize=args.path_regularize,
                      path_batch_shrink=args.path_batch_shrink, g_reg_every=args.g_reg_every,
-                     ema_decay=args.ema_decay, amp=args.amp)
+                     ema_decay=args.ema_decay, amp=args.amp, train_p=not args.freeze_p,
+                     lambda_ms=args.lambda_ms, compile=args.compile)
+    if rt.cuda:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick each convolution's algorithm
     trainer = CDTGTrainer(g, d, proj, tail, rt, cfg, clip, text_features, augment, g_ema, p_ema)
     if rt.is_main:
         n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -430,9 +490,13 @@ def main(args):
         if rt.is_main:
             print(f"resumed from {ckpt_path} at iteration {start}")
 
-    sampler = BalancedBatches(dataset.targets, args.batch_size, args.seed, start, rt.rank, rt.world_size) \
-        if args.class_balanced else EndlessBatches(len(dataset), args.batch_size, args.seed, start, rt.rank,
-                                                   rt.world_size)
+    if args.class_groups:
+        sampler = ClassGroupedBatches(dataset.targets, args.batch_size, args.seed, start, rt.rank, rt.world_size,
+                                      d.stddev_group)
+    elif args.class_balanced:
+        sampler = BalancedBatches(dataset.targets, args.batch_size, args.seed, start, rt.rank, rt.world_size)
+    else:
+        sampler = EndlessBatches(len(dataset), args.batch_size, args.seed, start, rt.rank, rt.world_size)
     loader = DataLoader(Indexed(dataset), batch_sampler=sampler,
                         num_workers=args.workers, pin_memory=rt.cuda, generator=torch.Generator())
     cache = feature_cache(trainer, dataset, rt, args.hflip, args.feature_cache_gb, args.batch_size * 4,

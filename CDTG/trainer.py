@@ -17,7 +17,7 @@ from common.distributed import Runtime, autocast, grad_scaler
 from CDTG.augment import AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
 from CDTG.losses import (classifier_consistency_loss, clip_consistency_loss, d_logistic_loss, g_nonsaturating_loss,
-                         path_length_penalty, r1_penalty, released_clip_input)
+                         mode_seeking_loss, path_length_penalty, r1_penalty, released_clip_input)
 
 MODES = ("paper", "code")
 
@@ -39,6 +39,9 @@ class StepConfig:
     g_reg_every: int = 4
     ema_decay: float = 0.5 ** (32 / 10_000)
     amp: bool = True
+    compile: str | None = None  # torch.compile mode for G and D in the unregularised passes; None: eager
+    train_p: bool = True  # --mode paper trains P unless this is off (--freeze-p)
+    lambda_ms: float = 0.0  # mode-seeking term (not in the paper; CDTG.losses.mode_seeking_loss)
 
 
 def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:
@@ -105,9 +108,14 @@ class CDTGTrainer:
         self.clip, self.text_features = clip, text_features
         self.clip_scale = float(clip.model.logit_scale.exp()) if clip is not None else None
         self.augment = augment
+        # torch.compile does not differentiate twice: R1 and path length always run the eager modules
+        self.g_plain, self.d_plain = self.g, self.d
+        if cfg.compile:
+            mode = None if cfg.compile == "default" else cfg.compile
+            self.g_plain, self.d_plain = torch.compile(self.g, mode=mode), torch.compile(self.d, mode=mode)
         self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(generator)).eval().requires_grad_(False)
         self.p_ema = (p_ema if p_ema is not None else copy.deepcopy(projection)).eval().requires_grad_(False)
-        self.train_p = cfg.mode == "paper"
+        self.train_p = cfg.mode == "paper" and cfg.train_p
         self.proj.requires_grad_(self.train_p)
         g_params = list(self.g.parameters()) + (list(self.proj.parameters()) if self.train_p else [])
         self.g_params, self.d_params = g_params, list(self.d.parameters())
@@ -164,8 +172,9 @@ class CDTGTrainer:
                              self.draws.latent_noise(stage))
 
     def _generate(self, stage: str, feat, labels, **kw):
-        return self.g(self._styles(stage, feat), labels, inject_index=self.draws.inject_index(stage),
-                      noise=self.draws.layer_noise(stage), **kw)
+        g = self.g if stage == "path" else self.g_plain
+        return g(self._styles(stage, feat), labels, inject_index=self.draws.inject_index(stage),
+                 noise=self.draws.layer_noise(stage), **kw)
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -199,8 +208,8 @@ class CDTGTrainer:
             with torch.no_grad(), autocast(rt, cfg.amp):
                 fake, _ = self._generate("d", feat, labels)
             with autocast(rt, cfg.amp):
-                fake_pred = self.d(self._aug(fake), labels).float()
-                real_pred = self.d(self._aug(real), labels).float()
+                fake_pred = self.d_plain(self._aug(fake), labels).float()
+                real_pred = self.d_plain(self._aug(real), labels).float()
                 d_loss = d_logistic_loss(real_pred, fake_pred)
             self.d_optim.zero_grad(set_to_none=True)
             self.d_scaler.scale(d_loss).backward()
@@ -227,18 +236,27 @@ class CDTGTrainer:
         # generator
         self.d.requires_grad_(False)
         paper = cfg.mode == "paper"
+        g_feat, g_labels = feat, labels
+        if cfg.lambda_ms > 0:  # the batch's first half twice: pairs of one feature and label, other noise
+            h = max(1, real.shape[0] // 2)
+            g_feat, g_labels = torch.cat([feat[:h], feat[:h]]), torch.cat([labels[:h], labels[:h]])
         with autocast(rt, cfg.amp):
             with self.phase("g_forward"):
-                fake, _ = self._generate("g", feat, labels)
-                fake_pred = self.d(self._aug(fake), labels).float()
+                styles = self._styles("g", g_feat)
+                fake, _ = self.g_plain(styles, g_labels, inject_index=self.draws.inject_index("g"),
+                                       noise=self.draws.layer_noise("g"))
+                fake_pred = self.d_plain(self._aug(fake), g_labels).float()
                 adv = g_nonsaturating_loss(fake_pred)
             with self.phase("consistency"):  # the tail model and CLIP on the generated images
-                terms = self._consistency(fake if paper else fake.detach(), labels, train=paper)
+                terms = self._consistency(fake if paper else fake.detach(), g_labels, train=paper)
             g_loss = adv
             if paper:
                 g_loss = g_loss + cfg.lambda_cls * terms["cls"]
                 if "clip" in terms:
                     g_loss = g_loss + cfg.lambda_clip * terms["clip"]
+            if cfg.lambda_ms > 0:
+                terms["ms"] = mode_seeking_loss(fake, styles)
+                g_loss = g_loss + cfg.lambda_ms * terms["ms"]
         with self.phase("g_backward"):
             self.g_optim.zero_grad(set_to_none=True)
             self.g_scaler.scale(g_loss).backward()

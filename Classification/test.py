@@ -9,6 +9,7 @@ import argparse
 import copy
 import os
 
+from common import finished
 from common.backbones import build_classifier, load_classifier
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
@@ -43,7 +44,7 @@ def get_args_parser():
     p.add_argument("--batch-size", type=int, default=64)
     add_loader_args(p, eval_batch_size=False)
     add_output_arg(p, help="report folder (default: <weights folder>/test/<data set>/); a "
-                   "previous report there is kept unless --overwrite")
+                   "finished report there is kept unless --overwrite (an unfinished one is redone)")
     p.add_argument("--overwrite", action="store_true", help="replace the previous report in the report folder")
     add_device_arg(p)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
@@ -128,19 +129,20 @@ def main(args):
                               classification(img_size, False, norm))
     model, suffix = post_hoc(model, args, split)
     out = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test", info["dataset"] + suffix)
-    if os.path.isfile(os.path.join(out, "results.json")) and not args.overwrite:
-        raise UserError(f"{out} already holds a report; pass --overwrite to replace it or --out to write "
-                        f"another folder")
+    settings = finished.settings_of(args)
+    if finished.already_finished(os.path.join(out, "results.json"), settings, args.overwrite):
+        return
     model.to(rt.device)
     test_set = ImageList(os.path.join(args.data_root, "test"), [args.test_list or anno_path(args.data_root, "test")],
                          classification(img_size, False, norm), num_classes=len(names), on_corrupt=args.on_corrupt)
     cm = evaluate(model, make_loader(test_set, args.batch_size, False, rt, args.workers), rt, len(names),
                   amp=args.amp)
+    if tuned:  # before the report, which marks the folder finished
+        os.makedirs(out, exist_ok=True)
+        write_json(os.path.join(out, "tuned.json"), tuned)
     write_report(cm, names, out, groups_from_split(split, list(range(len(names)))),
                  split["train_counts"] if split else None, split["tail"] if split else (),
-                 title=f"{arch} ({os.path.basename(args.weights)}) on {info['dataset']} test")
-    if tuned:
-        write_json(os.path.join(out, "tuned.json"), tuned)
+                 title=f"{arch} ({os.path.basename(args.weights)}) on {info['dataset']} test", settings=settings)
     print(f"report: {out}")
 
 

@@ -18,7 +18,8 @@ The paper's exact recipe was not released. Ours, the default (every step is a fl
 Writes to --output-dir: attributes.json (classes, attributes, groups, matrix, recipe), attributes.npy ([classes,
 attributes]), attributes.mat (upstream layout: `att` attributes x classes, `allclasses_names`, `attri_name`),
 attri_groups.json (upstream layout: group -> attribute indices) and attributes.png (the matrix as a heat map).
-DSVA/train.py reads any of the first three with --attributes.
+DSVA/train.py reads any of the first three with --attributes. attributes.json is written last: run again, a
+finished folder with the same settings is left as it is, an unfinished one is annotated again.
 """
 import argparse
 import json
@@ -31,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from common import finished
 from common.clip import encode_text_prompts, load_clip, pretrained_or_random
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
@@ -95,7 +97,8 @@ def get_args_parser():
                    help="--from-mat: JSON group -> attribute indices (RSSDIVCS files/attri_group_3.json)")
     g = p.add_argument_group("run")
     add_output_arg(g, default="runs/dsva_annotate/default")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output folder (a finished one is "
+                   "otherwise left as it is)")
     g.add_argument("--seed", type=int, default=0, help="image sampling seed")
     g.add_argument("--batch-size", type=int, default=64)
     add_loader_args(g, workers=2, on_corrupt=False, eval_batch_size=False)
@@ -232,12 +235,16 @@ def agreement(matrix: np.ndarray, truth: np.ndarray) -> float | None:
 
 # ---------------------------------------------------------------------------------------------- outputs
 
-def write_outputs(out: str, dataset: str, names: list, groups: dict, matrix: np.ndarray, recipe: dict) -> None:
+OUTPUTS = ("attributes.json", "attributes.npy", "attri_groups.json", "attributes.mat", "attributes.png")
+
+
+def write_outputs(out: str, dataset: str, names: list, groups: dict, matrix: np.ndarray, recipe: dict,
+                  settings: dict | None = None) -> None:
+    """The matrix in every format; attributes.json last (with the command's settings): it marks the folder
+    finished."""
     attr_names = [a for attrs in groups.values() for a in attrs]
     doc = {"dataset": dataset, "classes": names, "attributes": attr_names, "groups": groups,
-           "matrix": np.round(matrix, 6).tolist(), "recipe": recipe}
-    with open(os.path.join(out, "attributes.json"), "w") as f:
-        json.dump(doc, f, indent=1)
+           "matrix": np.round(matrix, 6).tolist(), "recipe": recipe, "settings": settings}
     np.save(os.path.join(out, "attributes.npy"), matrix.astype(np.float32))
     index = {a: i for i, a in enumerate(attr_names)}
     with open(os.path.join(out, "attri_groups.json"), "w") as f:
@@ -250,6 +257,7 @@ def write_outputs(out: str, dataset: str, names: list, groups: dict, matrix: np.
     except ImportError:
         print("warning: scipy is not installed; attributes.mat not written", file=sys.stderr)
     heatmap_png(matrix, names, attr_names, os.path.join(out, "attributes.png"))
+    finished.write_json_last(os.path.join(out, "attributes.json"), doc)
 
 
 def _cell(strings: list) -> np.ndarray:
@@ -274,9 +282,17 @@ def heatmap_png(matrix: np.ndarray, names: list, attr_names: list, path: str) ->
     plt.close(fig)
 
 
+def finished_before(args) -> bool:
+    """True when --output-dir holds this command's finished result (attributes.json with these settings)."""
+    return finished.already_finished(os.path.join(args.output_dir, "attributes.json"), finished.settings_of(args),
+                                     args.overwrite)
+
+
 def prepare_out(args) -> None:
+    """An empty --output-dir; the files of an unfinished annotation there (no attributes.json) are replaced."""
     if os.path.isdir(args.output_dir) and any(os.scandir(args.output_dir)):
-        if not args.overwrite:
+        ours = all(e.name in OUTPUTS or e.name.endswith(".tmp") for e in os.scandir(args.output_dir))
+        if not (args.overwrite or (ours and not os.path.exists(os.path.join(args.output_dir, "attributes.json")))):
             raise UserError(f"output folder {args.output_dir} already exists; pass --overwrite or choose another "
                             f"--output-dir")
         shutil.rmtree(args.output_dir)
@@ -313,12 +329,15 @@ def convert_released(args) -> None:
     order = [i for ids in groups.values() for i in ids]
     prepare_out(args)
     write_outputs(args.output_dir, "released", names, {g: [attr_names[i] for i in ids] for g, ids in groups.items()},
-                  matrix[:, order].astype(np.float64), {"source": os.path.abspath(args.from_mat)})
+                  matrix[:, order].astype(np.float64), {"source": os.path.abspath(args.from_mat)},
+                  finished.settings_of(args))
     print(f"converted {args.from_mat}: {len(names)} classes x {matrix.shape[1]} attributes -> {args.output_dir}")
 
 
 @cli
 def main(args):
+    if args.output_dir and finished_before(args):
+        return None
     if args.from_mat:
         return convert_released(args)
     if not args.data_root and not (args.images_mat and args.splits_mat):
@@ -362,7 +381,7 @@ def main(args):
             recipe["auc_vs_classes_json"] = agreement(matrix, np.asarray(info["class_attributes"]))
             print(f"agreement with classes.json class_attributes: mean per-attribute ROC AUC "
                   f"{recipe['auc_vs_classes_json']:.3f}")
-    write_outputs(args.output_dir, dataset, names, groups, matrix, recipe)
+    write_outputs(args.output_dir, dataset, names, groups, matrix, recipe, finished.settings_of(args))
     print(f"wrote {len(names)} classes x {len(prompts)} attributes to {args.output_dir}/attributes.{{json,npy,mat}}")
 
 

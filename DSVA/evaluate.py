@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from common.distributed import autocast
+from common.errors import batch_loop
 
 BRANCHES = ("local", "global", "proposal")
 
@@ -92,6 +93,7 @@ def best_gamma(scored: tuple, seen: list, unseen: list, grid: list, branch: str)
     return float(grid[int(np.argmax(hs))])
 
 
+@batch_loop("evaluation")
 def evaluate(model, seen_loader, unseen_loader, class_attributes, seen: list, unseen: list, gamma: float, rt,
              amp: bool = False, proposal: bool = False) -> dict:
     """{branch: {'zsl', 'u', 's', 'h'}} for every branch the model computes."""

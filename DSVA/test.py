@@ -5,17 +5,17 @@
 
 The weights file carries the backbone's architecture, the class x attribute matrix, the classes and the training
 run's data options: flags given here override them (e.g. --data-root on another machine, --gamma). Writes
-results.json / results.md / attention_maps.png to --out (default: <weights folder>/test/<weights name>/).
+results.md, attention_maps.png and, last, results.json to --out (default: <weights folder>/test/<weights name>/);
+run again, a finished report is left as it is.
 """
 import argparse
-import json
 import os
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from common import checkpoint
+from common import checkpoint, finished
 from common.config import add_config_arg, parse_args, positive_int
 from common.datasets import ImageList
 from common.distributed import setup
@@ -39,7 +39,9 @@ def get_args_parser():
     add_loader_args(p, eval_batch_size=False)
     p.add_argument("--eval-batch-size", type=positive_int, default=None, help="default: the training run's")
     p.add_argument("--vis-images", type=int, default=4, help="unseen test images in attention_maps.png")
-    add_output_arg(p, help="report folder")
+    add_output_arg(p, help="report folder; a finished report there (results.json) is kept unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="evaluate again when the report folder holds a "
+                   "finished report")
     add_device_arg(p)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     return p
@@ -96,6 +98,11 @@ def main(args):
     groups = data.attribute_groups if user_attributes else ck.get("attribute_groups")
     attr_names = data.attribute_names if user_attributes else ck.get("attribute_names")
 
+    out = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test",
+                                          os.path.splitext(os.path.basename(args.weights))[0])
+    settings = finished.settings_of(args)
+    if finished.already_finished(os.path.join(out, "results.json"), settings, args.overwrite):
+        return
     rt = setup(args.device)
     visual = build_visual(ck["clip_model"], ck.get("clip_cfg"), bool(ck.get("quick_gelu")))
     model = DSVA(visual, att.shape[1], groups, bool(ck.get("ln_post")), stored.get("proposal_threshold", 1.0),
@@ -117,13 +124,9 @@ def main(args):
     figures = evaluate(model, *loaders, att.T.contiguous().to(rt.device), data.seen, data.unseen, gamma, rt,
                        args.amp, bool(ck.get("proposal")))
 
-    out = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "test",
-                                   os.path.splitext(os.path.basename(args.weights))[0])
     os.makedirs(out, exist_ok=True)
     res = {"weights": os.path.abspath(args.weights), "epoch": ck.get("epoch"), "dataset": data.dataset,
-           "branch": branch, "gamma": gamma, "figures": figures, **figures[branch]}
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
+           "branch": branch, "gamma": gamma, "figures": figures, **figures[branch], "settings": settings}
     lines = [f"## DSVA {os.path.basename(args.weights)} (epoch {ck.get('epoch')}) on {data.dataset}, "
              f"{len(data.seen)} seen / {len(data.unseen)} unseen classes, gamma {gamma:g}", "",
              "| branch | ZSL acc | GZSL U | GZSL S | GZSL H |", "|---|---|---|---|---|"]
@@ -136,6 +139,7 @@ def main(args):
     attention_png(model, loaders[1].dataset, pick_images(data.test_unseen, data.unseen, args.vis_images),
                   att.T.contiguous().to(rt.device), data.names, attr_names, mean, std,
                   os.path.join(out, "attention_maps.png"), rt, data.unseen)
+    finished.write_json_last(os.path.join(out, "results.json"), res)  # last: the report is finished
     print(text)
     print(f"report: {out}")
 

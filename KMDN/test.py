@@ -4,16 +4,19 @@
         --data-root data/dior/processed
 
 For each file: per-class and mean accuracy, OA and macro-F1 on its part's test subset, saved (results.md/.json,
-confusion matrix) in test_<file name>/ next to the weights unless --out. Also checks that the file's classes are
+confusion matrix) in test_<file name>/ next to the weights unless --out; a file whose report there is finished
+(results.json, written last) is not evaluated again. Also checks that the file's classes are
 split.json's classes of its part, and that the head and tail class sets are disjoint.
 """
 import argparse
 import os
 
+from common import finished
 from common.config import add_config_arg, parse_args
 from common.distributed import setup
 from common.engine import evaluate
 from common.errors import UserError, cli
+from common.jsonfile import read_json
 from common.loaders import make_loader
 from common.options import add_device_arg, add_loader_args, add_output_arg
 from common.report import write_report
@@ -35,6 +38,7 @@ def get_args_parser():
     p.add_argument("--batch-size", type=int, default=64)
     add_loader_args(p, eval_batch_size=False)
     add_output_arg(p, help="report folder; with several files one sub-folder per file (default: next to each file)")
+    p.add_argument("--overwrite", action="store_true", help="evaluate again a file whose report is finished")
     add_device_arg(p)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
     return p
@@ -56,19 +60,24 @@ def main(args):
     rt = setup(args.device)
     lines = []
     for path, model, meta in loaded:
-        model.to(rt.device)
-        test_set = part_dataset(args.data_root, split, meta["part"], "test", meta["img_size"], meta["norm"],
-                                on_corrupt=args.on_corrupt)
-        cm = evaluate(model, make_loader(test_set, args.batch_size, False, rt, args.workers), rt,
-                      meta["num_classes"], amp=args.amp)
         stem = os.path.splitext(os.path.basename(path))[0]
         if args.output_dir:
             out = os.path.join(args.output_dir, stem) if len(loaded) > 1 else args.output_dir
         else:
             out = os.path.join(os.path.dirname(os.path.abspath(path)), f"test_{stem}")
-        res = write_report(cm, meta["names"], out, None, [split["train_counts"][c] for c in meta["classes"]],
-                           title=f"KMDN {meta['part']} model ({os.path.basename(path)}) on {split['dataset']} "
-                                 f"{meta['part']} test images")
+        settings = {**finished.settings_of(args, ignore=("weights",)), "weights": os.path.abspath(path),
+                    "input_files": finished.file_stamps(path)}
+        if finished.already_finished(os.path.join(out, "results.json"), settings, args.overwrite):
+            res = read_json(os.path.join(out, "results.json"), "report")
+        else:
+            model.to(rt.device)
+            test_set = part_dataset(args.data_root, split, meta["part"], "test", meta["img_size"], meta["norm"],
+                                    on_corrupt=args.on_corrupt)
+            cm = evaluate(model, make_loader(test_set, args.batch_size, False, rt, args.workers), rt,
+                          meta["num_classes"], amp=args.amp)
+            res = write_report(cm, meta["names"], out, None, [split["train_counts"][c] for c in meta["classes"]],
+                               title=f"KMDN {meta['part']} model ({os.path.basename(path)}) on {split['dataset']} "
+                                     f"{meta['part']} test images", settings=settings)
         lines.append(f"{path}: {meta['part']} model, {meta['num_classes']} classes, mean class accuracy "
                      f"{100 * res['mean_acc']:.2f}%, OA {100 * res['oa']:.2f}%; report {out}")
     if len(parts) == 2:

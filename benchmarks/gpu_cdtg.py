@@ -24,10 +24,13 @@ from CDTG.trainer import StepConfig
 
 # (label, FIR implementation, modulated-convolution implementation, channels_last)
 G_D_VARIANTS = [("reference ops (upstream's formulation)", "reference", "grouped", False),
-                ("depthwise FIR, grouped modconv", "depthwise", "grouped", False),
-                ("separable FIR, shared modconv", "separable", "shared", False),
                 ("depthwise FIR, shared modconv", "depthwise", "shared", False),
-                ("depthwise FIR, shared modconv, channels_last", "depthwise", "shared", True)]
+                ("adjoint FIR, grouped modconv", "adjoint", "grouped", False),
+                ("adjoint FIR, shared modconv", "adjoint", "shared", False),
+                ("adjoint FIR, shared modconv, channels_last", "adjoint", "shared", True),
+                ("triton FIR, shared modconv", "triton", "shared", False)]
+FIR_VARIANTS = [("reference", False), ("depthwise", False), ("separable", False), ("adjoint", False),
+                ("adjoint", True), ("triton", False)]
 
 
 def get_args_parser():
@@ -36,6 +39,7 @@ def get_args_parser():
     p.add_argument("--smoke", action="store_true", help="tiny models and tensors (a CPU dry run)")
     p.add_argument("--no-clip", action="store_true", help="the paper configuration without the CLIP term")
     p.add_argument("--cycles", type=int, default=1, help="regularisation cycles (16 iterations) per timed setting")
+    p.add_argument("--budget", type=float, default=240, help="seconds; parts that would not fit are skipped")
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
     return p
 
@@ -76,7 +80,9 @@ def main(args):
     out["fir"] = []
     shrink = 8 if args.smoke else 1
     for case in FIR_CASES:
-        for impl, cl in [("reference", False), ("depthwise", False), ("separable", False), ("depthwise", True)]:
+        for impl, cl in FIR_VARIANTS:
+            if impl == "triton" and not rt.cuda:
+                continue  # a CUDA kernel (tests/test_cdtg_ops.py runs it in Triton's CPU interpreter)
             with Operations(kind, "reference", "grouped"):
                 r = time_fir(impl, case, rt, repeats=3 if args.smoke else 10, shrink=shrink, channels_last=cl)
             out["fir"].append(r)
@@ -89,6 +95,8 @@ def main(args):
     print("|---|---:|---:|")
     out["g_d"] = []
     for label, fir, modconv, cl in G_D_VARIANTS:
+        if fir == "triton" and not rt.cuda:
+            continue
         with Operations(kind, fir, modconv):
             ms = [time_g_d(scale, rt, b, repeats=2 if args.smoke else 5, channels_last=cl) for b in batches]
         out["g_d"].append({"operations": label, "batches": list(batches), "ms": ms})
@@ -98,17 +106,28 @@ def main(args):
           f"{scale.tail_size} px, P on the {'full' if not scale.feature_pool else 'pooled'} layer3 map, CLIP "
           f"{scale.clip_model or 'off'}, AMP\n")
     out["iteration"] = {}
-    settings = [("reference ops, cuDNN autotuner off", "reference", "grouped", False),
-                (f"defaults ({defaults[0]} FIR, {defaults[1]} modconv, cuDNN autotuner on)", *defaults, True)]
+    # (label, FIR, modconv, cuDNN autotuner, torch.compile mode of the unregularised passes, seconds it may take)
+    settings = [("reference ops, cuDNN autotuner off", "reference", "grouped", False, None, 60),
+                (f"defaults: {defaults[0]} FIR, {defaults[1]} modconv, cuDNN autotuner", *defaults, True, None, 40),
+                ("triton FIR, shared modconv, cuDNN autotuner", "triton", "shared", True, None, 40),
+                ("defaults + compile (default mode)", *defaults, True, "default", 120),
+                ("defaults + compile (reduce-overhead: CUDA graphs)", *defaults, True, "reduce-overhead", 120)]
     last = None
-    for label, fir, modconv, bench in settings:
+    for label, fir, modconv, bench, mode, needs in settings:
+        if args.smoke and mode or fir == "triton" and not rt.cuda:
+            continue  # compiling takes minutes on a CPU (tests/test_cdtg_train.py checks the compiled step)
+        if time.monotonic() - started + needs > args.budget:
+            print(f"### {label}\n\nskipped: under {needs} s of the --budget left\n")
+            continue
         with Operations(kind, fir, modconv, bench):
-            cfg = StepConfig(lambda_clip=0.0 if scale.clip_model is None else 1.0,
+            cfg = StepConfig(lambda_clip=0.0 if scale.clip_model is None else 1.0, compile=mode,
                              **({"d_reg_every": 4, "g_reg_every": 2} if args.smoke else {}))
             trainer, real, labels = build_trainer(scale, rt, cfg)
-            loop = time_loop(trainer, real, labels, cycle_length(cfg) * args.cycles, warmup=1 if args.smoke else 3)
+            loop = time_loop(trainer, real, labels, cycle_length(cfg) * args.cycles,
+                             warmup=1 if args.smoke else 3 + 16 * bool(mode))
             prof = profile_step(trainer, real, labels, cycles=args.cycles, warmup=1)
-            last = (trainer, real, labels, fir, modconv, bench)
+            if (fir, modconv, bench, mode) == (*defaults, True, None):
+                last = (trainer, real, labels, fir, modconv, bench)  # the profiler's subject
         out["iteration"][label] = {"loop": loop, "profile": prof}
         kinds = prof["kinds"]
         plain = kinds.get("plain", {}).get("ms", float("nan"))
@@ -124,6 +143,7 @@ def main(args):
         print(flush=True)
 
     trainer, real, labels, fir, modconv, bench = last
+    trainer.step(real, labels, 1)
     with Operations(kind, fir, modconv, bench):
         table = top_kernels(trainer, real, labels, iterations=2 if args.smoke else 4)
     out["top_kernels"] = table

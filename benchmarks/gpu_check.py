@@ -106,7 +106,8 @@ def classifier(c: Check, dev: list, smoke: bool, speed: dict, compiled: bool) ->
                                    "--json", "{json}"], limit)
         if res and status == "ok":
             speed[(batch, name)] = res[-1]["images_per_s"]
-            c.row("classifier", setting, f"{res[-1]['images_per_s']:.0f} images/s", gib(res[-1]))
+            c.row("classifier", setting, f"{res[-1]['images_per_s']:.0f} images/s" + compile_facts(res[-1]),
+                  gib(res[-1]))
         else:
             c.row("classifier", setting, status=status)
     if compiled:
@@ -115,6 +116,16 @@ def classifier(c: Check, dev: list, smoke: bool, speed: dict, compiled: bool) ->
             if base:
                 c.row("classifier", f"batch {batch}, {name}: speed-up over fp32 at batch {big}",
                       f"{speed[(batch, name)] / base:.2f}x")
+
+
+def compile_facts(result: dict) -> str:
+    """What torch.compile did (from classifier_throughput's report): where a compiled run is slower than eager,
+    this says whether compile time, graph breaks or recompilation explain it."""
+    info = result.get("compiled")
+    if not info:
+        return ""
+    return (f" (compiled in the {result['warmup_seconds']:.0f} s warm-up, outside the timed steps: "
+            f"{info['graphs']} graph(s), {info['graph_breaks']} graph break(s), {info['recompiles']} recompile(s))")
 
 
 def data_path(c: Check, dev: list, smoke: bool, data: str, speed: dict) -> None:

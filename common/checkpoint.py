@@ -11,7 +11,7 @@ import secrets
 import numpy as np
 import torch
 
-from common.errors import UserError
+from common.errors import UserError, deferred_interrupt
 
 TMP_PREFIX = ".tmp_"
 TRUSTED = False  # set by --trust-checkpoint (common.config): full pickle loads
@@ -44,27 +44,28 @@ def atomic_save(obj, path: str) -> None:
     """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file.
 
     The file gets the mode of any other output (0666 less the umask); a full disk is one line that says the
-    previous file is intact.
+    previous file is intact; a Ctrl-C during the write is raised once the new file is in place.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f"{TMP_PREFIX}{os.path.basename(path)}.{secrets.token_hex(4)}.pt")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        if not _disk_full(e):
-            raise
-        before = "the previous file is intact" if os.path.exists(path) else "nothing was written"
-        if os.path.basename(path).startswith("ckpt"):
-            before = before.replace("file", "checkpoint")
-        raise UserError(f"no space left on {folder} while saving {os.path.basename(path)}; {before}; free some "
-                        f"space and resume") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with deferred_interrupt():  # Ctrl-C while saving takes effect once the file is complete
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(obj, f)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:
+            if not _disk_full(e):
+                raise
+            before = "the previous file is intact" if os.path.exists(path) else "nothing was written"
+            if os.path.basename(path).startswith("ckpt"):
+                before = before.replace("file", "checkpoint")
+            raise UserError(f"no space left on {folder} while saving {os.path.basename(path)}; {before}; free "
+                            f"some space and resume") from None
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def _disk_full(e: Exception) -> bool:

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common.distributed import Runtime, all_gather_cat, all_reduce_sum, autocast, grad_scaler
+from common.errors import batch_loop
 from common.metrics import confusion_matrix
 
 
@@ -20,6 +21,7 @@ def to_device(x, rt: Runtime, channels_last: bool):
     return x
 
 
+@batch_loop("training")
 def train_one_epoch(model, loader, optimizer, rt: Runtime, amp: bool = False, channels_last: bool = False,
                     desc: str = "train", loss_fn=None, scaler=None) -> dict:
     """loss_fn(model, x, y) -> (loss, logits) overrides plain cross-entropy (e.g. for distillation).
@@ -46,6 +48,7 @@ def train_one_epoch(model, loader, optimizer, rt: Runtime, amp: bool = False, ch
     return {"loss": (total[0] / total[2]).item(), "acc": (total[1] / total[2]).item()}
 
 
+@batch_loop("evaluation")
 @torch.no_grad()
 def predict(model, loader, rt: Runtime, amp: bool = False, channels_last: bool = False, desc: str = "eval"):
     """(y_true, y_pred) numpy arrays over the whole (possibly sharded) loader."""

@@ -1,9 +1,9 @@
 """The classification report every TGN stage prints and saves: table, JSON, confusion matrix, accuracy plot."""
-import json
 import os
 
 import numpy as np
 
+from common.finished import write_json_last
 from common.metrics import summarize
 from common.plots import accuracy_vs_count_png, confusion_matrix_png
 
@@ -32,14 +32,13 @@ def markdown_table(res: dict, names: list, train_counts=None) -> str:
 
 
 def write_report(cm: np.ndarray, names: list, out_dir: str, groups: dict | None = None, train_counts=None,
-                 tail_ids=(), title: str = "") -> dict:
-    """Save results.json, results.md, confusion_matrix.png and (with train counts) acc_vs_count.png; print."""
+                 tail_ids=(), title: str = "", settings: dict | None = None) -> dict:
+    """Save results.md, confusion_matrix.png, (with train counts) acc_vs_count.png and, last, results.json (with
+    `settings`, see common.finished: it marks the report finished); print."""
     os.makedirs(out_dir, exist_ok=True)
     res = summarize(cm, groups)
     res["names"] = names
     res["confusion_matrix"] = cm.tolist()
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
     table = markdown_table(res, names, train_counts)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write((f"## {title}\n\n" if title else "") + table + "\n")
@@ -47,6 +46,7 @@ def write_report(cm: np.ndarray, names: list, out_dir: str, groups: dict | None 
     if train_counts is not None:
         accuracy_vs_count_png(train_counts, res["per_class_acc"], names, os.path.join(out_dir, "acc_vs_count.png"),
                               tail_ids)
+    write_json_last(os.path.join(out_dir, "results.json"), {**res, **({"settings": settings} if settings else {})})
     print(table)
     return res
 

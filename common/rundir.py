@@ -25,7 +25,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every other setting shapes the result and must equal the run's args.yaml.
 MAY_CHANGE_ON_RESUME = ("workers", "device", "epochs", "iter", "resume", "overwrite", "trust_checkpoint", "config",
                         "output_dir", "name", "stop_after", "log_every", "ckpt_every", "snapshot_every",
-                        "save_every", "vis_images", "report_to", "eval_batch_size")
+                        "save_every", "vis_images", "report_to", "eval_batch_size", "compile")
 RECORDED_ON_RESUME = ("epochs", "iter")  # an extended run is recorded with its new length
 LOCK_FILE = ".lock"
 SETUP_FILES = ("args.yaml", "meta.json", LOCK_FILE)  # all that a start which failed before its first result leaves
@@ -76,6 +76,17 @@ def _only_setup_files(folder: str) -> bool:
     return True
 
 
+def _stopped_start(args) -> bool:
+    """True when the folder holds a run of this stage (its args.yaml says so) that stopped before its first
+    checkpoint: nothing in it can be continued, so the same command starts it again."""
+    try:
+        recorded = _read_run_args(os.path.join(args.output_dir, "args.yaml"))
+    except UserError:
+        return False
+    stage = getattr(args, "stage", None)
+    return stage is not None and bool(recorded) and recorded.get("stage") == stage
+
+
 def _contents(folder: str) -> list:
     return [e.name for e in os.scandir(folder) if e.name != LOCK_FILE] if os.path.isdir(folder) else []
 
@@ -91,14 +102,50 @@ def _read_run_args(path: str) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
+def changed_settings(args, recorded: dict, may_change=MAY_CHANGE_ON_RESUME) -> list:
+    """'--flag value (the run has value)' for every setting of args that differs from the recorded ones."""
+    now = yaml.safe_load(yaml.safe_dump(vars(args)))  # the same types as the file (tuples become lists)
+    return [f"{_flag(k)} {now[k]!r} (the run has {recorded[k]!r})" for k in sorted(now)
+            if k in recorded and k not in may_change and now[k] != recorded[k]]
+
+
 def check_resume_settings(args, recorded: dict, path: str) -> None:
     """Refuse a --resume whose settings differ from the run's recorded ones (outside MAY_CHANGE_ON_RESUME)."""
-    now = yaml.safe_load(yaml.safe_dump(vars(args)))  # the same types as the file (tuples become lists)
-    changed = [f"{_flag(k)} {now[k]!r} (the run has {recorded[k]!r})" for k in sorted(now)
-               if k in recorded and k not in MAY_CHANGE_ON_RESUME and now[k] != recorded[k]]
+    changed = changed_settings(args, recorded)
     if changed:
         raise UserError(f"--resume with other settings than the run's {path}: {'; '.join(changed)}; resume with "
                         f"the run's own settings (drop those flags), or start a new run (another --name)")
+
+
+def prepare_output(args, done_file: str, may_change=MAY_CHANGE_ON_RESUME) -> str:
+    """The output folder of a stage that the same command continues (no --resume, no checkpoint): 'new' (created),
+    'continue' (a run of this stage with the same settings that has not written `done_file`, its last output) or
+    'done' (it has). Refuses a folder that another stage or other files fill, and a run with other settings
+    (outside `may_change`), naming them. Locks the folder, writes args.yaml and meta.json (a continued run keeps
+    its own args.yaml and adds the command to meta.json), seeds, and sets args.output_dir."""
+    out = args.output_dir = args.output_dir or os.path.join("runs", args.stage, args.name)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--output-dir {out} is a file, not a folder; choose a folder path")
+    case = "new"
+    if _contents(out):
+        args_path = os.path.join(out, "args.yaml")
+        recorded = _read_run_args(args_path) if os.path.isfile(args_path) else None
+        if not recorded or recorded.get("stage") != args.stage:
+            raise UserError(f"output folder {out} already exists and holds files that no {args.stage} run wrote; "
+                            f"nothing there is overwritten: choose another --name or --output-dir")
+        changed = changed_settings(args, recorded, may_change)
+        if changed:
+            raise UserError(f"output folder {out} holds a {args.stage} run with other settings: "
+                            f"{'; '.join(changed)}; nothing there is overwritten: run it with the settings in its "
+                            f"args.yaml, or choose another --name or --output-dir")
+        case = "done" if os.path.isfile(os.path.join(out, done_file)) else "continue"
+    os.makedirs(out, exist_ok=True)
+    lock(out)
+    if case != "done":
+        _write_records(args, out, "resume" if case == "continue" else "new")
+    errors.at_end_of_main(release)
+    seed_everything(args.seed)
+    return case
 
 
 def check_folder(args) -> str:
@@ -111,7 +158,7 @@ def check_folder(args) -> str:
         raise UserError(f"--output-dir {out} is a file, not a folder; choose a folder path")
     ckpt = os.path.join(out, "ckpt_last.pt")
     contents = _contents(out)
-    failed_start = bool(contents) and not os.path.isfile(ckpt) and _only_setup_files(out)
+    failed_start = bool(contents) and not os.path.isfile(ckpt) and (_only_setup_files(out) or _stopped_start(args))
     if args.resume:
         if not os.path.isfile(ckpt):
             why = ("its start failed before the first checkpoint" if failed_start else
@@ -185,8 +232,8 @@ def prepare(args, is_main: bool = True) -> str:
             raise
         if case in ("overwrite", "reuse"):
             if case == "reuse":
-                print(f"note: run folder {out} holds only the set-up files of a start that failed before its "
-                      f"first checkpoint; starting it again")
+                print(f"note: run folder {out} holds a start that stopped before its first checkpoint; starting "
+                      f"it again")
             for name in _contents(out):
                 path = os.path.join(out, name)
                 shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
@@ -194,6 +241,7 @@ def prepare(args, is_main: bool = True) -> str:
             print(f"note: removed {path}, left by a process killed while saving")
         _write_records(args, out, case)
         errors.on_interrupt(lambda: interrupted_note(out))
+        errors.on_out_of_memory(lambda flag: out_of_memory_note(out, flag))
         errors.at_end_of_main(release)
     rank = dist.get_rank() if dist.is_initialized() else 0
     seed_everything(args.seed + rank)  # DDP: different augmentations per process, as DINO and timm
@@ -231,6 +279,18 @@ def interrupted_note(out: str) -> str:
     if os.path.isfile(ckpt):
         return f"interrupted; the last checkpoint is {ckpt}: run the same command with --resume to continue"
     return f"interrupted before the first checkpoint of {out}; run the same command again to start it"
+
+
+def out_of_memory_note(out: str, flag: str) -> str:
+    """What to do after running out of GPU memory, '{smaller}' standing for the flag with a smaller value.
+    --resume takes another --eval-batch-size, but not another --batch-size (it shapes the result)."""
+    ckpt = os.path.join(out, "ckpt_last.pt")
+    if not os.path.isfile(ckpt):
+        return "nothing to continue from yet: run the same command with {smaller}"
+    if flag.lstrip("-").replace("-", "_") in MAY_CHANGE_ON_RESUME:
+        return f"the last checkpoint {ckpt} is intact: run the same command with --resume and {{smaller}}"
+    return (f"the last checkpoint {ckpt} is intact, but --resume keeps the run's batch size: start again with "
+            f"{{smaller}} and --overwrite (or another --name)")
 
 
 class MetricsLog:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CDTG: train the class-conditional SWAGAN on DATASET's tail classes (the config's section cdtg_train).
-#   bash scripts/04_cdtg_train.sh dior [extra flags for CDTG/train.py, e.g. --resume, --mode code, --init-weights FILE]
+#   bash scripts/04_cdtg_train.sh dior [extra flags for CDTG/train.py, e.g. --mode code, --init-weights FILE]
+# Run again (e.g. after Ctrl-C), a run with a checkpoint continues (--resume is added), one without starts again.
 # Reads the distilled tail model $RUNS/kmdn/DATASET/distill/tail_model.pt (scripts/03_kmdn.sh); writes
 # $OUT/train/ (ckpt_last.pt, samples/, metrics.jsonl, generator.pt). A flag CDTG/train.py does not take is an
 # error before anything runs.
@@ -20,4 +21,4 @@ if [ ! -f "$TAIL_MODEL" ]; then
 fi
 run_routed --env CONFIG=--config --env DATA_ROOT=--data-root --env TAIL_MODEL=--tail-model --env OUT=--output-dir \
   CDTG/train.py --config "$CONFIG" --data-root "$DATA_ROOT" --tail-model "$TAIL_MODEL" --output-dir "$OUT/train" \
-  -- "${@:2}"
+  $(resume_flag "$OUT/train" "${@:2}") -- "${@:2}"

@@ -5,7 +5,8 @@
 # Each extra flag goes to those of CDTG/generate.py, CDTG/expand.py and CDTG/evaluate.py that take it (--r to
 # generate.py, --n-per-class to generate.py and expand.py, --clip-* and --max-per-class to evaluate.py, --device
 # to generate.py and evaluate.py); a flag none of them takes is an error before anything runs.
-# Writes the NEW folder $OUT/generated/ (an existing one is refused: set GEN to another folder), the list
+# Writes the folder $OUT/generated/ (run again, e.g. after Ctrl-C, an unfinished one is continued with the same
+# settings and a finished one left as it is; other settings: set GEN to another folder), the list
 # $OUT/expanded_train.txt (for scripts/06_classify.sh DATASET tgn <list>), and quality.json / quality.md in the
 # generated folder, with FID/KID when the baseline classifier $RUNS/classification/DATASET/baseline/model_final.pt
 # exists (scripts/06_classify.sh DATASET baseline).

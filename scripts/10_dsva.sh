@@ -4,7 +4,8 @@
 # every upstream script shares, and names its upstream script, seed and the paper's figures.
 #   bash scripts/10_dsva.sh zsl_43 [extra flags for DSVA/train.py, e.g. --norm imagenet --epochs 2]
 # Results in $RUNS/dsva/<experiment>/results.md: the best-on-test epoch (upstream's selection, to compare with the
-# paper) and the last epoch. A flag DSVA/train.py does not take is an error before anything runs.
+# paper) and the last epoch. A flag DSVA/train.py does not take is an error before anything runs. Run again (e.g.
+# after Ctrl-C), a run with a checkpoint continues (--resume is added), one without starts again.
 # Environment overrides: CONFIG (YAML file, default configs/rssdivcs/<experiment>.yaml), DATA_ROOT (the RSSDIVCS
 # folder, default data/rssdivcs/RSSDIVCS, from the authors' Google Drive: files/<split>_images.mat,
 # files/ann_attr_finetune_<split>_splits.mat with the splits and the released class x attribute matrix 'att',
@@ -27,4 +28,4 @@ DATA_ROOT=${DATA_ROOT:-data/rssdivcs/RSSDIVCS}
 RUNS=${RUNS:-runs}
 run_routed --env CONFIG=--config --env DATA_ROOT=--data-root --env RUNS=--output-dir \
   DSVA/train.py --config "$CONFIG" --data-root "$DATA_ROOT" --name "$EXPERIMENT" \
-  --output-dir "$RUNS/dsva/$EXPERIMENT" -- "${@:2}"
+  --output-dir "$RUNS/dsva/$EXPERIMENT" $(resume_flag "$RUNS/dsva/$EXPERIMENT" "${@:2}") -- "${@:2}"

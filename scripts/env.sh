@@ -29,3 +29,14 @@ route_flags() {
 run_routed() {
   python -m common.flags --stage "$(basename "$0")" --run "$@"
 }
+# resume_flag DIR FLAGS...: prints --resume when the run folder DIR holds a checkpoint (a run that this script
+# started before, interrupted or finished: the same command continues it; a finished one only re-exports) and
+# FLAGS hold neither --resume nor --overwrite.
+resume_flag() {
+  local dir=$1 flag
+  shift
+  for flag in "$@"; do
+    case $flag in --resume|--overwrite) return 0 ;; esac
+  done
+  if [ -f "$dir/ckpt_last.pt" ]; then echo --resume; fi
+}

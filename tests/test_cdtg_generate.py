@@ -81,15 +81,20 @@ def test_generation_writes_n_images_per_class_and_a_manifest(generated, split):
         assert im.size == (32, 32)
 
 
-def test_generation_never_overwrites(generator_file, generated, split):
+def test_generation_never_overwrites(generator_file, generated, split, tmp_path):
     first = generated / str(split["tail"][0]) / "00000.jpg"
     before = first.read_bytes()
-    with pytest.raises(UserError, match="never overwritten"):
+    with pytest.raises(UserError, match=r"other settings: .*--n-per-class 2 \(the run has 7\)"):
         gen(generator_file, generated, "--n-per-class", "2")
     assert first.read_bytes() == before
     proc = run_main(generate, "cdtg_generate", "--ckpt", generator_file, "--output-dir", generated,
                     "--n-per-class", "2", "--device", "cpu", check=False)
-    assert_one_line_error(proc, "already exists", "never overwritten")
+    assert_one_line_error(proc, "--n-per-class 2 (the run has 7)", "nothing there is overwritten")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(UserError, match="holds files that no cdtg_generate run wrote"):
+        gen(generator_file, tmp_path / "mine")
+    assert (tmp_path / "mine" / "photo.jpg").read_bytes() == b"x"
 
 
 def test_generation_input_errors(generator_file, tmp_path):
@@ -116,8 +121,12 @@ def test_expand_maps_tail_labels_back_to_original_ids(generated, synth_root, spl
     data = ImageList(os.path.join(synth_root, "train"), [anno_path(synth_root, "train"), str(out)],
                      num_classes=len(split["names"]))
     assert len(data) == sum(split["train_counts"]) + 14
-    with pytest.raises(UserError, match="already exists"):
-        call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out)])
+    before = out.stat().st_mtime_ns
+    assert "already lists these 14 images; nothing to do" in run_main(expand, "cdtg_expand", "--generated",
+                                                                      generated, "--out", out).stdout
+    assert out.stat().st_mtime_ns == before
+    with pytest.raises(UserError, match="already exists with other lines; pass --overwrite"):
+        call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out), "--n-per-class", "3"])
     call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out), "--overwrite", "--n-per-class", "3"])
     assert len(read_list(str(out))) == 6
 
@@ -173,7 +182,7 @@ def test_expand_refuses_an_incomplete_folder(generated, tmp_path):
     shutil.copytree(generated, copy)
     first = sorted(p for p in copy.iterdir() if p.is_dir())[0]
     (first / "00003.jpg").unlink()
-    with pytest.raises(UserError, match="interrupted"):
+    with pytest.raises(UserError, match="removed or added after the generation finished"):
         expand.expand([str(copy)])
 
 
@@ -270,8 +279,13 @@ def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split,
     assert "pooled_fid" in res["overall"] and res["lpips"] == "LPIPS alex"
     md = (folder / "quality.md").read_text()
     assert "| class |" in md and "all tail classes" in md
-    with pytest.raises(UserError, match="already exists"):
+    with pytest.raises(UserError, match=r"quality.json already holds the result of other settings: --classifier "
+                                        r"None \(it has '.*model_final.pt'\); .*pass --overwrite"):
         call(evaluate, "cdtg_evaluate", ["--generated", str(folder), "--device", "cpu", "--workers", "0"])
+    again = run_main(evaluate, "cdtg_evaluate", "--generated", folder, "--classifier", clf_path, "--workers", "0",
+                     "--device", "cpu", "--kid-subsets", "5", "--clip-model", "cdtg-eval-clip",
+                     "--clip-pretrained", tmp_path / "clip.pt")
+    assert "quality.json is already finished with these settings; nothing to do" in again.stdout
 
 
 def test_evaluate_takes_the_clip_settings_from_the_manifest(generator_file, tmp_path, capsys):
@@ -286,3 +300,95 @@ def test_evaluate_takes_the_clip_settings_from_the_manifest(generator_file, tmp_
     assert evaluate.clip_settings({"checkpoint": str(tmp_path / "generator.pt")}) == cfg
     assert "read for the CLIP settings only" in capsys.readouterr().out
     assert evaluate.clip_settings({"checkpoint": str(tmp_path / "gone.pt")}) == {}
+
+
+def read_folder(folder) -> dict:
+    """{relative path: bytes} of every file of a generated folder, manifest.json without its run time."""
+    files = {}
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            rel = os.path.relpath(os.path.join(dirpath, name), folder)
+            if rel in ("args.yaml", "meta.json", ".lock"):
+                continue
+            files[rel] = open(os.path.join(dirpath, name), "rb").read()
+    manifest = json.loads(files.pop("manifest.json"))
+    manifest.pop("seconds")
+    return {**files, "manifest.json": manifest}
+
+
+@pytest.mark.slow
+def test_interrupted_generation_is_finished_by_the_same_command(generator_file, split, tmp_path):
+    from conftest import run_script
+    argv = ["--ckpt", generator_file, "--workers", "2", "--device", "cpu", "--batch-size", "4", "--n-per-class", "7",
+            "--per-real", "2", "--classes", str(split["tail"][0]), str(split["tail"][1]), "--grid-cols", "3"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    run_main(generate, "cdtg_generate", *argv, "--output-dir", whole)
+    # Ctrl-C in the 4th batch: the second of the second class, after its first 4 images
+    proc = run_script("tests/interrupting.py", "CDTG.sampling:to_uint8@4", "CDTG/generate.py", *argv,
+                      "--output-dir", stopped, check=False)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (f"interrupted; the images in {stopped} are kept: run the same "
+                                                    f"command again to continue")
+    second = stopped / str(split["tail"][1])
+    assert not (stopped / "manifest.json").exists() and len(os.listdir(stopped / str(split["tail"][0]))) == 7
+    assert sorted(os.listdir(second)) == [f"{i:05d}.jpg" for i in range(4)]  # whole files only, no temporaries
+    with pytest.raises(UserError, match=f"the generation into {stopped} has not finished .*: run the same "
+                                        f"CDTG/generate.py command again to finish it"):
+        call(expand, "cdtg_expand", ["--generated", str(stopped), "--out", str(tmp_path / "list.txt")])
+    proc = run_main(generate, "cdtg_generate", *argv, "--output-dir", stopped)
+    assert "(4 kept from before)" in proc.stdout and "continuing 7 images" in proc.stdout
+    assert read_folder(stopped) == read_folder(whole)
+    call(expand, "cdtg_expand", ["--generated", str(stopped), "--out", str(tmp_path / "list.txt")])
+    again = run_main(generate, "cdtg_generate", *argv, "--output-dir", stopped)
+    assert "is finished (manifest.json)" in again.stdout and "nothing to do" in again.stdout
+    assert read_folder(stopped) == read_folder(whole)
+    # the batch size may change on the way (e.g. after running out of memory): the same images
+    third = tmp_path / "third"
+    proc = run_script("tests/interrupting.py", "CDTG.sampling:to_uint8@2", "CDTG/generate.py", *argv,
+                      "--output-dir", third, check=False)
+    assert proc.returncode == 130
+    run_main(generate, "cdtg_generate", *[a if a != "4" else "2" for a in argv], "--output-dir", third)
+    assert read_folder(third) == read_folder(whole)
+
+
+def test_out_of_memory_in_generation_names_the_batch_size(generator_file, split, tmp_path, monkeypatch):
+    from CDTG.model import Generator
+    argv = ["--ckpt", generator_file, "--workers", "1", "--device", "cpu", "--batch-size", "4", "--n-per-class", "3",
+            "--classes", str(split["tail"][0]), "--output-dir", tmp_path / "gen"]
+
+    def failing(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    monkeypatch.setattr(Generator, "forward", failing)
+    proc = run_main(generate, "cdtg_generate", *argv, check=False)
+    assert_one_line_error(proc, "out of GPU memory in cdtg_generate (generation, --batch-size 4); run the same "
+                                "command with --batch-size 2")
+    monkeypatch.undo()
+    run_main(generate, "cdtg_generate", *argv[:7], "2", *argv[8:])  # what the line says
+    assert len(os.listdir(tmp_path / "gen" / str(split["tail"][0]))) == 3
+
+
+def test_a_folder_is_continued_only_from_the_same_generator_file(generator_file, split, tmp_path):
+    weights = os.path.join(os.path.dirname(generator_file), "generator_copy.pt")  # its paths are relative to it
+    ck = torch.load(generator_file, weights_only=False)
+    torch.save(ck, weights)
+    argv = ["--ckpt", weights, "--workers", "1", "--device", "cpu", "--n-per-class", "1", "--classes",
+            str(split["tail"][0]), "--output-dir", tmp_path / "gen"]
+    run_main(generate, "cdtg_generate", *argv)
+    assert "is finished (manifest.json)" in run_main(generate, "cdtg_generate", *argv).stdout
+    torch.save({**ck, "meta": {**ck["meta"], "iteration": 99}}, weights)  # retrained under the same name
+    proc = run_main(generate, "cdtg_generate", *argv, check=False)
+    assert_one_line_error(proc, f"{weights} has changed since {tmp_path / 'gen'} was started from it",
+                          "choose another --name or --output-dir")
+
+
+def test_evaluate_prints_diversity_as_a_share_of_real_and_warns_under_a_third():
+    row = {"class_id": 7, "name": "bridge", "tail_model_consistency": 0.5, "classifier_consistency": 0.25,
+           "feature_diversity": 3.0, "real_feature_diversity": 12.0}
+    lines = evaluate.class_report(row)
+    assert lines[0] == "  7 bridge: tail model 50.0%, classifier 25.0%, feature diversity 25% of real"
+    assert lines[1] == ("  warning: 7 bridge: generated images nearly alike (feature diversity 25% of the real "
+                        "images', under a third): the generator collapsed on this class")
+    assert len(evaluate.class_report(dict(row, feature_diversity=4.0))) == 1  # a third exactly: no warning
+    assert evaluate.class_report({k: v for k, v in row.items() if "diversity" not in k}) == [
+        "  7 bridge: tail model 50.0%, classifier 25.0%"]  # no classifier features: no share, no warning

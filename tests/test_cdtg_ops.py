@@ -332,10 +332,10 @@ def first_and_second_order(fn, x, grad_out, weights, extra=()):
     return (out.detach(), gx.detach(), *second)
 
 
-@pytest.mark.parametrize("impl", ["depthwise", "separable"])
+@pytest.mark.parametrize("impl", ["depthwise", "separable", "adjoint"])
 @pytest.mark.parametrize("up,down,pad", [
     (2, 1, (2, 1)), (2, 1, (1, 0, 1, 0)), (1, 2, (1, 1)), (1, 2, (2, 2)), (1, 1, (1, 2)), (2, 1, (-1, 2)),
-    (1, 2, (0, 0, 1, -1)), (1, 1, (2, 1)),
+    (1, 2, (0, 0, 1, -1)), (1, 1, (2, 1)), (2, 2, (1, 2)), (1, 1, (5, 0, -1, 3)),
 ])
 def test_fir_implementations_equal_reference_to_second_order(impl, up, down, pad):
     torch.manual_seed(0)
@@ -353,12 +353,16 @@ def test_fir_implementations_equal_reference_to_second_order(impl, up, down, pad
     torch.testing.assert_close(ours[0], ref[0], rtol=0, atol=1e-5 * ref[0].abs().max().item())
 
 
-def test_fir_depthwise_matches_reference_on_a_full_kernel():
+@pytest.mark.slow
+def test_fir_depthwise_and_adjoint_match_reference_on_a_full_kernel():
     torch.manual_seed(1)
-    x, kernel = torch.randn(2, 4, 7, 6), torch.randn(4, 3)  # not rank 1: only for depthwise
-    for up, down, pad in [(2, 1, (2, 1)), (1, 2, (1, 1)), (1, 1, (1, 2))]:
-        torch.testing.assert_close(upfirdn2d(x, kernel, up, down, pad, impl="depthwise"),
-                                   upfirdn2d(x, kernel, up, down, pad, impl="reference"), rtol=1e-6, atol=1e-6)
+    x, kernel = torch.randn(2, 4, 7, 6, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)  # rank 2
+    for up, down, pad in [(2, 1, (2, 1)), (1, 2, (1, 1)), (1, 1, (1, 2)), (2, 2, (0, 3))]:
+        for impl in ("depthwise", "adjoint"):
+            torch.testing.assert_close(upfirdn2d(x, kernel, up, down, pad, impl=impl),
+                                       upfirdn2d(x, kernel, up, down, pad, impl="reference"))
+        small = x[:1, :1, :4, :3].clone().requires_grad_(True)
+        assert torch.autograd.gradgradcheck(lambda t: upfirdn2d(t, kernel, up, down, pad, impl="adjoint"), (small,))
 
 
 def test_fir_implementation_switch_is_per_device_and_checked():
@@ -370,7 +374,7 @@ def test_fir_implementation_switch_is_per_device_and_checked():
     finally:
         set_fir_impl(previous, "cpu")
     with pytest.raises(ValueError, match="FIR implementation must be one of"):
-        set_fir_impl("triton")
+        set_fir_impl("upfirdn2d_cuda")
     with pytest.raises(ValueError, match="modulated-convolution implementation must be one of"):
         set_modconv_impl("fused")
 
@@ -389,3 +393,114 @@ def test_modconv_shared_equals_grouped_to_second_order(mode):
                                                extra=(conv.weight, conv.modulation.weight, style))
     for a, b in zip(results["shared"], results["grouped"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def cuda_operations_on_cpu():
+    """The operation implementations chosen for CUDA, applied to CPU tensors for the duration of a test."""
+    from CDTG import ops
+    saved = (ops.set_fir_impl(ops._fir_impl["cuda"], "cpu"), ops.set_modconv_impl(ops._modconv_impl["cuda"], "cpu"))
+    yield ops._fir_impl["cpu"], ops._modconv_impl["cpu"]
+    ops.set_fir_impl(saved[0], "cpu")
+    ops.set_modconv_impl(saved[1], "cpu")
+
+
+def test_haar_transforms_with_adjoint_backward(cuda_operations_on_cpu):
+    """Backward and double backward against finite differences; forward equal to the reference's."""
+    from CDTG import ops
+    torch.manual_seed(0)
+    dwt, iwt = HaarTransform(3).double(), InverseHaarTransform(3).double()
+    x = torch.randn(1, 3, 4, 2, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1, 12, 1, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(dwt, (x,)) and torch.autograd.gradgradcheck(iwt, (y,))
+    fast = dwt(x), iwt(y)
+    ops.set_fir_impl("reference", "cpu")
+    torch.testing.assert_close(fast, (dwt(x), iwt(y)), rtol=0, atol=1e-15)
+
+
+def r1_and_path_gradients(size=16):
+    """Every parameter gradient of one R1 penalty through D and one path-length penalty through G (the double
+    backward of each), with fixed draws, in float64."""
+    from CDTG.losses import path_length_penalty, r1_penalty
+    from CDTG.model import Discriminator, Generator
+    torch.manual_seed(0)
+    g = Generator(size, 16, 2, num_classes=3, max_channels=8).double()
+    d = Discriminator(size, num_classes=3, max_channels=8, label_dim=4).double()
+    labels = torch.tensor([0, 2, 1, 1])
+    real = torch.randn(4, 3, size, size, dtype=torch.float64, requires_grad=True)
+    r1_penalty(d(real, labels), real).backward()
+    z = torch.randn(4, 16, dtype=torch.float64)
+    noise = [torch.randn_like(getattr(g.noises, f"noise_{i}")).double().expand(4, -1, -1, -1)
+             for i in range(g.num_layers)]
+    fake, latents = g([z, z.flip(0)], labels, return_latents=True, inject_index=2, noise=noise)
+    penalty, _, _ = path_length_penalty(fake, latents, torch.zeros((), dtype=torch.float64),
+                                        noise=torch.randn_like(fake))
+    penalty.backward()
+    return {**{f"d.{n}": p.grad for n, p in d.named_parameters() if p.grad is not None},
+            **{f"g.{n}": p.grad for n, p in g.named_parameters() if p.grad is not None}}
+
+
+@pytest.mark.slow
+def test_cuda_operations_give_the_reference_r1_and_path_length_gradients(cuda_operations_on_cpu):
+    assert cuda_operations_on_cpu == ("adjoint", "shared")
+    fast = r1_and_path_gradients()
+    from CDTG import ops
+    ops.set_fir_impl("reference", "cpu")
+    ops.set_modconv_impl("grouped", "cpu")
+    ref = r1_and_path_gradients()
+    assert fast.keys() == ref.keys() and len(ref) > 40
+    for name in ref:
+        torch.testing.assert_close(fast[name], ref[name], rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_cuda_operations_run_under_bf16_autocast(cuda_operations_on_cpu):
+    """Mixed precision hands the explicit backwards gradients of another dtype than their saved kernels."""
+    from CDTG.losses import path_length_penalty, r1_penalty
+    from CDTG.model import Discriminator, Generator
+    torch.manual_seed(0)
+    g, d = Generator(16, 16, 1, num_classes=2, max_channels=8), Discriminator(16, num_classes=2, max_channels=8,
+                                                                               label_dim=4)
+    labels = torch.tensor([0, 1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fake, latents = g([torch.randn(2, 16)], labels, return_latents=True)
+        loss = d(fake, labels).float().mean()
+    loss.backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fake, latents = g([torch.randn(2, 16)], labels, return_latents=True)
+        penalty, _, _ = path_length_penalty(fake.float(), latents, torch.zeros(()))
+    penalty.backward()
+    real = torch.randn(2, 3, 16, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        r1 = r1_penalty(d(real, labels), real)
+    r1.backward()
+    assert all(torch.isfinite(p.grad).all() for p in [*g.parameters(), *d.parameters()] if p.grad is not None)
+
+
+TRITON_CHECK = """
+import torch
+from CDTG.ops import upfirdn2d
+torch.manual_seed(0)
+kernel = torch.randn(4, 3)
+for up, down, pad in [(2, 1, (2, 1)), (1, 2, (0, 0, 1, -1)), (1, 1, (5, 0, -1, 3)), (2, 2, (1, 2))]:
+    x = torch.randn(1, 2, 5, 4, requires_grad=True)
+    out = {}
+    for impl in ("reference", "triton"):
+        y = upfirdn2d(x, kernel, up, down, pad, impl=impl)
+        g = torch.ones_like(y).mul_(0.5).requires_grad_(True)
+        gx, = torch.autograd.grad((y * g).sum(), x, create_graph=True)
+        ggx, = torch.autograd.grad((gx * x.detach().cos()).sum(), g)
+        out[impl] = (y.detach(), gx.detach(), ggx)
+    for a, b in zip(out["triton"], out["reference"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+print("triton ok")
+"""
+
+
+@pytest.mark.slow
+def test_triton_fir_equals_reference_to_second_order():
+    """The Triton kernel (CDTG/fir_triton.py) run by Triton's interpreter on the CPU: forward, backward and
+    double backward equal the reference's."""
+    pytest.importorskip("triton")
+    from conftest import run_script
+    proc = run_script("-c", TRITON_CHECK, env={"TRITON_INTERPRET": "1"})
+    assert "triton ok" in proc.stdout

@@ -195,7 +195,7 @@ def test_tail_classifier_stays_frozen_in_eval_mode():
 # ------------------------------------------------------------------------------------------------ one step
 
 
-def make_trainer(mode, lambda_cls=1.0, lambda_clip=0.0, clip=None, seed=0):
+def make_trainer(mode, lambda_cls=1.0, lambda_clip=0.0, clip=None, seed=0, **step_config):
     torch.manual_seed(seed)
     k = 3
     tail = TailClassifier(build_feature_resnet("resnet18", k, "none", verbose=False), {"img_size": 32, "norm": "half"})
@@ -206,7 +206,8 @@ def make_trainer(mode, lambda_cls=1.0, lambda_clip=0.0, clip=None, seed=0):
     if clip is not None:
         from common.clip import encode_text_prompts
         text = encode_text_prompts(clip, ["a photo of a ship", "a photo of a bridge", "a photo of a dam"])
-    cfg = StepConfig(mode=mode, lambda_cls=lambda_cls, lambda_clip=lambda_clip, d_reg_every=2, g_reg_every=2)
+    cfg = StepConfig(mode=mode, lambda_cls=lambda_cls, lambda_clip=lambda_clip, d_reg_every=2, g_reg_every=2,
+                     **step_config)
     return CDTGTrainer(g, d, proj, tail, setup("cpu"), cfg, clip, text)
 
 
@@ -431,3 +432,81 @@ def test_class_balanced_batches_even_out_the_classes_and_resume_exactly():
     assert (counts > 600).all()  # about 800 each; the shuffle would give class 2 about 24
     later = cdtg_train.BalancedBatches(labels, 8, seed=3, start=5)
     assert next(iter(later)) == batches[5]
+
+
+@pytest.mark.slow
+def test_compiled_plain_passes_give_the_eager_step(monkeypatch):
+    """StepConfig.compile compiles G and D for the unregularised passes only (R1 and path length differentiate
+    twice, which torch.compile cannot); traced through AOTAutograd (the aot_eager backend, as inductor would
+    be fed), two iterations (the first with both regularisers) equal the eager ones."""
+    compiled, real_compile = [], torch.compile
+
+    def compile_aot_eager(module, mode=None):
+        compiled.append(type(module).__name__)
+        return real_compile(module, backend="aot_eager")
+
+    torch._dynamo.reset()
+    logs = {}
+    for setting in (None, "default"):
+        if setting:
+            monkeypatch.setattr(torch, "compile", compile_aot_eager)
+        tr = make_trainer("paper", compile=setting)
+        tr.draws.inject_index = lambda stage: 2  # one crossover point: one graph per module and grad mode
+        x, y = batch()
+        torch.manual_seed(5)
+        logs[setting] = [tr.step(x, y, i) for i in range(2)]
+        monkeypatch.undo()
+    assert compiled == ["Generator", "Discriminator"]
+    for eager, comp in zip(logs[None], logs["default"]):
+        assert eager.keys() == comp.keys()
+        for k in eager:
+            torch.testing.assert_close(comp[k], eager[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_class_grouped_batches_put_one_class_in_each_stddev_group():
+    labels = [0] * 40 + [1] * 5 + [2] * 2 + [3] * 9
+    sampler = cdtg_train.ClassGroupedBatches(labels, 8, seed=1)
+    assert (sampler.group, sampler.groups) == (4, 2)
+    batches = [b for b, _ in zip(sampler, range(200))]
+    for b in batches:
+        classes = [labels[i] for i in b]
+        # minibatch_stddev groups samples n, n + 2, n + 4, n + 6: each group one class, the two groups two classes
+        assert len({classes[n] for n in (0, 2, 4, 6)}) == 1 and len({classes[n] for n in (1, 3, 5, 7)}) == 1
+        assert classes[0] != classes[1]
+        if classes[0] in (0, 1, 3):  # classes with 4 images or more: no image twice in a group
+            assert len({b[n] for n in (0, 2, 4, 6)}) == 4
+    counts = torch.bincount(torch.tensor([labels[b[0]] for b in batches] + [labels[b[1]] for b in batches]))
+    assert (counts > 70).all()  # uniform over the 4 classes: about 100 groups each
+    assert next(iter(cdtg_train.ClassGroupedBatches(labels, 8, seed=1, start=7))) == batches[7]
+    assert cdtg_train.ClassGroupedBatches(labels, 6, seed=1).group == 3  # the largest divisor of B up to 4
+
+
+def test_normalised_projection_has_the_noise_norm_and_is_saved_in_its_config():
+    proj = FeatureProjection((8, 4, 4), 16, pool=2, normalise=True)
+    with torch.no_grad():
+        proj.linear.weight.mul_(100)  # a P grown in training
+    out = proj(torch.randn(5, 8, 4, 4))
+    torch.testing.assert_close(out.norm(dim=1), torch.full((5,), 4.0))  # sqrt(16), E|n| of 16-d noise
+    assert proj.config()["normalise"] is True
+    assert "normalise" not in FeatureProjection((8, 4, 4), 16, pool=2).config()  # older generator files read alike
+
+
+def test_mode_seeking_loss_by_hand():
+    fake = torch.zeros(4, 1, 1, 2)
+    fake[2] = 0.5  # pair (0, 2) differs by 0.5 per pixel, pair (1, 3) by 0
+    z = torch.zeros(4, 3)
+    z[2:] = 1.0  # both pairs differ by 1 per latent dimension
+    # mean |image difference| 0.25, mean |latent difference| 1 (two style copies alike): 1 / 0.25
+    assert float(losses.mode_seeking_loss(fake, [z, z], eps=0.0)) == pytest.approx(4.0)
+
+
+@pytest.mark.slow  # 2 s: one step of the tiny models
+def test_mode_seeking_step_pairs_the_batch_and_freeze_p_keeps_p():
+    tr = make_trainer("paper")
+    tr.cfg.lambda_ms, tr.cfg.train_p = 1.0, False
+    tr = CDTGTrainer(tr.g, tr.d, tr.proj, tr.tail, tr.rt, tr.cfg)
+    p_before = snapshot(tr.proj)
+    x, y = batch()
+    log = tr.step(x, y, 1)
+    assert torch.isfinite(log["ms"]) and log["ms"] > 0
+    assert not changed(p_before, tr.proj) and not tr.proj.linear.weight.requires_grad

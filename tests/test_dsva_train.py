@@ -95,7 +95,16 @@ def test_annotate_matrix(synth_root, classes_json, tiny_clip, tmp_path, capsys):
             tiny_clip, "--out", out2)
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert "error: output folder" in err and "--overwrite" in err
+    assert "attributes.json already holds the result of other settings: --images-per-class" in err
+    assert "--overwrite" in err
+    # run again: finished, nothing to do; unfinished (attributes.json is written last), annotated again
+    same = ["--data-root", synth_root, "--clip-model", NAME, "--clip-pretrained", tiny_clip, "--images-per-class",
+            "2", "--workers", "0", "--normalize", "zscore", "--out", out2, "--device", "cpu"]
+    run(annotate, "dsva_annotate", *same)
+    assert "already finished with these settings; nothing to do" in capsys.readouterr().out
+    (out2 / "attributes.json").unlink()
+    run(annotate, "dsva_annotate", *same)
+    assert np.array_equal(np.asarray(json.load(open(out2 / "attributes.json"))["matrix"]), m)
 
 
 @pytest.mark.slow

@@ -82,3 +82,25 @@ def test_cpu_smoke_run_passes_every_row(tmp_path, parts):
     else:
         assert names == {"data set", "classifier", "data path", "CDTG", "DSVA"}
         assert all(r["result"] for r in rows)
+
+
+@pytest.mark.slow
+def test_gpu_cdtg_smoke_run_on_the_cpu(tmp_path):
+    """benchmarks/gpu_cdtg.sh --device cpu --smoke: every FIR implementation, the G + D variants and the CDTG
+    iteration per phase run through and land in the table and the JSON file."""
+    out = tmp_path / "cdtg.json"
+    proc = run_script("benchmarks/gpu_cdtg.py", "--device", "cpu", "--smoke", "--json", str(out), timeout=600)
+    result = json.loads(out.read_text())
+    assert {r["impl"] for r in result["fir"]} == {"reference", "depthwise", "separable", "adjoint",
+                                                  "adjoint (channels_last)"}
+    assert all(r["fwd_bwd_ms"] > 0 and r["fwd_double_bwd_ms"] > 0 for r in result["fir"])
+    assert len(result["g_d"]) == 5 and all(len(r["ms"]) == 2 for r in result["g_d"])
+    iterations = result["iteration"]
+    assert len(iterations) == 2  # the compiled settings are skipped on a smoke run
+    for run in iterations.values():
+        phases = run["profile"]["phases"]
+        assert {"d_step", "r1", "g_forward", "consistency", "g_backward", "g_optim", "path_length",
+                "ema"} <= set(phases)
+        assert set(run["profile"]["kinds"]) == {"plain", "path length", "R1 + path length"}
+        assert run["loop"]["sec_per_it"] > 0
+    assert "top by CPU time" in result["top_kernels"] and "h for 200,000 iterations" in proc.stdout

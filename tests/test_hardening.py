@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from common import checkpoint, rundir
+from common import checkpoint, errors, rundir
 from common.config import add_config_arg, parse_args, resolve_args
 from common.errors import UserError, cli
 from common.jsonfile import read_json
@@ -211,12 +211,17 @@ def test_failed_start_is_reused_and_cases_are_named(tmp_path, capsys):
                                         r"checkpoint\); drop --resume"):
         rundir.prepare(run_args(out, resume=True))
     rundir.prepare(run_args(out, lr=0.1))
-    assert "holds only the set-up files of a start that failed" in capsys.readouterr().out
+    assert "holds a start that stopped before its first checkpoint; starting it again" in capsys.readouterr().out
     assert yaml.safe_load((out / "args.yaml").read_text())["lr"] == 0.1
+    (out / "metrics.jsonl").write_text("{}\n")  # stopped after an epoch's row, before its checkpoint
+    (out / "samples").mkdir()
+    rundir.prepare(run_args(out))
+    assert "starting it again" in capsys.readouterr().out and sorted(os.listdir(out)) == [".lock", "args.yaml",
+                                                                                          "meta.json"]
     (out / "metrics.jsonl").write_text("{}\n")
     with pytest.raises(UserError, match="already exists and holds outputs but no checkpoint to resume from; pass "
                                         "--overwrite"):
-        rundir.prepare(run_args(out))
+        rundir.prepare(run_args(out, stage="another stage"))
     fake_checkpoint(out)
     with pytest.raises(UserError, match=r"already exists and holds a run \(ckpt_last.pt\); pass --resume"):
         rundir.prepare(run_args(out))
@@ -317,23 +322,52 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, capsys):
                                        f"command with --resume to continue\n")
 
 
+def test_ctrl_c_while_saving_waits_for_the_file(tmp_path):
+    path = tmp_path / "ckpt_last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        with errors.deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            checkpoint.atomic_save({"epoch": 3}, str(path))  # nested: the inner block defers it too
+            saved = True
+    assert saved and checkpoint.load(str(path))["epoch"] == 3 and os.listdir(tmp_path) == ["ckpt_last.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# Ctrl-C delivered by tests/interrupting.py at the start of a call (@N) or after it (@N+), in each part of an epoch:
+# (where, the last line, the epoch of ckpt_last.pt after it, or None)
+SIGINT_MOMENTS = [
+    ("common.engine:predict@1", "before the first checkpoint", None),  # the first epoch's evaluation
+    ("common.rundir:MetricsLog.write@1+", "before the first checkpoint", None),  # a row, no checkpoint yet
+    ("torch:save@1", "the last checkpoint", 0),  # inside the first checkpoint write: it is finished first
+    ("common.engine:train_one_epoch@2", "the last checkpoint", 0),
+]
+
+
 @pytest.mark.slow
-def test_sigint_during_training(tmp_path, synth_root):
-    import subprocess
-    import sys
+@pytest.mark.parametrize("moment, line, epoch", SIGINT_MOMENTS, ids=[m[0] for m in SIGINT_MOMENTS])
+def test_sigint_during_training(tmp_path, synth_root, moment, line, epoch):
+    """Exit 130, one line saying how to go on, an intact checkpoint; and doing what the line says finishes."""
+    from Classification import train as classification_train
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "Classification/train.py", "--data-root", synth_root, "--output-dir",
-                             str(out), "--model", "resnet18", "--weights", "none", "--img-size", "32", "--workers",
-                             "0", "--device", "cpu", "--epochs", "1000"], cwd=os.path.dirname(os.path.dirname(
-                                 os.path.abspath(__file__))), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 240
-    while not (out / "ckpt_last.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and f"the last checkpoint is {out}/ckpt_last.pt" in err.strip().splitlines()[-1]
+    argv = ["Classification/train.py", "--data-root", synth_root, "--output-dir", str(out), "--model", "resnet18",
+            "--weights", "none", "--img-size", "32", "--workers", "0", "--device", "cpu", "--epochs", "2",
+            "--batch-size", "32"]
+    proc = run_script("tests/interrupting.py", moment, *argv, check=False)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr and line in last, last
+    assert not [f for f in os.listdir(out) if f.startswith(checkpoint.TMP_PREFIX)]
+    if epoch is None:
+        assert last == f"interrupted before the first checkpoint of {out}; run the same command again to start it"
+        assert not (out / "ckpt_last.pt").exists()
+        again = run_main(classification_train, "classification", *argv[1:])
+    else:
+        assert last == (f"interrupted; the last checkpoint is {out}/ckpt_last.pt: run the same command with "
+                        f"--resume to continue")
+        assert checkpoint.load(str(out / "ckpt_last.pt"))["epoch"] == epoch
+        again = run_main(classification_train, "classification", *argv[1:], "--resume")
+    assert (out / "model_final.pt").exists(), again.stdout[-2000:]
+    assert [r["epoch"] for r in rundir.MetricsLog(str(out)).rows()] == [0, 1]
 
 
 def test_ddp_ranks_get_seed_plus_rank(tmp_path, monkeypatch):

@@ -63,7 +63,8 @@ def test_split_json_and_test_report_are_not_replaced(data_copy, tmp_path):
     (report / "results.json").write_text('{"oa": 0.5}')
     proc = call(cls_test, "classification_test", "--weights", weights, "--data-root", data_copy, "--out", report,
                 "--workers", "0", "--device", "cpu")
-    assert_one_line_error(proc, f"{report} already holds a report; pass --overwrite")
+    assert_one_line_error(proc, f"{report}/results.json already exists (its settings are not recorded in it); "
+                                f"pass --overwrite")
     assert tree(report) == {"results.json": hashlib.sha1(b'{"oa": 0.5}').hexdigest()}
 
 

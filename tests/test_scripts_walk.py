@@ -327,3 +327,31 @@ def test_training_drops_a_lone_last_batch_and_trains_at_32px():
     for x, y in make_loader(data, 4, True, rt, 0):
         logits = model(x)[0]
         torch.nn.functional.cross_entropy(logits, y).backward()
+
+
+@pytest.mark.slow
+def test_interrupted_kmdn_script_is_finished_by_the_same_command(tmp_path, synth_root):
+    """Ctrl-C in the tail model's second epoch of scripts/03_kmdn.sh; the same command continues that run
+    (--resume added), starts distillation and tests; run a third time, it finds everything finished."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(f"import sys\nsys.path.insert(0, {os.path.join(REPO, 'tests')!r})\n"
+                                           f"import interrupting\ninterrupting.wrap_if_named(sys.argv)\n")
+    env = base_env(tmp_path, DATA_ROOT=synth_root, PYTHONPATH=f"{hook}:{REPO}")
+    command = ["bash", "scripts/03_kmdn.sh", "synthetic", "--model", "resnet18", "--weights", "none", "--epochs",
+               "2", "--img-size", "32", "--batch-size", "32", "--workers", "0", "--device", "cpu"]
+    kmdn = tmp_path / "runs" / "kmdn" / "synthetic"
+    stopped = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
+                             env={**env, "INTERRUPT_AT": "KMDN/train.py tail common.engine:train_one_epoch@2"})
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (f"interrupted; the last checkpoint is {kmdn}/tail/"
+                                                       f"ckpt_last.pt: run the same command with --resume to continue")
+    assert (kmdn / "head" / "model_final.pt").is_file() and not (kmdn / "tail" / "model_final.pt").exists()
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from {kmdn}/tail/ckpt_last.pt at epoch 1" in again.stdout
+    assert (kmdn / "distill" / "tail_model.pt").is_file() and (kmdn / "distill" / "test_tail_model" / "results.json"
+                                                               ).is_file()
+    third = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stdout.count("is already finished with these settings; nothing to do") == 2
