@@ -1,4 +1,5 @@
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -9,6 +10,16 @@ import types
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tree(path) -> dict:
+    """{relative path: sha1} of every file under path (a folder's exact state)."""
+    found = {}
+    for folder, _, files in os.walk(path):
+        for f in files:
+            full = os.path.join(folder, f)
+            found[os.path.relpath(full, path)] = hashlib.sha1(open(full, "rb").read()).hexdigest()
+    return found
 
 
 def run_script(*args, check=True, env=None, timeout=600):

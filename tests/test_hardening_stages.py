@@ -16,22 +16,12 @@ from PIL import Image
 from common import backbones, clip as clip_lib
 from common.config import parse_args
 from common.errors import UserError
-from conftest import assert_one_line_error, run_main, run_script
+from conftest import assert_one_line_error, run_main, run_script, tree
 
 
 def call(module, stage, *argv):
     """A script's main in this process, as a CompletedProcess-like object (returncode, stdout, stderr)."""
     return run_main(module, stage, *argv, check=False)
-
-
-def tree(path) -> dict:
-    """{relative path: sha1} of every file under path (a folder's exact state)."""
-    found = {}
-    for folder, _, files in os.walk(path):
-        for f in files:
-            full = os.path.join(folder, f)
-            found[os.path.relpath(full, path)] = hashlib.sha1(open(full, "rb").read()).hexdigest()
-    return found
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 interrupted anywhere is done again and equals an uninterrupted one; a finished one is left as it is; out of GPU
 memory is one line naming the stage, the batch size and the flag, the checkpoint stays intact, and doing what
 the line says finishes the job."""
-import hashlib
 import os
 
 import pytest
@@ -10,17 +9,7 @@ import torch
 import torchvision
 
 from common import backbones, checkpoint
-from conftest import assert_one_line_error, run_main, run_script
-
-
-def tree(path) -> dict:
-    """{relative path: sha1} of every file under path."""
-    found = {}
-    for folder, _, files in os.walk(path):
-        for f in files:
-            full = os.path.join(folder, f)
-            found[os.path.relpath(full, path)] = hashlib.sha1(open(full, "rb").read()).hexdigest()
-    return found
+from conftest import assert_one_line_error, run_main, run_script, tree
 
 
 @pytest.fixture(scope="module")
