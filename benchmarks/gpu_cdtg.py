@@ -74,7 +74,7 @@ def main(args):
     out = {"device": where, "torch": torch.__version__, "smoke": args.smoke}
     defaults = (ops._fir_impl.get(kind, "reference"), ops._modconv_impl.get(kind, "grouped"))
 
-    print("\n## FIR operations ([1, 3, 3, 1] kernel, fp32), ms (median of 10)\n")
+    print("\n## FIR operations ([1, 3, 3, 1] kernel, fp32), ms (median of up to 10 calls, at most 2 s each op)\n")
     print("| op | shape | implementation | forward + backward | forward + double backward |")
     print("|---|---|---|---:|---:|")
     out["fir"] = []
