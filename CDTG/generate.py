@@ -35,10 +35,9 @@ from common.paths import resolve
 from common.layout import read_classes
 from common.options import add_device_arg, add_loader_args, add_output_arg
 from common.split import optional_split
-from CDTG import original
-from CDTG.conditioning import FeatureProjection, load_tail_model
+from CDTG import generator_file
+from CDTG.conditioning import load_tail_model
 from CDTG.manifest import MANIFEST_FORMAT, write_manifest
-from CDTG.model import Generator
 from CDTG.sampling import generate_class, real_images_by_class
 
 
@@ -89,43 +88,6 @@ def check_same_generator(args) -> None:
         raise UserError(f"{args.weights} has changed since {os.path.dirname(args_path)} was started from it "
                         f"({before}, now {args.weights_file}); its images would mix two generators: choose another "
                         f"--name or --output-dir")
-
-
-def read_generator_file(path: str, data_root: str | None = None) -> tuple:
-    """(g_ema state dict, P state dict or None, meta) from train.py's generator.pt or ckpt_last.pt, or from the
-    original authors' 200000.pt (class ids and names from data_root's split.json; no P)."""
-    ck = checkpoint.load(path, "CDTG checkpoint")
-    if isinstance(ck, dict) and all(k in ck for k in ("g_ema", "P_ema", "meta")):
-        folder = os.path.dirname(os.path.abspath(path))
-        meta = {**ck["meta"], **{k: resolve(ck["meta"].get(k), folder) for k in ("data_root", "tail_model")}}
-        return ck["g_ema"], ck["P_ema"], meta
-    if isinstance(ck, dict) and "g_ema" in ck and "meta" not in ck:
-        try:
-            original.detect(ck, path)
-        except UserError as e:
-            raise UserError(f"{path} is not a CDTG generator, and {str(e).removeprefix(path + ' ')}") from None
-        return original.generator_of(ck, path, data_root)
-    raise UserError(f"{path} is not a CDTG generator (no g_ema/P_ema/meta); pass the generator.pt or "
-                    f"ckpt_last.pt of a CDTG/train.py run, or the original 200000.pt (an unconditional SWAGAN file "
-                    f"needs training first)")
-
-
-def build_generator(meta: dict, g_state: dict, p_state: dict | None, device, feature_shape=None, seed: int = 0):
-    """g_ema and P; a file without P (the original's) gets a fresh random one seeded by `seed`, on layer3 maps of
-    `feature_shape`, as the original draws one at generation."""
-    cfg = meta["generator"]
-    g = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], num_classes=cfg["num_classes"],
-                  channel_multiplier=cfg["channel_multiplier"], max_channels=cfg["max_channels"])
-    g.load_state_dict(g_state)
-    if p_state is None:
-        proj = original.random_projection(feature_shape, cfg["style_dim"], seed)
-        print(f"P is random (seed {seed}): the generator file holds none, and the original draws a fresh one at "
-              f"generation")
-    else:
-        pc = meta["projection"]
-        proj = FeatureProjection(pc["feature_shape"], pc["style_dim"], pc["pool"], pc.get("normalise", False))
-        proj.load_state_dict(p_state)
-    return g.to(device).eval().requires_grad_(False), proj.to(device).eval().requires_grad_(False)
 
 
 def select_classes(requested, meta: dict) -> list:
@@ -217,7 +179,7 @@ def main(args):
     for flag in ("n_per_class", "per_real", "batch_size"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
-    g_state, p_state, meta = read_generator_file(args.weights, args.data_root)
+    g_state, p_state, meta = generator_file.read(args.weights, args.data_root)
     labels = select_classes(args.classes, meta)
     root = args.data_root or meta["data_root"]
     info = read_classes(root)
@@ -239,7 +201,7 @@ def main(args):
     if list(tail.meta["classes"]) != list(meta["classes"]):
         raise UserError(f"tail model {tail_path} is of classes {tail.meta['classes']}, the generator of "
                         f"{meta['classes']}; pass the tail model it was trained with")
-    g, proj = build_generator(meta, g_state, p_state, rt.device, tail.feature_shape(), args.seed)
+    g, proj = generator_file.build(meta, g_state, p_state, rt.device, tail.feature_shape(), args.seed)
     args.resume = args.overwrite = False
     args.weights_file = "sha1 " + finished.file_stamps(args.weights).popitem()[1]
     check_same_generator(args)

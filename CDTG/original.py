@@ -271,7 +271,7 @@ def generator_of(ck, path: str, data_root: str | None) -> tuple:
         raise UserError(f"{path} is a generator of {cfg['num_classes']} classes, but {data_root}/split.json has "
                         f"{len(tail)} tail classes; pass the data root it was trained on")
     args = vars(ck["args"]) if hasattr(ck.get("args"), "__dict__") else (ck.get("args") or {})
-    meta = {"format": "cdtg-generator-v1", "dataset": info["dataset"], "data_root": os.path.abspath(data_root),
+    meta = {"dataset": info["dataset"], "data_root": os.path.abspath(data_root),
             "classes": tail, "names": [split["names"][c] for c in tail], "tail_model": None,
             "tail_input_size": None,
             "generator": {"size": cfg["size"], "style_dim": cfg["style_dim"], "n_mlp": cfg["n_mlp"],
@@ -298,8 +298,9 @@ def convert_to_project(in_path: str, out_path: str, data_root: str | None) -> No
     """Write an original 200000.pt as this repository's generator file (what CDTG/train.py exports as
     generator.pt): g_ema, no P (generation draws a random one, as the original), class ids and names of
     data_root's split.json."""
+    from CDTG import generator_file  # it reads the original's files through this module
     ck = checkpoint.load(in_path, "original CDTG checkpoint")
     g_state, p_state, meta = generator_of(ck, in_path, data_root)
-    checkpoint.atomic_save({"g_ema": g_state, "P_ema": p_state, "meta": meta}, out_path)
+    generator_file.write(out_path, g_state, p_state, meta)
     print(f"wrote {out_path}: the g_ema of {in_path} for {len(meta['classes'])} tail classes of {meta['dataset']} "
           f"(no P in the original file: generation draws a random one)")

@@ -29,20 +29,17 @@ from common.datasets import ImageList
 from common.distributed import all_reduce_sum, cleanup, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
-from common.paths import relative
 from common.plots import quality_curves_png
 from common.options import add_loader_args
 from common.split import label_map, load_split
 from common.transforms import classification
 from CDTG.augment import OPERATIONS, AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
-from CDTG import original
+from CDTG import generator_file, original
 from CDTG.model import Discriminator, Generator, check_size
 from CDTG.sampling import real_images_by_class
 from CDTG.tracking import QualityTracker
 from CDTG.trainer import MODES, CDTGTrainer, StepConfig, round_to_half
-
-FORMAT = "cdtg-generator-v1"
 
 
 def get_args_parser():
@@ -467,9 +464,8 @@ def main(args):
               f"({'trained' if trainer.train_p else 'fixed'}); layer3 {tail.feature_shape()} at "
               f"{tail.input_size} px, pool {args.feature_pool or 'none'}")
 
-    # paths relative to the run folder, where generator.pt and ckpt_last.pt lie (common.paths)
-    meta = {"format": FORMAT, "dataset": info["dataset"], "data_root": relative(args.data_root, out),
-            "classes": tail_ids, "names": names, "tail_model": relative(args.tail_model, out),
+    meta = {"dataset": info["dataset"], "data_root": args.data_root,
+            "classes": tail_ids, "names": names, "tail_model": args.tail_model,
             "tail_input_size": tail.input_size, "generator": model_config(args, num_classes),
             "discriminator": {"label_dim": args.label_dim, "from_rgb_kernel": args.from_rgb_kernel},
             "projection": proj.config(), "r_train": args.r_train, "mixing": args.mixing,
@@ -530,7 +526,7 @@ def main(args):
 
     def save_checkpoint(done: int) -> None:
         state = {**trainer.state_dict(), "iteration": done, "rng": checkpoint.rng_state(), "args": vars(args),
-                 "meta": {**meta, "iteration": done}}
+                 "meta": generator_file.stored_meta({**meta, "iteration": done}, out)}
         checkpoint.atomic_save(state, ckpt_path)
         if args.snapshot_every and done % args.snapshot_every == 0:
             checkpoint.atomic_save(state, os.path.join(out, "checkpoints", f"{done:06d}.pt"))
@@ -580,8 +576,8 @@ def main(args):
             return
     if rt.is_main:
         final = os.path.join(out, "generator.pt")
-        checkpoint.atomic_save({"g_ema": trainer.g_ema.state_dict(), "P_ema": trainer.p_ema.state_dict(),
-                                "meta": {**meta, "iteration": max(start, args.iter)}}, final)
+        generator_file.write(final, trainer.g_ema.state_dict(), trainer.p_ema.state_dict(),
+                             {**meta, "iteration": max(start, args.iter)})
         print(f"generator: {final}  samples: {samples_dir}")
     cleanup()
 

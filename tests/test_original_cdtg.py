@@ -11,7 +11,7 @@ from common.backbones import build_feature_resnet
 from common.config import resolve_args
 from common.errors import UserError
 from conftest import assert_one_line_error, run_script
-from CDTG import generate, original
+from CDTG import generator_file, original
 from CDTG import train as cdtg_train
 from CDTG.conditioning import FeatureProjection
 from common.part_model import part_meta, save_part_model
@@ -79,10 +79,10 @@ def close(what, ours, ref):
 @pytest.mark.slow
 def test_generator_of_200000_pt_draws_the_original_images(files, tail12_root, capsys):
     ref = reference("cdtg_size32_ref.pt")
-    g_state, p_state, meta = generate.read_generator_file(files["cdtg"], tail12_root)
+    g_state, p_state, meta = generator_file.read(files["cdtg"], tail12_root)
     assert p_state is None and meta["generator"] == {"size": 32, "style_dim": 512, "n_mlp": 8, "num_classes": 12,
                                                      "channel_multiplier": 2, "max_channels": None}
-    g, proj = generate.build_generator(meta, g_state, p_state, "cpu", FEATURE, seed=3)
+    g, proj = generator_file.build(meta, g_state, p_state, "cpu", FEATURE, seed=3)
     assert "P is random (seed 3)" in capsys.readouterr().out
     again = original.random_projection(FEATURE, 512, 3)
     assert torch.equal(proj.linear.weight, again.linear.weight)  # seeded by --seed
@@ -210,7 +210,7 @@ def test_continue_original_restores_iteration_optimisers_and_ada_p(files, tail12
 def test_convert_to_project_writes_a_generator_file(files, tail12_root, tmp_path):
     out = tmp_path / "generator.pt"
     original.convert_to_project(files["cdtg"], str(out), tail12_root)
-    g_state, p_state, meta = generate.read_generator_file(str(out))
+    g_state, p_state, meta = generator_file.read(str(out))
     with open(os.path.join(tail12_root, "split.json")) as f:
         split = json.load(f)
     assert p_state is None and meta["classes"] == split["tail"]
@@ -241,9 +241,9 @@ def test_class_count_differs_from_the_tail_classes(files, synth_root, tmp_path):
     assert_one_line_error(proc, "generator of 12 classes", "6 tail classes")
     assert not (tmp_path / "g").exists()
     with pytest.raises(UserError, match="no class names: pass --data-root"):
-        generate.read_generator_file(files["cdtg"])
+        generator_file.read(files["cdtg"])
     with pytest.raises(UserError, match="not a CDTG generator but an unconditional SWAGAN in SatConcepts' layout"):
-        generate.read_generator_file(files["satconcepts"], synth_root)
+        generator_file.read(files["satconcepts"], synth_root)
 
 
 @pytest.mark.slow
