@@ -46,6 +46,7 @@ from common.options import add_output_arg
 from common.split import optional_split
 
 from common.holdout import carve_lists
+from common.jsonfile import read_json_if_present
 from common.layout import read_list
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -176,7 +177,7 @@ def chosen_drw(args, protocol: str) -> dict:
     scores = {}
     for job in drw_tuning_chain(args, "", protocol):
         k = int(job.cmd[job.cmd.index("--drw-epoch") + 1])
-        scores[k] = mean_class_accuracy(load_json(job.marker))
+        scores[k] = mean_class_accuracy(read_json_if_present(job.marker))
     best = max(scores, key=scores.get)
     doc = {"drw_epoch": best, "epochs": config_epochs(args), "val_mean_acc": scores,
            "val_list": args.val_list}
@@ -466,13 +467,6 @@ class Runner:
 
 # ------------------------------------------------------------------------------------------------ reporting
 
-def load_json(path: str):
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def count_groups(train_counts: list) -> dict:
     """{'many': [class ids], ...} by train images (> 100, 20-100, < 20); groups with no class are left out."""
     rules = {"many": lambda n: n > 100, "medium": lambda n: 20 <= n <= 100, "few": lambda n: n < 20}
@@ -563,7 +557,7 @@ def settings_section(args, rows: list, protocols: list) -> list:
         present = {m for m, _ in rs}  # methods with a finished run under this protocol
         if "ldam_drw" in present:
             tuned = os.path.join(args.output_dir, "longtail", p, "tune", "ldam_drw.json")
-            doc = load_json(tuned) if val else None
+            doc = read_json_if_present(tuned) if val else None
             if doc:
                 sc = ", ".join(f"{k}: {100 * v:.1f}" for k, v in doc["val_mean_acc"].items())
                 lines.append(f"| {p} | ldam_drw | DRW from epoch {doc['drw_epoch']} of {doc['epochs']}; "
@@ -580,7 +574,7 @@ def settings_section(args, rows: list, protocols: list) -> list:
             got = []
             for s_ in seeds:
                 r = rs.get((m, s_))
-                doc = load_json(os.path.join(r["folder"], "tuned.json")) if r else None
+                doc = read_json_if_present(os.path.join(r["folder"], "tuned.json")) if r else None
                 got.append(f"{doc[key]:g}" if doc else "-")
             name = "epochs" if m == "crt" else "tau"
             if val:
@@ -648,21 +642,21 @@ def collect(chains: list, groups: dict) -> list:
     for job in (j for c in chains for j in c if j.extra and j.done):
         row = {**job.extra, "folder": job.folder}
         if job.extra["part"] == "longtail":
-            row.update(longtail_metrics(load_json(job.marker), groups))
+            row.update(longtail_metrics(read_json_if_present(job.marker), groups))
         elif job.extra["part"] == "cdtg":
-            row.update(load_json(job.marker)["overall"])
+            row.update(read_json_if_present(job.marker)["overall"])
         elif job.extra["part"] == "kmdn":
-            s = load_json(job.marker)
+            s = read_json_if_present(job.marker)
             for part in ("head", "tail"):
                 for k in ("oa", "macro_f1"):
                     row[f"{part}_{k}"] = s["after"][part][k]
                     row[f"before_{part}_{k}"] = s["before"][part][k]
         else:
-            r = load_json(job.marker)
+            r = read_json_if_present(job.marker)
             for key in ("last", "best_test"):
                 if r.get(key):
                     row.update({f"{key}_{k}": r[key][k] for k in ("zsl", "u", "s", "h")})
-            report = load_json(os.path.join(os.path.dirname(job.folder), "clip_report.json"))
+            report = read_json_if_present(os.path.join(os.path.dirname(job.folder), "clip_report.json"))
             if report:
                 z = report["zero_shot"]["name"]
                 u, s = z["unseen_among_all"], z["seen_among_all"]

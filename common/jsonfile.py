@@ -28,6 +28,14 @@ def read_json(path: str, what: str, hint: str = "", expect: type | None = None):
     return doc
 
 
+def read_json_if_present(path: str):
+    """The parsed JSON of a file one of our stages wrote, or None where it does not exist (yet)."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def require_keys(doc: dict, keys, what: str, path: str, hint: str = "") -> None:
     missing = [k for k in keys if k not in doc]
     if missing:

@@ -1,18 +1,12 @@
 """Collect the quickstart's stage results into one table: runs/quickstart/results.md (also printed)."""
 import argparse
-import json
 import os
+
+from common.jsonfile import read_json_if_present
 
 
 def pct(x):
     return "-" if x is None else f"{100 * x:.1f}"
-
-
-def load(path):
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def snippet(path, title):
@@ -32,7 +26,7 @@ def classifier_section(out: str, split: dict) -> list:
                        ("classification_la1", "baseline + logit adjustment, post hoc (tau 1)"),
                        ("classification_taunorm1", "baseline + tau-normalisation, post hoc (tau 1)"),
                        ("classification_tgn", "TGN (original + generated tail images)")):
-        r = runs[run] = load(os.path.join(out, run, "results.json"))
+        r = runs[run] = read_json_if_present(os.path.join(out, run, "results.json"))
         if r:
             lines.append(f"| {label} | {pct(r['oa'])} | {pct(r['macro_f1'])} | {pct(r.get('head_acc'))} | "
                          f"{pct(r.get('tail_acc'))} |")
@@ -51,7 +45,7 @@ def classifier_section(out: str, split: dict) -> list:
 
 
 def kmdn_section(out: str) -> list:
-    s = load(os.path.join(out, "kmdn", "distill", "summary.json"))
+    s = read_json_if_present(os.path.join(out, "kmdn", "distill", "summary.json"))
     if not s:
         return []
     lines = ["", "## TGN: KMDN (each model on its own classes' test images)", "",
@@ -75,7 +69,7 @@ def clip_zero_shot_row(report: dict | None) -> list:
 
 
 def dsva_section(out: str) -> list:
-    r = load(os.path.join(out, "dsva", "results.json"))
+    r = read_json_if_present(os.path.join(out, "dsva", "results.json"))
     if not r:
         return []
     lines = ["", f"## DSVA: zero-shot on split {r['split']} ({len(r['seen'])} seen / {len(r['unseen'])} unseen "
@@ -86,7 +80,7 @@ def dsva_section(out: str) -> list:
         if r.get(key):
             e = r[key]
             lines.append(f"| {label} | {pct(e['zsl'])} | {pct(e['u'])} | {pct(e['s'])} | {pct(e['h'])} |")
-    lines += clip_zero_shot_row(load("checkpoints/synth_clip_report.json"))
+    lines += clip_zero_shot_row(read_json_if_present("checkpoints/synth_clip_report.json"))
     return lines
 
 
@@ -114,7 +108,7 @@ def get_args_parser():
 
 def main():
     args = get_args_parser().parse_args()
-    split = load(os.path.join(args.data_root, "split.json"))
+    split = read_json_if_present(os.path.join(args.data_root, "split.json"))
     lines = ["# Quickstart results (embedded synthetic data set, CPU scale)", ""]
     lines += classifier_section(args.output_dir, split) + kmdn_section(args.output_dir)
     lines += snippet(os.path.join(args.output_dir, "cdtg", "generated", "quality.md"), "TGN: CDTG generation quality")

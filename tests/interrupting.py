@@ -39,6 +39,9 @@ def wrap(spec: str) -> None:
         return result
 
     setattr(owner, name, wrapper)
+    # a process started from a background job of a non-interactive shell inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: install it, as an interactive start has it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def wrap_if_named(argv: list) -> None:
