@@ -66,7 +66,7 @@ def get_args_parser():
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     g = p.add_argument_group("run")
     add_output_arg(g, help="output folder (default: runs/cdtg_generate/<name>); an interrupted one is continued by "
-                           "the same command", old=())
+                           "the same command")
     g.add_argument("--name", default="default", help="run name under runs/cdtg_generate/")
     g.add_argument("--seed", type=int, default=0)
     add_device_arg(g)

@@ -50,7 +50,7 @@ def get_args_parser():
     add_config_arg(p)
     add_data_args(p)
     g = p.add_argument_group("evaluation")
-    g.add_argument("--setting", "--mode", dest="setting", default="zsl", choices=["zsl", "gzsl"],
+    g.add_argument("--setting", default="zsl", choices=["zsl", "gzsl"],
                    help="which figure picks the best epoch: ZSL accuracy or GZSL H (both are always computed)")
     g.add_argument("--gamma", type=float, default=1e-4,
                    help="calibrated stacking: subtracted from seen-class probabilities in GZSL (upstream: 1e-4; "

@@ -158,10 +158,12 @@ def key_dest(parser: argparse.ArgumentParser, key) -> str | None:
 def resolve_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argparse.Namespace:
     """Parse argv with the `stage` section of --config as defaults.
 
-    YAML keys use the flag's dest name or one of its option strings, old spellings included (dashes or underscores
-    both accepted); an unknown key or a value the flag would refuse is an error that names the key, the section
-    and the file. A `base:` file's section comes first; this file's keys override it, dest by dest.
+    YAML keys use the flag's dest name or one of its option strings (dashes or underscores both accepted); an
+    unknown key or a value the flag would refuse is an error that names the key, the section and the file. A
+    `base:` file's section comes first; this file's keys override it, dest by dest. Flags are exact names: no
+    abbreviation of a longer one.
     """
+    parser.allow_abbrev = False
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)

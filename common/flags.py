@@ -1,4 +1,4 @@
-"""Route a numbered script's extra flags to the Python scripts of its stage that accept them.
+"""Route the extra flags of a numbered script that runs several Python scripts (03, 05, 11) to those that take them.
 
     routed=$(python -m common.flags --stage 03_kmdn.sh --env CONFIG=--config --skip test=--weights \\
              train=KMDN/train.py distill=KMDN/distill.py test=KMDN/test.py -- "$@")
@@ -12,18 +12,13 @@ accepts, a flag the numbered script sets from an environment variable (`--env VA
 list an old spelling too where every script that takes it gets the variable's value), a missing value or a stray
 word is one `error:` line and exit 2, before anything has run. How many values a flag takes comes from its
 argparse action: none for switches, one by default, up to the next flag for nargs '*' / '+'; `--flag=value` is
-one word.
-
-A stage of one script runs it in the same interpreter after the check (one start-up instead of two):
-
-    python -m common.flags --stage 06_classify.sh --env CONFIG=--config --run Classification/train.py \
-        --config "$CONFIG" ... -- "$@"
+one word. A stage of one script passes its flags to that script as they are: its argparse refuses what it does
+not take.
 """
 import argparse
 import importlib
 import os
 import re
-import runpy
 import shlex
 import sys
 
@@ -120,43 +115,34 @@ def bash_arrays(routed: dict) -> str:
     return "\n".join(f"{name}=({' '.join(shlex.quote(w) for w in words)})" for name, words in routed.items())
 
 
-OPTIONS = ("--stage", "--env", "--skip")  # each with a value; then --run, or the ARRAY=SCRIPT list
+OPTIONS = ("--stage", "--env", "--skip")  # each with a value; then the ARRAY=SCRIPT list
 
 
 def split_argv(argv: list) -> tuple:
-    """({option: [values]}, run?, [ARRAY=SCRIPT ...] or [SCRIPT, its fixed args ...], [flags to route])."""
+    """({option: [values]}, [ARRAY=SCRIPT ...], [flags to route])."""
     if "--" not in argv:
         raise UserError("common.flags: put -- before the flags to route")
     cut = argv.index("--")
     left, words = argv[:cut], argv[cut + 1:]
-    opts, run, i = {o: [] for o in OPTIONS}, False, 0
-    while i < len(left) and left[i] in (*OPTIONS, "--run"):
-        if left[i] == "--run":
-            run, i = True, i + 1
-            continue
+    opts, i = {o: [] for o in OPTIONS}, 0
+    while i < len(left) and left[i] in OPTIONS:
         if i + 1 >= len(left):
             raise UserError(f"common.flags: {left[i]} needs a value")
         opts[left[i]].append(left[i + 1])
         i += 2
     if i == len(left):
-        raise UserError("common.flags: name the scripts (ARRAY=SCRIPT ..., or --run SCRIPT ARGS...)")
-    return opts, run, left[i:], words
+        raise UserError("common.flags: name the scripts (ARRAY=SCRIPT ...)")
+    return opts, left[i:], words
 
 
 @cli
 def main(argv: list) -> None:
-    opts, run, rest, words = split_argv(argv)
+    opts, rest, words = split_argv(argv)
     stage = opts["--stage"][-1] if opts["--stage"] else "this script"
     env = {flag: var for var, flag in (pair(e, "--env") for e in opts["--env"])}
     skip = {}
     for name, flag in (pair(s, "--skip") for s in opts["--skip"]):
         skip.setdefault(name, set()).add(flag)
-    if run:
-        script, fixed = rest[0], rest[1:]
-        routed = route(words, {"run": (script, script_parser(script))}, skip, env, stage)["run"]
-        sys.argv = [script, *fixed, *routed]
-        runpy.run_path(script, run_name="__main__")
-        return
     specs = [pair(s, "ARRAY=SCRIPT") for s in rest]
     if not words:  # nothing to route: no need to import the scripts
         print(bash_arrays({name: [] for name, _ in specs}))

@@ -1,7 +1,4 @@
-"""The flag groups every entry point spells the same way: device, data loading, output folder.
-
-An old spelling of a flag stays an alias of the new one (same dest), so that a command typed before a rename works.
-"""
+"""The flag groups every entry point spells the same way: device, data loading, output folder."""
 from common.config import non_negative_int, positive_int
 
 DEVICES = ("auto", "cuda", "cpu")
@@ -31,6 +28,5 @@ def eval_batch_size(args) -> int:
     return args.eval_batch_size or 2 * args.batch_size
 
 
-def add_output_arg(group, default=None, help: str = "output folder", old=("--out",)) -> None:
-    """--output-dir (dest output_dir), with the stage's old spellings as aliases."""
-    group.add_argument("--output-dir", *old, dest="output_dir", default=default, help=help)
+def add_output_arg(group, default=None, help: str = "output folder") -> None:
+    group.add_argument("--output-dir", default=default, help=help)

@@ -18,7 +18,7 @@ from common.paths import relative
 def get_args_parser():
     p = argparse.ArgumentParser("Head/tail split")
     add_config_arg(p)
-    p.add_argument("--data-root", "--root", dest="data_root", required=True, help="processed data root (holds classes.json and anno/)")
+    p.add_argument("--data-root", required=True, help="processed data root (holds classes.json and anno/)")
     p.add_argument("--head-percent", type=float, default=40.0,
                    help="percentage of classes that are head: DIOR 40, FGSC-23 33")
     p.add_argument("--out", default=None, help="output file (default: <root>/split.json)")

@@ -12,9 +12,8 @@ DATASET=${1:?usage: 01_prepare.sh DATASET [RAW_DIR] [extra flags]}
 CONFIG=${CONFIG:-configs/$DATASET.yaml}
 DATA_ROOT=${DATA_ROOT:-data/$DATASET/processed}
 case "$DATASET" in
-  synthetic) run_routed --env DATA_ROOT=--output-dir --env DATA_ROOT=--out data/synthetic/prepare.py --output-dir "$DATA_ROOT" -- "${@:2}" ;;
+  synthetic) python data/synthetic/prepare.py --output-dir "$DATA_ROOT" "${@:2}" ;;
   dior|dota|fgsc23) RAW=${2:?usage: 01_prepare.sh $DATASET RAW_DIR [extra flags]}
-                    run_routed --env DATA_ROOT=--output-dir --env DATA_ROOT=--out --env CONFIG=--config "data/$DATASET/prepare.py" \
-                      --config "$CONFIG" --raw "$RAW" --output-dir "$DATA_ROOT" -- "${@:3}" ;;
+                    python "data/$DATASET/prepare.py" --config "$CONFIG" --raw "$RAW" --output-dir "$DATA_ROOT" "${@:3}" ;;
   *) echo "error: unknown data set '$DATASET'; choose synthetic, dior, dota or fgsc23" >&2; exit 2 ;;
 esac

@@ -8,5 +8,4 @@ source "$(dirname "$0")/env.sh"
 DATASET=${1:?usage: 02_split.sh DATASET [extra flags]}
 CONFIG=${CONFIG:-configs/$DATASET.yaml}
 DATA_ROOT=${DATA_ROOT:-data/$DATASET/processed}
-run_routed --env CONFIG=--config --env DATA_ROOT=--data-root --env DATA_ROOT=--root \
-  data/split.py --config "$CONFIG" --data-root "$DATA_ROOT" -- "${@:2}"
+python data/split.py --config "$CONFIG" --data-root "$DATA_ROOT" "${@:2}"

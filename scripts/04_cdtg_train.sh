@@ -19,6 +19,5 @@ if [ ! -f "$TAIL_MODEL" ]; then
   echo "error: tail model $TAIL_MODEL does not exist; run scripts/03_kmdn.sh $DATASET first" >&2
   exit 2
 fi
-run_routed --env CONFIG=--config --env DATA_ROOT=--data-root --env TAIL_MODEL=--tail-model --env OUT=--output-dir \
-  CDTG/train.py --config "$CONFIG" --data-root "$DATA_ROOT" --tail-model "$TAIL_MODEL" --output-dir "$OUT/train" \
-  $(resume_flag "$OUT/train" "${@:2}") -- "${@:2}"
+python CDTG/train.py --config "$CONFIG" --data-root "$DATA_ROOT" --tail-model "$TAIL_MODEL" --output-dir "$OUT/train" \
+  $(resume_flag "$OUT/train" "${@:2}") "${@:2}"

@@ -24,8 +24,8 @@ GENERATOR=${GENERATOR:-$OUT/train/generator.pt}
 GEN=${GEN:-$OUT/generated}
 LIST=${LIST:-$OUT/expanded_train.txt}
 CLASSIFIER=${CLASSIFIER:-$RUNS/classification/$DATASET/baseline/model_final.pt}
-route_flags --env CONFIG=--config --env DATA_ROOT=--data-root --env GENERATOR=--weights --env GENERATOR=--ckpt --env GEN=--output-dir \
-  --env GEN=--generated --env LIST=--out --env CLASSIFIER=--classifier \
+route_flags --env CONFIG=--config --env DATA_ROOT=--data-root --env GENERATOR=--weights --env GENERATOR=--ckpt \
+  --env GEN=--output-dir --env GEN=--generated --env LIST=--out --env CLASSIFIER=--classifier \
   generate=CDTG/generate.py expand=CDTG/expand.py evaluate=CDTG/evaluate.py -- "${@:2}"
 python CDTG/generate.py --config "$CONFIG" --weights "$GENERATOR" --output-dir "$GEN" "${generate[@]}"
 python CDTG/expand.py --generated "$GEN" --out "$LIST" --data-root "$DATA_ROOT" --overwrite "${expand[@]}"

@@ -14,15 +14,14 @@ MODE=${2:-baseline}
 CONFIG=${CONFIG:-configs/$DATASET.yaml}
 DATA_ROOT=${DATA_ROOT:-data/$DATASET/processed}
 RUNS=${RUNS:-runs}
-ENV_FLAGS=(--env CONFIG=--config --env DATA_ROOT=--data-root --env RUNS=--output-dir)
 case "$MODE" in
-  baseline) run_routed "${ENV_FLAGS[@]}" Classification/train.py --config "$CONFIG" --data-root "$DATA_ROOT" \
+  baseline) python Classification/train.py --config "$CONFIG" --data-root "$DATA_ROOT" \
               --output-dir "$RUNS/classification/$DATASET/baseline" \
-              $(resume_flag "$RUNS/classification/$DATASET/baseline" "${@:3}") -- "${@:3}" ;;
+              $(resume_flag "$RUNS/classification/$DATASET/baseline" "${@:3}") "${@:3}" ;;
   tgn) LIST=${3:?usage: 06_classify.sh DATASET tgn EXPANDED_LIST [extra flags]}
        ORIGINAL=$(python -c "import sys, common.layout as l; print(l.anno_path(sys.argv[1], 'train'))" "$DATA_ROOT")
-       run_routed "${ENV_FLAGS[@]}" Classification/train.py --config "$CONFIG" --data-root "$DATA_ROOT" \
+       python Classification/train.py --config "$CONFIG" --data-root "$DATA_ROOT" \
          --train-list "$ORIGINAL" --train-list "$LIST" --output-dir "$RUNS/classification/$DATASET/tgn" \
-         $(resume_flag "$RUNS/classification/$DATASET/tgn" "${@:4}") -- "${@:4}" ;;
+         $(resume_flag "$RUNS/classification/$DATASET/tgn" "${@:4}") "${@:4}" ;;
   *) echo "error: unknown mode '$MODE'; choose baseline or tgn" >&2; exit 2 ;;
 esac

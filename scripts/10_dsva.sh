@@ -26,6 +26,5 @@ if [ ! -f "$CONFIG" ]; then
 fi
 DATA_ROOT=${DATA_ROOT:-data/rssdivcs/RSSDIVCS}
 RUNS=${RUNS:-runs}
-run_routed --env CONFIG=--config --env DATA_ROOT=--data-root --env RUNS=--output-dir \
-  DSVA/train.py --config "$CONFIG" --data-root "$DATA_ROOT" --name "$EXPERIMENT" \
-  --output-dir "$RUNS/dsva/$EXPERIMENT" $(resume_flag "$RUNS/dsva/$EXPERIMENT" "${@:2}") -- "${@:2}"
+python DSVA/train.py --config "$CONFIG" --data-root "$DATA_ROOT" --name "$EXPERIMENT" \
+  --output-dir "$RUNS/dsva/$EXPERIMENT" $(resume_flag "$RUNS/dsva/$EXPERIMENT" "${@:2}") "${@:2}"

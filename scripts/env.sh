@@ -17,17 +17,12 @@ fi
 source .venv/bin/activate
 export PYTHONUNBUFFERED=1
 
-# route_flags [common.flags options] ARRAY=SCRIPT ... -- FLAGS...: give each Python script of the stage the
-# extra flags its parser accepts, as the bash array ARRAY; a flag none accepts stops the script here, exit 2.
+# route_flags [common.flags options] ARRAY=SCRIPT ... -- FLAGS...: for a stage of several Python scripts, give each
+# the extra flags its parser accepts, as the bash array ARRAY; a flag none accepts stops the script here, exit 2.
 route_flags() {
   local code
   code=$(python -m common.flags --stage "$(basename "$0")" "$@") || exit $?
   eval "$code"
-}
-# run_routed [common.flags options] SCRIPT ARGS... -- FLAGS...: the same check for a stage of one script, which
-# then runs with ARGS and its flags in that Python process.
-run_routed() {
-  python -m common.flags --stage "$(basename "$0")" --run "$@"
 }
 # resume_flag DIR FLAGS...: prints --resume when the run folder DIR holds a checkpoint (a run that this script
 # started before, interrupted or finished: the same command continues it; a finished one only re-exports) and

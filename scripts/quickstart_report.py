@@ -100,8 +100,8 @@ def times_section(path: str) -> list:
 
 def get_args_parser():
     p = argparse.ArgumentParser()
-    p.add_argument("--output-dir", "--out", dest="output_dir", default="runs/quickstart")
-    p.add_argument("--data-root", "--data", dest="data_root", default="data/synthetic/processed")
+    p.add_argument("--output-dir", default="runs/quickstart")
+    p.add_argument("--data-root", default="data/synthetic/processed")
     p.add_argument("--seconds", type=int, default=None)
     return p
 

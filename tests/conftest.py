@@ -78,9 +78,9 @@ def synth_root(tmp_path_factory):
     from data import split
     from data.synthetic import prepare
     root = str(tmp_path_factory.mktemp("synth") / "data")
-    run_main(prepare, "synthetic", "--out", root, "--classes", "10", "--n-max", "40", "--n-test", "4", "--size", "32",
+    run_main(prepare, "synthetic", "--output-dir", root, "--classes", "10", "--n-max", "40", "--n-test", "4", "--size", "32",
              "--imbalance", "10")
-    run_main(split, "split", "--root", root, "--head-percent", "40")
+    run_main(split, "split", "--data-root", root, "--head-percent", "40")
     return root
 
 

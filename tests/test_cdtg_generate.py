@@ -141,7 +141,7 @@ def test_the_chain_survives_moving_runs_and_data_together(synth_root, tmp_path):
     tree = tmp_path / "here"
     data, runs = tree / "data", tree / "runs"
     shutil.copytree(synth_root, data)
-    call(data_split, "split", ["--root", str(data), "--head-percent", "40", "--overwrite"])
+    call(data_split, "split", ["--data-root", str(data), "--head-percent", "40", "--overwrite"])
     split = json.load(open(data / "split.json"))
     assert split["root"] == "."
     torch.manual_seed(0)

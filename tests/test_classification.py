@@ -37,7 +37,7 @@ def test_train_loss_drops_and_report(synth_root, tmp_path):
         assert (out / f).is_file(), f
     # test.py on the exported weights reproduces the final evaluation, from inside Classification/
     proc = run_script("Classification/test.py", "--weights", str(out / "model_final.pt"), "--data-root", synth_root,
-                      "--workers", "0", "--out", str(tmp_path / "eval"), "--device", "cpu")
+                      "--workers", "0", "--output-dir", str(tmp_path / "eval"), "--device", "cpu")
     again = json.load(open(tmp_path / "eval" / "results.json"))
     assert again["confusion_matrix"] == res["confusion_matrix"]
     assert "tail_acc" in proc.stdout

@@ -1,32 +1,33 @@
-"""Every renamed flag: the old spelling parses to the same dest and value as the new one, on the command line and
-as a YAML key; the shared device / loader / output groups are declared the same way everywhere."""
+"""Flag spellings: the original authors' (`--ckpt`) stay aliases of ours; this repository's own former spellings are
+gone and refused, on the command line and as YAML keys; the shared device / loader / output groups are declared
+the same way everywhere."""
 import importlib
 
 import pytest
 
-from common.config import resolve_args
+from common.config import parse_args, resolve_args
 from common.errors import UserError
 from common.flags import route
 from common.options import eval_batch_size
 
-# (script module, new flag, old flag, dest, the other arguments the parser requires)
-RENAMED = [
-    ("data.split", "--data-root", "--root", "data_root", []),
-    ("data.synthetic.prepare", "--output-dir", "--out", "output_dir", []),
-    ("data.synthetic.train_clip", "--data-root", "--data", "data_root", ["--out", "c.pt"]),
-    ("data.dior.prepare", "--output-dir", "--out", "output_dir", ["--raw", "r"]),
-    ("data.dota.prepare", "--output-dir", "--out", "output_dir", ["--raw", "r"]),
-    ("data.fgsc23.prepare", "--output-dir", "--out", "output_dir", ["--raw", "r"]),
-    ("CDTG.train", "--init-weights", "--ckpt", "init_weights", []),
-    ("CDTG.generate", "--weights", "--ckpt", "weights", []),
-    ("DSVA.train", "--setting", "--mode", "setting", []),
-    ("DSVA.annotate", "--output-dir", "--out", "output_dir", []),
-    ("DSVA.test", "--output-dir", "--out", "output_dir", ["--weights", "w.pt"]),
-    ("KMDN.test", "--output-dir", "--out", "output_dir", ["--weights", "w.pt"]),
-    ("Classification.test", "--output-dir", "--out", "output_dir", ["--weights", "w.pt"]),
-    ("benchmarks.long_tail", "--output-dir", "--out", "output_dir", []),
-    ("scripts.quickstart_report", "--output-dir", "--out", "output_dir", []),
-    ("scripts.quickstart_report", "--data-root", "--data", "data_root", []),
+# (script module, flag, the original authors' spelling, dest): upstream's README trains and generates with --ckpt
+ORIGINAL_SPELLINGS = [
+    ("CDTG.train", "--init-weights", "--ckpt", "init_weights"),
+    ("CDTG.generate", "--weights", "--ckpt", "weights"),
+]
+# (script module, a former spelling of this repository, the other arguments the parser requires)
+DROPPED = [
+    ("data.split", "--root", ["--data-root", "d"]),
+    ("data.synthetic.prepare", "--out", ["--output-dir", "o"]),
+    ("data.synthetic.train_clip", "--data", ["--out", "c.pt", "--data-root", "d"]),
+    ("data.dior.prepare", "--out", ["--raw", "r", "--output-dir", "o"]),
+    ("DSVA.train", "--mode", []),
+    ("DSVA.annotate", "--out", []),
+    ("DSVA.test", "--out", ["--weights", "w.pt"]),
+    ("KMDN.test", "--out", ["--weights", "w.pt"]),
+    ("Classification.test", "--out", ["--weights", "w.pt"]),
+    ("benchmarks.long_tail", "--out", []),
+    ("scripts.quickstart_report", "--data", []),
 ]
 
 
@@ -34,13 +35,19 @@ def parser_of(module: str):
     return importlib.import_module(module).get_args_parser()
 
 
-@pytest.mark.parametrize("module,new,old,dest,rest", RENAMED, ids=[f"{m}:{o}" for m, _, o, _, _ in RENAMED])
-def test_old_spelling_parses_to_the_new_dest(module, new, old, dest, rest):
-    value = "gzsl" if dest == "setting" else "x/y"
-    p = parser_of(module)
-    assert getattr(p.parse_args([*rest, new, value]), dest) == value
-    p = parser_of(module)
-    assert getattr(p.parse_args([*rest, old, value]), dest) == value
+@pytest.mark.parametrize("module,new,old,dest", ORIGINAL_SPELLINGS, ids=[f"{m}:{o}" for m, _, o, _ in ORIGINAL_SPELLINGS])
+def test_the_original_spelling_parses_to_our_dest(module, new, old, dest):
+    assert getattr(parser_of(module).parse_args([new, "x/y"]), dest) == "x/y"
+    assert getattr(parser_of(module).parse_args([old, "x/y"]), dest) == "x/y"
+
+
+@pytest.mark.parametrize("module,old,rest", DROPPED, ids=[f"{m}:{o}" for m, o, _ in DROPPED])
+def test_a_former_spelling_is_refused(module, old, rest, capsys):
+    """Also where it is the start of the new one (--out of --output-dir, --data of --data-root)."""
+    with pytest.raises(SystemExit) as e:
+        parse_args(parser_of(module), "s", [*rest, old, "x"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"error: unrecognized arguments: {old} x (see --help)\n"
 
 
 def write(tmp_path, text):
@@ -49,48 +56,46 @@ def write(tmp_path, text):
     return str(path)
 
 
-@pytest.mark.parametrize("module,stage,old_key,new_key,value,dest,rest", [
-    ("data.split", "split", "root", "data_root", "/d", "data_root", []),
-    ("DSVA.train", "dsva", "mode", "setting", "gzsl", "setting", []),
-    ("CDTG.train", "cdtg_train", "ckpt", "init_weights", "/g.pt", "init_weights", []),
-    ("CDTG.generate", "cdtg_generate", "ckpt", "weights", "/g.pt", "weights", []),
-    ("DSVA.annotate", "dsva_annotate", "out", "output_dir", "/o", "output_dir", []),
-    ("data.synthetic.train_clip", "train_clip", "data", "data_root", "/d", "data_root", ["--out", "c.pt"]),
+@pytest.mark.parametrize("module,stage,key,value,dest", [
+    ("CDTG.train", "cdtg_train", "ckpt", "/g.pt", "init_weights"),
+    ("CDTG.generate", "cdtg_generate", "ckpt", "/g.pt", "weights"),
+    ("CDTG.generate", "cdtg_generate", "weights", "/g.pt", "weights"),
 ])
-def test_old_yaml_key_sets_the_new_dest(tmp_path, module, stage, old_key, new_key, value, dest, rest):
-    for key in (old_key, new_key, new_key.replace("_", "-")):
-        cfg = write(tmp_path, f"{stage}:\n  {key}: {value}\n")
-        assert getattr(resolve_args(parser_of(module), stage, ["--config", cfg, *rest]), dest) == value
+def test_the_original_yaml_key_sets_our_dest(tmp_path, module, stage, key, value, dest):
+    cfg = write(tmp_path, f"{stage}:\n  {key}: {value}\n")
+    assert getattr(resolve_args(parser_of(module), stage, ["--config", cfg]), dest) == value
 
 
-def test_old_and_new_yaml_key_together_is_an_error(tmp_path):
-    cfg = write(tmp_path, "dsva:\n  mode: zsl\n  setting: gzsl\n")
-    with pytest.raises(UserError, match=r"keys 'mode' and 'setting' in section 'dsva' of .*c\.yaml set the same "
-                                        r"option \(--setting\); keep one"):
-        resolve_args(parser_of("DSVA.train"), "dsva", ["--config", cfg])
+def test_a_former_yaml_key_is_refused_by_name(tmp_path):
+    cfg = write(tmp_path, "split:\n  root: /d\n")
+    with pytest.raises(UserError, match=r"'root'"):
+        resolve_args(parser_of("data.split"), "split", ["--config", cfg])
+
+
+def test_the_original_and_our_yaml_key_together_is_an_error(tmp_path):
+    cfg = write(tmp_path, "cdtg_generate:\n  ckpt: /a.pt\n  weights: /b.pt\n")
+    with pytest.raises(UserError, match=r"keys 'ckpt' and 'weights' in section 'cdtg_generate' of .*c\.yaml set the "
+                                        r"same option \(--weights\); keep one"):
+        resolve_args(parser_of("CDTG.generate"), "cdtg_generate", ["--config", cfg])
 
 
 def test_a_yaml_value_still_goes_through_the_flag_checks(tmp_path):
-    cfg = write(tmp_path, "dsva:\n  mode: both\n")
-    with pytest.raises(UserError, match=r"key 'mode': invalid choice: 'both'"):
+    cfg = write(tmp_path, "dsva:\n  setting: both\n")
+    with pytest.raises(UserError, match=r"key 'setting': invalid choice: 'both'"):
         resolve_args(parser_of("DSVA.train"), "dsva", ["--config", cfg])
 
 
 def test_routing_knows_aliases():
-    """A flag withheld from a script stays withheld under its old name; an --env flag is its exact spelling (so
-    that 03_kmdn.sh's RUNS=--output-dir for the training runs leaves KMDN/test.py's --out report folder to the
-    user, as before the rename)."""
-    parsers = {"split": ("data/split.py", parser_of("data.split"))}
-    with pytest.raises(UserError, match=r"sets --root itself: set the environment variable DATA_ROOT=\.\.\. instead"):
-        route(["--root", "/d"], parsers, {}, {"--data-root": "DATA_ROOT", "--root": "DATA_ROOT"}, "02_split.sh")
-    parsers = {"train": ("KMDN/train.py", parser_of("KMDN.train")), "test": ("KMDN/test.py", parser_of("KMDN.test"))}
-    assert route(["--out", "/r"], parsers, {}, {"--output-dir": "RUNS"}, "03_kmdn.sh") == {"train": [],
-                                                                                           "test": ["--out", "/r"]}
-    parsers = {"annotate": ("DSVA/annotate.py", parser_of("DSVA.annotate")),
-               "train": ("DSVA/train.py", parser_of("DSVA.train"))}
-    with pytest.raises(UserError, match="no script of s.sh accepts --out"):
-        route(["--out", "/o"], parsers, {"annotate": {"--output-dir"}}, {}, "s.sh")
-    assert route(["--mode", "gzsl"], parsers, {}, {}, "s.sh") == {"annotate": [], "train": ["--mode", "gzsl"]}
+    """A flag withheld from a script stays withheld under its other spelling; an --env flag is refused in every
+    spelling the stage lists."""
+    parsers = {"generate": ("CDTG/generate.py", parser_of("CDTG.generate")),
+               "expand": ("CDTG/expand.py", parser_of("CDTG.expand"))}
+    with pytest.raises(UserError, match=r"sets --ckpt itself: set the environment variable GENERATOR=\.\.\. instead"):
+        route(["--ckpt", "/g.pt"], parsers, {}, {"--weights": "GENERATOR", "--ckpt": "GENERATOR"}, "05.sh")
+    with pytest.raises(UserError, match="no script of s.sh accepts --ckpt"):
+        route(["--ckpt", "/g.pt"], parsers, {"generate": {"--weights"}}, {}, "s.sh")
+    assert route(["--n-per-class", "3"], parsers, {}, {}, "s.sh") == {"generate": ["--n-per-class", "3"],
+                                                                       "expand": ["--n-per-class", "3"]}
 
 
 @pytest.mark.parametrize("module,rest", [("Classification.train", []), ("Classification.crt", ["--weights", "w"]),

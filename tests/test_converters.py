@@ -115,7 +115,7 @@ def test_dior_class_order_is_spec_order():
 def test_dior(tmp_path, capsys, annotation_folder):
     raw, out = tmp_path / "raw", tmp_path / "out"
     write_dior(raw, annotation_folder)
-    chips = convert(dior, "prepare_dior", "--raw", raw, "--out", out)
+    chips = convert(dior, "prepare_dior", "--raw", raw, "--output-dir", out)
 
     assert anno_lines(out, "DIOR", "train") == ["0/00001_0.jpg 0", "7/00001_1.jpg 7", "18/00002_0.jpg 18"]
     assert anno_lines(out, "DIOR", "test") == ["15/00003_0.jpg 15", "8/00003_1.jpg 8"]
@@ -141,21 +141,21 @@ def test_dior_refuses_non_empty_out_unless_overwrite(tmp_path, capsys):
     os.makedirs(out / "train" / "3")
     (out / "train" / "3" / "stale.jpg").write_bytes(b"x")
     with pytest.raises(SystemExit) as exit_info:
-        convert(dior, "prepare_dior", "--raw", raw, "--out", out)
+        convert(dior, "prepare_dior", "--raw", raw, "--output-dir", out)
     assert exit_info.value.code == 2
     assert "is not empty; pass --overwrite" in capsys.readouterr().err
-    convert(dior, "prepare_dior", "--raw", raw, "--out", out, "--overwrite")
+    convert(dior, "prepare_dior", "--raw", raw, "--output-dir", out, "--overwrite")
     assert not (out / "train" / "3").exists()
     assert len(chip_sizes(out)) == 5
 
 
 def test_dior_errors(tmp_path):
-    assert_one_line_error(run_script("dior", "--raw", tmp_path / "nope", "--out", tmp_path / "out"),
+    assert_one_line_error(run_script("dior", "--raw", tmp_path / "nope", "--output-dir", tmp_path / "out"),
                           "DIOR folder", "nope", "does not exist")
     raw = tmp_path / "raw"
     write_dior(raw, "Annotations/Horizontal Bounding Boxes")
     os.remove(raw / "Annotations/Horizontal Bounding Boxes/00002.xml")
-    assert_one_line_error(run_script("dior", "--raw", raw, "--out", tmp_path / "out"),
+    assert_one_line_error(run_script("dior", "--raw", raw, "--output-dir", tmp_path / "out"),
                           "00002.xml does not exist", "image 00002 is listed in ImageSets/Main")
     assert not (tmp_path / "out").exists()
 
@@ -193,7 +193,7 @@ def test_dota_class_ids():
 def test_dota(tmp_path, capsys):
     raw, out = tmp_path / "raw", tmp_path / "out"
     write_dota(raw)
-    chips = convert(dota, "prepare_dota", "--raw", raw, "--out", out)
+    chips = convert(dota, "prepare_dota", "--raw", raw, "--output-dir", out)
 
     assert anno_lines(out, "DOTA", "train") == ["7/P0001_0.jpg 7", "9/P0001_1.jpg 9", "6/P0001_2.jpg 6",
                                                 "8/P0002_1.jpg 8"]
@@ -211,7 +211,7 @@ def test_dota(tmp_path, capsys):
 def test_dota_skip_difficult(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     write_dota(raw)
-    chips = convert(dota, "prepare_dota", "--raw", raw, "--out", out, "--skip-difficult")
+    chips = convert(dota, "prepare_dota", "--raw", raw, "--output-dir", out, "--skip-difficult")
     assert anno_lines(out, "DOTA", "train") == ["7/P0001_0.jpg 7", "6/P0001_2.jpg 6", "8/P0002_1.jpg 8"]
     assert chips.skipped["difficult (--skip-difficult)"] == 1
     assert sum(chips.skipped.values()) == 4
@@ -222,17 +222,17 @@ def test_dota_bad_label_line(tmp_path, capsys):
     write_dota(raw)
     (raw / "val" / "labelTxt" / "P0003.txt").write_text("gsd:null\n0 0 6 0 6 9 tennis-court\n")
     with pytest.raises(SystemExit):
-        convert(dota, "prepare_dota", "--raw", raw, "--out", tmp_path / "out")
+        convert(dota, "prepare_dota", "--raw", raw, "--output-dir", tmp_path / "out")
     assert "P0003.txt line 2: expected '<8 coordinates> <class> <difficult>'" in capsys.readouterr().err
 
 
 def test_dota_errors(tmp_path):
-    assert_one_line_error(run_script("dota", "--raw", tmp_path / "nope", "--out", tmp_path / "out"),
+    assert_one_line_error(run_script("dota", "--raw", tmp_path / "nope", "--output-dir", tmp_path / "out"),
                           "DOTA folder", "does not exist")
     raw = tmp_path / "raw"
     write_dota(raw)
     os.remove(raw / "train" / "labelTxt" / "P0002.txt")
-    assert_one_line_error(run_script("dota", "--raw", raw, "--out", tmp_path / "out"),
+    assert_one_line_error(run_script("dota", "--raw", raw, "--output-dir", tmp_path / "out"),
                           "P0002.txt does not exist", "image P0002.png has no labels")
 
 
@@ -251,7 +251,7 @@ def test_fgsc23_stratified_split(tmp_path, capsys):
     write_fgsc(raw, {"0-aircraft carrier": (5, "jpg"), "1": (10, "png"), "2_destroyer": (3, "jpg"),
                      "extras": (1, "jpg")})
     (raw / "readme.txt").write_text("not a class")
-    chips = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--out", out, "--num-classes", 3)
+    chips = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", out, "--num-classes", 3)
 
     assert classes_json(out) == {"dataset": "FGSC23", "names": ["aircraft carrier", "class_1", "destroyer"]}
     assert chips.counts == {"train": [4, 8, 2], "test": [1, 2, 1]}
@@ -266,9 +266,9 @@ def test_fgsc23_stratified_split(tmp_path, capsys):
         (out / "test/0/0000.jpg").read_bytes() == (raw / "0-aircraft carrier/0000.jpg").read_bytes()
     assert "stratified split with --test-ratio 0.2 --seed 0" in capsys.readouterr().out
 
-    again = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--out", tmp_path / "again", "--num-classes", 3)
+    again = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", tmp_path / "again", "--num-classes", 3)
     assert again.entries == chips.entries
-    other = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--out", tmp_path / "other", "--num-classes", 3,
+    other = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", tmp_path / "other", "--num-classes", 3,
                     "--seed", 1)
     assert other.counts == chips.counts and other.entries != chips.entries
 
@@ -277,7 +277,7 @@ def test_fgsc23_release_split(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     write_fgsc(raw / "train", {"0": (2, "jpg"), "1-frigate": (3, "bmp")})
     write_fgsc(raw / "test", {"0": (1, "jpg"), "1-frigate": (1, "bmp")})
-    chips = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--out", out, "--num-classes", 2)
+    chips = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", out, "--num-classes", 2)
     assert classes_json(out) == {"dataset": "FGSC23", "names": ["class_0", "frigate"]}
     assert anno_lines(out, "FGSC23", "train") == ["0/0000.jpg 0", "0/0001.jpg 0",
                                                   "1/1000.jpg 1", "1/1001.jpg 1", "1/1002.jpg 1"]
@@ -287,12 +287,12 @@ def test_fgsc23_release_split(tmp_path):
 
 
 def test_fgsc23_errors(tmp_path):
-    assert_one_line_error(run_script("fgsc23", "--raw", tmp_path / "nope", "--out", tmp_path / "out"),
+    assert_one_line_error(run_script("fgsc23", "--raw", tmp_path / "nope", "--output-dir", tmp_path / "out"),
                           "FGSC-23 folder", "does not exist")
     raw = tmp_path / "raw"
     write_fgsc(raw, {"0": (1, "jpg"), "1": (1, "jpg")})
-    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--out", tmp_path / "out", "--num-classes", 3),
+    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--output-dir", tmp_path / "out", "--num-classes", 3),
                           "expected class folders 0..2; missing [2]")
     os.makedirs(raw / "train")
-    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--out", tmp_path / "out", "--num-classes", 2),
+    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--output-dir", tmp_path / "out", "--num-classes", 2),
                           "FGSC-23 test folder", "does not exist")

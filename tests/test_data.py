@@ -49,11 +49,11 @@ def test_synthetic_layout_and_metadata(synth_root, classes_json):
 
 def test_synthetic_is_deterministic(tmp_path):
     for out in ("a", "b"):
-        run_script("data/synthetic/prepare.py", "--out", str(tmp_path / out), "--classes", "10", "--n-max", "6",
+        run_script("data/synthetic/prepare.py", "--output-dir", str(tmp_path / out), "--classes", "10", "--n-max", "6",
                    "--n-test", "1", "--size", "16")
     for rel in ("anno/SYNTH_train.txt", "classes.json", "captions.jsonl", "train/0/00000.jpg"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
-    proc = run_script("data/synthetic/prepare.py", "--out", str(tmp_path / "a"), check=False)
+    proc = run_script("data/synthetic/prepare.py", "--output-dir", str(tmp_path / "a"), check=False)
     assert_one_line_error(proc, "not empty", "--overwrite")
 
 

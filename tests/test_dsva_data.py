@@ -222,7 +222,7 @@ def test_train_and_convert_on_rssdivcs_release(rssdivcs, tmp_path):
     conv = tmp_path / "converted"
     annotate.main(parse_args(annotate.get_args_parser(), "dsva_annotate", [
         "--from-mat", str(root / "files" / "ann_attr_finetune_43_splits.mat"),
-        "--attribute-groups", str(root / "files" / "attri_group_3.json"), "--out", str(conv)]))
+        "--attribute-groups", str(root / "files" / "attri_group_3.json"), "--output-dir", str(conv)]))
     doc = json.load(open(conv / "attributes.json"))
     assert doc["classes"] == NAMES and list(doc["groups"]) == ["functions", "materials", "surface_properties"]
     assert np.array_equal(np.asarray(doc["matrix"]), att.T)

@@ -70,7 +70,7 @@ def test_annotate_matrix(synth_root, classes_json, tiny_clip, tmp_path, capsys):
     out = tmp_path / "ann"
     run(annotate, "dsva_annotate", "--data-root", synth_root, "--vocabulary", "data", "--synthetic-prompts",
         "--clip-model", NAME, "--clip-pretrained", tiny_clip, "--images-per-class", "3", "--workers", "0",
-        "--out", out, "--device", "cpu")
+        "--output-dir", out, "--device", "cpu")
     matrix = np.load(out / "attributes.npy")
     n_attr = len(classes_json["attributes"])
     assert matrix.shape == (10, n_attr)
@@ -84,7 +84,7 @@ def test_annotate_matrix(synth_root, classes_json, tiny_clip, tmp_path, capsys):
     # the default vocabulary: 100 attributes in the paper's three groups, mean aggregation, z-scores
     out2 = tmp_path / "ann2"
     run(annotate, "dsva_annotate", "--data-root", synth_root, "--clip-model", NAME, "--clip-pretrained",
-        tiny_clip, "--images-per-class", "2", "--workers", "0", "--normalize", "zscore", "--out", out2,
+        tiny_clip, "--images-per-class", "2", "--workers", "0", "--normalize", "zscore", "--output-dir", out2,
                "--device", "cpu")
     doc = json.load(open(out2 / "attributes.json"))
     assert list(doc["groups"]) == ["functions", "materials", "surface_properties"]
@@ -92,14 +92,14 @@ def test_annotate_matrix(synth_root, classes_json, tiny_clip, tmp_path, capsys):
     assert m.shape == (10, 100) and np.allclose(m.mean(0), 0, atol=1e-5)
     with pytest.raises(SystemExit) as stop:
         run(annotate, "dsva_annotate", "--data-root", synth_root, "--clip-model", NAME, "--clip-pretrained",
-            tiny_clip, "--out", out2)
+            tiny_clip, "--output-dir", out2)
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "attributes.json already holds the result of other settings: --images-per-class" in err
     assert "--overwrite" in err
     # run again: finished, nothing to do; unfinished (attributes.json is written last), annotated again
     same = ["--data-root", synth_root, "--clip-model", NAME, "--clip-pretrained", tiny_clip, "--images-per-class",
-            "2", "--workers", "0", "--normalize", "zscore", "--out", out2, "--device", "cpu"]
+            "2", "--workers", "0", "--normalize", "zscore", "--output-dir", out2, "--device", "cpu"]
     run(annotate, "dsva_annotate", *same)
     assert "already finished with these settings; nothing to do" in capsys.readouterr().out
     (out2 / "attributes.json").unlink()
@@ -129,7 +129,7 @@ def test_train_then_test_reproduces(synth_root, tiny_clip, tmp_path):
     for f in ("model_final.pt", "model_best.pt", "attention_maps.png", "results.md", "ckpt_last.pt"):
         assert (out / f).is_file(), f
     run(dsva_test, "dsva_test", "--weights", out / "model_final.pt", "--workers", "0", "--device", "cpu",
-        "--out", tmp_path / "eval")
+        "--output-dir", tmp_path / "eval")
     again = json.load(open(tmp_path / "eval" / "results.json"))
     for branch in ("local", "global"):
         for k in ("zsl", "u", "s", "h"):

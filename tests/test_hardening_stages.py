@@ -37,11 +37,11 @@ def data_copy(synth_root, tmp_path):
 @pytest.mark.slow
 def test_split_json_and_test_report_are_not_replaced(data_copy, tmp_path):
     before = (data_copy / "split.json").read_bytes()
-    proc = run_script("data/split.py", "--root", str(data_copy), "--head-percent", "30", check=False)
+    proc = run_script("data/split.py", "--data-root", str(data_copy), "--head-percent", "30", check=False)
     assert_one_line_error(proc, f"{data_copy / 'split.json'} exists and holds another split", "--overwrite")
     assert (data_copy / "split.json").read_bytes() == before
-    run_script("data/split.py", "--root", str(data_copy), "--head-percent", "40")  # the same split: fine
-    run_script("data/split.py", "--root", str(data_copy), "--head-percent", "30", "--overwrite")
+    run_script("data/split.py", "--data-root", str(data_copy), "--head-percent", "40")  # the same split: fine
+    run_script("data/split.py", "--data-root", str(data_copy), "--head-percent", "30", "--overwrite")
     assert len(json.loads((data_copy / "split.json").read_text())["head"]) == 3
 
     from Classification import test as cls_test
@@ -51,7 +51,7 @@ def test_split_json_and_test_report_are_not_replaced(data_copy, tmp_path):
     report = tmp_path / "report"
     report.mkdir()
     (report / "results.json").write_text('{"oa": 0.5}')
-    proc = call(cls_test, "classification_test", "--weights", weights, "--data-root", data_copy, "--out", report,
+    proc = call(cls_test, "classification_test", "--weights", weights, "--data-root", data_copy, "--output-dir", report,
                 "--workers", "0", "--device", "cpu")
     assert_one_line_error(proc, f"{report}/results.json already exists (its settings are not recorded in it); "
                                 f"pass --overwrite")
@@ -74,13 +74,13 @@ def test_converters_leave_nothing_at_out_on_failure_and_count_ignored_entries(tm
     jpeg(raw / "1" / "c.jpg")
     (raw / "1" / "z_corrupt.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "out"
-    proc = call(fgsc23, "prepare_fgsc23", "--raw", raw, "--out", out, "--num-classes", 2)
+    proc = call(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", out, "--num-classes", 2)
     assert_one_line_error(proc, "z_corrupt.jpg is not a readable image")
     assert sorted(os.listdir(tmp_path)) == ["fgsc"]  # no --out, no hidden staging folder
 
     out.mkdir()  # an existing data set stays as it was under --overwrite when the conversion fails
     (out / "classes.json").write_text("{}")
-    proc = call(fgsc23, "prepare_fgsc23", "--raw", raw, "--out", out, "--num-classes", 2, "--overwrite")
+    proc = call(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", out, "--num-classes", 2, "--overwrite")
     assert proc.returncode == 2 and tree(out) == {"classes.json": hashlib.sha1(b"{}").hexdigest()}
     assert sorted(os.listdir(tmp_path)) == ["fgsc", "out"]
 
@@ -88,7 +88,7 @@ def test_converters_leave_nothing_at_out_on_failure_and_count_ignored_entries(tm
     (raw / "0-carrier" / "Thumbs.db").write_bytes(b"x")
     (raw / "notes.txt").write_text("x")
     os.makedirs(raw / "2")
-    proc = call(fgsc23, "prepare_fgsc23", "--raw", raw, "--out", out, "--num-classes", 3, "--overwrite")
+    proc = call(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", out, "--num-classes", 3, "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert f"not a class folder: 1 (e.g. {raw / 'notes.txt'})" in proc.stdout
     assert f"not an image file: 1 (e.g. {raw / '0-carrier' / 'Thumbs.db'})" in proc.stdout
@@ -106,7 +106,7 @@ def test_converters_leave_nothing_at_out_on_failure_and_count_ignored_entries(tm
     (dior_raw / "ImageSets" / "Main" / "train.txt").write_text("00001\n")
     (dior_raw / "ImageSets" / "Main" / "val.txt").write_text("")
     (dior_raw / "ImageSets" / "Main" / "test.txt").write_text("")
-    proc = call(dior, "prepare_dior", "--raw", dior_raw, "--out", tmp_path / "dior_out")
+    proc = call(dior, "prepare_dior", "--raw", dior_raw, "--output-dir", tmp_path / "dior_out")
     assert_one_line_error(proc, "00001.jpg is not a readable image")
     assert sorted(os.listdir(tmp_path)) == ["dior", "fgsc", "out"]
 
@@ -186,8 +186,9 @@ def test_expand_and_generate_input_checks(synth_root, tmp_path):
 
     names = json.loads(open(os.path.join(synth_root, "classes.json")).read())["names"]
     ckpt = tmp_path / "generator.pt"
-    torch.save({"g_ema": {}, "P_ema": {}, "meta": {"dataset": "SYNTH", "data_root": synth_root, "classes": [2, 5],
-                                                     "names": [names[2], "no-such-name"]}}, ckpt)
+    torch.save({"g_ema": {}, "P_ema": {}, "meta": {"format": "cdtg-generator-v1", "dataset": "SYNTH",
+                                                   "data_root": synth_root, "classes": [2, 5],
+                                                   "names": [names[2], "no-such-name"]}}, ckpt)
     proc = call(generate, "cdtg_generate", "--ckpt", ckpt, "--output-dir", tmp_path / "g", "--device", "cpu")
     assert_one_line_error(proc, f"data root {synth_root} has '{names[5]}' as class 5, but the generator's class 5 "
                                 f"is 'no-such-name'; pass the data root it was trained on (--data-root)")
@@ -267,7 +268,7 @@ def test_bad_values_fail_before_a_run_folder(synth_root, tmp_path):
 def test_dsva_bad_values_and_attributes(synth_root, tmp_path):
     from DSVA import annotate, train
     out = tmp_path / "run"
-    proc = call(annotate, "dsva_annotate", "--data-root", synth_root, "--out", out, "--images-per-class", 0)
+    proc = call(annotate, "dsva_annotate", "--data-root", synth_root, "--output-dir", out, "--images-per-class", 0)
     assert_one_line_error(proc, "--images-per-class must be at least 1")
     common = ["--data-root", synth_root, "--split", "43", "--output-dir", out, "--device", "cpu", "--workers", "0"]
     proc = call(train, "dsva", *common, "--ways", 20)

@@ -202,7 +202,7 @@ def test_distill_run_and_exported_tail_model(distilled, stage1, synth_root, tmp_
     # the exported tail model alone reproduces the tail model's reported test results
     capsys.readouterr()
     call(test, "kmdn_test", ["--weights", distilled / "head_model.pt", distilled / "tail_model.pt", "--data-root",
-                             synth_root, "--workers", "0", "--device", "cpu", "--out", tmp_path])
+                             synth_root, "--workers", "0", "--device", "cpu", "--output-dir", tmp_path])
     again = json.load(open(tmp_path / "tail_model" / "results.json"))
     assert again["confusion_matrix"] == json.load(open(distilled / "tail" / "results.json"))["confusion_matrix"]
     assert "are disjoint" in capsys.readouterr().out

@@ -175,7 +175,7 @@ def test_ldam_export_loads_in_test_py_and_crt_freezes_backbone(synth_root, tmp_p
                "--loss", "ldam", "--sampler", "class_balanced")
     res = json.load(open(run / "results.json"))
     run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
-               "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "eval"))
+               "--workers", "0", "--device", "cpu", "--output-dir", str(tmp_path / "eval"))
     assert json.load(open(tmp_path / "eval" / "results.json"))["confusion_matrix"] == res["confusion_matrix"]
     # post hoc, default folder named after the adjustment, next to the weights
     proc = run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), "--data-root", synth_root,
@@ -288,7 +288,7 @@ classification_test:
 def test_driver_two_seeds_two_methods_and_resume(synth_root, tmp_path):
     out = tmp_path / "bench"
     args = ["benchmarks/long_tail.py", "--config", tiny_config(tmp_path, synth_root), "--methods", "ce",
-            "logit_adjust", "--seeds", "0", "1", "--parts", "longtail", "--out", str(out), "--jobs", "2",
+            "logit_adjust", "--seeds", "0", "1", "--parts", "longtail", "--output-dir", str(out), "--jobs", "2",
             "--protocols", "adam"]
     proc = run_script(*args)
     table = (out / "results.md").read_text()
@@ -332,7 +332,7 @@ def test_driver_kmdn_and_dsva_tables_from_finished_runs(synth_root, tmp_path):
         (d / "clip_report.json").write_text(json.dumps({"zero_shot": {"name": {
             "unseen_among_unseen": 0.4, "unseen_among_all": 0.2, "seen_among_all": 0.8}}}))
     proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--parts", "kmdn", "dsva", "--seeds", "0",
-                      "1", "--out", str(out), "--report-only")
+                      "1", "--output-dir", str(out), "--report-only")
     table = (out / "results.md").read_text()
     assert "| tail model accuracy | 2 | 50.0 ± 0.0 | 60.0 ± 0.0 | 75.0 ± 7.1 | +15.0 ± 7.1 |" in table, table
     assert ("| DSVA, last epoch (epochs and gamma chosen on validation classes) | 2 | 55.0 ± 7.1 | 40.0 ± 0.0 |"
@@ -344,14 +344,14 @@ def test_driver_kmdn_and_dsva_tables_from_finished_runs(synth_root, tmp_path):
 
 def test_driver_errors(synth_root, tmp_path):
     proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--methods", "ce", "tgn",
-                      "--parts", "longtail", "--out", str(tmp_path / "b"), check=False)
+                      "--parts", "longtail", "--output-dir", str(tmp_path / "b"), check=False)
     assert_one_line_error(proc, "tgn needs the tgn part", "--tgn-list")
     proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--tgn-list", str(tmp_path / "x.txt"),
-                      "--out", str(tmp_path / "b"), check=False)
+                      "--output-dir", str(tmp_path / "b"), check=False)
     assert_one_line_error(proc, "x.txt does not exist")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"benchmark:\n  data_root: {synth_root}\n  methods: [ce, focal]\n")
-    proc = run_script("benchmarks/long_tail.py", "--config", str(cfg), "--out", str(tmp_path / "b"), check=False)
+    proc = run_script("benchmarks/long_tail.py", "--config", str(cfg), "--output-dir", str(tmp_path / "b"), check=False)
     assert_one_line_error(proc, str(cfg), "key 'methods'", "invalid choice: 'focal'")
     assert not (tmp_path / "b").exists()
 
@@ -368,7 +368,7 @@ def long_tail_module():
 def test_driver_tgn_part_wiring(synth_root, tmp_path):
     """The tgn part: one CDTG on the first seed's distilled tail model, then a TGN classifier per seed on its list."""
     lt = long_tail_module()
-    args = lt.get_args_parser().parse_args(["--data-root", synth_root, "--seeds", "3", "4", "--out", str(tmp_path)])
+    args = lt.get_args_parser().parse_args(["--data-root", synth_root, "--seeds", "3", "4", "--output-dir", str(tmp_path)])
     args.methods = [*lt.DEFAULT_METHODS, "tgn"]
     plan = lt.tgn_plan(args, 3, synth_root)
     train, generate, expand = plan.cdtg
@@ -463,7 +463,7 @@ def test_tuned_settings_never_read_the_test_list(synth_root, tmp_path):
         for flag in ("--logit-adjust", "--tau-norm"):
             out = tmp_path / f"{flag[2:]}_{name}"
             run_script("Classification/test.py", "--weights", str(run / "model_final.pt"), *common, flag, "1",
-                       "--tau-grid", "0", "0.5", "1", "2", "--out", str(out), *t)
+                       "--tau-grid", "0", "0.5", "1", "2", "--output-dir", str(out), *t)
             tuned[flag, name] = json.load(open(out / "tuned.json"))
             oa[flag, name] = json.load(open(out / "results.json"))["oa"]
         out = tmp_path / f"crt_{name}"
@@ -484,7 +484,7 @@ def test_driver_validation_list_and_drw_tuning_wiring(synth_root, tmp_path):
     lt = long_tail_module()
     cfg = tiny_config(tmp_path, synth_root, epochs=4)
     args = lt.get_args_parser().parse_args(["--config", cfg, "--data-root", synth_root, "--seeds", "0", "1",
-                                            "--out", str(tmp_path / "b"), "--parts", "longtail"])
+                                            "--output-dir", str(tmp_path / "b"), "--parts", "longtail"])
     args.methods = ["ce", "ldam_drw", "crt", "tau_norm"]
     from common.holdout import carve_lists
     from common.layout import read_list

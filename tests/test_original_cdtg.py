@@ -25,9 +25,9 @@ FEATURE = (256, 2, 2)  # layer3 of a resnet18 tail model at 32 px
 def tail12_root(tmp_path_factory):
     """A tiny data set whose split has 12 tail classes, as the original files (4 head + 12 tail, 32 px)."""
     root = str(tmp_path_factory.mktemp("tail12") / "data")
-    run_script("data/synthetic/prepare.py", "--out", root, "--classes", "16", "--n-max", "12", "--n-test", "2",
+    run_script("data/synthetic/prepare.py", "--output-dir", root, "--classes", "16", "--n-max", "12", "--n-test", "2",
                "--size", "32", "--imbalance", "4")
-    run_script("data/split.py", "--root", root, "--head-percent", "25")
+    run_script("data/split.py", "--data-root", root, "--head-percent", "25")
     return root
 
 

@@ -184,7 +184,7 @@ def test_kmdn_files_logits_and_layer3_equal_the_original(originals, dior_root):
 def test_kmdn_test_py_takes_the_original_files(originals, dior_root, tmp_path, capsys):
     kmdn_test.main(kmdn_test.parse_args(kmdn_test.get_args_parser(), "kmdn_test", [
         "--weights", originals["head"], originals["tail"], "--data-root", str(dior_root), "--workers", "0",
-        "--device", "cpu", "--out", str(tmp_path)]))
+        "--device", "cpu", "--output-dir", str(tmp_path)]))
     out = capsys.readouterr().out
     assert "UModel_epoch_0.pth: recognised the original TGN KMDN layout" in out
     assert f"head model, classes {HEAD} of split.json in that order" in out

@@ -140,7 +140,7 @@ def test_captions_and_prompts():
 
 def test_script_end_to_end(data_root, tmp_path, capsys):
     out = tmp_path / "clip" / "synth_clip.pt"
-    argv = ["--data", data_root, "--out", str(out), "--steps", "3", "--batch-size", "8", "--width", "32",
+    argv = ["--data-root", data_root, "--out", str(out), "--steps", "3", "--batch-size", "8", "--width", "32",
             "--layers", "1", "--embed-dim", "16", "--warmup", "1", "--log-every", "1"]
     args = parse_args(train_clip.get_args_parser(), "train_clip", argv)
     train_clip.main(args)
@@ -158,7 +158,7 @@ def test_script_end_to_end(data_root, tmp_path, capsys):
 
 def test_script_rejects_a_folder_that_is_not_the_embedded_set(tmp_path, capsys):
     write_layout(str(tmp_path), "DIOR", ["a", "b"], {})
-    args = parse_args(train_clip.get_args_parser(), "train_clip", ["--data", str(tmp_path), "--out", "x.pt"])
+    args = parse_args(train_clip.get_args_parser(), "train_clip", ["--data-root", str(tmp_path), "--out", "x.pt"])
     with pytest.raises(SystemExit) as e:
         train_clip.main(args)
     assert e.value.code == 2
@@ -167,7 +167,7 @@ def test_script_rejects_a_folder_that_is_not_the_embedded_set(tmp_path, capsys):
 
 def test_init_continues_an_earlier_fit_on_all_classes(data_root, tmp_path, capsys):
     first, second = tmp_path / "seen.pt", tmp_path / "all.pt"
-    small = ["--data", data_root, "--steps", "1", "--batch-size", "4", "--width", "32", "--layers", "1",
+    small = ["--data-root", data_root, "--steps", "1", "--batch-size", "4", "--width", "32", "--layers", "1",
              "--embed-dim", "16", "--warmup", "1"]
     train_clip.main(parse_args(train_clip.get_args_parser(), "train_clip", small + ["--out", str(first)]))
     # lr 0: the second fit keeps the weights it started from, so equal weights prove that --init loaded them

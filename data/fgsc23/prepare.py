@@ -34,7 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_config_arg(parser)
     parser.add_argument("--raw", required=True,
                         help="the unpacked FGSC-23 release: class folders, maybe under train/ and test/")
-    parser.add_argument("--output-dir", "--out", dest="output_dir", required=True, help="output data root, e.g. datasets/fgsc23")
+    parser.add_argument("--output-dir", required=True, help="output data root, e.g. datasets/fgsc23")
     parser.add_argument("--num-classes", type=int, default=23, help="class folders expected, ids 0..N-1")
     parser.add_argument("--test-ratio", type=float, default=0.2,
                         help="share of each class sent to test when the release has no train/ and test/")

@@ -25,7 +25,7 @@ ZSL_SPLITS = {"61": 6 / 7, "52": 5 / 7, "43": 4 / 7}
 
 def get_args_parser():
     p = argparse.ArgumentParser("Embedded synthetic data set", add_help=True)
-    p.add_argument("--output-dir", "--out", dest="output_dir", required=True, help="output data root")
+    p.add_argument("--output-dir", required=True, help="output data root")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", type=int, default=12, help=f"number of classes, 10..{len(CATALOG)}")
     p.add_argument("--imbalance", type=float, default=100.0, help="ratio of the largest to the smallest train class")

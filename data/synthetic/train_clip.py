@@ -36,7 +36,7 @@ from data.synthetic.render import attribute_prompt
 def get_args_parser():
     p = argparse.ArgumentParser("Fit a small CLIP to the embedded data set", add_help=True)
     add_config_arg(p)
-    p.add_argument("--data-root", "--data", dest="data_root", required=True, help="processed data root written by data/synthetic/prepare.py")
+    p.add_argument("--data-root", required=True, help="processed data root written by data/synthetic/prepare.py")
     p.add_argument("--out", required=True, help="checkpoint file to write (e.g. checkpoints/synth_clip.pt)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--exclude-unseen", default="43",
