@@ -107,6 +107,12 @@ def load_inception(weights: str | None, device):
     return (lambda images: model(images)[0]), None
 
 
+def inception_transform(size: int):
+    """Real images as the generator learnt them (resized to its size), and generated ones, as uint8 tensors, which
+    torch-fidelity's InceptionV3 takes (it resizes them to 299 px itself)."""
+    return T.Compose([T.Resize((size, size)), T.PILToTensor()])
+
+
 def inception_distances(gen: np.ndarray, real: np.ndarray, subsets: int, subset_size: int) -> dict:
     """FID and KID (mean and std over subsets) of two feature sets by torch-fidelity's own functions; the KID
     subset size is capped by the smaller set; NaN under two images."""
@@ -276,9 +282,7 @@ def main(args):
             print(f"note: FID and KID (Inception) unavailable: {why}; FID_cls is reported instead"
                   + ("" if classifier else " (it needs --classifier)"))
         else:
-            # real images as the generator learnt them (resized to its size), uint8 as torch-fidelity expects;
-            # its InceptionV3 resizes both to 299 px itself
-            transforms["inception"] = T.Compose([T.Resize((size, size)), T.PILToTensor()])
+            transforms["inception"] = inception_transform(size)
             weights = args.inception_weights or "downloaded by torch-fidelity"
             inception_note = (f"torch-fidelity InceptionV3 pool features (2048-d; weights {weights}), real "
                               f"and generated images at {size} px")

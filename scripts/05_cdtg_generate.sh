@@ -33,6 +33,6 @@ python CDTG/expand.py --generated "$GEN" --out "$LIST" --data-root "$DATA_ROOT" 
 if [ -f "$CLASSIFIER" ]; then
   python CDTG/evaluate.py --config "$CONFIG" --generated "$GEN" --classifier "$CLASSIFIER" "${evaluate[@]}"
 else
-  echo "note: $CLASSIFIER not found; generation quality without the independent classifier (no FID_cls/KID_cls)"
+  echo "note: $CLASSIFIER not found; generation quality without the independent classifier (no FID_cls)"
   python CDTG/evaluate.py --config "$CONFIG" --generated "$GEN" "${evaluate[@]}"
 fi

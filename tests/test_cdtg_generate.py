@@ -394,7 +394,7 @@ def test_evaluate_prints_diversity_as_a_share_of_real_and_warns_under_a_third():
         "  7 bridge: tail model 50.0%, classifier 25.0%"]  # no classifier features: no share, no warning
 
 
-# ------------------------------------------------------------------------------------------ Inception FID / KID
+# ---------------------------------------------------------------------------------------- Inception FID / KID
 
 
 def offline(*args, **kwargs):
@@ -422,16 +422,24 @@ def test_inception_weights_offline_is_a_note_and_a_missing_file_an_error(monkeyp
     monkeypatch.setattr(fe, "load_state_dict_from_url", offline)
     features, note = evaluate.load_inception(None, "cpu")
     assert features is None and note == (
-        "torch-fidelity's InceptionV3 weights could not be downloaded from https://github.com/toshas/torch-fidelity/"
-        "releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth (URLError); pass that file as "
-        "--inception-weights")
-    assert capsys.readouterr() == ("", "")
-    with pytest.raises(UserError, match=r"^--inception-weights .*gone.pth does not exist; pass torch-fidelity's "
-                                        r"InceptionV3 weights file \(weights-inception-2015-12-05-6726825d.pth\)"):
+        "torch-fidelity's InceptionV3 weights could not be downloaded from https://github.com/toshas/"
+        "torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth (URLError); pass "
+        "that file as --inception-weights")
+    assert capsys.readouterr() == ("", "")  # nor torch.hub's "Downloading ..." line
+    missing = (r"^--inception-weights .*gone.pth does not exist; pass torch-fidelity's InceptionV3 weights "
+               r"file \(weights-inception-2015-12-05-6726825d.pth\)")
+    with pytest.raises(UserError, match=missing):
         evaluate.load_inception(str(tmp_path / "gone.pth"), "cpu")
     torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(UserError, match=r"other.pth is not torch-fidelity's InceptionV3 weights \(RuntimeError\)"):
+    with pytest.raises(UserError, match=r"other.pth is not torch-fidelity's InceptionV3 weights \(Runtime"):
         evaluate.load_inception(str(tmp_path / "other.pth"), "cpu")
+
+
+def test_inception_sees_uint8_images_at_the_generators_size():
+    from PIL import Image
+    real = Image.fromarray(np.full((48, 40, 3), [10, 200, 255], np.uint8))  # a real chip of another size
+    x = evaluate.inception_transform(32)(real)
+    assert x.dtype == torch.uint8 and x.shape == (3, 32, 32) and x[:, 5, 7].tolist() == [10, 200, 255]
 
 
 @pytest.mark.slow
@@ -443,7 +451,8 @@ def test_inception_weights_from_a_local_file(monkeypatch, tmp_path):
         m.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
         m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
         torch.manual_seed(0)
-        torch.save(fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict(), tmp_path / "w.pth")
+        random_net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+        torch.save(random_net.state_dict(), tmp_path / "w.pth")
     features, note = evaluate.load_inception(str(tmp_path / "w.pth"), "cpu")
     assert note is None
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
@@ -452,8 +461,8 @@ def test_inception_weights_from_a_local_file(monkeypatch, tmp_path):
 
 
 def channel_means(images):
-    """A stand-in for InceptionV3 (whose weights cannot be downloaded here), taking what it takes: uint8 images
-    at the generator's size (32 px here); features: each channel's mean."""
+    """A stand-in for InceptionV3 (whose weights cannot be downloaded here), taking what it takes: uint8
+    images, at the generator's size (32 px here); features: each channel's mean."""
     assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == (3, 32, 32)
     return images.double().mean((2, 3))
 
@@ -473,24 +482,27 @@ def test_evaluate_inception_offline_then_with_a_stand_in(generated, synth_root, 
     torch.manual_seed(0)
     clf = build_classifier("resnet18", len(names), "none", verbose=False)
     clf_path = tmp_path / "model_final.pt"
-    export_weights(clf, str(clf_path), arch="resnet18", names=names, img_size=32, norm="half", dataset="SYNTH")
-    classes = [split["tail"][0], split["tail"][-1]]
-    m = min(7, *(split["train_counts"][c] for c in classes))  # as many real as generated images: KID has no draw
-    argv = ["--generated", folder, "--classifier", clf_path, "--workers", "0", "--device", "cpu", "--kid-subsets",
-            "3", "--clip-pretrained", "none", "--max-per-class", m, "--fid-backbone", "inception"]
+    export_weights(clf, str(clf_path), arch="resnet18", names=names, img_size=32, norm="half",
+                   dataset="SYNTH")
+    # as many real as generated images per class: each KID subset is the whole sets, no random draw
+    m = min(7, *(split["train_counts"][c] for c in (split["tail"][0], split["tail"][-1])))
+    argv = ["--generated", folder, "--classifier", clf_path, "--workers", "0", "--device", "cpu",
+            "--kid-subsets", "3", "--clip-pretrained", "none", "--max-per-class", m,
+            "--fid-backbone", "inception"]
 
     monkeypatch.setattr(fe, "load_state_dict_from_url", offline)
     proc = run_main(evaluate, "cdtg_evaluate", *argv)
     log, report = proc.stdout.split("Generation quality of")  # the console, then the printed quality.md
     said = [ln for ln in (log + proc.stderr).splitlines() if "Inception" in ln]
-    assert said == ["note: FID and KID (Inception) unavailable: torch-fidelity's InceptionV3 weights could not be "
-                    "downloaded from " + fe.URL_INCEPTION_V3 + " (URLError); pass that file as --inception-weights; "
-                    "FID_cls is reported instead"]
+    assert said == ["note: FID and KID (Inception) unavailable: torch-fidelity's InceptionV3 weights could "
+                    f"not be downloaded from {fe.URL_INCEPTION_V3} (URLError); pass that file as "
+                    "--inception-weights; FID_cls is reported instead"]
     assert "Traceback" not in proc.stderr
     res = json.load(open(folder / "quality.json"))
-    assert res["inception"].startswith("unavailable: torch-fidelity's InceptionV3 weights could not be downloaded")
+    assert res["inception"].startswith("unavailable: torch-fidelity's InceptionV3 weights could not be")
     assert all(c["fid"] >= 0 and "fid_inception" not in c for c in res["per_class"])
-    assert "| FID (Inception)" not in report and "FID and KID (Inception): unavailable: torch-fidelity's" in report
+    assert "| FID (Inception)" not in report
+    assert "FID and KID (Inception): unavailable: torch-fidelity's" in report
 
     monkeypatch.setattr(evaluate, "load_inception", lambda weights, device: (channel_means, None))
     run_main(evaluate, "cdtg_evaluate", *argv, "--overwrite")
@@ -504,7 +516,8 @@ def test_evaluate_inception_offline_then_with_a_stand_in(generated, synth_root, 
     gen_all, real_all = [], []
     for c in res["per_class"]:
         gen = features([p for p, cid in list_entries(str(folder), manifest) if cid == c["class_id"]][:m])
-        real = features([os.path.join(synth_root, "train", rel) for rel, cid in train if cid == c["class_id"]][:m])
+        real = features([os.path.join(synth_root, "train", rel) for rel, cid in train
+                         if cid == c["class_id"]][:m])
         assert c["n_generated"] == c["n_real"] == m
         assert c["fid_inception"] == pytest.approx(frechet_distance(gen, real), rel=1e-5)
         assert c["kid_inception"] == pytest.approx(kernel_inception_distance(gen, real, 1, m)[0], rel=1e-5)
@@ -512,8 +525,9 @@ def test_evaluate_inception_offline_then_with_a_stand_in(generated, synth_root, 
         gen_all.append(gen)
         real_all.append(real)
     gen_all, real_all = np.concatenate(gen_all), np.concatenate(real_all)
-    assert res["overall"]["pooled_fid_inception"] == pytest.approx(frechet_distance(gen_all, real_all), rel=1e-5)
-    assert res["overall"]["fid_inception"] == pytest.approx(np.mean([c["fid_inception"] for c in res["per_class"]]))
+    overall = res["overall"]
+    assert overall["pooled_fid_inception"] == pytest.approx(frechet_distance(gen_all, real_all), rel=1e-5)
+    assert overall["fid_inception"] == pytest.approx(np.mean([c["fid_inception"] for c in res["per_class"]]))
     md = (folder / "quality.md").read_text()
     assert "| FID_cls | KID_cls x1e3 | FID (Inception) | KID (Inception) x1e3 |" in md
-    assert f"FID (Inception) {res['overall']['pooled_fid_inception']:.2f}" in md
+    assert f"FID (Inception) {overall['pooled_fid_inception']:.2f}" in md
