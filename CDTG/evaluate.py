@@ -1,23 +1,29 @@
 """Generation quality of a CDTG/generate.py folder: class consistency, diversity, FID and KID.
 
     python CDTG/evaluate.py --generated runs/cdtg/dior/generated \\
-        --classifier runs/classification/dior/baseline/model_final.pt
+        --classifier runs/classification/dior/baseline/model_final.pt [--fid-backbone inception]
 
 Class consistency: the share of generated images that (1) the distilled tail model, (2) an independent
 classifier trained on the real data (a Classification/ model_final.pt, over all classes), and (3) CLIP zero-shot
 over the tail-class prompts assign to the intended class; the same shares on the real tail images are given as
 the reference. Diversity: mean pairwise LPIPS within a class (when LPIPS backbone weights are available, else
 "unavailable") and mean pairwise distance of the classifier's penultimate features (generated and real).
-FID and KID in that feature space against the real training images of each tail class, and pooled.
+FID_cls and KID_cls in that feature space against the real training images of each tail class, and pooled;
+with --fid-backbone inception also FID and KID in the standard Inception features (torch-fidelity's
+InceptionV3, as GAN papers report them), of real and generated images at the generator's size.
 Writes <generated>/quality.md (a markdown snippet for the results table) and, last, quality.json; run again, a
 finished measurement with the same settings is left as it is, an interrupted one is done again.
 """
 import argparse
+import contextlib
+import io
 import os
+import sys
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from torchvision import transforms as T
 from tqdm import tqdm
 
 from common import checkpoint, finished
@@ -36,6 +42,9 @@ from CDTG.quality import (frechet_distance, kernel_inception_distance, load_inde
                           mean_pairwise_distance, mean_pairwise_lpips, share_correct)
 
 
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
 def get_args_parser():
     p = argparse.ArgumentParser("CDTG generation quality")
     add_config_arg(p)
@@ -52,13 +61,70 @@ def get_args_parser():
     p.add_argument("--lpips-pairs", type=int, default=200, help="image pairs per class for LPIPS")
     p.add_argument("--feature-pairs", type=int, default=2000, help="pairs per class for the feature distance")
     p.add_argument("--kid-subsets", type=int, default=100)
-    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="capped by the smaller image set")
+    p.add_argument("--fid-backbone", default="cls", choices=["cls", "inception"],
+                   help="cls: FID_cls and KID_cls, in the --classifier's penultimate features (comparable "
+                        "between runs with the same classifier); inception: FID and KID in torch-fidelity's "
+                        "InceptionV3 features as well, comparable with published GAN FIDs")
+    p.add_argument("--inception-weights", default=None,
+                   help=f"torch-fidelity's InceptionV3 weights file ({INCEPTION_FILE}); default: "
+                        f"downloaded by torch-fidelity into the torch hub cache")
     p.add_argument("--batch-size", type=int, default=64)
     add_loader_args(p, on_corrupt=False, eval_batch_size=False)
     p.add_argument("--overwrite", action="store_true", help="measure again when quality.json is there (a finished "
                    "measurement with the same settings is otherwise left as it is)")
     add_device_arg(p)
     return p
+
+
+def load_inception(weights: str | None, device):
+    """(a function from uint8 images [N, 3, H, W] to torch-fidelity's 2048-d InceptionV3 pool features, None),
+    or (None, why not) when the weights cannot be downloaded. A --inception-weights file that is not there or
+    not those weights is a UserError."""
+    if weights is not None and not os.path.isfile(weights):
+        raise UserError(f"--inception-weights {weights} does not exist; pass torch-fidelity's InceptionV3 "
+                        f"weights file ({INCEPTION_FILE}), or leave the flag out to download it")
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+    except ImportError:
+        return None, "the torch-fidelity package is not installed (pip install -r requirements.txt)"
+    if weights is not None:
+        try:
+            model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], weights, verbose=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable or foreign file gets the same one line
+            raise UserError(f"--inception-weights {weights} is not torch-fidelity's InceptionV3 weights "
+                            f"({type(e).__name__}); pass {INCEPTION_FILE}") from None
+    else:
+        said = io.StringIO()  # torch.hub's "Downloading ..." line: shown when the download works
+        try:
+            with contextlib.redirect_stderr(said):
+                model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], verbose=False)
+        except Exception as e:  # noqa: BLE001 - offline, or a broken download in the cache
+            return None, (f"torch-fidelity's InceptionV3 weights could not be downloaded from "
+                          f"{URL_INCEPTION_V3} ({type(e).__name__}); pass that file as --inception-weights")
+        sys.stderr.write(said.getvalue())
+    model = model.to(device)
+    return (lambda images: model(images)[0]), None
+
+
+def inception_transform(size: int):
+    """Real images as the generator learnt them (resized to its size), and generated ones, as uint8 tensors, which
+    torch-fidelity's InceptionV3 takes (it resizes them to 299 px itself)."""
+    return T.Compose([T.Resize((size, size)), T.PILToTensor()])
+
+
+def inception_distances(gen: np.ndarray, real: np.ndarray, subsets: int, subset_size: int) -> dict:
+    """FID and KID (mean and std over subsets) of two feature sets by torch-fidelity's own functions; the KID
+    subset size is capped by the smaller set; NaN under two images."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+    if len(gen) < 2 or len(real) < 2:
+        return {"fid": float("nan"), "kid": float("nan"), "kid_std": float("nan")}
+    gen, real = torch.as_tensor(gen, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64)
+    fid = fid_statistics_to_metric(fid_features_to_statistics(gen), fid_features_to_statistics(real), False)
+    size = min(subset_size, len(gen), len(real))
+    kid = kid_features_to_metric(gen, real, kid_subsets=subsets, kid_subset_size=size, verbose=False)
+    return {"fid": fid[KEY_METRIC_FID], "kid": kid[KEY_METRIC_KID_MEAN], "kid_std": kid[KEY_METRIC_KID_STD]}
 
 
 def clip_settings(manifest: dict) -> dict:
@@ -76,13 +142,14 @@ def clip_settings(manifest: dict) -> dict:
 
 @batch_loop("evaluation")
 @torch.no_grad()
-def run_models(items, transforms, tail, classifier, clip, text, rt, args, keep_images: int) -> dict:
-    """Predictions (and classifier features, and the first `keep_images` GAN-size images for LPIPS)."""
+def run_models(items, transforms, tail, classifier, clip, text, inception, rt, args, keep_images: int):
+    """Predictions (and classifier and Inception features, and the first `keep_images` GAN-size images for
+    LPIPS)."""
     # predictions are compared with each item's own class: a corrupt image stops the run
     images = ImageList(items=items, transform=transforms, on_corrupt="error", check_files=False)
     loader = DataLoader(images, batch_size=args.batch_size, num_workers=args.workers,
                         pin_memory=rt.cuda)
-    out = {"tail": [], "cls": [], "clip": [], "feat": [], "images": []}
+    out = {"tail": [], "cls": [], "clip": [], "feat": [], "inception": [], "images": []}
     kept = 0
     for batch, _ in tqdm(loader, desc="evaluating", leave=False, dynamic_ncols=True):
         x = batch["tail"].to(rt.device)
@@ -97,6 +164,8 @@ def run_models(items, transforms, tail, classifier, clip, text, rt, args, keep_i
         if clip is not None:
             img = torch.nn.functional.normalize(clip.model.encode_image(batch["clip"].to(rt.device)).float(), dim=-1)
             out["clip"].append((img @ text.t()).argmax(1).cpu())
+        if inception is not None:
+            out["inception"].append(inception(batch["inception"].to(rt.device)).double().cpu())
     return {k: torch.cat(v).numpy() if k != "images" else (torch.cat(v) if v else None)
             for k, v in out.items() if v}
 
@@ -138,23 +207,38 @@ def fmt(x, scale=1.0, digits=1):
 
 
 def markdown(result: dict) -> str:
+    """The table: FID_cls / KID_cls in the classifier's features, and FID / KID (Inception) when measured."""
+    incep = "fid_inception" in result["overall"]
+    head = "| FID_cls | KID_cls x1e3 |" + (" FID (Inception) | KID (Inception) x1e3 |" if incep else "")
     lines = [f"Generation quality of {result['generated']} (r = {result['r']}, up to "
              f"{result['n_evaluated_per_class']} images per class; classifier features: {result['feature_space']}):",
              "", "| class | tail model % (real) | classifier % (real) | CLIP % (real) | LPIPS div. "
-             "| feature div. gen / real (share) | FID | KID x1e3 |", "|---|---|---|---|---|---|---|---|"]
+             "| feature div. gen / real (share) " + head, "|---" * (8 + 2 * incep) + "|"]
     for c in result["per_class"] + [dict(result["overall"], name="all tail classes", class_id="")]:
         def pair(key):
             return f"{fmt(c.get(key), 100)} ({fmt(c.get('real_' + key), 100)})"
+        distances = [fmt(c.get("fid"), digits=2), fmt(c.get("kid"), 1000, 2)]
+        if incep:
+            distances += [fmt(c.get("fid_inception"), digits=2), fmt(c.get("kid_inception"), 1000, 2)]
         lines.append(f"| {c['class_id']} {c['name']} | {pair('tail_model_consistency')} | "
                      f"{pair('classifier_consistency')} | {pair('clip_consistency')} | "
                      f"{fmt(c.get('lpips_diversity'), digits=3)} | {fmt(c.get('feature_diversity'), digits=2)} / "
                      f"{fmt(c.get('real_feature_diversity'), digits=2)} ({fmt(diversity_share(c), 100, 0)} %) | "
-                     f"{fmt(c.get('fid'), digits=2)} | "
-                     f"{fmt(c.get('kid'), 1000, 2)} |")
-    lines += ["", f"LPIPS: {result['lpips']}. CLIP: {result['clip']}. Real = the class's training images (seen by "
-                  f"both classifiers, so their shares are an optimistic reference)."]
+                     + " | ".join(distances) + " |")
+    o = result["overall"]
+    pooled = [f"FID_cls {fmt(o.get('pooled_fid'), digits=2)}, KID_cls x1e3 "
+              f"{fmt(o.get('pooled_kid'), 1000, 2)}"]
+    if incep:
+        pooled.append(f"FID (Inception) {fmt(o.get('pooled_fid_inception'), digits=2)}, KID (Inception) x1e3 "
+                      f"{fmt(o.get('pooled_kid_inception'), 1000, 2)}")
+    lines += ["", f"Pooled over the tail classes: {'; '.join(pooled)}.",
+              f"FID_cls, KID_cls: in the classifier's penultimate features (comparable between runs that use "
+              f"the same classifier). FID and KID (Inception): {result.get('inception', 'not measured')}.",
+              f"LPIPS: {result['lpips']}. CLIP: {result['clip']}. Real = the class's training images (seen "
+              f"by both classifiers, so their shares are an optimistic reference)."]
     if result["classifier"] is None:
-        lines.append("Classifier consistency, feature diversity, FID and KID: unavailable (no --classifier given).")
+        lines.append("Classifier consistency, feature diversity, FID_cls and KID_cls: unavailable (no "
+                     "--classifier given).")
     return "\n".join(lines) + "\n"
 
 
@@ -162,6 +246,9 @@ def markdown(result: dict) -> str:
 def main(args):
     if not args.generated:
         raise UserError("--generated is required: an output folder of CDTG/generate.py")
+    if args.inception_weights and args.fid_backbone != "inception":
+        raise UserError("--inception-weights is for --fid-backbone inception; pass that too, or leave the "
+                        "weights out")
     manifest = read_manifest(args.generated)
     out_json = os.path.join(args.generated, "quality.json")
     settings = finished.settings_of(args)
@@ -186,6 +273,19 @@ def main(args):
     if args.classifier:
         classifier, cls_meta = load_independent_classifier(args.classifier, info["names"], rt.device)
         transforms["cls"] = classification(cls_meta["img_size"], False, cls_meta["norm"])
+    inception = None
+    inception_note = "not measured (--fid-backbone cls)"
+    if args.fid_backbone == "inception":
+        inception, why = load_inception(args.inception_weights, rt.device)
+        if inception is None:
+            inception_note = f"unavailable: {why}"
+            print(f"note: FID and KID (Inception) unavailable: {why}; FID_cls is reported instead"
+                  + ("" if classifier else " (it needs --classifier)"))
+        else:
+            transforms["inception"] = inception_transform(size)
+            weights = args.inception_weights or "downloaded by torch-fidelity"
+            inception_note = (f"torch-fidelity InceptionV3 pool features (2048-d; weights {weights}), real "
+                              f"and generated images at {size} px")
     clip_cfg = clip_settings(manifest)
     clip_model = args.clip_model or clip_cfg.get("model")
     clip_pretrained = args.clip_pretrained or clip_cfg.get("pretrained")
@@ -205,15 +305,15 @@ def main(args):
         if cid in generated:
             real.setdefault(cid, []).append(os.path.join(root, "train", rel))
 
-    per_class, pooled = [], {"gen": [], "real": []}
+    per_class, pooled = [], {"gen": [], "real": [], "gen_inception": [], "real_inception": []}
     keep = 0 if lpips_model is None else min(args.max_per_class, 2 * args.lpips_pairs)
     for cid, paths in generated.items():
         k = tail_labels[cid]
         name = info["names"][cid]
         gen_items = [(p, k) for p in paths[: args.max_per_class]]
         real_items = [(p, k) for p in real.get(cid, [])[: args.max_per_class]]
-        g = run_models(gen_items, transforms, tail, classifier, clip, text, rt, args, keep)
-        r = run_models(real_items, transforms, tail, classifier, clip, text, rt, args, keep)
+        g = run_models(gen_items, transforms, tail, classifier, clip, text, inception, rt, args, keep)
+        r = run_models(real_items, transforms, tail, classifier, clip, text, inception, rt, args, keep)
         row = {"class_id": cid, "name": name, "tail_label": k, "n_generated": len(gen_items), "n_real": len(real_items),
                "tail_model_consistency": share_correct(g["tail"], k), "real_tail_model_consistency":
                share_correct(r["tail"], k)}
@@ -229,6 +329,11 @@ def main(args):
                                                                    args.kid_subset_size)
             pooled["gen"].append(g["feat"])
             pooled["real"].append(r["feat"])
+        if inception is not None:
+            d = inception_distances(g["inception"], r["inception"], args.kid_subsets, args.kid_subset_size)
+            row.update(fid_inception=d["fid"], kid_inception=d["kid"], kid_inception_std=d["kid_std"])
+            pooled["gen_inception"].append(g["inception"])
+            pooled["real_inception"].append(r["inception"])
         if lpips_model is not None:
             row["lpips_diversity"] = mean_pairwise_lpips(lpips_model, g["images"], args.lpips_pairs)
             row["real_lpips_diversity"] = mean_pairwise_lpips(lpips_model, r["images"], args.lpips_pairs)
@@ -244,11 +349,16 @@ def main(args):
         overall["pooled_fid"] = frechet_distance(gen_all, real_all)
         overall["pooled_kid"], overall["pooled_kid_std"] = kernel_inception_distance(
             gen_all, real_all, args.kid_subsets, args.kid_subset_size)
+    if inception is not None:
+        gen_all, real_all = np.concatenate(pooled["gen_inception"]), np.concatenate(pooled["real_inception"])
+        d = inception_distances(gen_all, real_all, args.kid_subsets, args.kid_subset_size)
+        overall.update(pooled_fid_inception=d["fid"], pooled_kid_inception=d["kid"],
+                       pooled_kid_inception_std=d["kid_std"])
     result = {"generated": os.path.abspath(args.generated), "checkpoint": manifest["checkpoint"], "r": manifest["r"],
               "n_evaluated_per_class": args.max_per_class,
               "feature_space": f"{cls_meta['arch']} penultimate ({args.classifier})" if classifier else "unavailable",
               "classifier": os.path.abspath(args.classifier) if args.classifier else None,
-              "tail_model": os.path.abspath(tail_path), "clip": clip_note,
+              "tail_model": os.path.abspath(tail_path), "clip": clip_note, "inception": inception_note,
               "lpips": lpips_note if lpips_model is None else f"LPIPS {args.lpips_net}",
               "per_class": per_class, "overall": overall, "settings": settings}
     text_md = markdown(result)

@@ -5,16 +5,14 @@ Generator: w = Mapping(z + label_emb[y]); synthesis on the wavelet grid (size/2)
 Discriminator: DWT input, wavelet-residual FromRGB + ConvBlock pairs down to 4x4, then the class embedding
 broadcast to 4x4 and concatenated with the features, fused by `fusion_conv`, minibatch stddev, final conv and
 two linear layers.
-Module names follow the unconditional SWAGAN, so its checkpoints load by name (`load_swagan_checkpoint`);
-only `label_emb` (G and D) and `fusion_conv` (D) are new.
+Module names follow the unconditional SWAGAN, so its checkpoints load by name (CDTG/original.py); only
+`label_emb` (G and D) and `fusion_conv` (D) are new.
 """
 import math
 
 import torch
 from torch import nn
 
-from common.backbones import load_matching, name_list
-from common.checkpoint import unwrap
 from common.errors import UserError
 from CDTG.ops import (BLUR_KERNEL, Blur, ConstantInput, Downsample, EqualConv2d, EqualLinear, FusedLeakyReLU,
                       HaarTransform, InverseHaarTransform, ModulatedConv2d, NoiseInjection, PixelNorm,
@@ -190,12 +188,6 @@ class Generator(nn.Module):
             labels = torch.full((n,), labels, dtype=torch.long, device=device)
         return self.get_latent(z, labels.to(device)).mean(0, keepdim=True)
 
-    def make_noise(self) -> list[torch.Tensor]:
-        """One fresh noise image per synthesis layer, shaped as the stored noises."""
-        device = self.input.input.device
-        return [torch.randn_like(getattr(self.noises, f"noise_{i}"), device=device)
-                for i in range(self.num_layers)]
-
     def forward(self, styles, labels=None, return_latents: bool = False, inject_index: int | None = None,
                 truncation: float = 1, truncation_latent=None, input_is_latent: bool = False, noise=None,
                 randomize_noise: bool = True):
@@ -297,35 +289,3 @@ class Discriminator(nn.Module):
         out = self.final_conv(out)
         return self.final_linear(out.flatten(1))
 
-
-# ----------------------------------------------------------------------------------------------------------
-# unconditional SWAGAN checkpoints
-
-
-def load_swagan_checkpoint(generator, discriminator, g_ema, ckpt: dict, verbose: bool = True) -> dict:
-    """Copy the tensors of an unconditional SWAGAN checkpoint ({'g', 'd', 'g_ema'} state dicts) whose names
-    and shapes match into the conditional models; any model may be None (skipped).
-
-    Returns {'g' | 'd' | 'g_ema': (loaded names, names left at init)} and prints one line per model.
-    """
-    if not isinstance(ckpt, dict):
-        raise UserError("the SWAGAN checkpoint is not a dict; expected one with 'g', 'd' and 'g_ema' "
-                        "state dicts")
-    report = {}
-    for key, model in (("g", generator), ("d", discriminator), ("g_ema", g_ema)):
-        if model is None:
-            continue
-        sd = ckpt.get(key)
-        if not isinstance(sd, dict):
-            raise UserError(f"the SWAGAN checkpoint has no '{key}' state dict (keys: {sorted(ckpt)}); pass a "
-                            f"checkpoint saved by SWAGAN/CDTG training")
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}
-        loaded, left, unused = load_matching(unwrap(model), sd)
-        if not loaded:
-            raise UserError(f"no tensor of the checkpoint's '{key}' matches the model; is it a SWAGAN "
-                            f"checkpoint of this architecture?")
-        report[key] = (loaded, left)
-        if verbose:
-            print(f"{key}: loaded {len(loaded)} tensors; left at init: {', '.join(left) or 'none'}; "
-                  f"unused from the file: {name_list(unused)}")
-    return report

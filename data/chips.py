@@ -50,11 +50,6 @@ def scan_folder(folder: str) -> tuple[list, list]:
     return images, others
 
 
-def list_images(folder: str) -> list:
-    """Sorted names of the image files directly in `folder`."""
-    return scan_folder(folder)[0]
-
-
 def prepare_out(out: str, overwrite: bool) -> None:
     """Refuse a non-empty --out unless --overwrite (nothing is written or deleted until the data set is done)."""
     if os.path.exists(out) and not os.path.isdir(out):

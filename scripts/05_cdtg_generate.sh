@@ -8,8 +8,9 @@
 # Writes the folder $OUT/generated/ (run again, e.g. after Ctrl-C, an unfinished one is continued with the same
 # settings and a finished one left as it is; other settings: set GEN to another folder), the list
 # $OUT/expanded_train.txt (for scripts/06_classify.sh DATASET tgn <list>), and quality.json / quality.md in the
-# generated folder, with FID/KID when the baseline classifier $RUNS/classification/DATASET/baseline/model_final.pt
-# exists (scripts/06_classify.sh DATASET baseline).
+# generated folder, with FID_cls/KID_cls (in the classifier's features) when the baseline classifier
+# $RUNS/classification/DATASET/baseline/model_final.pt exists (scripts/06_classify.sh DATASET baseline);
+# --fid-backbone inception adds Inception FID/KID.
 # Environment overrides: CONFIG (YAML file, default configs/DATASET.yaml), DATA_ROOT (processed data, default
 # data/DATASET/processed), RUNS (default runs), OUT (instead of $RUNS/cdtg/DATASET), GENERATOR (instead of
 # $OUT/train/generator.pt), GEN, LIST, CLASSIFIER.
@@ -32,6 +33,6 @@ python CDTG/expand.py --generated "$GEN" --out "$LIST" --data-root "$DATA_ROOT" 
 if [ -f "$CLASSIFIER" ]; then
   python CDTG/evaluate.py --config "$CONFIG" --generated "$GEN" --classifier "$CLASSIFIER" "${evaluate[@]}"
 else
-  echo "note: $CLASSIFIER not found; generation quality without the independent classifier (no FID/KID)"
+  echo "note: $CLASSIFIER not found; generation quality without the independent classifier (no FID_cls)"
   python CDTG/evaluate.py --config "$CONFIG" --generated "$GEN" "${evaluate[@]}"
 fi

@@ -392,3 +392,142 @@ def test_evaluate_prints_diversity_as_a_share_of_real_and_warns_under_a_third():
     assert len(evaluate.class_report(dict(row, feature_diversity=4.0))) == 1  # a third exactly: no warning
     assert evaluate.class_report({k: v for k, v in row.items() if "diversity" not in k}) == [
         "  7 bridge: tail model 50.0%, classifier 25.0%"]  # no classifier features: no share, no warning
+
+
+# ---------------------------------------------------------------------------------------- Inception FID / KID
+
+
+def offline(*args, **kwargs):
+    from urllib.error import URLError
+    raise URLError("[Errno -2] Name or service not known")
+
+
+def test_inception_distances_are_the_usual_formulas():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) * 1.5 + 0.5
+    d = evaluate.inception_distances(x, y, subsets=3, subset_size=1000)
+    assert d["fid"] == pytest.approx(frechet_distance(x, y), rel=1e-6)  # our own FID, written apart
+    # the subset size capped at 40 = both whole sets: every subset is the same, the std is 0
+    assert d["kid"] == pytest.approx(kernel_inception_distance(x, y, 1, 40)[0], rel=1e-6)
+    assert d["kid_std"] == pytest.approx(0, abs=1e-12)
+    # shifting y by 3 in each of the 3 dimensions moves its mean from about 0.5 to 3.5 away: about 3 x 12 more
+    far = evaluate.inception_distances(x, y + 3, subsets=3, subset_size=1000)
+    assert far["fid"] - d["fid"] == pytest.approx(36, rel=0.15) and far["kid"] > d["kid"]
+    assert far["fid"] == pytest.approx(frechet_distance(x, y + 3), rel=1e-6)
+    assert all(np.isnan(v) for v in evaluate.inception_distances(x[:1], y, 3, 10).values())
+
+
+def test_inception_weights_offline_is_a_note_and_a_missing_file_an_error(monkeypatch, capsys, tmp_path):
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+    monkeypatch.setattr(fe, "load_state_dict_from_url", offline)
+    features, note = evaluate.load_inception(None, "cpu")
+    assert features is None and note == (
+        "torch-fidelity's InceptionV3 weights could not be downloaded from https://github.com/toshas/"
+        "torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth (URLError); pass "
+        "that file as --inception-weights")
+    assert capsys.readouterr() == ("", "")  # nor torch.hub's "Downloading ..." line
+    missing = (r"^--inception-weights .*gone.pth does not exist; pass torch-fidelity's InceptionV3 weights "
+               r"file \(weights-inception-2015-12-05-6726825d.pth\)")
+    with pytest.raises(UserError, match=missing):
+        evaluate.load_inception(str(tmp_path / "gone.pth"), "cpu")
+    torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match=r"other.pth is not torch-fidelity's InceptionV3 weights \(Runtime"):
+        evaluate.load_inception(str(tmp_path / "other.pth"), "cpu")
+
+
+def test_inception_sees_uint8_images_at_the_generators_size():
+    from PIL import Image
+    real = Image.fromarray(np.full((48, 40, 3), [10, 200, 255], np.uint8))  # a real chip of another size
+    x = evaluate.inception_transform(32)(real)
+    assert x.dtype == torch.uint8 and x.shape == (3, 32, 32) and x[:, 5, 7].tolist() == [10, 200, 255]
+
+
+@pytest.mark.slow
+def test_inception_weights_from_a_local_file(monkeypatch, tmp_path):
+    """torch-fidelity's InceptionV3 with random weights saved to a file (no download): it runs here, on 32 px
+    uint8 images, and gives 2048 features per image."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+    with monkeypatch.context() as m:  # a randomly initialised network, to save its state dict
+        m.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
+        m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        torch.manual_seed(0)
+        random_net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+        torch.save(random_net.state_dict(), tmp_path / "w.pth")
+    features, note = evaluate.load_inception(str(tmp_path / "w.pth"), "cpu")
+    assert note is None
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    out = features(images)
+    assert out.shape == (2, 2048) and torch.isfinite(out).all() and (out[0] - out[1]).abs().max() > 0
+
+
+def channel_means(images):
+    """A stand-in for InceptionV3 (whose weights cannot be downloaded here), taking what it takes: uint8
+    images, at the generator's size (32 px here); features: each channel's mean."""
+    assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == (3, 32, 32)
+    return images.double().mean((2, 3))
+
+
+@pytest.mark.slow
+def test_evaluate_inception_offline_then_with_a_stand_in(generated, synth_root, split, tmp_path, monkeypatch):
+    import shutil
+
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+    from PIL import Image
+
+    from CDTG.manifest import list_entries, read_manifest
+    from common.layout import read_classes
+    folder = tmp_path / "gen"
+    shutil.copytree(generated, folder)
+    names = read_classes(synth_root)["names"]
+    torch.manual_seed(0)
+    clf = build_classifier("resnet18", len(names), "none", verbose=False)
+    clf_path = tmp_path / "model_final.pt"
+    export_weights(clf, str(clf_path), arch="resnet18", names=names, img_size=32, norm="half",
+                   dataset="SYNTH")
+    # as many real as generated images per class: each KID subset is the whole sets, no random draw
+    m = min(7, *(split["train_counts"][c] for c in (split["tail"][0], split["tail"][-1])))
+    argv = ["--generated", folder, "--classifier", clf_path, "--workers", "0", "--device", "cpu",
+            "--kid-subsets", "3", "--clip-pretrained", "none", "--max-per-class", m,
+            "--fid-backbone", "inception"]
+
+    monkeypatch.setattr(fe, "load_state_dict_from_url", offline)
+    proc = run_main(evaluate, "cdtg_evaluate", *argv)
+    log, report = proc.stdout.split("Generation quality of")  # the console, then the printed quality.md
+    said = [ln for ln in (log + proc.stderr).splitlines() if "Inception" in ln]
+    assert said == ["note: FID and KID (Inception) unavailable: torch-fidelity's InceptionV3 weights could "
+                    f"not be downloaded from {fe.URL_INCEPTION_V3} (URLError); pass that file as "
+                    "--inception-weights; FID_cls is reported instead"]
+    assert "Traceback" not in proc.stderr
+    res = json.load(open(folder / "quality.json"))
+    assert res["inception"].startswith("unavailable: torch-fidelity's InceptionV3 weights could not be")
+    assert all(c["fid"] >= 0 and "fid_inception" not in c for c in res["per_class"])
+    assert "| FID (Inception)" not in report
+    assert "FID and KID (Inception): unavailable: torch-fidelity's" in report
+
+    monkeypatch.setattr(evaluate, "load_inception", lambda weights, device: (channel_means, None))
+    run_main(evaluate, "cdtg_evaluate", *argv, "--overwrite")
+    res = json.load(open(folder / "quality.json"))
+    manifest = read_manifest(str(folder))
+    train = read_list(anno_path(synth_root, "train"), len(names))
+
+    def features(paths):
+        return np.stack([np.asarray(Image.open(p).convert("RGB"), np.float64).mean((0, 1)) for p in paths])
+
+    gen_all, real_all = [], []
+    for c in res["per_class"]:
+        gen = features([p for p, cid in list_entries(str(folder), manifest) if cid == c["class_id"]][:m])
+        real = features([os.path.join(synth_root, "train", rel) for rel, cid in train
+                         if cid == c["class_id"]][:m])
+        assert c["n_generated"] == c["n_real"] == m
+        assert c["fid_inception"] == pytest.approx(frechet_distance(gen, real), rel=1e-5)
+        assert c["kid_inception"] == pytest.approx(kernel_inception_distance(gen, real, 1, m)[0], rel=1e-5)
+        assert c["fid"] != pytest.approx(c["fid_inception"])  # FID_cls stays the classifier's
+        gen_all.append(gen)
+        real_all.append(real)
+    gen_all, real_all = np.concatenate(gen_all), np.concatenate(real_all)
+    overall = res["overall"]
+    assert overall["pooled_fid_inception"] == pytest.approx(frechet_distance(gen_all, real_all), rel=1e-5)
+    assert overall["fid_inception"] == pytest.approx(np.mean([c["fid_inception"] for c in res["per_class"]]))
+    md = (folder / "quality.md").read_text()
+    assert "| FID_cls | KID_cls x1e3 | FID (Inception) | KID (Inception) x1e3 |" in md
+    assert f"FID (Inception) {overall['pooled_fid_inception']:.2f}" in md

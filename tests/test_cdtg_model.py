@@ -4,7 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from CDTG.model import Discriminator, Generator, load_swagan_checkpoint
+from CDTG import original
+from CDTG.model import Discriminator, Generator
+from CDTG.sampling import image_draws
 
 STYLE_DIM, NUM_CLASSES, WIDTH = 32, 5, 16
 
@@ -81,10 +83,13 @@ def test_truncation_towards_mean_latent():
     images, _ = g([torch.randn(3, STYLE_DIM)], y, truncation=0.0, truncation_latent=mean,
                   randomize_noise=False)
     torch.testing.assert_close(images[0], images[1])  # all collapse to the mean latent
-    noises = g.make_noise()
-    assert [n.shape[-1] for n in noises] == [4, 8, 8, 16, 16]
-    fixed, _ = g([torch.randn(3, STYLE_DIM)], y, noise=noises)
+    noises = image_draws(g, 0.0, "always", 0, 2, range(3))[2]  # one noise image per synthesis layer and image
+    assert [tuple(n.shape) for n in noises] == [(3, 1, r, r) for r in (4, 8, 8, 16, 16)]
+    z = torch.randn(3, STYLE_DIM)
+    fixed, _ = g([z], y, noise=noises)
+    again, _ = g([z], y, noise=noises)
     assert fixed.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(fixed, again)
 
 
 @pytest.mark.parametrize("size", [32, 64, 256])
@@ -145,38 +150,36 @@ def test_r1_and_path_length_regularisers_backpropagate():
 CONDITIONAL_ONLY = ("label_emb.", "fusion_conv.")
 
 
-def test_load_unconditional_swagan_checkpoint(tmp_path, capsys):
+def test_load_unconditional_swagan_checkpoint(capsys):
     source_g, source_d, source_ema = tiny_generator(), tiny_discriminator(), tiny_generator()
 
     def unconditional(model):
         return {k: v for k, v in model.state_dict().items() if not k.startswith(CONDITIONAL_ONLY)}
 
-    path = tmp_path / "swagan.pt"
-    torch.save({"g": unconditional(source_g), "d": unconditional(source_d),
-                "g_ema": unconditional(source_ema), "args": None}, path)
+    ck = {"g": unconditional(source_g), "d": unconditional(source_d), "g_ema": unconditional(source_ema),
+          "args": None}
     g, d, g_ema = tiny_generator(), tiny_discriminator(), tiny_generator()
     init_emb = g.label_emb.weight.detach().clone()
-    report = load_swagan_checkpoint(g, d, g_ema, torch.load(path, weights_only=False))
+    layout, left = original.load_into(ck, "swagan.pt", {"g": g, "d": d, "g_ema": g_ema})
 
+    assert layout.name == "satconcepts" and not layout.conditional
     for key, source, target in (("g", source_g, g), ("d", source_d, d), ("g_ema", source_ema, g_ema)):
-        loaded, left = report[key]
-        expected = unconditional(source)
-        assert sorted(loaded) == sorted(expected)
-        assert left == sorted(k for k in target.state_dict() if k.startswith(CONDITIONAL_ONLY))
-        for name, tensor in expected.items():
+        for name, tensor in unconditional(source).items():
             torch.testing.assert_close(target.state_dict()[name], tensor)
-    assert report["g"][1] == ["label_emb.weight"]
-    assert report["d"][1] == ["fusion_conv.0.weight", "fusion_conv.1.bias", "label_emb.weight"]
+    assert left == ["g.label_emb.weight", "d.label_emb.weight", "d.fusion_conv.0.weight",
+                    "d.fusion_conv.1.bias", "g_ema.label_emb.weight"]
     torch.testing.assert_close(g.label_emb.weight, init_emb)
-    out = capsys.readouterr().out
-    assert "g: loaded" in out and "left at init: label_emb.weight" in out
+    assert capsys.readouterr().out == ("recognised swagan.pt as an unconditional SWAGAN in SatConcepts' "
+                                       "layout (1x1 FromRGB): every tensor of g, d, g_ema loaded\n")
 
 
 def test_load_swagan_checkpoint_rejects_foreign_files():
-    g = tiny_generator()
-    with pytest.raises(UserError, match="'g_ema'"):
-        load_swagan_checkpoint(None, None, g, {"g": {}, "d": {}})
-    with pytest.raises(UserError, match="matches"):
-        load_swagan_checkpoint(g, None, None, {"g": {"fc.weight": torch.zeros(3)}})
-    report = load_swagan_checkpoint(None, None, g, {"g_ema": g.state_dict()}, verbose=False)
-    assert report["g_ema"][1] == []
+    g, d = tiny_generator(), tiny_discriminator()
+    complete = {"g": g.state_dict(), "d": d.state_dict(), "g_ema": g.state_dict()}
+    with pytest.raises(UserError, match="no_ema.pt is none of the known GAN checkpoint layouts;.*g_ema,"):
+        original.load_into({"g": g.state_dict(), "d": d.state_dict()}, "no_ema.pt", {"g_ema": g})
+    with pytest.raises(UserError, match=r"foreign.pt: g.fc.weight has no place in this repository's model"):
+        original.load_into({**complete, "g": {**complete["g"], "fc.weight": torch.zeros(3)}}, "foreign.pt",
+                           {"g": tiny_generator()})
+    layout, left = original.load_into(complete, "ema.pt", {"g_ema": tiny_generator()})
+    assert layout.name == "tgn" and left == []

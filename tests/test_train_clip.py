@@ -111,14 +111,19 @@ def test_balanced_sampling_draws_classes_uniformly(data_root):
     assert counts.min() > 850 and counts.max() < 1150
 
 
-def test_roc_auc_hand_made():
-    assert train_clip.roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
-    assert train_clip.roc_auc([0.5, 0.5, 0.2], [1, 0, 0]) == pytest.approx(0.75)  # a tie counts one half
-    assert np.isnan(train_clip.roc_auc([0.1, 0.2], [1, 1]))
-    from sklearn.metrics import roc_auc_score
-    rng = np.random.default_rng(0)
-    s, y = rng.integers(0, 5, 200) / 4, rng.integers(0, 2, 200)
-    assert train_clip.roc_auc(s, y) == pytest.approx(roc_auc_score(y, s))
+def test_attribute_aucs_are_hand_computed_aucs_ties_included():
+    # four test images of classes 0..3 score 0.2, 0.5, 0.5, 0.8 on every attribute prompt (a tie at 0.5)
+    image_feats, attr_feats = torch.tensor([[0.2], [0.5], [0.5], [0.8]]), torch.ones(3, 1)
+    truth = np.array([[0, 1, 1], [1, 1, 0], [0, 1, 1], [1, 1, 0]])  # class x attribute
+    names = ["a", "b", "c"]
+    res = train_clip.attribute_aucs(image_feats, torch.arange(4), attr_feats, truth, names)
+    # a: positives 0.5, 0.8 against negatives 0.2, 0.5: pairs won 1 + 1/2 (the tie) + 1 + 1 of 4
+    # c: positives 0.2, 0.5 against 0.5, 0.8: only the tie, 1/2 of 4; b: every image has it, AUC undefined
+    assert res["per_attribute"] == {"a": pytest.approx(3.5 / 4), "c": pytest.approx(0.5 / 4)}
+    assert res["undefined"] == ["b"] and res["worst_attribute"] == "c"
+    assert res["mean"] == pytest.approx((3.5 + 0.5) / 8) and res["worst"] == pytest.approx(0.125)
+    everyone = train_clip.attribute_aucs(image_feats, torch.arange(4), attr_feats, np.ones((4, 3)), names)
+    assert everyone["mean"] is None and everyone["undefined"] == ["a", "b", "c"]
 
 
 def test_captions_and_prompts():

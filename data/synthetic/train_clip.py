@@ -22,6 +22,7 @@ import numpy as np
 import open_clip
 import torch
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from common.checkpoint import atomic_save
 from common.clip import checkpoint_dict, read_checkpoint
@@ -181,25 +182,6 @@ def train_step(model, loss_fn, optimizer, images: torch.Tensor, tokens: torch.Te
 
 # ---------------------------------------------------------------------------------------------- evaluation
 
-def roc_auc(scores, labels) -> float:
-    """Area under the ROC curve = P(score of a positive > score of a negative), ties counting one half."""
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks (1-based) over runs of tied scores
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 @torch.no_grad()
 def encode_images(model, images: torch.Tensor, mean, std, batch: int = 256) -> torch.Tensor:
     model.eval()
@@ -227,14 +209,15 @@ def attribute_aucs(image_feats, labels, attr_feats, matrix: np.ndarray, names: l
     """Per-attribute AUC of image-prompt similarity against the true attribute of each image's class."""
     sims = (image_feats @ attr_feats.T).numpy()
     truth = matrix[labels.numpy()]
-    per = {a: roc_auc(sims[:, j], truth[:, j]) for j, a in enumerate(names)}
-    defined = {a: v for a, v in per.items() if not math.isnan(v)}
+    # AUC is undefined for an attribute that every test image has, or none has
+    defined = {a: float(roc_auc_score(truth[:, j], sims[:, j])) for j, a in enumerate(names)
+               if 0 < truth[:, j].sum() < len(truth)}
     if not defined:
-        return {"mean": None, "worst": None, "worst_attribute": None, "undefined": sorted(per),
+        return {"mean": None, "worst": None, "worst_attribute": None, "undefined": sorted(names),
                 "per_attribute": {}}
     worst = min(defined, key=defined.get)
     return {"mean": float(np.mean(list(defined.values()))), "worst": defined[worst], "worst_attribute": worst,
-            "undefined": sorted(set(per) - set(defined)), "per_attribute": defined}
+            "undefined": sorted(set(names) - set(defined)), "per_attribute": defined}
 
 
 def evaluate(model, tokenizer, images, labels, info: dict, seen: list, unseen: list, mean, std) -> dict:
