@@ -27,7 +27,7 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from common import checkpoint, finished
-from common.clip import encode_text_prompts, load_clip, prompts_for
+from common.clip import add_clip_args, encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import setup
@@ -53,9 +53,8 @@ def get_args_parser():
                    help="independent classifier trained on the real data (Classification/train.py's "
                         "model_final.pt); without it FID, KID and feature diversity are reported unavailable")
     p.add_argument("--tail-model", default=None, help="default: the generation manifest's")
-    p.add_argument("--clip-model", default=None, help="open_clip model (default: the training run's, if it used CLIP)")
-    p.add_argument("--clip-pretrained", default=None, help="tag or file (default: the training run's); 'none' skips")
-    p.add_argument("--clip-prompt", default=None, help="prompt template (default: the training run's)")
+    add_clip_args(p, None, None, None, " (default: the training run's, if it used CLIP)",
+                  " (default: the training run's); none skips CLIP", " (default: the training run's)")
     p.add_argument("--max-per-class", type=int, default=500, help="generated (and real) images evaluated per class")
     p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg", "squeeze"])
     p.add_argument("--lpips-pairs", type=int, default=200, help="image pairs per class for LPIPS")

@@ -23,7 +23,7 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from common import checkpoint, rundir
-from common.clip import encode_text_prompts, load_clip, prompts_for
+from common.clip import add_clip_args, encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import all_reduce_sum, cleanup, setup
@@ -106,11 +106,7 @@ def get_args_parser():
                    help="weight of a mode-seeking term (MSGAN; not in the paper): half of each generator batch "
                         "is drawn twice with other noise and 1 / (image distance / latent distance) is minimised; "
                         "0 = off")
-    g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (upstream: OpenAI ViT-B/32)")
-    g.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag, checkpoint file or "
-                                                               "Hugging Face CLIP folder")
-    g.add_argument("--clip-prompt", default="a photo of a {name}",
-                   help="prompt template per tail class; {name} = class name, {article} = a/an")
+    add_clip_args(g, "ViT-B-32", "openai", "a photo of a {name}", " (upstream: OpenAI ViT-B/32)")
     g.add_argument("--r1", type=float, default=10.0, help="R1 gamma")
     g.add_argument("--d-reg-every", type=int, default=16, help="lazy R1 interval")
     g.add_argument("--path-regularize", type=float, default=2.0, help="path-length weight")

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common import finished
-from common.clip import encode_text_prompts, load_clip, pretrained_or_random
+from common.clip import add_clip_args, encode_text_prompts, load_clip, pretrained_or_random
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.errors import UserError, cli
@@ -43,7 +43,7 @@ from common.options import add_device_arg, add_loader_args, add_output_arg
 from DSVA.attributes import load_attributes, read_groups
 from DSVA.matfile import mat_strings, read_mat
 from DSVA.sources import load_pool
-from DSVA.model import PAPER_CLIP
+from DSVA.model import PAPER_CLIP, PAPER_CLIP_NOTE
 
 DEFAULT_VOCABULARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabulary.json")
 
@@ -82,11 +82,7 @@ def get_args_parser():
     g.add_argument("--normalize", default="minmax", choices=["minmax", "zscore", "none"],
                    help="per attribute across classes")
     g = p.add_argument_group("CLIP")
-    g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name")
-    g.add_argument("--clip-pretrained", default=PAPER_CLIP,
-                   help=f"open_clip pretrained tag, checkpoint file, Hugging Face CLIP folder or Hub id (default: the "
-                        f"paper's {PAPER_CLIP}, from checkpoints/{PAPER_CLIP.split('/')[1]} or the Hub); none = a "
-                        f"randomly initialised CLIP, only when asked for")
+    add_clip_args(g, "ViT-B-32", PAPER_CLIP, pretrained_note=PAPER_CLIP_NOTE)
     g = p.add_argument_group("released matrix")
     g.add_argument("--from-mat", default=None,
                    help="convert a released matrix (.mat with 'att', e.g. RSSDIVCS "

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from common.errors import UserError
 
 PAPER_CLIP = "flax-community/clip-rsicd"  # the CLIP the DSVA paper fine-tunes from, by its Hugging Face id
+PAPER_CLIP_NOTE = (f" (default: the paper's {PAPER_CLIP}, from checkpoints/{PAPER_CLIP.split('/')[1]} or the Hub); "
+                   f"none = a randomly initialised CLIP, only when asked for")
 
 
 class TokenEncoder(nn.Module):

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common import checkpoint, rundir
-from common.clip import load_clip, pretrained_or_random
+from common.clip import add_clip_args, load_clip, pretrained_or_random
 from common.config import add_config_arg, parse_args, positive_int
 from common.datasets import ImageList
 from common.distributed import autocast, cleanup, grad_scaler, setup
@@ -42,7 +42,7 @@ from DSVA.episodes import EpisodeSampler, class_lookup, dsva_transform, normalis
 from DSVA.sources import add_data_args, carve_validation, load_zsl_data
 from DSVA.evaluate import BRANCHES, attention_png, best_gamma, figures, pct, pick_images, scores
 from DSVA.losses import LossWeights, dsva_loss
-from DSVA.model import DSVA, PAPER_CLIP, describe_visual
+from DSVA.model import DSVA, PAPER_CLIP, PAPER_CLIP_NOTE, describe_visual
 
 
 def get_args_parser():
@@ -72,11 +72,7 @@ def get_args_parser():
     g.add_argument("--eval-batch-size", type=positive_int, default=64)
     g.add_argument("--vis-images", type=int, default=4, help="test images in attention_maps.png")
     g = p.add_argument_group("model")
-    g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (a ViT)")
-    g.add_argument("--clip-pretrained", default=PAPER_CLIP,
-                   help=f"open_clip pretrained tag, checkpoint file, Hugging Face CLIP folder or Hub id (default: the "
-                        f"paper's {PAPER_CLIP}, from checkpoints/{PAPER_CLIP.split('/')[1]} or the Hub); none = a "
-                        f"randomly initialised CLIP, only when asked for")
+    add_clip_args(g, "ViT-B-32", PAPER_CLIP, model_note=" (a ViT)", pretrained_note=PAPER_CLIP_NOTE)
     g.add_argument("--ln-post", action="store_true",
                    help="apply CLIP's final LayerNorm to all tokens (upstream: the encoder output without it)")
     g.add_argument("--norm", default="clip", choices=["clip", "imagenet"],

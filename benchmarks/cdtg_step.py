@@ -15,6 +15,7 @@ import json
 
 import torch
 
+from common.clip import add_clip_args
 from common.distributed import peak_memory, setup
 from common.options import add_device_arg
 from CDTG.profiling import Scale, build_trainer, cycle_length, profile_step, time_loop, top_kernels
@@ -37,9 +38,8 @@ def get_args_parser():
     p.add_argument("--feature-pool", type=int, default=0, help="0 = P on the full layer3 map (upstream)")
     p.add_argument("--cached-features", action="store_true", help="features precomputed (train.py's cache)")
     p.add_argument("--lambda-clip", type=float, default=1.0, help="0: no CLIP")
-    p.add_argument("--clip-model", default="ViT-B-32", help="open_clip model (randomly initialised unless "
-                                                             "--clip-pretrained)")
-    p.add_argument("--clip-pretrained", default=None, help="tag or file (e.g. checkpoints/synth_clip_all.pt)")
+    add_clip_args(p, "ViT-B-32", None, model_note=" (randomly initialised unless --clip-pretrained)",
+                  pretrained_note=" (e.g. checkpoints/synth_clip_all.pt)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     p.add_argument("--compile", default=None, help="torch.compile mode of the unregularised passes")
     p.add_argument("--warmup", type=int, default=4, help="untimed iterations")

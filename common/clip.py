@@ -66,6 +66,20 @@ class ClipBundle:
 
 # ---------------------------------------------------------------------------------------------- registration
 
+def add_clip_args(group, model: str | None = "ViT-B-32", pretrained: str | None = "openai", prompt=False,
+                  model_note: str = "", pretrained_note: str = "", prompt_note: str = "") -> None:
+    """The CLIP flags, spelled and explained alike in every script: --clip-model, --clip-pretrained and, unless
+    `prompt` is False, --clip-prompt with that default; each note ends its flag's help (e.g. where a default of
+    None is taken from)."""
+    group.add_argument("--clip-model", default=model, help="open_clip model name" + model_note)
+    group.add_argument("--clip-pretrained", default=pretrained,
+                       help="open_clip pretrained tag, checkpoint file, Hugging Face CLIP folder or Hub id" +
+                            pretrained_note)
+    if prompt is not False:
+        group.add_argument("--clip-prompt", default=prompt,
+                           help="prompt template per class; {name} = class name, {article} = a/an" + prompt_note)
+
+
 def register_model_config(name: str, cfg: dict) -> None:
     """Make `name` an open_clip model name for `cfg` in this process (re-registering replaces the config)."""
     global _registered_dir

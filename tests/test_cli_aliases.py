@@ -124,3 +124,13 @@ def test_shared_groups_are_declared_alike(module):
             actions["--workers"].type("-1")
     if "--on-corrupt" in actions:
         assert (actions["--on-corrupt"].default, actions["--on-corrupt"].choices) == ("skip", ["skip", "error"])
+
+
+@pytest.mark.parametrize("module", ["CDTG.train", "CDTG.evaluate", "DSVA.train", "DSVA.annotate", "benchmarks.cdtg_step"])
+def test_clip_flags_are_declared_alike(module):
+    actions = parser_of(module)._option_string_actions
+    assert actions["--clip-model"].help.startswith("open_clip model name")
+    assert actions["--clip-pretrained"].help.startswith("open_clip pretrained tag, checkpoint file, Hugging Face CLIP "
+                                                        "folder or Hub id")
+    if "--clip-prompt" in actions:
+        assert "{name} = class name, {article} = a/an" in actions["--clip-prompt"].help
