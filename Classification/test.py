@@ -2,7 +2,7 @@
 
     python Classification/test.py --weights runs/classification/dior/model_final.pt --data-root data/dior/processed
 
-Prints and saves (next to the weights, in test/<data set>/ unless --out) OA, macro-F1, per-class accuracy and F1,
+Prints and saves (next to the weights, in test/<data set>/ unless --output-dir) OA, macro-F1, per-class accuracy and F1,
 head/tail mean accuracy from split.json, and a confusion matrix PNG.
 """
 import argparse

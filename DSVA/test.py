@@ -5,7 +5,7 @@
 
 The weights file carries the backbone's architecture, the class x attribute matrix, the classes and the training
 run's data options: flags given here override them (e.g. --data-root on another machine, --gamma). Writes
-results.md, attention_maps.png and, last, results.json to --out (default: <weights folder>/test/<weights name>/);
+results.md, attention_maps.png and, last, results.json to --output-dir (default: <weights folder>/test/<weights name>/);
 run again, a finished report is left as it is.
 """
 import argparse

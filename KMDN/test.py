@@ -4,7 +4,7 @@
         --data-root data/dior/processed
 
 For each file: per-class and mean accuracy, OA and macro-F1 on its part's test subset, saved (results.md/.json,
-confusion matrix) in test_<file name>/ next to the weights unless --out; a file whose report there is finished
+confusion matrix) in test_<file name>/ next to the weights unless --output-dir; a file whose report there is finished
 (results.json, written last) is not evaluated again. Also checks that the file's classes are
 split.json's classes of its part, and that the head and tail class sets are disjoint.
 """
