@@ -521,14 +521,18 @@ def main(args):
                    f"{row['eval_pooled_fid']:.2f}) [{row['eval_seconds']:.1f} s]")
 
     def save_checkpoint(done: int) -> None:
-        state = {**trainer.state_dict(), "iteration": done, "rng": checkpoint.rng_state(), "args": vars(args),
+        rng = checkpoint.rng_state_of_every_rank()  # a collective: called on every process, written by rank 0
+        if not rt.is_main:
+            return
+        state = {**trainer.state_dict(), "iteration": done, "rng": rng, "args": vars(args),
                  "meta": generator_file.stored_meta({**meta, "iteration": done}, out)}
         checkpoint.atomic_save(state, ckpt_path)
         if args.snapshot_every and done % args.snapshot_every == 0:
             checkpoint.atomic_save(state, os.path.join(out, "checkpoints", f"{done:06d}.pt"))
 
-    if args.resume and rt.is_main:
-        checkpoint.set_rng_state(ck["rng"])  # last, so that no set-up step above draws from it
+    # last, so that no set-up step above draws from it; a file of before every rank's state was kept holds rank 0's
+    if args.resume and (isinstance(ck["rng"], list) or rt.is_main):
+        checkpoint.set_rng_state(ck["rng"])
     elif rt.distributed:
         torch.manual_seed(args.seed + 1000 * rt.rank + start)  # different noise per process
     if tracker is not None and start == 0:
@@ -565,7 +569,7 @@ def main(args):
                          os.path.join(samples_dir, f"{done:06d}.png"), args.sample_cols)
         if tracker is not None and (done % args.eval_every == 0 or done == args.iter):
             track(done)
-        if rt.is_main and (done % args.ckpt_every == 0 or done == args.iter):
+        if done % args.ckpt_every == 0 or done == args.iter:
             save_checkpoint(done)
         if args.stop_after is not None and done >= args.stop_after:
             cleanup()

@@ -115,6 +115,10 @@ class CDTGTrainer:
             self.g_plain, self.d_plain = torch.compile(self.g, mode=mode), torch.compile(self.d, mode=mode)
         self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(generator)).eval().requires_grad_(False)
         self.p_ema = (p_ema if p_ema is not None else copy.deepcopy(projection)).eval().requires_grad_(False)
+        if rt.distributed:  # every process starts from rank 0's weights: only the gradients are averaged after
+            for module in (self.g, self.d, self.proj, self.g_ema, self.p_ema):
+                for tensor in [*module.parameters(), *module.buffers()]:
+                    torch.distributed.broadcast(tensor.data, src=0)
         self.train_p = cfg.mode == "paper" and cfg.train_p
         self.proj.requires_grad_(self.train_p)
         g_params = list(self.g.parameters()) + (list(self.proj.parameters()) if self.train_p else [])

@@ -22,6 +22,14 @@ def tree(path) -> dict:
     return found
 
 
+def free_port() -> int:
+    """A TCP port no process listens on now, for torchrun's rendezvous."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_script(*args, check=True, env=None, timeout=600):
     """Run a repository script with this interpreter; returns the CompletedProcess."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}

@@ -18,7 +18,7 @@ from common.clip import checkpoint_dict, load_clip, register_model_config
 from common.distributed import setup
 from common.errors import UserError
 from common.layout import read_classes
-from conftest import assert_one_line_error, call_main, run_main, run_script
+from conftest import assert_one_line_error, call_main, free_port, run_main, run_script
 from CDTG import losses, train as cdtg_train
 from CDTG.augment import AdaptiveAugment, augment, translate
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents, load_tail_model
@@ -380,6 +380,31 @@ def test_resume_is_bit_identical(synth_root, tail_model_file, tmp_path):
     assert torch.equal(a["mean_path_length"], b["mean_path_length"])
     without_time = lambda rows: [{k: v for k, v in r.items() if k != "sec_per_iter"} for r in rows]  # noqa: E731
     assert without_time(read_metrics(full)) == without_time(read_metrics(part))
+
+
+@pytest.mark.slow
+def test_two_process_resume_equals_the_uninterrupted_run(synth_root, tail_model_file, tmp_path):
+    """torchrun with 2 CPU processes: both start from rank 0's weights; stopped after iteration 2 and resumed,
+    every process gets its own random stream back, so the run ends as the uninterrupted one (noise, mixing and
+    path-length draws differ per rank)."""
+    extra = ["--iter", "4", "--d-reg-every", "2", "--g-reg-every", "2", "--batch-size", "2"]
+
+    def torchrun(out, *more):
+        argv = ["--data-root", synth_root, "--tail-model", tail_model_file, "--output-dir", str(out), *TINY, *extra,
+                *more]
+        run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                   "CDTG/train.py", *argv)
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    torchrun(full)
+    torchrun(part, "--stop-after", "2")
+    assert len(torch.load(part / "ckpt_last.pt", weights_only=False)["rng"]) == 2  # each process's own state
+    torchrun(part, "--resume")
+    a = torch.load(full / "ckpt_last.pt", weights_only=False)
+    b = torch.load(part / "ckpt_last.pt", weights_only=False)
+    for key in ("g", "d", "g_ema", "P", "P_ema"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert torch.equal(a["mean_path_length"], b["mean_path_length"])
 
 
 @pytest.mark.slow

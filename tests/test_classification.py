@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from Classification import train as classification_train
-from conftest import assert_one_line_error, run_main, run_script
+from conftest import assert_one_line_error, free_port, run_main, run_script
 
 TINY = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
         "--lr-drop-epochs", "2", "--device", "cpu"]
@@ -91,7 +91,7 @@ def test_bad_input_errors(synth_root, tmp_path):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(synth_root, tmp_path):
     out = tmp_path / "ddp"
-    run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                "Classification/train.py", "--data-root", synth_root, "--output-dir", str(out), *TINY, "--epochs", "2")
     rows = metrics(out)
     assert [r["epoch"] for r in rows] == [0, 1]  # written once, by rank 0
