@@ -247,6 +247,15 @@ def test_mean_pairwise_lpips_with_a_stand_in_model():
 
 
 @pytest.mark.slow
+def random_classifier_file(tmp_path, names):
+    """An untrained ResNet-18 on every class, exported as Classification/train.py does (32 px)."""
+    torch.manual_seed(0)
+    clf = build_classifier("resnet18", len(names), "none", verbose=False)
+    path = tmp_path / "model_final.pt"
+    export_weights(clf, str(path), arch="resnet18", names=names, img_size=32, norm="half", dataset="SYNTH")
+    return path
+
+
 def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split, tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate, "load_lpips", lambda net, device: (MeanAbsDifference(), None))
     import shutil
@@ -254,10 +263,7 @@ def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split,
     shutil.copytree(generated, folder)
     from common.layout import read_classes
     names = read_classes(synth_root)["names"]
-    torch.manual_seed(0)
-    clf = build_classifier("resnet18", len(names), "none", verbose=False)
-    clf_path = tmp_path / "model_final.pt"
-    export_weights(clf, str(clf_path), arch="resnet18", names=names, img_size=32, norm="half", dataset="SYNTH")
+    clf_path = random_classifier_file(tmp_path, names)
     import open_clip
     from common.clip import checkpoint_dict, register_model_config
     cfg = {"embed_dim": 16,
@@ -479,11 +485,7 @@ def test_evaluate_inception_offline_then_with_a_stand_in(generated, synth_root, 
     folder = tmp_path / "gen"
     shutil.copytree(generated, folder)
     names = read_classes(synth_root)["names"]
-    torch.manual_seed(0)
-    clf = build_classifier("resnet18", len(names), "none", verbose=False)
-    clf_path = tmp_path / "model_final.pt"
-    export_weights(clf, str(clf_path), arch="resnet18", names=names, img_size=32, norm="half",
-                   dataset="SYNTH")
+    clf_path = random_classifier_file(tmp_path, names)
     # as many real as generated images per class: each KID subset is the whole sets, no random draw
     m = min(7, *(split["train_counts"][c] for c in (split["tail"][0], split["tail"][-1])))
     argv = ["--generated", folder, "--classifier", clf_path, "--workers", "0", "--device", "cpu",
