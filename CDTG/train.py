@@ -109,6 +109,9 @@ def get_args_parser():
                    help="weight of a mode-seeking term (MSGAN; not in the paper): half of each generator batch "
                         "is drawn twice with other noise and 1 / (image distance / latent distance) is minimised; "
                         "0 = off")
+    g.add_argument("--consistency-lowpass", action="store_true",
+                   help="the tail model and CLIP see G's images through a [1, 2, 1] blur, so their gradients hold no "
+                        "2-pixel checkerboard (not in the paper: they see the images as generated)")
     g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (upstream: OpenAI ViT-B/32)")
     g.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag, checkpoint file or "
                                                                "Hugging Face CLIP folder")
@@ -457,7 +460,8 @@ def main(args):
                      d_reg_every=args.d_reg_every, path_regularize=args.path_regularize,
                      path_batch_shrink=args.path_batch_shrink, g_reg_every=args.g_reg_every,
                      ema_decay=args.ema_decay, amp=args.amp, train_p=not args.freeze_p,
-                     lambda_ms=args.lambda_ms, compile=args.compile)
+                     lambda_ms=args.lambda_ms, compile=args.compile,
+                     consistency_lowpass=args.consistency_lowpass)
     if rt.cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick each convolution's algorithm
     trainer = CDTGTrainer(g, d, proj, tail, rt, cfg, clip, text_features, augment, g_ema, p_ema)

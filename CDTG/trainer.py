@@ -17,7 +17,7 @@ from common.distributed import Runtime, autocast, grad_scaler
 from CDTG.augment import AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
 from CDTG.losses import (classifier_consistency_loss, clip_consistency_loss, d_logistic_loss, g_nonsaturating_loss,
-                         mode_seeking_loss, path_length_penalty, r1_penalty, released_clip_input)
+                         lowpass, mode_seeking_loss, path_length_penalty, r1_penalty, released_clip_input)
 
 MODES = ("paper", "code")
 
@@ -42,6 +42,7 @@ class StepConfig:
     compile: str | None = None  # torch.compile mode for G and D in the unregularised passes; None: eager
     train_p: bool = True  # --mode paper trains P unless this is off (--freeze-p)
     lambda_ms: float = 0.0  # mode-seeking term (not in the paper; CDTG.losses.mode_seeking_loss)
+    consistency_lowpass: bool = False  # the tail model and CLIP see G's images through CDTG.losses.lowpass
 
 
 def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:
@@ -152,6 +153,8 @@ class CDTGTrainer:
         """L_cls and L_clip of generated images; with gradient when `train`, else under no_grad (logged only).
         --mode code computes L_clip as released: wrapped bytes through PIL, cross-entropy on probabilities."""
         cfg, out = self.cfg, {}
+        if cfg.consistency_lowpass:
+            fake = lowpass(fake)
         with torch.set_grad_enabled(train and cfg.lambda_cls > 0):
             logits, _ = self.tail(fake)
             out["cls"] = classifier_consistency_loss(logits, labels)
