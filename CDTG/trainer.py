@@ -43,6 +43,7 @@ class StepConfig:
     train_p: bool = True  # --mode paper trains P unless this is off (--freeze-p)
     lambda_ms: float = 0.0  # mode-seeking term (not in the paper; CDTG.losses.mode_seeking_loss)
     consistency_lowpass: bool = False  # the tail model and CLIP see G's images through CDTG.losses.lowpass
+    consistency_every: int = 1  # --mode paper: the consistency terms on every k-th G step only, weighted k (lazy)
 
 
 def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:
@@ -250,13 +251,16 @@ class CDTGTrainer:
                                        noise=self.draws.layer_noise("g"))
                 fake_pred = self.d_plain(self._aug(fake), g_labels).float()
                 adv = g_nonsaturating_loss(fake_pred)
-            with self.phase("consistency"):  # the tail model and CLIP on the generated images
-                terms = self._consistency(fake if paper else fake.detach(), g_labels, train=paper)
+            lazy = max(1, cfg.consistency_every) if paper else 1
+            terms = {}
+            if iteration % lazy == 0:
+                with self.phase("consistency"):  # the tail model and CLIP on the generated images
+                    terms = self._consistency(fake if paper else fake.detach(), g_labels, train=paper)
             g_loss = adv
-            if paper:
-                g_loss = g_loss + cfg.lambda_cls * terms["cls"]
+            if paper and terms:
+                g_loss = g_loss + lazy * cfg.lambda_cls * terms["cls"]
                 if "clip" in terms:
-                    g_loss = g_loss + cfg.lambda_clip * terms["clip"]
+                    g_loss = g_loss + lazy * cfg.lambda_clip * terms["clip"]
             if cfg.lambda_ms > 0:
                 terms["ms"] = mode_seeking_loss(fake, styles)
                 g_loss = g_loss + cfg.lambda_ms * terms["ms"]

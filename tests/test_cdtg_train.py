@@ -539,3 +539,13 @@ def test_consistency_lowpass_shows_the_tail_model_the_blurred_images(monkeypatch
     fake = torch.rand(2, 3, 32, 32) * 2 - 1
     tr._consistency(fake, torch.tensor([0, 1]), train=False)
     assert torch.equal(seen["x"], losses.lowpass(fake))
+
+
+@pytest.mark.slow  # 2 s: two steps of the tiny models
+def test_lazy_consistency_skips_the_terms_and_weights_them_k():
+    tr = make_trainer("paper", lambda_cls=0.5, consistency_every=2)
+    x, y = batch()
+    off = tr.step(x, y, 1)  # 1 % 2: the tail model is not run
+    assert "cls" not in off and float(off["g"]) == pytest.approx(float(off["adv"]))
+    on = tr.step(x, y, 2)
+    assert float(on["g"]) == pytest.approx(float(on["adv"]) + 2 * 0.5 * float(on["cls"]), rel=1e-5)
