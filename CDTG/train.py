@@ -110,11 +110,12 @@ def get_args_parser():
                         "is drawn twice with other noise and 1 / (image distance / latent distance) is minimised; "
                         "0 = off")
     g.add_argument("--consistency-lowpass", action="store_true",
-                   help="the tail model and CLIP see G's images through a [1, 2, 1] blur, so their gradients hold no "
-                        "2-pixel checkerboard (not in the paper: they see the images as generated)")
+                   help="the tail model and CLIP see G's images through a [1, 2, 1] blur, so their gradients "
+                        "hold no 2-pixel checkerboard (not in the paper: they see the images as generated)")
     g.add_argument("--consistency-every", type=int, default=1,
-                   help="--mode paper: the tail-model and CLIP terms on every k-th generator step only, weighted k "
-                        "(lazy, as R1; saves their forward and backward on the other steps; not in the paper: 1)")
+                   help="--mode paper: the tail-model and CLIP terms on every k-th generator step only, "
+                        "weighted k (lazy, as R1; saves their forward and backward on the other steps; "
+                        "not in the paper: 1)")
     g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (upstream: OpenAI ViT-B/32)")
     g.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag, checkpoint file or "
                                                                "Hugging Face CLIP folder")

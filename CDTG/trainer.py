@@ -43,7 +43,7 @@ class StepConfig:
     train_p: bool = True  # --mode paper trains P unless this is off (--freeze-p)
     lambda_ms: float = 0.0  # mode-seeking term (not in the paper; CDTG.losses.mode_seeking_loss)
     consistency_lowpass: bool = False  # the tail model and CLIP see G's images through CDTG.losses.lowpass
-    consistency_every: int = 1  # --mode paper: the consistency terms on every k-th G step only, weighted k (lazy)
+    consistency_every: int = 1  # --mode paper: the consistency terms on every k-th G step, weighted k
 
 
 def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:

@@ -389,10 +389,11 @@ def test_driver_tgn_part_wiring(synth_root, tmp_path):
 
 
 def test_driver_tgn_resample_has_the_expanded_list_and_the_balanced_sampler(synth_root, tmp_path):
-    """TGN + class-balanced sampler: the classifier on the original and the generated list, drawn class-balanced;
-    plain tgn keeps the shuffle."""
+    """TGN + class-balanced sampler: the classifier on the original and the generated list, drawn
+    class-balanced; plain tgn keeps the shuffle."""
     lt = long_tail_module()
-    args = lt.get_args_parser().parse_args(["--data-root", synth_root, "--seeds", "3", "--out", str(tmp_path)])
+    args = lt.get_args_parser().parse_args(["--data-root", synth_root, "--seeds", "3",
+                                            "--out", str(tmp_path)])
     job = lt.tgn_job(args, 3, synth_root, "gen.txt", produced=True, method="tgn_resample")
     lists = [job.cmd[i + 1] for i, a in enumerate(job.cmd) if a == "--train-list"]
     assert lists == [os.path.join(synth_root, "anno", "SYNTH_train.txt"), "gen.txt"]
