@@ -80,6 +80,15 @@ def released_clip_input(preprocess, images: torch.Tensor) -> torch.Tensor:
     return torch.stack([preprocess(Image.fromarray(a)) for a in arrays]).to(images.device)
 
 
+def lowpass(images: torch.Tensor) -> torch.Tensor:
+    """The [1, 2, 1] x [1, 2, 1] / 16 blur per channel (edges replicated). Its frequency response is 0 at the
+    Nyquist frequency and, away from the edges, it is its own adjoint: a loss of lowpass(x) sends x no 2-pixel
+    checkerboard gradient."""
+    k = torch.tensor([1.0, 2.0, 1.0], device=images.device, dtype=images.dtype)
+    k = (k[:, None] * k[None, :] / 16).expand(images.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), k, groups=images.shape[1])
+
+
 def mode_seeking_loss(fake: torch.Tensor, styles: list, eps: float = 1e-5) -> torch.Tensor:
     """The mode-seeking term of MSGAN (Mao et al., CVPR 2019), not in the paper: a batch whose halves share
     class and feature, with other noise; the ratio of the halves' mean absolute image difference to their latents'

@@ -106,6 +106,13 @@ def get_args_parser():
                    help="weight of a mode-seeking term (MSGAN; not in the paper): half of each generator batch "
                         "is drawn twice with other noise and 1 / (image distance / latent distance) is minimised; "
                         "0 = off")
+    g.add_argument("--consistency-lowpass", action="store_true",
+                   help="the tail model and CLIP see G's images through a [1, 2, 1] blur, so their gradients "
+                        "hold no 2-pixel checkerboard (not in the paper: they see the images as generated)")
+    g.add_argument("--consistency-every", type=int, default=1,
+                   help="--mode paper: the tail-model and CLIP terms on every k-th generator step only, "
+                        "weighted k (lazy, as R1; saves their forward and backward on the other steps; "
+                        "not in the paper: 1)")
     add_clip_args(g, "ViT-B-32", "openai", "a photo of a {name}", " (upstream: OpenAI ViT-B/32)")
     g.add_argument("--r1", type=float, default=10.0, help="R1 gamma")
     g.add_argument("--d-reg-every", type=int, default=16, help="lazy R1 interval")
@@ -318,6 +325,8 @@ def check_args(args) -> None:
         raise UserError("--continue-original needs --init-weights (an original 200000.pt) and no --resume")
     if not 0 <= args.r_train <= 1:
         raise UserError(f"--r-train must be in [0, 1], got {args.r_train}")
+    if args.consistency_every < 1:
+        raise UserError(f"--consistency-every must be 1 (every step) or more, got {args.consistency_every}")
     check_size(args.size)  # before the run folder, not when the models are built
     if args.eval_every < 0:
         raise UserError(f"--eval-every must be 0 (off) or positive, got {args.eval_every}")
@@ -450,7 +459,8 @@ def main(args):
                      d_reg_every=args.d_reg_every, path_regularize=args.path_regularize,
                      path_batch_shrink=args.path_batch_shrink, g_reg_every=args.g_reg_every,
                      ema_decay=args.ema_decay, amp=args.amp, train_p=not args.freeze_p,
-                     lambda_ms=args.lambda_ms, compile=args.compile)
+                     lambda_ms=args.lambda_ms, compile=args.compile,
+                     consistency_lowpass=args.consistency_lowpass, consistency_every=args.consistency_every)
     if rt.cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick each convolution's algorithm
     trainer = CDTGTrainer(g, d, proj, tail, rt, cfg, clip, text_features, augment, g_ema, p_ema)

@@ -17,7 +17,7 @@ from common.distributed import Runtime, autocast, grad_scaler
 from CDTG.augment import AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
 from CDTG.losses import (classifier_consistency_loss, clip_consistency_loss, d_logistic_loss, g_nonsaturating_loss,
-                         mode_seeking_loss, path_length_penalty, r1_penalty, released_clip_input)
+                         lowpass, mode_seeking_loss, path_length_penalty, r1_penalty, released_clip_input)
 
 MODES = ("paper", "code")
 
@@ -42,6 +42,8 @@ class StepConfig:
     compile: str | None = None  # torch.compile mode for G and D in the unregularised passes; None: eager
     train_p: bool = True  # --mode paper trains P unless this is off (--freeze-p)
     lambda_ms: float = 0.0  # mode-seeking term (not in the paper; CDTG.losses.mode_seeking_loss)
+    consistency_lowpass: bool = False  # the tail model and CLIP see G's images through CDTG.losses.lowpass
+    consistency_every: int = 1  # --mode paper: the consistency terms on every k-th G step, weighted k
 
 
 def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:
@@ -156,6 +158,8 @@ class CDTGTrainer:
         """L_cls and L_clip of generated images; with gradient when `train`, else under no_grad (logged only).
         --mode code computes L_clip as released: wrapped bytes through PIL, cross-entropy on probabilities."""
         cfg, out = self.cfg, {}
+        if cfg.consistency_lowpass:
+            fake = lowpass(fake)
         with torch.set_grad_enabled(train and cfg.lambda_cls > 0):
             logits, _ = self.tail(fake)
             out["cls"] = classifier_consistency_loss(logits, labels)
@@ -251,13 +255,16 @@ class CDTGTrainer:
                                        noise=self.draws.layer_noise("g"))
                 fake_pred = self.d_plain(self._aug(fake), g_labels).float()
                 adv = g_nonsaturating_loss(fake_pred)
-            with self.phase("consistency"):  # the tail model and CLIP on the generated images
-                terms = self._consistency(fake if paper else fake.detach(), g_labels, train=paper)
+            lazy = max(1, cfg.consistency_every) if paper else 1
+            terms = {}
+            if iteration % lazy == 0:
+                with self.phase("consistency"):  # the tail model and CLIP on the generated images
+                    terms = self._consistency(fake if paper else fake.detach(), g_labels, train=paper)
             g_loss = adv
-            if paper:
-                g_loss = g_loss + cfg.lambda_cls * terms["cls"]
+            if paper and terms:
+                g_loss = g_loss + lazy * cfg.lambda_cls * terms["cls"]
                 if "clip" in terms:
-                    g_loss = g_loss + cfg.lambda_clip * terms["clip"]
+                    g_loss = g_loss + lazy * cfg.lambda_clip * terms["clip"]
             if cfg.lambda_ms > 0:
                 terms["ms"] = mode_seeking_loss(fake, styles)
                 g_loss = g_loss + cfg.lambda_ms * terms["ms"]

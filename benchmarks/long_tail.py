@@ -17,7 +17,8 @@ beside its folder):
 - tgn: CDTG trained once, on the distilled tail model of the first seed's KMDN (configs' cdtg_train section), its
   images generated and added to the training list (CDTG/generate.py, CDTG/expand.py) and their quality measured
   (CDTG/evaluate.py against the first seed's CE model); then a TGN classifier on that list for every seed (method
-  tgn). --tgn-list LIST uses an expanded list made elsewhere instead;
+  tgn), and one on the same list with class-balanced re-sampling (method tgn_resample: the generated images on
+  top of re-sampling). --tgn-list LIST uses an expanded list made elsewhere instead;
 - dsva: the small CLIP fitted with the seed (data/synthetic/train_clip.py --seed), attributes annotated by it, a
   validation run, the final run; next to plain CLIP zero-shot of the same CLIP.
 
@@ -53,7 +54,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINED = {"ce": [], "resample": ["--sampler", "class_balanced"], "cb": ["--loss", "cb"],
            "balanced_softmax": ["--loss", "balanced_softmax"], "ldam_drw": ["--loss", "ldam"]}
 ON_CE = ("crt", "logit_adjust", "tau_norm")  # need the CE model of the same seed
-METHODS = (*TRAINED, *ON_CE, "tgn")
+# the classifier on the original + generated list, as is or with the re-sampling method's sampler
+TGN_METHODS = {"tgn": [], "tgn_resample": TRAINED["resample"]}
+METHODS = (*TRAINED, *ON_CE, *TGN_METHODS)
 DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "logit_adjust", "tau_norm")  # cb: by flag
 PARTS = ("longtail", "kmdn", "tgn", "dsva")
 PROTOCOLS = ("adam", "sgd")
@@ -76,7 +79,9 @@ def get_args_parser():
     p.add_argument("--data-root", default=None, help="processed data root (default: the config's classification "
                                                      "section's data_root)")
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
-                   help=f"long-tail methods (default: {' '.join(DEFAULT_METHODS)}, plus tgn with the tgn part or --tgn-list)")
+                   help=f"long-tail methods (default: {' '.join(DEFAULT_METHODS)}, plus tgn and tgn_resample "
+                        f"with the tgn part or --tgn-list; a list given here gets tgn added with the tgn "
+                        f"part)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     p.add_argument("--tgn-list", default=None, help="an expanded training list made elsewhere (CDTG/expand.py) for "
@@ -228,7 +233,7 @@ def longtail_chains(args, seed: int, root: str, protocol: str) -> list:
             fixed = list(job.cmd)
             job.cmd = lambda fixed=fixed: fixed + ["--drw-epoch", str(chosen_drw(args, protocol)["drw_epoch"])]
             chains.append([job])
-        elif method not in ("ce", "tgn"):
+        elif method != "ce" and method not in TGN_METHODS:
             chains.append([train_job(method, TRAINED[method], COST["train"])])
     return ([ce_chain] if ce_chain else []) + chains
 
@@ -312,16 +317,17 @@ def tgn_protocol(args) -> str:
     return "adam" if "adam" in args.protocols else args.protocols[0]
 
 
-def tgn_job(args, seed: int, root: str, train_list: str, produced: bool) -> Job:
+def tgn_job(args, seed: int, root: str, train_list: str, produced: bool, method: str = "tgn") -> Job:
     protocol = tgn_protocol(args)
-    f = lt_folder(args, protocol, "tgn", seed)
+    f = lt_folder(args, protocol, method, seed)
     cfg = ["--config", args.config] if args.config else []
     orig = args.lt_train_list or os.path.join(root, "anno", f"{read_classes(root)['dataset']}_train.txt")
-    return Job(f"tgn seed {seed}", py("Classification/train.py", *cfg, "--data-root", root, "--seed", seed,
-                                      "--train-list", orig, "--train-list", train_list, "--output-dir", f,
-                                      *protocol_flags(args, protocol)), f,
+    cmd = py("Classification/train.py", *cfg, "--data-root", root, "--seed", seed, "--train-list", orig,
+             "--train-list", train_list, "--output-dir", f, *TGN_METHODS[method],
+             *protocol_flags(args, protocol))
+    return Job(f"{method} seed {seed}", cmd, f,
                os.path.join(f, "results.json"), COST["tgn"],
-               extra={"part": "longtail", "method": "tgn", "seed": seed, "protocol": protocol},
+               extra={"part": "longtail", "method": method, "seed": seed, "protocol": protocol},
                needs=(train_list,) if produced else ())
 
 
@@ -748,7 +754,8 @@ def main(args):
     if split is None:
         raise UserError(f"{root}/split.json is missing; run data/split.py --root {root} first")
     if args.methods is None:
-        args.methods = list(DEFAULT_METHODS)
+        with_tgn = "tgn" in args.parts or args.tgn_list
+        args.methods = list(DEFAULT_METHODS) + (list(TGN_METHODS) if with_tgn else [])
     if "tgn" in args.parts and "tgn" not in args.methods:
         args.methods = [*args.methods, "tgn"]
     for key, valid in (("methods", METHODS), ("parts", PARTS)):  # a config's lists skip argparse's choices
@@ -758,8 +765,10 @@ def main(args):
     if "dsva" in args.parts and read_classes(root)["dataset"] != "SYNTH":
         raise UserError("the dsva part fits the embedded set's small CLIP per seed; for RSSDIVCS run "
                         "scripts/10_dsva.sh EXPERIMENT --seed N, or drop dsva from --parts")
-    if "tgn" in args.methods and "tgn" not in args.parts and not args.tgn_list:
-        raise UserError("method tgn needs the tgn part (--parts ... tgn) or --tgn-list (CDTG/expand.py's list)")
+    for method in TGN_METHODS:
+        if method in args.methods and "tgn" not in args.parts and not args.tgn_list:
+            raise UserError(f"method {method} needs the tgn part (--parts ... tgn) or --tgn-list "
+                            f"(CDTG/expand.py's list)")
     if args.tgn_list and not os.path.isfile(args.tgn_list):
         raise UserError(f"--tgn-list {args.tgn_list} does not exist; run CDTG/expand.py first")
     if args.jobs < 1:
@@ -805,8 +814,10 @@ def main(args):
             chains += kmdn_chain(args, seed, root)
         if "dsva" in args.parts and not (plan and seed == s0):
             chains += dsva_chain(args, seed, root)
-        if "tgn" in args.methods:
-            late.append([tgn_job(args, seed, root, plan.train_list if plan else args.tgn_list, bool(plan))])
+        for method in TGN_METHODS:
+            if method in args.methods:
+                late.append([tgn_job(args, seed, root, plan.train_list if plan else args.tgn_list, bool(plan),
+                                     method)])
     chains = first + late + chains
     failed = []
     if not args.report_only:

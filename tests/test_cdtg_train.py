@@ -535,3 +535,42 @@ def test_mode_seeking_step_pairs_the_batch_and_freeze_p_keeps_p():
     log = tr.step(x, y, 1)
     assert torch.isfinite(log["ms"]) and log["ms"] > 0
     assert not changed(p_before, tr.proj) and not tr.proj.linear.weight.requires_grad
+
+
+def test_lowpass_removes_the_checkerboard_by_hand():
+    checker = (torch.arange(6)[:, None] + torch.arange(6)[None, :]) % 2 * 2.0 - 1  # +-1, period 2
+    x = checker.expand(1, 2, 6, 6).clone()
+    out = losses.lowpass(x)
+    assert torch.allclose(out[..., 1:-1, 1:-1], torch.zeros(1, 2, 4, 4))  # (1 - 2 + 1)^2 / 16 = 0 inside
+    assert torch.allclose(losses.lowpass(torch.full((1, 3, 5, 5), 0.7)), torch.full((1, 3, 5, 5), 0.7))
+    spike = torch.zeros(1, 1, 5, 5)
+    spike[0, 0, 2, 2] = 16.0
+    assert losses.lowpass(spike)[0, 0, 1:4, 1:4].tolist() == [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
+    # a loss of lowpass(x)'s inner pixels: its gradient is orthogonal to the checkerboard
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    grad, = torch.autograd.grad((losses.lowpass(x)[..., 1:-1, 1:-1] * torch.randn(1, 2, 4, 4)).sum(), x)
+    assert grad.abs().sum() > 0 and abs(float((grad * checker).sum())) < 1e-5
+
+
+def test_consistency_lowpass_shows_the_tail_model_the_blurred_images(monkeypatch):
+    seen = {}
+    tr = make_trainer("paper", consistency_lowpass=True)
+    forward = tr.tail.forward
+
+    def spy(images):
+        seen["x"] = images.detach()
+        return forward(images)
+    monkeypatch.setattr(tr.tail, "forward", spy)
+    fake = torch.rand(2, 3, 32, 32) * 2 - 1
+    tr._consistency(fake, torch.tensor([0, 1]), train=False)
+    assert torch.equal(seen["x"], losses.lowpass(fake))
+
+
+@pytest.mark.slow  # 2 s: two steps of the tiny models
+def test_lazy_consistency_skips_the_terms_and_weights_them_k():
+    tr = make_trainer("paper", lambda_cls=0.5, consistency_every=2)
+    x, y = batch()
+    off = tr.step(x, y, 1)  # 1 % 2: the tail model is not run
+    assert "cls" not in off and float(off["g"]) == pytest.approx(float(off["adv"]))
+    on = tr.step(x, y, 2)
+    assert float(on["g"]) == pytest.approx(float(on["adv"]) + 2 * 0.5 * float(on["cls"]), rel=1e-5)

@@ -388,6 +388,25 @@ def test_driver_tgn_part_wiring(synth_root, tmp_path):
                                                                       "seed4")
 
 
+def test_driver_tgn_resample_has_the_expanded_list_and_the_balanced_sampler(synth_root, tmp_path):
+    """TGN + class-balanced sampler: the classifier on the original and the generated list, drawn
+    class-balanced; plain tgn keeps the shuffle."""
+    lt = long_tail_module()
+    args = lt.get_args_parser().parse_args(["--data-root", synth_root, "--seeds", "3",
+                                            "--out", str(tmp_path)])
+    job = lt.tgn_job(args, 3, synth_root, "gen.txt", produced=True, method="tgn_resample")
+    lists = [job.cmd[i + 1] for i, a in enumerate(job.cmd) if a == "--train-list"]
+    assert lists == [os.path.join(synth_root, "anno", "SYNTH_train.txt"), "gen.txt"]
+    assert job.cmd[job.cmd.index("--sampler") + 1] == "class_balanced"
+    assert job.needs == ("gen.txt",) and job.extra["method"] == "tgn_resample"
+    assert job.cmd[job.cmd.index("--output-dir") + 1] == os.path.join(str(tmp_path), "longtail", "adam",
+                                                                      "tgn_resample", "seed3")
+    assert "--sampler" not in lt.tgn_job(args, 3, synth_root, "gen.txt", produced=True).cmd
+    proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--methods", "ce", "tgn_resample",
+                      "--parts", "longtail", "--out", str(tmp_path / "b"), check=False)
+    assert_one_line_error(proc, "tgn_resample needs the tgn part", "--tgn-list")
+
+
 def test_runner_waits_for_needs_and_skips_after_a_failure(tmp_path):
     """A run waits for the runs it needs (in other chains); one whose need failed is skipped, not started; a
     `fresh` run's partial folder is removed before it starts."""
