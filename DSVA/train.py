@@ -40,9 +40,10 @@ from common.jsonfile import read_json
 from common.options import add_loader_args
 from DSVA.episodes import EpisodeSampler, class_lookup, dsva_transform, normalisation
 from DSVA.sources import add_data_args, carve_validation, load_zsl_data
-from DSVA.evaluate import BRANCHES, attention_png, best_gamma, figures, pct, pick_images, scores
+from DSVA.evaluate import BRANCHES, attention_png, figures, gamma_sweep, pct, pick_images, scores
 from DSVA.losses import LossWeights, dsva_loss
 from DSVA.model import DSVA, PAPER_CLIP, describe_visual
+from DSVA.selection import epochs_and_gamma_from
 
 
 def get_args_parser():
@@ -66,9 +67,13 @@ def get_args_parser():
     g.add_argument("--val-gamma-grid", type=float, nargs="*", default=[],
                    help="with --val-classes: every epoch, take the gamma of this list with the best validation H "
                         "(instead of --gamma)")
-    g.add_argument("--val-run", default=None,
-                   help="folder of an earlier run trained with --val-classes: train for its best validation "
-                        "epoch + 1 epochs with its gamma, on all seen classes; report the last epoch (honest)")
+    g.add_argument("--val-fold", type=int, default=0,
+                   help="with --val-classes: which classes are held out (fold k holds out the k-th group of "
+                        "--val-classes classes of a seeded order of the seen classes; 0: the first)")
+    g.add_argument("--val-run", nargs="+", default=None,
+                   help="folders of earlier runs trained with --val-classes (one per fold): train on all seen "
+                        "classes for the epochs and with the gamma of the best validation figures, averaged over "
+                        "the runs (DSVA/selection.py); report the last epoch (honest)")
     g.add_argument("--eval-batch-size", type=positive_int, default=64)
     g.add_argument("--vis-images", type=int, default=4, help="test images in attention_maps.png")
     g = p.add_argument_group("model")
@@ -183,17 +188,6 @@ def flat(prefix: str, figures: dict) -> dict:
     return {f"{prefix}_{b}_{k}": v for b, f in figures.items() for k, v in f.items()}
 
 
-def epochs_and_gamma_from(run: str) -> tuple:
-    """(best validation epoch + 1, its gamma) from an earlier run's results.json."""
-    path = os.path.join(run, "results.json")
-    if not os.path.isfile(path):
-        raise UserError(f"--val-run: {path} does not exist; finish the validation run (--val-classes) first")
-    best = read_json(path, "--val-run: results file", expect=dict).get("best_val")
-    if not best:
-        raise UserError(f"--val-run: {path} has no validation figures; that run needs --val-classes")
-    return best["epoch"] + 1, best["gamma"]
-
-
 def summary_row(history: list, key: str, args) -> dict | None:
     """The epoch with the best score on `key` ('test' or 'val'), with its test figures."""
     rows = [r for r in history if r.get(key)]
@@ -212,8 +206,8 @@ def results_markdown(res: dict, data, args, info: dict) -> str:
              f"{info['attributes']}; {args.epochs} epochs x {args.batches_per_epoch} episodes of {args.ways} x "
              f"{args.shots}; {info['seconds']:.0f} s on {info['device']}. Chance: ZSL "
              f"{100 / len(data.unseen):.1f} %." + (
-                 f" Epochs and gamma chosen on the validation split of {args.val_run}: the last-epoch row is the "
-                 f"honest figure." if args.val_run else ""), "",
+                 f" Epochs and gamma chosen on the validation split(s) of {' '.join(args.val_run)}: the "
+                 f"last-epoch row is the honest figure." if args.val_run else ""), "",
              "| epoch chosen by | epoch | ZSL acc | GZSL U | GZSL S | GZSL H | gamma |",
              "|---|---|---|---|---|---|---|"]
     for key, label in (("best_test", "best on test (upstream)"), ("last", "last epoch"),
@@ -234,11 +228,14 @@ def main(args):
     att = torch.tensor(data.attributes, dtype=torch.float32)  # [classes, attributes]
     train_items, train_classes, val = data.train, data.seen, None
     if args.val_classes:
-        val = carve_validation(data.train, data.seen, args.val_classes, args.val_fraction, args.seed)
+        val = carve_validation(data.train, data.seen, args.val_classes, args.val_fraction, args.seed,
+                               args.val_fold)
         train_items, train_classes = val["train"], val["train_classes"]
     if args.val_run:
-        args.epochs, args.gamma = epochs_and_gamma_from(args.val_run)
-        print(f"from the validation run {args.val_run}: {args.epochs} epochs, gamma {args.gamma:g}")
+        args.epochs, args.gamma, pick = epochs_and_gamma_from(args.val_run, args.setting)
+        print(f"from {len(args.val_run)} validation run(s) {' '.join(args.val_run)}: {args.epochs} epochs, "
+              f"gamma {args.gamma:g} (mean validation ZSL {pct(pick['zsl'])}, U {pct(pick['u'])}, "
+              f"S {pct(pick['s'])}, H {pct(pick['h'])})")
     if args.val_gamma_grid and not args.val_classes:
         print(f"note: --val-gamma-grid is used only with --val-classes; gamma is {args.gamma:g}")
     if args.ways > len(train_classes):  # before the run folder (the sampler checks it again)
@@ -331,15 +328,16 @@ def main(args):
         gamma = args.gamma
         if val:
             scored = scores(model, val_seen, val_unseen, all_att, rt, args.amp, proposal)
-            if args.val_gamma_grid:
-                gamma = best_gamma(scored, val["train_classes"], val["val_classes"], args.val_gamma_grid,
-                                   args.branch)
+            sweep = gamma_sweep(scored, val["train_classes"], val["val_classes"], args.val_gamma_grid,
+                                args.branch)
+            if sweep:  # the grid's gamma with the best validation H (the first of equal ones)
+                gamma = sweep[int(np.argmax([r["h"] for r in sweep]))]["gamma"]
             val_figs = figures(scored, val["train_classes"], val["val_classes"], gamma)
         test_scored = scores(model, test_seen, test_unseen, all_att, rt, args.amp, proposal)
         figs = {"epoch": epoch, "gamma": gamma, "test": figures(test_scored, data.seen, data.unseen, gamma)}
         row["gamma"] = gamma
         if val:
-            figs["val"] = val_figs
+            figs["val"], figs["val_sweep"] = val_figs, sweep
             row.update(flat("val", figs["val"]))
         history.append(figs)
         row.update(flat("test", figs["test"]))
@@ -370,7 +368,9 @@ def main(args):
                     **history[-1]["test"][args.branch], "all_branches": history[-1]["test"]}}
     if val:
         res["validation"] = {"train_classes": [data.names[c] for c in val["train_classes"]],
-                             "val_classes": [data.names[c] for c in val["val_classes"]]}
+                             "val_classes": [data.names[c] for c in val["val_classes"]], "fold": args.val_fold}
+        res["validation_curve"] = [{"epoch": r["epoch"], "gamma": r["gamma"], **r["val"][args.branch],
+                                    "sweep": r.get("val_sweep") or []} for r in history]
     last = history[-1]["epoch"]
     checkpoint.export_weights(model, os.path.join(out, "model_final.pt"), epoch=last, figures=history[-1]["test"],
                               proposal=proposal_on(last, args), **{**meta, "gamma": history[-1]["gamma"]})
