@@ -644,6 +644,12 @@ def dsva_section(rows: list, split: str) -> list:
                           ("clip", "plain CLIP zero-shot, same CLIPs (no calibration)")):
         lines.append(f"| {label} | {len(rows)} | " + " | ".join(
             mean_std([r.get(f"{prefix}_{k}") for r in rows]) for k in ("zsl", "u", "s", "h")) + " |")
+    if all("epochs" in r for r in rows):
+        lines += ["", "Per seed, DSVA's last epoch (epochs and gamma chosen on validation classes):", "",
+                  "| seed | epochs | gamma | ZSL acc | GZSL U | GZSL S | GZSL H |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['seed']} | {r['epochs']} | {r['gamma']:g} | " + " | ".join(
+            f"{100 * r[f'last_{k}']:.1f}" for k in ("zsl", "u", "s", "h")) + " |"
+            for r in sorted(rows, key=lambda r: r["seed"])]
     return lines
 
 
@@ -666,6 +672,8 @@ def collect(chains: list, groups: dict) -> list:
             for key in ("last", "best_test"):
                 if r.get(key):
                     row.update({f"{key}_{k}": r[key][k] for k in ("zsl", "u", "s", "h")})
+            if r.get("last") and "epoch" in r["last"]:
+                row.update(epochs=r["last"]["epoch"] + 1, gamma=r["last"].get("gamma"))
             report = load_json(os.path.join(os.path.dirname(job.folder), "clip_report.json"))
             if report:
                 z = report["zero_shot"]["name"]
