@@ -4,7 +4,8 @@
 Every validation run stores its validation curve in results.json ("validation_curve": per epoch, ZSL accuracy
 and U, S, H for every gamma of its grid). With several runs (folds: other held-out classes) the curves are
 averaged: for each epoch, gamma = the grid value with the best mean H; the epoch = the best mean ZSL accuracy
-(--setting zsl) or the best mean H (gzsl), the first of equal ones. One run gives its own best validation epoch.
+(--setting zsl) or the best mean H (gzsl), the first of equal ones, among epochs min_epochs - 1 and later (fewer
+when the runs are shorter). One run gives its own best validation epoch.
 """
 import os
 
@@ -32,11 +33,16 @@ def sweep_of(row: dict) -> dict:
     return {r["gamma"]: r for r in row.get("sweep") or [{"gamma": row["gamma"], **row}]}
 
 
-def choose(curves: list, setting: str) -> dict:
+def first_epoch(min_epochs: int, epochs: int) -> int:
+    """The earliest epoch (0-based) the validation may choose: training at least min_epochs epochs."""
+    return max(0, min(min_epochs, epochs) - 1)
+
+
+def choose(curves: list, setting: str, min_epochs: int = 0) -> dict:
     """{'epoch', 'gamma', 'zsl', 'h', 'folds'}: the epoch and gamma with the best mean validation figures."""
     epochs = min(len(c) for c in curves)
     best = None
-    for e in range(epochs):
+    for e in range(first_epoch(min_epochs, epochs), epochs):
         sweeps = [sweep_of(c[e]) for c in curves]
         gammas = [g for g in sweeps[0] if all(g in s for s in sweeps)]
         if not gammas:
@@ -57,7 +63,7 @@ def nan0(v) -> float:
     return 0.0 if v is None or np.isnan(v) else float(v)
 
 
-def epochs_and_gamma_from(runs: list, setting: str) -> tuple:
+def epochs_and_gamma_from(runs: list, setting: str, min_epochs: int = 0) -> tuple:
     """(chosen epoch + 1, gamma, the choice) from one or more validation runs' folders."""
-    pick = choose([read_curve(r) for r in runs], setting)
+    pick = choose([read_curve(r) for r in runs], setting, min_epochs)
     return pick["epoch"] + 1, pick["gamma"], pick

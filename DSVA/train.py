@@ -43,7 +43,7 @@ from DSVA.sources import add_data_args, carve_validation, load_zsl_data
 from DSVA.evaluate import BRANCHES, attention_png, figures, gamma_sweep, pct, pick_images, scores
 from DSVA.losses import LossWeights, dsva_loss
 from DSVA.model import DSVA, PAPER_CLIP, describe_visual
-from DSVA.selection import epochs_and_gamma_from
+from DSVA.selection import epochs_and_gamma_from, first_epoch
 
 
 def get_args_parser():
@@ -70,6 +70,10 @@ def get_args_parser():
     g.add_argument("--val-fold", type=int, default=0,
                    help="with --val-classes: which classes are held out (fold k holds out the k-th group of "
                         "--val-classes classes of a seeded order of the seen classes; 0: the first)")
+    g.add_argument("--val-min-epochs", type=int, default=None,
+                   help="the validation may choose only this many epochs or more (default: the prototype phase, "
+                        "--pretrain-epoch + 1; stopped inside it, the model's GZSL calibration swings between "
+                        "seeds; 1: any epoch)")
     g.add_argument("--val-run", nargs="+", default=None,
                    help="folders of earlier runs trained with --val-classes (one per fold): train on all seen "
                         "classes for the epochs and with the gamma of the best validation figures, averaged over "
@@ -189,8 +193,11 @@ def flat(prefix: str, figures: dict) -> dict:
 
 
 def summary_row(history: list, key: str, args) -> dict | None:
-    """The epoch with the best score on `key` ('test' or 'val'), with its test figures."""
+    """The epoch with the best score on `key` ('test' or 'val'; 'val' among epochs of at least
+    --val-min-epochs), with its test figures."""
     rows = [r for r in history if r.get(key)]
+    if key == "val":
+        rows = rows[first_epoch(args.val_min_epochs, len(rows)):]
     if not rows:
         return None
     best = max(rows, key=lambda r: selection_score(r[key], args))  # first of equal scores, as upstream
@@ -231,8 +238,10 @@ def main(args):
         val = carve_validation(data.train, data.seen, args.val_classes, args.val_fraction, args.seed,
                                args.val_fold)
         train_items, train_classes = val["train"], val["train_classes"]
+    if args.val_min_epochs is None:
+        args.val_min_epochs = args.pretrain_epoch + 1
     if args.val_run:
-        args.epochs, args.gamma, pick = epochs_and_gamma_from(args.val_run, args.setting)
+        args.epochs, args.gamma, pick = epochs_and_gamma_from(args.val_run, args.setting, args.val_min_epochs)
         print(f"from {len(args.val_run)} validation run(s) {' '.join(args.val_run)}: {args.epochs} epochs, "
               f"gamma {args.gamma:g} (mean validation ZSL {pct(pick['zsl'])}, U {pct(pick['u'])}, "
               f"S {pct(pick['s'])}, H {pct(pick['h'])})")
@@ -312,7 +321,9 @@ def main(args):
                 attribute_groups=groups, gamma=args.gamma, branch=args.branch, setting=args.setting,
                 args=vars(args))
     best_key = "val" if val else "test"
-    best_score = max((selection_score(r[best_key], args) for r in history), default=-np.inf)
+    earliest = first_epoch(args.val_min_epochs, args.epochs) if val else 0  # model_best.pt: as the choice
+    best_score = max((selection_score(r[best_key], args) for r in history if r["epoch"] >= earliest),
+                     default=-np.inf)
     for epoch in tqdm(range(start, args.epochs), desc="epochs", initial=start, total=args.epochs):
         head = head_only(epoch, args)
         set_trainable(model, head)
@@ -347,7 +358,7 @@ def main(args):
                    f"{pct(t['u'])} S {pct(t['s'])} H {pct(t['h'])}" +
                    (f" | val {args.setting} {pct(selection_score(figs['val'], args))}" if val else ""))
         score = selection_score(figs[best_key], args)
-        if score > best_score:
+        if score > best_score and epoch >= earliest:
             best_score = score
             checkpoint.export_weights(model, os.path.join(out, "model_best.pt"), epoch=epoch,
                                       selected_on=best_key, figures=figs["test"], proposal=proposal,

@@ -232,3 +232,6 @@ def test_selection_averages_the_folds_curves():
     by_zsl = choose([fold_a, fold_b], "zsl")  # mean ZSL 0.7 then 0.75
     assert (by_zsl["epoch"], by_zsl["gamma"]) == (1, -0.1)
     assert choose([fold_a], "zsl")["epoch"] == 0 and choose([fold_a], "zsl")["gamma"] == 0.1
+    # at least 2 epochs: epoch 0 (1 epoch) is out; more than the runs hold: their last epoch
+    assert choose([fold_a], "zsl", min_epochs=2)["epoch"] == 1
+    assert choose([fold_a], "zsl", min_epochs=5)["epoch"] == 1
