@@ -12,8 +12,10 @@ everything at 1e-6 x 0.9^(epoch // 10); the Adam state is reset every epoch as u
 Model selection. Upstream picks the best of 30 test-set evaluations; results.md reports that epoch and the last
 one. Honest figures in two runs: `--val-classes N` holds out N seen classes (and a fraction of the other seen
 classes' images) as a validation split that picks the epoch (and, with --val-gamma-grid, the calibrated
-stacking gamma); `--val-run <that run>` then trains on all seen classes for that many epochs with that gamma and
-its last epoch is the honest figure (scripts/11_dsva_synthetic.sh does both).
+stacking gamma), among epochs after the prototype phase (--val-min-epochs); `--val-run <that run> [more folds]`
+then trains on all seen classes for that many epochs with that gamma (DSVA/selection.py: averaged over the runs
+when several, each holding out other classes with --val-fold) and its last epoch is the honest figure
+(scripts/11_dsva_synthetic.sh does both). The test set is evaluated for the logs only.
 
 Writes runs/dsva/<name>/: metrics.jsonl (one line per epoch), ckpt_last.pt, model_final.pt (last epoch),
 model_best.pt (best epoch on the validation split if --val-classes, else on the test set as upstream),
