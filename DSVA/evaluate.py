@@ -86,10 +86,16 @@ def figures(scored: tuple, seen: list, unseen: list, gamma: float) -> dict:
     return {b: zsl_gzsl(u_logits[b], u_y, s_logits[b], s_y, seen, unseen, gamma) for b in u_logits}
 
 
+def gamma_sweep(scored: tuple, seen: list, unseen: list, grid: list, branch: str) -> list:
+    """[{'gamma', 'zsl', 'u', 's', 'h'}] of `branch` for every calibrated-stacking gamma of `grid`."""
+    u_logits, u_y, s_logits, s_y = scored
+    return [{"gamma": float(g), **zsl_gzsl(u_logits[branch], u_y, s_logits[branch], s_y, seen, unseen, g)}
+            for g in grid]
+
+
 def best_gamma(scored: tuple, seen: list, unseen: list, grid: list, branch: str) -> float:
     """The calibrated-stacking gamma of `grid` with the highest H of `branch` (the first of equal ones)."""
-    u_logits, u_y, s_logits, s_y = scored
-    hs = [zsl_gzsl(u_logits[branch], u_y, s_logits[branch], s_y, seen, unseen, g)["h"] for g in grid]
+    hs = [r["h"] for r in gamma_sweep(scored, seen, unseen, grid, branch)]
     return float(grid[int(np.argmax(hs))])
 
 

@@ -342,15 +342,24 @@ def load_pool(args, pool: str = "train") -> tuple:
 
 # ---------------------------------------------------------------------------------------------- validation split
 
-def carve_validation(train: list, seen: list, val_classes: int, val_fraction: float, seed: int) -> dict:
+def carve_validation(train: list, seen: list, val_classes: int, val_fraction: float, seed: int,
+                     fold: int = 0) -> dict:
     """Honest model selection: hold out `val_classes` seen classes as pseudo-unseen classes and `val_fraction`
-    of the remaining classes' training images as pseudo-seen test images."""
+    of the remaining classes' training images as pseudo-seen test images. Only seen classes' training images are
+    read. Fold k holds out the k-th group of `val_classes` classes of a seeded order of the seen classes (fold 0:
+    a seeded draw, the rest of the order follows it; groups wrap around), so folds 0..K-1 hold out different
+    classes while K * val_classes <= the number of seen classes."""
     if not 0 < val_classes < len(seen) - 1:
         raise UserError(f"--val-classes must be between 1 and {len(seen) - 2} for {len(seen)} seen classes")
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    if fold < 0:
+        raise UserError(f"--val-fold must be at least 0, got {fold}")
     rng = np.random.default_rng(seed)
-    held = sorted(int(c) for c in rng.choice(seen, val_classes, replace=False))
+    first = [int(c) for c in rng.choice(seen, val_classes, replace=False)]
+    rest = [int(c) for c in np.random.default_rng([seed, 1]).permutation([c for c in seen if c not in first])]
+    order = first + rest
+    held = sorted(order[(fold * val_classes + j) % len(order)] for j in range(val_classes))
     kept = [c for c in seen if c not in held]
     new_train, val_seen = [], []
     for c in kept:

@@ -12,8 +12,10 @@ everything at 1e-6 x 0.9^(epoch // 10); the Adam state is reset every epoch as u
 Model selection. Upstream picks the best of 30 test-set evaluations; results.md reports that epoch and the last
 one. Honest figures in two runs: `--val-classes N` holds out N seen classes (and a fraction of the other seen
 classes' images) as a validation split that picks the epoch (and, with --val-gamma-grid, the calibrated
-stacking gamma); `--val-run <that run>` then trains on all seen classes for that many epochs with that gamma and
-its last epoch is the honest figure (scripts/11_dsva_synthetic.sh does both).
+stacking gamma), among epochs after the prototype phase (--val-min-epochs); `--val-run <that run> [more folds]`
+then trains on all seen classes for that many epochs with that gamma (DSVA/selection.py: averaged over the runs
+when several, each holding out other classes with --val-fold) and its last epoch is the honest figure
+(scripts/11_dsva_synthetic.sh does both). The test set is evaluated for the logs only.
 
 Writes runs/dsva/<name>/: metrics.jsonl (one line per epoch), ckpt_last.pt, model_final.pt (last epoch),
 model_best.pt (best epoch on the validation split if --val-classes, else on the test set as upstream),
@@ -40,9 +42,10 @@ from common.jsonfile import read_json
 from common.options import add_loader_args
 from DSVA.episodes import EpisodeSampler, class_lookup, dsva_transform, normalisation
 from DSVA.sources import add_data_args, carve_validation, load_zsl_data
-from DSVA.evaluate import BRANCHES, attention_png, best_gamma, figures, pct, pick_images, scores
+from DSVA.evaluate import BRANCHES, attention_png, figures, gamma_sweep, pct, pick_images, scores
 from DSVA.losses import LossWeights, dsva_loss
 from DSVA.model import DSVA, PAPER_CLIP, PAPER_CLIP_NOTE, describe_visual
+from DSVA.selection import epochs_and_gamma_from, first_epoch
 
 
 def get_args_parser():
@@ -66,9 +69,17 @@ def get_args_parser():
     g.add_argument("--val-gamma-grid", type=float, nargs="*", default=[],
                    help="with --val-classes: every epoch, take the gamma of this list with the best validation H "
                         "(instead of --gamma)")
-    g.add_argument("--val-run", default=None,
-                   help="folder of an earlier run trained with --val-classes: train for its best validation "
-                        "epoch + 1 epochs with its gamma, on all seen classes; report the last epoch (honest)")
+    g.add_argument("--val-fold", type=int, default=0,
+                   help="with --val-classes: which classes are held out (fold k holds out the k-th group of "
+                        "--val-classes classes of a seeded order of the seen classes; 0: the first)")
+    g.add_argument("--val-min-epochs", type=int, default=None,
+                   help="the validation may choose only this many epochs or more (default: the prototype phase, "
+                        "--pretrain-epoch + 1; stopped inside it, the model's GZSL calibration swings between "
+                        "seeds; 1: any epoch)")
+    g.add_argument("--val-run", nargs="+", default=None,
+                   help="folders of earlier runs trained with --val-classes (one per fold): train on all seen "
+                        "classes for the epochs and with the gamma of the best validation figures, averaged over "
+                        "the runs (DSVA/selection.py); report the last epoch (honest)")
     g.add_argument("--eval-batch-size", type=positive_int, default=64)
     g.add_argument("--vis-images", type=int, default=4, help="test images in attention_maps.png")
     g = p.add_argument_group("model")
@@ -179,20 +190,12 @@ def flat(prefix: str, figures: dict) -> dict:
     return {f"{prefix}_{b}_{k}": v for b, f in figures.items() for k, v in f.items()}
 
 
-def epochs_and_gamma_from(run: str) -> tuple:
-    """(best validation epoch + 1, its gamma) from an earlier run's results.json."""
-    path = os.path.join(run, "results.json")
-    if not os.path.isfile(path):
-        raise UserError(f"--val-run: {path} does not exist; finish the validation run (--val-classes) first")
-    best = read_json(path, "--val-run: results file", expect=dict).get("best_val")
-    if not best:
-        raise UserError(f"--val-run: {path} has no validation figures; that run needs --val-classes")
-    return best["epoch"] + 1, best["gamma"]
-
-
 def summary_row(history: list, key: str, args) -> dict | None:
-    """The epoch with the best score on `key` ('test' or 'val'), with its test figures."""
+    """The epoch with the best score on `key` ('test' or 'val'; 'val' among epochs of at least
+    --val-min-epochs), with its test figures."""
     rows = [r for r in history if r.get(key)]
+    if key == "val":
+        rows = rows[first_epoch(args.val_min_epochs, len(rows)):]
     if not rows:
         return None
     best = max(rows, key=lambda r: selection_score(r[key], args))  # first of equal scores, as upstream
@@ -208,8 +211,8 @@ def results_markdown(res: dict, data, args, info: dict) -> str:
              f"{info['attributes']}; {args.epochs} epochs x {args.batches_per_epoch} episodes of {args.ways} x "
              f"{args.shots}; {info['seconds']:.0f} s on {info['device']}. Chance: ZSL "
              f"{100 / len(data.unseen):.1f} %." + (
-                 f" Epochs and gamma chosen on the validation split of {args.val_run}: the last-epoch row is the "
-                 f"honest figure." if args.val_run else ""), "",
+                 f" Epochs and gamma chosen on the validation split(s) of {' '.join(args.val_run)}: the "
+                 f"last-epoch row is the honest figure." if args.val_run else ""), "",
              "| epoch chosen by | epoch | ZSL acc | GZSL U | GZSL S | GZSL H | gamma |",
              "|---|---|---|---|---|---|---|"]
     for key, label in (("best_test", "best on test (upstream)"), ("last", "last epoch"),
@@ -230,11 +233,16 @@ def main(args):
     att = torch.tensor(data.attributes, dtype=torch.float32)  # [classes, attributes]
     train_items, train_classes, val = data.train, data.seen, None
     if args.val_classes:
-        val = carve_validation(data.train, data.seen, args.val_classes, args.val_fraction, args.seed)
+        val = carve_validation(data.train, data.seen, args.val_classes, args.val_fraction, args.seed,
+                               args.val_fold)
         train_items, train_classes = val["train"], val["train_classes"]
+    if args.val_min_epochs is None:
+        args.val_min_epochs = args.pretrain_epoch + 1
     if args.val_run:
-        args.epochs, args.gamma = epochs_and_gamma_from(args.val_run)
-        print(f"from the validation run {args.val_run}: {args.epochs} epochs, gamma {args.gamma:g}")
+        args.epochs, args.gamma, pick = epochs_and_gamma_from(args.val_run, args.setting, args.val_min_epochs)
+        print(f"from {len(args.val_run)} validation run(s) {' '.join(args.val_run)}: {args.epochs} epochs, "
+              f"gamma {args.gamma:g} (mean validation ZSL {pct(pick['zsl'])}, U {pct(pick['u'])}, "
+              f"S {pct(pick['s'])}, H {pct(pick['h'])})")
     if args.val_gamma_grid and not args.val_classes:
         print(f"note: --val-gamma-grid is used only with --val-classes; gamma is {args.gamma:g}")
     if args.ways > len(train_classes):  # before the run folder (the sampler checks it again)
@@ -311,7 +319,9 @@ def main(args):
                 attribute_groups=groups, gamma=args.gamma, branch=args.branch, setting=args.setting,
                 args=vars(args))
     best_key = "val" if val else "test"
-    best_score = max((selection_score(r[best_key], args) for r in history), default=-np.inf)
+    earliest = first_epoch(args.val_min_epochs, args.epochs) if val else 0  # model_best.pt: as the choice
+    best_score = max((selection_score(r[best_key], args) for r in history if r["epoch"] >= earliest),
+                     default=-np.inf)
     for epoch in tqdm(range(start, args.epochs), desc="epochs", initial=start, total=args.epochs):
         head = head_only(epoch, args)
         set_trainable(model, head)
@@ -327,15 +337,16 @@ def main(args):
         gamma = args.gamma
         if val:
             scored = scores(model, val_seen, val_unseen, all_att, rt, args.amp, proposal)
-            if args.val_gamma_grid:
-                gamma = best_gamma(scored, val["train_classes"], val["val_classes"], args.val_gamma_grid,
-                                   args.branch)
+            sweep = gamma_sweep(scored, val["train_classes"], val["val_classes"], args.val_gamma_grid,
+                                args.branch)
+            if sweep:  # the grid's gamma with the best validation H (the first of equal ones)
+                gamma = sweep[int(np.argmax([r["h"] for r in sweep]))]["gamma"]
             val_figs = figures(scored, val["train_classes"], val["val_classes"], gamma)
         test_scored = scores(model, test_seen, test_unseen, all_att, rt, args.amp, proposal)
         figs = {"epoch": epoch, "gamma": gamma, "test": figures(test_scored, data.seen, data.unseen, gamma)}
         row["gamma"] = gamma
         if val:
-            figs["val"] = val_figs
+            figs["val"], figs["val_sweep"] = val_figs, sweep
             row.update(flat("val", figs["val"]))
         history.append(figs)
         row.update(flat("test", figs["test"]))
@@ -345,7 +356,7 @@ def main(args):
                    f"{pct(t['u'])} S {pct(t['s'])} H {pct(t['h'])}" +
                    (f" | val {args.setting} {pct(selection_score(figs['val'], args))}" if val else ""))
         score = selection_score(figs[best_key], args)
-        if score > best_score:
+        if score > best_score and epoch >= earliest:
             best_score = score
             checkpoint.export_weights(model, os.path.join(out, "model_best.pt"), epoch=epoch,
                                       selected_on=best_key, figures=figs["test"], proposal=proposal,
@@ -366,7 +377,9 @@ def main(args):
                     **history[-1]["test"][args.branch], "all_branches": history[-1]["test"]}}
     if val:
         res["validation"] = {"train_classes": [data.names[c] for c in val["train_classes"]],
-                             "val_classes": [data.names[c] for c in val["val_classes"]]}
+                             "val_classes": [data.names[c] for c in val["val_classes"]], "fold": args.val_fold}
+        res["validation_curve"] = [{"epoch": r["epoch"], "gamma": r["gamma"], **r["val"][args.branch],
+                                    "sweep": r.get("val_sweep") or []} for r in history]
     last = history[-1]["epoch"]
     checkpoint.export_weights(model, os.path.join(out, "model_final.pt"), epoch=last, figures=history[-1]["test"],
                               proposal=proposal_on(last, args), **{**meta, "gamma": history[-1]["gamma"]})

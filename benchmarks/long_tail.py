@@ -105,7 +105,10 @@ def get_args_parser():
     p.add_argument("--tau-norm", type=float, default=1.0, help="without validation: tau of tau-normalisation")
     p.add_argument("--dsva-split", default="43", help="zero-shot split; the CLIP is fitted without its unseen classes")
     p.add_argument("--dsva-val-args", default="--ways 5 --val-classes 2",
-                   help="extra flags of the DSVA validation run (picks epochs and gamma for the final run)")
+                   help="extra flags of the DSVA validation runs (pick epochs and gamma for the final run)")
+    p.add_argument("--dsva-val-folds", type=int, default=1,
+                   help="DSVA validation runs per seed, each holding out other seen classes (--val-fold 0..K-1); "
+                        "the final run takes the epochs and gamma of their mean validation figures")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (independent chains of runs)")
     p.add_argument("--threads", type=int, default=0, help="OMP threads per run (0: CPU cores // --jobs)")
     add_output_arg(p, default="runs/benchmark/default", help="benchmark folder")
@@ -336,7 +339,8 @@ def dsva_chain(args, seed: int, root: str) -> list:
     cfg = ["--config", args.config] if args.config else []
     clip = os.path.join(base, "clip.pt")
     ann = os.path.join(base, "annotate")
-    val, final = os.path.join(base, "dsva_val"), os.path.join(base, "dsva")
+    final = os.path.join(base, "dsva")
+    vals = [os.path.join(base, "dsva_val" + (f"_fold{k}" if k else "")) for k in range(args.dsva_val_folds)]
     common = [*cfg, "--data-root", root, "--split", args.dsva_split, "--clip-pretrained", clip, "--attributes",
               os.path.join(ann, "attributes.json"), "--seed", seed]
     return [[
@@ -346,10 +350,10 @@ def dsva_chain(args, seed: int, root: str) -> list:
         Job(f"annotate seed {seed}", py("DSVA/annotate.py", *cfg, "--data-root", root, "--clip-pretrained", clip,
                                         "--output-dir", ann, "--overwrite", "--seed", seed), ann,
             os.path.join(ann, "attributes.json"), COST["annotate"], resumable=False),
-        Job(f"dsva val seed {seed}", py("DSVA/train.py", *common, "--output-dir", val,
-                                        *shlex.split(args.dsva_val_args)), val, os.path.join(val, "results.json"),
-            COST["dsva"]),
-        Job(f"dsva seed {seed}", py("DSVA/train.py", *common, "--output-dir", final, "--val-run", val), final,
+        *[Job(f"dsva val {k} seed {seed}", py("DSVA/train.py", *common, "--output-dir", val,
+                                               *shlex.split(args.dsva_val_args), "--val-fold", k), val,
+              os.path.join(val, "results.json"), COST["dsva"]) for k, val in enumerate(vals)],
+        Job(f"dsva seed {seed}", py("DSVA/train.py", *common, "--output-dir", final, "--val-run", *vals), final,
             os.path.join(final, "results.json"), COST["dsva"], extra={"part": "dsva", "method": "dsva", "seed": seed}),
     ]]
 
@@ -640,6 +644,12 @@ def dsva_section(rows: list, split: str) -> list:
                           ("clip", "plain CLIP zero-shot, same CLIPs (no calibration)")):
         lines.append(f"| {label} | {len(rows)} | " + " | ".join(
             mean_std([r.get(f"{prefix}_{k}") for r in rows]) for k in ("zsl", "u", "s", "h")) + " |")
+    if all("epochs" in r for r in rows):
+        lines += ["", "Per seed, DSVA's last epoch (epochs and gamma chosen on validation classes):", "",
+                  "| seed | epochs | gamma | ZSL acc | GZSL U | GZSL S | GZSL H |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['seed']} | {r['epochs']} | {r['gamma']:g} | " + " | ".join(
+            f"{100 * r[f'last_{k}']:.1f}" for k in ("zsl", "u", "s", "h")) + " |"
+            for r in sorted(rows, key=lambda r: r["seed"])]
     return lines
 
 
@@ -662,6 +672,8 @@ def collect(chains: list, groups: dict) -> list:
             for key in ("last", "best_test"):
                 if r.get(key):
                     row.update({f"{key}_{k}": r[key][k] for k in ("zsl", "u", "s", "h")})
+            if r.get("last") and "epoch" in r["last"]:
+                row.update(epochs=r["last"]["epoch"] + 1, gamma=r["last"].get("gamma"))
             report = read_json_if_present(os.path.join(os.path.dirname(job.folder), "clip_report.json"))
             if report:
                 z = report["zero_shot"]["name"]

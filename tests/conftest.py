@@ -3,6 +3,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import types
@@ -10,6 +11,10 @@ import types
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# pytest started from a background job of a non-interactive shell inherits SIGINT ignored; the Ctrl-C tests need
+# Python's handler, as an interactive start (or CI) has it
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def tree(path) -> dict:

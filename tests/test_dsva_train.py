@@ -163,3 +163,75 @@ def test_train_and_test_take_the_corrupt_image_policy():
     for module, argv in ((train, []), (dsva_test, ["--weights", "w.pt"])):
         assert module.get_args_parser().parse_args(argv).on_corrupt == "skip"
         assert module.get_args_parser().parse_args(argv + ["--on-corrupt", "error"]).on_corrupt == "error"
+
+
+def altered_test_root(root, tmp_path):
+    """A copy of the data root whose test list points every line at another test image (labels kept): the
+    test set's images all change, the training images do not."""
+    copy = tmp_path / "altered"
+    (copy / "anno").mkdir(parents=True)
+    for name in os.listdir(root):
+        if name != "anno":
+            os.symlink(os.path.join(root, name), copy / name)
+    for name in os.listdir(os.path.join(root, "anno")):
+        lines = open(os.path.join(root, "anno", name)).read().splitlines()
+        if name.endswith("_test.txt"):
+            paths = [ln.split(" ")[0] for ln in lines]
+            paths = paths[len(paths) // 2:] + paths[:len(paths) // 2]
+            lines = [f"{p} {ln.split(' ')[1]}" for p, ln in zip(paths, lines)]
+        (copy / "anno" / name).write_text("\n".join(lines) + "\n")
+    return copy
+
+
+@pytest.mark.slow
+def test_validation_choice_never_reads_the_test_set(synth_root, tiny_clip, tmp_path):
+    """Epochs and gamma come from validation classes carved from the seen classes' training images: altering the
+    test images changes the test figures but not the validation curve, the choice or the final run's settings."""
+    base = ["--clip-pretrained", tiny_clip, *FAST, "--pretrain-epoch", "1", "--pretrain-lr", "1e-2", "--setting",
+            "gzsl"]
+    argv = [*base, "--epochs", "3", "--val-classes", "2", "--val-gamma-grid", "-0.2", "0", "0.2", "0.5"]
+    altered = altered_test_root(synth_root, tmp_path)
+    runs = {}
+    for name, root in (("plain", synth_root), ("altered", altered)):
+        for fold in (0, 1):
+            run(train, "dsva", "--data-root", root, *argv, "--val-fold", fold,
+                "--output-dir", tmp_path / f"{name}{fold}")
+        runs[name] = [json.load(open(tmp_path / f"{name}{fold}" / "results.json")) for fold in (0, 1)]
+    for plain, alt in zip(runs["plain"], runs["altered"]):
+        assert plain["validation_curve"] == alt["validation_curve"]
+        assert plain["best_val"]["epoch"] == alt["best_val"]["epoch"]
+        assert plain["last"]["zsl"] != alt["last"]["zsl"] or plain["last"]["s"] != alt["last"]["s"]
+    a, b = runs["plain"]
+    assert a["validation"]["val_classes"] != b["validation"]["val_classes"]  # two folds, two held-out pairs
+    names = a["seen"]
+    for res in runs["plain"]:
+        assert set(res["validation"]["val_classes"]) <= set(names)
+        assert len(res["validation_curve"][0]["sweep"]) == 4
+    chosen = {}
+    for name in runs:
+        folds = [tmp_path / f"{name}{fold}" for fold in (0, 1)]
+        run(train, "dsva", "--data-root", synth_root, *base, "--val-run", *folds,
+            "--output-dir", tmp_path / f"final_{name}")
+        rows = metrics(tmp_path / f"final_{name}")
+        chosen[name] = (len(rows), rows[-1]["gamma"])
+    assert chosen["plain"] == chosen["altered"]
+    assert chosen["plain"][0] <= 3 and chosen["plain"][1] in (-0.2, 0, 0.2, 0.5)
+
+
+def test_selection_averages_the_folds_curves():
+    """Per epoch, gamma = the grid value with the best mean validation H; the epoch by mean ZSL or mean H."""
+    from DSVA.selection import choose
+
+    def row(epoch, zsl, hs):
+        return {"epoch": epoch, "gamma": 0.0, "zsl": zsl, "u": 0, "s": 0, "h": 0,
+                "sweep": [{"gamma": g, "zsl": zsl, "u": h, "s": h, "h": h} for g, h in hs]}
+    fold_a = [row(0, 0.9, [(-0.1, 0.2), (0.1, 0.6)]), row(1, 0.8, [(-0.1, 0.9), (0.1, 0.1)])]
+    fold_b = [row(0, 0.5, [(-0.1, 0.4), (0.1, 0.6)]), row(1, 0.7, [(-0.1, 0.5), (0.1, 0.3)])]
+    by_h = choose([fold_a, fold_b], "gzsl")  # epoch 0: mean H 0.3 / 0.6; epoch 1: 0.7 / 0.2
+    assert (by_h["epoch"], by_h["gamma"], by_h["folds"]) == (1, -0.1, 2) and by_h["h"] == pytest.approx(0.7)
+    by_zsl = choose([fold_a, fold_b], "zsl")  # mean ZSL 0.7 then 0.75
+    assert (by_zsl["epoch"], by_zsl["gamma"]) == (1, -0.1)
+    assert choose([fold_a], "zsl")["epoch"] == 0 and choose([fold_a], "zsl")["gamma"] == 0.1
+    # at least 2 epochs: epoch 0 (1 epoch) is out; more than the runs hold: their last epoch
+    assert choose([fold_a], "zsl", min_epochs=2)["epoch"] == 1
+    assert choose([fold_a], "zsl", min_epochs=5)["epoch"] == 1

@@ -328,7 +328,8 @@ def test_driver_kmdn_and_dsva_tables_from_finished_runs(synth_root, tmp_path):
         d = out / "dsva" / f"seed{seed}"
         (d / "dsva").mkdir(parents=True)
         fig = {"zsl": 0.5 + 0.1 * seed, "u": 0.4, "s": 0.6, "h": 0.48}
-        (d / "dsva" / "results.json").write_text(json.dumps({"last": fig, "best_test": fig}))
+        last = {**fig, "epoch": 3 + seed, "gamma": -0.1 * seed}
+        (d / "dsva" / "results.json").write_text(json.dumps({"last": last, "best_test": fig}))
         (d / "clip_report.json").write_text(json.dumps({"zero_shot": {"name": {
             "unseen_among_unseen": 0.4, "unseen_among_all": 0.2, "seen_among_all": 0.8}}}))
     proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--parts", "kmdn", "dsva", "--seeds", "0",
@@ -339,6 +340,7 @@ def test_driver_kmdn_and_dsva_tables_from_finished_runs(synth_root, tmp_path):
             in table)
     assert "| plain CLIP zero-shot, same CLIPs (no calibration) | 2 | 40.0 ± 0.0 | 20.0 ± 0.0 | 80.0 ± 0.0 | " \
            "32.0 ± 0.0 |" in table
+    assert "| 1 | 5 | -0.1 | 60.0 | 40.0 | 60.0 | 48.0 |" in table, table  # per seed: epochs, gamma, figures
     assert "report:" in proc.stdout
 
 
