@@ -15,7 +15,7 @@ from common.errors import UserError
 from conftest import assert_one_line_error, run_script, script_args
 from KMDN import distill, test, train
 from common.part_model import load_part_model, part_meta, save_part_model
-from KMDN.model import DistillLoss, feature_mse, phase, step_lr
+from KMDN.model import DistillLoss, feature_mse, normalised_mse, phase, similarity_mse, step_lr
 
 TRAIN = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
          "--device", "cpu", "--epochs", "2", "--save-every", "1"]
@@ -125,6 +125,33 @@ def test_distillation_term_on_hand_made_example():
     assert loss_fn.terms() == pytest.approx({"ce": ce, "feat_mse": mse})
 
 
+def test_normalised_and_similarity_losses_on_hand_made_examples():
+    fs = torch.tensor([[[[1.0, 2.0]]], [[[3.0, 4.0]]]])  # [2, 1, 1, 2]
+    ft = torch.tensor([[[[2.0, 4.0]]], [[[4.0, -3.0]]]])
+    # sample 1: same direction, twice the scale -> 0; sample 2: orthogonal -> 2 (1 - 0) = 2; mean 1
+    assert normalised_mse(fs, ft).item() == pytest.approx(1.0)
+    assert feature_mse(fs, ft).item() == pytest.approx((1 + 4 + 1 + 49) / 4)
+    a = torch.tensor([[1.0, 0.0], [1.0, 1.0]]).view(2, 2, 1, 1)  # image cosine 1/sqrt(2)
+    b = torch.tensor([[0.0, 3.0], [2.0, 0.0]]).view(2, 2, 1, 1)  # image cosine 0
+    assert similarity_mse(a, b).item() == pytest.approx(2 * 0.5 / 4)
+
+
+def test_feature_loss_flag_changes_the_loss_and_only_the_plain_mse_sees_scale_and_channel_order():
+    torch.manual_seed(0)
+    fs, ft = torch.rand(4, 6, 2, 2), torch.rand(4, 6, 2, 2)
+    shuffled = 3 * ft[:, torch.randperm(6)]  # the same teacher, 3x the scale, channels in another order
+    assert similarity_mse(fs, shuffled).item() == pytest.approx(similarity_mse(fs, ft).item(), rel=1e-5)
+    assert normalised_mse(fs, 3 * ft).item() == pytest.approx(normalised_mse(fs, ft).item(), rel=1e-5)
+    assert feature_mse(fs, 3 * ft).item() != pytest.approx(feature_mse(fs, ft).item(), rel=1e-2)
+    logits, y = torch.zeros(4, 2), torch.tensor([0, 1, 0, 1])
+    losses = {}
+    for kind, f in (("mse", feature_mse), ("normalised", normalised_mse), ("similarity", similarity_mse)):
+        loss, _ = DistillLoss(Fixed(None, ft), 0.5, kind)(Fixed(logits, fs), torch.zeros(4), y)
+        assert loss.item() == pytest.approx(math.log(2) + 0.5 * f(fs, ft).item(), rel=1e-6)
+        losses[kind] = loss.item()
+    assert len({round(v, 6) for v in losses.values()}) == 3
+
+
 def test_phase_schedule_and_lr():
     assert [phase(e, 50)[0] for e in (0, 49, 50, 99)] == ["head", "head", "tail", "tail"]
     assert phase(0, 50) == ("head", "tail") and phase(50, 50) == ("tail", "head")
@@ -198,6 +225,7 @@ def test_distill_run_and_exported_tail_model(distilled, stage1, synth_root, tmp_
     summary = json.load(open(distilled / "summary.json"))
     assert set(summary["before"]) == set(summary["after"]) == {"head", "tail"}
     assert summary["head_init"].endswith(os.path.join("head", "model_final.pt")) and summary["fresh_fc"]
+    assert (summary["alpha"], summary["feature_loss"]) == (0.2, "mse")
     assert "| tail (resnet18) |" in (distilled / "summary.md").read_text()
     # the exported tail model alone reproduces the tail model's reported test results
     capsys.readouterr()
