@@ -59,9 +59,10 @@ def get_args_parser():
                    help="epochs per phase: tail->head for the first N, head->tail for the next N, alternating")
     g.add_argument("--alpha", type=float, default=0.2, help="weight of the layer3 feature MSE")
     g.add_argument("--feature-loss", default="mse", choices=sorted(FEATURE_LOSSES),
-                   help="mse: upstream's, the mean squared difference of the two layer3 maps; normalised: the same "
-                        "after scaling each sample's map to mean square 1 (2 (1 - cosine)); similarity: the MSE "
-                        "of the batch's image-to-image cosine matrices, blind to which channel holds what")
+                   help="mse: upstream's, the mean squared difference of the two layer3 maps; normalised: "
+                        "the same after scaling each sample's map to mean square 1 (2 (1 - cosine)); "
+                        "similarity: the MSE of the batch's image-to-image cosine matrices, blind to which "
+                        "channel holds what")
     # the student's lr is set at the start of each epoch from the global epoch: 1e-3 up to 30, then x0.1 from 31, 61, 91
     add_fit_args(p, epochs=100, lr_drop_epochs=[31, 61, 91], batch_size=64)
     rundir.add_run_args(p, "kmdn")
