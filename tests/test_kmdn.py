@@ -294,6 +294,7 @@ def test_feature_gap_script(distilled, stage1, synth_root):
     rows = {line.split(" | ")[0][2:]: line.strip("| \n").split(" | ")[1:] for line in proc.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| model")}
     assert rows["self"][1:3] == ["0.000", "1.000"] and rows["reference"][1:3] == ["0.000", "1.000"]
+    assert rows["self"][4] == "0.0000" and float(rows["tail"][4]) > 0  # similarity MSE
     assert float(rows["tail"][1]) > 0 and rows["tail"][3] == "-"  # other classes: no accuracy
     after = json.load(open(distilled / "summary.json"))["after"]["head"]["oa"]
     assert float(rows["distilled"][3]) == pytest.approx(100 * after, abs=0.05)
