@@ -34,7 +34,7 @@ from common.report import write_report
 from common.training import add_fit_args, add_image_args
 from common.part_model import PARTS, check_part, model_from_file, read_part_file, save_part_model
 from common.split import load_data_split
-from KMDN.model import FEATURE_LOSSES, DistillLoss, freeze, part_dataset, phase, step_lr
+from KMDN.model import FEATURE_LOSSES, DistillLoss, distill_lr, freeze, part_dataset, phase
 
 
 def get_args_parser():
@@ -65,6 +65,9 @@ def get_args_parser():
                         "channel holds what")
     # the student's lr is set at the start of each epoch from the global epoch: 1e-3 up to 30, then x0.1 from 31, 61, 91
     add_fit_args(p, epochs=100, lr_drop_epochs=[31, 61, 91], batch_size=64)
+    p.add_argument("--lr-per-phase", action=argparse.BooleanOptionalAction, default=False,
+                   help="count --lr-drop-epochs from each phase's first epoch, so every phase starts at --lr "
+                        "(upstream: from the global epoch)")
     rundir.add_run_args(p, "kmdn")
     for a in p._actions:
         if a.dest == "output_dir":
@@ -179,7 +182,7 @@ def main(args):
         s, t = phase(epoch, args.interval)
         freeze(models[t])
         models[s].requires_grad_(True)
-        lr = step_lr(epoch, args.lr, args.lr_drop_epochs, args.lr_gamma)
+        lr = distill_lr(epoch, args.interval, args.lr, args.lr_drop_epochs, args.lr_gamma, args.lr_per_phase)
         for group in optimizers[s].param_groups:
             group["lr"] = lr
         set_epoch(train_loaders[s], epoch)

@@ -37,6 +37,12 @@ def step_lr(epoch: int, base: float, drop_epochs, gamma: float) -> float:
     return base * gamma ** sum(epoch >= d for d in drop_epochs)
 
 
+def distill_lr(epoch: int, interval: int, base: float, drop_epochs, gamma: float, per_phase: bool) -> float:
+    """The student's lr in `epoch`: step_lr of the global epoch (upstream), or with per_phase of the epoch's
+    index within its phase, so that every phase starts at `base`."""
+    return step_lr(epoch % interval if per_phase else epoch, base, drop_epochs, gamma)
+
+
 def feature_mse(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
     """Mean over all elements of the squared difference of the layer3 maps (upstream's MSELoss), in fp32."""
     return F.mse_loss(student_feat.float(), teacher_feat.float())

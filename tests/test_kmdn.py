@@ -14,8 +14,10 @@ from common.engine import train_one_epoch
 from common.errors import UserError
 from conftest import assert_one_line_error, run_script, script_args
 from KMDN import distill, test, train
+from benchmarks import kmdn_feature_gap
 from common.part_model import load_part_model, part_meta, save_part_model
-from KMDN.model import DistillLoss, feature_mse, normalised_mse, phase, similarity_mse, step_lr
+from KMDN.model import (DistillLoss, distill_lr, feature_mse, normalised_mse, phase, similarity_mse,
+                        step_lr)
 
 TRAIN = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
          "--device", "cpu", "--epochs", "2", "--save-every", "1"]
@@ -152,12 +154,23 @@ def test_feature_loss_flag_changes_the_loss_and_only_the_plain_mse_sees_scale_an
     assert len({round(v, 6) for v in losses.values()}) == 3
 
 
+def test_nearest_class_mean_accuracy_on_hand_made_features():
+    f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.9, 0.2]])
+    y = torch.tensor([0, 0, 1, 1])  # cosine to the unit class means (.997, .055), (.626, .780): the last is class 0
+    assert kmdn_feature_gap.nearest_class_mean_accuracy(f, y) == pytest.approx(0.75)
+
+
 def test_phase_schedule_and_lr():
     assert [phase(e, 50)[0] for e in (0, 49, 50, 99)] == ["head", "head", "tail", "tail"]
     assert phase(0, 50) == ("head", "tail") and phase(50, 50) == ("tail", "head")
     assert [phase(e, 2)[0] for e in range(6)] == ["head", "head", "tail", "tail", "head", "head"]
     lrs = [step_lr(e, 1e-3, [31, 61, 91], 0.1) for e in (0, 30, 31, 60, 61, 90, 91, 99)]
     assert lrs == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6])
+    # upstream counts from the global epoch; --lr-per-phase restarts the schedule with each phase
+    assert [distill_lr(e, 50, 1e-3, [31, 61, 91], 0.1, False) for e in (0, 50, 99)] == pytest.approx(
+        [1e-3, 1e-4, 1e-6])
+    assert [distill_lr(e, 2, 1e-3, [1], 0.1, True) for e in range(4)] == pytest.approx([1e-3, 1e-4, 1e-3, 1e-4])
+    assert [distill_lr(e, 2, 1e-3, [3], 0.1, False) for e in range(4)] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])
 
 
 @pytest.mark.slow
@@ -295,6 +308,7 @@ def test_feature_gap_script(distilled, stage1, synth_root):
             if line.startswith("| ") and not line.startswith("| model")}
     assert rows["self"][1:3] == ["0.000", "1.000"] and rows["reference"][1:3] == ["0.000", "1.000"]
     assert rows["self"][4] == "0.0000" and float(rows["tail"][4]) > 0  # similarity MSE
+    assert rows["self"][5] == rows["reference"][5] and 0 <= float(rows["tail"][5]) <= 100  # nearest class mean
     assert float(rows["tail"][1]) > 0 and rows["tail"][3] == "-"  # other classes: no accuracy
     after = json.load(open(distilled / "summary.json"))["after"]["head"]["oa"]
     assert float(rows["distilled"][3]) == pytest.approx(100 * after, abs=0.05)
