@@ -5,8 +5,9 @@
 Starts from the stage-1 models (default: runs/kmdn/<name>/{head,tail}/model_final.pt, i.e. the sibling folders
 of this run's folder). In the first --interval epochs the tail model teaches the head model on head images,
 in the next --interval epochs the head model teaches the tail model on tail images, alternating after that.
-Student loss: CE + alpha * MSE(student layer3, teacher layer3); the teacher is frozen in eval mode under
-no_grad. One Adam per model; the student's lr is set at the start of each epoch by the global epoch index.
+Student loss: CE + alpha * MSE(student layer3, teacher layer3) (--feature-loss: upstream's plain MSE or a
+scale- or channel-blind one); the teacher is frozen in eval mode under no_grad. One Adam per model; the
+student's lr is set at the start of each epoch by the global epoch index.
 
 Writes head_model.pt and tail_model.pt (the part-model format of common/part_model.py; tail_model.pt is what CDTG
 is conditioned on), ckpt_last.pt (both models and optimisers) for an exact --resume, metrics.jsonl, a per-class
@@ -33,7 +34,7 @@ from common.report import write_report
 from common.training import add_fit_args, add_image_args
 from common.part_model import PARTS, check_part, model_from_file, read_part_file, save_part_model
 from common.split import load_data_split
-from KMDN.model import DistillLoss, freeze, part_dataset, phase, step_lr
+from KMDN.model import FEATURE_LOSSES, DistillLoss, distill_lr, freeze, part_dataset, phase
 
 
 def get_args_parser():
@@ -57,8 +58,16 @@ def get_args_parser():
     g.add_argument("--interval", type=int, default=50,
                    help="epochs per phase: tail->head for the first N, head->tail for the next N, alternating")
     g.add_argument("--alpha", type=float, default=0.2, help="weight of the layer3 feature MSE")
+    g.add_argument("--feature-loss", default="mse", choices=sorted(FEATURE_LOSSES),
+                   help="mse: upstream's, the mean squared difference of the two layer3 maps; normalised: "
+                        "the same after scaling each sample's map to mean square 1 (2 (1 - cosine)); "
+                        "similarity: the MSE of the batch's image-to-image cosine matrices, blind to which "
+                        "channel holds what")
     # the student's lr is set at the start of each epoch from the global epoch: 1e-3 up to 30, then x0.1 from 31, 61, 91
     add_fit_args(p, epochs=100, lr_drop_epochs=[31, 61, 91], batch_size=64)
+    p.add_argument("--lr-per-phase", action=argparse.BooleanOptionalAction, default=False,
+                   help="count --lr-drop-epochs from each phase's first epoch, so every phase starts at --lr "
+                        "(upstream: from the global epoch)")
     rundir.add_run_args(p, "kmdn")
     for a in p._actions:
         if a.dest == "output_dir":
@@ -173,11 +182,11 @@ def main(args):
         s, t = phase(epoch, args.interval)
         freeze(models[t])
         models[s].requires_grad_(True)
-        lr = step_lr(epoch, args.lr, args.lr_drop_epochs, args.lr_gamma)
+        lr = distill_lr(epoch, args.interval, args.lr, args.lr_drop_epochs, args.lr_gamma, args.lr_per_phase)
         for group in optimizers[s].param_groups:
             group["lr"] = lr
         set_epoch(train_loaders[s], epoch)
-        loss_fn = DistillLoss(teachers[t], args.alpha)
+        loss_fn = DistillLoss(teachers[t], args.alpha, args.feature_loss)
         tic = time.perf_counter()
         tr = train_one_epoch(students[s], train_loaders[s], optimizers[s], rt, desc=f"epoch {epoch} {t}->{s}",
                              loss_fn=loss_fn, **speed)
@@ -217,7 +226,8 @@ def main(args):
             f.write(text)
         with open(os.path.join(out, "summary.json"), "w") as f:
             json.dump({"before": before, "after": after, "head_init": args.head_init, "tail_init": args.tail_init,
-                       "fresh_fc": args.fresh_fc}, f, indent=1)
+                       "fresh_fc": args.fresh_fc, "alpha": args.alpha,
+                       "feature_loss": args.feature_loss}, f, indent=1)
         print(text + f"distilled models: {os.path.join(out, 'head_model.pt')}, {os.path.join(out, 'tail_model.pt')}")
     cleanup()
 

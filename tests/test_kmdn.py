@@ -14,8 +14,10 @@ from common.engine import train_one_epoch
 from common.errors import UserError
 from conftest import assert_one_line_error, run_script, script_args
 from KMDN import distill, test, train
+from benchmarks import kmdn_feature_gap
 from common.part_model import load_part_model, part_meta, save_part_model
-from KMDN.model import DistillLoss, feature_mse, phase, step_lr
+from KMDN.model import (DistillLoss, distill_lr, feature_mse, normalised_mse, phase, similarity_mse,
+                        step_lr)
 
 TRAIN = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
          "--device", "cpu", "--epochs", "2", "--save-every", "1"]
@@ -125,12 +127,50 @@ def test_distillation_term_on_hand_made_example():
     assert loss_fn.terms() == pytest.approx({"ce": ce, "feat_mse": mse})
 
 
+def test_normalised_and_similarity_losses_on_hand_made_examples():
+    fs = torch.tensor([[[[1.0, 2.0]]], [[[3.0, 4.0]]]])  # [2, 1, 1, 2]
+    ft = torch.tensor([[[[2.0, 4.0]]], [[[4.0, -3.0]]]])
+    # sample 1: same direction, twice the scale -> 0; sample 2: orthogonal -> 2 (1 - 0) = 2; mean 1
+    assert normalised_mse(fs, ft).item() == pytest.approx(1.0)
+    assert feature_mse(fs, ft).item() == pytest.approx((1 + 4 + 1 + 49) / 4)
+    a = torch.tensor([[1.0, 0.0], [1.0, 1.0]]).view(2, 2, 1, 1)  # image cosine 1/sqrt(2)
+    b = torch.tensor([[0.0, 3.0], [2.0, 0.0]]).view(2, 2, 1, 1)  # image cosine 0
+    assert similarity_mse(a, b).item() == pytest.approx(2 * 0.5 / 4)
+
+
+def test_feature_loss_flag_changes_the_loss_and_only_the_plain_mse_sees_scale_and_channel_order():
+    torch.manual_seed(0)
+    fs, ft = torch.rand(4, 6, 2, 2), torch.rand(4, 6, 2, 2)
+    shuffled = 3 * ft[:, torch.randperm(6)]  # the same teacher, 3x the scale, channels in another order
+    assert similarity_mse(fs, shuffled).item() == pytest.approx(similarity_mse(fs, ft).item(), rel=1e-5)
+    assert normalised_mse(fs, 3 * ft).item() == pytest.approx(normalised_mse(fs, ft).item(), rel=1e-5)
+    assert feature_mse(fs, 3 * ft).item() != pytest.approx(feature_mse(fs, ft).item(), rel=1e-2)
+    logits, y = torch.zeros(4, 2), torch.tensor([0, 1, 0, 1])
+    losses = {}
+    for kind, f in (("mse", feature_mse), ("normalised", normalised_mse), ("similarity", similarity_mse)):
+        loss, _ = DistillLoss(Fixed(None, ft), 0.5, kind)(Fixed(logits, fs), torch.zeros(4), y)
+        assert loss.item() == pytest.approx(math.log(2) + 0.5 * f(fs, ft).item(), rel=1e-6)
+        losses[kind] = loss.item()
+    assert len({round(v, 6) for v in losses.values()}) == 3
+
+
+def test_nearest_class_mean_accuracy_on_hand_made_features():
+    f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.9, 0.2]])
+    y = torch.tensor([0, 0, 1, 1])  # cosine to the unit class means (.997, .055), (.626, .780): the last is class 0
+    assert kmdn_feature_gap.nearest_class_mean_accuracy(f, y) == pytest.approx(0.75)
+
+
 def test_phase_schedule_and_lr():
     assert [phase(e, 50)[0] for e in (0, 49, 50, 99)] == ["head", "head", "tail", "tail"]
     assert phase(0, 50) == ("head", "tail") and phase(50, 50) == ("tail", "head")
     assert [phase(e, 2)[0] for e in range(6)] == ["head", "head", "tail", "tail", "head", "head"]
     lrs = [step_lr(e, 1e-3, [31, 61, 91], 0.1) for e in (0, 30, 31, 60, 61, 90, 91, 99)]
     assert lrs == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6])
+    # upstream counts from the global epoch; --lr-per-phase restarts the schedule with each phase
+    assert [distill_lr(e, 50, 1e-3, [31, 61, 91], 0.1, False) for e in (0, 50, 99)] == pytest.approx(
+        [1e-3, 1e-4, 1e-6])
+    assert [distill_lr(e, 2, 1e-3, [1], 0.1, True) for e in range(4)] == pytest.approx([1e-3, 1e-4, 1e-3, 1e-4])
+    assert [distill_lr(e, 2, 1e-3, [3], 0.1, False) for e in range(4)] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])
 
 
 @pytest.mark.slow
@@ -198,6 +238,7 @@ def test_distill_run_and_exported_tail_model(distilled, stage1, synth_root, tmp_
     summary = json.load(open(distilled / "summary.json"))
     assert set(summary["before"]) == set(summary["after"]) == {"head", "tail"}
     assert summary["head_init"].endswith(os.path.join("head", "model_final.pt")) and summary["fresh_fc"]
+    assert (summary["alpha"], summary["feature_loss"]) == (0.2, "mse")
     assert "| tail (resnet18) |" in (distilled / "summary.md").read_text()
     # the exported tail model alone reproduces the tail model's reported test results
     capsys.readouterr()
@@ -266,6 +307,8 @@ def test_feature_gap_script(distilled, stage1, synth_root):
     rows = {line.split(" | ")[0][2:]: line.strip("| \n").split(" | ")[1:] for line in proc.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| model")}
     assert rows["self"][1:3] == ["0.000", "1.000"] and rows["reference"][1:3] == ["0.000", "1.000"]
+    assert rows["self"][4] == "0.0000" and float(rows["tail"][4]) > 0  # similarity MSE
+    assert rows["self"][5] == rows["reference"][5] and 0 <= float(rows["tail"][5]) <= 100  # nearest class mean
     assert float(rows["tail"][1]) > 0 and rows["tail"][3] == "-"  # other classes: no accuracy
     after = json.load(open(distilled / "summary.json"))["after"]["head"]["oa"]
     assert float(rows["distilled"][3]) == pytest.approx(100 * after, abs=0.05)
