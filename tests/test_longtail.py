@@ -395,7 +395,7 @@ def test_driver_tgn_resample_has_the_expanded_list_and_the_balanced_sampler(synt
     class-balanced; plain tgn keeps the shuffle."""
     lt = long_tail_module()
     args = lt.get_args_parser().parse_args(["--data-root", synth_root, "--seeds", "3",
-                                            "--out", str(tmp_path)])
+                                            "--output-dir", str(tmp_path)])
     job = lt.tgn_job(args, 3, synth_root, "gen.txt", produced=True, method="tgn_resample")
     lists = [job.cmd[i + 1] for i, a in enumerate(job.cmd) if a == "--train-list"]
     assert lists == [os.path.join(synth_root, "anno", "SYNTH_train.txt"), "gen.txt"]
@@ -405,7 +405,7 @@ def test_driver_tgn_resample_has_the_expanded_list_and_the_balanced_sampler(synt
                                                                       "tgn_resample", "seed3")
     assert "--sampler" not in lt.tgn_job(args, 3, synth_root, "gen.txt", produced=True).cmd
     proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--methods", "ce", "tgn_resample",
-                      "--parts", "longtail", "--out", str(tmp_path / "b"), check=False)
+                      "--parts", "longtail", "--output-dir", str(tmp_path / "b"), check=False)
     assert_one_line_error(proc, "tgn_resample needs the tgn part", "--tgn-list")
 
 
