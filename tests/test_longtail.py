@@ -10,6 +10,7 @@ import torch
 import yaml
 from torch import nn
 
+from benchmarks import chain_runner, long_tail_plan
 from Classification import longtail
 from conftest import assert_one_line_error, run_main, run_script
 
@@ -371,8 +372,8 @@ def test_driver_tgn_part_wiring(synth_root, tmp_path):
     """The tgn part: one CDTG on the first seed's distilled tail model, then a TGN classifier per seed on its list."""
     lt = long_tail_module()
     args = lt.get_args_parser().parse_args(["--data-root", synth_root, "--seeds", "3", "4", "--output-dir", str(tmp_path)])
-    args.methods = [*lt.DEFAULT_METHODS, "tgn"]
-    plan = lt.tgn_plan(args, 3, synth_root)
+    args.methods = [*long_tail_plan.DEFAULT_METHODS, "tgn"]
+    plan = long_tail_plan.tgn_plan(args, 3, synth_root)
     train, generate, expand = plan.cdtg
     tail = os.path.join(str(tmp_path), "kmdn", "seed3", "distill", "tail_model.pt")
     assert train.cmd[train.cmd.index("--tail-model") + 1] == tail
@@ -381,10 +382,10 @@ def test_driver_tgn_part_wiring(synth_root, tmp_path):
     assert train.cmd[train.cmd.index("--eval-classifier") + 1] == os.path.join(ce, "model_final.pt")
     assert generate.fresh and expand.marker == plan.train_list
     assert plan.evaluate.needs == (plan.train_list, os.path.join(ce, "results.json"))
-    chain = lt.kmdn_chain(args, 3, synth_root, then=plan.cdtg)[0]
+    chain = long_tail_plan.kmdn_chain(args, 3, synth_root, then=plan.cdtg)[0]
     assert [j.label for j in chain] == ["kmdn head seed 3", "kmdn tail seed 3", "kmdn distill seed 3", "cdtg train",
                                         "cdtg generate", "cdtg expand", "kmdn distill_alpha0 seed 3"]
-    job = lt.tgn_job(args, 4, synth_root, plan.train_list, produced=True)
+    job = long_tail_plan.tgn_job(args, 4, synth_root, plan.train_list, produced=True)
     assert job.needs == (plan.train_list,) and job.cmd.count("--train-list") == 2
     assert job.cmd[job.cmd.index("--output-dir") + 1] == os.path.join(str(tmp_path), "longtail", "adam", "tgn",
                                                                       "seed4")
@@ -396,14 +397,14 @@ def test_driver_tgn_resample_has_the_expanded_list_and_the_balanced_sampler(synt
     lt = long_tail_module()
     args = lt.get_args_parser().parse_args(["--data-root", synth_root, "--seeds", "3",
                                             "--output-dir", str(tmp_path)])
-    job = lt.tgn_job(args, 3, synth_root, "gen.txt", produced=True, method="tgn_resample")
+    job = long_tail_plan.tgn_job(args, 3, synth_root, "gen.txt", produced=True, method="tgn_resample")
     lists = [job.cmd[i + 1] for i, a in enumerate(job.cmd) if a == "--train-list"]
     assert lists == [os.path.join(synth_root, "anno", "SYNTH_train.txt"), "gen.txt"]
     assert job.cmd[job.cmd.index("--sampler") + 1] == "class_balanced"
     assert job.needs == ("gen.txt",) and job.extra["method"] == "tgn_resample"
     assert job.cmd[job.cmd.index("--output-dir") + 1] == os.path.join(str(tmp_path), "longtail", "adam",
                                                                       "tgn_resample", "seed3")
-    assert "--sampler" not in lt.tgn_job(args, 3, synth_root, "gen.txt", produced=True).cmd
+    assert "--sampler" not in long_tail_plan.tgn_job(args, 3, synth_root, "gen.txt", produced=True).cmd
     proc = run_script("benchmarks/long_tail.py", "--data-root", synth_root, "--methods", "ce", "tgn_resample",
                       "--parts", "longtail", "--output-dir", str(tmp_path / "b"), check=False)
     assert_one_line_error(proc, "tgn_resample needs the tgn part", "--tgn-list")
@@ -413,11 +414,10 @@ def test_runner_waits_for_needs_and_skips_after_a_failure(tmp_path):
     """A run waits for the runs it needs (in other chains); one whose need failed is skipped, not started; a
     `fresh` run's partial folder is removed before it starts."""
     import sys
-    lt = long_tail_module()
 
     def job(name, code, needs=(), fresh=False):
         folder = tmp_path / name
-        return lt.Job(name, [sys.executable, "-c", code], str(folder), str(folder / "done"), 1, resumable=False,
+        return chain_runner.Job(name, [sys.executable, "-c", code], str(folder), str(folder / "done"), 1, resumable=False,
                       needs=tuple(str(tmp_path / n / "done") for n in needs), fresh=fresh)
 
     write = "import os, time; time.sleep({t}); os.makedirs({d!r}, exist_ok=True); seen = str(os.listdir({d!r})); " \
@@ -428,7 +428,7 @@ def test_runner_waits_for_needs_and_skips_after_a_failure(tmp_path):
               [job("early", write.format(t=0.5, d=str(tmp_path / "early")))],
               [job("broken", "raise SystemExit(3)")],
               [job("after_broken", write.format(t=0, d=str(tmp_path / "after_broken")), needs=["broken"])]]
-    runner = lt.Runner(chains, jobs=2, threads=1)
+    runner = chain_runner.Runner(chains, jobs=2, threads=1)
     runner.run()
     assert (tmp_path / "early" / "done").is_file()
     assert (tmp_path / "late" / "done").read_text() == "[]"  # started after early, in a fresh folder
@@ -440,21 +440,52 @@ def test_runner_starts_a_chain_as_soon_as_its_need_exists(tmp_path):
     """With one worker, a chain that needs another's output runs right after it, before the chains listed after
     it; a first chain that cannot start yet does not hold the worker."""
     import sys
-    lt = long_tail_module()
     order = tmp_path / "order.txt"
 
     def job(name, needs=()):
         folder = tmp_path / name
         code = (f"import os; os.makedirs({str(folder)!r}, exist_ok=True); open({str(order)!r}, 'a').write({name!r} "
                 f"+ ' '); open(os.path.join({str(folder)!r}, 'done'), 'w').write('')")
-        return lt.Job(name, [sys.executable, "-c", code], str(folder), str(folder / "done"), 1, resumable=False,
+        return chain_runner.Job(name, [sys.executable, "-c", code], str(folder), str(folder / "done"), 1, resumable=False,
                       needs=tuple(str(tmp_path / n / "done") for n in needs))
 
     chains = [[job("uses_list", needs=["makes_list"])], [job("makes_list")], [job("other")], [job("last")]]
-    runner = lt.Runner(chains, jobs=1, threads=1)
+    runner = chain_runner.Runner(chains, jobs=1, threads=1)
     runner.run()
     assert order.read_text().split() == ["makes_list", "uses_list", "other", "last"]
     assert runner.failed == []
+
+
+def test_runner_runs_at_most_jobs_at_once_and_never_redoes_a_finished_run(tmp_path):
+    """--jobs 2: two runs at a time, never three; a worker freed by a short run takes the first chain whose need
+    now exists (before a chain listed after it); a run whose marker exists is not started again."""
+    import sys
+    times = tmp_path / "times.txt"
+
+    def job(name, sleep, needs=()):
+        folder = tmp_path / name
+        code = (f"import os, time; t = time.time(); time.sleep({sleep}); os.makedirs({str(folder)!r}, "
+                f"exist_ok=True); open({str(times)!r}, 'a').write(f'{name} {{t}} {{time.time()}}\\n'); "
+                f"open(os.path.join({str(folder)!r}, 'done'), 'w').write('')")
+        return chain_runner.Job(name, [sys.executable, "-c", code], str(folder), str(folder / "done"), 1,
+                                resumable=False, needs=tuple(str(tmp_path / n / "done") for n in needs))
+
+    finished = job("finished", 0)
+    finished.cmd = [sys.executable, "-c", "raise SystemExit(5)"]  # would fail if it ran
+    os.makedirs(os.path.dirname(finished.marker))
+    open(finished.marker, "w").close()
+    chains = [[job("uses_b", 0.1, needs=["b"])], [finished, job("b", 0.1)], [job("c", 0.8)], [job("d", 0.1)],
+              [job("e", 0.1)]]
+    runner = chain_runner.Runner(chains, jobs=2, threads=1)
+    runner.run()
+    assert runner.failed == []
+    spans = {name: (float(t0), float(t1)) for name, t0, t1 in (ln.split() for ln in times.read_text().splitlines())}
+    assert sorted(spans) == ["b", "c", "d", "e", "uses_b"]  # "finished" did not run again
+    at_once = max(sum(t0 <= start < t1 for t0, t1 in spans.values()) for start, _ in spans.values())
+    assert at_once == 2
+    # b and c first; when b ends, uses_b (listed first, its need now made) goes before d and e
+    assert spans["b"][1] <= spans["uses_b"][0] < spans["d"][0] and spans["d"][0] < spans["e"][0]
+    assert spans["uses_b"][0] < spans["c"][1]
 
 
 def rotated_test_list(root: str, out) -> str:
@@ -515,17 +546,17 @@ def test_driver_validation_list_and_drw_tuning_wiring(synth_root, tmp_path):
     full = read_list(os.path.join(synth_root, "anno", "SYNTH_train.txt"))
     assert len(train) + len(val) == len(full) and not {p for p, _ in train} & {p for p, _ in val}
     assert {y for _, y in val} == {y for _, y in full}  # every class has validation images
-    tuning = lt.drw_tuning_chain(args, synth_root, "sgd")
-    assert lt.drw_candidates(args) == [1, 2, 3]  # 0.25, 0.5 and 0.8 (the reference's) of 4 epochs
+    tuning = long_tail_plan.drw_tuning_chain(args, synth_root, "sgd")
+    assert long_tail_plan.drw_candidates(args) == [1, 2, 3]  # 0.25, 0.5 and 0.8 (the reference's) of 4 epochs
     test_list = os.path.join(synth_root, "anno", "SYNTH_test.txt")
     for j in tuning:
         assert j.cmd[j.cmd.index("--test-list") + 1] == args.val_list and test_list not in j.cmd
         assert "--optimizer" in j.cmd and j.cmd[j.cmd.index("--train-list") + 1] == args.lt_train_list
-    chains = lt.longtail_chains(args, 1, synth_root, "sgd")
+    chains = long_tail_plan.longtail_chains(args, 1, synth_root, "sgd")
     for job in (j for c in chains for j in c if j.extra["method"] in ("crt", "tau_norm")):
         assert job.cmd[job.cmd.index("--tune-list") + 1] == args.val_list and test_list not in job.cmd
     # hand-written candidate results: the best mean per-class accuracy on validation wins
-    epochs = lt.drw_candidates(args)
+    epochs = long_tail_plan.drw_candidates(args)
     for k, acc in zip(epochs, ([0.2, 0.9], [0.6, 0.6], [0.9, 0.1])):  # mean 0.55, 0.6, 0.5
         f = tmp_path / "b" / "longtail" / "sgd" / "tune" / "ldam_drw" / f"drw{k}"
         f.mkdir(parents=True)
