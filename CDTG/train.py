@@ -35,9 +35,9 @@ from common.split import label_map, load_split
 from common.transforms import classification
 from CDTG.augment import OPERATIONS, AdaptiveAugment
 from CDTG.batches import BalancedBatches, ClassGroupedBatches, EndlessBatches, Indexed
-from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
+from CDTG.conditioning import FeatureProjection, check_tail_classes, feature_cache, load_tail_model
 from CDTG import generator_file, original
-from CDTG.model import Discriminator, Generator, check_size
+from CDTG.model import build_models, check_size, model_config
 from CDTG.sampling import real_images_by_class
 from CDTG.tracking import QualityTracker
 from CDTG.trainer import MODES, CDTGTrainer, StepConfig, round_to_half
@@ -175,27 +175,6 @@ def tail_dataset(args, split, num_classes: int) -> ImageList:
                      num_classes=num_classes, label_map=label_map(split, "tail"), on_corrupt=args.on_corrupt)
 
 
-@torch.no_grad()
-def feature_cache(trainer: CDTGTrainer, dataset, rt, hflip: bool, limit_gb: float, batch: int, workers: int):
-    """[2 if hflip else 1, N, ...] reduced features of every real image (and of its mirror), or None if too big."""
-    c, h, w = trainer.proj.feature_shape
-    pool = trainer.proj.pool
-    per_image = c * (pool * pool if pool else h * w) * 4 * (2 if hflip else 1)
-    if trainer.tail.batch_statistics:  # --mode code: features depend on the batch they are computed in
-        return None
-    if limit_gb <= 0 or per_image * len(dataset) > limit_gb * 1e9:
-        return None
-    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, pin_memory=rt.cuda,
-                        generator=torch.Generator())  # its worker seed must not draw from the global RNG
-    views = [[] for _ in range(2 if hflip else 1)]
-    for images, _ in tqdm(loader, desc="tail-model features", leave=False, disable=not rt.is_main):
-        images = images.to(rt.device, non_blocking=True)
-        views[0].append(trainer.features(images))
-        if hflip:
-            views[1].append(trainer.features(images.flip(3)))
-    return torch.stack([torch.cat(v) for v in views])
-
-
 def sample_bank(dataset, num_classes: int, cols: int):
     """Fixed real images for the sample grid: `cols` per class (cycling through the class's images)."""
     by_class = [[] for _ in range(num_classes)]
@@ -246,75 +225,6 @@ def check_args(args) -> None:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
 
 
-def model_config(args, num_classes: int) -> dict:
-    return {"size": args.size, "style_dim": args.style_dim, "n_mlp": args.n_mlp, "num_classes": num_classes,
-            "channel_multiplier": args.channel_multiplier, "max_channels": args.max_channels}
-
-
-def build_models(args, num_classes: int):
-    cfg = model_config(args, num_classes)
-    g = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], num_classes=num_classes,
-                  channel_multiplier=cfg["channel_multiplier"], max_channels=cfg["max_channels"])
-    d = Discriminator(args.size, num_classes=num_classes, channel_multiplier=args.channel_multiplier,
-                      label_dim=args.label_dim, max_channels=args.max_channels, from_rgb_kernel=args.from_rgb_kernel)
-    return g, d
-
-
-def read_initial_checkpoint(args, num_classes: int, feature_shape=None) -> dict:
-    """The --init-weights file, checked against the run's flags (on meta-device models, drawing no random number) before
-    anything is written; a P in the file is checked against the P of layer3 maps of `feature_shape`."""
-    ck = checkpoint.load(args.init_weights, "--init-weights checkpoint")
-    layout = original.detect(ck, args.init_weights)
-    if layout.name != "project":
-        original.check_config(ck, model_config(args, num_classes), args.init_weights)
-    with torch.device("meta"):
-        g, d = build_models(args, num_classes)
-        proj = FeatureProjection(feature_shape, args.style_dim, args.feature_pool, args.normalise_p) \
-            if feature_shape else None
-    converted = original.plan(ck, args.init_weights, {"g": g, "d": d, "g_ema": g})[3]
-    for key in ("P", "P_ema"):
-        if proj is not None and isinstance(ck.get(key), dict) and \
-                {k: v.shape for k, v in ck[key].items()} != {k: v.shape for k, v in proj.state_dict().items()}:
-            raise UserError(f"{args.init_weights} holds a {key} of another shape; pass the run's --feature-pool and tail "
-                            f"model")
-    if args.continue_original and converted:
-        raise UserError(f"{args.init_weights} has a {converted}x{converted} FromRGB: continue its run with "
-                        f"--from-rgb-kernel {converted} (its optimiser state is of that shape)")
-    if args.continue_original:
-        if layout.name == "project":
-            raise UserError(f"--continue-original is for the original authors' files; {args.init_weights} is this "
-                            f"repository's: continue its run with --resume")
-        state = original.continue_state(ck, args.init_weights)
-        if state["iteration"] >= args.iter:
-            raise UserError(f"{args.init_weights} is at iteration {state['iteration']}; pass an --iter above it to continue")
-    return ck
-
-
-def load_initial_weights(ck, path: str, g, d, g_ema, proj, p_ema) -> None:
-    """Every tensor of the --init-weights file into G, D, g_ema (and P where the file has one); one line names what stays
-    at init."""
-    _, left = original.load_into(ck, path, {"g": g, "d": d, "g_ema": g_ema})
-    for key, module in (("P", proj), ("P_ema", p_ema)):
-        if isinstance(ck.get(key), dict):
-            module.load_state_dict(ck[key])
-        else:
-            left.append(key)
-    print(f"left at init (not in the file): {', '.join(left) or 'none'}")
-
-
-def continue_original(ck, path: str, trainer: CDTGTrainer) -> int:
-    """--continue-original: the original run's optimiser states and ada_aug_p; returns its iteration."""
-    state = original.continue_state(ck, path)
-    original.restore_optimizer(trainer.g_optim, state["g_optim"], ck["g"], trainer.g, "g_optim", path)
-    original.restore_optimizer(trainer.d_optim, state["d_optim"], ck["d"], trainer.d, "d_optim", path)
-    if trainer.augment is not None:
-        trainer.augment.p = state["ada_aug_p"]
-    elif state["ada_aug_p"]:
-        print(f"{path} has ada_aug_p {state['ada_aug_p']}, unused without --augment")
-    print(f"continuing {path} from iteration {state['iteration']}: g_optim, d_optim and ada_aug_p restored")
-    return state["iteration"]
-
-
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -337,7 +247,7 @@ def main(args):
         if args.mode == "code":
             round_to_half(clip.model)
         text_features = encode_text_prompts(clip, prompts_for(names, args.clip_prompt))
-    initial = read_initial_checkpoint(args, num_classes, tail.feature_shape()) if args.init_weights and not args.resume \
+    initial = original.read_initial_checkpoint(args, num_classes, tail.feature_shape()) if args.init_weights and not args.resume \
         else None
     out = rundir.prepare(args, rt.is_main)  # after every input check: a mistake leaves no run folder behind
     ckpt_path = os.path.join(out, "ckpt_last.pt")
@@ -355,7 +265,7 @@ def main(args):
     proj = FeatureProjection(tail.feature_shape(), args.style_dim, args.feature_pool, args.normalise_p)
     g_ema, p_ema = copy.deepcopy(g), copy.deepcopy(proj)
     if initial is not None:
-        load_initial_weights(initial, args.init_weights, g, d, g_ema, proj, p_ema)
+        original.load_initial_weights(initial, args.init_weights, g, d, g_ema, proj, p_ema)
     for m in (g, d, proj, g_ema, p_ema):
         m.to(rt.device)
     augment = None
@@ -386,7 +296,7 @@ def main(args):
             "mixing_rule": args.mixing_rule, "mode": args.mode,
             "clip": {"model": args.clip_model, "pretrained": args.clip_pretrained, "prompt": args.clip_prompt}
             if clip is not None else None}
-    start = continue_original(initial, args.init_weights, trainer) if args.continue_original else 0
+    start = original.continue_original(initial, args.init_weights, trainer) if args.continue_original else 0
     log = rundir.MetricsLog(out, rt.is_main, args.report_to)
     if args.resume:
         ck = resume_ckpt
