@@ -1,9 +1,12 @@
 """CDTG's conditioning on the distilled tail model: the frozen tail classifier M_T, the projection P
-of its layer3 features, and the fusion of P(feature) with noise, z = r * n + (1 - r) * P(feature).
+of its layer3 features, and the fusion of P(feature) with noise, z = r * n + (1 - r) * P(feature);
+`feature_cache` computes the frozen tail model's features of every real image once.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from common.errors import UserError
 from common.part_model import load_part_model
@@ -131,3 +134,25 @@ def fused_latents(projected: torch.Tensor, r: float, mixing: float, rule: str = 
         return [fuse(projected, r, n) for n in noises]
     two = mixing > 0 and (rule == "always" or float(torch.rand(())) < mixing)
     return [fuse(projected, r) for _ in range(2 if two else 1)]
+
+
+@torch.no_grad()
+def feature_cache(trainer, dataset, rt, hflip: bool, limit_gb: float, batch: int, workers: int):
+    """[2 if hflip else 1, N, ...] reduced features of every real image (and of its mirror), as a
+    CDTGTrainer's `features` gives them, or None if too big."""
+    c, h, w = trainer.proj.feature_shape
+    pool = trainer.proj.pool
+    per_image = c * (pool * pool if pool else h * w) * 4 * (2 if hflip else 1)
+    if trainer.tail.batch_statistics:  # --mode code: features depend on the batch they are computed in
+        return None
+    if limit_gb <= 0 or per_image * len(dataset) > limit_gb * 1e9:
+        return None
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, pin_memory=rt.cuda,
+                        generator=torch.Generator())  # its worker seed must not draw from the global RNG
+    views = [[] for _ in range(2 if hflip else 1)]
+    for images, _ in tqdm(loader, desc="tail-model features", leave=False, disable=not rt.is_main):
+        images = images.to(rt.device, non_blocking=True)
+        views[0].append(trainer.features(images))
+        if hflip:
+            views[1].append(trainer.features(images.flip(3)))
+    return torch.stack([torch.cat(v) for v in views])

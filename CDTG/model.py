@@ -289,3 +289,16 @@ class Discriminator(nn.Module):
         out = self.final_conv(out)
         return self.final_linear(out.flatten(1))
 
+
+def model_config(args, num_classes: int) -> dict:
+    return {"size": args.size, "style_dim": args.style_dim, "n_mlp": args.n_mlp, "num_classes": num_classes,
+            "channel_multiplier": args.channel_multiplier, "max_channels": args.max_channels}
+
+
+def build_models(args, num_classes: int):
+    cfg = model_config(args, num_classes)
+    g = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], num_classes=num_classes,
+                  channel_multiplier=cfg["channel_multiplier"], max_channels=cfg["max_channels"])
+    d = Discriminator(args.size, num_classes=num_classes, channel_multiplier=args.channel_multiplier,
+                      label_dim=args.label_dim, max_channels=args.max_channels, from_rgb_kernel=args.from_rgb_kernel)
+    return g, d

@@ -6,6 +6,8 @@ two ways: the unconditional files have no class embeddings (G, D) and no fusion 
 3x3 FromRGB where TGN and SatConcepts have 1x1. `load_into` copies every tensor of such a file into our models
 (converting FromRGB exactly where the kernels differ) and refuses any partial load; `generator_of` and
 `convert_to_project` give generate.py the g_ema of a TGN file with this repository's metadata.
+CDTG/train.py's --init-weights (any of these or a file of its own) is checked, loaded and, with
+--continue-original, continued by `read_initial_checkpoint`, `load_initial_weights` and `continue_original`.
 """
 import os
 import re
@@ -17,6 +19,8 @@ from common import checkpoint
 from common.errors import UserError
 from common.layout import read_classes
 from common.split import load_split
+from CDTG.conditioning import FeatureProjection
+from CDTG.model import build_models, model_config
 
 TOP_LEVEL = ("g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p")
 
@@ -288,7 +292,6 @@ def generator_of(ck, path: str, data_root: str | None) -> tuple:
 
 def random_projection(feature_shape, style_dim: int, seed: int):
     """A fresh, seeded P (PyTorch's default Linear init), for generator files that hold none."""
-    from CDTG.conditioning import FeatureProjection
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return FeatureProjection(feature_shape, style_dim, 0)
@@ -304,3 +307,61 @@ def convert_to_project(in_path: str, out_path: str, data_root: str | None) -> No
     generator_file.write(out_path, g_state, p_state, meta)
     print(f"wrote {out_path}: the g_ema of {in_path} for {len(meta['classes'])} tail classes of {meta['dataset']} "
           f"(no P in the original file: generation draws a random one)")
+
+
+# ----------------------------------------------------------------------------------------- --init-weights
+
+
+def read_initial_checkpoint(args, num_classes: int, feature_shape=None) -> dict:
+    """The --init-weights file, checked against the run's flags (on meta-device models, drawing no random number) before
+    anything is written; a P in the file is checked against the P of layer3 maps of `feature_shape`."""
+    ck = checkpoint.load(args.init_weights, "--init-weights checkpoint")
+    layout = detect(ck, args.init_weights)
+    if layout.name != "project":
+        check_config(ck, model_config(args, num_classes), args.init_weights)
+    with torch.device("meta"):
+        g, d = build_models(args, num_classes)
+        proj = FeatureProjection(feature_shape, args.style_dim, args.feature_pool, args.normalise_p) \
+            if feature_shape else None
+    converted = plan(ck, args.init_weights, {"g": g, "d": d, "g_ema": g})[3]
+    for key in ("P", "P_ema"):
+        if proj is not None and isinstance(ck.get(key), dict) and \
+                {k: v.shape for k, v in ck[key].items()} != {k: v.shape for k, v in proj.state_dict().items()}:
+            raise UserError(f"{args.init_weights} holds a {key} of another shape; pass the run's --feature-pool and tail "
+                            f"model")
+    if args.continue_original and converted:
+        raise UserError(f"{args.init_weights} has a {converted}x{converted} FromRGB: continue its run with "
+                        f"--from-rgb-kernel {converted} (its optimiser state is of that shape)")
+    if args.continue_original:
+        if layout.name == "project":
+            raise UserError(f"--continue-original is for the original authors' files; {args.init_weights} is this "
+                            f"repository's: continue its run with --resume")
+        state = continue_state(ck, args.init_weights)
+        if state["iteration"] >= args.iter:
+            raise UserError(f"{args.init_weights} is at iteration {state['iteration']}; pass an --iter above it to continue")
+    return ck
+
+
+def load_initial_weights(ck, path: str, g, d, g_ema, proj, p_ema) -> None:
+    """Every tensor of the --init-weights file into G, D, g_ema (and P where the file has one); one line names what stays
+    at init."""
+    _, left = load_into(ck, path, {"g": g, "d": d, "g_ema": g_ema})
+    for key, module in (("P", proj), ("P_ema", p_ema)):
+        if isinstance(ck.get(key), dict):
+            module.load_state_dict(ck[key])
+        else:
+            left.append(key)
+    print(f"left at init (not in the file): {', '.join(left) or 'none'}")
+
+
+def continue_original(ck, path: str, trainer) -> int:
+    """--continue-original: the original run's optimiser states and ada_aug_p; returns its iteration."""
+    state = continue_state(ck, path)
+    restore_optimizer(trainer.g_optim, state["g_optim"], ck["g"], trainer.g, "g_optim", path)
+    restore_optimizer(trainer.d_optim, state["d_optim"], ck["d"], trainer.d, "d_optim", path)
+    if trainer.augment is not None:
+        trainer.augment.p = state["ada_aug_p"]
+    elif state["ada_aug_p"]:
+        print(f"{path} has ada_aug_p {state['ada_aug_p']}, unused without --augment")
+    print(f"continuing {path} from iteration {state['iteration']}: g_optim, d_optim and ada_aug_p restored")
+    return state["iteration"]

@@ -16,9 +16,10 @@ import argparse
 import copy
 import os
 import time
+from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm import tqdm
 
@@ -34,9 +35,10 @@ from common.options import add_loader_args
 from common.split import label_map, load_split
 from common.transforms import classification
 from CDTG.augment import OPERATIONS, AdaptiveAugment
-from CDTG.conditioning import FeatureProjection, check_tail_classes, load_tail_model
+from CDTG.batches import BalancedBatches, ClassGroupedBatches, EndlessBatches, Indexed
+from CDTG.conditioning import FeatureProjection, check_tail_classes, feature_cache, load_tail_model
 from CDTG import generator_file, original
-from CDTG.model import Discriminator, Generator, check_size
+from CDTG.model import build_models, check_size, model_config
 from CDTG.sampling import real_images_by_class
 from CDTG.tracking import QualityTracker
 from CDTG.trainer import MODES, CDTGTrainer, StepConfig, round_to_half
@@ -168,124 +170,10 @@ def get_args_parser():
 # ------------------------------------------------------------------------------------------------ data
 
 
-class Indexed(Dataset):
-    """(image, label, index) of an ImageList, so that cached features can be looked up."""
-
-    def __init__(self, base):
-        self.base = base
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        image, label = self.base[i]
-        return image, label, i
-
-
-class EndlessBatches(Sampler):
-    """Batch b of an endless seeded shuffle (drop_last), starting at batch `start`: the data order of an iteration
-    depends only on (seed, iteration), so a resumed run sees exactly the batches a straight run would."""
-
-    def __init__(self, n: int, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
-        self.n, self.batch, self.seed, self.start, self.rank, self.world = n, batch, seed, start, rank, world
-        self.per_epoch = n // (batch * world)
-        if self.per_epoch == 0:
-            raise UserError(f"only {n} tail training images for a batch of {batch} x {world} process(es); "
-                            f"lower --batch-size")
-
-    def __iter__(self):
-        b, epoch, perm = self.start, None, None
-        while True:
-            e, k = divmod(b, self.per_epoch)
-            if e != epoch:
-                epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + e))
-            offset = (k * self.world + self.rank) * self.batch
-            yield perm[offset: offset + self.batch].tolist()
-            b += 1
-
-
-class BalancedBatches(EndlessBatches):
-    """Batch b drawn with replacement so that every class is equally likely (then any of its images): rare tail
-    classes get as many generator updates as common ones. Seeded by (seed, batch) as EndlessBatches."""
-
-    def __init__(self, labels: list, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
-        super().__init__(len(labels), batch, seed, start, rank, world)
-        labels = torch.tensor(labels)
-        self.weights = 1.0 / torch.bincount(labels).double()[labels]
-
-    def __iter__(self):
-        b = self.start
-        while True:
-            draw = torch.multinomial(self.weights, self.batch * self.world, replacement=True,
-                                     generator=torch.Generator().manual_seed(self.seed * 100003 + b))
-            yield draw[self.rank * self.batch: (self.rank + 1) * self.batch].tolist()
-            b += 1
-
-
-class ClassGroupedBatches(EndlessBatches):
-    """Batch b as groups of one class each: sample n belongs to group n mod (B / G), G = the discriminator's
-    minibatch-stddev group (4, or the largest divisor of B below it), as CDTG.ops.minibatch_stddev groups them. The
-    group's classes are drawn uniformly without replacement, its images from the class without replacement where it
-    has G. So D's stddev feature measures the spread within one class, where a generator that gives one image per
-    class has none (in a class-balanced batch every group mixes classes). Not in the paper. Seeded by (seed, batch)."""
-
-    def __init__(self, labels: list, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1,
-                 group_size: int = 4):
-        super().__init__(len(labels), batch, seed, start, rank, world)
-        group = min(group_size, batch)
-        while batch % group:
-            group -= 1
-        self.group, self.groups = group, batch // group
-        labels = torch.tensor(labels)
-        self.by_class = [torch.nonzero(labels == k).flatten() for k in range(int(labels.max()) + 1)]
-        self.by_class = [idx for idx in self.by_class if len(idx)]
-
-    def __iter__(self):
-        b = self.start
-        while True:
-            gen = torch.Generator().manual_seed(self.seed * 100003 + b)
-            batches = []
-            for _ in range(self.world):
-                n_classes = len(self.by_class)
-                picks = torch.cat([torch.randperm(n_classes, generator=gen)
-                                   for _ in range(-(-self.groups // n_classes))])[: self.groups]
-                batch = [0] * self.batch
-                for j, k in enumerate(picks.tolist()):
-                    idx = self.by_class[k]
-                    take = torch.randperm(len(idx), generator=gen)[: self.group] if len(idx) >= self.group \
-                        else torch.randint(len(idx), (self.group,), generator=gen)
-                    for m, t in enumerate(take.tolist()):
-                        batch[m * self.groups + j] = int(idx[t])
-                batches.append(batch)
-            yield batches[self.rank]
-            b += 1
-
-
 def tail_dataset(args, split, num_classes: int) -> ImageList:
     transform = classification(args.size, False)
     return ImageList(os.path.join(args.data_root, "train"), [anno_path(args.data_root, "train")], transform,
                      num_classes=num_classes, label_map=label_map(split, "tail"), on_corrupt=args.on_corrupt)
-
-
-@torch.no_grad()
-def feature_cache(trainer: CDTGTrainer, dataset, rt, hflip: bool, limit_gb: float, batch: int, workers: int):
-    """[2 if hflip else 1, N, ...] reduced features of every real image (and of its mirror), or None if too big."""
-    c, h, w = trainer.proj.feature_shape
-    pool = trainer.proj.pool
-    per_image = c * (pool * pool if pool else h * w) * 4 * (2 if hflip else 1)
-    if trainer.tail.batch_statistics:  # --mode code: features depend on the batch they are computed in
-        return None
-    if limit_gb <= 0 or per_image * len(dataset) > limit_gb * 1e9:
-        return None
-    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, pin_memory=rt.cuda,
-                        generator=torch.Generator())  # its worker seed must not draw from the global RNG
-    views = [[] for _ in range(2 if hflip else 1)]
-    for images, _ in tqdm(loader, desc="tail-model features", leave=False, disable=not rt.is_main):
-        images = images.to(rt.device, non_blocking=True)
-        views[0].append(trainer.features(images))
-        if hflip:
-            views[1].append(trainer.features(images.flip(3)))
-    return torch.stack([torch.cat(v) for v in views])
 
 
 def sample_bank(dataset, num_classes: int, cols: int):
@@ -338,129 +226,79 @@ def check_args(args) -> None:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
 
 
-def model_config(args, num_classes: int) -> dict:
-    return {"size": args.size, "style_dim": args.style_dim, "n_mlp": args.n_mlp, "num_classes": num_classes,
-            "channel_multiplier": args.channel_multiplier, "max_channels": args.max_channels}
+# ------------------------------------------------------------------------------------------------ steps
 
 
-def build_models(args, num_classes: int):
-    cfg = model_config(args, num_classes)
-    g = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], num_classes=num_classes,
-                  channel_multiplier=cfg["channel_multiplier"], max_channels=cfg["max_channels"])
-    d = Discriminator(args.size, num_classes=num_classes, channel_multiplier=args.channel_multiplier,
-                      label_dim=args.label_dim, max_channels=args.max_channels, from_rgb_kernel=args.from_rgb_kernel)
-    return g, d
+@dataclass
+class TailData:
+    """The tail classes (ids in split.json's order, names) and their training images."""
+    info: dict
+    split: dict
+    tail_ids: list
+    names: list
+    dataset: ImageList
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.tail_ids)
 
 
-def read_initial_checkpoint(args, num_classes: int, feature_shape=None) -> dict:
-    """The --init-weights file, checked against the run's flags (on meta-device models, drawing no random number) before
-    anything is written; a P in the file is checked against the P of layer3 maps of `feature_shape`."""
-    ck = checkpoint.load(args.init_weights, "--init-weights checkpoint")
-    layout = original.detect(ck, args.init_weights)
-    if layout.name != "project":
-        original.check_config(ck, model_config(args, num_classes), args.init_weights)
-    with torch.device("meta"):
-        g, d = build_models(args, num_classes)
-        proj = FeatureProjection(feature_shape, args.style_dim, args.feature_pool, args.normalise_p) \
-            if feature_shape else None
-    converted = original.plan(ck, args.init_weights, {"g": g, "d": d, "g_ema": g})[3]
-    for key in ("P", "P_ema"):
-        if proj is not None and isinstance(ck.get(key), dict) and \
-                {k: v.shape for k, v in ck[key].items()} != {k: v.shape for k, v in proj.state_dict().items()}:
-            raise UserError(f"{args.init_weights} holds a {key} of another shape; pass the run's --feature-pool and tail "
-                            f"model")
-    if args.continue_original and converted:
-        raise UserError(f"{args.init_weights} has a {converted}x{converted} FromRGB: continue its run with "
-                        f"--from-rgb-kernel {converted} (its optimiser state is of that shape)")
-    if args.continue_original:
-        if layout.name == "project":
-            raise UserError(f"--continue-original is for the original authors' files; {args.init_weights} is this "
-                            f"repository's: continue its run with --resume")
-        state = original.continue_state(ck, args.init_weights)
-        if state["iteration"] >= args.iter:
-            raise UserError(f"{args.init_weights} is at iteration {state['iteration']}; pass an --iter above it to continue")
-    return ck
-
-
-def load_initial_weights(ck, path: str, g, d, g_ema, proj, p_ema) -> None:
-    """Every tensor of the --init-weights file into G, D, g_ema (and P where the file has one); one line names what stays
-    at init."""
-    _, left = original.load_into(ck, path, {"g": g, "d": d, "g_ema": g_ema})
-    for key, module in (("P", proj), ("P_ema", p_ema)):
-        if isinstance(ck.get(key), dict):
-            module.load_state_dict(ck[key])
-        else:
-            left.append(key)
-    print(f"left at init (not in the file): {', '.join(left) or 'none'}")
-
-
-def continue_original(ck, path: str, trainer: CDTGTrainer) -> int:
-    """--continue-original: the original run's optimiser states and ada_aug_p; returns its iteration."""
-    state = original.continue_state(ck, path)
-    original.restore_optimizer(trainer.g_optim, state["g_optim"], ck["g"], trainer.g, "g_optim", path)
-    original.restore_optimizer(trainer.d_optim, state["d_optim"], ck["d"], trainer.d, "d_optim", path)
-    if trainer.augment is not None:
-        trainer.augment.p = state["ada_aug_p"]
-    elif state["ada_aug_p"]:
-        print(f"{path} has ada_aug_p {state['ada_aug_p']}, unused without --augment")
-    print(f"continuing {path} from iteration {state['iteration']}: g_optim, d_optim and ada_aug_p restored")
-    return state["iteration"]
-
-
-# ------------------------------------------------------------------------------------------------ main
-
-
-@cli
-def main(args):
-    check_args(args)
+def load_data(args) -> TailData:
     info = read_classes(args.data_root)
     split = load_split(args.split or os.path.join(args.data_root, "split.json"), args.data_root)
     tail_ids = list(split["tail"])
     names = [split["names"][c] for c in tail_ids]
-    num_classes = len(tail_ids)
-    dataset = tail_dataset(args, split, len(info["names"]))
+    return TailData(info, split, tail_ids, names, tail_dataset(args, split, len(info["names"])))
 
-    rt = setup(args.device)
-    tail = load_tail_model(args.tail_model, rt.device, None if args.tail_input == "model" else args.size, split)
-    check_tail_classes(tail.meta, split, args.tail_model)
+
+def load_conditioning(args, data: TailData, rt) -> tuple:
+    """(the frozen tail model, CLIP or None, its text features of the tail classes' prompts or None)."""
+    input_size = None if args.tail_input == "model" else args.size
+    tail = load_tail_model(args.tail_model, rt.device, input_size, data.split)
+    check_tail_classes(tail.meta, data.split, args.tail_model)
     clip = text_features = None
     if args.lambda_clip > 0:
         clip = load_clip(args.clip_model, args.clip_pretrained, rt.device)
         if args.mode == "code":
             round_to_half(clip.model)
-        text_features = encode_text_prompts(clip, prompts_for(names, args.clip_prompt))
-    initial = read_initial_checkpoint(args, num_classes, tail.feature_shape()) if args.init_weights and not args.resume \
-        else None
-    out = rundir.prepare(args, rt.is_main)  # after every input check: a mistake leaves no run folder behind
-    ckpt_path = os.path.join(out, "ckpt_last.pt")
-    if args.resume:  # D is rebuilt with the run's own FromRGB kernel
-        resume_ckpt = checkpoint.load(ckpt_path)
-        kernel = original.from_rgb_kernel_of(resume_ckpt["d"])
-        if kernel != args.from_rgb_kernel:
-            print(f"{ckpt_path} has a {kernel}x{kernel} FromRGB: resuming with --from-rgb-kernel {kernel}")
-            args.from_rgb_kernel = kernel
-    if rt.is_main:
-        print(f"{len(dataset)} tail training images, {num_classes} tail classes ({', '.join(names)}); "
-              f"mode {args.mode}; run folder {out}")
+        text_features = encode_text_prompts(clip, prompts_for(data.names, args.clip_prompt))
+    return tail, clip, text_features
 
+
+def read_resume_checkpoint(args, ckpt_path: str) -> dict:
+    """--resume: <run>/ckpt_last.pt; D is rebuilt with the run's own FromRGB kernel."""
+    ck = checkpoint.load(ckpt_path)
+    kernel = original.from_rgb_kernel_of(ck["d"])
+    if kernel != args.from_rgb_kernel:
+        print(f"{ckpt_path} has a {kernel}x{kernel} FromRGB: resuming with --from-rgb-kernel {kernel}")
+        args.from_rgb_kernel = kernel
+    return ck
+
+
+def step_config(args) -> StepConfig:
+    return StepConfig(mode=args.mode, r_train=args.r_train, mixing=args.mixing, mixing_rule=args.mixing_rule,
+                      lambda_cls=args.lambda_cls, lambda_clip=args.lambda_clip, lr=args.lr, r1=args.r1,
+                      d_reg_every=args.d_reg_every, path_regularize=args.path_regularize,
+                      path_batch_shrink=args.path_batch_shrink, g_reg_every=args.g_reg_every,
+                      ema_decay=args.ema_decay, amp=args.amp, train_p=not args.freeze_p,
+                      lambda_ms=args.lambda_ms, compile=args.compile,
+                      consistency_lowpass=args.consistency_lowpass, consistency_every=args.consistency_every)
+
+
+def build_trainer(args, num_classes: int, rt, tail, clip, text_features, initial) -> CDTGTrainer:
+    """G, D, P and their EMA copies (from the --init-weights file where one is given), on the device."""
     g, d = build_models(args, num_classes)
     proj = FeatureProjection(tail.feature_shape(), args.style_dim, args.feature_pool, args.normalise_p)
     g_ema, p_ema = copy.deepcopy(g), copy.deepcopy(proj)
     if initial is not None:
-        load_initial_weights(initial, args.init_weights, g, d, g_ema, proj, p_ema)
+        original.load_initial_weights(initial, args.init_weights, g, d, g_ema, proj, p_ema)
     for m in (g, d, proj, g_ema, p_ema):
         m.to(rt.device)
     augment = None
     if args.augment:
         augment = AdaptiveAugment(args.ada_target, args.ada_length, args.ada_every, args.augment_p,
                                   args.augment_ops, reduce=lambda t: all_reduce_sum(t, rt))
-    cfg = StepConfig(mode=args.mode, r_train=args.r_train, mixing=args.mixing, mixing_rule=args.mixing_rule,
-                     lambda_cls=args.lambda_cls, lambda_clip=args.lambda_clip, lr=args.lr, r1=args.r1,
-                     d_reg_every=args.d_reg_every, path_regularize=args.path_regularize,
-                     path_batch_shrink=args.path_batch_shrink, g_reg_every=args.g_reg_every,
-                     ema_decay=args.ema_decay, amp=args.amp, train_p=not args.freeze_p,
-                     lambda_ms=args.lambda_ms, compile=args.compile,
-                     consistency_lowpass=args.consistency_lowpass, consistency_every=args.consistency_every)
+    cfg = step_config(args)
     if rt.cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick each convolution's algorithm
     trainer = CDTGTrainer(g, d, proj, tail, rt, cfg, clip, text_features, augment, g_ema, p_ema)
@@ -469,102 +307,146 @@ def main(args):
         print(f"G {n(g) / 1e6:.2f}M, D {n(d) / 1e6:.2f}M, P {n(proj) / 1e6:.2f}M parameters "
               f"({'trained' if trainer.train_p else 'fixed'}); layer3 {tail.feature_shape()} at "
               f"{tail.input_size} px, pool {args.feature_pool or 'none'}")
+    return trainer
 
-    meta = {"dataset": info["dataset"], "data_root": args.data_root,
-            "classes": tail_ids, "names": names, "tail_model": args.tail_model,
-            "tail_input_size": tail.input_size, "generator": model_config(args, num_classes),
+
+def run_meta(args, data: TailData, trainer: CDTGTrainer, clip) -> dict:
+    """What generation reads of the run (in ckpt_last.pt and generator.pt)."""
+    return {"dataset": data.info["dataset"], "data_root": args.data_root,
+            "classes": data.tail_ids, "names": data.names, "tail_model": args.tail_model,
+            "tail_input_size": trainer.tail.input_size, "generator": model_config(args, data.num_classes),
             "discriminator": {"label_dim": args.label_dim, "from_rgb_kernel": args.from_rgb_kernel},
-            "projection": proj.config(), "r_train": args.r_train, "mixing": args.mixing,
+            "projection": trainer.proj.config(), "r_train": args.r_train, "mixing": args.mixing,
             "mixing_rule": args.mixing_rule, "mode": args.mode,
             "clip": {"model": args.clip_model, "pretrained": args.clip_pretrained, "prompt": args.clip_prompt}
             if clip is not None else None}
-    start = continue_original(initial, args.init_weights, trainer) if args.continue_original else 0
-    log = rundir.MetricsLog(out, rt.is_main, args.report_to)
-    if args.resume:
-        ck = resume_ckpt
-        for key in ("generator", "projection"):
-            if ck["meta"][key] != meta[key]:
-                raise UserError(f"{ckpt_path} was trained with {key} {ck['meta'][key]}, not {meta[key]}; resume "
-                                f"with the run's own flags (see {os.path.join(out, 'args.yaml')})")
-        trainer.load_state_dict(ck)
-        start = ck["iteration"]
-        log.truncate_after(start, key="iter")
-        if rt.is_main:
-            print(f"resumed from {ckpt_path} at iteration {start}")
 
+
+def resume(trainer: CDTGTrainer, ck: dict, meta: dict, ckpt_path: str, out: str, log, rt) -> int:
+    """--resume: the run's state, after checking that its flags are the run's own; returns its iteration."""
+    for key in ("generator", "projection"):
+        if ck["meta"][key] != meta[key]:
+            raise UserError(f"{ckpt_path} was trained with {key} {ck['meta'][key]}, not {meta[key]}; resume "
+                            f"with the run's own flags (see {os.path.join(out, 'args.yaml')})")
+    trainer.load_state_dict(ck)
+    start = ck["iteration"]
+    log.truncate_after(start, key="iter")
+    if rt.is_main:
+        print(f"resumed from {ckpt_path} at iteration {start}")
+    return start
+
+
+def batch_loader(args, dataset, d, start: int, rt) -> DataLoader:
+    """Endless batches from iteration `start`: shuffled, --class-balanced or --class-groups (of D's stddev
+    groups)."""
     if args.class_groups:
-        sampler = ClassGroupedBatches(dataset.targets, args.batch_size, args.seed, start, rt.rank, rt.world_size,
-                                      d.stddev_group)
+        sampler = ClassGroupedBatches(dataset.targets, args.batch_size, args.seed, start, rt.rank,
+                                      rt.world_size, d.stddev_group)
     elif args.class_balanced:
         sampler = BalancedBatches(dataset.targets, args.batch_size, args.seed, start, rt.rank, rt.world_size)
     else:
         sampler = EndlessBatches(len(dataset), args.batch_size, args.seed, start, rt.rank, rt.world_size)
-    loader = DataLoader(Indexed(dataset), batch_sampler=sampler,
-                        num_workers=args.workers, pin_memory=rt.cuda, generator=torch.Generator())
-    cache = feature_cache(trainer, dataset, rt, args.hflip, args.feature_cache_gb, args.batch_size * 4,
-                          args.workers)
-    bank_images, bank_labels = sample_bank(dataset, num_classes, args.sample_cols)
-    bank_images, bank_labels = bank_images.to(rt.device), bank_labels.to(rt.device)
-    bank_z = torch.randn(len(bank_labels), args.style_dim, generator=torch.Generator().manual_seed(args.seed)) \
-        .to(rt.device)
-    samples_dir = os.path.join(out, "samples")
-    if rt.is_main:
-        os.makedirs(samples_dir, exist_ok=True)
+    return DataLoader(Indexed(dataset), batch_sampler=sampler,
+                      num_workers=args.workers, pin_memory=rt.cuda, generator=torch.Generator())
 
-    tracker = None
-    if args.eval_every and rt.is_main:
-        reals = real_images_by_class(args.data_root, dict(enumerate(tail_ids)), args.size)
-        tracker = QualityTracker(reals, tail_ids, trainer.tail, args.eval_classifier, info["names"], rt,
-                                 args.eval_per_class, args.eval_r, args.mixing, args.mixing_rule, args.seed,
-                                 args.eval_max_real)
 
-    def draw_quality() -> None:
-        quality_curves_png(log.rows(), os.path.join(out, "quality.png"),
-                           f"{os.path.normpath(out)}: {args.eval_per_class} images per tail class at r = {args.eval_r}")
+class RunOutputs:
+    """What the run writes as it trains: sample grids of fixed latents, quality evaluations (--eval-every)
+    with quality.png, ckpt_last.pt and snapshots; at the end generator.pt."""
 
-    def track(done: int) -> None:
-        row = tracker.evaluate(trainer.g_ema, trainer.p_ema)
-        log.write(iter=done, **row)
-        draw_quality()
+    def __init__(self, args, data: TailData, trainer: CDTGTrainer, meta: dict, out: str, log, rt):
+        self.args, self.trainer, self.meta, self.out, self.log, self.rt = args, trainer, meta, out, log, rt
+        self.ckpt_path = os.path.join(out, "ckpt_last.pt")
+        images, labels = sample_bank(data.dataset, data.num_classes, args.sample_cols)
+        self.bank_images, self.bank_labels = images.to(rt.device), labels.to(rt.device)
+        self.bank_z = torch.randn(len(self.bank_labels), args.style_dim,
+                                  generator=torch.Generator().manual_seed(args.seed)).to(rt.device)
+        self.samples_dir = os.path.join(out, "samples")
+        if rt.is_main:
+            os.makedirs(self.samples_dir, exist_ok=True)
+        self.tracker = None
+        if args.eval_every and rt.is_main:
+            reals = real_images_by_class(args.data_root, dict(enumerate(data.tail_ids)), args.size)
+            self.tracker = QualityTracker(reals, data.tail_ids, trainer.tail, args.eval_classifier,
+                                          data.info["names"], rt, args.eval_per_class, args.eval_r,
+                                          args.mixing, args.mixing_rule, args.seed, args.eval_max_real)
+
+    def before_training(self, start: int) -> None:
+        if self.tracker is not None and start == 0:
+            self.track(0)
+        elif self.tracker is not None and any("eval_fid" in r for r in self.log.rows()):
+            self.draw_quality()
+
+    def draw_quality(self) -> None:
+        args = self.args
+        quality_curves_png(self.log.rows(), os.path.join(self.out, "quality.png"),
+                           f"{os.path.normpath(self.out)}: {args.eval_per_class} images per tail class at "
+                           f"r = {args.eval_r}")
+
+    def track(self, done: int) -> None:
+        row = self.tracker.evaluate(self.trainer.g_ema, self.trainer.p_ema)
+        self.log.write(iter=done, **row)
+        self.draw_quality()
         tqdm.write(f"iter {done}: tail model {100 * row['eval_tail_model']:.1f}%, classifier "
                    f"{100 * row['eval_classifier']:.1f}%, FID_cls {row['eval_fid']:.2f} (pooled "
                    f"{row['eval_pooled_fid']:.2f}) [{row['eval_seconds']:.1f} s]")
 
-    def save_checkpoint(done: int) -> None:
-        rng = checkpoint.rng_state_of_every_rank()  # a collective: called on every process, written by rank 0
-        if not rt.is_main:
-            return
-        state = {**trainer.state_dict(), "iteration": done, "rng": rng, "args": vars(args),
-                 "meta": generator_file.stored_meta({**meta, "iteration": done}, out)}
-        checkpoint.atomic_save(state, ckpt_path)
-        if args.snapshot_every and done % args.snapshot_every == 0:
-            checkpoint.atomic_save(state, os.path.join(out, "checkpoints", f"{done:06d}.pt"))
+    def save_samples(self, done: int) -> None:
+        save_samples(self.trainer, self.bank_images, self.bank_labels, self.bank_z, self.args.r_train,
+                     os.path.join(self.samples_dir, f"{done:06d}.png"), self.args.sample_cols)
 
-    # last, so that no set-up step above draws from it; a file of before every rank's state was kept holds rank 0's
-    if args.resume and (isinstance(ck["rng"], list) or rt.is_main):
-        checkpoint.set_rng_state(ck["rng"])
+    def save_checkpoint(self, done: int) -> None:
+        rng = checkpoint.rng_state_of_every_rank()  # a collective: called on every process, written by rank 0
+        if not self.rt.is_main:
+            return
+        state = {**self.trainer.state_dict(), "iteration": done, "rng": rng, "args": vars(self.args),
+                 "meta": generator_file.stored_meta({**self.meta, "iteration": done}, self.out)}
+        checkpoint.atomic_save(state, self.ckpt_path)
+        if self.args.snapshot_every and done % self.args.snapshot_every == 0:
+            checkpoint.atomic_save(state, os.path.join(self.out, "checkpoints", f"{done:06d}.pt"))
+
+    def export(self, start: int) -> None:
+        final = os.path.join(self.out, "generator.pt")
+        generator_file.write(final, self.trainer.g_ema.state_dict(), self.trainer.p_ema.state_dict(),
+                             {**self.meta, "iteration": max(start, self.args.iter)})
+        print(f"generator: {final}  samples: {self.samples_dir}")
+
+
+def seed_noise(args, resume_ckpt: dict | None, start: int, rt) -> None:
+    """The resumed run's RNG state (a file of before every rank's state was kept holds rank 0's), or different
+    noise per process under DDP."""
+    if args.resume and (isinstance(resume_ckpt["rng"], list) or rt.is_main):
+        checkpoint.set_rng_state(resume_ckpt["rng"])
     elif rt.distributed:
-        torch.manual_seed(args.seed + 1000 * rt.rank + start)  # different noise per process
-    if tracker is not None and start == 0:
-        track(0)
-    elif tracker is not None and any("eval_fid" in r for r in log.rows()):
-        draw_quality()
+        torch.manual_seed(args.seed + 1000 * rt.rank + start)
+
+
+def real_batch(batches, cache, hflip: bool, rt) -> tuple:
+    """The next real images and labels on the device (mirrored at random with --hflip), and their cached
+    tail-model features (None without a cache)."""
+    real, labels, index = next(batches)
+    real, labels = real.to(rt.device, non_blocking=True), labels.to(rt.device, non_blocking=True)
+    feat = None
+    if hflip:
+        flip = torch.rand(real.shape[0], device=rt.device) < 0.5
+        real = torch.where(flip[:, None, None, None], real.flip(3), real)
+    if cache is not None:
+        index = index.to(rt.device)
+        feat = cache[0][index]
+        if hflip:
+            feat = torch.where(flip[:, None, None, None], cache[1][index], feat)
+    return real, labels, feat
+
+
+def train_loop(args, trainer: CDTGTrainer, loader, cache, start: int, outputs: RunOutputs, rt) -> bool:
+    """Iterations start..--iter with their metrics rows, sample grids, evaluations and checkpoints; False
+    where --stop-after ended the run early (tests: a crash)."""
     batches = iter(loader)
     bar = tqdm(range(start, args.iter), initial=start, total=args.iter, desc="cdtg", disable=not rt.is_main,
                dynamic_ncols=True)
     tick = time.time()
     for i in bar:
-        real, labels, index = next(batches)
-        real, labels = real.to(rt.device, non_blocking=True), labels.to(rt.device, non_blocking=True)
-        feat = None
-        if args.hflip:
-            flip = torch.rand(real.shape[0], device=rt.device) < 0.5
-            real = torch.where(flip[:, None, None, None], real.flip(3), real)
-        if cache is not None:
-            index = index.to(rt.device)
-            feat = cache[0][index]
-            if args.hflip:
-                feat = torch.where(flip[:, None, None, None], cache[1][index], feat)
+        real, labels, feat = real_batch(batches, cache, args.hflip, rt)
         losses = trainer.step(real, labels, i, feat)
         done = i + 1
         if done % args.log_every == 0 or done == args.iter:
@@ -572,23 +454,52 @@ def main(args):
                    "mean_path_length": float(trainer.mean_path_length),
                    "sec_per_iter": (time.time() - tick) / args.log_every}
             tick = time.time()
-            log.write(**row)
+            outputs.log.write(**row)
             bar.set_postfix_str(" ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("iter",)))
         if rt.is_main and (done % args.sample_every == 0 or done == args.iter):
-            save_samples(trainer, bank_images, bank_labels, bank_z, args.r_train,
-                         os.path.join(samples_dir, f"{done:06d}.png"), args.sample_cols)
-        if tracker is not None and (done % args.eval_every == 0 or done == args.iter):
-            track(done)
+            outputs.save_samples(done)
+        if outputs.tracker is not None and (done % args.eval_every == 0 or done == args.iter):
+            outputs.track(done)
         if done % args.ckpt_every == 0 or done == args.iter:
-            save_checkpoint(done)
+            outputs.save_checkpoint(done)
         if args.stop_after is not None and done >= args.stop_after:
-            cleanup()
-            return
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+@cli
+def main(args):
+    check_args(args)
+    data = load_data(args)
+    rt = setup(args.device)
+    tail, clip, text_features = load_conditioning(args, data, rt)
+    initial = original.read_initial_checkpoint(args, data.num_classes, tail.feature_shape()) \
+        if args.init_weights and not args.resume else None
+    out = rundir.prepare(args, rt.is_main)  # after every input check: a mistake leaves no run folder behind
+    ckpt_path = os.path.join(out, "ckpt_last.pt")
+    resume_ckpt = read_resume_checkpoint(args, ckpt_path) if args.resume else None
     if rt.is_main:
-        final = os.path.join(out, "generator.pt")
-        generator_file.write(final, trainer.g_ema.state_dict(), trainer.p_ema.state_dict(),
-                             {**meta, "iteration": max(start, args.iter)})
-        print(f"generator: {final}  samples: {samples_dir}")
+        print(f"{len(data.dataset)} tail training images, {data.num_classes} tail classes "
+              f"({', '.join(data.names)}); mode {args.mode}; run folder {out}")
+
+    trainer = build_trainer(args, data.num_classes, rt, tail, clip, text_features, initial)
+    meta = run_meta(args, data, trainer, clip)
+    start = original.continue_original(initial, args.init_weights, trainer) if args.continue_original else 0
+    log = rundir.MetricsLog(out, rt.is_main, args.report_to)
+    if args.resume:
+        start = resume(trainer, resume_ckpt, meta, ckpt_path, out, log, rt)
+
+    loader = batch_loader(args, data.dataset, trainer.d, start, rt)
+    cache = feature_cache(trainer, data.dataset, rt, args.hflip, args.feature_cache_gb, args.batch_size * 4,
+                          args.workers)
+    outputs = RunOutputs(args, data, trainer, meta, out, log, rt)
+    seed_noise(args, resume_ckpt, start, rt)  # last, so that no set-up step above draws from it
+    outputs.before_training(start)
+    if train_loop(args, trainer, loader, cache, start, outputs, rt) and rt.is_main:
+        outputs.export(start)
     cleanup()
 
 

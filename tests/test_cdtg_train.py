@@ -19,7 +19,7 @@ from common.distributed import setup
 from common.errors import UserError
 from common.layout import read_classes
 from conftest import assert_one_line_error, call_main, free_port, run_main, run_script
-from CDTG import losses, train as cdtg_train
+from CDTG import batches, losses, train as cdtg_train
 from CDTG.augment import AdaptiveAugment, augment, translate
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents, load_tail_model
 from CDTG.model import Discriminator, Generator
@@ -451,12 +451,31 @@ def test_command_line_error_is_one_line_and_exit_2(synth_root, tmp_path):
 
 def test_class_balanced_batches_even_out_the_classes_and_resume_exactly():
     labels = [0] * 90 + [1] * 9 + [2]
-    sampler = cdtg_train.BalancedBatches(labels, 8, seed=3)
-    batches = [b for b, _ in zip(sampler, range(300))]
-    counts = torch.bincount(torch.tensor([labels[i] for b in batches for i in b]), minlength=3)
+    sampler = batches.BalancedBatches(labels, 8, seed=3)
+    drawn = [b for b, _ in zip(sampler, range(300))]
+    counts = torch.bincount(torch.tensor([labels[i] for b in drawn for i in b]), minlength=3)
     assert (counts > 600).all()  # about 800 each; the shuffle would give class 2 about 24
-    later = cdtg_train.BalancedBatches(labels, 8, seed=3, start=5)
-    assert next(iter(later)) == batches[5]
+    later = batches.BalancedBatches(labels, 8, seed=3, start=5)
+    assert next(iter(later)) == drawn[5]
+
+
+def test_batch_samplers_draw_the_pinned_batches():
+    """The batches of a few seeds, ranks and start points as the samplers drew them when they lived in train.py:
+    a resumed run of an older checkpoint sees the batches its first part would have."""
+    labels = [0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 0, 1, 0, 0]
+
+    def take(sampler, n):
+        return [b for b, _ in zip(sampler, range(n))]
+
+    assert take(batches.EndlessBatches(len(labels), 4, seed=5, start=2), 3) == \
+        [[5, 10, 9, 13], [4, 11, 14, 7], [5, 1, 6, 8]]
+    assert take(batches.EndlessBatches(len(labels), 3, seed=5, rank=1, world=2), 3) == \
+        [[3, 1, 0], [10, 9, 13], [8, 7, 15]]
+    assert take(batches.BalancedBatches(labels, 4, seed=5, start=2), 3) == \
+        [[8, 11, 11, 4], [6, 3, 11, 11], [13, 0, 14, 9]]
+    assert take(batches.BalancedBatches(labels, 3, seed=5, rank=1, world=2), 2) == [[10, 11, 9], [10, 10, 11]]
+    assert take(batches.ClassGroupedBatches(labels, 8, seed=5, start=1), 2) == \
+        [[8, 3, 7, 12, 6, 4, 13, 14], [4, 10, 3, 10, 12, 10, 1, 9]]
 
 
 @pytest.mark.slow
@@ -490,20 +509,20 @@ def test_compiled_plain_passes_give_the_eager_step(monkeypatch):
 
 def test_class_grouped_batches_put_one_class_in_each_stddev_group():
     labels = [0] * 40 + [1] * 5 + [2] * 2 + [3] * 9
-    sampler = cdtg_train.ClassGroupedBatches(labels, 8, seed=1)
+    sampler = batches.ClassGroupedBatches(labels, 8, seed=1)
     assert (sampler.group, sampler.groups) == (4, 2)
-    batches = [b for b, _ in zip(sampler, range(200))]
-    for b in batches:
+    drawn = [b for b, _ in zip(sampler, range(200))]
+    for b in drawn:
         classes = [labels[i] for i in b]
         # minibatch_stddev groups samples n, n + 2, n + 4, n + 6: each group one class, the two groups two classes
         assert len({classes[n] for n in (0, 2, 4, 6)}) == 1 and len({classes[n] for n in (1, 3, 5, 7)}) == 1
         assert classes[0] != classes[1]
         if classes[0] in (0, 1, 3):  # classes with 4 images or more: no image twice in a group
             assert len({b[n] for n in (0, 2, 4, 6)}) == 4
-    counts = torch.bincount(torch.tensor([labels[b[0]] for b in batches] + [labels[b[1]] for b in batches]))
+    counts = torch.bincount(torch.tensor([labels[b[0]] for b in drawn] + [labels[b[1]] for b in drawn]))
     assert (counts > 70).all()  # uniform over the 4 classes: about 100 groups each
-    assert next(iter(cdtg_train.ClassGroupedBatches(labels, 8, seed=1, start=7))) == batches[7]
-    assert cdtg_train.ClassGroupedBatches(labels, 6, seed=1).group == 3  # the largest divisor of B up to 4
+    assert next(iter(batches.ClassGroupedBatches(labels, 8, seed=1, start=7))) == drawn[7]
+    assert batches.ClassGroupedBatches(labels, 6, seed=1).group == 3  # the largest divisor of B up to 4
 
 
 def test_normalised_projection_has_the_noise_norm_and_is_saved_in_its_config():

@@ -167,6 +167,17 @@ def test_class_balanced_sampler_frequencies_and_ddp_shards():
     assert list(r0) != first
 
 
+def test_class_balanced_sampler_draws_the_pinned_indices():
+    """Its draws for a seed and epoch as of CDTG's sampler move (its numpy stream differs from CDTG's
+    BalancedBatches, a torch multinomial over per-image weights, though both are class-uniform)."""
+    targets = [0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 0, 1, 0, 0]
+    s = longtail.ClassBalancedSampler(targets, seed=5)
+    s.set_epoch(2)
+    assert s.draws().tolist() == [11, 0, 10, 7, 4, 10, 10, 9, 6, 15, 10, 7, 11, 4, 11, 3]
+    rank1 = longtail.ClassBalancedSampler(targets, seed=5, rank=1, world_size=2)
+    assert list(rank1) == [11, 11, 10, 13, 4, 6, 7, 0]
+
+
 # ---------------------------------------------------------------------------- scripts: LDAM, post hoc, cRT
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from conftest import assert_one_line_error, run_script
 from CDTG import generator_file, original
 from CDTG import train as cdtg_train
 from CDTG.conditioning import FeatureProjection
+from CDTG.model import build_models
 from common.part_model import part_meta, save_part_model
 from upstream_files import cdtg_args, manifest, reference, write_original
 
@@ -58,11 +59,11 @@ def train_args(root, ckpt, *extra):
 def load_for_training(root, ckpt, *extra):
     """G, D, g_ema as CDTG/train.py builds and fills them from --ckpt."""
     args = train_args(root, ckpt, *extra)
-    ck = cdtg_train.read_initial_checkpoint(args, 12)
-    g, d = cdtg_train.build_models(args, 12)
-    g_ema = cdtg_train.build_models(args, 12)[0]
+    ck = original.read_initial_checkpoint(args, 12)
+    g, d = build_models(args, 12)
+    g_ema = build_models(args, 12)[0]
     proj, p_ema = FeatureProjection(FEATURE, 512), FeatureProjection(FEATURE, 512)
-    cdtg_train.load_initial_weights(ck, ckpt, g, d, g_ema, proj, p_ema)
+    original.load_initial_weights(ck, ckpt, g, d, g_ema, proj, p_ema)
     return g, d, g_ema
 
 
@@ -162,7 +163,7 @@ def test_256px_manifests_fit_the_paper_configuration_strictly(name):
     kernel = "3" if "rosinality" in name else "1"
     args = resolve_args(cdtg_train.get_args_parser(), "cdtg_train", ["--from-rgb-kernel", kernel])
     with torch.device("meta"):
-        g, d = cdtg_train.build_models(args, 12)
+        g, d = build_models(args, 12)
     layout, states, left, converted = original.plan(ck, name, {"g": g, "d": d, "g_ema": g})
     assert converted is None and all(len(states[k]) == len(ck[k]) for k in ck if k != "args")
     assert left == ([] if layout.conditional else
@@ -276,13 +277,13 @@ def test_tensors_left_at_init_or_unused_are_errors(files, tail12_root, tmp_path)
              r"d.label_emb.weight is \[12, 64\] in the file but \[12, 512\]")]:
         torch.save(broken, tmp_path / name)
         with pytest.raises(UserError, match=message):
-            cdtg_train.read_initial_checkpoint(train_args(tail12_root, str(tmp_path / name)), 12)
+            original.read_initial_checkpoint(train_args(tail12_root, str(tmp_path / name)), 12)
     with pytest.raises(UserError, match="pass --size 32"):
-        cdtg_train.read_initial_checkpoint(train_args(tail12_root, files["cdtg"], "--size", "64"), 12)
+        original.read_initial_checkpoint(train_args(tail12_root, files["cdtg"], "--size", "64"), 12)
     with pytest.raises(UserError, match="non-zero off-centre taps"):
-        cdtg_train.read_initial_checkpoint(train_args(tail12_root, files["rosinality"]), 12)
+        original.read_initial_checkpoint(train_args(tail12_root, files["rosinality"]), 12)
     with pytest.raises(UserError, match="1x1 FromRGB: continue its run with --from-rgb-kernel 1"):
-        cdtg_train.read_initial_checkpoint(train_args(tail12_root, files["cdtg"], "--continue-original", "--iter",
+        original.read_initial_checkpoint(train_args(tail12_root, files["cdtg"], "--continue-original", "--iter",
                                                       "200001", "--from-rgb-kernel", "3"), 12)
     with pytest.raises(UserError, match="iteration 200000; pass an --iter above it"):
-        cdtg_train.read_initial_checkpoint(train_args(tail12_root, files["cdtg"], "--continue-original"), 12)
+        original.read_initial_checkpoint(train_args(tail12_root, files["cdtg"], "--continue-original"), 12)
