@@ -30,8 +30,9 @@ from common.datasets import ImageList
 from common.distributed import all_reduce_sum, cleanup, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
-from common.plots import quality_curves_png
 from common.options import add_loader_args
+from common.plots import quality_curves_png
+from common.resume import LastCheckpoint, save_last
 from common.split import label_map, load_split
 from common.transforms import classification
 from CDTG.augment import OPERATIONS, AdaptiveAugment
@@ -265,14 +266,14 @@ def load_conditioning(args, data: TailData, rt) -> tuple:
     return tail, clip, text_features
 
 
-def read_resume_checkpoint(args, ckpt_path: str) -> dict:
+def read_resume_checkpoint(args, out: str) -> LastCheckpoint:
     """--resume: <run>/ckpt_last.pt; D is rebuilt with the run's own FromRGB kernel."""
-    ck = checkpoint.load(ckpt_path)
-    kernel = original.from_rgb_kernel_of(ck["d"])
+    last = LastCheckpoint(out)
+    kernel = original.from_rgb_kernel_of(last["d"])
     if kernel != args.from_rgb_kernel:
-        print(f"{ckpt_path} has a {kernel}x{kernel} FromRGB: resuming with --from-rgb-kernel {kernel}")
+        print(f"{last.path} has a {kernel}x{kernel} FromRGB: resuming with --from-rgb-kernel {kernel}")
         args.from_rgb_kernel = kernel
-    return ck
+    return last
 
 
 def step_config(args) -> StepConfig:
@@ -322,18 +323,15 @@ def run_meta(args, data: TailData, trainer: CDTGTrainer, clip) -> dict:
             if clip is not None else None}
 
 
-def resume(trainer: CDTGTrainer, ck: dict, meta: dict, ckpt_path: str, out: str, log, rt) -> int:
-    """--resume: the run's state, after checking that its flags are the run's own; returns its iteration."""
+def resume(trainer: CDTGTrainer, last: LastCheckpoint, meta: dict, out: str, log, rt) -> int:
+    """--resume: the run's state, after checking that its flags are the run's own; returns its iteration. The
+    random state comes back last, in seed_noise()."""
     for key in ("generator", "projection"):
-        if ck["meta"][key] != meta[key]:
-            raise UserError(f"{ckpt_path} was trained with {key} {ck['meta'][key]}, not {meta[key]}; resume "
+        if last["meta"][key] != meta[key]:
+            raise UserError(f"{last.path} was trained with {key} {last['meta'][key]}, not {meta[key]}; resume "
                             f"with the run's own flags (see {os.path.join(out, 'args.yaml')})")
-    trainer.load_state_dict(ck)
-    start = ck["iteration"]
-    log.truncate_after(start, key="iter")
-    if rt.is_main:
-        print(f"resumed from {ckpt_path} at iteration {start}")
-    return start
+    trainer.load_state_dict(last.state)  # G, D, P, their EMAs, optimisers, scalers, path length, ADA p
+    return last.restore({}, log, rt.is_main, rng=False)
 
 
 def batch_loader(args, dataset, d, start: int, rt) -> DataLoader:
@@ -356,7 +354,6 @@ class RunOutputs:
 
     def __init__(self, args, data: TailData, trainer: CDTGTrainer, meta: dict, out: str, log, rt):
         self.args, self.trainer, self.meta, self.out, self.log, self.rt = args, trainer, meta, out, log, rt
-        self.ckpt_path = os.path.join(out, "ckpt_last.pt")
         images, labels = sample_bank(data.dataset, data.num_classes, args.sample_cols)
         self.bank_images, self.bank_labels = images.to(rt.device), labels.to(rt.device)
         self.bank_z = torch.randn(len(self.bank_labels), args.style_dim,
@@ -396,13 +393,10 @@ class RunOutputs:
                      os.path.join(self.samples_dir, f"{done:06d}.png"), self.args.sample_cols)
 
     def save_checkpoint(self, done: int) -> None:
-        rng = checkpoint.rng_state_of_every_rank()  # a collective: called on every process, written by rank 0
-        if not self.rt.is_main:
-            return
-        state = {**self.trainer.state_dict(), "iteration": done, "rng": rng, "args": vars(self.args),
-                 "meta": generator_file.stored_meta({**self.meta, "iteration": done}, self.out)}
-        checkpoint.atomic_save(state, self.ckpt_path)
-        if self.args.snapshot_every and done % self.args.snapshot_every == 0:
+        meta = generator_file.stored_meta({**self.meta, "iteration": done}, self.out) if self.rt.is_main else None
+        state = save_last(self.out, self.rt.is_main, {}, iteration=done, **self.trainer.state_dict(),
+                          args=vars(self.args), meta=meta)  # a collective: called on every process
+        if state is not None and self.args.snapshot_every and done % self.args.snapshot_every == 0:
             checkpoint.atomic_save(state, os.path.join(self.out, "checkpoints", f"{done:06d}.pt"))
 
     def export(self, start: int) -> None:
@@ -412,12 +406,12 @@ class RunOutputs:
         print(f"generator: {final}  samples: {self.samples_dir}")
 
 
-def seed_noise(args, resume_ckpt: dict | None, start: int, rt) -> None:
-    """The resumed run's RNG state (a file of before every rank's state was kept holds rank 0's), or different
-    noise per process under DDP."""
-    if args.resume and (isinstance(resume_ckpt["rng"], list) or rt.is_main):
-        checkpoint.set_rng_state(resume_ckpt["rng"])
-    elif rt.distributed:
+def seed_noise(args, last: LastCheckpoint | None, start: int, rt) -> None:
+    """The resumed run's random state of this process, or (a fresh run, or a file of before every rank's state
+    was kept, which holds rank 0's) different noise per process under DDP."""
+    if last is not None and last.restore_rng():
+        return
+    if rt.distributed:
         torch.manual_seed(args.seed + 1000 * rt.rank + start)
 
 
@@ -479,8 +473,7 @@ def main(args):
     initial = original.read_initial_checkpoint(args, data.num_classes, tail.feature_shape()) \
         if args.init_weights and not args.resume else None
     out = rundir.prepare(args, rt.is_main)  # after every input check: a mistake leaves no run folder behind
-    ckpt_path = os.path.join(out, "ckpt_last.pt")
-    resume_ckpt = read_resume_checkpoint(args, ckpt_path) if args.resume else None
+    last = read_resume_checkpoint(args, out) if args.resume else None
     if rt.is_main:
         print(f"{len(data.dataset)} tail training images, {data.num_classes} tail classes "
               f"({', '.join(data.names)}); mode {args.mode}; run folder {out}")
@@ -490,13 +483,13 @@ def main(args):
     start = original.continue_original(initial, args.init_weights, trainer) if args.continue_original else 0
     log = rundir.MetricsLog(out, rt.is_main, args.report_to)
     if args.resume:
-        start = resume(trainer, resume_ckpt, meta, ckpt_path, out, log, rt)
+        start = resume(trainer, last, meta, out, log, rt)
 
     loader = batch_loader(args, data.dataset, trainer.d, start, rt)
     cache = feature_cache(trainer, data.dataset, rt, args.hflip, args.feature_cache_gb, args.batch_size * 4,
                           args.workers)
     outputs = RunOutputs(args, data, trainer, meta, out, log, rt)
-    seed_noise(args, resume_ckpt, start, rt)  # last, so that no set-up step above draws from it
+    seed_noise(args, last, start, rt)  # last, so that no set-up step above draws from it
     outputs.before_training(start)
     if train_loop(args, trainer, loader, cache, start, outputs, rt) and rt.is_main:
         outputs.export(start)

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from common.distributed import autocast, cleanup, grad_scaler, setup
 from common.errors import UserError, cli
 from common.jsonfile import read_json
 from common.options import add_loader_args
+from common.resume import LastCheckpoint, save_last
 from DSVA.episodes import EpisodeSampler, class_lookup, dsva_transform, normalisation
 from DSVA.sources import add_data_args, carve_validation, load_zsl_data
 from DSVA.evaluate import BRANCHES, attention_png, figures, gamma_sweep, pct, pick_images, scores
@@ -224,18 +226,18 @@ def results_markdown(res: dict, data, args, info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------------------------- steps
 
-@cli
-def main(args):
-    start_time = time.time()
-    data = load_zsl_data(args)
-    att = torch.tensor(data.attributes, dtype=torch.float32)  # [classes, attributes]
-    train_items, train_classes, val = data.train, data.seen, None
-    if args.val_classes:
-        val = carve_validation(data.train, data.seen, args.val_classes, args.val_fraction, args.seed,
-                               args.val_fold)
-        train_items, train_classes = val["train"], val["train_classes"]
+def training_split(args, data) -> tuple:
+    """(training images, training classes, the validation split of --val-classes or None)."""
+    if not args.val_classes:
+        return data.train, data.seen, None
+    val = carve_validation(data.train, data.seen, args.val_classes, args.val_fraction, args.seed, args.val_fold)
+    return val["train"], val["train_classes"], val
+
+
+def check_args(args, train_classes: list) -> None:
+    """The checks before the run folder, and the epochs and gamma of --val-run."""
     if args.val_min_epochs is None:
         args.val_min_epochs = args.pretrain_epoch + 1
     if args.val_run:
@@ -250,103 +252,128 @@ def main(args):
     for flag in ("ways", "shots", "batches_per_epoch", "epochs"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    bundle = load_clip(args.clip_model, pretrained_or_random(args.clip_pretrained))
-    rt = setup(args.device)
-    if rt.distributed:
-        raise UserError("DSVA/train.py runs in one process (upstream used one GPU); start it without torchrun")
-    out = rundir.prepare(args, True)
-    for note in data.notes:
-        print(f"note: {note}")
-    groups = data.attribute_groups
-    if not groups and (args.regular or args.l_regular or args.proposal_start_epoch is not None):
+
+
+def build_model(args, bundle, data, rt) -> tuple:
+    """(DSVA on CLIP's vision tower, on the device; the image size, mean and std; the backbone's description)."""
+    if not data.attribute_groups and (args.regular or args.l_regular or args.proposal_start_epoch is not None):
         print("note: the attributes come without groups; the group lasso and the proposal use one group of all")
-
     visual = bundle.model.visual
-    backbone = describe_visual(bundle.name, visual)
     mean, std = normalisation(args.norm, bundle.mean, bundle.std)
-    size = bundle.image_size
-    del bundle  # the text tower is not needed
-    model = DSVA(visual, att.shape[1], groups, args.ln_post, args.proposal_threshold, args.proposal_weight)
+    model = DSVA(visual, data.attributes.shape[1], data.attribute_groups, args.ln_post, args.proposal_threshold,
+                 args.proposal_weight)
     model.to(rt.device)
+    return model, (bundle.image_size, mean, std), describe_visual(bundle.name, visual)
 
-    train_tf = dsva_transform(size, True, mean, std)
-    train_set = ImageList(items=train_items, transform=train_tf, on_corrupt=args.on_corrupt, check_files=False)
+
+@dataclass
+class Batches:
+    """The loaders and the class-attribute matrices that training and evaluation read."""
+    sampler: EpisodeSampler
+    train: DataLoader
+    test_seen: DataLoader
+    test_unseen: DataLoader
+    val_seen: DataLoader | None
+    val_unseen: DataLoader | None
+    all_att: torch.Tensor  # [attributes, classes]: test scores against every class
+    train_att: torch.Tensor  # [attributes, training classes]
+    row_att: torch.Tensor  # [training classes, attributes]
+    lut: torch.Tensor  # class id -> index among the training classes
+
+
+def build_batches(args, data, train_items: list, train_classes: list, val: dict | None, image: tuple,
+                  rt) -> Batches:
+    size, mean, std = image
+    train_set = ImageList(items=train_items, transform=dsva_transform(size, True, mean, std),
+                          on_corrupt=args.on_corrupt, check_files=False)
     sampler = EpisodeSampler(train_set.targets, args.ways, args.shots, args.batches_per_epoch, args.seed)
     loader_kw = dict(num_workers=args.workers, pin_memory=rt.cuda)
-    train_loader = DataLoader(train_set, batch_sampler=sampler, **loader_kw)
     test_tf = dsva_transform(size, False, mean, std)
 
     def eval_loader(items):
         images = ImageList(items=items, transform=test_tf, on_corrupt=args.on_corrupt, check_files=False)
         return DataLoader(images, batch_size=args.eval_batch_size, shuffle=False, **loader_kw)
 
-    test_seen, test_unseen = eval_loader(data.test_seen), eval_loader(data.test_unseen)
-    if val:
-        val_seen, val_unseen = eval_loader(val["val_seen"]), eval_loader(val["val_unseen"])
-    all_att = att.T.contiguous().to(rt.device)  # [attributes, classes]: test scores against every class
-    train_att = att[train_classes].T.contiguous().to(rt.device)
-    row_att = att[train_classes].to(rt.device)
-    lut = class_lookup(train_classes, len(data.names))
-    weights = LossWeights(args.xe, args.attri, args.l_xe, args.l_attri, args.cpt, args.regular, args.l_regular)
-    print(f"{data.dataset} split {args.split}: {len(train_items)} training images of {len(train_classes)} "
-          f"classes, "
-          f"{len(data.test_seen)} seen / {len(data.test_unseen)} unseen test images; "
-          f"{att.shape[1]} attributes; tokens {model.grid}x{model.grid}+1 of width {model.encoder.width}; "
-          f"run folder {out}")
+    att = torch.tensor(data.attributes, dtype=torch.float32)  # [classes, attributes]
+    return Batches(sampler, DataLoader(train_set, batch_sampler=sampler, **loader_kw),
+                   eval_loader(data.test_seen), eval_loader(data.test_unseen),
+                   eval_loader(val["val_seen"]) if val else None, eval_loader(val["val_unseen"]) if val else None,
+                   att.T.contiguous().to(rt.device), att[train_classes].T.contiguous().to(rt.device),
+                   att[train_classes].to(rt.device), class_lookup(train_classes, len(data.names)))
 
-    ckpt_path = os.path.join(out, "ckpt_last.pt")
-    log = rundir.MetricsLog(out, report_to=args.report_to)
-    history, start, optimizer, opt_phase = [], 0, None, None
-    scaler = grad_scaler(rt, args.amp)
-    if args.resume:
-        ck = checkpoint.load(ckpt_path)
-        model.load_state_dict(ck["model"])
-        if ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        history, start = ck["history"], ck["epoch"] + 1
-        if ck.get("optimizer") is not None and start <= args.epochs - 1 and \
-                head_only(start, args) == head_only(ck["epoch"], args):
-            set_trainable(model, head_only(start, args))
-            optimizer, opt_phase = make_optimizer(model, start, args), head_only(start, args)
-            optimizer.load_state_dict(ck["optimizer"])
-        checkpoint.set_rng_state(ck["rng"])
-        log.truncate_after(ck["epoch"])
-        print(f"resumed from {ckpt_path} at epoch {start}")
 
-    meta = dict(**backbone, ln_post=args.ln_post, image_size=size, mean=list(mean), std=list(std),
+def run_meta(args, data, backbone: dict, image: tuple) -> dict:
+    """What model_final.pt and model_best.pt hold beside the weights (DSVA/test.py reads them)."""
+    size, mean, std = image
+    return dict(**backbone, ln_post=args.ln_post, image_size=size, mean=list(mean), std=list(std),
                 names=data.names, seen=data.seen, unseen=data.unseen, dataset=data.dataset,
                 class_attributes=data.attributes.tolist(), attribute_names=data.attribute_names,
-                attribute_groups=groups, gamma=args.gamma, branch=args.branch, setting=args.setting,
-                args=vars(args))
+                attribute_groups=data.attribute_groups, gamma=args.gamma, branch=args.branch,
+                setting=args.setting, args=vars(args))
+
+
+@dataclass
+class Progress:
+    """Where training stands: the epochs' figures so far, the next epoch, and the Adam kept across epochs
+    (--no-reset-optimizer) with the phase it belongs to."""
+    history: list = field(default_factory=list)
+    start: int = 0
+    optimizer: torch.optim.Optimizer | None = None
+    phase: bool | None = None
+
+
+def resume(args, out: str, model, scaler, log) -> Progress:
+    """--resume: the model, loss scaler, history and random state of ckpt_last.pt, and its Adam when the next
+    epoch keeps it (--no-reset-optimizer, same phase)."""
+    last = LastCheckpoint(out)
+    start = last.restore({"model": model, "scaler": scaler}, log)
+    progress = Progress(last["history"], start)
+    head = head_only(start, args)
+    if last.get("optimizer") is not None and start <= args.epochs - 1 and head == head_only(last.done, args):
+        set_trainable(model, head)
+        progress.optimizer, progress.phase = make_optimizer(model, start, args), head
+        progress.optimizer.load_state_dict(last["optimizer"])
+    return progress
+
+
+def evaluate_epoch(model, batches: Batches, data, val: dict | None, epoch: int, args, rt) -> dict:
+    """The epoch's figures on the test set (and on the validation split, with the gamma it picks)."""
+    proposal = proposal_on(epoch, args)
+    gamma, extra = args.gamma, {}
+    if val:
+        scored = scores(model, batches.val_seen, batches.val_unseen, batches.all_att, rt, args.amp, proposal)
+        sweep = gamma_sweep(scored, val["train_classes"], val["val_classes"], args.val_gamma_grid, args.branch)
+        if sweep:  # the grid's gamma with the best validation H (the first of equal ones)
+            gamma = sweep[int(np.argmax([r["h"] for r in sweep]))]["gamma"]
+        extra = {"val": figures(scored, val["train_classes"], val["val_classes"], gamma), "val_sweep": sweep}
+    test_scored = scores(model, batches.test_seen, batches.test_unseen, batches.all_att, rt, args.amp, proposal)
+    return {"epoch": epoch, "gamma": gamma, "test": figures(test_scored, data.seen, data.unseen, gamma), **extra}
+
+
+def train_epochs(args, model, batches: Batches, data, val: dict | None, scaler, progress: Progress, meta: dict,
+                 out: str, log, rt) -> bool:
+    """Epochs progress.start..--epochs with their metrics rows, model_best.pt and ckpt_last.pt; False where
+    --stop-after ended the run early (tests: a crash)."""
+    weights = LossWeights(args.xe, args.attri, args.l_xe, args.l_attri, args.cpt, args.regular, args.l_regular)
+    history, optimizer, opt_phase = progress.history, progress.optimizer, progress.phase
     best_key = "val" if val else "test"
     earliest = first_epoch(args.val_min_epochs, args.epochs) if val else 0  # model_best.pt: as the choice
     best_score = max((selection_score(r[best_key], args) for r in history if r["epoch"] >= earliest),
                      default=-np.inf)
-    for epoch in tqdm(range(start, args.epochs), desc="epochs", initial=start, total=args.epochs):
+    for epoch in tqdm(range(progress.start, args.epochs), desc="epochs", initial=progress.start, total=args.epochs):
         head = head_only(epoch, args)
         set_trainable(model, head)
         if args.reset_optimizer or optimizer is None or opt_phase != head:
             optimizer, opt_phase = make_optimizer(model, epoch, args), head
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(epoch, args)
-        sampler.set_epoch(epoch)
+        batches.sampler.set_epoch(epoch)
         row = {"epoch": epoch, "lr": epoch_lr(epoch, args), "phase": "prototypes" if head else "all",
-               **train_epoch(model, train_loader, optimizer, scaler, train_att, row_att, lut, weights, args, epoch,
-                             rt)}
-        proposal = proposal_on(epoch, args)
-        gamma = args.gamma
+               **train_epoch(model, batches.train, optimizer, scaler, batches.train_att, batches.row_att,
+                             batches.lut, weights, args, epoch, rt)}
+        figs = evaluate_epoch(model, batches, data, val, epoch, args, rt)
+        row["gamma"] = figs["gamma"]
         if val:
-            scored = scores(model, val_seen, val_unseen, all_att, rt, args.amp, proposal)
-            sweep = gamma_sweep(scored, val["train_classes"], val["val_classes"], args.val_gamma_grid,
-                                args.branch)
-            if sweep:  # the grid's gamma with the best validation H (the first of equal ones)
-                gamma = sweep[int(np.argmax([r["h"] for r in sweep]))]["gamma"]
-            val_figs = figures(scored, val["train_classes"], val["val_classes"], gamma)
-        test_scored = scores(model, test_seen, test_unseen, all_att, rt, args.amp, proposal)
-        figs = {"epoch": epoch, "gamma": gamma, "test": figures(test_scored, data.seen, data.unseen, gamma)}
-        row["gamma"] = gamma
-        if val:
-            figs["val"], figs["val_sweep"] = val_figs, sweep
             row.update(flat("val", figs["val"]))
         history.append(figs)
         row.update(flat("test", figs["test"]))
@@ -359,16 +386,20 @@ def main(args):
         if score > best_score and epoch >= earliest:
             best_score = score
             checkpoint.export_weights(model, os.path.join(out, "model_best.pt"), epoch=epoch,
-                                      selected_on=best_key, figures=figs["test"], proposal=proposal,
-                                      **{**meta, "gamma": gamma})
-        checkpoint.atomic_save({"model": model.state_dict(),
-                                "optimizer": None if args.reset_optimizer else optimizer.state_dict(),
-                                "scaler": scaler.state_dict(), "epoch": epoch, "rng": checkpoint.rng_state(),
-                                "history": history, "args": vars(args)}, ckpt_path)
+                                      selected_on=best_key, figures=figs["test"], proposal=proposal_on(epoch, args),
+                                      **{**meta, "gamma": figs["gamma"]})
+        save_last(out, rt.is_main, {"model": model, "scaler": scaler}, epoch=epoch,
+                  optimizer=None if args.reset_optimizer else optimizer.state_dict(), history=history,
+                  args=vars(args))
         if args.stop_after is not None and epoch + 1 >= args.stop_after:
-            cleanup()
-            return
+            return False
+    return True
 
+
+def report(args, model, data, val: dict | None, history: list, batches: Batches, image: tuple, meta: dict,
+           seconds: float, out: str, rt) -> None:
+    """model_final.pt, results.json and results.md (best-on-test, last and best-on-validation epochs), and
+    attention_maps.png."""
     res = {"dataset": data.dataset, "split": args.split, "setting": args.setting, "branch": args.branch,
            "gamma": args.gamma, "seen": [data.names[c] for c in data.seen],
            "unseen": [data.names[c] for c in data.unseen], "notes": data.notes,
@@ -381,17 +412,17 @@ def main(args):
         res["validation_curve"] = [{"epoch": r["epoch"], "gamma": r["gamma"], **r["val"][args.branch],
                                     "sweep": r.get("val_sweep") or []} for r in history]
     last = history[-1]["epoch"]
-    checkpoint.export_weights(model, os.path.join(out, "model_final.pt"), epoch=last, figures=history[-1]["test"],
-                              proposal=proposal_on(last, args), **{**meta, "gamma": history[-1]["gamma"]})
-    info = {"attributes": args.attributes or "the data set's own matrix", "seconds": time.time() - start_time,
+    checkpoint.export_weights(model, os.path.join(out, "model_final.pt"), epoch=last,
+                              figures=history[-1]["test"], proposal=proposal_on(last, args),
+                              **{**meta, "gamma": history[-1]["gamma"]})
+    info = {"attributes": args.attributes or "the data set's own matrix", "seconds": seconds,
             "device": "GPU" if rt.cuda else f"CPU ({torch.get_num_threads()} threads)"}
     write_results(out, res, results_markdown(res, data, args, info))
-    test_set = test_unseen.dataset
+    _, mean, std = image
     picks = pick_images(data.test_unseen, data.unseen, args.vis_images)
-    attention_png(model, test_set, picks, all_att, data.names, data.attribute_names, mean, std,
-                  os.path.join(out, "attention_maps.png"), rt, data.unseen)
+    attention_png(model, batches.test_unseen.dataset, picks, batches.all_att, data.names, data.attribute_names,
+                  mean, std, os.path.join(out, "attention_maps.png"), rt, data.unseen)
     print(f"weights: {os.path.join(out, 'model_final.pt')}; results: {os.path.join(out, 'results.md')}")
-    cleanup()
 
 
 def write_results(out: str, res: dict, markdown: str) -> None:
@@ -400,6 +431,39 @@ def write_results(out: str, res: dict, markdown: str) -> None:
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(markdown)
     print(markdown)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+@cli
+def main(args):
+    start_time = time.time()
+    data = load_zsl_data(args)
+    train_items, train_classes, val = training_split(args, data)
+    check_args(args, train_classes)
+    bundle = load_clip(args.clip_model, pretrained_or_random(args.clip_pretrained))
+    rt = setup(args.device)
+    if rt.distributed:
+        raise UserError("DSVA/train.py runs in one process (upstream used one GPU); start it without torchrun")
+    out = rundir.prepare(args, True)
+    for note in data.notes:
+        print(f"note: {note}")
+
+    model, image, backbone = build_model(args, bundle, data, rt)
+    del bundle  # the text tower is not needed
+    batches = build_batches(args, data, train_items, train_classes, val, image, rt)
+    print(f"{data.dataset} split {args.split}: {len(train_items)} training images of {len(train_classes)} "
+          f"classes, {len(data.test_seen)} seen / {len(data.test_unseen)} unseen test images; "
+          f"{data.attributes.shape[1]} attributes; tokens {model.grid}x{model.grid}+1 of width "
+          f"{model.encoder.width}; run folder {out}")
+
+    log = rundir.MetricsLog(out, report_to=args.report_to)
+    scaler = grad_scaler(rt, args.amp)
+    progress = resume(args, out, model, scaler, log) if args.resume else Progress()
+    meta = run_meta(args, data, backbone, image)
+    if train_epochs(args, model, batches, data, val, scaler, progress, meta, out, log, rt):
+        report(args, model, data, val, progress.history, batches, image, meta, time.time() - start_time, out, rt)
+    cleanup()
 
 
 if __name__ == "__main__":
