@@ -1,20 +1,20 @@
 """Train DSVA (a CLIP ViT with a global attribute head and local attribute prototypes) for zero-shot scene
 classification, evaluating ZSL and GZSL after every epoch.
 
-    python DSVA/train.py --config configs/rssdivcs/zsl_43.yaml --data-root RSSDIVCS   (scripts/10_dsva.sh zsl_43)
-    python DSVA/train.py --config configs/synthetic.yaml                              (the embedded data set)
+    python DSVA/train.py --config configs/rssdivcs/zsl_43.yaml --data-root RSSDIVCS  (= 10_dsva.sh zsl_43)
+    python DSVA/train.py --config configs/synthetic.yaml                             (the embedded data set)
 
 Recipe (docs/upstream.md; the defaults are the paper scripts'): episodes of 8 seen classes x 3 images, 300 per
 epoch; epochs 0..--pretrain-epoch train only the prototypes and the ALE layer (Adam, lr 1e-4), later epochs
 everything at 1e-6 x 0.9^(epoch // 10); the Adam state is reset every epoch as upstream. Reported: the local
 (prototype) branch; ZSL accuracy among unseen classes and GZSL U, S, H with calibrated stacking gamma.
 
-Model selection. Upstream picks the best of 30 test-set evaluations; results.md reports that epoch and the last
-one. Honest figures in two runs: `--val-classes N` holds out N seen classes (and a fraction of the other seen
-classes' images) as a validation split that picks the epoch (and, with --val-gamma-grid, the calibrated
-stacking gamma), among epochs after the prototype phase (--val-min-epochs); `--val-run <that run> [more folds]`
-then trains on all seen classes for that many epochs with that gamma (DSVA/selection.py: averaged over the runs
-when several, each holding out other classes with --val-fold) and its last epoch is the honest figure
+Model selection. Upstream picks the best of 30 test-set evaluations; results.md reports that epoch and the
+last one. Honest figures in two runs: `--val-classes N` holds out N seen classes (and a fraction of the other
+seen classes' images) as a validation split that picks the epoch (and, with --val-gamma-grid, the calibrated
+stacking gamma), among epochs after the prototype phase (--val-min-epochs); `--val-run <that run> [more
+folds]` then trains on all seen classes for that many epochs with that gamma (DSVA/selection.py: averaged over
+the runs when several, each holding out other classes with --val-fold) and its last epoch is the honest figure
 (scripts/11_dsva_synthetic.sh does both). The test set is evaluated for the logs only.
 
 Writes runs/dsva/<name>/: metrics.jsonl (one line per epoch), ckpt_last.pt, model_final.pt (last epoch),
@@ -39,15 +39,14 @@ from common.config import add_config_arg, parse_args, positive_int
 from common.datasets import ImageList
 from common.distributed import autocast, cleanup, grad_scaler, setup
 from common.errors import UserError, cli
-from common.jsonfile import read_json
 from common.options import add_loader_args
 from common.resume import LastCheckpoint, save_last
 from DSVA.episodes import EpisodeSampler, class_lookup, dsva_transform, normalisation
-from DSVA.sources import add_data_args, carve_validation, load_zsl_data
 from DSVA.evaluate import BRANCHES, attention_png, figures, gamma_sweep, pct, pick_images, scores
 from DSVA.losses import LossWeights, dsva_loss
 from DSVA.model import DSVA, PAPER_CLIP, PAPER_CLIP_NOTE, describe_visual
 from DSVA.selection import epochs_and_gamma_from, first_epoch
+from DSVA.sources import add_data_args, carve_validation, load_zsl_data
 
 
 def get_args_parser():
@@ -56,43 +55,45 @@ def get_args_parser():
     add_data_args(p)
     g = p.add_argument_group("evaluation")
     g.add_argument("--setting", default="zsl", choices=["zsl", "gzsl"],
-                   help="which figure picks the best epoch: ZSL accuracy or GZSL H (both are always computed)")
+                   help="which figure picks the best epoch: ZSL accuracy or GZSL H (both are always "
+                        "computed)")
     g.add_argument("--gamma", type=float, default=1e-4,
-                   help="calibrated stacking: subtracted from seen-class probabilities in GZSL (upstream: 1e-4; "
-                        "1.4e-4 for 50/20)")
+                   help="calibrated stacking: subtracted from seen-class probabilities in GZSL (upstream: "
+                        "1e-4; 1.4e-4 for 50/20)")
     g.add_argument("--branch", default="local", choices=list(BRANCHES),
                    help="reported scores: local (prototypes, upstream's 'layer'), global (ALE) or proposal")
     g.add_argument("--val-classes", type=int, default=0,
                    help="honest selection: hold out this many seen classes as validation unseen classes "
                         "(0: select on the test set only, as upstream)")
     g.add_argument("--val-fraction", type=float, default=0.2,
-                   help="with --val-classes: fraction of the other seen classes' images held out as validation "
-                        "seen images")
+                   help="with --val-classes: fraction of the other seen classes' images held out as "
+                        "validation seen images")
     g.add_argument("--val-gamma-grid", type=float, nargs="*", default=[],
-                   help="with --val-classes: every epoch, take the gamma of this list with the best validation H "
-                        "(instead of --gamma)")
+                   help="with --val-classes: every epoch, take the gamma of this list with the best "
+                        "validation H (instead of --gamma)")
     g.add_argument("--val-fold", type=int, default=0,
                    help="with --val-classes: which classes are held out (fold k holds out the k-th group of "
                         "--val-classes classes of a seeded order of the seen classes; 0: the first)")
     g.add_argument("--val-min-epochs", type=int, default=None,
-                   help="the validation may choose only this many epochs or more (default: the prototype phase, "
-                        "--pretrain-epoch + 1; stopped inside it, the model's GZSL calibration swings between "
-                        "seeds; 1: any epoch)")
+                   help="the validation may choose only this many epochs or more (default: the prototype "
+                        "phase, --pretrain-epoch + 1; stopped inside it, the model's GZSL calibration swings "
+                        "between seeds; 1: any epoch)")
     g.add_argument("--val-run", nargs="+", default=None,
-                   help="folders of earlier runs trained with --val-classes (one per fold): train on all seen "
-                        "classes for the epochs and with the gamma of the best validation figures, averaged over "
-                        "the runs (DSVA/selection.py); report the last epoch (honest)")
+                   help="folders of earlier runs trained with --val-classes (one per fold): train on all "
+                        "seen classes for the epochs and with the gamma of the best validation figures, "
+                        "averaged over the runs (DSVA/selection.py); report the last epoch (honest)")
     g.add_argument("--eval-batch-size", type=positive_int, default=64)
     g.add_argument("--vis-images", type=int, default=4, help="test images in attention_maps.png")
     g = p.add_argument_group("model")
     add_clip_args(g, "ViT-B-32", PAPER_CLIP, model_note=" (a ViT)", pretrained_note=PAPER_CLIP_NOTE)
     g.add_argument("--ln-post", action="store_true",
-                   help="apply CLIP's final LayerNorm to all tokens (upstream: the encoder output without it)")
+                   help="apply CLIP's final LayerNorm to all tokens (upstream: the encoder output without "
+                        "it)")
     g.add_argument("--norm", default="clip", choices=["clip", "imagenet"],
                    help="input normalisation: the CLIP's own mean/std, or ImageNet's as upstream")
     g.add_argument("--proposal-start-epoch", type=int, default=None,
-                   help="proposal branch on in epochs after this one (-1: always, as 5 of the 6 paper scripts); "
-                        "default off")
+                   help="proposal branch on in epochs after this one (-1: always, as 5 of the 6 paper "
+                        "scripts); default off")
     g.add_argument("--proposal-threshold", type=float, default=1.0, help="upstream --pro_thr")
     g.add_argument("--proposal-weight", type=float, default=1.0, help="upstream --pro_weight")
     g = p.add_argument_group("loss weights")
@@ -100,8 +101,10 @@ def get_args_parser():
     g.add_argument("--attri", type=float, default=1e-2, help="global attribute regression (MSE)")
     g.add_argument("--l-xe", type=float, default=1.0, help="local class cross-entropy")
     g.add_argument("--l-attri", type=float, default=8e-2, help="local attribute regression (MSE)")
-    g.add_argument("--cpt", type=float, default=1e-9, help="attention concentration, after the prototype epochs")
-    g.add_argument("--regular", type=float, default=0.0, help="group lasso on the ALE weights (50/20 GZSL: 5e-6)")
+    g.add_argument("--cpt", type=float, default=1e-9,
+                   help="attention concentration, after the prototype epochs")
+    g.add_argument("--regular", type=float, default=0.0,
+                   help="group lasso on the ALE weights (50/20 GZSL: 5e-6)")
     g.add_argument("--l-regular", type=float, default=0.0,
                    help="group lasso on the prototypes (50/20 GZSL: 5e-4)")
     g.add_argument("--logits-ce", action="store_true",
@@ -117,12 +120,14 @@ def get_args_parser():
     g.add_argument("--lr-decay-every", type=int, default=10)
     g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (beta2 0.999)")
     g.add_argument("--reset-optimizer", action=argparse.BooleanOptionalAction, default=True,
-                   help="re-create Adam every epoch as upstream; --no-reset-optimizer keeps its state per phase")
+                   help="re-create Adam every epoch as upstream; --no-reset-optimizer keeps its state per "
+                        "phase")
     g.add_argument("--ways", type=int, default=8, help="classes per episode")
     g.add_argument("--shots", type=int, default=3, help="images per class per episode")
     g.add_argument("--batches-per-epoch", type=int, default=300)
     add_loader_args(g, eval_batch_size=False)
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision on CUDA")
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
     rundir.add_run_args(p, "dsva")
     return p
@@ -141,7 +146,8 @@ def epoch_lr(epoch: int, args) -> float:
 
 
 def set_trainable(model: DSVA, head: bool) -> None:
-    """Prototype epochs: only the prototypes and the ALE layer get gradients (the ViT is not computed twice)."""
+    """Prototype epochs: only the prototypes and the ALE layer get gradients (the ViT is not computed
+    twice)."""
     for p in model.parameters():
         p.requires_grad_(not head)
     for p in model.head_parameters():
@@ -208,11 +214,12 @@ def summary_row(history: list, key: str, args) -> dict | None:
 def results_markdown(res: dict, data, args, info: dict) -> str:
     title = (f"DSVA on {data.dataset}, split {args.split if not args.split_file else args.split_file} "
              f"({len(data.seen)} seen / {len(data.unseen)} unseen classes), {args.branch} branch")
+    weights = pretrained_or_random(args.clip_pretrained) or "random initialisation"
     lines = [f"## {title}", "",
-             f"Backbone `{args.clip_model}` ({pretrained_or_random(args.clip_pretrained) or 'random initialisation'}); attributes: "
-             f"{info['attributes']}; {args.epochs} epochs x {args.batches_per_epoch} episodes of {args.ways} x "
-             f"{args.shots}; {info['seconds']:.0f} s on {info['device']}. Chance: ZSL "
-             f"{100 / len(data.unseen):.1f} %." + (
+             f"Backbone `{args.clip_model}` ({weights}); attributes: {info['attributes']}; {args.epochs} "
+             f"epochs x {args.batches_per_epoch} episodes of {args.ways} x {args.shots}; "
+             f"{info['seconds']:.0f} s "
+             f"on {info['device']}. Chance: ZSL {100 / len(data.unseen):.1f} %." + (
                  f" Epochs and gamma chosen on the validation split(s) of {' '.join(args.val_run)}: the "
                  f"last-epoch row is the honest figure." if args.val_run else ""), "",
              "| epoch chosen by | epoch | ZSL acc | GZSL U | GZSL S | GZSL H | gamma |",
@@ -232,7 +239,8 @@ def training_split(args, data) -> tuple:
     """(training images, training classes, the validation split of --val-classes or None)."""
     if not args.val_classes:
         return data.train, data.seen, None
-    val = carve_validation(data.train, data.seen, args.val_classes, args.val_fraction, args.seed, args.val_fold)
+    val = carve_validation(data.train, data.seen, args.val_classes, args.val_fraction, args.seed,
+                           args.val_fold)
     return val["train"], val["train_classes"], val
 
 
@@ -248,20 +256,24 @@ def check_args(args, train_classes: list) -> None:
     if args.val_gamma_grid and not args.val_classes:
         print(f"note: --val-gamma-grid is used only with --val-classes; gamma is {args.gamma:g}")
     if args.ways > len(train_classes):  # before the run folder (the sampler checks it again)
-        raise UserError(f"--ways {args.ways} is more than the {len(train_classes)} training classes; lower --ways")
+        raise UserError(f"--ways {args.ways} is more than the {len(train_classes)} training classes; lower "
+                        f"--ways")
     for flag in ("ways", "shots", "batches_per_epoch", "epochs"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
 
 
 def build_model(args, bundle, data, rt) -> tuple:
-    """(DSVA on CLIP's vision tower, on the device; the image size, mean and std; the backbone's description)."""
-    if not data.attribute_groups and (args.regular or args.l_regular or args.proposal_start_epoch is not None):
-        print("note: the attributes come without groups; the group lasso and the proposal use one group of all")
+    """(DSVA on CLIP's vision tower, on the device; the image size, mean and std; the backbone's
+    description)."""
+    grouped_terms = args.regular or args.l_regular or args.proposal_start_epoch is not None
+    if not data.attribute_groups and grouped_terms:
+        print("note: the attributes come without groups; the group lasso and the proposal use one group of "
+              "all")
     visual = bundle.model.visual
     mean, std = normalisation(args.norm, bundle.mean, bundle.std)
-    model = DSVA(visual, data.attributes.shape[1], data.attribute_groups, args.ln_post, args.proposal_threshold,
-                 args.proposal_weight)
+    model = DSVA(visual, data.attributes.shape[1], data.attribute_groups, args.ln_post,
+                 args.proposal_threshold, args.proposal_weight)
     model.to(rt.device)
     return model, (bundle.image_size, mean, std), describe_visual(bundle.name, visual)
 
@@ -297,7 +309,8 @@ def build_batches(args, data, train_items: list, train_classes: list, val: dict 
     att = torch.tensor(data.attributes, dtype=torch.float32)  # [classes, attributes]
     return Batches(sampler, DataLoader(train_set, batch_sampler=sampler, **loader_kw),
                    eval_loader(data.test_seen), eval_loader(data.test_unseen),
-                   eval_loader(val["val_seen"]) if val else None, eval_loader(val["val_unseen"]) if val else None,
+                   eval_loader(val["val_seen"]) if val else None,
+                   eval_loader(val["val_unseen"]) if val else None,
                    att.T.contiguous().to(rt.device), att[train_classes].T.contiguous().to(rt.device),
                    att[train_classes].to(rt.device), class_lookup(train_classes, len(data.names)))
 
@@ -342,25 +355,28 @@ def evaluate_epoch(model, batches: Batches, data, val: dict | None, epoch: int, 
     gamma, extra = args.gamma, {}
     if val:
         scored = scores(model, batches.val_seen, batches.val_unseen, batches.all_att, rt, args.amp, proposal)
-        sweep = gamma_sweep(scored, val["train_classes"], val["val_classes"], args.val_gamma_grid, args.branch)
+        sweep = gamma_sweep(scored, val["train_classes"], val["val_classes"], args.val_gamma_grid,
+                            args.branch)
         if sweep:  # the grid's gamma with the best validation H (the first of equal ones)
             gamma = sweep[int(np.argmax([r["h"] for r in sweep]))]["gamma"]
         extra = {"val": figures(scored, val["train_classes"], val["val_classes"], gamma), "val_sweep": sweep}
-    test_scored = scores(model, batches.test_seen, batches.test_unseen, batches.all_att, rt, args.amp, proposal)
-    return {"epoch": epoch, "gamma": gamma, "test": figures(test_scored, data.seen, data.unseen, gamma), **extra}
+    test = scores(model, batches.test_seen, batches.test_unseen, batches.all_att, rt, args.amp, proposal)
+    return {"epoch": epoch, "gamma": gamma, "test": figures(test, data.seen, data.unseen, gamma), **extra}
 
 
-def train_epochs(args, model, batches: Batches, data, val: dict | None, scaler, progress: Progress, meta: dict,
-                 out: str, log, rt) -> bool:
+def train_epochs(args, model, batches: Batches, data, val: dict | None, scaler, progress: Progress,
+                 meta: dict, out: str, log, rt) -> bool:
     """Epochs progress.start..--epochs with their metrics rows, model_best.pt and ckpt_last.pt; False where
     --stop-after ended the run early (tests: a crash)."""
-    weights = LossWeights(args.xe, args.attri, args.l_xe, args.l_attri, args.cpt, args.regular, args.l_regular)
+    weights = LossWeights(args.xe, args.attri, args.l_xe, args.l_attri, args.cpt, args.regular,
+                          args.l_regular)
     history, optimizer, opt_phase = progress.history, progress.optimizer, progress.phase
     best_key = "val" if val else "test"
     earliest = first_epoch(args.val_min_epochs, args.epochs) if val else 0  # model_best.pt: as the choice
     best_score = max((selection_score(r[best_key], args) for r in history if r["epoch"] >= earliest),
                      default=-np.inf)
-    for epoch in tqdm(range(progress.start, args.epochs), desc="epochs", initial=progress.start, total=args.epochs):
+    for epoch in tqdm(range(progress.start, args.epochs), desc="epochs", initial=progress.start,
+                      total=args.epochs):
         head = head_only(epoch, args)
         set_trainable(model, head)
         if args.reset_optimizer or optimizer is None or opt_phase != head:
@@ -379,15 +395,15 @@ def train_epochs(args, model, batches: Batches, data, val: dict | None, scaler, 
         row.update(flat("test", figs["test"]))
         log.write(**row)
         t = figs["test"][args.branch]
-        tqdm.write(f"epoch {epoch} loss {row['train_loss']:.4f} | {args.branch}: ZSL {pct(t['zsl'])} | GZSL U "
-                   f"{pct(t['u'])} S {pct(t['s'])} H {pct(t['h'])}" +
+        tqdm.write(f"epoch {epoch} loss {row['train_loss']:.4f} | {args.branch}: ZSL {pct(t['zsl'])} | GZSL "
+                   f"U {pct(t['u'])} S {pct(t['s'])} H {pct(t['h'])}" +
                    (f" | val {args.setting} {pct(selection_score(figs['val'], args))}" if val else ""))
         score = selection_score(figs[best_key], args)
         if score > best_score and epoch >= earliest:
             best_score = score
             checkpoint.export_weights(model, os.path.join(out, "model_best.pt"), epoch=epoch,
-                                      selected_on=best_key, figures=figs["test"], proposal=proposal_on(epoch, args),
-                                      **{**meta, "gamma": figs["gamma"]})
+                                      selected_on=best_key, figures=figs["test"],
+                                      proposal=proposal_on(epoch, args), **{**meta, "gamma": figs["gamma"]})
         save_last(out, rt.is_main, {"model": model, "scaler": scaler}, epoch=epoch,
                   optimizer=None if args.reset_optimizer else optimizer.state_dict(), history=history,
                   args=vars(args))
@@ -408,7 +424,8 @@ def report(args, model, data, val: dict | None, history: list, batches: Batches,
                     **history[-1]["test"][args.branch], "all_branches": history[-1]["test"]}}
     if val:
         res["validation"] = {"train_classes": [data.names[c] for c in val["train_classes"]],
-                             "val_classes": [data.names[c] for c in val["val_classes"]], "fold": args.val_fold}
+                             "val_classes": [data.names[c] for c in val["val_classes"]],
+                             "fold": args.val_fold}
         res["validation_curve"] = [{"epoch": r["epoch"], "gamma": r["gamma"], **r["val"][args.branch],
                                     "sweep": r.get("val_sweep") or []} for r in history]
     last = history[-1]["epoch"]
@@ -420,8 +437,8 @@ def report(args, model, data, val: dict | None, history: list, batches: Batches,
     write_results(out, res, results_markdown(res, data, args, info))
     _, mean, std = image
     picks = pick_images(data.test_unseen, data.unseen, args.vis_images)
-    attention_png(model, batches.test_unseen.dataset, picks, batches.all_att, data.names, data.attribute_names,
-                  mean, std, os.path.join(out, "attention_maps.png"), rt, data.unseen)
+    attention_png(model, batches.test_unseen.dataset, picks, batches.all_att, data.names,
+                  data.attribute_names, mean, std, os.path.join(out, "attention_maps.png"), rt, data.unseen)
     print(f"weights: {os.path.join(out, 'model_final.pt')}; results: {os.path.join(out, 'results.md')}")
 
 
@@ -444,7 +461,8 @@ def main(args):
     bundle = load_clip(args.clip_model, pretrained_or_random(args.clip_pretrained))
     rt = setup(args.device)
     if rt.distributed:
-        raise UserError("DSVA/train.py runs in one process (upstream used one GPU); start it without torchrun")
+        raise UserError("DSVA/train.py runs in one process (upstream used one GPU); start it without "
+                        "torchrun")
     out = rundir.prepare(args, True)
     for note in data.notes:
         print(f"note: {note}")
@@ -462,7 +480,8 @@ def main(args):
     progress = resume(args, out, model, scaler, log) if args.resume else Progress()
     meta = run_meta(args, data, backbone, image)
     if train_epochs(args, model, batches, data, val, scaler, progress, meta, out, log, rt):
-        report(args, model, data, val, progress.history, batches, image, meta, time.time() - start_time, out, rt)
+        seconds = time.time() - start_time
+        report(args, model, data, val, progress.history, batches, image, meta, seconds, out, rt)
     cleanup()
 
 

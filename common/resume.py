@@ -5,9 +5,9 @@ save_last() writes <run>/ckpt_last.pt atomically after each epoch (CDTG: every -
 loop's states under the names the loop gives them (a model, optimiser, scheduler, GradScaler, or a dict of
 them, stored as their state_dict()), its position (`epoch`: the last epoch finished, or `iteration`: the
 iterations done), `rng` (every process's random state: a list under DDP, one state otherwise) and the loop's
-own plain entries (args, history, meta). LastCheckpoint reads it back for --resume: restore() loads the states,
-cuts metrics.jsonl back to the position, gives every process its own random state back and returns the first
-epoch or iteration to run.
+own plain entries (args, history, meta). LastCheckpoint reads it back for --resume: restore() loads the
+states, cuts metrics.jsonl back to the position, gives every process its own random state back and returns
+the first epoch or iteration to run.
 """
 import os
 
@@ -31,12 +31,12 @@ def _state_of(value):
     return value.state_dict()
 
 
-def save_last(out: str, is_main: bool, states: dict, *, epoch: int | None = None, iteration: int | None = None,
-              **entries) -> dict | None:
+def save_last(out: str, is_main: bool, states: dict, *, epoch: int | None = None,
+              iteration: int | None = None, **entries) -> dict | None:
     """Write <out>/ckpt_last.pt: `states` as their state_dict()s, the position (exactly one of epoch and
-    iteration), every process's random state, and `entries` as they are. A collective under DDP (it gathers the
-    random states): call it on every process; rank 0 writes. Returns the dict written on rank 0 (to keep a
-    snapshot of it too), None on the others."""
+    iteration), every process's random state, and `entries` as they are. A collective under DDP (it gathers
+    the random states): call it on every process; rank 0 writes. Returns the dict written on rank 0 (to keep
+    a snapshot of it too), None on the others."""
     if (epoch is None) == (iteration is None):
         raise ValueError("save_last: pass exactly one of epoch and iteration")
     rng = checkpoint.rng_state_of_every_rank()
@@ -61,8 +61,8 @@ class LastCheckpoint:
         self.state = checkpoint.load(self.path, what)
         found = [k for k in POSITIONS if k in self.state] if isinstance(self.state, dict) else []
         if not found or "rng" not in self.state:
-            raise UserError(f"{what} {self.path} is not a training checkpoint of this repository (it holds no "
-                            f"epoch or iteration and random state); start the run again with --overwrite")
+            raise UserError(f"{what} {self.path} is not a training checkpoint of this repository (it holds "
+                            f"no epoch or iteration and random state); start the run again with --overwrite")
         self.position = found[0]
 
     def __getitem__(self, key: str):
@@ -83,9 +83,9 @@ class LastCheckpoint:
 
     def restore(self, states: dict, log=None, is_main: bool = True, rng: bool = True) -> int:
         """Load `states` (save_last's names; a GradScaler saved empty, without fp16 loss scaling, stays as it
-        is), drop the rows of `log` (a rundir.MetricsLog) after the saved position, restore this process's random
-        state (rng=False: the loop calls restore_rng() later, after set-up steps that draw from it) and say so on
-        the main process. Returns the first epoch or iteration to run."""
+        is), drop the rows of `log` (a rundir.MetricsLog) after the saved position, restore this process's
+        random state (rng=False: the loop calls restore_rng() later, after set-up steps that draw from it) and
+        say so on the main process. Returns the first epoch or iteration to run."""
         for name, target in states.items():
             self._load(name, target)
         if log is not None:
@@ -101,8 +101,8 @@ class LastCheckpoint:
         if isinstance(target, torch.amp.GradScaler) and not value:
             return
         if value is None:
-            raise UserError(f"{self.path} holds no '{name}' entry: it was written by another script or version; "
-                            f"start the run again with --overwrite")
+            raise UserError(f"{self.path} holds no '{name}' entry: it was written by another script or "
+                            f"version; start the run again with --overwrite")
         if isinstance(target, dict):
             for key, t in target.items():
                 t.load_state_dict(value[key])

@@ -55,10 +55,12 @@ def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32, opt
                         f"{' '.join(map(str, lr_drop_epochs))})")
     g.add_argument("--lr-gamma", type=float, default=0.1)
     g = p.add_argument_group("speed and output")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision on CUDA")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="on CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--eval-every", type=positive_int, default=1, help="test every N epochs (and always after the last)")
+    g.add_argument("--eval-every", type=positive_int, default=1,
+                   help="test every N epochs (and always after the last)")
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
     return g
 
@@ -78,11 +80,13 @@ def make_optimizer(model, args) -> tuple:
     return optimizer, scheduler
 
 
-def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_classes: int, groups: dict | None = None,
-        extra_state: dict | None = None, on_epoch_end=None, desc: str = "epochs", loss_for_epoch=None):
-    """Train `model` (already on rt.device) for args.epochs; returns the last test confusion matrix, or None when
-    --stop-after ended the run early. extra_state is stored in ckpt_last.pt; on_epoch_end(epoch) runs on rank 0;
-    loss_for_epoch(epoch) -> loss_fn replaces plain cross-entropy (see train_one_epoch)."""
+def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_classes: int,
+        groups: dict | None = None, extra_state: dict | None = None, on_epoch_end=None, desc: str = "epochs",
+        loss_for_epoch=None):
+    """Train `model` (already on rt.device) for args.epochs; returns the last test confusion matrix, or None
+    when --stop-after ended the run early. extra_state is stored in ckpt_last.pt (common/resume.py);
+    on_epoch_end(epoch) runs on rank 0 before it is written; loss_for_epoch(epoch) -> loss_fn replaces plain
+    cross-entropy (see train_one_epoch)."""
     optimizer, scheduler = make_optimizer(model, args)
     scaler = grad_scaler(rt, args.amp)
     log = rundir.MetricsLog(out, rt.is_main, args.report_to)
@@ -108,13 +112,13 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
             res = summarize(cm, groups)
             row.update({f"test_{k}": v for k, v in res.items() if k != "per_class_f1"})
             if rt.is_main:
-                tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                                    if not isinstance(v, list)))
+                tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in row.items() if not isinstance(v, list)))
         log.write(**row)
         if rt.is_main and on_epoch_end is not None:
             on_epoch_end(epoch)
-        save_last(out, rt.is_main, {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler},
-                  epoch=epoch, args=vars(args), **(extra_state or {}))
+        save_last(out, rt.is_main, {"model": model, "optimizer": optimizer, "scheduler": scheduler,
+                                    "scaler": scaler}, epoch=epoch, args=vars(args), **(extra_state or {}))
         if args.stop_after is not None and epoch + 1 >= args.stop_after:
             cleanup()
             return None

@@ -91,8 +91,8 @@ def test_missing_damaged_or_foreign_files_are_one_line(tmp_path):
     with pytest.raises(UserError, match=f"^checkpoint {path} does not exist; check the path$"):
         LastCheckpoint(str(tmp_path))
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match=f"^--resume: distillation checkpoint {path} could not be read: it is not "
-                                        f"a PyTorch checkpoint, or is damaged$"):
+    with pytest.raises(UserError, match=f"^--resume: distillation checkpoint {path} could not be read: it is "
+                                        f"not a PyTorch checkpoint, or is damaged$"):
         LastCheckpoint(str(tmp_path), "--resume: distillation checkpoint")
     torch.save({"model": {}}, path)
     with pytest.raises(UserError, match=r"is not a training checkpoint of this repository .*--overwrite$"):
