@@ -18,6 +18,7 @@ from common.clip import checkpoint_dict, load_clip, register_model_config
 from common.distributed import setup
 from common.errors import UserError
 from common.layout import read_classes
+from common.samplers import ClassBalancedSampler
 from conftest import assert_one_line_error, call_main, free_port, run_main, run_script
 from CDTG import batches, losses, train as cdtg_train
 from CDTG.augment import AdaptiveAugment, augment, translate
@@ -460,8 +461,9 @@ def test_class_balanced_batches_even_out_the_classes_and_resume_exactly():
 
 
 def test_batch_samplers_draw_the_pinned_batches():
-    """The batches of a few seeds, ranks and start points as the samplers drew them when they lived in train.py:
-    a resumed run of an older checkpoint sees the batches its first part would have."""
+    """The batches of a few seeds, ranks and start points as the samplers draw them: a resumed run of an older
+    checkpoint sees the batches its first part would have (the shuffle and class groups as since they lived in
+    train.py; the class-balanced batches since they are common.samplers' draws)."""
     labels = [0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 0, 1, 0, 0]
 
     def take(sampler, n):
@@ -471,9 +473,14 @@ def test_batch_samplers_draw_the_pinned_batches():
         [[5, 10, 9, 13], [4, 11, 14, 7], [5, 1, 6, 8]]
     assert take(batches.EndlessBatches(len(labels), 3, seed=5, rank=1, world=2), 3) == \
         [[3, 1, 0], [10, 9, 13], [8, 7, 15]]
+    # class-balanced: batch b is epoch b of common.samplers' sampler, B x world draws long (until 2026-12-04 a
+    # torch multinomial of its own, whose batches were [[8, 11, 11, 4], [6, 3, 11, 11], [13, 0, 14, 9]] here)
     assert take(batches.BalancedBatches(labels, 4, seed=5, start=2), 3) == \
-        [[8, 11, 11, 4], [6, 3, 11, 11], [13, 0, 14, 9]]
-    assert take(batches.BalancedBatches(labels, 3, seed=5, rank=1, world=2), 2) == [[10, 11, 9], [10, 10, 11]]
+        [[11, 12, 9, 7], [11, 9, 6, 1], [10, 8, 15, 0]]
+    assert take(batches.BalancedBatches(labels, 3, seed=5, rank=1, world=2), 2) == [[11, 11, 9], [11, 6, 9]]
+    one = ClassBalancedSampler(labels, seed=5, rank=1, world_size=2, num_samples=6)
+    one.set_epoch(1)
+    assert list(one) == [11, 6, 9]
     assert take(batches.ClassGroupedBatches(labels, 8, seed=5, start=1), 2) == \
         [[8, 3, 7, 12, 6, 4, 13, 14], [4, 10, 3, 10, 12, 10, 1, 9]]
 
