@@ -331,8 +331,8 @@ def test_quality_tracking_draws_what_generate_would_and_leaves_training_alone(sy
     tracker = QualityTracker(reals, split_["tail"], tail, classifier_file, read_classes(synth_root)["names"], rt,
                              per_class=3, r=0.05, mixing=0.9, mixing_rule="always")
     seen = []
-    measure = tracker._measure
-    tracker._measure = lambda pixels: (seen.append(np.stack(pixels)), measure(pixels))[1]
+    measure = tracker.measurer.of_pixels
+    tracker.measurer.of_pixels = lambda pixels, k: (seen.append(np.stack(pixels)), measure(pixels, k))[1]
     state = torch.get_rng_state()
     tracker.evaluate(g, proj)
     assert torch.equal(torch.get_rng_state(), state)  # training draws the same numbers with tracking on or off
@@ -342,6 +342,53 @@ def test_quality_tracking_draws_what_generate_would_and_leaves_training_alone(sy
                            grid_cols=1)
     generate_class(0, reals[0], g, proj, tail, draw, rt, 0.9, "always", lambda i, p, s: want.append(p))
     assert np.array_equal(seen[0], np.stack(want))
+
+
+@pytest.mark.slow  # 5 s on the loaded machine
+def test_quality_tracking_measures_what_evaluate_py_measures(synth_root, tail_model_file, classifier_file,
+                                                            tmp_path, monkeypatch):
+    """One measurer: the images the tracker drew, saved losslessly as a generated folder, get from evaluate.py
+    the very per-class figures (and pooled FID) the tracker logs, against the same first real images."""
+    from PIL import Image
+
+    from CDTG import evaluate
+    from CDTG.manifest import MANIFEST_FORMAT, write_manifest
+    split_ = json.load(open(os.path.join(synth_root, "split.json")))
+    rt = setup("cpu")
+    tail = load_tail_model(tail_model_file, rt.device)
+    torch.manual_seed(0)
+    g, proj = Generator(32, 16, 1, num_classes=len(split_["tail"]), max_channels=8).eval(), \
+        FeatureProjection(tail.feature_shape(), 16, 1).eval()
+    labels = {0: split_["tail"][0], len(split_["tail"]) - 1: split_["tail"][-1]}
+    reals, names = real_images_by_class(synth_root, labels, 32), read_classes(synth_root)["names"]
+    tracker = QualityTracker(reals, split_["tail"], tail, classifier_file, names, rt, per_class=4, r=0.05,
+                             mixing=0.9, mixing_rule="always", max_real=5)
+    drawn = []
+    measure = tracker.measurer.of_pixels
+    tracker.measurer.of_pixels = lambda pixels, k: (drawn.append(pixels), measure(pixels, k))[1]
+    rows, overall = tracker.measure(g, proj)
+    folder = tmp_path / "gen"
+    for (k, cid), pixels in zip(labels.items(), drawn):
+        (folder / str(cid)).mkdir(parents=True)
+        for i, p in enumerate(pixels):
+            Image.fromarray(p).save(folder / str(cid) / f"{i:05d}.png")
+    classes = [{"class_id": cid, "tail_label": k, "folder": str(cid), "count": 4}
+               for k, cid in labels.items()]
+    write_manifest(str(folder), {"format": MANIFEST_FORMAT, "data_root": synth_root, "checkpoint": None,
+                                 "tail_model": tail_model_file, "r": 0.05, "size": 32, "clip": None,
+                                 "classes": classes})
+    monkeypatch.setattr(evaluate, "load_lpips", lambda net, device: (None, "unavailable: not in this test"))
+    call_main(evaluate, "cdtg_evaluate", "--generated", folder, "--classifier", classifier_file,
+              "--workers", "0", "--device", "cpu", "--max-per-class", "5", "--kid-subsets", "2")
+    res = json.load(open(folder / "quality.json"))
+    want_real = [min(5, split_["train_counts"][c]) for c in labels.values()]  # the last class has 4
+    assert [c["n_real"] for c in res["per_class"]] == want_real
+    for mine, theirs in zip(rows, res["per_class"]):
+        assert {k: v for k, v in theirs.items() if k in mine} == mine
+        assert {"fid", "feature_diversity", "real_feature_diversity", "classifier_consistency"} <= set(mine)
+    assert overall["pooled_fid"] == res["overall"]["pooled_fid"] and overall["fid"] == res["overall"]["fid"]
+    row = tracker.evaluate(g, proj)
+    assert (row["eval_fid"], row["eval_classifier"]) == (overall["fid"], overall["classifier_consistency"])
 
 
 def test_quality_tracking_needs_a_classifier(synth_root, tail_model_file, tmp_path):
