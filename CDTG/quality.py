@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -258,8 +259,8 @@ class Measurer:
         if lpips is not None:
             self.transforms["gan"] = classification(size, False)
         if classifier is not None:
-            meta = classifier_meta
-            self.transforms["cls"] = classification(meta["img_size"], False, meta["norm"])
+            self.transforms["cls"] = classification(classifier_meta["img_size"], False,
+                                                    classifier_meta["norm"])
         if clip is not None:
             self.transforms["clip"] = clip.preprocess
         if inception is not None:
@@ -270,19 +271,18 @@ class Measurer:
         compared with each item's own class)."""
         items = ImageList(items=[(p, label) for p in paths[:limit]], transform=self.transforms,
                           on_corrupt="error", check_files=False)
-        return self.outputs(items, limit)
+        return self.outputs(items)
 
     def of_pixels(self, pixels: list, label: int) -> dict:
         """The judges' outputs on uint8 HWC images (through PIL, as a saved file would be read)."""
-        from PIL import Image
         return self.outputs(Pictures([Image.fromarray(p) for p in pixels], label, self.transforms))
 
     @batch_loop("evaluation")
     @torch.no_grad()
-    def outputs(self, images: Dataset, limit: int | None = None) -> dict:
+    def outputs(self, images: Dataset) -> dict:
         """{"tail", "cls", "clip": predictions; "feat": classifier features; "inception": Inception features;
         "images": the first 2 x lpips_pairs GAN-size images, for LPIPS}, for those judges that are there."""
-        keep = 0 if self.lpips is None else min(limit or len(images), 2 * self.lpips_pairs)
+        keep = 0 if self.lpips is None else 2 * self.lpips_pairs
         loader = DataLoader(images, batch_size=self.batch_size, num_workers=self.workers,
                             pin_memory=self.rt.cuda, generator=torch.Generator())  # global RNG left alone
         out = {"tail": [], "cls": [], "clip": [], "feat": [], "inception": [], "images": []}
