@@ -104,9 +104,9 @@ class CDTGTrainer:
         self.cfg, self.rt = cfg, rt
         self.g, self.d, self.proj, self.tail = generator, discriminator, projection, tail
         self.draws = draws or Draws()
-        self.released = cfg.mode == "code"
+        self.paper = cfg.mode == "paper"  # the mode's one spelling below; False: --mode code, as released
         self.tail.requires_grad_(False)
-        self.tail.use_batch_statistics(self.released)
+        self.tail.use_batch_statistics(not self.paper)
         self.clip, self.text_features = clip, text_features
         self.clip_scale = float(clip.model.logit_scale.exp()) if clip is not None else None
         self.augment = augment
@@ -121,7 +121,7 @@ class CDTGTrainer:
             for module in (self.g, self.d, self.proj, self.g_ema, self.p_ema):
                 for tensor in [*module.parameters(), *module.buffers()]:
                     torch.distributed.broadcast(tensor.data, src=0)
-        self.train_p = cfg.mode == "paper" and cfg.train_p
+        self.train_p = self.paper and cfg.train_p  # P is trained (not under --freeze-p)
         self.proj.requires_grad_(self.train_p)
         g_params = list(self.g.parameters()) + (list(self.proj.parameters()) if self.train_p else [])
         self.g_params, self.d_params = g_params, list(self.d.parameters())
@@ -165,13 +165,13 @@ class CDTGTrainer:
             out["cls"] = classifier_consistency_loss(logits, labels)
         if self.clip is not None:
             with torch.set_grad_enabled(train and cfg.lambda_clip > 0):
-                if self.released:
+                if not self.paper:
                     pixels = released_clip_input(self.clip.preprocess, fake)
                     feats = F.normalize(self.clip.model.encode_image(pixels).float(), dim=-1)
                 else:
                     feats = image_features(self.clip, fake)
                 out["clip"] = clip_consistency_loss(feats, self.text_features, labels, self.clip_scale,
-                                                    double_softmax=self.released)
+                                                    double_softmax=not self.paper)
         return out
 
     def _styles(self, stage: str, feat: torch.Tensor) -> list:
@@ -243,7 +243,6 @@ class CDTGTrainer:
 
         # generator
         self.d.requires_grad_(False)
-        paper = cfg.mode == "paper"
         g_feat, g_labels = feat, labels
         if cfg.lambda_ms > 0:  # the batch's first half twice: pairs of one feature and label, other noise
             h = max(1, real.shape[0] // 2)
@@ -255,13 +254,14 @@ class CDTGTrainer:
                                        noise=self.draws.layer_noise("g"))
                 fake_pred = self.d_plain(self._aug(fake), g_labels).float()
                 adv = g_nonsaturating_loss(fake_pred)
-            lazy = max(1, cfg.consistency_every) if paper else 1
+            lazy = max(1, cfg.consistency_every) if self.paper else 1
             terms = {}
             if iteration % lazy == 0:
                 with self.phase("consistency"):  # the tail model and CLIP on the generated images
-                    terms = self._consistency(fake if paper else fake.detach(), g_labels, train=paper)
+                    terms = self._consistency(fake if self.paper else fake.detach(), g_labels,
+                                              train=self.paper)
             g_loss = adv
-            if paper and terms:
+            if self.paper and terms:
                 g_loss = g_loss + lazy * cfg.lambda_cls * terms["cls"]
                 if "clip" in terms:
                     g_loss = g_loss + lazy * cfg.lambda_clip * terms["clip"]
@@ -284,7 +284,7 @@ class CDTGTrainer:
                                                return_latents=True)  # fp32: second-order gradients
                 penalty, mean_length, lengths = path_length_penalty(fake, latents, self.mean_path_length,
                                                                     cfg.path_decay, self.draws.path_noise(),
-                                                                    detach_mean=not self.released)
+                                                                    detach_mean=self.paper)
                 self.g_optim.zero_grad(set_to_none=True)
                 # 0 * term: every process all-reduces the same parameter list (see R1)
                 (cfg.path_regularize * cfg.g_reg_every * penalty + 0 * fake[0, 0, 0, 0]).backward()

@@ -21,6 +21,7 @@ from common.layout import anno_path, read_classes
 from common.loaders import make_loader
 from common.options import eval_batch_size
 from common.report import export_classifier, groups_from_split
+from common.samplers import ClassBalancedSampler
 from common.split import optional_split
 from common.training import add_fit_args, add_image_args, fit
 from common.transforms import classification
@@ -92,7 +93,7 @@ def main(args):
     rt = setup(args.device)
     out = rundir.prepare(args, rt.is_main)
     counts = longtail.class_counts_of(train_set.targets, len(names))
-    sampler = (longtail.ClassBalancedSampler(train_set.targets, args.seed, rt.rank, rt.world_size)
+    sampler = (ClassBalancedSampler(train_set.targets, args.seed, rt.rank, rt.world_size)
                if args.sampler == "class_balanced" else None)
     train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed, sampler=sampler)
     test_loader = make_loader(test_set, eval_batch_size(args), False, rt, args.workers)

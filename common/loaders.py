@@ -41,5 +41,5 @@ def lone_last_batch(n: int, batch_size: int) -> bool:
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
-    if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler, Classification.longtail.ClassBalancedSampler
+    if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler, common.samplers.ClassBalancedSampler
         loader.sampler.set_epoch(epoch)

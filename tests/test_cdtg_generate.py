@@ -12,7 +12,7 @@ from common.datasets import ImageList
 from common.errors import UserError
 from common.layout import anno_path, read_list
 from conftest import assert_one_line_error, call_main, run_main
-from CDTG import evaluate, expand, generate
+from CDTG import evaluate, expand, generate, quality
 from CDTG import train as cdtg_train
 from CDTG.quality import (frechet_distance, kernel_inception_distance, load_lpips, mean_pairwise_distance,
                           mean_pairwise_lpips, share_correct)
@@ -411,22 +411,22 @@ def offline(*args, **kwargs):
 def test_inception_distances_are_the_usual_formulas():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) * 1.5 + 0.5
-    d = evaluate.inception_distances(x, y, subsets=3, subset_size=1000)
+    d = quality.inception_distances(x, y, subsets=3, subset_size=1000)
     assert d["fid"] == pytest.approx(frechet_distance(x, y), rel=1e-6)  # our own FID, written apart
     # the subset size capped at 40 = both whole sets: every subset is the same, the std is 0
     assert d["kid"] == pytest.approx(kernel_inception_distance(x, y, 1, 40)[0], rel=1e-6)
     assert d["kid_std"] == pytest.approx(0, abs=1e-12)
     # shifting y by 3 in each of the 3 dimensions moves its mean from about 0.5 to 3.5 away: about 3 x 12 more
-    far = evaluate.inception_distances(x, y + 3, subsets=3, subset_size=1000)
+    far = quality.inception_distances(x, y + 3, subsets=3, subset_size=1000)
     assert far["fid"] - d["fid"] == pytest.approx(36, rel=0.15) and far["kid"] > d["kid"]
     assert far["fid"] == pytest.approx(frechet_distance(x, y + 3), rel=1e-6)
-    assert all(np.isnan(v) for v in evaluate.inception_distances(x[:1], y, 3, 10).values())
+    assert all(np.isnan(v) for v in quality.inception_distances(x[:1], y, 3, 10).values())
 
 
 def test_inception_weights_offline_is_a_note_and_a_missing_file_an_error(monkeypatch, capsys, tmp_path):
     import torch_fidelity.feature_extractor_inceptionv3 as fe
     monkeypatch.setattr(fe, "load_state_dict_from_url", offline)
-    features, note = evaluate.load_inception(None, "cpu")
+    features, note = quality.load_inception(None, "cpu")
     assert features is None and note == (
         "torch-fidelity's InceptionV3 weights could not be downloaded from https://github.com/toshas/"
         "torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth (URLError); pass "
@@ -435,16 +435,16 @@ def test_inception_weights_offline_is_a_note_and_a_missing_file_an_error(monkeyp
     missing = (r"^--inception-weights .*gone.pth does not exist; pass torch-fidelity's InceptionV3 weights "
                r"file \(weights-inception-2015-12-05-6726825d.pth\)")
     with pytest.raises(UserError, match=missing):
-        evaluate.load_inception(str(tmp_path / "gone.pth"), "cpu")
+        quality.load_inception(str(tmp_path / "gone.pth"), "cpu")
     torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(UserError, match=r"other.pth is not torch-fidelity's InceptionV3 weights \(Runtime"):
-        evaluate.load_inception(str(tmp_path / "other.pth"), "cpu")
+        quality.load_inception(str(tmp_path / "other.pth"), "cpu")
 
 
 def test_inception_sees_uint8_images_at_the_generators_size():
     from PIL import Image
     real = Image.fromarray(np.full((48, 40, 3), [10, 200, 255], np.uint8))  # a real chip of another size
-    x = evaluate.inception_transform(32)(real)
+    x = quality.inception_transform(32)(real)
     assert x.dtype == torch.uint8 and x.shape == (3, 32, 32) and x[:, 5, 7].tolist() == [10, 200, 255]
 
 
@@ -459,7 +459,7 @@ def test_inception_weights_from_a_local_file(monkeypatch, tmp_path):
         torch.manual_seed(0)
         random_net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
         torch.save(random_net.state_dict(), tmp_path / "w.pth")
-    features, note = evaluate.load_inception(str(tmp_path / "w.pth"), "cpu")
+    features, note = quality.load_inception(str(tmp_path / "w.pth"), "cpu")
     assert note is None
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     out = features(images)

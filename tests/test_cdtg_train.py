@@ -18,6 +18,7 @@ from common.clip import checkpoint_dict, load_clip, register_model_config
 from common.distributed import setup
 from common.errors import UserError
 from common.layout import read_classes
+from common.samplers import ClassBalancedSampler
 from conftest import assert_one_line_error, call_main, free_port, run_main, run_script
 from CDTG import batches, losses, train as cdtg_train
 from CDTG.augment import AdaptiveAugment, augment, translate
@@ -330,8 +331,8 @@ def test_quality_tracking_draws_what_generate_would_and_leaves_training_alone(sy
     tracker = QualityTracker(reals, split_["tail"], tail, classifier_file, read_classes(synth_root)["names"], rt,
                              per_class=3, r=0.05, mixing=0.9, mixing_rule="always")
     seen = []
-    measure = tracker._measure
-    tracker._measure = lambda pixels: (seen.append(np.stack(pixels)), measure(pixels))[1]
+    measure = tracker.measurer.of_pixels
+    tracker.measurer.of_pixels = lambda pixels, k: (seen.append(np.stack(pixels)), measure(pixels, k))[1]
     state = torch.get_rng_state()
     tracker.evaluate(g, proj)
     assert torch.equal(torch.get_rng_state(), state)  # training draws the same numbers with tracking on or off
@@ -341,6 +342,53 @@ def test_quality_tracking_draws_what_generate_would_and_leaves_training_alone(sy
                            grid_cols=1)
     generate_class(0, reals[0], g, proj, tail, draw, rt, 0.9, "always", lambda i, p, s: want.append(p))
     assert np.array_equal(seen[0], np.stack(want))
+
+
+@pytest.mark.slow  # 5 s on the loaded machine
+def test_quality_tracking_measures_what_evaluate_py_measures(synth_root, tail_model_file, classifier_file,
+                                                            tmp_path, monkeypatch):
+    """One measurer: the images the tracker drew, saved losslessly as a generated folder, get from evaluate.py
+    the very per-class figures (and pooled FID) the tracker logs, against the same first real images."""
+    from PIL import Image
+
+    from CDTG import evaluate
+    from CDTG.manifest import MANIFEST_FORMAT, write_manifest
+    split_ = json.load(open(os.path.join(synth_root, "split.json")))
+    rt = setup("cpu")
+    tail = load_tail_model(tail_model_file, rt.device)
+    torch.manual_seed(0)
+    g, proj = Generator(32, 16, 1, num_classes=len(split_["tail"]), max_channels=8).eval(), \
+        FeatureProjection(tail.feature_shape(), 16, 1).eval()
+    labels = {0: split_["tail"][0], len(split_["tail"]) - 1: split_["tail"][-1]}
+    reals, names = real_images_by_class(synth_root, labels, 32), read_classes(synth_root)["names"]
+    tracker = QualityTracker(reals, split_["tail"], tail, classifier_file, names, rt, per_class=4, r=0.05,
+                             mixing=0.9, mixing_rule="always", max_real=5)
+    drawn = []
+    measure = tracker.measurer.of_pixels
+    tracker.measurer.of_pixels = lambda pixels, k: (drawn.append(pixels), measure(pixels, k))[1]
+    rows, overall = tracker.measure(g, proj)
+    folder = tmp_path / "gen"
+    for (k, cid), pixels in zip(labels.items(), drawn):
+        (folder / str(cid)).mkdir(parents=True)
+        for i, p in enumerate(pixels):
+            Image.fromarray(p).save(folder / str(cid) / f"{i:05d}.png")
+    classes = [{"class_id": cid, "tail_label": k, "folder": str(cid), "count": 4}
+               for k, cid in labels.items()]
+    write_manifest(str(folder), {"format": MANIFEST_FORMAT, "data_root": synth_root, "checkpoint": None,
+                                 "tail_model": tail_model_file, "r": 0.05, "size": 32, "clip": None,
+                                 "classes": classes})
+    monkeypatch.setattr(evaluate, "load_lpips", lambda net, device: (None, "unavailable: not in this test"))
+    call_main(evaluate, "cdtg_evaluate", "--generated", folder, "--classifier", classifier_file,
+              "--workers", "0", "--device", "cpu", "--max-per-class", "5", "--kid-subsets", "2")
+    res = json.load(open(folder / "quality.json"))
+    want_real = [min(5, split_["train_counts"][c]) for c in labels.values()]  # the last class has 4
+    assert [c["n_real"] for c in res["per_class"]] == want_real
+    for mine, theirs in zip(rows, res["per_class"]):
+        assert {k: v for k, v in theirs.items() if k in mine} == mine
+        assert {"fid", "feature_diversity", "real_feature_diversity", "classifier_consistency"} <= set(mine)
+    assert overall["pooled_fid"] == res["overall"]["pooled_fid"] and overall["fid"] == res["overall"]["fid"]
+    row = tracker.evaluate(g, proj)
+    assert (row["eval_fid"], row["eval_classifier"]) == (overall["fid"], overall["classifier_consistency"])
 
 
 def test_quality_tracking_needs_a_classifier(synth_root, tail_model_file, tmp_path):
@@ -460,8 +508,9 @@ def test_class_balanced_batches_even_out_the_classes_and_resume_exactly():
 
 
 def test_batch_samplers_draw_the_pinned_batches():
-    """The batches of a few seeds, ranks and start points as the samplers drew them when they lived in train.py:
-    a resumed run of an older checkpoint sees the batches its first part would have."""
+    """The batches of a few seeds, ranks and start points as the samplers draw them: a resumed run of an older
+    checkpoint sees the batches its first part would have (the shuffle and class groups as since they lived in
+    train.py; the class-balanced batches since they are common.samplers' draws)."""
     labels = [0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 0, 1, 0, 0]
 
     def take(sampler, n):
@@ -471,9 +520,14 @@ def test_batch_samplers_draw_the_pinned_batches():
         [[5, 10, 9, 13], [4, 11, 14, 7], [5, 1, 6, 8]]
     assert take(batches.EndlessBatches(len(labels), 3, seed=5, rank=1, world=2), 3) == \
         [[3, 1, 0], [10, 9, 13], [8, 7, 15]]
+    # class-balanced: batch b is epoch b of common.samplers' sampler, B x world draws long (until 2026-12-04 a
+    # torch multinomial of its own, whose batches were [[8, 11, 11, 4], [6, 3, 11, 11], [13, 0, 14, 9]] here)
     assert take(batches.BalancedBatches(labels, 4, seed=5, start=2), 3) == \
-        [[8, 11, 11, 4], [6, 3, 11, 11], [13, 0, 14, 9]]
-    assert take(batches.BalancedBatches(labels, 3, seed=5, rank=1, world=2), 2) == [[10, 11, 9], [10, 10, 11]]
+        [[11, 12, 9, 7], [11, 9, 6, 1], [10, 8, 15, 0]]
+    assert take(batches.BalancedBatches(labels, 3, seed=5, rank=1, world=2), 2) == [[11, 11, 9], [11, 6, 9]]
+    one = ClassBalancedSampler(labels, seed=5, rank=1, world_size=2, num_samples=6)
+    one.set_epoch(1)
+    assert list(one) == [11, 6, 9]
     assert take(batches.ClassGroupedBatches(labels, 8, seed=5, start=1), 2) == \
         [[8, 3, 7, 12, 6, 4, 13, 14], [4, 10, 3, 10, 12, 10, 1, 9]]
 

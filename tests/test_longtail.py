@@ -12,6 +12,7 @@ from torch import nn
 
 from benchmarks import chain_runner, long_tail_plan
 from Classification import longtail
+from common.samplers import ClassBalancedSampler
 from conftest import assert_one_line_error, run_main, run_script
 
 TINY = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
@@ -150,7 +151,7 @@ def test_tau_normalisation_by_hand():
 
 def test_class_balanced_sampler_frequencies_and_ddp_shards():
     targets = [0] * 90 + [1] * 9 + [2] * 1
-    s = longtail.ClassBalancedSampler(targets, seed=0, num_samples=30000)
+    s = ClassBalancedSampler(targets, seed=0, num_samples=30000)
     freq = np.bincount(np.asarray(targets)[list(s)], minlength=3) / 30000
     assert np.abs(freq - 1 / 3).max() < 0.015
     assert len(s) == 30000
@@ -158,9 +159,9 @@ def test_class_balanced_sampler_frequencies_and_ddp_shards():
     per_image = np.bincount([i for i in s if i < 90], minlength=90)
     assert per_image.min() > 60 and per_image.max() < 170
     # two ranks: same global sequence, disjoint interleaved shares of equal length
-    r0 = longtail.ClassBalancedSampler(targets, seed=0, rank=0, world_size=2)
-    r1 = longtail.ClassBalancedSampler(targets, seed=0, rank=1, world_size=2)
-    full = longtail.ClassBalancedSampler(targets, seed=0).draws()
+    r0 = ClassBalancedSampler(targets, seed=0, rank=0, world_size=2)
+    r1 = ClassBalancedSampler(targets, seed=0, rank=1, world_size=2)
+    full = ClassBalancedSampler(targets, seed=0).draws()
     assert len(r0) == len(r1) == 50 and list(r0) == full[0::2].tolist() and list(r1) == full[1::2].tolist()
     first = list(r0)
     r0.set_epoch(1)
@@ -168,13 +169,13 @@ def test_class_balanced_sampler_frequencies_and_ddp_shards():
 
 
 def test_class_balanced_sampler_draws_the_pinned_indices():
-    """Its draws for a seed and epoch as of CDTG's sampler move (its numpy stream differs from CDTG's
-    BalancedBatches, a torch multinomial over per-image weights, though both are class-uniform)."""
+    """Its draws for a seed and epoch, unchanged since it lived in Classification/longtail.py (the re-sampling
+    results of docs/results.md were drawn so); CDTG's --class-balanced batches are its draws too."""
     targets = [0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 0, 1, 0, 0]
-    s = longtail.ClassBalancedSampler(targets, seed=5)
+    s = ClassBalancedSampler(targets, seed=5)
     s.set_epoch(2)
     assert s.draws().tolist() == [11, 0, 10, 7, 4, 10, 10, 9, 6, 15, 10, 7, 11, 4, 11, 3]
-    rank1 = longtail.ClassBalancedSampler(targets, seed=5, rank=1, world_size=2)
+    rank1 = ClassBalancedSampler(targets, seed=5, rank=1, world_size=2)
     assert list(rank1) == [11, 11, 10, 13, 4, 6, 7, 0]
 
 
