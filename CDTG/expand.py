@@ -13,11 +13,11 @@ entry (tail label k -> split.json's tail[k]), checked against the data root's cl
 import argparse
 import os
 
+from CDTG.manifest import list_entries, read_manifest
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import read_classes
 from common.paths import relative
-from CDTG.manifest import list_entries, read_manifest
 
 
 def get_args_parser():

@@ -27,18 +27,17 @@ import yaml
 from PIL import Image
 from torchvision.utils import save_image
 
-from common import checkpoint, errors, finished, rundir
-from common.config import add_config_arg, parse_args
-from common.distributed import setup
-from common.errors import UserError, cli
-from common.paths import resolve
-from common.layout import read_classes
-from common.options import add_device_arg, add_loader_args, add_output_arg
-from common.split import optional_split
 from CDTG import generator_file
 from CDTG.conditioning import load_tail_model
 from CDTG.manifest import MANIFEST_FORMAT, write_manifest
 from CDTG.sampling import generate_class, real_images_by_class
+from common import errors, finished, rundir
+from common.config import add_config_arg, parse_args
+from common.distributed import setup
+from common.errors import UserError, cli
+from common.layout import read_classes
+from common.options import add_device_arg, add_loader_args, add_output_arg
+from common.split import optional_split
 
 
 def get_args_parser():

@@ -11,12 +11,12 @@ original authors' 200000.pt reads through CDTG/original.py, which gives its g_em
 """
 import os
 
-from common import checkpoint
-from common.errors import UserError
-from common.paths import relative, resolve
 from CDTG import original
 from CDTG.conditioning import FeatureProjection
 from CDTG.model import Generator
+from common import checkpoint
+from common.errors import UserError
+from common.paths import relative, resolve
 
 FORMAT = "cdtg-generator-v1"
 PATH_KEYS = ("data_root", "tail_model")

@@ -13,10 +13,23 @@ import math
 import torch
 from torch import nn
 
+from CDTG.ops import (
+    BLUR_KERNEL,
+    Blur,
+    ConstantInput,
+    Downsample,
+    EqualConv2d,
+    EqualLinear,
+    FusedLeakyReLU,
+    HaarTransform,
+    InverseHaarTransform,
+    ModulatedConv2d,
+    NoiseInjection,
+    PixelNorm,
+    Upsample,
+    minibatch_stddev,
+)
 from common.errors import UserError
-from CDTG.ops import (BLUR_KERNEL, Blur, ConstantInput, Downsample, EqualConv2d, EqualLinear, FusedLeakyReLU,
-                      HaarTransform, InverseHaarTransform, ModulatedConv2d, NoiseInjection, PixelNorm,
-                      Upsample, minibatch_stddev)
 
 WAVELET_CHANNELS = 3 * 4  # 4 Haar bands x RGB
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
+from CDTG.conditioning import FeatureProjection
+from CDTG.model import build_models, model_config
 from common import checkpoint
 from common.errors import UserError
 from common.layout import read_classes
 from common.split import load_split
-from CDTG.conditioning import FeatureProjection
-from CDTG.model import build_models, model_config
 
 TOP_LEVEL = ("g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p")
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from common.backbones import build_feature_resnet
-from common.clip import encode_text_prompts, load_clip
-from common.distributed import Runtime, autocast
 from CDTG import ops
 from CDTG.conditioning import FeatureProjection, TailClassifier
 from CDTG.model import Discriminator, Generator
 from CDTG.trainer import CDTGTrainer, StepConfig
+from common.backbones import build_feature_resnet
+from common.clip import encode_text_prompts, load_clip
+from common.distributed import Runtime, autocast
 
 
 @dataclass

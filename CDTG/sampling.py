@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from CDTG.conditioning import fused_latents
 from common.datasets import ImageList
 from common.distributed import amp_dtype, autocast
 from common.errors import UserError, batch_loop
 from common.layout import anno_path, read_classes
 from common.transforms import classification
-from CDTG.conditioning import fused_latents
 
 
 def real_images_by_class(root: str, wanted: dict, size: int) -> dict:

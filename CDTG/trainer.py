@@ -12,12 +12,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.clip import image_features
-from common.distributed import Runtime, autocast, grad_scaler
 from CDTG.augment import AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
-from CDTG.losses import (classifier_consistency_loss, clip_consistency_loss, d_logistic_loss, g_nonsaturating_loss,
-                         lowpass, mode_seeking_loss, path_length_penalty, r1_penalty, released_clip_input)
+from CDTG.losses import (
+    classifier_consistency_loss,
+    clip_consistency_loss,
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    lowpass,
+    mode_seeking_loss,
+    path_length_penalty,
+    r1_penalty,
+    released_clip_input,
+)
+from common.clip import image_features
+from common.distributed import Runtime, autocast, grad_scaler
 
 MODES = ("paper", "code")
 

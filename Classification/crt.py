@@ -17,23 +17,23 @@ import os
 import torch
 from torch import nn
 
+from Classification import longtail
 from common import checkpoint, rundir
 from common.backbones import build_classifier
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import cleanup, setup
+from common.engine import evaluate
 from common.errors import UserError, cli
 from common.jsonfile import write_json
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
-from common.options import eval_batch_size
-from common.engine import evaluate
 from common.metrics import summarize
+from common.options import eval_batch_size
 from common.report import export_classifier, groups_from_split
 from common.split import optional_split
 from common.training import add_fit_args, add_image_args, fit
 from common.transforms import classification
-from Classification import longtail
 
 
 def get_args_parser():

@@ -9,6 +9,7 @@ import argparse
 import copy
 import os
 
+from Classification import longtail
 from common import finished
 from common.backbones import build_classifier, load_classifier
 from common.config import add_config_arg, parse_args
@@ -19,12 +20,11 @@ from common.errors import UserError, cli
 from common.jsonfile import write_json
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
-from common.options import add_device_arg, add_loader_args, add_output_arg
 from common.metrics import summarize
+from common.options import add_device_arg, add_loader_args, add_output_arg
 from common.report import groups_from_split, write_report
 from common.split import optional_split
 from common.transforms import NORMALISATIONS, classification
-from Classification import longtail
 
 
 def get_args_parser():

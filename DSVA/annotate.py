@@ -42,8 +42,8 @@ from common.layout import read_classes
 from common.options import add_device_arg, add_loader_args, add_output_arg
 from DSVA.attributes import load_attributes, read_groups
 from DSVA.matfile import mat_strings, read_mat
-from DSVA.sources import load_pool
 from DSVA.model import PAPER_CLIP, PAPER_CLIP_NOTE
+from DSVA.sources import load_pool
 
 DEFAULT_VOCABULARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabulary.json")
 

@@ -12,8 +12,8 @@ Class scores are returned as logits a . A (A: attributes x classes); the softmax
 """
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from common.errors import UserError
 

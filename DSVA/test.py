@@ -22,9 +22,9 @@ from common.distributed import setup
 from common.errors import UserError, cli
 from common.options import add_device_arg, add_loader_args, add_output_arg
 from DSVA.episodes import dsva_transform
-from DSVA.sources import add_data_args, load_zsl_data
 from DSVA.evaluate import BRANCHES, attention_png, evaluate, pct, pick_images
 from DSVA.model import DSVA, build_visual
+from DSVA.sources import add_data_args, load_zsl_data
 
 
 def get_args_parser():

@@ -19,8 +19,8 @@ from common.errors import UserError, cli
 from common.jsonfile import read_json
 from common.loaders import make_loader
 from common.options import add_device_arg, add_loader_args, add_output_arg
-from common.report import write_report
 from common.part_model import check_part, load_part_model
+from common.report import write_report
 from common.split import load_data_split
 from KMDN.model import part_dataset
 

@@ -15,11 +15,11 @@ import json
 
 import torch
 
+from CDTG.profiling import Scale, build_trainer, cycle_length, profile_step, time_loop, top_kernels
+from CDTG.trainer import MODES, StepConfig
 from common.clip import add_clip_args
 from common.distributed import peak_memory, setup
 from common.options import add_device_arg
-from CDTG.profiling import Scale, build_trainer, cycle_length, profile_step, time_loop, top_kernels
-from CDTG.trainer import MODES, StepConfig
 
 
 def get_args_parser():
@@ -69,7 +69,7 @@ def main(args):
         trainer.step = lambda x, y, i, feat_=None: step(x, y, i, feat)
     loop = time_loop(trainer, real, labels, args.iters, warmup=args.warmup)
     peak, memory, device = peak_memory(rt)
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    n = lambda m: sum(p.numel() for p in m.parameters())
     result = {"size": args.size, "batch": args.batch, "mode": args.mode, "amp": bool(args.amp and rt.cuda),
               "tail": f"{args.tail_arch}@{args.tail_size}",
               "clip": args.clip_model if trainer.clip is not None else None, "feature_pool": args.feature_pool,

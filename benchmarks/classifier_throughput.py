@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader, RandomSampler
 from common.backbones import build_classifier
 from common.datasets import ImageList
 from common.distributed import autocast, grad_scaler, peak_memory, setup
-from common.options import add_device_arg, add_loader_args
 from common.engine import to_device
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
+from common.options import add_device_arg, add_loader_args
 from common.transforms import classification
 
 

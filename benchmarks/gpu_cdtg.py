@@ -15,12 +15,22 @@ import time
 
 import torch
 
+from CDTG import ops
+from CDTG.profiling import (
+    FIR_CASES,
+    SMOKE,
+    Scale,
+    build_trainer,
+    cycle_length,
+    profile_step,
+    time_fir,
+    time_g_d,
+    time_loop,
+    top_kernels,
+)
+from CDTG.trainer import StepConfig
 from common.distributed import setup
 from common.options import add_device_arg
-from CDTG import ops
-from CDTG.profiling import (FIR_CASES, SMOKE, Scale, build_trainer, cycle_length, profile_step, time_fir, time_g_d,
-                            time_loop, top_kernels)
-from CDTG.trainer import StepConfig
 
 # (label, FIR implementation, modulated-convolution implementation, channels_last)
 G_D_VARIANTS = [("reference ops (upstream's formulation)", "reference", "grouped", False),

@@ -190,7 +190,7 @@ def stage_commands(data: str, runs: str, dev: list, smoke: bool) -> list:
     small = ["--img-size", "32", "--batch-size", "8", "--workers", "0"] if smoke else ["--workers", "4"]
     clip_steps = ["--steps", "3", "--batch-size", "16"]
     dsva_clip = ["--clip-pretrained", f"{runs}/clip_dsva.pt"]
-    r = lambda name: f"{runs}/{name}"  # noqa: E731
+    r = lambda name: f"{runs}/{name}"
     cls_final = f"{r('classification')}/model_final.pt"
     return [
         ("fit the small CLIPs (CPU), seen classes",

@@ -36,16 +36,24 @@ import sys
 # benchmarks/ is a folder of the repository, not an installed package: its modules import as benchmarks.*
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.chain_runner import Runner  # noqa: E402
-from benchmarks.long_tail_plan import (  # noqa: E402
-    DEFAULT_METHODS, METHODS, PARTS, PROTOCOLS, SGD_ARGS, TGN_METHODS, VAL_SEED, all_chains)
-from benchmarks.long_tail_report import write_report  # noqa: E402
-from common.config import add_config_arg, parse_args  # noqa: E402
-from common.errors import UserError, cli  # noqa: E402
-from common.holdout import carve_lists  # noqa: E402
-from common.layout import anno_path, read_classes, read_list  # noqa: E402
-from common.options import add_output_arg  # noqa: E402
-from common.split import optional_split  # noqa: E402
+from benchmarks.chain_runner import Runner
+from benchmarks.long_tail_plan import (
+    DEFAULT_METHODS,
+    METHODS,
+    PARTS,
+    PROTOCOLS,
+    SGD_ARGS,
+    TGN_METHODS,
+    VAL_SEED,
+    all_chains,
+)
+from benchmarks.long_tail_report import write_report
+from common.config import add_config_arg, parse_args
+from common.errors import UserError, cli
+from common.holdout import carve_lists
+from common.layout import anno_path, read_classes, read_list
+from common.options import add_output_arg
+from common.split import optional_split
 
 
 def get_args_parser():

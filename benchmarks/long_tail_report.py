@@ -155,8 +155,8 @@ def cdtg_section(rows: list) -> list:
     if not rows:
         return []
     q = rows[0]
-    pct = lambda key: "-" if q.get(key) is None else f"{100 * q[key]:.1f}"  # noqa: E731
-    num = lambda key: "-" if q.get(key) is None else f"{q[key]:.2f}"  # noqa: E731
+    pct = lambda key: "-" if q.get(key) is None else f"{100 * q[key]:.1f}"
+    num = lambda key: "-" if q.get(key) is None else f"{q[key]:.2f}"
     return ["", f"## CDTG: the generated tail images behind TGN (one generator, from seed {q['seed']}'s distilled "
                 f"tail model; mean over tail classes)", "",
             "| share assigned to their class by | generated | real tail images |", "|---|---|---|",

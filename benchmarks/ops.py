@@ -15,8 +15,16 @@ import time
 import torch
 import torch.nn.functional as F
 
-from CDTG.ops import (Blur, Downsample, HaarTransform, InverseHaarTransform, ModulatedConv2d, Upsample,
-                      fused_leaky_relu, upfirdn2d)
+from CDTG.ops import (
+    Blur,
+    Downsample,
+    HaarTransform,
+    InverseHaarTransform,
+    ModulatedConv2d,
+    Upsample,
+    fused_leaky_relu,
+    upfirdn2d,
+)
 
 
 def zero_insertion_upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0)):
@@ -57,7 +65,7 @@ def cases(batch: int, channels: int, size: int):
     bias = torch.randn(channels)
     k = up.kernel
     c, n = (batch, channels, size, size), (batch, 12, 2 * size, 2 * size)
-    dwt_bands = lambda x: torch.cat([zero_insertion_upfirdn2d(x, kk, down=2) for kk in  # noqa: E731
+    dwt_bands = lambda x: torch.cat([zero_insertion_upfirdn2d(x, kk, down=2) for kk in
                                      (dwt.ll, dwt.lh, dwt.hl, dwt.hh)], 1)
 
     def iwt_ref(x):

@@ -308,7 +308,7 @@ def read_checkpoint(path: str):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+    state = {(k.removeprefix("module.")): v for k, v in obj.items()}
     if any(k.startswith(("vision_model.", "text_model.")) for k in state):
         state = hf_to_open_clip(state, path)
     return state, name, cfg

@@ -68,8 +68,7 @@ def write_layout(out: str, dataset: str, names: list, entries: dict, extra: dict
         json.dump({"dataset": dataset, "names": list(names), **(extra or {})}, f, indent=1)
     for split in SPLITS:
         with open(os.path.join(out, "anno", f"{dataset}_{split}.txt"), "w") as f:
-            for cid, fname in entries.get(split, []):
-                f.write(f"{cid}/{fname} {cid}\n")
+            f.writelines(f"{cid}/{fname} {cid}\n" for cid, fname in entries.get(split, []))
 
 
 def class_counts(root: str, split: str) -> list:

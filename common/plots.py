@@ -2,8 +2,8 @@
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def confusion_matrix_png(cm: np.ndarray, names: list, path: str, title: str = "Confusion matrix") -> None:

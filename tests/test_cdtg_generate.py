@@ -6,17 +6,23 @@ import numpy as np
 import pytest
 import torch
 
+from CDTG import evaluate, expand, generate
+from CDTG import train as cdtg_train
+from CDTG.quality import (
+    frechet_distance,
+    kernel_inception_distance,
+    load_lpips,
+    mean_pairwise_distance,
+    mean_pairwise_lpips,
+    share_correct,
+)
 from common.backbones import build_classifier, build_feature_resnet
 from common.checkpoint import export_weights
 from common.datasets import ImageList
 from common.errors import UserError
 from common.layout import anno_path, read_list
-from conftest import assert_one_line_error, call_main, run_main
-from CDTG import evaluate, expand, generate
-from CDTG import train as cdtg_train
-from CDTG.quality import (frechet_distance, kernel_inception_distance, load_lpips, mean_pairwise_distance,
-                          mean_pairwise_lpips, share_correct)
 from common.part_model import part_meta, save_part_model
+from conftest import assert_one_line_error, call_main, run_main
 
 TINY_TRAIN = ["--size", "32", "--style-dim", "16", "--n-mlp", "1", "--max-channels", "8", "--label-dim", "8",
               "--batch-size", "4", "--workers", "0", "--lambda-clip", "0", "--iter", "2", "--sample-every", "2",
@@ -136,6 +142,7 @@ def test_the_chain_survives_moving_runs_and_data_together(synth_root, tmp_path):
     """split.json, the generator's meta, manifest.json and the expanded list hold relative paths: a tree moved
     elsewhere (train on a cluster, evaluate on a laptop) still reads as one chain."""
     import shutil
+
     from CDTG.manifest import read_manifest
     from data import split as data_split
     tree = tmp_path / "here"
@@ -265,6 +272,7 @@ def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split,
     names = read_classes(synth_root)["names"]
     clf_path = random_classifier_file(tmp_path, names)
     import open_clip
+
     from common.clip import checkpoint_dict, register_model_config
     cfg = {"embed_dim": 16,
            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},

@@ -5,9 +5,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from CDTG.ops import (Blur, ConstantInput, Downsample, EqualConv2d, EqualLinear, FusedLeakyReLU,
-                      HaarTransform, InverseHaarTransform, ModulatedConv2d, NoiseInjection, PixelNorm,
-                      Upsample, fused_leaky_relu, make_kernel, minibatch_stddev, upfirdn2d)
+from CDTG.ops import (
+    Blur,
+    ConstantInput,
+    Downsample,
+    EqualConv2d,
+    EqualLinear,
+    FusedLeakyReLU,
+    HaarTransform,
+    InverseHaarTransform,
+    ModulatedConv2d,
+    NoiseInjection,
+    PixelNorm,
+    Upsample,
+    fused_leaky_relu,
+    make_kernel,
+    minibatch_stddev,
+    upfirdn2d,
+)
 
 
 def reference_upfirdn2d(x, kernel, up, down, pad):
@@ -287,7 +302,7 @@ def test_upsampling_layers_equal_zero_insertion_within_1e6_in_float32(layer):
         ours, ref = up, lambda t: zero_inserted_upfirdn2d(t, k, 2, 1, up.pad)
     else:  # ToRGB's skip path
         x = torch.randn(2, 12, 8, 8)
-        ours = lambda t: dwt(up(iwt(t)))  # noqa: E731
+        ours = lambda t: dwt(up(iwt(t)))
 
         def ref(t):
             bands = t.chunk(4, 1)

@@ -2,7 +2,8 @@ import argparse
 
 import pytest
 
-from common.config import add_config_arg, resolve_args as parse_args
+from common.config import add_config_arg
+from common.config import resolve_args as parse_args
 from common.errors import UserError
 
 

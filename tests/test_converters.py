@@ -9,8 +9,8 @@ import sys
 import pytest
 from PIL import Image, ImageDraw
 
-from data.chips import CLIPPED, DEGENERATE, OUTSIDE, clip_box
 from common.config import parse_args
+from data.chips import CLIPPED, DEGENERATE, OUTSIDE, clip_box
 from data.dior import prepare as dior
 from data.dota import prepare as dota
 from data.fgsc23 import prepare as fgsc23

@@ -8,10 +8,23 @@ import torch
 import torch.nn.functional as F
 
 from common.clip import quiet_open_clip, register_model_config
-from DSVA.evaluate import (calibrated_stacking, gzsl_predict, harmonic_mean, per_class_mean_accuracy, zsl_gzsl,
-                           zsl_predict)
+from DSVA.evaluate import (
+    calibrated_stacking,
+    gzsl_predict,
+    harmonic_mean,
+    per_class_mean_accuracy,
+    zsl_gzsl,
+    zsl_predict,
+)
 from DSVA.losses import LossWeights, attention_concentration, class_ce, dsva_loss, group_lasso
-from DSVA.model import DSVA, TokenEncoder, build_visual, describe_visual, largest_component_box, proposal_crops
+from DSVA.model import (
+    DSVA,
+    TokenEncoder,
+    build_visual,
+    describe_visual,
+    largest_component_box,
+    proposal_crops,
+)
 
 NAME = "dsva-test-vit"
 CFG = {"embed_dim": 16,

@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from common.errors import UserError
 from CDTG import generator_file
+from common.errors import UserError
 
 
 def meta(data_root, tail_model):

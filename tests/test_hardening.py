@@ -21,7 +21,6 @@ from common.split import load_split
 from common.training import add_fit_args, add_image_args
 from conftest import assert_one_line_error, run_main, run_script
 
-
 # ------------------------------------------------------------------ 1: YAML values parsed as flags are
 
 def stage_parser():
@@ -324,11 +323,10 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, capsys):
 
 def test_ctrl_c_while_saving_waits_for_the_file(tmp_path):
     path = tmp_path / "ckpt_last.pt"
-    with pytest.raises(KeyboardInterrupt):
-        with errors.deferred_interrupt():
-            os.kill(os.getpid(), signal.SIGINT)
-            checkpoint.atomic_save({"epoch": 3}, str(path))  # nested: the inner block defers it too
-            saved = True
+    with pytest.raises(KeyboardInterrupt), errors.deferred_interrupt():
+        os.kill(os.getpid(), signal.SIGINT)
+        checkpoint.atomic_save({"epoch": 3}, str(path))  # nested: the inner block defers it too
+        saved = True
     assert saved and checkpoint.load(str(path))["epoch"] == 3 and os.listdir(tmp_path) == ["ckpt_last.pt"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

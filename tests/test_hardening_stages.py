@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from common import backbones, clip as clip_lib
+from common import backbones
+from common import clip as clip_lib
 from common.config import parse_args
 from common.errors import UserError
 from conftest import assert_one_line_error, run_main, run_script, tree

@@ -7,15 +7,15 @@ import os
 import pytest
 import torch
 
-from common.backbones import build_feature_resnet
-from common.config import resolve_args
-from common.errors import UserError
-from conftest import assert_one_line_error, run_script
 from CDTG import generator_file, original
 from CDTG import train as cdtg_train
 from CDTG.conditioning import FeatureProjection
 from CDTG.model import build_models
+from common.backbones import build_feature_resnet
+from common.config import resolve_args
+from common.errors import UserError
 from common.part_model import part_meta, save_part_model
+from conftest import assert_one_line_error, run_script
 from upstream_files import cdtg_args, manifest, reference, write_original
 
 TOL = 1e-4

@@ -17,12 +17,12 @@ from common.backbones import build_classifier, load_classifier
 from common.errors import UserError
 from common.layout import write_layout
 from common.original_weights import recognise
+from common.part_model import load_part_model
 from conftest import REPO, assert_one_line_error
 from data.split import make_split
 from DSVA.evaluate import zsl_gzsl
 from DSVA.model import from_original
 from KMDN import test as kmdn_test
-from common.part_model import load_part_model
 from upstream_files import reference, state_dict_of, write_original
 
 # DIOR's class ids in the original's head and tail order (split.json of data/split.py at 40 %)

@@ -2,7 +2,6 @@
 interrupted anywhere is done again and equals an uninterrupted one; a finished one is left as it is; out of GPU
 memory is one line naming the stage, the batch size and the flag, the checkpoint stays intact, and doing what
 the line says finishes the job."""
-import os
 
 import pytest
 import torch

@@ -43,7 +43,7 @@ def readme_block(title: str) -> tuple:
     with open(os.path.join(REPO, "README.md")) as f:
         text = f.read()
     start = re.search(rf"\n#+ {re.escape(title)}\n", text).end()
-    block = re.search(r"```bash\n(.*?)```", text[start:], re.S).group(1)
+    block = re.search(r"```bash\n(.*?)```", text[start:], re.DOTALL).group(1)
     env, commands = {}, []
     for line in block.splitlines():
         line = line.split(" #")[0].strip()
@@ -240,7 +240,7 @@ def rssdivcs_release(root, split: str) -> None:
     test_unseen = [i + 1 for i in range(len(paths)) if labels[i] == 4]
     scipy.io.savemat(root / "files" / f"{split}_images.mat",
                      {"image_files": cell(paths), "labels": np.array(labels)[:, None]})
-    col = lambda v: np.array(v)[:, None]  # noqa: E731
+    col = lambda v: np.array(v)[:, None]
     scipy.io.savemat(root / "files" / f"ann_attr_finetune_{split}_splits.mat", {
         "train_zsl_loc_0": col(train), "train_gzsl_loc_0": col(train), "test_seen_loc_0": col(test_seen),
         "test_unseen_loc_0": col(test_unseen), "allclasses_names": cell(names),

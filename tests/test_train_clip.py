@@ -14,10 +14,23 @@ from common.config import parse_args
 from common.errors import UserError
 from common.layout import write_layout
 from data.synthetic import train_clip
-from data.synthetic.clip_model import (MODEL_NAME, build_model, class_attribute_dicts, class_prompt,
-                                       described_class_prompt, make_caption, model_config)
-from data.synthetic.render import (ATTRIBUTE_GROUPS, CATALOG, attribute_names, attribute_prompt,
-                                   class_attribute_matrix, render)
+from data.synthetic.clip_model import (
+    MODEL_NAME,
+    build_model,
+    class_attribute_dicts,
+    class_prompt,
+    described_class_prompt,
+    make_caption,
+    model_config,
+)
+from data.synthetic.render import (
+    ATTRIBUTE_GROUPS,
+    CATALOG,
+    attribute_names,
+    attribute_prompt,
+    class_attribute_matrix,
+    render,
+)
 
 SEEN, UNSEEN = [0, 1, 2, 4, 5, 7], [3, 6, 8, 9]
 

@@ -11,13 +11,13 @@ import open_clip
 import pytest
 import torch
 
-from common.backbones import build_feature_resnet
-from common.clip import _bundle, encode_text_prompts, hf_to_open_clip, quiet_open_clip
-from common.distributed import setup
 from CDTG import losses
 from CDTG.conditioning import FeatureProjection, TailClassifier
 from CDTG.model import Discriminator, Generator
 from CDTG.trainer import CDTGTrainer, Draws, StepConfig, round_to_half
+from common.backbones import build_feature_resnet
+from common.clip import _bundle, encode_text_prompts, hf_to_open_clip, quiet_open_clip
+from common.distributed import setup
 from DSVA.losses import LossWeights, attention_concentration, class_ce, dsva_loss, group_lasso
 from DSVA.model import DSVA
 from upstream_files import reference, regen, state_dict_of
@@ -27,7 +27,7 @@ CDTG_MANIFEST = "cdtg_200000_size32.json"
 CLIP_NAMES = ["baseball field", "ship", "storage tank", "tennis court", "vehicle", "windmill", "airport",
               "basketball court", "bridge", "dam", "expressway-toll-station", "overpass"]
 STEP_KEYS = ["d_after_step1", "d_after_step2", "g_after_step1", "g_after_step2", "g_ema_after_accumulate"]
-DSVA_GROUPS = {"functions": range(0, 40), "materials": range(40, 70), "surface_properties": range(70, 98)}
+DSVA_GROUPS = {"functions": range(40), "materials": range(40, 70), "surface_properties": range(70, 98)}
 
 pytestmark = pytest.mark.slow  # rebuilds the original's seeded networks: tens of seconds per test
 

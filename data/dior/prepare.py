@@ -20,9 +20,9 @@ import xml.etree.ElementTree as ET
 
 from tqdm import tqdm
 
-from data.chips import ChipSet, prepare_out, require_dir, require_file
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
+from data.chips import ChipSet, prepare_out, require_dir, require_file
 
 DATASET = "DIOR"
 XML_NAMES = ("airplane", "airport", "baseballfield", "basketballcourt", "bridge", "chimney", "dam",

@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
-from data.chips import ChipSet, polygon_box, prepare_out, require_dir, require_file, scan_folder
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
+from data.chips import ChipSet, polygon_box, prepare_out, require_dir, require_file, scan_folder
 
 DATASET = "DOTA"
 CLASS_NAMES = sorted(["plane", "ship", "storage-tank", "baseball-diamond", "tennis-court", "basketball-court",

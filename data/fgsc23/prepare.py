@@ -20,10 +20,10 @@ import re
 
 from tqdm import tqdm
 
-from data.chips import ChipSet, prepare_out, require_dir, scan_folder
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import SPLITS
+from data.chips import ChipSet, prepare_out, require_dir, scan_folder
 
 DATASET = "FGSC23"
 CLASS_FOLDER = re.compile(r"(\d+)(?:[-_](.*))?")

@@ -16,8 +16,15 @@ from tqdm import tqdm
 
 from common.errors import UserError, cli
 from common.layout import write_layout
-from data.synthetic.render import (ATTRIBUTE_GROUPS, CATALOG, attribute_names, attribute_prompt, caption,
-                                   class_attribute_matrix, render)
+from data.synthetic.render import (
+    ATTRIBUTE_GROUPS,
+    CATALOG,
+    attribute_names,
+    attribute_prompt,
+    caption,
+    class_attribute_matrix,
+    render,
+)
 
 # zero-shot splits named like the paper's files (61 = 60 seen / 10 unseen of 70, ...): seen fraction of classes
 ZSL_SPLITS = {"61": 6 / 7, "52": 5 / 7, "43": 4 / 7}
@@ -93,8 +100,7 @@ def main(args):
              "image_size": args.size, "seed": args.seed}
     write_layout(args.output_dir, "SYNTH", names, entries, extra)
     with open(os.path.join(args.output_dir, "captions.jsonl"), "w") as f:
-        for row in captions:
-            f.write(json.dumps(row) + "\n")
+        f.writelines(json.dumps(row) + "\n" for row in captions)
     print(f"wrote {len(entries['train'])} train and {len(entries['test'])} test images of {args.classes} classes "
           f"to {args.output_dir}")
     for cid in np.argsort(-np.array(train_counts), kind="stable"):

@@ -29,8 +29,15 @@ from common.clip import checkpoint_dict, read_checkpoint
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes, read_list
-from data.synthetic.clip_model import (MODEL_NAME, build_model, class_attribute_dicts, class_prompt,
-                                       described_class_prompt, make_caption, model_config)
+from data.synthetic.clip_model import (
+    MODEL_NAME,
+    build_model,
+    class_attribute_dicts,
+    class_prompt,
+    described_class_prompt,
+    make_caption,
+    model_config,
+)
 from data.synthetic.render import attribute_prompt
 
 
