@@ -128,7 +128,7 @@ class _AdjointFIR(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         kernel, = ctx.saved_tensors
-        up, down, (x0, x1, y0, y1), raw, h, w = ctx.shape
+        up, down, (x0, _x1, y0, _y1), raw, h, w = ctx.shape
         kh, kw = kernel.shape
         out_h, out_w = grad.shape[2:]
         adjoint_pad = (kw - 1 - x0, w * up - out_w * down + x0, kh - 1 - y0, h * up - out_h * down + y0)
@@ -139,7 +139,7 @@ class _AdjointFIR(torch.autograd.Function):
 def _rank_one_factors(kernel: torch.Tensor):
     """(column, row) with kernel = column[:, None] * row[None, :] for a rank-1 kernel, read off the row and the
     column of its largest tap (no host synchronisation)."""
-    kh, kw = kernel.shape
+    _kh, kw = kernel.shape
     peak = kernel.abs().flatten().argmax()
     col = kernel.index_select(1, peak % kw).squeeze(1)
     row = kernel.index_select(0, peak // kw).squeeze(0) / kernel.flatten()[peak]

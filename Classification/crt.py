@@ -108,7 +108,7 @@ def main(args):
     args.img_size = args.img_size or ck.get("img_size") or 224
     args.norm = args.norm or ck.get("norm") or "half"
     root = args.data_root
-    kw = dict(num_classes=len(names), on_corrupt=args.on_corrupt)
+    kw = {"num_classes": len(names), "on_corrupt": args.on_corrupt}
     train_set = ImageList(os.path.join(root, "train"), args.train_list or [anno_path(root, "train")],
                           classification(args.img_size, True, args.norm, args.hflip), **kw)
     test_set = ImageList(os.path.join(root, "test"), [args.test_list or anno_path(root, "test")],

@@ -18,7 +18,7 @@ def normalisation(norm: str, clip_mean, clip_std) -> tuple:
 def dsva_transform(size: int, train: bool, mean, std):
     """Upstream's 'normal' transforms scaled to the backbone's input: shorter side to size*256/224, then a random
     crop and horizontal flip (train) or a centre crop (test)."""
-    steps = [T.Resize(int(round(size * 256 / 224)))]
+    steps = [T.Resize(round(size * 256 / 224))]
     steps += [T.RandomCrop(size), T.RandomHorizontalFlip(0.5)] if train else [T.CenterCrop(size)]
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
 

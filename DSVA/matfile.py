@@ -15,7 +15,7 @@ def read_mat(path: str, what: str) -> dict:
         raise UserError("reading .mat files needs scipy; pip install scipy") from None
     try:
         return scipy.io.loadmat(path)
-    except Exception as e:  # scipy raises ValueError/MatReadError/OSError for foreign files
+    except Exception as e:  # noqa: BLE001  scipy raises ValueError/MatReadError/OSError for foreign files
         raise UserError(f"{what} {path} could not be read as a MATLAB file ({type(e).__name__})") from None
 
 

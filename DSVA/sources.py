@@ -309,7 +309,7 @@ def load_folders(root: str, split_file: str, test_fraction: float, seed: int = 0
             raise UserError(f"class folder {os.path.join(root, names[c])} has {len(own)} images; a seen class "
                             f"needs at least 2 (train and test)")
         order = rng.permutation(len(own))
-        n_test = min(len(own) - 1, max(1, int(round(test_fraction * len(own)))))
+        n_test = min(len(own) - 1, max(1, round(test_fraction * len(own))))
         test_seen += [own[i] for i in sorted(order[:n_test])]
         train += [own[i] for i in sorted(order[n_test:])]
     test_unseen = [it for it in items if it[1] in set(unseen)]
@@ -364,7 +364,7 @@ def carve_validation(train: list, seen: list, val_classes: int, val_fraction: fl
     new_train, val_seen = [], []
     for c in kept:
         own = [it for it in train if it[1] == c]
-        n_val = int(round(val_fraction * len(own))) if len(own) > 1 else 0
+        n_val = round(val_fraction * len(own)) if len(own) > 1 else 0
         order = rng.permutation(len(own))
         val_seen += [own[i] for i in sorted(order[:n_val])]
         new_train += [own[i] for i in sorted(order[n_val:])]

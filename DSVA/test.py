@@ -127,8 +127,8 @@ def main(args):
     os.makedirs(out, exist_ok=True)
     res = {"weights": os.path.abspath(args.weights), "epoch": ck.get("epoch"), "dataset": data.dataset,
            "branch": branch, "gamma": gamma, "figures": figures, **figures[branch], "settings": settings}
-    lines = [f"## DSVA {os.path.basename(args.weights)} (epoch {ck.get('epoch')}) on {data.dataset}, "
-             f"{len(data.seen)} seen / {len(data.unseen)} unseen classes, gamma {gamma:g}", "",
+    lines = [(f"## DSVA {os.path.basename(args.weights)} (epoch {ck.get('epoch')}) on {data.dataset}, "
+              f"{len(data.seen)} seen / {len(data.unseen)} unseen classes, gamma {gamma:g}"), "",
              "| branch | ZSL acc | GZSL U | GZSL S | GZSL H |", "|---|---|---|---|---|"]
     for b, f in figures.items():
         lines.append(f"| {b}{' (headline)' if b == branch else ''} | {pct(f['zsl'])} | {pct(f['u'])} | "

@@ -79,7 +79,7 @@ class Runner:
             shutil.rmtree(job.folder)  # a partial output of an interrupted run; the benchmark owns this folder
         try:
             cmd = [str(c) for c in (job.cmd() if callable(job.cmd) else job.cmd)]
-        except Exception as e:  # e.g. a tuning result that cannot be read: this run fails, the others go on
+        except Exception as e:  # noqa: BLE001  e.g. a tuning result that cannot be read: this run fails, the others go on
             return f"its command could not be made: {e}", f"failed: {job.label} ({e})"
         if job.resumable:
             cmd.append("--resume" if os.path.isfile(os.path.join(job.folder, "ckpt_last.pt")) else "--overwrite")
@@ -88,7 +88,8 @@ class Runner:
         with open(log, "w") as f:
             f.write(" ".join(shlex.quote(str(c)) for c in cmd) + "\n")
             f.flush()
-            rc = subprocess.run(cmd, cwd=REPO, env=self.env, stdout=f, stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(cmd, cwd=REPO, env=self.env, stdout=f, stderr=subprocess.STDOUT,
+                                check=False).returncode
         if rc != 0 or not job.done:
             return log, f"failed: {job.label} (exit {rc}; log {log})"
         return None
@@ -164,7 +165,7 @@ class Runner:
                     held.future = None
                     try:
                         failure = future.result()
-                    except Exception as e:  # not the run's own failure (e.g. its log cannot be written)
+                    except Exception as e:  # noqa: BLE001  not the run's own failure (e.g. its log cannot be written)
                         failure = f"error: {e}", f"failed: {held.chain[held.pos].label} ({e})"
                     self.ended(held, failure)
         self.bar.close()

@@ -46,7 +46,7 @@ class Check:
         t0 = time.monotonic()
         try:
             proc = subprocess.run([PY, *args], cwd=REPO, env=self.env, capture_output=True, text=True,
-                                  timeout=timeout)
+                                  timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             return f"timed out after {timeout:.0f} s", time.monotonic() - t0, [], ""
         seconds = time.monotonic() - t0

@@ -54,8 +54,8 @@ def longtail_section(rows: list, methods: list, columns: list, groups: dict, tra
     sizes = ", ".join(f"{g} {len(ids)} classes" for g, ids in groups.items())
     title = f", protocol {protocol}" if protocol else ""
     lines = [f"## Long-tail classification{title} (test set; mean ± std over seeds, %)", "",
-             f"Groups by train images: many > 100, medium 20-100, few < 20 ({sizes}); head/tail from split.json. "
-             f"Train counts: {min(train_counts)}-{max(train_counts)}.", "", head, sep]
+             (f"Groups by train images: many > 100, medium 20-100, few < 20 ({sizes}); head/tail from split.json. "
+              f"Train counts: {min(train_counts)}-{max(train_counts)}."), "", head, sep]
     for m in methods:
         rs = [r for r in rows if r["method"] == m]
         if rs:
@@ -135,8 +135,8 @@ def kmdn_section(rows: list) -> list:
     with_d = {r["seed"]: r for r in rows if r["method"] == "distill"}
     without = {r["seed"]: r for r in rows if r["method"] == "distill_alpha0"}
     lines = ["", "## KMDN: distillation against its alpha = 0 control (same stage-1 models and schedule; %)", "",
-             "| model, own classes' test images | seeds | stage 1 | alpha = 0 (no distillation) | distilled | "
-             "distilled − alpha 0 |", "|---|---|---|---|---|---|"]
+             ("| model, own classes' test images | seeds | stage 1 | alpha = 0 (no distillation) | distilled | "
+              "distilled − alpha 0 |"), "|---|---|---|---|---|---|"]
     seeds = sorted(set(with_d) & set(without))
     if not seeds:
         return []
@@ -157,17 +157,17 @@ def cdtg_section(rows: list) -> list:
     q = rows[0]
     pct = lambda key: "-" if q.get(key) is None else f"{100 * q[key]:.1f}"
     num = lambda key: "-" if q.get(key) is None else f"{q[key]:.2f}"
-    return ["", f"## CDTG: the generated tail images behind TGN (one generator, from seed {q['seed']}'s distilled "
-                f"tail model; mean over tail classes)", "",
+    return ["", (f"## CDTG: the generated tail images behind TGN (one generator, from seed {q['seed']}'s distilled "
+                 f"tail model; mean over tail classes)"), "",
             "| share assigned to their class by | generated | real tail images |", "|---|---|---|",
             f"| the distilled tail model | {pct('tail_model_consistency')} | {pct('real_tail_model_consistency')} |",
-            f"| the independent CE classifier | {pct('classifier_consistency')} | "
-            f"{pct('real_classifier_consistency')} |",
+            (f"| the independent CE classifier | {pct('classifier_consistency')} | "
+             f"{pct('real_classifier_consistency')} |"),
             f"| CLIP (tail-class prompts) | {pct('clip_consistency')} | {pct('real_clip_consistency')} |", "",
-            f"Feature diversity (CE classifier's features) {num('feature_diversity')} against "
-            f"{num('real_feature_diversity')} for real images; FID_cls {num('fid')} (per class), pooled "
-            f"{num('pooled_fid')}. Details: {os.path.join(q['folder'], 'quality.md')}; the curves during training: "
-            f"{os.path.join(os.path.dirname(q['folder']), 'cdtg_train', 'quality.png')}."]
+            (f"Feature diversity (CE classifier's features) {num('feature_diversity')} against "
+             f"{num('real_feature_diversity')} for real images; FID_cls {num('fid')} (per class), pooled "
+             f"{num('pooled_fid')}. Details: {os.path.join(q['folder'], 'quality.md')}; the curves during training: "
+             f"{os.path.join(os.path.dirname(q['folder']), 'cdtg_train', 'quality.png')}.")]
 
 
 def dsva_section(rows: list, split: str) -> list:
@@ -264,9 +264,9 @@ def write_report(args, chains: list, split: dict) -> str:
     lines = [f"# Benchmark on {split['dataset']} (seeds {' '.join(map(str, args.seeds))})", ""]
     if args.val_list:
         n_val, n_train = len(read_list(args.val_list)), len(read_list(args.lt_train_list))
-        lines += [f"Validation: {n_val} training images held out ({args.val_fraction:g} of each class, at "
-                  f"least 1, at most {args.val_max}, one kept for training; {args.val_list}); the classifiers "
-                  f"train on the other {n_train}.", ""]
+        lines += [(f"Validation: {n_val} training images held out ({args.val_fraction:g} of each class, at "
+                   f"least 1, at most {args.val_max}, one kept for training; {args.val_list}); the classifiers "
+                   f"train on the other {n_train}."), ""]
     for i, protocol in enumerate(args.protocols):
         rs = [r for r in lt if r["protocol"] == protocol]
         if rs:

@@ -130,8 +130,8 @@ def run(batch: int = 4, channels: int = 64, size: int = 64, repeats: int = 5, se
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| op | input | fwd ms ours / ref (ratio) | bwd ms ours / ref (ratio) | max abs diff fwd / bwd "
-             "(largest ref value fwd / bwd) |", "|---|---|---|---|---|"]
+    lines = [("| op | input | fwd ms ours / ref (ratio) | bwd ms ours / ref (ratio) | max abs diff fwd / bwd "
+              "(largest ref value fwd / bwd) |"), "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['op']} | {'x'.join(map(str, r['shape']))} | "
                      f"{r['ours_fwd_ms']:.2f} / {r['ref_fwd_ms']:.2f} ({r['ratio_fwd']:.2f}) | "

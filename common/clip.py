@@ -290,7 +290,7 @@ def _read_weights(path: str) -> dict:
                             f"install it or convert the file to a PyTorch .bin") from None
         try:
             return load_safetensors(path, device="cpu")
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  any failure to read a foreign file is this one line
             raise UserError(f"CLIP weights {path} could not be read ({type(e).__name__})") from None
     return load_file(path, "CLIP checkpoint")
 

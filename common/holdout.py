@@ -19,7 +19,7 @@ def carve(items: list, fraction: float = 0.2, max_per_class: int = 20, seed: int
     held = set()
     for c in np.unique(labels):
         ix = np.flatnonzero(labels == c)
-        k = min(max(1, int(round(fraction * len(ix)))), max_per_class, len(ix) - 1)
+        k = min(max(1, round(fraction * len(ix))), max_per_class, len(ix) - 1)
         held.update(rng.permutation(ix)[:k].tolist())
     return ([it for i, it in enumerate(items) if i not in held],
             [it for i, it in enumerate(items) if i in held])

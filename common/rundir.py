@@ -54,9 +54,10 @@ def seed_everything(seed: int) -> None:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5,
+                             check=False)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True,
-                               timeout=5).stdout.strip()
+                               timeout=5, check=False).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -189,7 +190,7 @@ def lock(folder: str) -> None:
         if _held_lock[0] == key:
             return
         release()  # this process starts another run (in-process callers such as tests)
-    f = open(os.path.join(folder, LOCK_FILE), "a")
+    f = open(os.path.join(folder, LOCK_FILE), "a")  # noqa: SIM115  held open: the lock lives as long as the file
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -64,16 +64,16 @@ def clip_zero_shot_row(report: dict | None) -> list:
     z = report["zero_shot"]["name"]
     u, s = z["unseen_among_all"], z["seen_among_all"]
     h = 2 * u * s / (u + s) if u + s else 0.0
-    return [f"| plain CLIP zero-shot, same model (no calibration) | {pct(z['unseen_among_unseen'])} | {pct(u)} | "
-            f"{pct(s)} | {pct(h)} |"]
+    return [(f"| plain CLIP zero-shot, same model (no calibration) | {pct(z['unseen_among_unseen'])} | {pct(u)} | "
+             f"{pct(s)} | {pct(h)} |")]
 
 
 def dsva_section(out: str) -> list:
     r = read_json_if_present(os.path.join(out, "dsva", "results.json"))
     if not r:
         return []
-    lines = ["", f"## DSVA: zero-shot on split {r['split']} ({len(r['seen'])} seen / {len(r['unseen'])} unseen "
-             f"classes, chance {100 / len(r['unseen']):.1f} %)", "",
+    lines = ["", (f"## DSVA: zero-shot on split {r['split']} ({len(r['seen'])} seen / {len(r['unseen'])} unseen "
+                  f"classes, chance {100 / len(r['unseen']):.1f} %)"), "",
              "| method | ZSL acc | GZSL U | GZSL S | GZSL H |", "|---|---|---|---|---|"]
     for key, label in (("last", "DSVA, last epoch (epochs and gamma chosen on validation classes)"),
                        ("best_test", "DSVA, best epoch on test (upstream's selection)")):

@@ -3,6 +3,7 @@ import hashlib
 import io
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ def tree(path) -> dict:
     for folder, _, files in os.walk(path):
         for f in files:
             full = os.path.join(folder, f)
-            found[os.path.relpath(full, path)] = hashlib.sha1(open(full, "rb").read()).hexdigest()
+            found[os.path.relpath(full, path)] = hashlib.sha1(pathlib.Path(full).read_bytes()).hexdigest()
     return found
 
 
@@ -39,7 +40,7 @@ def run_script(*args, check=True, env=None, timeout=600):
     """Run a repository script with this interpreter; returns the CompletedProcess."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

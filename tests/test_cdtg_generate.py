@@ -1,6 +1,7 @@
 """CDTG generation, the expanded training list, and the generation-quality measures."""
 import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ def generated(generator_file, split, tmp_path_factory):
 
 
 def test_generation_writes_n_images_per_class_and_a_manifest(generated, split):
-    manifest = json.load(open(generated / "manifest.json"))
+    manifest = json.loads((generated / "manifest.json").read_text())
     want = [split["tail"][0], split["tail"][-1]]
     assert [e["class_id"] for e in manifest["classes"]] == want
     assert [e["tail_label"] for e in manifest["classes"]] == [0, len(split["tail"]) - 1]
@@ -116,7 +117,7 @@ def test_expand_maps_tail_labels_back_to_original_ids(generated, synth_root, spl
     out = tmp_path / "expanded.txt"
     call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out)])
     rows = read_list(str(out), len(split["names"]))
-    manifest = json.load(open(generated / "manifest.json"))
+    manifest = json.loads((generated / "manifest.json").read_text())
     assert len(rows) == 14
     for entry in manifest["classes"]:
         assert entry["class_id"] == split["tail"][entry["tail_label"]]
@@ -149,7 +150,7 @@ def test_the_chain_survives_moving_runs_and_data_together(synth_root, tmp_path):
     data, runs = tree / "data", tree / "runs"
     shutil.copytree(synth_root, data)
     call(data_split, "split", ["--data-root", str(data), "--head-percent", "40", "--overwrite"])
-    split = json.load(open(data / "split.json"))
+    split = json.loads((data / "split.json").read_text())
     assert split["root"] == "."
     torch.manual_seed(0)
     model = build_feature_resnet("resnet18", len(split["tail"]), "none", verbose=False)
@@ -162,7 +163,7 @@ def test_the_chain_survives_moving_runs_and_data_together(synth_root, tmp_path):
     assert meta["tail_model"] == os.path.join("..", "kmdn", "tail_model.pt")
     gen(str(runs / "train" / "generator.pt"), runs / "gen", "--n-per-class", "2", "--per-real", "2", "--classes",
         str(split["tail"][0]))
-    stored = json.load(open(runs / "gen" / "manifest.json"))
+    stored = json.loads((runs / "gen" / "manifest.json").read_text())
     assert stored["data_root"] == os.path.join("..", "..", "data") and "clip" in stored
     assert stored["checkpoint"] == os.path.join("..", "train", "generator.pt")
     call(expand, "cdtg_expand", ["--generated", str(runs / "gen"), "--out", str(runs / "expanded_train.txt")])
@@ -176,7 +177,7 @@ def test_the_chain_survives_moving_runs_and_data_together(synth_root, tmp_path):
     listed = ImageList(str(data / "train"), [str(runs / "expanded_train.txt")], num_classes=len(split["names"]))
     assert len(listed) == 2 and all(p.startswith(str(runs / "gen")) for p, _ in listed.samples)
     gen(str(runs / "train" / "generator.pt"), runs / "gen2", "--n-per-class", "1", "--classes", str(split["tail"][0]))
-    assert json.load(open(runs / "gen2" / "manifest.json"))["data_root"] == os.path.join("..", "..", "data")
+    assert json.loads((runs / "gen2" / "manifest.json").read_text())["data_root"] == os.path.join("..", "..", "data")
     # files written before hold absolute paths: they are read as they are
     old = {**stored, "data_root": str(data), "checkpoint": str(runs / "train" / "generator.pt")}
     (runs / "gen" / "manifest.json").write_text(json.dumps(old))
@@ -187,7 +188,7 @@ def test_expand_refuses_an_incomplete_folder(generated, tmp_path):
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(generated, copy)
-    first = sorted(p for p in copy.iterdir() if p.is_dir())[0]
+    first = min(p for p in copy.iterdir() if p.is_dir())
     (first / "00003.jpg").unlink()
     with pytest.raises(UserError, match="removed or added after the generation finished"):
         expand.expand([str(copy)])
@@ -282,7 +283,7 @@ def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split,
     call(evaluate, "cdtg_evaluate", ["--generated", str(folder), "--classifier", str(clf_path), "--workers", "0",
                                      "--device", "cpu", "--kid-subsets", "5", "--clip-model", "cdtg-eval-clip",
                                      "--clip-pretrained", str(tmp_path / "clip.pt")])
-    res = json.load(open(folder / "quality.json"))
+    res = json.loads((folder / "quality.json").read_text())
     assert [c["class_id"] for c in res["per_class"]] == [split["tail"][0], split["tail"][-1]]
     for c in res["per_class"]:
         assert c["n_generated"] == 7 and c["n_real"] == split["train_counts"][c["class_id"]]
@@ -324,7 +325,7 @@ def read_folder(folder) -> dict:
             rel = os.path.relpath(os.path.join(dirpath, name), folder)
             if rel in ("args.yaml", "meta.json", ".lock"):
                 continue
-            files[rel] = open(os.path.join(dirpath, name), "rb").read()
+            files[rel] = pathlib.Path(dirpath, name).read_bytes()
     manifest = json.loads(files.pop("manifest.json"))
     manifest.pop("seconds")
     return {**files, "manifest.json": manifest}
@@ -504,11 +505,11 @@ def test_evaluate_inception_offline_then_with_a_stand_in(generated, synth_root, 
     proc = run_main(evaluate, "cdtg_evaluate", *argv)
     log, report = proc.stdout.split("Generation quality of")  # the console, then the printed quality.md
     said = [ln for ln in (log + proc.stderr).splitlines() if "Inception" in ln]
-    assert said == ["note: FID and KID (Inception) unavailable: torch-fidelity's InceptionV3 weights could "
-                    f"not be downloaded from {fe.URL_INCEPTION_V3} (URLError); pass that file as "
-                    "--inception-weights; FID_cls is reported instead"]
+    assert said == [("note: FID and KID (Inception) unavailable: torch-fidelity's InceptionV3 weights could "
+                     f"not be downloaded from {fe.URL_INCEPTION_V3} (URLError); pass that file as "
+                     "--inception-weights; FID_cls is reported instead")]
     assert "Traceback" not in proc.stderr
-    res = json.load(open(folder / "quality.json"))
+    res = json.loads((folder / "quality.json").read_text())
     assert res["inception"].startswith("unavailable: torch-fidelity's InceptionV3 weights could not be")
     assert all(c["fid"] >= 0 and "fid_inception" not in c for c in res["per_class"])
     assert "| FID (Inception)" not in report
@@ -516,7 +517,7 @@ def test_evaluate_inception_offline_then_with_a_stand_in(generated, synth_root, 
 
     monkeypatch.setattr(evaluate, "load_inception", lambda weights, device: (channel_means, None))
     run_main(evaluate, "cdtg_evaluate", *argv, "--overwrite")
-    res = json.load(open(folder / "quality.json"))
+    res = json.loads((folder / "quality.json").read_text())
     manifest = read_manifest(str(folder))
     train = read_list(anno_path(synth_root, "train"), len(names))
 

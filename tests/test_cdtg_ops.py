@@ -377,7 +377,7 @@ def test_fir_depthwise_and_adjoint_match_reference_on_a_full_kernel():
             torch.testing.assert_close(upfirdn2d(x, kernel, up, down, pad, impl=impl),
                                        upfirdn2d(x, kernel, up, down, pad, impl="reference"))
         small = x[:1, :1, :4, :3].clone().requires_grad_(True)
-        assert torch.autograd.gradgradcheck(lambda t: upfirdn2d(t, kernel, up, down, pad, impl="adjoint"), (small,))
+        assert torch.autograd.gradgradcheck(lambda t, up=up, down=down, pad=pad: upfirdn2d(t, kernel, up, down, pad, impl="adjoint"), (small,))
 
 
 def test_fir_implementation_switch_is_per_device_and_checked():
@@ -404,7 +404,7 @@ def test_modconv_shared_equals_grouped_to_second_order(mode):
     grad_out, weights = torch.randn(out_shape), torch.randn_like(x)
     results = {}
     for impl in ("grouped", "shared"):
-        results[impl] = first_and_second_order(lambda t: conv(t, style, impl=impl), x, grad_out, weights,
+        results[impl] = first_and_second_order(lambda t, impl=impl: conv(t, style, impl=impl), x, grad_out, weights,
                                                extra=(conv.weight, conv.modulation.weight, style))
     for a, b in zip(results["shared"], results["grouped"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

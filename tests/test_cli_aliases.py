@@ -1,6 +1,7 @@
 """Flag spellings: the original authors' (`--ckpt`) stay aliases of ours; this repository's own former spellings are
 gone and refused, on the command line and as YAML keys; the shared device / loader / output groups are declared
 the same way everywhere."""
+import argparse
 import importlib
 
 import pytest
@@ -120,7 +121,7 @@ def test_shared_groups_are_declared_alike(module):
     assert (device.default, device.choices) == SHARED["--device"]
     if "--workers" in actions:
         assert actions["--workers"].type("0") == 0
-        with pytest.raises(Exception):
+        with pytest.raises(argparse.ArgumentTypeError):
             actions["--workers"].type("-1")
     if "--on-corrupt" in actions:
         assert (actions["--on-corrupt"].default, actions["--on-corrupt"].choices) == ("skip", ["skip", "error"])

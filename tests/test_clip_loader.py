@@ -90,10 +90,10 @@ def hf_model():
     from transformers import CLIPConfig, CLIPModel
     config = CLIPConfig(
         projection_dim=32,
-        vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8, hidden_act="quick_gelu"),
-        text_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                         max_position_embeddings=32, vocab_size=49408, hidden_act="quick_gelu"))
+        vision_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
+                           "image_size": 32, "patch_size": 8, "hidden_act": "quick_gelu"},
+        text_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
+                         "max_position_embeddings": 32, "vocab_size": 49408, "hidden_act": "quick_gelu"})
     torch.manual_seed(2)
     model = CLIPModel(config).eval()
     with torch.no_grad():

@@ -1,4 +1,5 @@
 """The embedded data set, the processed layout readers, split.json, and their errors."""
+import itertools
 import json
 import os
 
@@ -19,7 +20,7 @@ def test_long_tail_counts_formula():
     counts = long_tail_counts(500, 100, 12)
     assert counts[0] == 500 and counts[-1] == 5
     assert counts[5] == round(500 * 100 ** (-5 / 11))
-    assert all(a > b for a, b in zip(counts, counts[1:]))
+    assert all(a > b for a, b in itertools.pairwise(counts))
 
 
 def test_synthetic_layout_and_metadata(synth_root, classes_json):

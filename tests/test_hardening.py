@@ -75,8 +75,8 @@ def test_yaml_values_get_the_flags_types(tmp_path):
 
 
 def test_flag_errors_and_binary_config_are_one_line(tmp_path, capsys):
-    for argv, fragment in ((["--data-root", "d", "--batch-size", "0"], "argument --batch-size: must be a positive "
-                                                                       "integer, got 0"),
+    for argv, fragment in ((["--data-root", "d", "--batch-size", "0"], ("argument --batch-size: must be a positive "
+                                                                        "integer, got 0")),
                            (["--data-root", "d", "--epochs", "0"], "argument --epochs: must be a positive integer"),
                            (["--config", str(tmp_path / "b.yaml")], "is not UTF-8 text")):
         (tmp_path / "b.yaml").write_bytes(b"\xff\xfe\x00binary")
@@ -175,8 +175,8 @@ def test_trust_checkpoint_flag_allows_full_pickle(tmp_path):
 # ------------------------------------------------------------------ 3, 5, 8: the run folder
 
 def run_args(out, **kw):
-    base = dict(stage="t", name="n", output_dir=str(out), seed=0, resume=False, overwrite=False, lr=1e-3,
-                batch_size=32, workers=4, epochs=3, device="cpu", lr_drop_epochs=[2])
+    base = {"stage": "t", "name": "n", "output_dir": str(out), "seed": 0, "resume": False, "overwrite": False, "lr": 1e-3,
+                "batch_size": 32, "workers": 4, "epochs": 3, "device": "cpu", "lr_drop_epochs": [2]}
     return argparse.Namespace(**{**base, **kw})
 
 

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import sys
 import types
@@ -116,7 +117,7 @@ def test_converters_leave_nothing_at_out_on_failure_and_count_ignored_entries(tm
 
 def test_distill_finds_stage1_models_with_a_trailing_slash(synth_root, tmp_path):
     from KMDN import distill
-    split = json.loads(open(os.path.join(synth_root, "split.json")).read())
+    split = json.loads(pathlib.Path(synth_root, "split.json").read_text())
     args = types.SimpleNamespace(head_init=None, tail_init=None)
     with pytest.raises(UserError, match=f"stage-1 head model {tmp_path / 'x' / 'head' / 'model_final.pt'} does"):
         distill.load_stage1(args, split, str(tmp_path / "x" / "distill") + "/")
@@ -154,7 +155,7 @@ def test_imagenet_weights_are_v1_and_enum_names_are_accepted(monkeypatch):
 
 
 def fake_generated(folder, synth_root, class_id=2, n=3):
-    names = json.loads(open(os.path.join(synth_root, "classes.json")).read())["names"]
+    names = json.loads(pathlib.Path(synth_root, "classes.json").read_text())["names"]
     from CDTG.manifest import MANIFEST_FORMAT
     for i in range(n):
         jpeg(os.path.join(folder, str(class_id), f"{i:05d}.jpg"))
@@ -185,7 +186,7 @@ def test_expand_and_generate_input_checks(synth_root, tmp_path):
     proc = call(expand, "cdtg_expand", "--generated", gen, "--out", tmp_path / "other.txt")
     assert_one_line_error(proc, f"manifest {gen / 'manifest.json'} is not valid JSON")
 
-    names = json.loads(open(os.path.join(synth_root, "classes.json")).read())["names"]
+    names = json.loads(pathlib.Path(synth_root, "classes.json").read_text())["names"]
     ckpt = tmp_path / "generator.pt"
     torch.save({"g_ema": {}, "P_ema": {}, "meta": {"format": "cdtg-generator-v1", "dataset": "SYNTH",
                                                    "data_root": synth_root, "classes": [2, 5],
@@ -275,7 +276,7 @@ def test_dsva_bad_values_and_attributes(synth_root, tmp_path):
     proc = call(train, "dsva", *common, "--ways", 20)
     assert_one_line_error(proc, "--ways 20 is more than the")
     assert_one_line_error(call(train, "dsva", *common, "--ways", 2, "--shots", 0), "--shots must be at least 1, got 0")
-    names = json.loads(open(os.path.join(synth_root, "classes.json")).read())["names"]
+    names = json.loads(pathlib.Path(synth_root, "classes.json").read_text())["names"]
     attributes = tmp_path / "attributes.json"
     matrix = np.random.default_rng(0).random((len(names), 4)).round(3).tolist()
     for doc, message in (

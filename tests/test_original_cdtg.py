@@ -103,7 +103,7 @@ def test_generator_of_200000_pt_draws_the_original_images(files, tail12_root, ca
 @pytest.mark.parametrize("kernel", ["1", "3"])
 def test_discriminator_of_200000_pt_matches_the_original(files, tail12_root, kernel, capsys):
     ref = reference("cdtg_size32_ref.pt")
-    g, d, g_ema = load_for_training(tail12_root, files["cdtg"], "--from-rgb-kernel", kernel)
+    _g, d, g_ema = load_for_training(tail12_root, files["cdtg"], "--from-rgb-kernel", kernel)
     out = capsys.readouterr().out
     assert "TGN's CDTG checkpoint" in out and "left at init (not in the file): P, P_ema\n" in out
     assert ("converted 1x1 -> 3x3 exactly" in out) == (kernel == "3")
@@ -198,7 +198,7 @@ def test_continue_original_restores_iteration_optimisers_and_ada_p(files, tail12
     cdtg_train.main.__wrapped__(args)
     ck = torch.load(out / "ckpt_last.pt", weights_only=False)
     assert ck["iteration"] == 200001
-    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in rows] == [200001]
     group = ck["g_optim"]["param_groups"][0]
     assert group["lr"] == pytest.approx(0.002 * 4 / 5) and group["betas"][1] == pytest.approx(0.99 ** 0.8)
@@ -227,7 +227,7 @@ def test_generate_cli_on_the_original_file(files, tail12_root, tail_model_file, 
                       tail_model_file, "--n-per-class", "2", "--per-real", "2", "--batch-size", "2", "--classes",
                       "0", "--workers", "1", "--device", "cpu", "--output-dir", str(out))
     assert "P is random (seed 0): the generator file holds none" in proc.stdout
-    manifest_ = json.load(open(out / "manifest.json"))
+    manifest_ = json.loads((out / "manifest.json").read_text())
     assert [(e["class_id"], e["count"]) for e in manifest_["classes"]] == [(0, 2)]
     assert sorted(os.listdir(out / "0")) == ["00000.jpg", "00001.jpg"]
 

@@ -123,7 +123,7 @@ def test_result_pth_through_test_py_from_inside_classification(originals, dior_r
     proc = subprocess.run([sys.executable, os.path.join(REPO, "Classification", "test.py"), "--weights",
                            "save_model/result.pth", "--data-root", os.path.relpath(dior_root, save.parent),
                            "--img-size", "32", "--workers", "0", "--device", "cpu"],
-                          cwd=save.parent, capture_output=True, text=True, env=env, timeout=600)
+                          cwd=save.parent, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "save_model/result.pth: recognised the original TGN classifier layout" in proc.stdout
     assert "resnet50, 20 classes; renamed 2 keys" in proc.stdout
@@ -140,7 +140,7 @@ def test_classifier_conversion_then_test_py(originals, dior_root, tmp_path, caps
     assert ck["arch"] == "resnet50" and ck["names"][0] == "class00" and ck["img_size"] == 224
     assert ck["norm"] == "half" and ck["dataset"] == "DIOR" and "fc.weight" in ck["model"]
     capsys.readouterr()
-    model, meta = load_classifier(str(out), 20)
+    model, _meta = load_classifier(str(out), 20)
     assert "recognised" not in capsys.readouterr().out  # our own format now
     with torch.no_grad(), threads_of("classification_ref.pt"):
         logits = model.eval()(seeded_input(5))

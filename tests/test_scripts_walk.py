@@ -5,6 +5,7 @@ import argparse
 import hashlib
 import json
 import os
+import pathlib
 import re
 import shlex
 import shutil
@@ -65,7 +66,7 @@ def walk(commands: list, env: dict, tmp_path, checks: dict) -> None:
     """Run each command with bash from the repository root; after each, checks[script](env) may assert files."""
     for command in commands:
         proc = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=600,
-                              env=env)
+                              env=env, check=False)
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         script = command.split()[1]
         if script in checks:
@@ -75,7 +76,7 @@ def walk(commands: list, env: dict, tmp_path, checks: dict) -> None:
 
 def base_env(tmp_path, **extra) -> dict:
     stamp = os.path.join(REPO, ".venv", ".installed-" + hashlib.sha1(b"".join(
-        open(os.path.join(REPO, f), "rb").read() for f in ("requirements.txt", "pyproject.toml"))).hexdigest()[:12])
+        pathlib.Path(REPO, f).read_bytes() for f in ("requirements.txt", "pyproject.toml"))).hexdigest()[:12])
     if not os.path.isfile(stamp):
         pytest.skip("scripts/env.sh would install .venv first (no stamp file); run scripts/test.sh once")
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "RUNS": str(tmp_path / "runs"), **extra}
@@ -203,12 +204,12 @@ def test_dior_walk_with_the_readme_commands(tmp_path, tiny_clip):
 def test_unaccepted_flag_is_refused_before_anything_runs(tmp_path):
     env = base_env(tmp_path, DATA_ROOT=str(tmp_path / "nowhere"))
     proc = subprocess.run(["bash", "scripts/03_kmdn.sh", "dior", "--epochs", "1", "--no-such-flag", "3"], cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     assert_one_line_error(proc, "no script of 03_kmdn.sh accepts --no-such-flag", "KMDN/distill.py")
     assert not (tmp_path / "runs").exists()
     # a stage of one script: its argparse refuses the flag, also the start of a longer one (--data of --data-root)
     proc = subprocess.run(["bash", "scripts/06_classify.sh", "dior", "baseline", "--data", "x"], cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     assert_one_line_error(proc, "unrecognized arguments: --data x", "--help")
     assert not (tmp_path / "runs").exists()
 
@@ -343,17 +344,17 @@ def test_interrupted_kmdn_script_is_finished_by_the_same_command(tmp_path, synth
     command = ["bash", "scripts/03_kmdn.sh", "synthetic", "--model", "resnet18", "--weights", "none", "--epochs",
                "2", "--img-size", "32", "--batch-size", "32", "--workers", "0", "--device", "cpu"]
     kmdn = tmp_path / "runs" / "kmdn" / "synthetic"
-    stopped = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
+    stopped = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
                              env={**env, "INTERRUPT_AT": "KMDN/train.py tail common.engine:train_one_epoch@2"})
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert stopped.stderr.strip().splitlines()[-1] == (f"interrupted; the last checkpoint is {kmdn}/tail/"
                                                        f"ckpt_last.pt: run the same command with --resume to continue")
     assert (kmdn / "head" / "model_final.pt").is_file() and not (kmdn / "tail" / "model_final.pt").exists()
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed from {kmdn}/tail/ckpt_last.pt at epoch 1" in again.stdout
     assert (kmdn / "distill" / "tail_model.pt").is_file() and (kmdn / "distill" / "test_tail_model" / "results.json"
                                                                ).is_file()
-    third = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    third = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env, check=False)
     assert third.returncode == 0, third.stderr[-3000:]
     assert third.stdout.count("is already finished with these settings; nothing to do") == 2

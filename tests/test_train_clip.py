@@ -99,7 +99,7 @@ def test_few_steps_lower_the_contrastive_loss(data_root):
 
 def test_unseen_classes_are_absent_from_training_pairs(data_root):
     info = info_of(data_root)
-    train_ids, seen, unseen = train_clip.training_classes(info, "43", all_classes=False)
+    train_ids, _seen, unseen = train_clip.training_classes(info, "43", all_classes=False)
     assert train_ids == SEEN and unseen == UNSEEN
     images, labels = train_clip.load_images(data_root, "train", train_ids, 32)
     assert set(labels.tolist()) == set(SEEN) and len(images) == len(labels)

@@ -64,11 +64,11 @@ def _adam_state(sd: dict, model: dict, lr: float, betas: tuple) -> dict:
 
 def cdtg_args(size: int, num_classes: int = 12, **extra) -> argparse.Namespace:
     """The original CDTG train.py's saved args (the fields a loader needs, with the original defaults)."""
-    fields = dict(path="data", iter=200000, batch=8, n_sample=64, size=size, r1=10.0, path_regularize=2.0,
-                  path_batch_shrink=2, d_reg_every=16, g_reg_every=4, mixing=0.9, ckpt=None, lr=0.002,
-                  channel_multiplier=2, wandb=False, local_rank=0, augment=False, augment_p=0.0,
-                  ada_target=0.6, ada_length=500000, ada_every=256, num_classes=num_classes, latent=512,
-                  n_mlp=8, start_iter=0, distributed=False)
+    fields = {"path": "data", "iter": 200000, "batch": 8, "n_sample": 64, "size": size, "r1": 10.0, "path_regularize": 2.0,
+                  "path_batch_shrink": 2, "d_reg_every": 16, "g_reg_every": 4, "mixing": 0.9, "ckpt": None, "lr": 0.002,
+                  "channel_multiplier": 2, "wandb": False, "local_rank": 0, "augment": False, "augment_p": 0.0,
+                  "ada_target": 0.6, "ada_length": 500000, "ada_every": 256, "num_classes": num_classes, "latent": 512,
+                  "n_mlp": 8, "start_iter": 0, "distributed": False}
     fields.update(extra)
     return argparse.Namespace(**fields)
 

@@ -44,7 +44,7 @@ def get_args_parser():
 
 
 def long_tail_counts(n_max: int, imbalance: float, num_classes: int) -> list:
-    return [max(1, int(round(n_max * imbalance ** (-i / (num_classes - 1))))) for i in range(num_classes)]
+    return [max(1, round(n_max * imbalance ** (-i / (num_classes - 1)))) for i in range(num_classes)]
 
 
 def zsl_splits(attrs: np.ndarray, rng: np.random.Generator) -> dict:
@@ -55,7 +55,7 @@ def zsl_splits(attrs: np.ndarray, rng: np.random.Generator) -> dict:
         order = [int(i) for i in rng.permutation(c)]
         splits = {}
         for tag, seen_frac in ZSL_SPLITS.items():
-            n_unseen = c - int(round(c * seen_frac))
+            n_unseen = c - round(c * seen_frac)
             unseen = sorted(order[:n_unseen])
             seen = sorted(order[n_unseen:])
             splits[tag] = {"seen": seen, "unseen": unseen}

@@ -264,10 +264,10 @@ def pct(v) -> str:
 
 def markdown(report: dict) -> str:
     zs, ch = report["zero_shot"], report["chance"]
-    lines = [f"Synthetic CLIP `{report['model_name']}` trained on {report['trained_on']} "
-             f"({report['train_images']} images, {report['steps']} steps"
-             f"{' from ' + report['init'] if report.get('init') else ''}, {report['fit_seconds']:.0f} s "
-             f"fitting on {report['threads']} thread(s)); test split, top-1 %:", "",
+    lines = [(f"Synthetic CLIP `{report['model_name']}` trained on {report['trained_on']} "
+              f"({report['train_images']} images, {report['steps']} steps"
+              f"{' from ' + report['init'] if report.get('init') else ''}, {report['fit_seconds']:.0f} s "
+              f"fitting on {report['threads']} thread(s)); test split, top-1 %:"), "",
              "| prompts | seen among seen | unseen among unseen | seen among all | unseen among all |",
              "|---|---|---|---|---|"]
     for kind, r in zs.items():
@@ -276,8 +276,8 @@ def markdown(report: dict) -> str:
     lines.append(f"| chance | {pct(ch['seen_among_seen'])} | {pct(ch['unseen_among_unseen'])} | "
                  f"{pct(ch['among_all'])} | {pct(ch['among_all'])} |")
     examples = report["prompt_examples"]
-    lines += ["", f"Prompts: `{examples['name']}`, `{examples['described']}`; "
-              f"attributes: `{report['attribute_prompt_example']}`.", "",
+    lines += ["", (f"Prompts: `{examples['name']}`, `{examples['described']}`; "
+                   f"attributes: `{report['attribute_prompt_example']}`."), "",
               "| attribute ROC AUC | mean | worst (attribute) |", "|---|---|---|"]
     for part, r in report["attribute_auc"].items():
         worst = "-" if r["worst"] is None else f"{r['worst']:.3f} ({r['worst_attribute']})"
