@@ -1,6 +1,7 @@
-"""Where CDTG's training time goes: a randomly initialised trainer at a chosen scale, a synchronising per-phase
-timer for CDTGTrainer.step, the cost of each kind of iteration (plain, with path length, with R1 and path length),
-the FIR operations' forward + backward and forward + double backward, and torch.profiler's top kernels.
+"""Where CDTG's training time goes: a randomly initialised trainer at a chosen scale, a synchronising
+per-phase timer for CDTGTrainer.step, the cost of each kind of iteration (plain, with path length, with R1 and
+path length), the FIR operations' forward + backward and forward + double backward, and torch.profiler's top
+kernels.
 
 Used by benchmarks/cdtg_step.py (--profile) and benchmarks/gpu_cdtg.py; nothing is downloaded.
 """

@@ -93,7 +93,8 @@ def main(args):
         model = build_classifier(args.model, n_classes, "none", verbose=False).to(rt.device)
         if args.channels_last and rt.cuda:
             model = model.to(memory_format=torch.channels_last)
-        net = torch.compile(model, backend=args.compile_backend, mode=args.compile_mode) if args.compile else model
+        net = (torch.compile(model, backend=args.compile_backend, mode=args.compile_mode) if args.compile
+               else model)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
         scaler = grad_scaler(rt, args.amp)
         model.train()

@@ -36,7 +36,8 @@ def write_list(path: str, items: list, image_dir: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"  # two benchmark runs may write the same list at once
     with open(tmp, "w") as f:
-        f.writelines(f"{os.path.normpath(os.path.join(os.path.abspath(image_dir), rel))} {label}\n" for rel, label in items)
+        f.writelines(f"{os.path.normpath(os.path.join(os.path.abspath(image_dir), rel))} {label}\n"
+                     for rel, label in items)
     os.replace(tmp, path)
 
 

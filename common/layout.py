@@ -19,7 +19,8 @@ SPLITS = ("train", "test")
 
 def read_classes(root: str) -> dict:
     if not os.path.isdir(root):
-        raise UserError(f"data root {root} does not exist; run the data set's prepare.py first (scripts/01_prepare.sh)")
+        raise UserError(f"data root {root} does not exist; run the data set's prepare.py first "
+                        "(scripts/01_prepare.sh)")
     path = os.path.join(root, "classes.json")
     if not os.path.isfile(path):
         raise UserError(f"{path} is missing; {root} is not a processed data root (run its prepare.py)")

@@ -266,10 +266,11 @@ def test_fgsc23_stratified_split(tmp_path, capsys):
         (out / "test/0/0000.jpg").read_bytes() == (raw / "0-aircraft carrier/0000.jpg").read_bytes()
     assert "stratified split with --test-ratio 0.2 --seed 0" in capsys.readouterr().out
 
-    again = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", tmp_path / "again", "--num-classes", 3)
+    again = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", tmp_path / "again",
+                    "--num-classes", 3)
     assert again.entries == chips.entries
-    other = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", tmp_path / "other", "--num-classes", 3,
-                    "--seed", 1)
+    other = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", tmp_path / "other",
+                    "--num-classes", 3, "--seed", 1)
     assert other.counts == chips.counts and other.entries != chips.entries
 
 
@@ -291,8 +292,10 @@ def test_fgsc23_errors(tmp_path):
                           "FGSC-23 folder", "does not exist")
     raw = tmp_path / "raw"
     write_fgsc(raw, {"0": (1, "jpg"), "1": (1, "jpg")})
-    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--output-dir", tmp_path / "out", "--num-classes", 3),
+    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--output-dir", tmp_path / "out",
+                                     "--num-classes", 3),
                           "expected class folders 0..2; missing [2]")
     os.makedirs(raw / "train")
-    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--output-dir", tmp_path / "out", "--num-classes", 2),
+    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--output-dir", tmp_path / "out",
+                                     "--num-classes", 2),
                           "FGSC-23 test folder", "does not exist")

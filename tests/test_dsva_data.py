@@ -202,17 +202,18 @@ def test_train_and_convert_on_rssdivcs_release(rssdivcs, tmp_path):
     from DSVA import annotate, train
 
     root, att = rssdivcs
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 16, "layers": 1, "width": 16, "patch_size": 8, "head_width": 8},
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": 16, "layers": 1, "width": 16, "patch_size": 8, "head_width": 8},
            "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
     register_model_config("dsva-test-micro", cfg)
     with quiet_open_clip():
         clip = open_clip.create_model("dsva-test-micro")
     atomic_save(checkpoint_dict(clip, "dsva-test-micro", cfg), str(tmp_path / "clip.pt"))
     out = tmp_path / "run"
-    argv = ["--dataset", "rssdivcs", "--data-root", str(root), "--split", "43", "--clip-model", "dsva-test-micro",
-            "--clip-pretrained", str(tmp_path / "clip.pt"), "--epochs", "1", "--batches-per-epoch", "2", "--ways", "3",
-            "--shots", "2", "--workers", "0", "--device", "cpu", "--proposal-start-epoch", "-1", "--l-regular", "1e-3",
-            "--output-dir", str(out)]
+    argv = ["--dataset", "rssdivcs", "--data-root", str(root), "--split", "43", "--clip-model",
+            "dsva-test-micro", "--clip-pretrained", str(tmp_path / "clip.pt"), "--epochs", "1",
+            "--batches-per-epoch", "2", "--ways", "3", "--shots", "2", "--workers", "0", "--device", "cpu",
+            "--proposal-start-epoch", "-1", "--l-regular", "1e-3", "--output-dir", str(out)]
     train.main(parse_args(train.get_args_parser(), "dsva", argv))
     ck = torch.load(out / "model_final.pt", weights_only=False)
     assert ck["attribute_groups"] == {"functions": [0, 1], "materials": [2], "surface_properties": [3, 4]}

@@ -176,7 +176,8 @@ def test_script_end_to_end(data_root, tmp_path, capsys):
 
 def test_script_rejects_a_folder_that_is_not_the_embedded_set(tmp_path, capsys):
     write_layout(str(tmp_path), "DIOR", ["a", "b"], {})
-    args = parse_args(train_clip.get_args_parser(), "train_clip", ["--data-root", str(tmp_path), "--out", "x.pt"])
+    args = parse_args(train_clip.get_args_parser(), "train_clip",
+                      ["--data-root", str(tmp_path), "--out", "x.pt"])
     with pytest.raises(SystemExit) as e:
         train_clip.main(args)
     assert e.value.code == 2
@@ -190,7 +191,8 @@ def test_init_continues_an_earlier_fit_on_all_classes(data_root, tmp_path, capsy
     train_clip.main(parse_args(train_clip.get_args_parser(), "train_clip", small + ["--out", str(first)]))
     # lr 0: the second fit keeps the weights it started from, so equal weights prove that --init loaded them
     train_clip.main(parse_args(train_clip.get_args_parser(), "train_clip",
-                               small + ["--out", str(second), "--init", str(first), "--all-classes", "--lr", "0"]))
+                               small + ["--out", str(second), "--init", str(first), "--all-classes", "--lr",
+                                        "0"]))
     a, b = torch.load(first, weights_only=False), torch.load(second, weights_only=False)
     assert a["model_cfg"] == b["model_cfg"] and a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

@@ -42,7 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--raw", required=True,
                         help="the unpacked DIOR release (JPEGImages-*, Annotations, ImageSets)")
     parser.add_argument("--output-dir", required=True, help="output data root, e.g. datasets/dior")
-    parser.add_argument("--overwrite", action="store_true", help="replace the data set in a non-empty --output-dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the data set in a non-empty --output-dir")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the chips")
     return parser
 

@@ -44,15 +44,16 @@ from data.synthetic.render import attribute_prompt
 def get_args_parser():
     p = argparse.ArgumentParser("Fit a small CLIP to the embedded data set", add_help=True)
     add_config_arg(p)
-    p.add_argument("--data-root", required=True, help="processed data root written by data/synthetic/prepare.py")
+    p.add_argument("--data-root", required=True, help="processed data root written by "
+                                                      "data/synthetic/prepare.py")
     p.add_argument("--out", required=True, help="checkpoint file to write (e.g. checkpoints/synth_clip.pt)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--exclude-unseen", default="43",
                        help="train on the seen classes of this zero-shot split of classes.json (61/52/43)")
     which.add_argument("--all-classes", action="store_true", help="train on every class (for TGN's CDTG)")
     p.add_argument("--init", default=None,
-                   help="start from the weights of an earlier fit (e.g. the seen-classes CLIP for --all-classes); "
-                        "its model size is used")
+                   help="start from the weights of an earlier fit (e.g. the seen-classes CLIP for "
+                        "--all-classes); its model size is used")
     p.add_argument("--image-size", type=int, default=0, help="model input size; 0 = the data's size")
     p.add_argument("--patch-size", type=int, default=16, help="ViT patch size (64 px / 16 = 16 image tokens)")
     p.add_argument("--width", type=int, default=128, help="width of both transformers")
@@ -154,7 +155,8 @@ def initial_weights(path: str) -> tuple:
         raise UserError(f"--init {path} does not exist; fit a CLIP first (without --init)")
     state, name, cfg = read_checkpoint(path)
     if name != MODEL_NAME or not cfg:
-        raise UserError(f"--init {path} is not a checkpoint of this script (model '{name}', not '{MODEL_NAME}')")
+        raise UserError(f"--init {path} is not a checkpoint of this script (model '{name}', not "
+                        f"'{MODEL_NAME}')")
     return state, name, cfg
 
 
@@ -298,8 +300,8 @@ def main(args):
     info = read_classes(args.data_root)
     for key in ("attributes", "attribute_groups", "class_attributes", "zsl_splits"):
         if key not in info:
-            raise UserError(f"{args.data_root}/classes.json has no '{key}'; this script needs the embedded data "
-                            f"set (data/synthetic/prepare.py)")
+            raise UserError(f"{args.data_root}/classes.json has no '{key}'; this script needs the embedded "
+                            f"data set (data/synthetic/prepare.py)")
     train_ids, seen, unseen = training_classes(info, args.exclude_unseen, args.all_classes)
     size = args.image_size or int(info.get("image_size", 64))
     if size % args.patch_size:
@@ -344,8 +346,9 @@ def main(args):
               "train_classes": [info["names"][c] for c in train_ids],
               "seen": [info["names"][c] for c in seen], "unseen": [info["names"][c] for c in unseen],
               "train_images": len(train_images), "test_images": len(test_images), "steps": args.steps,
-              "batch_size": args.batch_size, "init": args.init, "fit_seconds": fit_seconds, "threads": torch.get_num_threads(),
-              "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])),
+              "batch_size": args.batch_size, "init": args.init, "fit_seconds": fit_seconds,
+              "threads": torch.get_num_threads(), "first_loss": losses[0],
+              "last_loss": float(np.mean(losses[-10:])),
               **evaluate(model, tokenizer, test_images, test_labels, info, seen, unseen, mean, std)}
     atomic_save(checkpoint_dict(model, MODEL_NAME, cfg, class_names=info["names"], train_classes=train_ids,
                                 report=report), args.out)
