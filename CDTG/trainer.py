@@ -12,12 +12,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.clip import image_features
-from common.distributed import Runtime, autocast, grad_scaler
 from CDTG.augment import AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
-from CDTG.losses import (classifier_consistency_loss, clip_consistency_loss, d_logistic_loss, g_nonsaturating_loss,
-                         lowpass, mode_seeking_loss, path_length_penalty, r1_penalty, released_clip_input)
+from CDTG.losses import (
+    classifier_consistency_loss,
+    clip_consistency_loss,
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    lowpass,
+    mode_seeking_loss,
+    path_length_penalty,
+    r1_penalty,
+    released_clip_input,
+)
+from common.clip import image_features
+from common.distributed import Runtime, autocast, grad_scaler
 
 MODES = ("paper", "code")
 
@@ -75,17 +84,19 @@ class Draws:
 
 @torch.no_grad()
 def round_to_half(module: nn.Module) -> nn.Module:
-    """Round CLIP's weights to float16 and back as OpenAI's loader leaves them on the CPU: the weights and biases
-    of convolutions, linear layers and attention input projections, and the two projection matrices
+    """Round CLIP's weights to float16 and back as OpenAI's loader leaves them on the CPU: the weights and
+    biases of convolutions, linear layers and attention input projections, and the two projection matrices
     (`proj`, `text_projection`); LayerNorms, embeddings and the temperature keep float32."""
     tensors = []
     for m in module.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             tensors += [m.weight, m.bias]
         if isinstance(m, nn.MultiheadAttention):
-            tensors += [getattr(m, a) for a in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
-                                                "in_proj_bias", "bias_k", "bias_v")]
-        tensors += [getattr(m, a) for a in ("proj", "text_projection") if isinstance(getattr(m, a, None), torch.Tensor)]
+            tensors += [getattr(m, a)
+                        for a in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                                  "in_proj_bias", "bias_k", "bias_v")]
+        tensors += [getattr(m, a) for a in ("proj", "text_projection")
+                    if isinstance(getattr(m, a, None), torch.Tensor)]
     for t in tensors:
         if t is not None:
             t.copy_(t.half().float())
@@ -117,7 +128,8 @@ class CDTGTrainer:
             self.g_plain, self.d_plain = torch.compile(self.g, mode=mode), torch.compile(self.d, mode=mode)
         self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(generator)).eval().requires_grad_(False)
         self.p_ema = (p_ema if p_ema is not None else copy.deepcopy(projection)).eval().requires_grad_(False)
-        if rt.distributed:  # every process starts from rank 0's weights: only the gradients are averaged after
+        # every process starts from rank 0's weights: only the gradients are averaged after
+        if rt.distributed:
             for module in (self.g, self.d, self.proj, self.g_ema, self.p_ema):
                 for tensor in [*module.parameters(), *module.buffers()]:
                     torch.distributed.broadcast(tensor.data, src=0)
@@ -200,8 +212,10 @@ class CDTGTrainer:
             _, feat = self.tail(real)
         return self.proj.reduce(feat.float())
 
-    def step(self, real: torch.Tensor, labels: torch.Tensor, iteration: int, feat: torch.Tensor | None = None) -> dict:
-        """One iteration on a batch of real tail images in [-1, 1] with labels 0..K-1; returns detached losses.
+    def step(self, real: torch.Tensor, labels: torch.Tensor, iteration: int,
+             feat: torch.Tensor | None = None) -> dict:
+        """One iteration on a batch of real tail images in [-1, 1] with labels 0..K-1; returns detached
+        losses.
 
         feat: the real images' features from `features()` (e.g. cached); computed here when None."""
         cfg, rt = self.cfg, self.rt
@@ -226,7 +240,8 @@ class CDTGTrainer:
             self.d_scaler.update()
             if self.augment is not None:
                 self.augment.observe(real_pred)
-        log.update(d=d_loss.detach(), real_score=real_pred.detach().mean(), fake_score=fake_pred.detach().mean())
+        log.update(d=d_loss.detach(), real_score=real_pred.detach().mean(),
+                   fake_score=fake_pred.detach().mean())
 
         if cfg.r1 > 0 and cfg.d_reg_every > 0 and iteration % cfg.d_reg_every == 0:
             with self.phase("r1"):
