@@ -205,13 +205,13 @@ def markdown(result: dict) -> str:
     """The table: FID_cls / KID_cls in the classifier's features, and FID / KID (Inception) when measured."""
     incep = "fid_inception" in result["overall"]
     head = "| FID_cls | KID_cls x1e3 |" + (" FID (Inception) | KID (Inception) x1e3 |" if incep else "")
-    lines = [f"Generation quality of {result['generated']} (r = {result['r']}, up to "
-             f"{result['n_evaluated_per_class']} images per class; classifier features: "
-             f"{result['feature_space']}):",
+    lines = [(f"Generation quality of {result['generated']} (r = {result['r']}, up to "
+              f"{result['n_evaluated_per_class']} images per class; classifier features: "
+              f"{result['feature_space']}):"),
              "", "| class | tail model % (real) | classifier % (real) | CLIP % (real) | LPIPS div. "
              "| feature div. gen / real (share) " + head, "|---" * (8 + 2 * incep) + "|"]
     for c in result["per_class"] + [dict(result["overall"], name="all tail classes", class_id="")]:
-        def pair(key):
+        def pair(key, c=c):
             return f"{fmt(c.get(key), 100)} ({fmt(c.get('real_' + key), 100)})"
         distances = [fmt(c.get("fid"), digits=2), fmt(c.get("kid"), 1000, 2)]
         if incep:
@@ -223,16 +223,17 @@ def markdown(result: dict) -> str:
                      f"{fmt(c.get('real_feature_diversity'), digits=2)} "
                      f"({fmt(diversity_share(c), 100, 0)} %) | " + " | ".join(distances) + " |")
     o = result["overall"]
-    pooled = [f"FID_cls {fmt(o.get('pooled_fid'), digits=2)}, KID_cls x1e3 "
-              f"{fmt(o.get('pooled_kid'), 1000, 2)}"]
+    pooled = [(f"FID_cls {fmt(o.get('pooled_fid'), digits=2)}, KID_cls x1e3 "
+               f"{fmt(o.get('pooled_kid'), 1000, 2)}")]
     if incep:
         pooled.append(f"FID (Inception) {fmt(o.get('pooled_fid_inception'), digits=2)}, KID (Inception) x1e3 "
                       f"{fmt(o.get('pooled_kid_inception'), 1000, 2)}")
     lines += ["", f"Pooled over the tail classes: {'; '.join(pooled)}.",
-              f"FID_cls, KID_cls: in the classifier's penultimate features (comparable between runs that use "
-              f"the same classifier). FID and KID (Inception): {result.get('inception', 'not measured')}.",
-              f"LPIPS: {result['lpips']}. CLIP: {result['clip']}. Real = the class's training images (seen "
-              f"by both classifiers, so their shares are an optimistic reference)."]
+              (f"FID_cls, KID_cls: in the classifier's penultimate features (comparable between runs that "
+               "use the same classifier). FID and KID (Inception): "
+               f"{result.get('inception', 'not measured')}."),
+              (f"LPIPS: {result['lpips']}. CLIP: {result['clip']}. Real = the class's training images (seen "
+               f"by both classifiers, so their shares are an optimistic reference).")]
     if result["classifier"] is None:
         lines.append("Classifier consistency, feature diversity, FID_cls and KID_cls: unavailable (no "
                      "--classifier given).")

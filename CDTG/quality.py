@@ -151,7 +151,9 @@ def load_lpips(net: str = "alex", device="cpu", random_trunk: bool = False):
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             model = lpips.LPIPS(net=net, pnet_rand=random_trunk, verbose=False).to(device).eval()
-    except Exception as e:  # torchvision backbone weights are downloaded on first use
+    # torchvision backbone weights are downloaded on first use: whatever fails there (no network, a damaged
+    # cache, a proxy's error) leaves LPIPS unavailable instead of ending the evaluation
+    except Exception as e:  # noqa: BLE001
         return None, f"unavailable: LPIPS {net} backbone weights could not be loaded ({type(e).__name__})"
     return model, None
 

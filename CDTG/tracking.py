@@ -43,7 +43,8 @@ class QualityTracker:
             for k, images in self.reals.items():
                 pixels = []
                 generate_class(k, images, g, proj, self.tail, self.draw, self.rt, self.mixing,
-                               self.mixing_rule, lambda i, p, source: pixels.append(p), progress=False)
+                               self.mixing_rule, lambda i, p, source, pixels=pixels: pixels.append(p),
+                               progress=False)
                 gens.append(self.measurer.of_pixels(pixels, k))
                 rows.append(self.measurer.class_row(gens[-1], self.real[k], k, self.class_ids[k],
                                                     self.real_set[k]))

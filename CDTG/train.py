@@ -315,7 +315,7 @@ def build_trainer(args, num_classes: int, rt, tail, clip, text_features, initial
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick each convolution's algorithm
     trainer = CDTGTrainer(g, d, proj, tail, rt, cfg, clip, text_features, augment, g_ema, p_ema)
     if rt.is_main:
-        n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        n = lambda m: sum(p.numel() for p in m.parameters())
         print(f"G {n(g) / 1e6:.2f}M, D {n(d) / 1e6:.2f}M, P {n(proj) / 1e6:.2f}M parameters "
               f"({'trained' if trainer.train_p else 'fixed'}); layer3 {tail.feature_shape()} at "
               f"{tail.input_size} px, pool {args.feature_pool or 'none'}")

@@ -1,14 +1,14 @@
-"""Standard long-tail baselines beside the TGN classifier: re-sampling, re-weighted and margin losses, post-hoc
-adjustments. Every default elsewhere stays upstream's plain cross-entropy with instance sampling.
+"""Standard long-tail baselines beside the TGN classifier: re-sampling, re-weighted and margin losses,
+post-hoc adjustments. Every default elsewhere stays upstream's plain cross-entropy with instance sampling.
 
 - class-balanced sampling: a class drawn uniformly, then an image of it (Kang et al. 2020, "class-balanced";
   common.samplers.ClassBalancedSampler, shared with CDTG);
 - class-balanced loss: weight (1 - beta) / (1 - beta^n_y), normalised to sum to C (Cui et al. 2019);
 - Balanced Softmax: cross-entropy on logits + log prior (Ren et al. 2020);
 - LDAM: margin C / n_j^(1/4) on the true class, largest margin max_margin, scale s on cosine logits; with
-  deferred re-weighting (DRW) by the class-balanced weights from a given epoch (Cao et al. 2019). DRW takes the
-  weighted mean sum_i w_yi l_i / sum_i w_yi, as the reference's cross-entropy with class weights does; "batch"
-  divides by the batch size instead (this repository's earlier rule). DRW applies to ce, ldam and
+  deferred re-weighting (DRW) by the class-balanced weights from a given epoch (Cao et al. 2019). DRW takes
+  the weighted mean sum_i w_yi l_i / sum_i w_yi, as the reference's cross-entropy with class weights does;
+  "batch" divides by the batch size instead (this repository's earlier rule). DRW applies to ce, ldam and
   balanced_softmax;
 - post-hoc logit adjustment: logits - tau * log prior, tau = 1 (Menon et al. 2021, their post-hoc default);
 - tau-normalisation: each class weight vector divided by its norm^tau, tau in [0, 2] as the reference sweeps
@@ -157,7 +157,8 @@ def use_cosine_classifier(model: nn.Module) -> nn.Module:
 
 def plain_linear_equivalent(model: nn.Module) -> nn.Module:
     """Replace a CosineLinear fc by an nn.Linear with unit-norm rows and zero bias: the same argmax for every
-    input (the feature norm is common to all classes), so the exported file loads as an ordinary classifier."""
+    input (the feature norm is common to all classes), so the exported file loads as an ordinary
+    classifier."""
     fc = getattr(model, "fc", None)
     if isinstance(fc, CosineLinear):
         new = nn.Linear(fc.in_features, fc.out_features).to(fc.weight.device)

@@ -299,7 +299,7 @@ def build_batches(args, data, train_items: list, train_classes: list, val: dict 
     train_set = ImageList(items=train_items, transform=dsva_transform(size, True, mean, std),
                           on_corrupt=args.on_corrupt, check_files=False)
     sampler = EpisodeSampler(train_set.targets, args.ways, args.shots, args.batches_per_epoch, args.seed)
-    loader_kw = dict(num_workers=args.workers, pin_memory=rt.cuda)
+    loader_kw = {"num_workers": args.workers, "pin_memory": rt.cuda}
     test_tf = dsva_transform(size, False, mean, std)
 
     def eval_loader(items):

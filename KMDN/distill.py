@@ -140,7 +140,7 @@ def starting_point(args, split: dict) -> tuple:
 
 def part_datasets(args, split: dict) -> tuple:
     """({part: training images}, {part: test images})."""
-    kw = dict(img_size=args.img_size, norm=args.norm, on_corrupt=args.on_corrupt)
+    kw = {"img_size": args.img_size, "norm": args.norm, "on_corrupt": args.on_corrupt}
     train_sets = {p: part_dataset(args.data_root, split, p, "train", hflip=args.hflip, **kw) for p in PARTS}
     test_sets = {p: part_dataset(args.data_root, split, p, "test", **kw) for p in PARTS}
     return train_sets, test_sets
@@ -180,7 +180,7 @@ def distill_epochs(args, models: dict, optimizers: dict, loaders: tuple, metas: 
     """Epochs start..--epochs, each a student part learning from its frozen teacher, with a metrics row and
     ckpt_last.pt (holding `state` too); False where --stop-after ended the run early (tests: a crash)."""
     train_loaders, test_loaders = loaders
-    speed = dict(amp=args.amp, channels_last=args.channels_last)
+    speed = {"amp": args.amp, "channels_last": args.channels_last}
     wrapped = {p: DDP(m, device_ids=[rt.local_rank] if rt.cuda else None) if rt.distributed else m
                for p, m in models.items()}
     students = {p: torch.compile(w) if args.compile else w for p, w in wrapped.items()}

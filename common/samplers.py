@@ -19,7 +19,7 @@ class ClassBalancedSampler(Sampler):
         targets = np.asarray(targets, dtype=np.int64)
         self.by_class = [np.flatnonzero(targets == c) for c in np.unique(targets)]
         self.total = num_samples or len(targets)
-        self.total = int(math.ceil(self.total / world_size)) * world_size
+        self.total = math.ceil(self.total / world_size) * world_size
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
 
     def set_epoch(self, epoch: int) -> None:

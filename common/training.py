@@ -96,7 +96,7 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
                                              "scaler": scaler}, log, rt.is_main)
     wrapped = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None) if rt.distributed else model
     net = torch.compile(wrapped) if args.compile else wrapped
-    speed = dict(amp=args.amp, channels_last=args.channels_last)
+    speed = {"amp": args.amp, "channels_last": args.channels_last}
 
     cm = None
     for epoch in tqdm(range(start, args.epochs), desc=desc, disable=not rt.is_main, initial=start,
