@@ -572,11 +572,12 @@ def test_runner_runs_at_most_jobs_at_once_and_never_redoes_a_finished_run(tmp_pa
         release["d"].set()
         assert next_state() == {"e"}
         release["e"].set()
-        thread.join(60)
-        assert not thread.is_alive()
     finally:
+        # the runner ends while the fakes are still in place, also after a failed assertion
         for event in release.values():
             event.set()
+        thread.join(60)
+    assert not thread.is_alive()
     assert runner.failed == []
     assert most[0] == 2
     assert sorted(calls) == ["b", "c", "d", "e", "uses_b"]  # "finished" did not run again
