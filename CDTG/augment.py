@@ -2,9 +2,10 @@
 
 ADA-lite: DiffAugment's differentiable operations (integer translation with zero padding, brightness,
 saturation, contrast, cutout) applied to each sample independently with probability p, where p is either fixed
-or tuned by ADA's overfitting heuristic r_t = E[sign(D(real))] (raise p while r_t > target, lower it otherwise).
-Upstream's ADA (rosinality's, from StyleGAN2-ADA) uses a richer pipeline of geometric and colour transforms;
-this one keeps ADA's schedule but DiffAugment's cheaper operations. With p = 1 it is plain DiffAugment.
+or tuned by ADA's overfitting heuristic r_t = E[sign(D(real))] (raise p while r_t > target, lower it
+otherwise). Upstream's ADA (rosinality's, from StyleGAN2-ADA) uses a richer pipeline of geometric and colour
+transforms; this one keeps ADA's schedule but DiffAugment's cheaper operations. With p = 1 it is plain
+DiffAugment.
 
 Every operation is differentiable w.r.t. the image, so R1 can be taken w.r.t. the un-augmented real image
 (as upstream) and G receives gradients through the augmentation of its samples. Randomness comes from the
@@ -66,7 +67,8 @@ _OPS = {"translation": translate, "brightness": brightness, "saturation": satura
 
 
 def augment(x: torch.Tensor, p: float, operations=OPERATIONS) -> torch.Tensor:
-    """Apply each operation to each sample with probability p (p = 0: x unchanged, no random numbers drawn)."""
+    """Apply each operation to each sample with probability p (p = 0: x unchanged, no random numbers
+    drawn)."""
     if p <= 0:
         return x
     for name in operations:

@@ -4,6 +4,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from common.errors import UserError
+from common.samplers import ClassBalancedSampler
 
 
 class Indexed(Dataset):
@@ -21,8 +22,9 @@ class Indexed(Dataset):
 
 
 class EndlessBatches(Sampler):
-    """Batch b of an endless seeded shuffle (drop_last), starting at batch `start`: the data order of an iteration
-    depends only on (seed, iteration), so a resumed run sees exactly the batches a straight run would."""
+    """Batch b of an endless seeded shuffle (drop_last), starting at batch `start`: the data order of an
+    iteration depends only on (seed, iteration), so a resumed run sees exactly the batches a straight run
+    would."""
 
     def __init__(self, n: int, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
         self.n, self.batch, self.seed, self.start, self.rank, self.world = n, batch, seed, start, rank, world
@@ -36,36 +38,38 @@ class EndlessBatches(Sampler):
         while True:
             e, k = divmod(b, self.per_epoch)
             if e != epoch:
-                epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + e))
+                gen = torch.Generator().manual_seed(self.seed * 100003 + e)
+                epoch, perm = e, torch.randperm(self.n, generator=gen)
             offset = (k * self.world + self.rank) * self.batch
             yield perm[offset: offset + self.batch].tolist()
             b += 1
 
 
 class BalancedBatches(EndlessBatches):
-    """Batch b drawn with replacement so that every class is equally likely (then any of its images): rare tail
-    classes get as many generator updates as common ones. Seeded by (seed, batch) as EndlessBatches."""
+    """Batch b drawn with replacement so that every class is equally likely (then any of its images): rare
+    tail classes get as many generator updates as common ones. Batch b is epoch b of common.samplers'
+    ClassBalancedSampler (Classification's --sampler class_balanced), B x world draws long, this process
+    keeping its share: it depends only on (seed, b), as EndlessBatches."""
 
     def __init__(self, labels: list, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
         super().__init__(len(labels), batch, seed, start, rank, world)
-        labels = torch.tensor(labels)
-        self.weights = 1.0 / torch.bincount(labels).double()[labels]
+        self.sampler = ClassBalancedSampler(labels, seed, rank, world, num_samples=batch * world)
 
     def __iter__(self):
         b = self.start
         while True:
-            draw = torch.multinomial(self.weights, self.batch * self.world, replacement=True,
-                                     generator=torch.Generator().manual_seed(self.seed * 100003 + b))
-            yield draw[self.rank * self.batch: (self.rank + 1) * self.batch].tolist()
+            self.sampler.set_epoch(b)
+            yield list(self.sampler)
             b += 1
 
 
 class ClassGroupedBatches(EndlessBatches):
-    """Batch b as groups of one class each: sample n belongs to group n mod (B / G), G = the discriminator's
-    minibatch-stddev group (4, or the largest divisor of B below it), as CDTG.ops.minibatch_stddev groups them. The
-    group's classes are drawn uniformly without replacement, its images from the class without replacement where it
-    has G. So D's stddev feature measures the spread within one class, where a generator that gives one image per
-    class has none (in a class-balanced batch every group mixes classes). Not in the paper. Seeded by (seed, batch)."""
+    """Batch b as groups of one class each: sample n belongs to group n mod (B / G), G = the
+    discriminator's minibatch-stddev group (4, or the largest divisor of B below it), as
+    CDTG.ops.minibatch_stddev groups them. The group's classes are drawn uniformly without replacement, its
+    images from the class without replacement where it has G. So D's stddev feature measures the spread within
+    one class, where a generator that gives one image per class has none (in a class-balanced batch every
+    group mixes classes). Not in the paper. Seeded by (seed, batch)."""
 
     def __init__(self, labels: list, batch: int, seed: int, start: int = 0, rank: int = 0, world: int = 1,
                  group_size: int = 4):

@@ -14,7 +14,8 @@ from common.transforms import NORMALISATIONS
 
 
 class TailClassifier(nn.Module):
-    """The KMDN tail model, frozen and (unless `use_batch_statistics`) in eval mode, fed with images in [-1, 1] of any size.
+    """The KMDN tail model, frozen and (unless `use_batch_statistics`) in eval mode, fed with images in [-1,
+    1] of any size.
 
     Images are resized (differentiably) to `input_size` and converted to the model's normalisation, so
     gradients of its outputs reach the generator. forward -> (logits over the tail classes, layer3 features).
@@ -29,15 +30,17 @@ class TailClassifier(nn.Module):
         mean, std = NORMALISATIONS[meta.get("norm", "half")]
         # [-1, 1] -> [0, 1] -> (x - mean) / std; for 'half' this is the identity
         self.register_buffer("scale", 0.5 / torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", (0.5 - torch.tensor(mean)).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1),
+        self.register_buffer("shift",
+                             (0.5 - torch.tensor(mean)).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1),
                              persistent=False)
 
     def train(self, mode: bool = True):  # fixed by `batch_statistics`, whatever the caller asks
         return super().train(self.batch_statistics)
 
     def use_batch_statistics(self, on: bool = True) -> "TailClassifier":
-        """on: train mode for good, BatchNorm normalising with each batch's statistics (and updating its running
-        ones), as the released CDTG code left the model; off (default): eval mode, the statistics never drift."""
+        """on: train mode for good, BatchNorm normalising with each batch's statistics (and updating its
+        running ones), as the released CDTG code left the model; off (default): eval mode, the statistics
+        never drift."""
         self.batch_statistics = on
         return self.train()
 
@@ -73,18 +76,20 @@ def load_tail_model(path: str, device="cpu", input_size: int | None = None, spli
 
 def check_tail_classes(meta: dict, split: dict, path: str) -> None:
     if list(meta["classes"]) != list(split["tail"]):
-        raise UserError(f"tail model {path} was trained on classes {meta['classes']} but split.json's tail part "
-                        f"is {split['tail']}; use the tail model of this data set and split")
+        raise UserError(f"tail model {path} was trained on classes {meta['classes']} but split.json's tail "
+                        f"part is {split['tail']}; use the tail model of this data set and split")
 
 
 class FeatureProjection(nn.Module):
-    """P: layer3 features [B, C, H, W] -> [B, style_dim]; optionally adaptive-average-pooled to pool x pool first.
+    """P: layer3 features [B, C, H, W] -> [B, style_dim]; optionally adaptive-average-pooled to pool x pool
+    first.
 
-    pool = 0 keeps the full map (upstream: 1024 x 16 x 16 = 262,144 inputs, a 134M-parameter P). The Linear has
-    PyTorch's default initialisation, as upstream's.
+    pool = 0 keeps the full map (upstream: 1024 x 16 x 16 = 262,144 inputs, a 134M-parameter P). The Linear
+    has PyTorch's default initialisation, as upstream's.
 
-    normalise (not in the paper): the output rescaled to norm sqrt(style_dim), the expected norm of the noise n,
-    so that a trained P cannot outgrow the noise in z = r n + (1 - r) P(feature) and r stays the noise's share.
+    normalise (not in the paper): the output rescaled to norm sqrt(style_dim), the expected norm of the noise
+    n, so that a trained P cannot outgrow the noise in z = r n + (1 - r) P(feature) and r stays the noise's
+    share.
     """
 
     def __init__(self, feature_shape, style_dim: int, pool: int = 0, normalise: bool = False):

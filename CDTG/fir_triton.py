@@ -1,9 +1,9 @@
-"""upfirdn2d's forward as one Triton kernel: each output pixel sums its kernel taps over the zero-inserted, padded
-input without building it (the taps that land on inserted zeros or padding are masked off).
+"""upfirdn2d's forward as one Triton kernel: each output pixel sums its kernel taps over the zero-inserted,
+padded input without building it (the taps that land on inserted zeros or padding are masked off).
 
 A candidate for CUDA (`CDTG.ops.set_fir_impl("triton")`); gradients come from CDTG.ops._AdjointFIR, whose
-backward calls this again with the adjoint's parameters. With TRITON_INTERPRET=1 set before triton is imported, the
-kernel also runs on CPU tensors (how the tests check it).
+backward calls this again with the adjoint's parameters. With TRITON_INTERPRET=1 set before triton is
+imported, the kernel also runs on CPU tensors (how the tests check it).
 """
 import torch
 import triton
@@ -29,7 +29,8 @@ def _fir_kernel(x_ptr, k_ptr, y_ptr, H, W, OH, OW,
             ux = ox * DOWN + kx - PX0
             ok = row_ok & (ux >= 0) & (ux % UP == 0) & (ux // UP < W)
             v = tl.load(x_ptr + image * H * W + (uy // UP) * W + ux // UP, mask=ok, other=0.0)
-            tap = tl.load(k_ptr + (KH - 1 - ky) * KW + (KW - 1 - kx))  # a true convolution: the kernel flipped
+            # a true convolution: the kernel flipped
+            tap = tl.load(k_ptr + (KH - 1 - ky) * KW + (KW - 1 - kx))
             acc += v.to(tl.float32) * tap
     tl.store(y_ptr + image * OH * OW + offs, acc.to(y_ptr.dtype.element_ty), mask=inside)
 

@@ -6,13 +6,13 @@
 For each requested tail class, the real training images of the class are visited in a seeded shuffled order
 (again and again if needed); each gives the tail model's layer3 feature, and --per-real images are generated
 from it, each with new noise: z = r * n + (1 - r) * P(feature) (two such latents, style-mixed, as upstream).
-Each image's random numbers come from (--seed, class, image index), so an image does not depend on which others
-are drawn with it. Writes <out>/<original class id>/<n>.jpg (each file whole: written under a temporary name, then
-renamed), then sources.csv (which real image each image came from), grid.png (the first images of each class) and,
-last, manifest.json (checkpoint, r, counts, class ids and names). An interrupted run is continued by the same
-command: the images there are kept and the others drawn, as the uninterrupted run would have drawn them; other
-settings than the folder's are refused, and a finished folder is left as it is. CDTG/expand.py turns the folder
-into a training list.
+Each image's random numbers come from (--seed, class, image index), so an image does not depend on which
+others are drawn with it. Writes <out>/<original class id>/<n>.jpg (each file whole: written under a temporary
+name, then renamed), then sources.csv (which real image each image came from), grid.png (the first images of
+each class) and, last, manifest.json (checkpoint, r, counts, class ids and names). An interrupted run is
+continued by the same command: the images there are kept and the others drawn, as the uninterrupted run would
+have drawn them; other settings than the folder's are refused, and a finished folder is left as it is.
+CDTG/expand.py turns the folder into a training list.
 """
 import argparse
 import csv
@@ -27,27 +27,27 @@ import yaml
 from PIL import Image
 from torchvision.utils import save_image
 
-from common import checkpoint, errors, finished, rundir
-from common.config import add_config_arg, parse_args
-from common.distributed import setup
-from common.errors import UserError, cli
-from common.paths import resolve
-from common.layout import read_classes
-from common.options import add_device_arg, add_loader_args, add_output_arg
-from common.split import optional_split
 from CDTG import generator_file
 from CDTG.conditioning import load_tail_model
 from CDTG.manifest import MANIFEST_FORMAT, write_manifest
 from CDTG.sampling import generate_class, real_images_by_class
+from common import errors, finished, rundir
+from common.config import add_config_arg, parse_args
+from common.distributed import setup
+from common.errors import UserError, cli
+from common.layout import read_classes
+from common.options import add_device_arg, add_loader_args, add_output_arg
+from common.split import optional_split
 
 
 def get_args_parser():
     p = argparse.ArgumentParser("CDTG generation")
     add_config_arg(p)
     p.add_argument("--weights", "--ckpt", dest="weights", default=None,
-                   help="generator.pt (or ckpt_last.pt) written by CDTG/train.py, or the original authors' 200000.pt "
-                        "(needs --data-root and --tail-model)")
-    p.add_argument("--r", type=float, default=0.05, help="noise share at generation: z = r n + (1 - r) P(feature)")
+                   help="generator.pt (or ckpt_last.pt) written by CDTG/train.py, or the original authors' "
+                        "200000.pt (needs --data-root and --tail-model)")
+    p.add_argument("--r", type=float, default=0.05, help="noise share at generation: z = r n + (1 - r) "
+                                                         "P(feature)")
     p.add_argument("--n-per-class", type=int, default=7000,
                    help="images per tail class (the README's released result: 7000; upstream's code: 2000)")
     p.add_argument("--classes", nargs="+", default=None,
@@ -63,10 +63,11 @@ def get_args_parser():
     p.add_argument("--data-root", default=None, help="real images (default: the training run's data root)")
     p.add_argument("--tail-model", default=None, help="tail model file (default: the training run's)")
     add_loader_args(p, on_corrupt=False, eval_batch_size=False, workers_help="threads writing image files")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision on CUDA")
     g = p.add_argument_group("run")
-    add_output_arg(g, help="output folder (default: runs/cdtg_generate/<name>); an interrupted one is continued by "
-                           "the same command")
+    add_output_arg(g, help="output folder (default: runs/cdtg_generate/<name>); an interrupted one is "
+                           "continued by the same command")
     g.add_argument("--name", default="default", help="run name under runs/cdtg_generate/")
     g.add_argument("--seed", type=int, default=0)
     add_device_arg(g)
@@ -86,8 +87,8 @@ def check_same_generator(args) -> None:
     before = recorded.get("weights_file") if isinstance(recorded, dict) else None
     if before and recorded.get("weights") == args.weights and before != args.weights_file:
         raise UserError(f"{args.weights} has changed since {os.path.dirname(args_path)} was started from it "
-                        f"({before}, now {args.weights_file}); its images would mix two generators: choose another "
-                        f"--name or --output-dir")
+                        f"({before}, now {args.weights_file}); its images would mix two generators: choose "
+                        f"another --name or --output-dir")
 
 
 def select_classes(requested, meta: dict) -> list:
@@ -131,8 +132,8 @@ def images_done(folder: str, n: int, ext: str) -> set:
 
 
 class ImageWriter:
-    """Writes uint8 images on a few threads (PIL encoding releases the GIL), with a bounded queue; each file under
-    a temporary name, renamed when complete."""
+    """Writes uint8 images on a few threads (PIL encoding releases the GIL), with a bounded queue; each file
+    under a temporary name, renamed when complete."""
 
     def __init__(self, ext: str, quality: int, threads: int, max_pending: int = 512):
         self.ext, self.quality = ext, quality
@@ -147,7 +148,8 @@ class ImageWriter:
         os.replace(tmp, path)
 
     def save(self, folder: str, index: int, pixels: np.ndarray) -> None:
-        self.pending.append(self.pool.submit(self._write, pixels, os.path.join(folder, image_name(index, self.ext))))
+        self.pending.append(self.pool.submit(self._write, pixels,
+                                             os.path.join(folder, image_name(index, self.ext))))
         while len(self.pending) > self.max_pending:
             self.pending.popleft().result()
 
@@ -190,13 +192,14 @@ def main(args):
     for cid, name in zip(meta["classes"], meta["names"]):
         if not 0 <= cid < len(names) or names[cid] != name:
             found = f"'{names[cid]}'" if 0 <= cid < len(names) else "no such class"
-            raise UserError(f"data root {root} has {found} as class {cid}, but the generator's class {cid} is "
-                            f"'{name}'; pass the data root it was trained on (--data-root)")
+            raise UserError(f"data root {root} has {found} as class {cid}, but the generator's class {cid} "
+                            f"is '{name}'; pass the data root it was trained on (--data-root)")
     reals = real_images_by_class(root, {k: meta["classes"][k] for k in labels}, meta["generator"]["size"])
     rt = setup(args.device)
     tail_path = args.tail_model or meta["tail_model"]
     if not tail_path:
-        raise UserError(f"{args.weights} names no tail model (the original's files do not); pass --tail-model")
+        raise UserError(f"{args.weights} names no tail model (the original's files do not); pass "
+                        "--tail-model")
     tail = load_tail_model(tail_path, rt.device, meta["tail_input_size"], optional_split(None, root))
     if list(tail.meta["classes"]) != list(meta["classes"]):
         raise UserError(f"tail model {tail_path} is of classes {tail.meta['classes']}, the generator of "
@@ -208,7 +211,8 @@ def main(args):
     case = rundir.prepare_output(args, "manifest.json", MAY_CHANGE)
     out = args.output_dir
     if case == "done":
-        print(f"{out} is finished (manifest.json): its {args.n_per_class} images per class are there; nothing to do")
+        print(f"{out} is finished (manifest.json): its {args.n_per_class} images per class are there; "
+              "nothing to do")
         return
     errors.on_interrupt(lambda: f"interrupted; the images in {out} are kept: run the same command again to "
                                 f"continue")
@@ -231,8 +235,8 @@ def main(args):
             grids.append(first)
             sources += [(os.path.join(str(cid), image_name(i, args.format)), cid, real)
                         for i, real in enumerate(real_images)]
-            entries.append({"tail_label": k, "class_id": cid, "name": name, "folder": str(cid), "count": count,
-                            "real_images": len(reals[k])})
+            entries.append({"tail_label": k, "class_id": cid, "name": name, "folder": str(cid),
+                            "count": count, "real_images": len(reals[k])})
             kept = f" ({len(done)} kept from before)" if done else ""
             print(f"  {cid} {name}: {count} images from {len(reals[k])} real images{kept}")
         writer.close()
@@ -244,14 +248,15 @@ def main(args):
     grid = torch.cat([torch.cat([f, f.new_zeros(cols - len(f), *f.shape[1:])]) for f in grids])
     save_image(grid, os.path.join(out, "grid.png"), nrow=cols, normalize=True, value_range=(-1, 1))
     manifest = {"format": MANIFEST_FORMAT, "checkpoint": args.weights, "iteration": meta.get("iteration"),
-                "mode": meta.get("mode"), "dataset": meta["dataset"], "data_root": root, "tail_model": tail_path,
-                "clip": meta.get("clip"), "r": args.r,
+                "mode": meta.get("mode"), "dataset": meta["dataset"], "data_root": root,
+                "tail_model": tail_path, "clip": meta.get("clip"), "r": args.r,
                 "per_real": args.per_real, "n_per_class": args.n_per_class, "truncation": args.truncation,
                 "mixing": mixing, "mixing_rule": meta["mixing_rule"], "seed": args.seed,
                 "size": meta["generator"]["size"], "image_format": args.format, "classes": entries,
                 "seconds": round(time.time() - started, 1)}
     write_manifest(out, manifest)  # last: it marks the folder finished
-    print(f"wrote {sum(e['count'] for e in entries)} images, {os.path.join(out, 'manifest.json')} and grid.png")
+    print(f"wrote {sum(e['count'] for e in entries)} images, {os.path.join(out, 'manifest.json')} and "
+          "grid.png")
 
 
 if __name__ == "__main__":

@@ -91,8 +91,8 @@ def lowpass(images: torch.Tensor) -> torch.Tensor:
 
 def mode_seeking_loss(fake: torch.Tensor, styles: list, eps: float = 1e-5) -> torch.Tensor:
     """The mode-seeking term of MSGAN (Mao et al., CVPR 2019), not in the paper: a batch whose halves share
-    class and feature, with other noise; the ratio of the halves' mean absolute image difference to their latents'
-    (`styles`: the generator's one or two input latents), and 1 / (ratio + eps) to minimise."""
+    class and feature, with other noise; the ratio of the halves' mean absolute image difference to their
+    latents' (`styles`: the generator's one or two input latents), and 1 / (ratio + eps) to minimise."""
     h = fake.shape[0] // 2
     image = (fake[:h] - fake[h: 2 * h]).float().abs().mean()
     z = torch.cat([s[:h] - s[h: 2 * h] for s in styles], 1).float().abs().mean()

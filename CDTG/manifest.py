@@ -29,8 +29,8 @@ def write_manifest(folder: str, manifest: dict) -> None:
 def read_manifest(folder: str) -> dict:
     path = os.path.join(folder, "manifest.json")
     if not os.path.isfile(path) and os.path.isfile(os.path.join(folder, "args.yaml")):
-        raise UserError(f"the generation into {folder} has not finished (no manifest.json, written last): run the "
-                        f"same CDTG/generate.py command again to finish it")
+        raise UserError(f"the generation into {folder} has not finished (no manifest.json, written last): "
+                        f"run the same CDTG/generate.py command again to finish it")
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist; --generated takes folders written by CDTG/generate.py")
     manifest = read_json(path, "generation manifest", "generate again into a new folder")
@@ -49,7 +49,8 @@ def list_entries(folder: str, manifest: dict) -> list:
             raise UserError(f"{sub} is missing (listed in {folder}/manifest.json)")
         files = sorted(f for f in os.listdir(sub) if f.lower().endswith(IMAGE_EXTENSIONS))
         if len(files) != entry["count"]:
-            raise UserError(f"{sub} holds {len(files)} images but the manifest says {entry['count']}: files were "
-                            f"removed or added after the generation finished; generate again into a new folder")
+            raise UserError(f"{sub} holds {len(files)} images but the manifest says {entry['count']}: files "
+                            "were removed or added after the generation finished; generate again into a new "
+                            "folder")
         rows += [(os.path.abspath(os.path.join(sub, f)), entry["class_id"]) for f in files]
     return rows

@@ -13,10 +13,23 @@ import math
 import torch
 from torch import nn
 
+from CDTG.ops import (
+    BLUR_KERNEL,
+    Blur,
+    ConstantInput,
+    Downsample,
+    EqualConv2d,
+    EqualLinear,
+    FusedLeakyReLU,
+    HaarTransform,
+    InverseHaarTransform,
+    ModulatedConv2d,
+    NoiseInjection,
+    PixelNorm,
+    Upsample,
+    minibatch_stddev,
+)
 from common.errors import UserError
-from CDTG.ops import (BLUR_KERNEL, Blur, ConstantInput, Downsample, EqualConv2d, EqualLinear, FusedLeakyReLU,
-                      HaarTransform, InverseHaarTransform, ModulatedConv2d, NoiseInjection, PixelNorm,
-                      Upsample, minibatch_stddev)
 
 WAVELET_CHANNELS = 3 * 4  # 4 Haar bands x RGB
 
@@ -100,7 +113,8 @@ class FromRGB(nn.Module):
 
     kernel_size 1 is TGN's and SatConcepts' FromRGB; 3 is rosinality's current swagan.py."""
 
-    def __init__(self, out_channels: int, downsample: bool = True, blur_kernel=BLUR_KERNEL, kernel_size: int = 1):
+    def __init__(self, out_channels: int, downsample: bool = True, blur_kernel=BLUR_KERNEL,
+                 kernel_size: int = 1):
         super().__init__()
         self.from_level_above = downsample
         if downsample:
@@ -300,5 +314,6 @@ def build_models(args, num_classes: int):
     g = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], num_classes=num_classes,
                   channel_multiplier=cfg["channel_multiplier"], max_channels=cfg["max_channels"])
     d = Discriminator(args.size, num_classes=num_classes, channel_multiplier=args.channel_multiplier,
-                      label_dim=args.label_dim, max_channels=args.max_channels, from_rgb_kernel=args.from_rgb_kernel)
+                      label_dim=args.label_dim, max_channels=args.max_channels,
+                      from_rgb_kernel=args.from_rgb_kernel)
     return g, d

@@ -45,8 +45,9 @@ class FusedLeakyReLU(nn.Module):
 
 
 FIR_IMPLS = ("reference", "depthwise", "separable", "adjoint", "triton")
-# Which formulation upfirdn2d uses on each device type; chosen by measurement (benchmarks/gpu_cdtg.sh). All are
-# equal to "reference" within float rounding, forward, backward and double backward (tests/test_cdtg_ops.py).
+# Which formulation upfirdn2d uses on each device type; chosen by measurement (benchmarks/gpu_cdtg.sh). All
+# are equal to "reference" within float rounding, forward, backward and double backward
+# (tests/test_cdtg_ops.py).
 _fir_impl = {"cpu": "reference", "cuda": "adjoint"}
 
 
@@ -85,7 +86,8 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     if len(pad) == 2:
         pad = (pad[0], pad[1], pad[0], pad[1])
     if impl in ("adjoint", "triton"):
-        return _AdjointFIR.apply(x, kernel, up, down, tuple(pad), "depthwise" if impl == "adjoint" else "triton")
+        return _AdjointFIR.apply(x, kernel, up, down, tuple(pad),
+                                 "depthwise" if impl == "adjoint" else "triton")
     return _upfirdn2d(x, kernel, up, down, pad, impl)
 
 
@@ -105,8 +107,10 @@ def _upfirdn2d(x, kernel, up: int, down: int, pad, impl: str) -> torch.Tensor:
         flipped = torch.flip(kernel, [0, 1]).to(out.dtype)
         if impl == "separable":
             col, row = _rank_one_factors(flipped)
-            out = F.conv2d(out, col.view(1, 1, -1, 1).expand(groups, 1, -1, 1), stride=(down, 1), groups=groups)
-            out = F.conv2d(out, row.view(1, 1, 1, -1).expand(groups, 1, 1, -1), stride=(1, down), groups=groups)
+            out = F.conv2d(out, col.view(1, 1, -1, 1).expand(groups, 1, -1, 1), stride=(down, 1),
+                           groups=groups)
+            out = F.conv2d(out, row.view(1, 1, 1, -1).expand(groups, 1, 1, -1), stride=(1, down),
+                           groups=groups)
         else:
             out = F.conv2d(out, flipped.view(1, 1, *kernel.shape).expand(groups, 1, -1, -1), stride=down,
                            groups=groups)
@@ -114,8 +118,8 @@ def _upfirdn2d(x, kernel, up: int, down: int, pad, impl: str) -> torch.Tensor:
 
 
 class _AdjointFIR(torch.autograd.Function):
-    """upfirdn2d with an explicit backward. In 1-D, y = decimate_down(pad_p0,p1(zero_insert_up(x)) * k) has the
-    adjoint x_grad = decimate_up(pad_a0,a1(zero_insert_down(y_grad)) * flip(k)) with a0 = k - 1 - p0 and
+    """upfirdn2d with an explicit backward. In 1-D, y = decimate_down(pad_p0,p1(zero_insert_up(x)) * k) has
+    the adjoint x_grad = decimate_up(pad_a0,a1(zero_insert_down(y_grad)) * flip(k)) with a0 = k - 1 - p0 and
     a1 = H * up - M * down + p0 (H: input length, M: output length); it is linear, so its own backward is the
     forward again, and create_graph works to any order."""
 
@@ -128,7 +132,7 @@ class _AdjointFIR(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         kernel, = ctx.saved_tensors
-        up, down, (x0, x1, y0, y1), raw, h, w = ctx.shape
+        up, down, (x0, _x1, y0, _y1), raw, h, w = ctx.shape
         kh, kw = kernel.shape
         out_h, out_w = grad.shape[2:]
         adjoint_pad = (kw - 1 - x0, w * up - out_w * down + x0, kh - 1 - y0, h * up - out_h * down + y0)
@@ -137,9 +141,9 @@ class _AdjointFIR(torch.autograd.Function):
 
 
 def _rank_one_factors(kernel: torch.Tensor):
-    """(column, row) with kernel = column[:, None] * row[None, :] for a rank-1 kernel, read off the row and the
-    column of its largest tap (no host synchronisation)."""
-    kh, kw = kernel.shape
+    """(column, row) with kernel = column[:, None] * row[None, :] for a rank-1 kernel, read off the row and
+    the column of its largest tap (no host synchronisation)."""
+    _kh, kw = kernel.shape
     peak = kernel.abs().flatten().argmax()
     col = kernel.index_select(1, peak % kw).squeeze(1)
     row = kernel.index_select(0, peak // kw).squeeze(0) / kernel.flatten()[peak]
@@ -153,7 +157,8 @@ def _pad_or_crop(x: torch.Tensor, pad) -> torch.Tensor:
 
 
 def _upsample_fir(x: torch.Tensor, kernel: torch.Tensor, up: int, pad, groups: int = 1) -> torch.Tensor:
-    """upfirdn2d's zero insertion + pad + convolution for up > 1 (down = 1), on x: [N, groups, H, W], polyphase.
+    """upfirdn2d's zero insertion + pad + convolution for up > 1 (down = 1), on x: [N, groups, H, W],
+    polyphase.
 
     Output pixel up*q + r of the full convolution of the zero-inserted input only meets the kernel taps r,
     r + up, r + 2*up, ...: so each of the up*up phases is a small convolution of x itself with those taps, one
@@ -281,7 +286,8 @@ class EqualConv2d(nn.Module):
 
 
 MODCONV_IMPLS = ("grouped", "shared")
-# How ModulatedConv2d applies its per-sample styles on each device type (set_modconv_impl), chosen by measurement.
+# How ModulatedConv2d applies its per-sample styles on each device type (set_modconv_impl), chosen by
+# measurement.
 _modconv_impl = {"cpu": "grouped", "cuda": "shared"}
 
 
@@ -293,10 +299,10 @@ def set_modconv_impl(name: str, device_type: str = "cuda") -> str:
 class ModulatedConv2d(nn.Module):
     """StyleGAN2 weight (de)modulation.
 
-    'grouped' (StyleGAN2's and upstream's form): per-sample weights, applied as one grouped convolution over the
-    batch. 'shared': the same arithmetic with one weight for the whole batch, styles applied to the input and
-    demodulation to the output, as StyleGAN2-ADA trains; equal within float rounding, and its convolutions are
-    ordinary batched ones, which GPUs run (and differentiate twice) far faster.
+    'grouped' (StyleGAN2's and upstream's form): per-sample weights, applied as one grouped convolution over
+    the batch. 'shared': the same arithmetic with one weight for the whole batch, styles applied to the input
+    and demodulation to the output, as StyleGAN2-ADA trains; equal within float rounding, and its convolutions
+    are ordinary batched ones, which GPUs run (and differentiate twice) far faster.
     upsample: transposed conv (stride 2) followed by a blur; downsample: blur followed by a stride-2 conv.
     """
 
@@ -398,7 +404,8 @@ class HaarTransform(nn.Module):
     def forward(self, x):
         # upfirdn2d flips its kernel; conv2d does not, so flip here to match
         weight = torch.stack([self.ll, self.lh, self.hl, self.hh]).flip([1, 2]).to(x.dtype).unsqueeze(1)
-        if _fir_impl.get(x.device.type) in ("adjoint", "triton") and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0:
+        even = x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
+        if _fir_impl.get(x.device.type) in ("adjoint", "triton") and even:
             return _HaarAnalysis.apply(x, weight)
         return _haar_analysis(x, weight)
 
@@ -442,8 +449,8 @@ def _haar_synthesis(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 class _HaarAnalysis(torch.autograd.Function):
     """The Haar DWT (a stride-2 convolution) with an explicit backward: its adjoint, the stride-2 transposed
     convolution with the same weight, which is the inverse transform (the Haar kernels are orthonormal, and
-    the analysis weight as conv2d applies it equals the synthesis weight as conv_transpose2d applies it). Each is
-    the other's backward, so gradients of any order cost one transform each."""
+    the analysis weight as conv2d applies it equals the synthesis weight as conv_transpose2d applies it). Each
+    is the other's backward, so gradients of any order cost one transform each."""
 
     @staticmethod
     def forward(ctx, x, weight):

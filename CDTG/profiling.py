@@ -1,6 +1,7 @@
-"""Where CDTG's training time goes: a randomly initialised trainer at a chosen scale, a synchronising per-phase
-timer for CDTGTrainer.step, the cost of each kind of iteration (plain, with path length, with R1 and path length),
-the FIR operations' forward + backward and forward + double backward, and torch.profiler's top kernels.
+"""Where CDTG's training time goes: a randomly initialised trainer at a chosen scale, a synchronising
+per-phase timer for CDTGTrainer.step, the cost of each kind of iteration (plain, with path length, with R1 and
+path length), the FIR operations' forward + backward and forward + double backward, and torch.profiler's top
+kernels.
 
 Used by benchmarks/cdtg_step.py (--profile) and benchmarks/gpu_cdtg.py; nothing is downloaded.
 """
@@ -13,13 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
-from common.backbones import build_feature_resnet
-from common.clip import encode_text_prompts, load_clip
-from common.distributed import Runtime, autocast
 from CDTG import ops
 from CDTG.conditioning import FeatureProjection, TailClassifier
 from CDTG.model import Discriminator, Generator
 from CDTG.trainer import CDTGTrainer, StepConfig
+from common.backbones import build_feature_resnet
+from common.clip import encode_text_prompts, load_clip
+from common.distributed import Runtime, autocast
 
 
 @dataclass

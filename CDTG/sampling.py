@@ -1,6 +1,7 @@
-"""Drawing tail-class images from a CDTG generator as CDTG/generate.py does: the real training images of a class
-visited in a seeded shuffled order, each giving the tail model's layer3 feature for --per-real images,
-z = r * n + (1 - r) * P(feature). Shared by CDTG/generate.py and train.py's quality tracking (CDTG/tracking.py).
+"""Drawing tail-class images from a CDTG generator as CDTG/generate.py does: the real training images of a
+class visited in a seeded shuffled order, each giving the tail model's layer3 feature for --per-real images,
+z = r * n + (1 - r) * P(feature). Shared by CDTG/generate.py and train.py's quality tracking
+(CDTG/tracking.py).
 """
 import os
 
@@ -8,12 +9,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from CDTG.conditioning import fused_latents
 from common.datasets import ImageList
 from common.distributed import amp_dtype, autocast
 from common.errors import UserError, batch_loop
 from common.layout import anno_path, read_classes
 from common.transforms import classification
-from CDTG.conditioning import fused_latents
 
 
 def real_images_by_class(root: str, wanted: dict, size: int) -> dict:
@@ -23,10 +24,11 @@ def real_images_by_class(root: str, wanted: dict, size: int) -> dict:
     out = {}
     for k, cid in wanted.items():
         try:
-            out[k] = ImageList(os.path.join(root, "train"), [anno_path(root, "train")], transform, num_classes=num,
-                               label_map={cid: k})
+            out[k] = ImageList(os.path.join(root, "train"), [anno_path(root, "train")], transform,
+                               num_classes=num, label_map={cid: k})
         except UserError:
-            raise UserError(f"class {cid} has no training image in {root}; is it the training run's data root?") \
+            raise UserError(f"class {cid} has no training image in {root}; is it the training run's data "
+                            "root?") \
                 from None
     return out
 
@@ -47,16 +49,17 @@ def visit_order(n: int, needed: int, seed: int) -> list:
 
 
 def draw_generator(*keys: int) -> torch.Generator:
-    """A CPU random generator seeded from `keys` (e.g. seed, tail label, image index): the same keys give the same
-    numbers in any process, whatever was drawn before."""
+    """A CPU random generator seeded from `keys` (e.g. seed, tail label, image index): the same keys give the
+    same numbers in any process, whatever was drawn before."""
     words = [int(k) % 2 ** 64 for k in keys]
     return torch.Generator().manual_seed(int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]))
 
 
 def image_draws(g, mixing: float, mixing_rule: str, seed: int, k: int, indices) -> tuple:
-    """The random numbers of images `indices` of tail label k, each from its own generator (seed, k, index), so
-    that an image does not depend on the batch it is drawn in: ([n of latent 1, n of latent 2], per-image index
-    where latent 2 takes over (n_latent: never), noise images per synthesis layer), stacked over the images."""
+    """The random numbers of images `indices` of tail label k, each from its own generator (seed, k, index),
+    so that an image does not depend on the batch it is drawn in: ([n of latent 1, n of latent 2], per-image
+    index where latent 2 takes over (n_latent: never), noise images per synthesis layer), stacked over the
+    images."""
     z1, z2, inject, noise = [], [], [], []
     shapes = [tuple(getattr(g.noises, f"noise_{i}").shape[1:]) for i in range(g.num_layers)]
     for i in indices:
@@ -81,8 +84,9 @@ def class_mean_latent(g, k: int, seed: int, n: int = 4096) -> torch.Tensor:
 
 def styles_of(g, projected: torch.Tensor, labels: torch.Tensor, r: float, noises: list, inject: torch.Tensor,
               truncation: float, truncation_latent) -> torch.Tensor:
-    """Per-image w+ [B, n_latent, style_dim]: w of latent 1 before each image's `inject` index, of latent 2 from
-    it (style mixing at a point of its own for every image), truncated towards `truncation_latent` if < 1."""
+    """Per-image w+ [B, n_latent, style_dim]: w of latent 1 before each image's `inject` index, of latent 2
+    from it (style mixing at a point of its own for every image), truncated towards `truncation_latent` if <
+    1."""
     w1, w2 = (g.get_latent(z, labels) for z in fused_latents(projected, r, 1.0, "always", noises))
     if truncation < 1:
         w1, w2 = (truncation_latent + truncation * (w - truncation_latent) for w in (w1, w2))
@@ -94,10 +98,10 @@ def styles_of(g, projected: torch.Tensor, labels: torch.Tensor, r: float, noises
 @torch.no_grad()
 def generate_class(k: int, images: ImageList, g, proj, tail, args, rt, mixing: float, mixing_rule: str,
                    save, progress: bool = True, done=None) -> tuple:
-    """Generate args.n_per_class images of tail label k; save(index, uint8 image, source path) for each index not
-    in `done`. Image i is drawn from (args.seed, k, i) and from the real image visited for it, in batches of the
-    same images whatever `done` holds, so it is the same in a run that continues an interrupted one. Returns
-    (count, the first args.grid_cols images as tensors, the source path of every image)."""
+    """Generate args.n_per_class images of tail label k; save(index, uint8 image, source path) for each index
+    not in `done`. Image i is drawn from (args.seed, k, i) and from the real image visited for it, in batches
+    of the same images whatever `done` holds, so it is the same in a run that continues an interrupted one.
+    Returns (count, the first args.grid_cols images as tensors, the source path of every image)."""
     done = done or set()
     per_real = args.per_real
     per_batch = max(1, args.batch_size // per_real) * per_real
@@ -110,7 +114,8 @@ def generate_class(k: int, images: ImageList, g, proj, tail, args, rt, mixing: f
                disable=not progress)
     for start in range(0, args.n_per_class, per_batch):
         indices = range(start, min(start + per_batch, args.n_per_class))
-        if start >= grid_images and all(i in done for i in indices):  # the first images are drawn for the grid
+        # the first images are drawn for the grid
+        if start >= grid_images and all(i in done for i in indices):
             bar.update(len(indices))
             continue
         reals = order[start // per_real: indices[-1] // per_real + 1]

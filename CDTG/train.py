@@ -2,7 +2,7 @@
 layer3 features and kept class-consistent by the tail classifier and CLIP text prompts.
 
     python CDTG/train.py --config configs/dior.yaml --tail-model runs/kmdn/dior/distill/tail_model.pt
-    python CDTG/train.py ... --init-weights swagan_resisc45_200000.pt       (fine-tune an unconditional SWAGAN)
+    python CDTG/train.py ... --init-weights swagan_resisc45_200000.pt  (fine-tune an unconditional SWAGAN)
     python CDTG/train.py ... --resume                                (continue <run>/ckpt_last.pt exactly)
     torchrun --nproc_per_node 4 CDTG/train.py ...                    (DDP; --batch-size is per process)
 
@@ -23,6 +23,14 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm import tqdm
 
+from CDTG import generator_file, original
+from CDTG.augment import OPERATIONS, AdaptiveAugment
+from CDTG.batches import BalancedBatches, ClassGroupedBatches, EndlessBatches, Indexed
+from CDTG.conditioning import FeatureProjection, check_tail_classes, feature_cache, load_tail_model
+from CDTG.model import build_models, check_size, model_config
+from CDTG.sampling import real_images_by_class
+from CDTG.tracking import QualityTracker
+from CDTG.trainer import MODES, CDTGTrainer, StepConfig, round_to_half
 from common import checkpoint, rundir
 from common.clip import add_clip_args, encode_text_prompts, load_clip, prompts_for
 from common.config import add_config_arg, parse_args
@@ -30,18 +38,11 @@ from common.datasets import ImageList
 from common.distributed import all_reduce_sum, cleanup, setup
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
-from common.plots import quality_curves_png
 from common.options import add_loader_args
+from common.plots import quality_curves_png
+from common.resume import LastCheckpoint, save_last
 from common.split import label_map, load_split
 from common.transforms import classification
-from CDTG.augment import OPERATIONS, AdaptiveAugment
-from CDTG.batches import BalancedBatches, ClassGroupedBatches, EndlessBatches, Indexed
-from CDTG.conditioning import FeatureProjection, check_tail_classes, feature_cache, load_tail_model
-from CDTG import generator_file, original
-from CDTG.model import build_models, check_size, model_config
-from CDTG.sampling import real_images_by_class
-from CDTG.tracking import QualityTracker
-from CDTG.trainer import MODES, CDTGTrainer, StepConfig, round_to_half
 
 
 def get_args_parser():
@@ -49,20 +50,21 @@ def get_args_parser():
     add_config_arg(p)
     g = p.add_argument_group("data")
     g.add_argument("--data-root", default=None, help="processed data root (classes.json, anno/, train/)")
-    g.add_argument("--split", default=None, help="split.json (default: <root>/split.json); its tail list orders "
-                                                 "the labels")
+    g.add_argument("--split", default=None, help="split.json (default: <root>/split.json); its tail list "
+                                                 "orders the labels")
     g.add_argument("--tail-model", default=None,
                    help="distilled KMDN tail model (runs/kmdn/<dataset>/distill/tail_model.pt)")
     g.add_argument("--tail-input", default="model", choices=["model", "gan"],
-                   help="size the tail model sees: 'model' = its own img_size (images resized), 'gan' = --size "
-                        "(upstream fed the 256 px GAN images to a 224 px model)")
+                   help="size the tail model sees: 'model' = its own img_size (images resized), 'gan' = "
+                        "--size (upstream fed the 256 px GAN images to a 224 px model)")
     g.add_argument("--size", type=int, default=256, help="image size of the GAN (power of two, 16..1024)")
     g.add_argument("--class-balanced", action="store_true",
-                   help="draw the real images of a batch class-balanced (with replacement) instead of an endless "
-                        "shuffle (upstream: the shuffle, so a class is trained in proportion to its images)")
+                   help="draw the real images of a batch class-balanced (with replacement) instead of an "
+                        "endless shuffle (upstream: the shuffle, so a class is trained in proportion to its "
+                        "images)")
     g.add_argument("--class-groups", action="store_true",
-                   help="batches of class groups (uniform over classes): each group of D's minibatch-stddev holds "
-                        "one class, so D sees the spread within a class (not in the paper; overrides "
+                   help="batches of class groups (uniform over classes): each group of D's minibatch-stddev "
+                        "holds one class, so D sees the spread within a class (not in the paper; overrides "
                         "--class-balanced)")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=False,
                    help="random horizontal flips of real images (upstream: off, the flip is commented out)")
@@ -74,23 +76,25 @@ def get_args_parser():
     g.add_argument("--max-channels", type=int, default=None, help="cap on feature channels (tiny models)")
     g.add_argument("--label-dim", type=int, default=512, help="D's class-embedding size")
     g.add_argument("--from-rgb-kernel", type=int, default=1, choices=[1, 3],
-                   help="D's FromRGB convolution: 1 = TGN's and SatConcepts' 1x1, 3 = rosinality's current 3x3 "
-                        "(an --init-weights file of the other kernel is converted exactly where possible)")
+                   help="D's FromRGB convolution: 1 = TGN's and SatConcepts' 1x1, 3 = rosinality's current "
+                        "3x3 (an --init-weights file of the other kernel is converted exactly where "
+                        "possible)")
     g.add_argument("--feature-pool", type=int, default=0,
                    help="adaptive-average-pool the layer3 map to NxN before P; 0 = the full map (upstream: "
                         "1024x16x16 = 262,144 inputs, a 134M-parameter P)")
     g.add_argument("--normalise-p", action="store_true",
-                   help="rescale P(feature) to the noise's expected norm, sqrt(style dim), so that r stays the "
-                        "noise share however P grows (not in the paper: its P is a plain Linear)")
+                   help="rescale P(feature) to the noise's expected norm, sqrt(style dim), so that r stays "
+                        "the noise share however P grows (not in the paper: its P is a plain Linear)")
     g.add_argument("--freeze-p", action="store_true",
                    help="keep P at its random initialisation in --mode paper (the paper trains it)")
     g.add_argument("--init-weights", "--ckpt", dest="init_weights", default=None,
                    help="initial weights: TGN's 200000.pt, an unconditional SWAGAN checkpoint (rosinality or "
-                        "SatConcepts layout: class embeddings and D's fusion conv stay at init) or a CDTG/train.py "
-                        "one; every tensor of the file must land in the model; the iteration starts at 0")
+                        "SatConcepts layout: class embeddings and D's fusion conv stay at init) or a "
+                        "CDTG/train.py one; every tensor of the file must land in the model; the iteration "
+                        "starts at 0")
     g.add_argument("--continue-original", action="store_true",
-                   help="with --init-weights of an original file: also restore its iteration (from the file name, as the "
-                        "original), g_optim, d_optim and ada_aug_p")
+                   help="with --init-weights of an original file: also restore its iteration (from the file "
+                        "name, as the original), g_optim, d_optim and ada_aug_p")
     g = p.add_argument_group("conditioning")
     g.add_argument("--r-train", type=float, default=0.8, help="noise share: z = r n + (1 - r) P(feature)")
     g.add_argument("--mixing", type=float, default=0.9, help="style-mixing setting")
@@ -99,15 +103,17 @@ def get_args_parser():
                         "with probability --mixing")
     g = p.add_argument_group("losses")
     g.add_argument("--mode", default="paper", choices=list(MODES),
-                   help="paper: consistency terms back-propagated and P trained; code: as released (terms only "
-                        "logged, P fixed random, tail model in train mode, CLIP weights rounded to float16 and "
-                        "its term on wrapped bytes with CE on probabilities, path-length mean not detached)")
+                   help="paper: consistency terms back-propagated and P trained; code: as released (terms "
+                        "only logged, P fixed random, tail model in train mode, CLIP weights rounded to "
+                        "float16 and its term on wrapped bytes with CE on probabilities, path-length mean "
+                        "not detached)")
     g.add_argument("--lambda-cls", type=float, default=1.0, help="weight of CE(tail model(G), y)")
-    g.add_argument("--lambda-clip", type=float, default=1.0, help="weight of the CLIP text loss; 0 skips CLIP")
+    g.add_argument("--lambda-clip", type=float, default=1.0,
+                   help="weight of the CLIP text loss; 0 skips CLIP")
     g.add_argument("--lambda-ms", type=float, default=0.0,
-                   help="weight of a mode-seeking term (MSGAN; not in the paper): half of each generator batch "
-                        "is drawn twice with other noise and 1 / (image distance / latent distance) is minimised; "
-                        "0 = off")
+                   help="weight of a mode-seeking term (MSGAN; not in the paper): half of each generator "
+                        "batch is drawn twice with other noise and 1 / (image distance / latent distance) is "
+                        "minimised; 0 = off")
     g.add_argument("--consistency-lowpass", action="store_true",
                    help="the tail model and CLIP see G's images through a [1, 2, 1] blur, so their gradients "
                         "hold no 2-pixel checkerboard (not in the paper: they see the images as generated)")
@@ -128,7 +134,8 @@ def get_args_parser():
                    help="base lr; G uses lr*k/(k+1) with k = --g-reg-every, D with k = --d-reg-every")
     g.add_argument("--ema-decay", type=float, default=0.5 ** (32 / 10000), help="g_ema decay per iteration")
     g = p.add_argument_group("augmentation (upstream --augment)")
-    g.add_argument("--augment", action="store_true", help="differentiable augmentation of D's inputs (ADA-lite)")
+    g.add_argument("--augment", action="store_true",
+                   help="differentiable augmentation of D's inputs (ADA-lite)")
     g.add_argument("--augment-p", type=float, default=0.0, help="fixed probability; 0 = adapt it (ADA)")
     g.add_argument("--ada-target", type=float, default=0.6)
     g.add_argument("--ada-length", type=int, default=500000, help="images for p to move from 0 to 1")
@@ -136,30 +143,35 @@ def get_args_parser():
     g.add_argument("--augment-ops", nargs="+", default=list(OPERATIONS), choices=list(OPERATIONS))
     g = p.add_argument_group("speed")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
-                   help="mixed precision on CUDA (bf16, or fp16 with loss scaling); R1 and path length in fp32")
+                   help="mixed precision on CUDA (bf16, or fp16 with loss scaling); R1 and path length in "
+                        "fp32")
     g.add_argument("--feature-cache-gb", type=float, default=2.0,
-                   help="compute the frozen tail model's features of all real images once when they fit in this "
-                        "many GB (0 = every iteration)")
+                   help="compute the frozen tail model's features of all real images once when they fit in "
+                        "this many GB (0 = every iteration)")
     g.add_argument("--compile", default=None,
                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                    help="torch.compile G and D (this mode) for the unregularised passes; R1 and path length "
                         "stay eager (benchmarks/gpu_cdtg.sh measures whether it pays)")
     g = p.add_argument_group("logging")
-    g.add_argument("--log-every", type=int, default=100, help="metrics.jsonl row and tqdm losses every N iterations")
-    g.add_argument("--sample-every", type=int, default=1000, help="fixed-latent sample grid every N iterations")
+    g.add_argument("--log-every", type=int, default=100,
+                   help="metrics.jsonl row and tqdm losses every N iterations")
+    g.add_argument("--sample-every", type=int, default=1000,
+                   help="fixed-latent sample grid every N iterations")
     g.add_argument("--sample-cols", type=int, default=8, help="samples per tail class in the grid")
-    g.add_argument("--ckpt-every", type=int, default=5000, help="ckpt_last.pt every N iterations (and at the end)")
+    g.add_argument("--ckpt-every", type=int, default=5000,
+                   help="ckpt_last.pt every N iterations (and at the end)")
     g.add_argument("--snapshot-every", type=int, default=0,
                    help="also keep checkpoints/<iter>.pt every N iterations (upstream: 5000); 0 = off")
     g = p.add_argument_group("quality tracking (off by default)")
     g.add_argument("--eval-every", type=int, default=0,
-                   help="every N iterations (and before the first and after the last) draw --eval-per-class images "
-                        "per tail class from g_ema as CDTG/generate.py would and log eval_* rows to metrics.jsonl "
-                        "(tail-model and classifier shares, FID_cls) and quality.png; 0 = off")
+                   help="every N iterations (and before the first and after the last) draw --eval-per-class "
+                        "images per tail class from g_ema as CDTG/generate.py would and log eval_* rows to "
+                        "metrics.jsonl (tail-model and classifier shares, FID_cls) and quality.png; 0 = off")
     g.add_argument("--eval-classifier", default=None,
                    help="independent classifier for FID_cls (Classification/train.py's model_final.pt)")
     g.add_argument("--eval-per-class", type=int, default=16, help="images per tail class per evaluation")
-    g.add_argument("--eval-r", type=float, default=0.05, help="noise share of the drawn images (generate.py's --r)")
+    g.add_argument("--eval-r", type=float, default=0.05,
+                   help="noise share of the drawn images (generate.py's --r)")
     g.add_argument("--eval-max-real", type=int, default=100,
                    help="real images per class FID_cls compares with (evaluate.py's --max-per-class)")
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
@@ -219,8 +231,8 @@ def check_args(args) -> None:
     if args.eval_every < 0:
         raise UserError(f"--eval-every must be 0 (off) or positive, got {args.eval_every}")
     if args.eval_every and not args.eval_classifier:
-        raise UserError("--eval-every needs --eval-classifier: the independent classifier (Classification/train.py's "
-                        "model_final.pt) whose features FID_cls uses")
+        raise UserError("--eval-every needs --eval-classifier: the independent classifier "
+                        "(Classification/train.py's model_final.pt) whose features FID_cls uses")
     for flag in ("iter", "batch_size", "log_every", "sample_every", "ckpt_every", "sample_cols"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
@@ -265,14 +277,14 @@ def load_conditioning(args, data: TailData, rt) -> tuple:
     return tail, clip, text_features
 
 
-def read_resume_checkpoint(args, ckpt_path: str) -> dict:
+def read_resume_checkpoint(args, out: str) -> LastCheckpoint:
     """--resume: <run>/ckpt_last.pt; D is rebuilt with the run's own FromRGB kernel."""
-    ck = checkpoint.load(ckpt_path)
-    kernel = original.from_rgb_kernel_of(ck["d"])
+    last = LastCheckpoint(out)
+    kernel = original.from_rgb_kernel_of(last["d"])
     if kernel != args.from_rgb_kernel:
-        print(f"{ckpt_path} has a {kernel}x{kernel} FromRGB: resuming with --from-rgb-kernel {kernel}")
+        print(f"{last.path} has a {kernel}x{kernel} FromRGB: resuming with --from-rgb-kernel {kernel}")
         args.from_rgb_kernel = kernel
-    return ck
+    return last
 
 
 def step_config(args) -> StepConfig:
@@ -303,7 +315,7 @@ def build_trainer(args, num_classes: int, rt, tail, clip, text_features, initial
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick each convolution's algorithm
     trainer = CDTGTrainer(g, d, proj, tail, rt, cfg, clip, text_features, augment, g_ema, p_ema)
     if rt.is_main:
-        n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        n = lambda m: sum(p.numel() for p in m.parameters())
         print(f"G {n(g) / 1e6:.2f}M, D {n(d) / 1e6:.2f}M, P {n(proj) / 1e6:.2f}M parameters "
               f"({'trained' if trainer.train_p else 'fixed'}); layer3 {tail.feature_shape()} at "
               f"{tail.input_size} px, pool {args.feature_pool or 'none'}")
@@ -322,18 +334,15 @@ def run_meta(args, data: TailData, trainer: CDTGTrainer, clip) -> dict:
             if clip is not None else None}
 
 
-def resume(trainer: CDTGTrainer, ck: dict, meta: dict, ckpt_path: str, out: str, log, rt) -> int:
-    """--resume: the run's state, after checking that its flags are the run's own; returns its iteration."""
+def resume(trainer: CDTGTrainer, last: LastCheckpoint, meta: dict, out: str, log, rt) -> int:
+    """--resume: the run's state, after checking that its flags are the run's own; returns its iteration. The
+    random state comes back last, in seed_noise()."""
     for key in ("generator", "projection"):
-        if ck["meta"][key] != meta[key]:
-            raise UserError(f"{ckpt_path} was trained with {key} {ck['meta'][key]}, not {meta[key]}; resume "
-                            f"with the run's own flags (see {os.path.join(out, 'args.yaml')})")
-    trainer.load_state_dict(ck)
-    start = ck["iteration"]
-    log.truncate_after(start, key="iter")
-    if rt.is_main:
-        print(f"resumed from {ckpt_path} at iteration {start}")
-    return start
+        if last["meta"][key] != meta[key]:
+            raise UserError(f"{last.path} was trained with {key} {last['meta'][key]}, not {meta[key]}; "
+                            f"resume with the run's own flags (see {os.path.join(out, 'args.yaml')})")
+    trainer.load_state_dict(last.state)  # G, D, P, their EMAs, optimisers, scalers, path length, ADA p
+    return last.restore({}, log, rt.is_main, rng=False)
 
 
 def batch_loader(args, dataset, d, start: int, rt) -> DataLoader:
@@ -356,7 +365,6 @@ class RunOutputs:
 
     def __init__(self, args, data: TailData, trainer: CDTGTrainer, meta: dict, out: str, log, rt):
         self.args, self.trainer, self.meta, self.out, self.log, self.rt = args, trainer, meta, out, log, rt
-        self.ckpt_path = os.path.join(out, "ckpt_last.pt")
         images, labels = sample_bank(data.dataset, data.num_classes, args.sample_cols)
         self.bank_images, self.bank_labels = images.to(rt.device), labels.to(rt.device)
         self.bank_z = torch.randn(len(self.bank_labels), args.style_dim,
@@ -396,13 +404,12 @@ class RunOutputs:
                      os.path.join(self.samples_dir, f"{done:06d}.png"), self.args.sample_cols)
 
     def save_checkpoint(self, done: int) -> None:
-        rng = checkpoint.rng_state_of_every_rank()  # a collective: called on every process, written by rank 0
-        if not self.rt.is_main:
-            return
-        state = {**self.trainer.state_dict(), "iteration": done, "rng": rng, "args": vars(self.args),
-                 "meta": generator_file.stored_meta({**self.meta, "iteration": done}, self.out)}
-        checkpoint.atomic_save(state, self.ckpt_path)
-        if self.args.snapshot_every and done % self.args.snapshot_every == 0:
+        meta = None
+        if self.rt.is_main:
+            meta = generator_file.stored_meta({**self.meta, "iteration": done}, self.out)
+        state = save_last(self.out, self.rt.is_main, {}, iteration=done, **self.trainer.state_dict(),
+                          args=vars(self.args), meta=meta)  # a collective: called on every process
+        if state is not None and self.args.snapshot_every and done % self.args.snapshot_every == 0:
             checkpoint.atomic_save(state, os.path.join(self.out, "checkpoints", f"{done:06d}.pt"))
 
     def export(self, start: int) -> None:
@@ -412,12 +419,12 @@ class RunOutputs:
         print(f"generator: {final}  samples: {self.samples_dir}")
 
 
-def seed_noise(args, resume_ckpt: dict | None, start: int, rt) -> None:
-    """The resumed run's RNG state (a file of before every rank's state was kept holds rank 0's), or different
-    noise per process under DDP."""
-    if args.resume and (isinstance(resume_ckpt["rng"], list) or rt.is_main):
-        checkpoint.set_rng_state(resume_ckpt["rng"])
-    elif rt.distributed:
+def seed_noise(args, last: LastCheckpoint | None, start: int, rt) -> None:
+    """The resumed run's random state of this process, or (a fresh run, or a file of before every rank's state
+    was kept, which holds rank 0's) different noise per process under DDP."""
+    if last is not None and last.restore_rng():
+        return
+    if rt.distributed:
         torch.manual_seed(args.seed + 1000 * rt.rank + start)
 
 
@@ -479,8 +486,7 @@ def main(args):
     initial = original.read_initial_checkpoint(args, data.num_classes, tail.feature_shape()) \
         if args.init_weights and not args.resume else None
     out = rundir.prepare(args, rt.is_main)  # after every input check: a mistake leaves no run folder behind
-    ckpt_path = os.path.join(out, "ckpt_last.pt")
-    resume_ckpt = read_resume_checkpoint(args, ckpt_path) if args.resume else None
+    last = read_resume_checkpoint(args, out) if args.resume else None
     if rt.is_main:
         print(f"{len(data.dataset)} tail training images, {data.num_classes} tail classes "
               f"({', '.join(data.names)}); mode {args.mode}; run folder {out}")
@@ -490,13 +496,13 @@ def main(args):
     start = original.continue_original(initial, args.init_weights, trainer) if args.continue_original else 0
     log = rundir.MetricsLog(out, rt.is_main, args.report_to)
     if args.resume:
-        start = resume(trainer, resume_ckpt, meta, ckpt_path, out, log, rt)
+        start = resume(trainer, last, meta, out, log, rt)
 
     loader = batch_loader(args, data.dataset, trainer.d, start, rt)
     cache = feature_cache(trainer, data.dataset, rt, args.hflip, args.feature_cache_gb, args.batch_size * 4,
                           args.workers)
     outputs = RunOutputs(args, data, trainer, meta, out, log, rt)
-    seed_noise(args, resume_ckpt, start, rt)  # last, so that no set-up step above draws from it
+    seed_noise(args, last, start, rt)  # last, so that no set-up step above draws from it
     outputs.before_training(start)
     if train_loop(args, trainer, loader, cache, start, outputs, rt) and rt.is_main:
         outputs.export(start)

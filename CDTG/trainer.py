@@ -12,12 +12,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.clip import image_features
-from common.distributed import Runtime, autocast, grad_scaler
 from CDTG.augment import AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
-from CDTG.losses import (classifier_consistency_loss, clip_consistency_loss, d_logistic_loss, g_nonsaturating_loss,
-                         lowpass, mode_seeking_loss, path_length_penalty, r1_penalty, released_clip_input)
+from CDTG.losses import (
+    classifier_consistency_loss,
+    clip_consistency_loss,
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    lowpass,
+    mode_seeking_loss,
+    path_length_penalty,
+    r1_penalty,
+    released_clip_input,
+)
+from common.clip import image_features
+from common.distributed import Runtime, autocast, grad_scaler
 
 MODES = ("paper", "code")
 
@@ -75,17 +84,19 @@ class Draws:
 
 @torch.no_grad()
 def round_to_half(module: nn.Module) -> nn.Module:
-    """Round CLIP's weights to float16 and back as OpenAI's loader leaves them on the CPU: the weights and biases
-    of convolutions, linear layers and attention input projections, and the two projection matrices
+    """Round CLIP's weights to float16 and back as OpenAI's loader leaves them on the CPU: the weights and
+    biases of convolutions, linear layers and attention input projections, and the two projection matrices
     (`proj`, `text_projection`); LayerNorms, embeddings and the temperature keep float32."""
     tensors = []
     for m in module.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             tensors += [m.weight, m.bias]
         if isinstance(m, nn.MultiheadAttention):
-            tensors += [getattr(m, a) for a in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
-                                                "in_proj_bias", "bias_k", "bias_v")]
-        tensors += [getattr(m, a) for a in ("proj", "text_projection") if isinstance(getattr(m, a, None), torch.Tensor)]
+            tensors += [getattr(m, a)
+                        for a in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                                  "in_proj_bias", "bias_k", "bias_v")]
+        tensors += [getattr(m, a) for a in ("proj", "text_projection")
+                    if isinstance(getattr(m, a, None), torch.Tensor)]
     for t in tensors:
         if t is not None:
             t.copy_(t.half().float())
@@ -104,9 +115,9 @@ class CDTGTrainer:
         self.cfg, self.rt = cfg, rt
         self.g, self.d, self.proj, self.tail = generator, discriminator, projection, tail
         self.draws = draws or Draws()
-        self.released = cfg.mode == "code"
+        self.paper = cfg.mode == "paper"  # the mode's one spelling below; False: --mode code, as released
         self.tail.requires_grad_(False)
-        self.tail.use_batch_statistics(self.released)
+        self.tail.use_batch_statistics(not self.paper)
         self.clip, self.text_features = clip, text_features
         self.clip_scale = float(clip.model.logit_scale.exp()) if clip is not None else None
         self.augment = augment
@@ -117,11 +128,12 @@ class CDTGTrainer:
             self.g_plain, self.d_plain = torch.compile(self.g, mode=mode), torch.compile(self.d, mode=mode)
         self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(generator)).eval().requires_grad_(False)
         self.p_ema = (p_ema if p_ema is not None else copy.deepcopy(projection)).eval().requires_grad_(False)
-        if rt.distributed:  # every process starts from rank 0's weights: only the gradients are averaged after
+        # every process starts from rank 0's weights: only the gradients are averaged after
+        if rt.distributed:
             for module in (self.g, self.d, self.proj, self.g_ema, self.p_ema):
                 for tensor in [*module.parameters(), *module.buffers()]:
                     torch.distributed.broadcast(tensor.data, src=0)
-        self.train_p = cfg.mode == "paper" and cfg.train_p
+        self.train_p = self.paper and cfg.train_p  # P is trained (not under --freeze-p)
         self.proj.requires_grad_(self.train_p)
         g_params = list(self.g.parameters()) + (list(self.proj.parameters()) if self.train_p else [])
         self.g_params, self.d_params = g_params, list(self.d.parameters())
@@ -165,13 +177,13 @@ class CDTGTrainer:
             out["cls"] = classifier_consistency_loss(logits, labels)
         if self.clip is not None:
             with torch.set_grad_enabled(train and cfg.lambda_clip > 0):
-                if self.released:
+                if not self.paper:
                     pixels = released_clip_input(self.clip.preprocess, fake)
                     feats = F.normalize(self.clip.model.encode_image(pixels).float(), dim=-1)
                 else:
                     feats = image_features(self.clip, fake)
                 out["clip"] = clip_consistency_loss(feats, self.text_features, labels, self.clip_scale,
-                                                    double_softmax=self.released)
+                                                    double_softmax=not self.paper)
         return out
 
     def _styles(self, stage: str, feat: torch.Tensor) -> list:
@@ -200,8 +212,10 @@ class CDTGTrainer:
             _, feat = self.tail(real)
         return self.proj.reduce(feat.float())
 
-    def step(self, real: torch.Tensor, labels: torch.Tensor, iteration: int, feat: torch.Tensor | None = None) -> dict:
-        """One iteration on a batch of real tail images in [-1, 1] with labels 0..K-1; returns detached losses.
+    def step(self, real: torch.Tensor, labels: torch.Tensor, iteration: int,
+             feat: torch.Tensor | None = None) -> dict:
+        """One iteration on a batch of real tail images in [-1, 1] with labels 0..K-1; returns detached
+        losses.
 
         feat: the real images' features from `features()` (e.g. cached); computed here when None."""
         cfg, rt = self.cfg, self.rt
@@ -226,7 +240,8 @@ class CDTGTrainer:
             self.d_scaler.update()
             if self.augment is not None:
                 self.augment.observe(real_pred)
-        log.update(d=d_loss.detach(), real_score=real_pred.detach().mean(), fake_score=fake_pred.detach().mean())
+        log.update(d=d_loss.detach(), real_score=real_pred.detach().mean(),
+                   fake_score=fake_pred.detach().mean())
 
         if cfg.r1 > 0 and cfg.d_reg_every > 0 and iteration % cfg.d_reg_every == 0:
             with self.phase("r1"):
@@ -243,7 +258,6 @@ class CDTGTrainer:
 
         # generator
         self.d.requires_grad_(False)
-        paper = cfg.mode == "paper"
         g_feat, g_labels = feat, labels
         if cfg.lambda_ms > 0:  # the batch's first half twice: pairs of one feature and label, other noise
             h = max(1, real.shape[0] // 2)
@@ -255,13 +269,14 @@ class CDTGTrainer:
                                        noise=self.draws.layer_noise("g"))
                 fake_pred = self.d_plain(self._aug(fake), g_labels).float()
                 adv = g_nonsaturating_loss(fake_pred)
-            lazy = max(1, cfg.consistency_every) if paper else 1
+            lazy = max(1, cfg.consistency_every) if self.paper else 1
             terms = {}
             if iteration % lazy == 0:
                 with self.phase("consistency"):  # the tail model and CLIP on the generated images
-                    terms = self._consistency(fake if paper else fake.detach(), g_labels, train=paper)
+                    terms = self._consistency(fake if self.paper else fake.detach(), g_labels,
+                                              train=self.paper)
             g_loss = adv
-            if paper and terms:
+            if self.paper and terms:
                 g_loss = g_loss + lazy * cfg.lambda_cls * terms["cls"]
                 if "clip" in terms:
                     g_loss = g_loss + lazy * cfg.lambda_clip * terms["clip"]
@@ -284,7 +299,7 @@ class CDTGTrainer:
                                                return_latents=True)  # fp32: second-order gradients
                 penalty, mean_length, lengths = path_length_penalty(fake, latents, self.mean_path_length,
                                                                     cfg.path_decay, self.draws.path_noise(),
-                                                                    detach_mean=not self.released)
+                                                                    detach_mean=self.paper)
                 self.g_optim.zero_grad(set_to_none=True)
                 # 0 * term: every process all-reduces the same parameter list (see R1)
                 (cfg.path_regularize * cfg.g_reg_every * penalty + 0 * fake[0, 0, 0, 0]).backward()

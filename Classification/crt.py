@@ -1,14 +1,17 @@
-"""cRT (Kang et al. 2020): re-train only the linear classifier of a trained classifier, with class-balanced sampling.
+"""cRT (Kang et al. 2020): re-train only the linear classifier of a trained classifier, with class-balanced
+sampling.
 
-    python Classification/crt.py --config configs/synthetic.yaml --weights runs/classification/x/model_final.pt
+    python Classification/crt.py --config configs/synthetic.yaml \
+        --weights runs/classification/x/model_final.pt
 
 The backbone gets no gradient; the fc is re-initialised and trained with the reference's recipe by default:
 SGD (momentum 0.9, weight decay 5e-4), cosine decay over 10 epochs, lr 0.2 at batch 512 scaled linearly to the
 batch (0.0125 at 32), and the backbone's batch-norm layers in train mode, as the reference's model.train()
 leaves them (batch statistics, running statistics updated). --bn frozen keeps them in eval mode; --optimizer
-adam --schedule step is this repository's earlier recipe. --tune-list LIST (a held-out list, paths relative to <root>/train)
-keeps the model of the epoch with the best mean per-class accuracy on it, so the epochs are chosen on it.
-Writes a run folder like train.py's: model_final.pt (an ordinary classifier file), the report, metrics.jsonl.
+adam --schedule step is this repository's earlier recipe. --tune-list LIST (a held-out list, paths relative to
+<root>/train) keeps the model of the epoch with the best mean per-class accuracy on it, so the epochs are
+chosen on it. Writes a run folder like train.py's: model_final.pt (an ordinary classifier file), the report,
+metrics.jsonl.
 """
 import argparse
 import copy
@@ -17,42 +20,47 @@ import os
 import torch
 from torch import nn
 
+from Classification import longtail
 from common import checkpoint, rundir
 from common.backbones import build_classifier
 from common.config import add_config_arg, parse_args
 from common.datasets import ImageList
 from common.distributed import cleanup, setup
+from common.engine import evaluate
 from common.errors import UserError, cli
 from common.jsonfile import write_json
 from common.layout import anno_path, read_classes
 from common.loaders import make_loader
-from common.options import eval_batch_size
-from common.engine import evaluate
 from common.metrics import summarize
+from common.options import eval_batch_size
 from common.report import export_classifier, groups_from_split
+from common.samplers import ClassBalancedSampler
 from common.split import optional_split
 from common.training import add_fit_args, add_image_args, fit
 from common.transforms import classification
-from Classification import longtail
 
 
 def get_args_parser():
     p = argparse.ArgumentParser("cRT: classifier re-training on a frozen backbone")
     add_config_arg(p)
-    p.add_argument("--weights", required=True, help="a trained classifier (Classification/train.py's model_final.pt)")
+    p.add_argument("--weights", required=True, help="a trained classifier (Classification/train.py's "
+                                                    "model_final.pt)")
     g = p.add_argument_group("data")
-    g.add_argument("--data-root", default=None, help="processed data root (classes.json, anno/, train/, test/)")
-    g.add_argument("--train-list", action="append", default=None, help="default: <root>/anno/<NAME>_train.txt")
+    g.add_argument("--data-root", default=None, help="processed data root (classes.json, anno/, train/, "
+                                                     "test/)")
+    g.add_argument("--train-list", action="append", default=None,
+                   help="default: <root>/anno/<NAME>_train.txt")
     g.add_argument("--test-list", default=None, help="default: <root>/anno/<NAME>_test.txt")
-    g.add_argument("--split", default=None, help="split.json for head/tail accuracy (default: <root>/split.json)")
+    g.add_argument("--split", default=None, help="split.json for head/tail accuracy (default: "
+                                                 "<root>/split.json)")
     add_image_args(g, img_size=None, norm=None)  # default: those stored with --weights
     g.add_argument("--sampler", default="class_balanced", choices=list(longtail.SAMPLERS))
     g.add_argument("--tune-list", default=None,
                    help="held-out list (relative to <root>/train): the epoch best on it by mean per-class "
                         "accuracy gives the final model")
     g.add_argument("--bn", default="train", choices=["train", "frozen"],
-                   help="the backbone's batch norm while the fc trains: train (the reference's model.train(): "
-                        "batch statistics, running statistics updated) or frozen (eval mode)")
+                   help="the backbone's batch norm while the fc trains: train (the reference's "
+                        "model.train(): batch statistics, running statistics updated) or frozen (eval mode)")
     add_fit_args(p, epochs=10, lr_drop_epochs=[], optimizer="sgd", lr=0.2 * 32 / 512, weight_decay=5e-4,
                  schedule="cosine")
     rundir.add_run_args(p, "classification_crt")
@@ -84,7 +92,8 @@ def load_trained(path: str, num_classes: int, names: list) -> tuple:
     ck = checkpoint.load(path, "--weights file")
     arch = ck.get("arch") or (ck.get("args") or {}).get("model")
     if not arch:
-        raise UserError(f"{path} does not name its architecture; pass Classification/train.py's model_final.pt")
+        raise UserError(f"{path} does not name its architecture; pass Classification/train.py's "
+                        "model_final.pt")
     if ck.get("names") and ck["names"] != names:
         raise UserError(f"{path} was trained on classes {ck['names'][:3]}..., not those of this --data-root")
     model = build_classifier(arch, num_classes, "none", verbose=False)
@@ -100,7 +109,8 @@ def load_trained(path: str, num_classes: int, names: list) -> tuple:
 @cli
 def main(args):
     if not args.data_root:
-        raise UserError("--data-root is required (or set data_root in the config's classification_crt section)")
+        raise UserError("--data-root is required (or set data_root in the config's classification_crt "
+                        "section)")
     info = read_classes(args.data_root)
     names = info["names"]
     split = optional_split(args.split, args.data_root)
@@ -108,7 +118,7 @@ def main(args):
     args.img_size = args.img_size or ck.get("img_size") or 224
     args.norm = args.norm or ck.get("norm") or "half"
     root = args.data_root
-    kw = dict(num_classes=len(names), on_corrupt=args.on_corrupt)
+    kw = {"num_classes": len(names), "on_corrupt": args.on_corrupt}
     train_set = ImageList(os.path.join(root, "train"), args.train_list or [anno_path(root, "train")],
                           classification(args.img_size, True, args.norm, args.hflip), **kw)
     test_set = ImageList(os.path.join(root, "test"), [args.test_list or anno_path(root, "test")],
@@ -116,7 +126,7 @@ def main(args):
 
     rt = setup(args.device)
     out = rundir.prepare(args, rt.is_main)
-    sampler = (longtail.ClassBalancedSampler(train_set.targets, args.seed, rt.rank, rt.world_size)
+    sampler = (ClassBalancedSampler(train_set.targets, args.seed, rt.rank, rt.world_size)
                if args.sampler == "class_balanced" else None)
     train_loader = make_loader(train_set, args.batch_size, True, rt, args.workers, args.seed, sampler=sampler)
     test_loader = make_loader(test_set, eval_batch_size(args), False, rt, args.workers)
@@ -158,8 +168,8 @@ def main(args):
         print(f"epochs chosen on {args.tune_list}: {best['epoch'] + 1} of {args.epochs} (mean per-class "
               f"accuracy {100 * best['score']:.1f})")
     if rt.is_main:
-        export_classifier(model, cm, out, names, groups, split, f"cRT of {arch} on {info['dataset']}", arch=arch,
-                          img_size=args.img_size, norm=args.norm, dataset=info["dataset"],
+        export_classifier(model, cm, out, names, groups, split, f"cRT of {arch} on {info['dataset']}",
+                          arch=arch, img_size=args.img_size, norm=args.norm, dataset=info["dataset"],
                           crt_of=os.path.abspath(args.weights))
         if best:
             write_json(os.path.join(out, "tuned.json"), {"epochs": best["epoch"] + 1, "of": args.epochs,

@@ -1,25 +1,23 @@
-"""Standard long-tail baselines beside the TGN classifier: re-sampling, re-weighted and margin losses, post-hoc
-adjustments. Every default elsewhere stays upstream's plain cross-entropy with instance sampling.
+"""Standard long-tail baselines beside the TGN classifier: re-sampling, re-weighted and margin losses,
+post-hoc adjustments. Every default elsewhere stays upstream's plain cross-entropy with instance sampling.
 
-- class-balanced sampling: a class drawn uniformly, then an image of it (Kang et al. 2020, "class-balanced");
+- class-balanced sampling: a class drawn uniformly, then an image of it (Kang et al. 2020, "class-balanced";
+  common.samplers.ClassBalancedSampler, shared with CDTG);
 - class-balanced loss: weight (1 - beta) / (1 - beta^n_y), normalised to sum to C (Cui et al. 2019);
 - Balanced Softmax: cross-entropy on logits + log prior (Ren et al. 2020);
 - LDAM: margin C / n_j^(1/4) on the true class, largest margin max_margin, scale s on cosine logits; with
-  deferred re-weighting (DRW) by the class-balanced weights from a given epoch (Cao et al. 2019). DRW takes the
-  weighted mean sum_i w_yi l_i / sum_i w_yi, as the reference's cross-entropy with class weights does; "batch"
-  divides by the batch size instead (this repository's earlier rule). DRW applies to ce, ldam and
+  deferred re-weighting (DRW) by the class-balanced weights from a given epoch (Cao et al. 2019). DRW takes
+  the weighted mean sum_i w_yi l_i / sum_i w_yi, as the reference's cross-entropy with class weights does;
+  "batch" divides by the batch size instead (this repository's earlier rule). DRW applies to ce, ldam and
   balanced_softmax;
 - post-hoc logit adjustment: logits - tau * log prior, tau = 1 (Menon et al. 2021, their post-hoc default);
 - tau-normalisation: each class weight vector divided by its norm^tau, tau in [0, 2] as the reference sweeps
   it (Kang et al. 2020); cRT is Classification/crt.py.
 """
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Sampler
 
 from common.engine import logits_of
 from common.errors import UserError
@@ -159,7 +157,8 @@ def use_cosine_classifier(model: nn.Module) -> nn.Module:
 
 def plain_linear_equivalent(model: nn.Module) -> nn.Module:
     """Replace a CosineLinear fc by an nn.Linear with unit-norm rows and zero bias: the same argmax for every
-    input (the feature norm is common to all classes), so the exported file loads as an ordinary classifier."""
+    input (the feature norm is common to all classes), so the exported file loads as an ordinary
+    classifier."""
     fc = getattr(model, "fc", None)
     if isinstance(fc, CosineLinear):
         new = nn.Linear(fc.in_features, fc.out_features).to(fc.weight.device)
@@ -195,36 +194,3 @@ def tau_normalize_(linear: nn.Linear, tau: float, keep_bias: bool = False) -> nn
         if linear.bias is not None and not keep_bias:
             linear.bias.zero_()
     return linear
-
-
-# ------------------------------------------------------------------------------------------------- sampler
-
-class ClassBalancedSampler(Sampler):
-    """Each draw picks a class uniformly among those with images, then an image of it uniformly (with
-    replacement); an epoch has as many draws as the data set has images. Under DDP every rank draws the same
-    seeded global sequence and keeps every world_size-th draw, so the ranks' shares are disjoint and together
-    class-balanced. set_epoch(e) reseeds, as DistributedSampler does."""
-
-    def __init__(self, targets, seed: int = 0, rank: int = 0, world_size: int = 1, num_samples: int | None = None):
-        targets = np.asarray(targets, dtype=np.int64)
-        self.by_class = [np.flatnonzero(targets == c) for c in np.unique(targets)]
-        self.total = num_samples or len(targets)
-        self.total = int(math.ceil(self.total / world_size)) * world_size
-        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def draws(self) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        classes = rng.integers(len(self.by_class), size=self.total)
-        picks = rng.random(self.total)
-        sizes = np.array([len(ix) for ix in self.by_class])
-        within = (picks * sizes[classes]).astype(np.int64)
-        return np.array([self.by_class[c][i] for c, i in zip(classes, within)], dtype=np.int64)
-
-    def __iter__(self):
-        return iter(self.draws()[self.rank::self.world_size].tolist())
-
-    def __len__(self):
-        return self.total // self.world_size

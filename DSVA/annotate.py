@@ -2,24 +2,25 @@
 
     python DSVA/annotate.py --dataset rssdivcs --data-root RSSDIVCS --clip-model ViT-B-32 \
         --clip-pretrained checkpoints/clip-rsicd --output-dir runs/dsva_annotate/rssdivcs
-    python DSVA/annotate.py --config configs/synthetic.yaml          (the embedded data set and its small CLIP)
-    python DSVA/annotate.py --from-mat RSSDIVCS/files/ann_attr_finetune_43_splits.mat --output-dir ...  (released)
+    python DSVA/annotate.py --config configs/synthetic.yaml  (the embedded data set and its small CLIP)
+    python DSVA/annotate.py --from-mat RSSDIVCS/files/ann_attr_finetune_43_splits.mat \
+        --output-dir ...  (released)
 
 The paper's exact recipe was not released. Ours, the default (every step is a flag):
 1. prompts: each attribute of the vocabulary (DSVA/vocabulary.json: 100 attributes in the paper's three groups
    functions / materials / surface_properties) in each of its group's templates (--prompt-template overrides
-   them; a vocabulary's own per-attribute prompts replace them); the L2-normalised text embeddings are averaged
-   over templates and re-normalised (CLIP's prompt ensembling);
+   them; a vocabulary's own per-attribute prompts replace them); the L2-normalised text embeddings are
+   averaged over templates and re-normalised (CLIP's prompt ensembling);
 2. images: up to --images-per-class images of every class, seen or unseen (random, seeded), through CLIP's own
    preprocessing;
 3. scores: cosine similarity of every image with every attribute, aggregated per class (--aggregate mean);
 4. normalisation per attribute across classes (--normalize minmax: (s - min) / (max - min)).
 
-Writes to --output-dir: attributes.json (classes, attributes, groups, matrix, recipe), attributes.npy ([classes,
-attributes]), attributes.mat (upstream layout: `att` attributes x classes, `allclasses_names`, `attri_name`),
-attri_groups.json (upstream layout: group -> attribute indices) and attributes.png (the matrix as a heat map).
-DSVA/train.py reads any of the first three with --attributes. attributes.json is written last: run again, a
-finished folder with the same settings is left as it is, an unfinished one is annotated again.
+Writes to --output-dir: attributes.json (classes, attributes, groups, matrix, recipe), attributes.npy
+([classes, attributes]), attributes.mat (upstream layout: `att` attributes x classes, `allclasses_names`,
+`attri_name`), attri_groups.json (upstream layout: group -> attribute indices) and attributes.png (the matrix
+as a heat map). DSVA/train.py reads any of the first three with --attributes. attributes.json is written last:
+run again, a finished folder with the same settings is left as it is, an unfinished one is annotated again.
 """
 import argparse
 import json
@@ -42,8 +43,8 @@ from common.layout import read_classes
 from common.options import add_device_arg, add_loader_args, add_output_arg
 from DSVA.attributes import load_attributes, read_groups
 from DSVA.matfile import mat_strings, read_mat
-from DSVA.sources import load_pool
 from DSVA.model import PAPER_CLIP, PAPER_CLIP_NOTE
+from DSVA.sources import load_pool
 
 DEFAULT_VOCABULARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabulary.json")
 
@@ -53,8 +54,8 @@ def get_args_parser():
     add_config_arg(p)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="layout", choices=["layout", "folders", "rssdivcs"],
-                   help="layout: processed data root; folders: <root>/<class>/<images>; rssdivcs: the RSSDIVCS "
-                        "folder")
+                   help="layout: processed data root; folders: <root>/<class>/<images>; rssdivcs: the "
+                        "RSSDIVCS folder")
     g.add_argument("--data-root", default=None, help="data root")
     g.add_argument("--split", default="43", help="rssdivcs: whose <split>_images.mat lists the images")
     g.add_argument("--images-mat", default=None, help="rssdivcs (default: <root>/files/<split>_images.mat)")
@@ -73,9 +74,11 @@ def get_args_parser():
     g.add_argument("--prompt-template", "--templates", dest="templates", nargs="+", default=None,
                    help="prompt templates with {} for the attribute, used for every attribute (overrides the "
                         "vocabulary's templates and prompts)")
-    g.add_argument("--vocabulary-prompts", "--synthetic-prompts", dest="vocabulary_prompts", action="store_true",
-                   help="require the vocabulary's own prompt for every attribute (a JSON's 'prompts', classes.json's "
-                        "'attribute_prompts': the embedded set's are phrased like its CLIP's captions)")
+    g.add_argument("--vocabulary-prompts", "--synthetic-prompts", dest="vocabulary_prompts",
+                   action="store_true",
+                   help="require the vocabulary's own prompt for every attribute (a JSON's 'prompts', "
+                        "classes.json's 'attribute_prompts': the embedded set's are phrased like its CLIP's "
+                        "captions)")
     g = p.add_argument_group("recipe")
     g.add_argument("--aggregate", default="mean", choices=["mean", "median", "max"],
                    help="how a class's image-attribute similarities become one score")
@@ -88,13 +91,14 @@ def get_args_parser():
                    help="convert a released matrix (.mat with 'att', e.g. RSSDIVCS "
                         "ann_attr_finetune_43_splits.mat) "
                         "instead of annotating")
-    g.add_argument("--attribute-names", default=None, help="--from-mat: text file, one attribute name per line")
+    g.add_argument("--attribute-names", default=None, help="--from-mat: text file, one attribute name per "
+                                                           "line")
     g.add_argument("--attribute-groups", default=None,
                    help="--from-mat: JSON group -> attribute indices (RSSDIVCS files/attri_group_3.json)")
     g = p.add_argument_group("run")
     add_output_arg(g, default="runs/dsva_annotate/default")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output folder (a finished one is "
-                   "otherwise left as it is)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output folder (a finished "
+                   "one is otherwise left as it is)")
     g.add_argument("--seed", type=int, default=0, help="image sampling seed")
     g.add_argument("--batch-size", type=int, default=64)
     add_loader_args(g, workers=2, on_corrupt=False, eval_batch_size=False)
@@ -108,7 +112,8 @@ def read_vocabulary(path: str) -> tuple:
     """({group: [attribute]}, {group: [templates]}, {attribute: [prompts]}) from a vocabulary JSON."""
     doc = read_json(path, "vocabulary", "pass a JSON file or 'data'")
     groups = doc.get("groups") if isinstance(doc, dict) else None
-    if not isinstance(groups, dict) or not groups or not all(isinstance(v, list) and v for v in groups.values()):
+    if not isinstance(groups, dict) or not groups or not all(isinstance(v, list) and v
+                                                             for v in groups.values()):
         raise UserError(f"vocabulary {path} needs 'groups': {{group: [attribute, ...]}}")
     templates = doc.get("templates") or ["a remote sensing image of {}."]
     if isinstance(templates, list):
@@ -123,7 +128,8 @@ def read_vocabulary(path: str) -> tuple:
 def own_prompts(doc: dict, key: str, path: str) -> dict:
     """A vocabulary's per-attribute prompts {attribute: [prompt, ...]} (used in place of its templates)."""
     prompts = doc.get(key) or {}
-    if not isinstance(prompts, dict) or not all(isinstance(v, list) and v and all(isinstance(s, str) for s in v)
+    if not isinstance(prompts, dict) or not all(isinstance(v, list) and v
+                                                and all(isinstance(s, str) for s in v)
                                                 for v in prompts.values()):
         raise UserError(f"{path}: '{key}' must map each attribute to a list of prompts")
     return prompts
@@ -132,7 +138,8 @@ def own_prompts(doc: dict, key: str, path: str) -> dict:
 def data_vocabulary(root: str) -> tuple:
     info = read_classes(root)
     if not info.get("attributes"):
-        raise UserError(f"{root}/classes.json has no 'attributes'; --vocabulary data needs them (or pass a JSON)")
+        raise UserError(f"{root}/classes.json has no 'attributes'; --vocabulary data needs them (or pass a "
+                        "JSON)")
     groups = info.get("attribute_groups") or {"attributes": info["attributes"]}
     return (groups, {g: ["a remote sensing image of {}."] for g in groups},
             own_prompts(info, "attribute_prompts", f"{root}/classes.json"))
@@ -146,8 +153,9 @@ def attribute_prompts(groups: dict, templates: dict, override=None, own: dict | 
     lacking = [a for attrs in groups.values() for a in attrs if a not in own]
     if require_own and lacking:
         raise UserError(f"--vocabulary-prompts: the vocabulary has no prompts for attribute(s) "
-                        f"{', '.join(lacking[:5])}; for the embedded data set re-run data/synthetic/prepare.py "
-                        f"(it writes classes.json's attribute_prompts), or drop the flag")
+                        f"{', '.join(lacking[:5])}; for the embedded data set re-run "
+                        "data/synthetic/prepare.py (it writes classes.json's attribute_prompts), or drop "
+                        "the flag")
     out = []
     for g, attrs in groups.items():
         for a in attrs:
@@ -185,7 +193,8 @@ def image_embeddings(bundle, items: list, batch_size: int, workers: int, device)
     loader = DataLoader(images, batch_size=batch_size, num_workers=workers)
     feats = []
     for x, _ in tqdm(loader, desc="images", leave=False, dynamic_ncols=True):
-        feats.append(torch.nn.functional.normalize(bundle.model.encode_image(x.to(device)).float(), dim=-1).cpu())
+        feats.append(torch.nn.functional.normalize(bundle.model.encode_image(x.to(device)).float(),
+                                                   dim=-1).cpu())
     return torch.cat(feats)
 
 
@@ -222,7 +231,8 @@ def normalize(matrix: np.ndarray, how: str) -> np.ndarray:
 
 
 def agreement(matrix: np.ndarray, truth: np.ndarray) -> float | None:
-    """Mean over attributes of the ROC AUC of the annotated scores against a binary class x attribute truth."""
+    """Mean over attributes of the ROC AUC of the annotated scores against a binary class x attribute
+    truth."""
     from sklearn.metrics import roc_auc_score
     aucs = [roc_auc_score(truth[:, j], matrix[:, j]) for j in range(truth.shape[1])
             if 0 < truth[:, j].sum() < len(truth)]
@@ -280,17 +290,19 @@ def heatmap_png(matrix: np.ndarray, names: list, attr_names: list, path: str) ->
 
 def finished_before(args) -> bool:
     """True when --output-dir holds this command's finished result (attributes.json with these settings)."""
-    return finished.already_finished(os.path.join(args.output_dir, "attributes.json"), finished.settings_of(args),
-                                     args.overwrite)
+    return finished.already_finished(os.path.join(args.output_dir, "attributes.json"),
+                                     finished.settings_of(args), args.overwrite)
 
 
 def prepare_out(args) -> None:
-    """An empty --output-dir; the files of an unfinished annotation there (no attributes.json) are replaced."""
+    """An empty --output-dir; the files of an unfinished annotation there (no attributes.json) are
+    replaced."""
     if os.path.isdir(args.output_dir) and any(os.scandir(args.output_dir)):
         ours = all(e.name in OUTPUTS or e.name.endswith(".tmp") for e in os.scandir(args.output_dir))
-        if not (args.overwrite or (ours and not os.path.exists(os.path.join(args.output_dir, "attributes.json")))):
-            raise UserError(f"output folder {args.output_dir} already exists; pass --overwrite or choose another "
-                            f"--output-dir")
+        if not (args.overwrite
+                or (ours and not os.path.exists(os.path.join(args.output_dir, "attributes.json")))):
+            raise UserError(f"output folder {args.output_dir} already exists; pass --overwrite or choose "
+                            f"another --output-dir")
         shutil.rmtree(args.output_dir)
     os.makedirs(args.output_dir, exist_ok=True)
 
@@ -314,7 +326,8 @@ def convert_released(args) -> None:
             attr_names = [ln.strip() for ln in f if ln.strip()]
     attr_names = attr_names or [f"attribute_{i}" for i in range(matrix.shape[1])]
     if len(attr_names) != matrix.shape[1]:
-        raise UserError(f"{len(attr_names)} attribute names for {matrix.shape[1]} attributes in {args.from_mat}")
+        raise UserError(f"{len(attr_names)} attribute names for {matrix.shape[1]} attributes in "
+                        f"{args.from_mat}")
     groups = {"attributes": list(range(matrix.shape[1]))}
     if args.attribute_groups:
         groups = read_groups(args.attribute_groups, attr_names, matrix.shape[1])
@@ -324,10 +337,12 @@ def convert_released(args) -> None:
         groups = {g: ids for g, ids in groups.items() if ids}
     order = [i for ids in groups.values() for i in ids]
     prepare_out(args)
-    write_outputs(args.output_dir, "released", names, {g: [attr_names[i] for i in ids] for g, ids in groups.items()},
+    write_outputs(args.output_dir, "released", names,
+                  {g: [attr_names[i] for i in ids] for g, ids in groups.items()},
                   matrix[:, order].astype(np.float64), {"source": os.path.abspath(args.from_mat)},
                   finished.settings_of(args))
-    print(f"converted {args.from_mat}: {len(names)} classes x {matrix.shape[1]} attributes -> {args.output_dir}")
+    print(f"converted {args.from_mat}: {len(names)} classes x {matrix.shape[1]} attributes -> "
+          f"{args.output_dir}")
 
 
 @cli
@@ -369,7 +384,8 @@ def main(args):
     recipe = {"clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
               "prompts": {a: ps for a, _, ps in prompts}, "images_per_class": args.images_per_class,
               "pool": args.pool, "aggregate": args.aggregate, "normalize": args.normalize, "seed": args.seed,
-              "score": "cosine similarity of L2-normalised CLIP image and (template-averaged) text embeddings"}
+              "score": "cosine similarity of L2-normalised CLIP image and (template-averaged) text "
+                       "embeddings"}
     if args.dataset == "layout":
         info = read_classes(args.data_root)
         attr_names = [a for a, _, _ in prompts]
@@ -378,7 +394,8 @@ def main(args):
             print(f"agreement with classes.json class_attributes: mean per-attribute ROC AUC "
                   f"{recipe['auc_vs_classes_json']:.3f}")
     write_outputs(args.output_dir, dataset, names, groups, matrix, recipe, finished.settings_of(args))
-    print(f"wrote {len(names)} classes x {len(prompts)} attributes to {args.output_dir}/attributes.{{json,npy,mat}}")
+    print(f"wrote {len(names)} classes x {len(prompts)} attributes to "
+          f"{args.output_dir}/attributes.{{json,npy,mat}}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The class x attribute matrix and its attribute groups: annotate.py's attributes.json/.npy or a released .mat
-with 'att' (stored attributes x classes), and group files {group: [attribute indices or names]}."""
+"""The class x attribute matrix and its attribute groups: annotate.py's attributes.json/.npy or a released
+.mat with 'att' (stored attributes x classes), and group files {group: [attribute indices or names]}."""
 import os
 
 import numpy as np
@@ -21,7 +21,8 @@ def groups_to_indices(groups: dict, attr_names, source: str) -> dict:
             elif m in index:
                 ids.append(index[m])
             else:
-                raise UserError(f"{source}: group '{g}' names attribute '{m}', which is not an attribute name")
+                raise UserError(f"{source}: group '{g}' names attribute '{m}', which is not an attribute "
+                                "name")
         out[str(g)] = ids
     return out
 
@@ -41,7 +42,8 @@ def read_groups(path: str, attr_names, num_attributes: int) -> dict:
 def load_attributes(path: str, class_names: list) -> tuple:
     """(matrix [classes, attributes], attribute names or None, groups or None) from .json/.npy/.mat."""
     if not os.path.isfile(path):
-        raise UserError(f"attributes file {path} does not exist; run DSVA/annotate.py or pass the released .mat")
+        raise UserError(f"attributes file {path} does not exist; run DSVA/annotate.py or pass the released "
+                        ".mat")
     names, attr_names, groups = None, None, None
     if path.endswith(".json"):
         doc = read_json(path, "attributes file", "run DSVA/annotate.py")
@@ -72,8 +74,8 @@ def load_attributes(path: str, class_names: list) -> tuple:
     else:
         raise UserError(f"attributes file {path}: expected .json, .npy or .mat")
     if matrix.ndim != 2 or matrix.shape[0] != len(class_names):
-        raise UserError(f"attributes file {path} has shape {matrix.shape}; expected {len(class_names)} classes x "
-                        f"attributes for this data set")
+        raise UserError(f"attributes file {path} has shape {matrix.shape}; expected {len(class_names)} "
+                        f"classes x attributes for this data set")
     if names is not None and list(names) != list(class_names):
         diff = next(i for i, (a, b) in enumerate(zip(names, class_names)) if a != b) if len(names) == len(
             class_names) else 0

@@ -57,8 +57,8 @@ def zsl_gzsl(unseen_logits, unseen_y, seen_logits, seen_y, seen: list, unseen: l
 
 
 @torch.no_grad()
-def collect_logits(model, loader, class_attributes: torch.Tensor, rt, amp: bool = False, proposal: bool = False,
-                   desc: str = "eval") -> tuple:
+def collect_logits(model, loader, class_attributes: torch.Tensor, rt, amp: bool = False,
+                   proposal: bool = False, desc: str = "eval") -> tuple:
     """({branch: logits [N, C] on the CPU}, labels [N]) over a loader; class_attributes [K, C]."""
     model.eval()
     outs, ys = {}, []
@@ -103,8 +103,8 @@ def best_gamma(scored: tuple, seen: list, unseen: list, grid: list, branch: str)
 def evaluate(model, seen_loader, unseen_loader, class_attributes, seen: list, unseen: list, gamma: float, rt,
              amp: bool = False, proposal: bool = False) -> dict:
     """{branch: {'zsl', 'u', 's', 'h'}} for every branch the model computes."""
-    return figures(scores(model, seen_loader, unseen_loader, class_attributes, rt, amp, proposal), seen, unseen,
-                   gamma)
+    return figures(scores(model, seen_loader, unseen_loader, class_attributes, rt, amp, proposal), seen,
+                   unseen, gamma)
 
 
 def pct(v) -> str:
@@ -130,10 +130,12 @@ def attention_png(model, dataset, indices: list, class_attributes: torch.Tensor,
     labels = [dataset[i][1] for i in indices]
     out = model(x, class_attributes)
     pred = zsl_predict(out["local"].float().cpu(), candidates).tolist()
-    maps = F.interpolate(out["attention"].float(), size=x.shape[-2:], mode="bilinear", align_corners=False).cpu()
+    maps = F.interpolate(out["attention"].float(), size=x.shape[-2:], mode="bilinear",
+                         align_corners=False).cpu()
     scores = out["local_attr"].float().cpu()
     images = (x.cpu() * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)).clamp(0, 1)
-    fig, axes = plt.subplots(len(indices), top + 1, figsize=(2.2 * (top + 1), 2.3 * len(indices)), squeeze=False)
+    fig, axes = plt.subplots(len(indices), top + 1, figsize=(2.2 * (top + 1), 2.3 * len(indices)),
+                             squeeze=False)
     for r in range(len(indices)):
         img = images[r].permute(1, 2, 0).numpy()
         axes[r, 0].imshow(img)

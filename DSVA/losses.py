@@ -25,7 +25,8 @@ class LossWeights:
 
 
 def class_ce(logits: torch.Tensor, target: torch.Tensor, double_softmax: bool = True) -> torch.Tensor:
-    """Cross-entropy of class scores; upstream feeds softmax(logits) to a cross-entropy that applies its own."""
+    """Cross-entropy of class scores; upstream feeds softmax(logits) to a cross-entropy that applies its
+    own."""
     logits = logits.float()
     return F.cross_entropy(logits.softmax(1) if double_softmax else logits, target)
 

@@ -8,14 +8,16 @@ from common.errors import UserError
 
 def read_mat(path: str, what: str) -> dict:
     if not os.path.isfile(path):
-        raise UserError(f"{what} {path} does not exist; download RSSDIVCS (files/*.mat) or pass the right path")
+        raise UserError(f"{what} {path} does not exist; download RSSDIVCS (files/*.mat) or pass the right "
+                        "path")
     try:
         import scipy.io
     except ImportError:
         raise UserError("reading .mat files needs scipy; pip install scipy") from None
     try:
         return scipy.io.loadmat(path)
-    except Exception as e:  # scipy raises ValueError/MatReadError/OSError for foreign files
+    # scipy raises ValueError/MatReadError/OSError for foreign files
+    except Exception as e:  # noqa: BLE001
         raise UserError(f"{what} {path} could not be read as a MATLAB file ({type(e).__name__})") from None
 
 

@@ -3,23 +3,24 @@ attribute prototypes, and the optional proposal branch.
 
 Tokens: open_clip's `VisionTransformer.forward_intermediates(indices=1, output_fmt='NLC',
 output_extra_tokens=True, intermediates_only=True)` gives the class token and the patch tokens after the last
-transformer block, before `ln_post`: the same tensor as Hugging Face's `last_hidden_state`, which upstream used
-(`post_layernorm` there touches only the pooled class token). `ln_post=True` applies the final LayerNorm to all
-tokens instead. Sizes follow the tower: width W, a g x g patch grid (ViT-B/32 at 224 px: W 768, g 7, 50 tokens).
+transformer block, before `ln_post`: the same tensor as Hugging Face's `last_hidden_state`, which upstream
+used (`post_layernorm` there touches only the pooled class token). `ln_post=True` applies the final LayerNorm
+to all tokens instead. Sizes follow the tower: width W, a g x g patch grid (ViT-B/32 at 224 px: W 768, g 7, 50
+tokens).
 
 Class scores are returned as logits a . A (A: attributes x classes); the softmax belongs to the loss
 (DSVA/losses.py) and to the evaluation (DSVA/evaluate.py).
 """
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from common.errors import UserError
 
 PAPER_CLIP = "flax-community/clip-rsicd"  # the CLIP the DSVA paper fine-tunes from, by its Hugging Face id
-PAPER_CLIP_NOTE = (f" (default: the paper's {PAPER_CLIP}, from checkpoints/{PAPER_CLIP.split('/')[1]} or the Hub); "
-                   f"none = a randomly initialised CLIP, only when asked for")
+PAPER_CLIP_NOTE = (f" (default: the paper's {PAPER_CLIP}, from checkpoints/{PAPER_CLIP.split('/')[1]} or the "
+                   f"Hub); none = a randomly initialised CLIP, only when asked for")
 
 
 class TokenEncoder(nn.Module):
@@ -28,8 +29,8 @@ class TokenEncoder(nn.Module):
     def __init__(self, visual: nn.Module, ln_post: bool = False):
         super().__init__()
         if not all(hasattr(visual, a) for a in ("conv1", "grid_size", "forward_intermediates")):
-            raise UserError(f"DSVA needs an open_clip ViT image tower, got {type(visual).__name__}; pick a ViT "
-                            f"CLIP model (e.g. ViT-B-32)")
+            raise UserError(f"DSVA needs an open_clip ViT image tower, got {type(visual).__name__}; pick a "
+                            f"ViT CLIP model (e.g. ViT-B-32)")
         gh, gw = visual.grid_size
         if gh != gw:
             raise UserError(f"DSVA needs a square patch grid, the CLIP tower has {gh} x {gw}")
@@ -49,8 +50,8 @@ class DSVA(nn.Module):
     (class token included); attention maps = M over the patch tokens as g x g grids.
     """
 
-    def __init__(self, visual: nn.Module, num_attributes: int, groups: dict | None = None, ln_post: bool = False,
-                 proposal_threshold: float = 1.0, proposal_weight: float = 1.0):
+    def __init__(self, visual: nn.Module, num_attributes: int, groups: dict | None = None,
+                 ln_post: bool = False, proposal_threshold: float = 1.0, proposal_weight: float = 1.0):
         super().__init__()
         self.encoder = TokenEncoder(visual, ln_post)
         width = self.encoder.width
@@ -78,8 +79,9 @@ class DSVA(nn.Module):
 
     def forward(self, x: torch.Tensor, class_attributes: torch.Tensor, proposal: bool = False) -> dict:
         """class_attributes: [K, C] (attributes x candidate classes). Returns logits 'global', 'local' (and
-        'proposal') [B, C], the attribute predictions 'global_attr', 'local_attr' [B, K] and the attention maps
-        'attention' [B, K, g, g]. With the proposal branch on, 'global' = a_g . A + w * a_p . A, as upstream."""
+        'proposal') [B, C], the attribute predictions 'global_attr', 'local_attr' [B, K] and the attention
+        maps 'attention' [B, K, g, g]. With the proposal branch on, 'global' = a_g . A + w * a_p . A, as
+        upstream."""
         global_attr, local_attr, attention = self.attributes(self.encoder(x))
         a = class_attributes.to(global_attr.dtype)
         out = {"global_attr": global_attr, "local_attr": local_attr, "attention": attention,
@@ -109,8 +111,8 @@ def largest_component_box(mask: np.ndarray) -> tuple | None:
 def proposal_crops(images: torch.Tensor, attention: torch.Tensor, local_attr: torch.Tensor, groups: list,
                    threshold: float) -> torch.Tensor:
     """Upstream's proposal: per group the attribute with the highest local score; its map up-sampled
-    to the image, min-max normalised, averaged over groups, thresholded at mean * threshold; the bounding box of
-    the largest connected region is cropped and resized back to the input size."""
+    to the image, min-max normalised, averaged over groups, thresholded at mean * threshold; the bounding box
+    of the largest connected region is cropped and resized back to the input size."""
     b, _, h, w = images.shape
     g = attention.shape[-1]
     picks = torch.stack([torch.tensor(ids, device=local_attr.device)[local_attr[:, ids].argmax(1)]
@@ -130,7 +132,7 @@ def proposal_crops(images: torch.Tensor, attention: torch.Tensor, local_attr: to
     return crops
 
 
-# ---------------------------------------------------------------------------------------------- backbone files
+# --------------------------------------------------------------------------------------------- backbone files
 
 def describe_visual(clip_name: str, visual: nn.Module) -> dict:
     """What rebuilds this image tower without its original weights file: the open_clip model name, its config
@@ -154,9 +156,10 @@ def build_visual(clip_model: str, clip_cfg: dict | None, quick_gelu: bool) -> nn
         return open_clip.create_model(clip_model, force_quick_gelu=quick_gelu).visual
 
 
-# ---------------------------------------------------------------------------------------------- original names
+# --------------------------------------------------------------------------------------------- original names
 
-ORIGINAL_HEAD = (("prototype_vectors.layer4", "prototypes"), ("ALE_vector.0.", "norm."), ("ALE_vector.1.", "ale."))
+ORIGINAL_HEAD = (("prototype_vectors.layer4", "prototypes"), ("ALE_vector.0.", "norm."),
+                 ("ALE_vector.1.", "ale."))
 
 
 def original_visual_state(head: dict, clip: dict | None, source: str) -> dict:
@@ -169,8 +172,8 @@ def original_visual_state(head: dict, clip: dict | None, source: str) -> dict:
     if not hf and clip is not None:
         hf = {k: v for k, v in clip.items() if k.startswith("vision_model.")}
     if not hf:
-        raise UserError(f"{source} holds no image tower (no embedding_module.* keys) and no Hugging Face CLIPModel "
-                        f"state dict with vision_model.* keys was given")
+        raise UserError(f"{source} holds no image tower (no embedding_module.* keys) and no Hugging Face "
+                        f"CLIPModel state dict with vision_model.* keys was given")
     return {k[len("visual."):]: v for k, v in hf_to_open_clip(hf, source).items()}
 
 
@@ -180,20 +183,21 @@ def from_original(head: dict, clip: dict | None = None, clip_model: str = "ViT-B
     """A DSVA model with the original's weights: `head` in its names (`prototype_vectors.layer4` [A, W, 1] ->
     prototypes, `ALE_vector.0.*` -> norm (LayerNorm), `ALE_vector.1.*` -> ale (Linear)), with or without its
     `embedding_module.*`; otherwise the image tower comes from `clip`, a Hugging Face CLIPModel state dict
-    (ViT-B/32 and QuickGELU, as the original's). The projection `proj`, which DSVA does not use, stays at init."""
+    (ViT-B/32 and QuickGELU, as the original's). The projection `proj`, which DSVA does not use, stays at
+    init."""
     ours = {}
     for key, value in head.items():
         new = next((o + key[len(u):] for u, o in ORIGINAL_HEAD if key.startswith(u)), None)
         if new is not None:
             ours[new] = value.squeeze(-1) if new == "prototypes" else value
         elif not key.startswith("embedding_module."):
-            raise UserError(f"{source}: unexpected key '{key}'; the original DSVA head holds prototype_vectors.layer4 "
-                            f"and ALE_vector.0/1.*")
+            raise UserError(f"{source}: unexpected key '{key}'; the original DSVA head holds "
+                            f"prototype_vectors.layer4 and ALE_vector.0/1.*")
     wanted = ["prototypes", "norm.weight", "norm.bias", "ale.weight", "ale.bias"]
     missing = [k for k in wanted if k not in ours]
     if missing:
-        raise UserError(f"{source} lacks {', '.join(missing)} (in the original's names: prototype_vectors.layer4, "
-                        f"ALE_vector.0.weight/bias, ALE_vector.1.weight/bias)")
+        raise UserError(f"{source} lacks {', '.join(missing)} (in the original's names: "
+                        f"prototype_vectors.layer4, ALE_vector.0.weight/bias, ALE_vector.1.weight/bias)")
     visual = build_visual(clip_model, None, quick_gelu)
     state = original_visual_state(head, clip, source)
     own = visual.state_dict()
@@ -203,13 +207,14 @@ def from_original(head: dict, clip: dict | None = None, clip_model: str = "ViT-B
     missing = [k for k in own if k not in state and k != "proj"]
     if unexpected or wrong or missing:
         first = (unexpected or wrong or missing)[0]
-        raise UserError(f"{source}: the image tower does not fit open_clip {clip_model} ({len(missing)} missing, "
-                        f"{len(unexpected)} unexpected, {len(wrong)} of other shape keys, e.g. {first})")
+        raise UserError(f"{source}: the image tower does not fit open_clip {clip_model} ({len(missing)} "
+                        f"missing, {len(unexpected)} unexpected, {len(wrong)} of other shape keys, e.g. "
+                        f"{first})")
     visual.load_state_dict(state, strict=False)
     model = DSVA(visual, ours["prototypes"].shape[0], groups, ln_post, proposal_threshold, proposal_weight)
     try:
         model.load_state_dict(ours, strict=False)
     except RuntimeError:
-        raise UserError(f"{source}: the head's shapes (prototypes {tuple(ours['prototypes'].shape)}) do not fit "
-                        f"{clip_model}'s width {model.encoder.width}") from None
+        raise UserError(f"{source}: the head's shapes (prototypes {tuple(ours['prototypes'].shape)}) do not "
+                        f"fit {clip_model}'s width {model.encoder.width}") from None
     return model

@@ -4,8 +4,8 @@
 Every validation run stores its validation curve in results.json ("validation_curve": per epoch, ZSL accuracy
 and U, S, H for every gamma of its grid). With several runs (folds: other held-out classes) the curves are
 averaged: for each epoch, gamma = the grid value with the best mean H; the epoch = the best mean ZSL accuracy
-(--setting zsl) or the best mean H (gzsl), the first of equal ones, among epochs min_epochs - 1 and later (fewer
-when the runs are shorter). One run gives its own best validation epoch.
+(--setting zsl) or the best mean H (gzsl), the first of equal ones, among epochs min_epochs - 1 and later
+(fewer when the runs are shorter). One run gives its own best validation epoch.
 """
 import os
 
@@ -46,7 +46,8 @@ def choose(curves: list, setting: str, min_epochs: int = 0) -> dict:
         sweeps = [sweep_of(c[e]) for c in curves]
         gammas = [g for g in sweeps[0] if all(g in s for s in sweeps)]
         if not gammas:
-            raise UserError("--val-run: the validation runs share no gamma; give them the same --val-gamma-grid")
+            raise UserError("--val-run: the validation runs share no gamma; give them the same "
+                            "--val-gamma-grid")
         mean_h = [float(np.mean([nan0(s[g]["h"]) for s in sweeps])) for g in gammas]
         i = int(np.argmax(mean_h))
         zsl = float(np.mean([nan0(c[e]["zsl"]) for c in curves]))

@@ -1,17 +1,18 @@
-"""Zero-shot data sources for DSVA: where the images, the seen/unseen split and any shipped attributes come from
-(the matrix files themselves: DSVA/attributes.py; torch data: DSVA/episodes.py).
+"""Zero-shot data sources for DSVA: where the images, the seen/unseen split and any shipped attributes come
+from (the matrix files themselves: DSVA/attributes.py; torch data: DSVA/episodes.py).
 
-Three sources (--dataset), all ending in the same `ZslData` (class names, seen and unseen class ids, image lists
-of global class ids):
+Three sources (--dataset), all ending in the same `ZslData` (class names, seen and unseen class ids, image
+lists of global class ids):
 
 - rssdivcs: the released RSSDIVCS files. <root>/files/<split>_images.mat holds `image_files`
   (paths containing 'RSSDIVCS/', re-rooted at --image-root) and `labels` (1-based class ids);
   <root>/files/ann_attr_finetune_<split>_splits.mat holds the 1-based image indices `train_zsl_loc_<id>`,
   `train_gzsl_loc_<id>`, `test_seen_loc_<id>`, `test_unseen_loc_<id>`, `allclasses_names` and the class x
-  attribute matrix `att` stored attributes x classes. Splits: 61 (60 seen / 10 unseen), 52 (50/20), 43 (40/30).
+  attribute matrix `att` stored attributes x classes. Splits: 61 (60 seen / 10 unseen), 52 (50/20), 43
+  (40/30).
 - layout: a processed data root (classes.json + anno lists, e.g. the embedded data set). Seen/unseen classes
-  come from classes.json "zsl_splits"[--split] or from --split-file; the train list's images of seen classes are
-  trained on, the test list gives the seen and unseen test images.
+  come from classes.json "zsl_splits"[--split] or from --split-file; the train list's images of seen classes
+  are trained on, the test list gives the seen and unseen test images.
 - folders: <root>/<class name>/<images> (UCM, AID, NWPU-RESISC45 as downloaded) with a --split-file; a fixed
   fraction (--test-fraction) of every seen class's images is held out as its test images.
 
@@ -69,8 +70,8 @@ def add_data_args(parser: argparse.ArgumentParser, split_default="43"):
     g.add_argument("--splits-mat", default=None,
                    help="rssdivcs (default: <root>/files/ann_attr_finetune_<split>_splits.mat)")
     g.add_argument("--image-root", default=None,
-                   help="rssdivcs: folder that replaces everything up to 'RSSDIVCS/' in the .mat's image paths "
-                        "(default: --data-root)")
+                   help="rssdivcs: folder that replaces everything up to 'RSSDIVCS/' in the .mat's image "
+                        "paths (default: --data-root)")
     g.add_argument("--train-loc", default="zsl", choices=["zsl", "gzsl"],
                    help="rssdivcs: train on train_zsl_loc (upstream, in ZSL and GZSL runs) or train_gzsl_loc")
     g.add_argument("--test-fraction", type=float, default=0.2,
@@ -95,7 +96,8 @@ def load_zsl_data(args, require_attributes: bool = True) -> ZslData:
         data = load_layout(args.data_root, args.split, args.split_file)
     else:
         if not args.split_file:
-            raise UserError("--dataset folders needs --split-file (JSON with the seen and unseen class names)")
+            raise UserError("--dataset folders needs --split-file (JSON with the seen and unseen class "
+                            "names)")
         data = load_folders(args.data_root, args.split_file, args.test_fraction, getattr(args, "seed", 0))
     if args.attributes:
         matrix, attr_names, groups = load_attributes(args.attributes, data.names)
@@ -112,8 +114,8 @@ def load_zsl_data(args, require_attributes: bool = True) -> ZslData:
 
 
 def check_attribute_width(data: ZslData, source: str) -> None:
-    """Attribute names and groups must describe the matrix's columns (else the group lasso indexes past them and
-    training without it goes on with names that label other columns)."""
+    """Attribute names and groups must describe the matrix's columns (else the group lasso indexes past them
+    and training without it goes on with names that label other columns)."""
     width = data.attributes.shape[1]
     names = data.attribute_names
     if names is not None and len(names) != width:
@@ -185,7 +187,8 @@ def load_rssdivcs(root, split: str, image_root=None, images_mat=None, splits_mat
            for k in ("train_zsl", "train_gzsl", "test_seen", "test_unseen")}
     att = np.asarray(mat_key(spl, "att", splits_mat), dtype=np.float32)
     if att.ndim != 2 or len(names) not in att.shape:
-        raise UserError(f"{splits_mat}: 'att' has shape {att.shape}, expected attributes x {len(names)} classes")
+        raise UserError(f"{splits_mat}: 'att' has shape {att.shape}, expected attributes x {len(names)} "
+                        "classes")
     att = att.T if att.shape[1] == len(names) else att  # stored attributes x classes
 
     def items(key):
@@ -212,7 +215,8 @@ def load_rssdivcs(root, split: str, image_root=None, images_mat=None, splits_mat
 def check_files(items: list, what: str, flag: str) -> None:
     missing = [p for p, _ in items if not os.path.isfile(p)]
     if missing:
-        raise UserError(f"{len(missing)} of {len(items)} {what} do not exist (e.g. {missing[0]}); check {flag}")
+        raise UserError(f"{len(missing)} of {len(items)} {what} do not exist (e.g. {missing[0]}); check "
+                        f"{flag}")
 
 
 # ---------------------------------------------------------------------------------------------- split files
@@ -236,13 +240,14 @@ def resolve_classes(seen, unseen, names: list, source: str) -> tuple:
     ids = [sorted({index[c] if c in index else int(c) for c in group}) for group in (seen, unseen)]
     both = set(ids[0]) & set(ids[1])
     if both:
-        raise UserError(f"{source}: classes {', '.join(names[i] for i in sorted(both))} are both seen and unseen")
+        raise UserError(f"{source}: classes {', '.join(names[i] for i in sorted(both))} are both seen and "
+                        "unseen")
     if not ids[0] or not ids[1]:
         raise UserError(f"{source} needs at least one seen and one unseen class")
     return ids[0], ids[1]
 
 
-# ---------------------------------------------------------------------------------------------- layout / folders
+# ------------------------------------------------------------------------------------------- layout / folders
 
 def load_layout(root: str, split: str, split_file=None) -> ZslData:
     info = read_classes(root)
@@ -253,7 +258,8 @@ def load_layout(root: str, split: str, split_file=None) -> ZslData:
         splits = info.get("zsl_splits") or {}
         if str(split) not in splits:
             raise UserError(f"{root}/classes.json has no zero-shot split '{split}' (has: "
-                            f"{', '.join(splits) or 'none'}); pass one of them to --split or give --split-file")
+                            f"{', '.join(splits) or 'none'}); pass one of them to --split or give "
+                            "--split-file")
         s = splits[str(split)]
         seen, unseen = resolve_classes(s["seen"], s["unseen"], names, f"{root}/classes.json split {split}")
     lists = {}
@@ -275,13 +281,15 @@ def load_layout(root: str, split: str, split_file=None) -> ZslData:
         attr_names = info.get("attributes")
         if info.get("attribute_groups") and attr_names:
             groups = groups_to_indices(info["attribute_groups"], attr_names, f"{root}/classes.json")
-    return ZslData(info["dataset"], names, seen, unseen, train, test_seen, test_unseen, att, attr_names, groups)
+    return ZslData(info["dataset"], names, seen, unseen, train, test_seen, test_unseen, att, attr_names,
+                   groups)
 
 
 def folder_classes(root: str) -> list:
     if not os.path.isdir(root):
         raise UserError(f"data root {root} does not exist")
-    names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
+                   and not d.startswith("."))
     if not names:
         raise UserError(f"{root} has no class folders; expected <root>/<class name>/<images>")
     return names
@@ -290,7 +298,8 @@ def folder_classes(root: str) -> list:
 def folder_images(root: str, names: list) -> list:
     items = []
     for cid, name in enumerate(names):
-        files = sorted(f for f in os.listdir(os.path.join(root, name)) if f.lower().endswith(IMAGE_EXTENSIONS))
+        files = sorted(f for f in os.listdir(os.path.join(root, name))
+                       if f.lower().endswith(IMAGE_EXTENSIONS))
         items += [(os.path.join(root, name, f), cid) for f in files]
     return items
 
@@ -306,21 +315,22 @@ def load_folders(root: str, split_file: str, test_fraction: float, seed: int = 0
     for c in seen:
         own = [it for it in items if it[1] == c]
         if len(own) < 2:
-            raise UserError(f"class folder {os.path.join(root, names[c])} has {len(own)} images; a seen class "
-                            f"needs at least 2 (train and test)")
+            raise UserError(f"class folder {os.path.join(root, names[c])} has {len(own)} images; a seen "
+                            f"class needs at least 2 (train and test)")
         order = rng.permutation(len(own))
-        n_test = min(len(own) - 1, max(1, int(round(test_fraction * len(own)))))
+        n_test = min(len(own) - 1, max(1, round(test_fraction * len(own))))
         test_seen += [own[i] for i in sorted(order[:n_test])]
         train += [own[i] for i in sorted(order[n_test:])]
     test_unseen = [it for it in items if it[1] in set(unseen)]
     if not test_unseen:
         raise UserError(f"the unseen class folders of {split_file} hold no images")
-    return ZslData(os.path.basename(os.path.normpath(root)), names, seen, unseen, train, test_seen, test_unseen)
+    return ZslData(os.path.basename(os.path.normpath(root)), names, seen, unseen, train, test_seen,
+                   test_unseen)
 
 
 def load_pool(args, pool: str = "train") -> tuple:
-    """(data set name, class names, [(path, class id)]) of the images attributes are annotated from: every class,
-    seen or unseen (the paper annotates all classes from their images)."""
+    """(data set name, class names, [(path, class id)]) of the images attributes are annotated from: every
+    class, seen or unseen (the paper annotates all classes from their images)."""
     if args.dataset == "rssdivcs":
         images_mat, splits_mat = rssdivcs_files(args.data_root, args.split, args.images_mat, args.splits_mat)
         spl = read_mat(splits_mat, "RSSDIVCS splits file")
@@ -340,15 +350,15 @@ def load_pool(args, pool: str = "train") -> tuple:
     return dataset, names, items
 
 
-# ---------------------------------------------------------------------------------------------- validation split
+# ------------------------------------------------------------------------------------------- validation split
 
 def carve_validation(train: list, seen: list, val_classes: int, val_fraction: float, seed: int,
                      fold: int = 0) -> dict:
     """Honest model selection: hold out `val_classes` seen classes as pseudo-unseen classes and `val_fraction`
-    of the remaining classes' training images as pseudo-seen test images. Only seen classes' training images are
-    read. Fold k holds out the k-th group of `val_classes` classes of a seeded order of the seen classes (fold 0:
-    a seeded draw, the rest of the order follows it; groups wrap around), so folds 0..K-1 hold out different
-    classes while K * val_classes <= the number of seen classes."""
+    of the remaining classes' training images as pseudo-seen test images. Only seen classes' training images
+    are read. Fold k holds out the k-th group of `val_classes` classes of a seeded order of the seen classes
+    (fold 0: a seeded draw, the rest of the order follows it; groups wrap around), so folds 0..K-1 hold out
+    different classes while K * val_classes <= the number of seen classes."""
     if not 0 < val_classes < len(seen) - 1:
         raise UserError(f"--val-classes must be between 1 and {len(seen) - 2} for {len(seen)} seen classes")
     if not 0 < val_fraction < 1:
@@ -364,7 +374,7 @@ def carve_validation(train: list, seen: list, val_classes: int, val_fraction: fl
     new_train, val_seen = [], []
     for c in kept:
         own = [it for it in train if it[1] == c]
-        n_val = int(round(val_fraction * len(own))) if len(own) > 1 else 0
+        n_val = round(val_fraction * len(own)) if len(own) > 1 else 0
         order = rng.permutation(len(own))
         val_seen += [own[i] for i in sorted(order[:n_val])]
         new_train += [own[i] for i in sorted(order[n_val:])]

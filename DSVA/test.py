@@ -3,10 +3,10 @@
     python DSVA/test.py --weights runs/dsva/zsl_43/model_final.pt
     python DSVA/test.py --weights model_best.pt --data-root /data/RSSDIVCS --image-root /data/RSSDIVCS
 
-The weights file carries the backbone's architecture, the class x attribute matrix, the classes and the training
-run's data options: flags given here override them (e.g. --data-root on another machine, --gamma). Writes
-results.md, attention_maps.png and, last, results.json to --output-dir (default: <weights folder>/test/<weights name>/);
-run again, a finished report is left as it is.
+The weights file carries the backbone's architecture, the class x attribute matrix, the classes and the
+training run's data options: flags given here override them (e.g. --data-root on another machine, --gamma).
+Writes results.md, attention_maps.png and, last, results.json to --output-dir (default: <weights
+folder>/test/<weights name>/); run again, a finished report is left as it is.
 """
 import argparse
 import os
@@ -22,9 +22,9 @@ from common.distributed import setup
 from common.errors import UserError, cli
 from common.options import add_device_arg, add_loader_args, add_output_arg
 from DSVA.episodes import dsva_transform
-from DSVA.sources import add_data_args, load_zsl_data
 from DSVA.evaluate import BRANCHES, attention_png, evaluate, pct, pick_images
 from DSVA.model import DSVA, build_visual
+from DSVA.sources import add_data_args, load_zsl_data
 
 
 def get_args_parser():
@@ -34,8 +34,10 @@ def get_args_parser():
     data_group = add_data_args(p)
     # unset data options fall back to those stored with the weights, then to the training defaults
     p.set_defaults(**{a.dest: None for a in data_group._group_actions})
-    p.add_argument("--gamma", type=float, default=None, help="calibrated stacking (default: the training run's)")
-    p.add_argument("--branch", default=None, choices=list(BRANCHES), help="headline branch (default: training's)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="calibrated stacking (default: the training run's)")
+    p.add_argument("--branch", default=None, choices=list(BRANCHES),
+                   help="headline branch (default: training's)")
     add_loader_args(p, eval_batch_size=False)
     p.add_argument("--eval-batch-size", type=positive_int, default=None, help="default: the training run's")
     p.add_argument("--vis-images", type=int, default=4, help="unseen test images in attention_maps.png")
@@ -43,7 +45,8 @@ def get_args_parser():
     p.add_argument("--overwrite", action="store_true", help="evaluate again when the report folder holds a "
                    "finished report")
     add_device_arg(p)
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision on CUDA")
     return p
 
 
@@ -65,7 +68,8 @@ def data_options(args, stored: dict) -> argparse.Namespace:
     merged = {d: getattr(args, d) if getattr(args, d) is not None else stored.get(d, v)
               for d, v in data_defaults().items()}
     old_root = stored.get("data_root")
-    if args.data_root is not None and old_root and os.path.abspath(old_root) != os.path.abspath(args.data_root):
+    if (args.data_root is not None and old_root
+            and os.path.abspath(old_root) != os.path.abspath(args.data_root)):
         for d in PATH_OPTIONS:
             value = merged[d]
             if getattr(args, d) is not None or not value:
@@ -127,8 +131,8 @@ def main(args):
     os.makedirs(out, exist_ok=True)
     res = {"weights": os.path.abspath(args.weights), "epoch": ck.get("epoch"), "dataset": data.dataset,
            "branch": branch, "gamma": gamma, "figures": figures, **figures[branch], "settings": settings}
-    lines = [f"## DSVA {os.path.basename(args.weights)} (epoch {ck.get('epoch')}) on {data.dataset}, "
-             f"{len(data.seen)} seen / {len(data.unseen)} unseen classes, gamma {gamma:g}", "",
+    lines = [(f"## DSVA {os.path.basename(args.weights)} (epoch {ck.get('epoch')}) on {data.dataset}, "
+              f"{len(data.seen)} seen / {len(data.unseen)} unseen classes, gamma {gamma:g}"), "",
              "| branch | ZSL acc | GZSL U | GZSL S | GZSL H |", "|---|---|---|---|---|"]
     for b, f in figures.items():
         lines.append(f"| {b}{' (headline)' if b == branch else ''} | {pct(f['zsl'])} | {pct(f['u'])} | "

@@ -9,9 +9,10 @@ Student loss: CE + alpha * MSE(student layer3, teacher layer3) (--feature-loss: 
 scale- or channel-blind one); the teacher is frozen in eval mode under no_grad. One Adam per model; the
 student's lr is set at the start of each epoch by the global epoch index.
 
-Writes head_model.pt and tail_model.pt (the part-model format of common/part_model.py; tail_model.pt is what CDTG
-is conditioned on), ckpt_last.pt (both models and optimisers) for an exact --resume, metrics.jsonl, a per-class
-report per part in head/ and tail/, and summary.md / summary.json comparing stage-1 and distilled accuracy.
+Writes head_model.pt and tail_model.pt (the part-model format of common/part_model.py; tail_model.pt is what
+CDTG is conditioned on), ckpt_last.pt (both models and optimisers; common/resume.py) for an exact --resume,
+metrics.jsonl, a per-class report per part in head/ and tail/, and summary.md / summary.json comparing stage-1
+and distilled accuracy.
 """
 import argparse
 import json
@@ -28,12 +29,13 @@ from common.distributed import all_reduce_sum, cleanup, setup
 from common.engine import evaluate, train_one_epoch
 from common.errors import UserError, cli
 from common.loaders import make_loader, set_epoch
-from common.options import eval_batch_size
 from common.metrics import summarize
-from common.report import write_report
-from common.training import add_fit_args, add_image_args
+from common.options import eval_batch_size
 from common.part_model import PARTS, check_part, model_from_file, read_part_file, save_part_model
+from common.report import write_report
+from common.resume import LastCheckpoint, save_last
 from common.split import load_data_split
+from common.training import add_fit_args, add_image_args
 from KMDN.model import FEATURE_LOSSES, DistillLoss, distill_lr, freeze, part_dataset, phase
 
 
@@ -41,7 +43,8 @@ def get_args_parser():
     p = argparse.ArgumentParser("KMDN stage 2: mutual distillation")
     add_config_arg(p)
     g = p.add_argument_group("data")
-    g.add_argument("--data-root", default=None, help="processed data root (classes.json, anno/, train/, test/)")
+    g.add_argument("--data-root", default=None,
+                   help="processed data root (classes.json, anno/, train/, test/)")
     g.add_argument("--split", default=None, help="split.json from data/split.py (default: <root>/split.json)")
     add_image_args(g, img_size=None, norm=None)  # default: the stage-1 models' size and normalisation
     g = p.add_argument_group("starting point")
@@ -49,21 +52,23 @@ def get_args_parser():
                    help="stage-1 head model (default: <run folder>/../head/model_final.pt; upstream used its "
                         "epoch-0 file: pass .../head/model_epoch_0.pt to reproduce that)")
     g.add_argument("--tail-init", default=None,
-                   help="stage-1 tail model (default: <run folder>/../tail/model_final.pt); either flag also takes "
-                        "the original UModel_epoch_<e>.pth / RModel_epoch_<e>.pth")
+                   help="stage-1 tail model (default: <run folder>/../tail/model_final.pt); either flag also "
+                        "takes the original UModel_epoch_<e>.pth / RModel_epoch_<e>.pth")
     g.add_argument("--fresh-fc", action=argparse.BooleanOptionalAction, default=True,
-                   help="re-initialise both classifiers (fc) before distilling, as upstream dropped fc.* from the "
-                        "stage-1 weights; --no-fresh-fc keeps the trained ones")
+                   help="re-initialise both classifiers (fc) before distilling, as upstream dropped fc.* "
+                        "from the stage-1 weights; --no-fresh-fc keeps the trained ones")
     g = p.add_argument_group("distillation")
     g.add_argument("--interval", type=int, default=50,
-                   help="epochs per phase: tail->head for the first N, head->tail for the next N, alternating")
+                   help="epochs per phase: tail->head for the first N, head->tail for the next N, "
+                        "alternating")
     g.add_argument("--alpha", type=float, default=0.2, help="weight of the layer3 feature MSE")
     g.add_argument("--feature-loss", default="mse", choices=sorted(FEATURE_LOSSES),
                    help="mse: upstream's, the mean squared difference of the two layer3 maps; normalised: "
                         "the same after scaling each sample's map to mean square 1 (2 (1 - cosine)); "
                         "similarity: the MSE of the batch's image-to-image cosine matrices, blind to which "
                         "channel holds what")
-    # the student's lr is set at the start of each epoch from the global epoch: 1e-3 up to 30, then x0.1 from 31, 61, 91
+    # the student's lr is set at the start of each epoch from the global epoch: 1e-3 up to 30, then x0.1 from
+    # 31, 61, 91
     add_fit_args(p, epochs=100, lr_drop_epochs=[31, 61, 91], batch_size=64)
     p.add_argument("--lr-per-phase", action=argparse.BooleanOptionalAction, default=False,
                    help="count --lr-drop-epochs from each phase's first epoch, so every phase starts at --lr "
@@ -83,16 +88,16 @@ def load_stage1(args, split: dict, run_folder: str) -> dict:
         parent = os.path.dirname(os.path.normpath(run_folder))  # normpath: X/distill/ -> X
         path = getattr(args, f"{part}_init") or os.path.join(parent, part, "model_final.pt")
         if not os.path.isfile(path):
-            raise UserError(f"stage-1 {part} model {path} does not exist; run KMDN/train.py --part {part} first "
-                            f"or pass {flag}")
+            raise UserError(f"stage-1 {part} model {path} does not exist; run KMDN/train.py --part {part} "
+                            f"first or pass {flag}")
         ck = read_part_file(path, f"{flag} file", split=split, part=part)
         check_part(ck, path, part, split, flag)
         found[part] = (ck, path)
     (h, hp), (t, tp) = found["head"], found["tail"]
     for key in ("feature_channels", "img_size", "norm"):
         if h[key] != t[key]:
-            raise UserError(f"the stage-1 models differ in {key} ({hp}: {h[key]}, {tp}: {t[key]}); train both "
-                            f"parts with the same --model, --img-size and --norm")
+            raise UserError(f"the stage-1 models differ in {key} ({hp}: {h[key]}, {tp}: {t[key]}); train "
+                            f"both parts with the same --model, --img-size and --norm")
     return found
 
 
@@ -102,81 +107,84 @@ def summary_markdown(before: dict, after: dict, metas: dict, dataset: str) -> st
              "|---|---|---|---|---|---|"]
     for part in PARTS:
         b, a = before[part], after[part]
-        lines.append(f"| {part} ({metas[part]['arch']}) | {metas[part]['num_classes']} | {100 * b['oa']:.2f} | "
-                     f"{100 * a['oa']:.2f} | {100 * b['macro_f1']:.2f} | {100 * a['macro_f1']:.2f} |")
+        lines.append(f"| {part} ({metas[part]['arch']}) | {metas[part]['num_classes']} | {100 * b['oa']:.2f} "
+                     f"| {100 * a['oa']:.2f} | {100 * b['macro_f1']:.2f} | {100 * a['macro_f1']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
-@cli
-def main(args):
-    if args.interval < 1:
-        raise UserError(f"--interval must be at least 1, got {args.interval}")
-    split = load_data_split(args)
-    run_folder = args.output_dir or os.path.join("runs", "kmdn", args.name, "distill")
-    ckpt_path = os.path.join(run_folder, "ckpt_last.pt")
-    if args.resume:  # the run's own checkpoint holds everything; stage-1 files may have moved since
-        ck = checkpoint.load(ckpt_path, "--resume: distillation checkpoint")
-        metas = ck["metas"]
+# ------------------------------------------------------------------------------------------------ steps
+
+
+def starting_point(args, split: dict) -> tuple:
+    """(the run's ckpt_last.pt with --resume, else None; the stage-1 files {part: (dict, path)}, or None on
+    --resume; each part's metadata). The resumed run's own checkpoint holds everything: stage-1 files may have
+    moved since."""
+    last, stage1 = None, None
+    if args.resume:
+        last = LastCheckpoint(args.output_dir, "--resume: distillation checkpoint")
+        metas = last["metas"]
         if any(metas[p]["classes"] != split[p] for p in PARTS):
-            raise UserError(f"{ckpt_path} was distilled with another split.json; pass that split or start a new run")
-        args.head_init, args.tail_init = ck["args"]["head_init"], ck["args"]["tail_init"]
+            raise UserError(f"{last.path} was distilled with another split.json; pass that split or start a "
+                            f"new run")
+        args.head_init, args.tail_init = last["args"]["head_init"], last["args"]["tail_init"]
     else:
-        stage1 = load_stage1(args, split, run_folder)
+        stage1 = load_stage1(args, split, args.output_dir)
         metas = {part: {k: v for k, v in f.items() if k != "model"} for part, (f, _) in stage1.items()}
         args.head_init, args.tail_init = stage1["head"][1], stage1["tail"][1]
     args.img_size = args.img_size or metas["head"]["img_size"]
     args.norm = args.norm or metas["head"]["norm"]
     for part in PARTS:
         metas[part].update(img_size=args.img_size, norm=args.norm)
-    kw = dict(img_size=args.img_size, norm=args.norm, on_corrupt=args.on_corrupt)
+    return last, stage1, metas
+
+
+def part_datasets(args, split: dict) -> tuple:
+    """({part: training images}, {part: test images})."""
+    kw = {"img_size": args.img_size, "norm": args.norm, "on_corrupt": args.on_corrupt}
     train_sets = {p: part_dataset(args.data_root, split, p, "train", hflip=args.hflip, **kw) for p in PARTS}
     test_sets = {p: part_dataset(args.data_root, split, p, "test", **kw) for p in PARTS}
+    return train_sets, test_sets
 
-    args.output_dir = run_folder
-    rt = setup(args.device)
-    out = rundir.prepare(args, rt.is_main)
-    train_loaders = {p: make_loader(s, args.batch_size, True, rt, args.workers, args.seed)
-                     for p, s in train_sets.items()}
-    test_loaders = {p: make_loader(s, eval_batch_size(args), False, rt, args.workers) for p, s in test_sets.items()}
-    speed = dict(amp=args.amp, channels_last=args.channels_last)
 
+def build_models(args, metas: dict, last: LastCheckpoint | None, stage1: dict | None, rt) -> dict:
+    """{part: model} on the device: the resumed run's weights, or the stage-1 models'."""
     models = {}
     for part in PARTS:
-        if args.resume:
-            m = model_from_file({**metas[part], "model": ck["models"][part]}, ckpt_path)
+        if last is not None:
+            m = model_from_file({**metas[part], "model": last["models"][part]}, last.path)
         else:
             m = model_from_file(*stage1[part])
         models[part] = m.to(rt.device)
         if args.channels_last and rt.cuda:
             models[part] = models[part].to(memory_format=torch.channels_last)
-    optimizers = {p: torch.optim.Adam(m.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-                  for p, m in models.items()}
-    log = rundir.MetricsLog(out, rt.is_main, args.report_to)
-    if args.resume:
-        for part in PARTS:
-            optimizers[part].load_state_dict(ck["optimizers"][part])
-        before, start = ck["before"], ck["epoch"] + 1
-        checkpoint.set_rng_state(ck["rng"])
-        log.truncate_after(ck["epoch"])
-        if rt.is_main:
-            print(f"resumed from {ckpt_path} at epoch {start}")
-    else:
-        before = {}
-        for part in PARTS:  # the stage-1 models as they were trained, before any fc reset
-            res = summarize(evaluate(models[part], test_loaders[part], rt, metas[part]["num_classes"], **speed))
-            before[part] = {k: v for k, v in res.items() if k != "per_class_f1"}
-            if args.fresh_fc:
-                checkpoint.unwrap(models[part]).fc.reset_parameters()
-        start = 0
-        if rt.is_main:
-            print("stage-1 test accuracy: " + ", ".join(f"{p} {100 * before[p]['oa']:.2f}%" for p in PARTS)
-                  + f"; run folder {out}")
+    return models
+
+
+def stage1_accuracy(args, models: dict, test_loaders: dict, metas: dict, out: str, rt) -> dict:
+    """Each stage-1 model's test figures as it was trained, before --fresh-fc resets its classifier."""
+    before = {}
+    for part in PARTS:
+        res = summarize(evaluate(models[part], test_loaders[part], rt, metas[part]["num_classes"],
+                                 amp=args.amp, channels_last=args.channels_last))
+        before[part] = {k: v for k, v in res.items() if k != "per_class_f1"}
+        if args.fresh_fc:
+            checkpoint.unwrap(models[part]).fc.reset_parameters()
+    if rt.is_main:
+        print("stage-1 test accuracy: " + ", ".join(f"{p} {100 * before[p]['oa']:.2f}%" for p in PARTS)
+              + f"; run folder {out}")
+    return before
+
+
+def distill_epochs(args, models: dict, optimizers: dict, loaders: tuple, metas: dict, start: int, out: str,
+                   log, state: dict, rt) -> bool:
+    """Epochs start..--epochs, each a student part learning from its frozen teacher, with a metrics row and
+    ckpt_last.pt (holding `state` too); False where --stop-after ended the run early (tests: a crash)."""
+    train_loaders, test_loaders = loaders
+    speed = {"amp": args.amp, "channels_last": args.channels_last}
     wrapped = {p: DDP(m, device_ids=[rt.local_rank] if rt.cuda else None) if rt.distributed else m
                for p, m in models.items()}
     students = {p: torch.compile(w) if args.compile else w for p, w in wrapped.items()}
     teachers = {p: torch.compile(m) if args.compile else m for p, m in models.items()}
-
-    after = {}
     for epoch in tqdm(range(start, args.epochs), desc="distill epochs", disable=not rt.is_main, initial=start,
                       total=args.epochs):
         s, t = phase(epoch, args.interval)
@@ -194,41 +202,80 @@ def main(args):
         terms = loss_fn.terms(lambda x: all_reduce_sum(x, rt))
         row = {"epoch": epoch, "student": s, "teacher": t, "lr": lr, "train_loss": tr["loss"], **{
             f"train_{k}": v for k, v in terms.items()}, "train_acc": tr["acc"],
-            "img_per_s": len(train_sets[s]) / seconds}
+            "img_per_s": len(train_loaders[s].dataset) / seconds}
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
             res = summarize(evaluate(students[s], test_loaders[s], rt, metas[s]["num_classes"], **speed))
             row.update({f"test_{k}": v for k, v in res.items() if k != "per_class_f1"})
             if rt.is_main:
-                tqdm.write(f"epoch {epoch} {t}->{s} lr {lr:.0e} loss {tr['loss']:.4f} (ce {terms['ce']:.4f} feat "
-                           f"{terms['feat_mse']:.4f}) test acc {res['oa']:.4f} {row['img_per_s']:.0f} img/s")
+                tqdm.write(f"epoch {epoch} {t}->{s} lr {lr:.0e} loss {tr['loss']:.4f} (ce {terms['ce']:.4f} "
+                           f"feat {terms['feat_mse']:.4f}) test acc {res['oa']:.4f} {row['img_per_s']:.0f} "
+                           f"img/s")
         log.write(**row)
-        rng = checkpoint.rng_state_of_every_rank()
-        if rt.is_main:
-            checkpoint.atomic_save({"models": {p: m.state_dict() for p, m in models.items()},
-                                    "optimizers": {p: o.state_dict() for p, o in optimizers.items()},
-                                    "epoch": epoch, "rng": rng, "before": before, "metas": metas,
-                                    "args": vars(args)}, ckpt_path)
+        save_last(out, rt.is_main, {"models": models, "optimizers": optimizers}, epoch=epoch, **state)
         if args.stop_after is not None and epoch + 1 >= args.stop_after:
-            cleanup()
-            return
+            return False
+    return True
 
+
+def report(args, split: dict, models: dict, test_loaders: dict, metas: dict, before: dict, out: str,
+           rt) -> None:
+    """The distilled models (head_model.pt, tail_model.pt), a per-class report per part, summary.md and
+    summary.json."""
+    after = {}
     for part in PARTS:
-        cm = evaluate(models[part], test_loaders[part], rt, metas[part]["num_classes"], **speed)
+        cm = evaluate(models[part], test_loaders[part], rt, metas[part]["num_classes"], amp=args.amp,
+                      channels_last=args.channels_last)
         if rt.is_main:
             save_part_model(models[part], os.path.join(out, f"{part}_model.pt"), metas[part])
             res = write_report(cm, metas[part]["names"], os.path.join(out, part), None,
                                [split["train_counts"][c] for c in metas[part]["classes"]],
                                title=f"KMDN distilled {part} model on {split['dataset']} {part} test images")
-            after[part] = {k: v for k, v in res.items() if k not in ("per_class_f1", "confusion_matrix", "names")}
-    if rt.is_main:
-        text = summary_markdown(before, after, metas, split["dataset"])
-        with open(os.path.join(out, "summary.md"), "w") as f:
-            f.write(text)
-        with open(os.path.join(out, "summary.json"), "w") as f:
-            json.dump({"before": before, "after": after, "head_init": args.head_init, "tail_init": args.tail_init,
-                       "fresh_fc": args.fresh_fc, "alpha": args.alpha,
-                       "feature_loss": args.feature_loss}, f, indent=1)
-        print(text + f"distilled models: {os.path.join(out, 'head_model.pt')}, {os.path.join(out, 'tail_model.pt')}")
+            after[part] = {k: v for k, v in res.items()
+                           if k not in ("per_class_f1", "confusion_matrix", "names")}
+    if not rt.is_main:
+        return
+    text = summary_markdown(before, after, metas, split["dataset"])
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"before": before, "after": after, "head_init": args.head_init, "tail_init": args.tail_init,
+                   "fresh_fc": args.fresh_fc, "alpha": args.alpha, "feature_loss": args.feature_loss}, f,
+                  indent=1)
+    print(text + f"distilled models: {os.path.join(out, 'head_model.pt')}, "
+                 f"{os.path.join(out, 'tail_model.pt')}")
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+@cli
+def main(args):
+    if args.interval < 1:
+        raise UserError(f"--interval must be at least 1, got {args.interval}")
+    split = load_data_split(args)
+    args.output_dir = args.output_dir or os.path.join("runs", "kmdn", args.name, "distill")
+    last, stage1, metas = starting_point(args, split)
+    train_sets, test_sets = part_datasets(args, split)
+    rt = setup(args.device)
+    out = rundir.prepare(args, rt.is_main)
+    train_loaders = {p: make_loader(s, args.batch_size, True, rt, args.workers, args.seed)
+                     for p, s in train_sets.items()}
+    test_loaders = {p: make_loader(s, eval_batch_size(args), False, rt, args.workers)
+                    for p, s in test_sets.items()}
+
+    models = build_models(args, metas, last, stage1, rt)
+    optimizers = {p: torch.optim.Adam(m.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+                  for p, m in models.items()}
+    log = rundir.MetricsLog(out, rt.is_main, args.report_to)
+    if last is not None:
+        before, start = last["before"], last.restore({"optimizers": optimizers}, log, rt.is_main)
+    else:
+        before, start = stage1_accuracy(args, models, test_loaders, metas, out, rt), 0
+
+    state = {"before": before, "metas": metas, "args": vars(args)}  # ckpt_last.pt's own entries
+    loaders = (train_loaders, test_loaders)
+    if distill_epochs(args, models, optimizers, loaders, metas, start, out, log, state, rt):
+        report(args, split, models, test_loaders, metas, before, out, rt)
     cleanup()
 
 

@@ -12,7 +12,6 @@ from common.layout import anno_path
 from common.split import label_map
 from common.transforms import classification
 
-
 # --- the data of one part ---
 
 def part_dataset(root: str, split: dict, part: str, subset: str, img_size: int, norm: str, hflip: bool = True,

@@ -1,25 +1,27 @@
 """Speed and peak memory of one CDTG training iteration (CDTG/trainer.py) at a given resolution and batch.
 
-    python benchmarks/cdtg_step.py --size 256 --batch 8                       (paper scale: ResNet-50 tail model,
-                                                                              P on the full layer3 map, ViT-B-32)
+    python benchmarks/cdtg_step.py --size 256 --batch 8                       (paper scale: ResNet-50 tail
+                                                                              model, P on the full layer3 map,
+                                                                              ViT-B-32)
     python benchmarks/cdtg_step.py --size 256 --batch 8 --no-amp              (fp32 on CUDA)
     python benchmarks/cdtg_step.py --size 32 --batch 8 --style-dim 64 --n-mlp 2 --max-channels 32 \\
         --label-dim 64 --tail-arch resnet18 --tail-size 64 --lambda-clip 0    (the synthetic config)
 
-Models are randomly initialised (no download); the timed loop runs iterations 0..N-1, so lazy R1 (every 16) and
-path length (every 4) are amortised as in training. Peak memory: CUDA max allocated, else the process's peak RSS.
---profile: each phase's time and torch.profiler's top operators (benchmarks/gpu_cdtg.sh gives the whole table).
+Models are randomly initialised (no download); the timed loop runs iterations 0..N-1, so lazy R1 (every 16)
+and path length (every 4) are amortised as in training. Peak memory: CUDA max allocated, else the process's
+peak RSS. --profile: each phase's time and torch.profiler's top operators (benchmarks/gpu_cdtg.sh gives the
+whole table).
 """
 import argparse
 import json
 
 import torch
 
+from CDTG.profiling import Scale, build_trainer, cycle_length, profile_step, time_loop, top_kernels
+from CDTG.trainer import MODES, StepConfig
 from common.clip import add_clip_args
 from common.distributed import peak_memory, setup
 from common.options import add_device_arg
-from CDTG.profiling import Scale, build_trainer, cycle_length, profile_step, time_loop, top_kernels
-from CDTG.trainer import MODES, StepConfig
 
 
 def get_args_parser():
@@ -40,7 +42,8 @@ def get_args_parser():
     p.add_argument("--lambda-clip", type=float, default=1.0, help="0: no CLIP")
     add_clip_args(p, "ViT-B-32", None, model_note=" (randomly initialised unless --clip-pretrained)",
                   pretrained_note=" (e.g. checkpoints/synth_clip_all.pt)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision on CUDA")
     p.add_argument("--compile", default=None, help="torch.compile mode of the unregularised passes")
     p.add_argument("--warmup", type=int, default=4, help="untimed iterations")
     p.add_argument("--iters", type=int, default=32, help="timed iterations")
@@ -69,12 +72,13 @@ def main(args):
         trainer.step = lambda x, y, i, feat_=None: step(x, y, i, feat)
     loop = time_loop(trainer, real, labels, args.iters, warmup=args.warmup)
     peak, memory, device = peak_memory(rt)
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    n = lambda m: sum(p.numel() for p in m.parameters())
     result = {"size": args.size, "batch": args.batch, "mode": args.mode, "amp": bool(args.amp and rt.cuda),
               "tail": f"{args.tail_arch}@{args.tail_size}",
-              "clip": args.clip_model if trainer.clip is not None else None, "feature_pool": args.feature_pool,
-              "cached_features": args.cached_features, "compile": args.compile, "device": device,
-              "it_per_s": 1 / loop["sec_per_it"], "sec_per_it": loop["sec_per_it"], "peak_gib": peak,
+              "clip": args.clip_model if trainer.clip is not None else None,
+              "feature_pool": args.feature_pool, "cached_features": args.cached_features,
+              "compile": args.compile, "device": device, "it_per_s": 1 / loop["sec_per_it"],
+              "sec_per_it": loop["sec_per_it"], "peak_gib": peak,
               "memory": memory, "params_m": {"G": n(trainer.g) / 1e6, "D": n(trainer.d) / 1e6,
                                              "P": n(trainer.proj) / 1e6}}
     print(f"{args.size} px, batch {args.batch}, {args.mode} mode, amp {result['amp']}, {device}: "

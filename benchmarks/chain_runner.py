@@ -47,15 +47,18 @@ class Held:
 class Runner:
     def __init__(self, chains: list, jobs: int, threads: int):
         self.chains, self.jobs = chains, max(1, jobs)
-        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads or max(1, (os.cpu_count() or 2) // self.jobs)),
+        self.env = {**os.environ,
+                    "OMP_NUM_THREADS": str(threads or max(1, (os.cpu_count() or 2) // self.jobs)),
                     "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.failed = []
         self.given_up = set()  # markers of runs that failed or were skipped: runs that need them cannot start
         self.waiting, self.held = list(chains), []
         total = sum(j.cost for c in chains for j in c)
-        done = sum(j.cost for c in chains for j in c if j.done)  # counted from the start: the ETA is the rest's
+        # counted from the start: the ETA is the rest's
+        done = sum(j.cost for c in chains for j in c if j.done)
         self.bar = tqdm(total=total, initial=done, unit="s", desc="benchmark (estimated CPU seconds)",
-                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]")
+                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} "
+                                                       "[{elapsed}<{remaining}]")
 
     def ready(self, chain: list) -> bool:
         """Whether the first unfinished run of `chain` can start now (or be skipped: a need was given up)."""
@@ -76,19 +79,23 @@ class Runner:
         """Runs `job`, whose needs exist (on a worker thread): None when it made its marker, else (what
         failed, the line to print)."""
         if job.fresh and os.path.isdir(job.folder):
-            shutil.rmtree(job.folder)  # a partial output of an interrupted run; the benchmark owns this folder
+            # a partial output of an interrupted run; the benchmark owns this folder
+            shutil.rmtree(job.folder)
         try:
             cmd = [str(c) for c in (job.cmd() if callable(job.cmd) else job.cmd)]
-        except Exception as e:  # e.g. a tuning result that cannot be read: this run fails, the others go on
+        # e.g. a tuning result that cannot be read: this run fails, the others go on
+        except Exception as e:  # noqa: BLE001
             return f"its command could not be made: {e}", f"failed: {job.label} ({e})"
         if job.resumable:
-            cmd.append("--resume" if os.path.isfile(os.path.join(job.folder, "ckpt_last.pt")) else "--overwrite")
+            cmd.append("--resume" if os.path.isfile(os.path.join(job.folder, "ckpt_last.pt"))
+                       else "--overwrite")
         os.makedirs(os.path.dirname(os.path.abspath(job.folder)), exist_ok=True)
         log = job.folder.rstrip("/") + ".log"
         with open(log, "w") as f:
             f.write(" ".join(shlex.quote(str(c)) for c in cmd) + "\n")
             f.flush()
-            rc = subprocess.run(cmd, cwd=REPO, env=self.env, stdout=f, stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(cmd, cwd=REPO, env=self.env, stdout=f, stderr=subprocess.STDOUT,
+                                check=False).returncode
         if rc != 0 or not job.done:
             return log, f"failed: {job.label} (exit {rc}; log {log})"
         return None
@@ -145,7 +152,8 @@ class Runner:
 
     def run(self) -> None:
         """Runs `--jobs` chains at a time. A free worker takes the first chain (in the given order) whose next
-        run can start, so runs that waited for another chain's output go before the chains listed after them."""
+        run can start, so runs that waited for another chain's output go before the chains listed after
+        them."""
         done = [j for c in self.chains for j in c if j.done]
         if done:
             tqdm.write(f"{len(done)} finished runs found; not redone")
@@ -164,7 +172,8 @@ class Runner:
                     held.future = None
                     try:
                         failure = future.result()
-                    except Exception as e:  # not the run's own failure (e.g. its log cannot be written)
+                    # not the run's own failure (e.g. its log cannot be written)
+                    except Exception as e:  # noqa: BLE001
                         failure = f"error: {e}", f"failed: {held.chain[held.pos].label} ({e})"
                     self.ended(held, failure)
         self.bar.close()

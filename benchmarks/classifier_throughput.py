@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader, RandomSampler
 from common.backbones import build_classifier
 from common.datasets import ImageList
 from common.distributed import autocast, grad_scaler, peak_memory, setup
-from common.options import add_device_arg, add_loader_args
 from common.engine import to_device
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes
+from common.options import add_device_arg, add_loader_args
 from common.transforms import classification
 
 
@@ -93,7 +93,8 @@ def main(args):
         model = build_classifier(args.model, n_classes, "none", verbose=False).to(rt.device)
         if args.channels_last and rt.cuda:
             model = model.to(memory_format=torch.channels_last)
-        net = torch.compile(model, backend=args.compile_backend, mode=args.compile_mode) if args.compile else model
+        net = (torch.compile(model, backend=args.compile_backend, mode=args.compile_mode) if args.compile
+               else model)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
         scaler = grad_scaler(rt, args.amp)
         model.train()

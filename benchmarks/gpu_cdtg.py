@@ -1,10 +1,10 @@
-"""CDTG's training speed on one GPU, in one table: the FIR operations in every implementation, the G + D step at
-batch 8 and 32 for every combination of operation implementations, and the paper configuration's iteration
+"""CDTG's training speed on one GPU, in one table: the FIR operations in every implementation, the G + D step
+at batch 8 and 32 for every combination of operation implementations, and the paper configuration's iteration
 (per phase, per kind of iteration, amortised, projected hours for 200,000 iterations, peak memory) with the
 reference operations and with the defaults; then torch.profiler's top kernels.
 
-    bash benchmarks/gpu_cdtg.sh                          (CUDA, about 3 minutes on an H200; nothing downloaded)
-    bash benchmarks/gpu_cdtg.sh --device cpu --smoke     (tiny sizes on the CPU: checks that it runs)
+    bash benchmarks/gpu_cdtg.sh                         (CUDA, about 3 minutes on an H200; nothing downloaded)
+    bash benchmarks/gpu_cdtg.sh --device cpu --smoke    (tiny sizes on the CPU: checks that it runs)
 
 Models are randomly initialised (no download); CLIP is open_clip's ViT-B-32 architecture without weights.
 """
@@ -15,12 +15,22 @@ import time
 
 import torch
 
+from CDTG import ops
+from CDTG.profiling import (
+    FIR_CASES,
+    SMOKE,
+    Scale,
+    build_trainer,
+    cycle_length,
+    profile_step,
+    time_fir,
+    time_g_d,
+    time_loop,
+    top_kernels,
+)
+from CDTG.trainer import StepConfig
 from common.distributed import setup
 from common.options import add_device_arg
-from CDTG import ops
-from CDTG.profiling import (FIR_CASES, SMOKE, Scale, build_trainer, cycle_length, profile_step, time_fir, time_g_d,
-                            time_loop, top_kernels)
-from CDTG.trainer import StepConfig
 
 # (label, FIR implementation, modulated-convolution implementation, channels_last)
 G_D_VARIANTS = [("reference ops (upstream's formulation)", "reference", "grouped", False),
@@ -38,7 +48,8 @@ def get_args_parser():
     add_device_arg(p)
     p.add_argument("--smoke", action="store_true", help="tiny models and tensors (a CPU dry run)")
     p.add_argument("--no-clip", action="store_true", help="the paper configuration without the CLIP term")
-    p.add_argument("--cycles", type=int, default=1, help="regularisation cycles (16 iterations) per timed setting")
+    p.add_argument("--cycles", type=int, default=1, help="regularisation cycles (16 iterations) per timed "
+                                                         "setting")
     p.add_argument("--budget", type=float, default=240, help="seconds; parts that would not fit are skipped")
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
     return p
@@ -74,7 +85,8 @@ def main(args):
     out = {"device": where, "torch": torch.__version__, "smoke": args.smoke}
     defaults = (ops._fir_impl.get(kind, "reference"), ops._modconv_impl.get(kind, "grouped"))
 
-    print("\n## FIR operations ([1, 3, 3, 1] kernel, fp32), ms (median of up to 10 calls, at most 2 s each op)\n")
+    print("\n## FIR operations ([1, 3, 3, 1] kernel, fp32), ms (median of up to 10 calls, at most 2 s each "
+          "op)\n")
     print("| op | shape | implementation | forward + backward | forward + double backward |")
     print("|---|---|---|---:|---:|")
     out["fir"] = []
@@ -86,7 +98,8 @@ def main(args):
             with Operations(kind, "reference", "grouped"):
                 r = time_fir(impl, case, rt, repeats=3 if args.smoke else 10, shrink=shrink, channels_last=cl)
             out["fir"].append(r)
-            print(f"| {case} | {r['shape']} | {r['impl']} | {r['fwd_bwd_ms']:.3f} | {r['fwd_double_bwd_ms']:.3f} |",
+            print(f"| {case} | {r['shape']} | {r['impl']} | {r['fwd_bwd_ms']:.3f} | "
+                  f"{r['fwd_double_bwd_ms']:.3f} |",
                   flush=True)
 
     print("\n## G + D forward and backward (no regularisers), ms (median of 5)\n")
@@ -106,12 +119,15 @@ def main(args):
           f"{scale.tail_size} px, P on the {'full' if not scale.feature_pool else 'pooled'} layer3 map, CLIP "
           f"{scale.clip_model or 'off'}, AMP\n")
     out["iteration"] = {}
-    # (label, FIR, modconv, cuDNN autotuner, torch.compile mode of the unregularised passes, seconds it may take)
+    # (label, FIR, modconv, cuDNN autotuner, torch.compile mode of the unregularised passes, seconds it may
+    # take)
     settings = [("reference ops, cuDNN autotuner off", "reference", "grouped", False, None, 60),
-                (f"defaults: {defaults[0]} FIR, {defaults[1]} modconv, cuDNN autotuner", *defaults, True, None, 40),
+                (f"defaults: {defaults[0]} FIR, {defaults[1]} modconv, cuDNN autotuner", *defaults, True,
+                 None, 40),
                 ("triton FIR, shared modconv, cuDNN autotuner", "triton", "shared", True, None, 40),
                 ("defaults + compile (default mode)", *defaults, True, "default", 120),
-                ("defaults + compile (reduce-overhead: CUDA graphs)", *defaults, True, "reduce-overhead", 120)]
+                ("defaults + compile (reduce-overhead: CUDA graphs)", *defaults, True, "reduce-overhead",
+                 120)]
     last = None
     for label, fir, modconv, bench, mode, needs in settings:
         if args.smoke and mode or fir == "triton" and not rt.cuda:
@@ -132,12 +148,14 @@ def main(args):
         kinds = prof["kinds"]
         plain = kinds.get("plain", {}).get("ms", float("nan"))
         print(f"### {label}\n")
-        print(f"amortised {1000 * loop['sec_per_it']:.1f} ms/iteration -> {loop['hours_200k']:.1f} h for 200,000 "
-              f"iterations; peak memory " + (f"{loop['peak_gib']:.2f} GiB" if loop["peak_gib"] else "n/a (CPU)"))
+        print(f"amortised {1000 * loop['sec_per_it']:.1f} ms/iteration -> {loop['hours_200k']:.1f} h for "
+              f"200,000 iterations; peak memory " + (f"{loop['peak_gib']:.2f} GiB" if loop["peak_gib"]
+                                                     else "n/a (CPU)"))
         print("\n| kind of iteration | ms (median) | x plain | count |\n|---|---:|---:|---:|")
         for k, v in kinds.items():
             print(f"| {k} | {v['ms']:.1f} | {v['ms'] / plain:.2f} | {v['count']} |")
-        print("\n| phase | ms per call (median) | calls | ms per iteration (amortised) |\n|---|---:|---:|---:|")
+        print("\n| phase | ms per call (median) | calls | ms per iteration (amortised) "
+              "|\n|---|---:|---:|---:|")
         for name, v in prof["phases"].items():
             print(f"| {name} | {v['ms_per_call']:.1f} | {v['calls']} | {v['ms_per_iteration']:.1f} |")
         print(flush=True)

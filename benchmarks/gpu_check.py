@@ -46,7 +46,7 @@ class Check:
         t0 = time.monotonic()
         try:
             proc = subprocess.run([PY, *args], cwd=REPO, env=self.env, capture_output=True, text=True,
-                                  timeout=timeout)
+                                  timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             return f"timed out after {timeout:.0f} s", time.monotonic() - t0, [], ""
         seconds = time.monotonic() - t0
@@ -119,13 +119,14 @@ def classifier(c: Check, dev: list, smoke: bool, speed: dict, compiled: bool) ->
 
 
 def compile_facts(result: dict) -> str:
-    """What torch.compile did (from classifier_throughput's report): where a compiled run is slower than eager,
-    this says whether compile time, graph breaks or recompilation explain it."""
+    """What torch.compile did (from classifier_throughput's report): where a compiled run is slower than
+    eager, this says whether compile time, graph breaks or recompilation explain it."""
     info = result.get("compiled")
     if not info:
         return ""
     return (f" (compiled in the {result['warmup_seconds']:.0f} s warm-up, outside the timed steps: "
-            f"{info['graphs']} graph(s), {info['graph_breaks']} graph break(s), {info['recompiles']} recompile(s))")
+            f"{info['graphs']} graph(s), {info['graph_breaks']} graph break(s), {info['recompiles']} "
+            "recompile(s))")
 
 
 def data_path(c: Check, dev: list, smoke: bool, data: str, speed: dict) -> None:
@@ -190,7 +191,7 @@ def stage_commands(data: str, runs: str, dev: list, smoke: bool) -> list:
     small = ["--img-size", "32", "--batch-size", "8", "--workers", "0"] if smoke else ["--workers", "4"]
     clip_steps = ["--steps", "3", "--batch-size", "16"]
     dsva_clip = ["--clip-pretrained", f"{runs}/clip_dsva.pt"]
-    r = lambda name: f"{runs}/{name}"  # noqa: E731
+    r = lambda name: f"{runs}/{name}"
     cls_final = f"{r('classification')}/model_final.pt"
     return [
         ("fit the small CLIPs (CPU), seen classes",
@@ -229,7 +230,8 @@ def stage_commands(data: str, runs: str, dev: list, smoke: bool) -> list:
                                                    "--train-list", r("expanded_train.txt"),
                                                    "--output-dir", r("classification_tgn"), *dev]),
         ("DSVA/annotate.py", ["DSVA/annotate.py", "--config", "configs/synthetic.yaml", "--data-root", data,
-                              *dsva_clip, "--images-per-class", "4", "--output-dir", r("dsva_annotate"), *dev]),
+                              *dsva_clip, "--images-per-class", "4", "--output-dir", r("dsva_annotate"),
+                              *dev]),
         ("DSVA/train.py", ["DSVA/train.py", "--config", "configs/synthetic.yaml", "--data-root", data,
                            *dsva_clip, "--attributes", f"{r('dsva_annotate')}/attributes.json",
                            "--epochs", "1", "--pretrain-epoch", "0", "--batches-per-epoch", "2",
@@ -299,7 +301,8 @@ def main(args) -> int:
           flush=True)
     data = os.path.join(workdir, "data")
     prep = ["--classes", "10", "--n-max", "40", "--n-test", "4", "--size", "32"] if args.smoke else []
-    status, seconds, _, _ = c.run(["data/synthetic/prepare.py", "--output-dir", data, "--overwrite", *prep], 60)
+    status, seconds, _, _ = c.run(["data/synthetic/prepare.py", "--output-dir", data, "--overwrite", *prep],
+                                  60)
     if status == "ok":
         status, seconds2, _, _ = c.run(["data/split.py", "--data-root", data, "--head-percent", "40"], 30)
         seconds += seconds2

@@ -1,4 +1,5 @@
-"""How far apart KMDN's models' layer3 features are on one part's test images: what distillation's MSE pulls on.
+"""How far apart KMDN's models' layer3 features are on one part's test images: what distillation's MSE pulls
+on.
 
     python benchmarks/kmdn_feature_gap.py --data-root data/synthetic/processed \\
         --reference runs/kmdn/x/head/model_final.pt --models tail=runs/kmdn/x/tail/model_final.pt \\
@@ -6,10 +7,10 @@
 
 Prints, for the reference model and each other model: the mean square of its layer3 map, the mean squared
 difference from the reference's (KMDN's feature MSE), their mean cosine similarity, the MSE of the two models'
-image-to-image cosine matrices over batches of --batch-size shuffled images (distill.py --feature-loss similarity;
-blind to scale and channel order), each model's accuracy where it has the reference's classes, and how well its
-features alone separate these classes: the nearest-class-mean accuracy (cosine, class means of these same images)
-of its flattened layer3 maps, which a model trained on the other part's classes has too.
+image-to-image cosine matrices over batches of --batch-size shuffled images (distill.py --feature-loss
+similarity; blind to scale and channel order), each model's accuracy where it has the reference's classes, and
+how well its features alone separate these classes: the nearest-class-mean accuracy (cosine, class means of
+these same images) of its flattened layer3 maps, which a model trained on the other part's classes has too.
 """
 import argparse
 
@@ -49,7 +50,8 @@ def main(args):
     # shuffled (fixed order) so that a batch mixes classes, as a distillation batch does
     loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
-    sums = {name: torch.zeros(5, dtype=torch.float64) for name in models}  # f^2, mse, cos, correct, similarity
+    # f^2, mse, cos, correct, similarity
+    sums = {name: torch.zeros(5, dtype=torch.float64) for name in models}
     n, feats, labels = 0, {name: [] for name in models}, []
     with torch.no_grad():
         for x, y in loader:

@@ -22,18 +22,19 @@ ON_CE = ("crt", "logit_adjust", "tau_norm")  # need the CE model of the same see
 # the classifier on the original + generated list, as is or with the re-sampling method's sampler
 TGN_METHODS = {"tgn": [], "tgn_resample": TRAINED["resample"]}
 METHODS = (*TRAINED, *ON_CE, *TGN_METHODS)
-DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "logit_adjust", "tau_norm")  # cb: by flag
+# cb: by flag
+DEFAULT_METHODS = ("ce", "resample", "balanced_softmax", "ldam_drw", "crt", "logit_adjust", "tau_norm")
 PARTS = ("longtail", "kmdn", "tgn", "dsva")
 PROTOCOLS = ("adam", "sgd")
 # LDAM-DRW's CIFAR recipe (SGD, momentum 0.9, lr 0.1 at batch 128) scaled linearly to batch 32; weight decay
 # and cosine decay as in Kang et al.'s recipe
 SGD_ARGS = "--optimizer sgd --lr 0.025 --momentum 0.9 --weight-decay 5e-4 --schedule cosine"
 VAL_SEED = 0  # one validation list for every seed and protocol
-# wall seconds of one run on one thread at the embedded set's scale (configs/synthetic.yaml, measured 2026-12-01);
-# only for the ETA
+# wall seconds of one run on one thread at the embedded set's scale (configs/synthetic.yaml, measured
+# 2026-12-01); only for the ETA
 COST = {"train": 130, "tgn": 210, "crt": 30, "posthoc": 11, "kmdn_head": 85, "kmdn_tail": 35, "distill": 92,
-        "clip": 285, "clip_continued": 100, "annotate": 15, "dsva": 30, "cdtg": 280, "generate": 15, "expand": 1,
-        "evaluate": 40}
+        "clip": 285, "clip_continued": 100, "annotate": 15, "dsva": 30, "cdtg": 280, "generate": 15,
+        "expand": 1, "evaluate": 40}
 
 
 def py(script: str, *args) -> list:
@@ -73,7 +74,8 @@ def drw_tuning_chain(args, root: str, protocol: str) -> list:
         jobs.append(Job(f"tune ldam_drw drw {k} ({protocol})", py(
             "Classification/train.py", *cfg, "--data-root", root, "--seed", args.seeds[0], *train_lists(args),
             "--test-list", args.val_list, "--output-dir", f, *TRAINED["ldam_drw"],
-            *protocol_flags(args, protocol), "--drw-epoch", k), f, os.path.join(f, "results.json"), COST["train"]))
+            *protocol_flags(args, protocol), "--drw-epoch", k), f, os.path.join(f, "results.json"),
+                        COST["train"]))
     return jobs
 
 
@@ -136,7 +138,8 @@ def longtail_chains(args, seed: int, root: str, protocol: str) -> list:
             tuning = drw_tuning_chain(args, root, protocol)
             job = train_job(method, TRAINED[method], COST["train"], needs=tuple(j.marker for j in tuning))
             fixed = list(job.cmd)
-            job.cmd = lambda fixed=fixed: fixed + ["--drw-epoch", str(chosen_drw(args, protocol)["drw_epoch"])]
+            job.cmd = lambda fixed=fixed: fixed + ["--drw-epoch",
+                                                   str(chosen_drw(args, protocol)["drw_epoch"])]
             chains.append([job])
         elif method != "ce" and method not in TGN_METHODS:
             chains.append([train_job(method, TRAINED[method], COST["train"])])
@@ -151,8 +154,9 @@ def kmdn_chain(args, seed: int, root: str, then: tuple = (), control: bool = Tru
     jobs = []
     for part in ("head", "tail"):
         f = os.path.join(base, part)
-        jobs.append(Job(f"kmdn {part} seed {seed}", py("KMDN/train.py", "--part", part, *cfg, "--data-root", root,
-                                                       "--seed", seed, "--output-dir", f), f,
+        jobs.append(Job(f"kmdn {part} seed {seed}",
+                        py("KMDN/train.py", "--part", part, *cfg, "--data-root", root,
+                           "--seed", seed, "--output-dir", f), f,
                         os.path.join(f, "results.json"), COST[f"kmdn_{part}"]))
     for name, flags in (("distill", []), ("distill_alpha0", ["--alpha", 0])):
         f = os.path.join(base, name)
@@ -160,7 +164,8 @@ def kmdn_chain(args, seed: int, root: str, then: tuple = (), control: bool = Tru
             "KMDN/distill.py", *cfg, "--data-root", root, "--seed", seed, "--output-dir", f,
             "--head-init", os.path.join(base, "head", "model_final.pt"),
             "--tail-init", os.path.join(base, "tail", "model_final.pt"), *flags), f,
-            os.path.join(f, "summary.json"), COST["distill"], extra={"part": "kmdn", "method": name, "seed": seed}))
+            os.path.join(f, "summary.json"), COST["distill"],
+                        extra={"part": "kmdn", "method": name, "seed": seed}))
     jobs[3:3] = then
     return [jobs if control else jobs[:-1]]
 
@@ -184,12 +189,14 @@ def tgn_plan(args, seed: int, root: str) -> TGNPlan:
     # as the quickstart does: the DSVA CLIP of the same seed continued on every class, when the dsva part runs
     dsva_clip = os.path.join(args.output_dir, "dsva", f"seed{seed}", "clip.pt")
     start = ["--init", dsva_clip, "--steps", 150, "--warmup", 10] if "dsva" in args.parts else []
-    clip_job = Job("clip (every class)", py("data/synthetic/train_clip.py", *cfg, "--data-root", root, "--out", clip,
-                                            "--all-classes", "--seed", seed, *start), os.path.dirname(clip),
+    clip_job = Job("clip (every class)",
+                   py("data/synthetic/train_clip.py", *cfg, "--data-root", root, "--out", clip,
+                      "--all-classes", "--seed", seed, *start), os.path.dirname(clip),
                    os.path.join(os.path.dirname(clip), "clip_all_report.json"),
                    COST["clip_continued" if start else "clip"], resumable=False,
                    needs=(os.path.join(os.path.dirname(dsva_clip), "clip_report.json"),) if start else ())
-    embedded = read_classes(root)["dataset"] == "SYNTH"  # a real data set: the config's CLIP (e.g. OpenAI ViT-B/32)
+    # a real data set: the config's CLIP (e.g. OpenAI ViT-B/32)
+    embedded = read_classes(root)["dataset"] == "SYNTH"
     train, gen = os.path.join(base, "cdtg_train"), os.path.join(base, "generated")
     train_list = os.path.join(base, "expanded_train.txt")
     ce = lt_folder(args, tgn_protocol(args), "ce", seed)
@@ -199,9 +206,10 @@ def tgn_plan(args, seed: int, root: str) -> TGNPlan:
     # quality tracked during training (quality.png) against the first seed's CE model
     track = ["--eval-every", 200, "--eval-classifier", os.path.join(ce, "model_final.pt")] if with_ce else []
     cdtg = [
-        Job("cdtg train", py("CDTG/train.py", *cfg, "--data-root", root, "--tail-model", tail_model_path(args, seed),
-                             *(["--clip-pretrained", clip] if embedded else []), *track, "--seed", seed,
-                             "--output-dir", train), train, os.path.join(train, "generator.pt"), COST["cdtg"],
+        Job("cdtg train",
+            py("CDTG/train.py", *cfg, "--data-root", root, "--tail-model", tail_model_path(args, seed),
+               *(["--clip-pretrained", clip] if embedded else []), *track, "--seed", seed,
+               "--output-dir", train), train, os.path.join(train, "generator.pt"), COST["cdtg"],
             needs=((clip_job.marker,) if embedded else ()) + ce_done),
         Job("cdtg generate", py("CDTG/generate.py", *cfg, "--weights", os.path.join(train, "generator.pt"),
                                 "--seed", seed, "--output-dir", gen), gen, os.path.join(gen, "manifest.json"),
@@ -210,7 +218,8 @@ def tgn_plan(args, seed: int, root: str) -> TGNPlan:
                               "--overwrite"), base, train_list, COST["expand"], resumable=False),
     ]
     evaluate = Job("cdtg evaluate", py("CDTG/evaluate.py", *cfg, "--generated", gen, "--overwrite",
-                                       *(["--classifier", os.path.join(ce, "model_final.pt")] if with_ce else [])),
+                                       *(["--classifier", os.path.join(ce, "model_final.pt")] if with_ce
+                                         else [])),
                    gen, os.path.join(gen, "quality.json"), COST["evaluate"], resumable=False,
                    extra={"part": "cdtg", "method": "cdtg", "seed": seed},
                    needs=(train_list, *ce_done))
@@ -243,28 +252,30 @@ def dsva_chain(args, seed: int, root: str) -> list:
     ann = os.path.join(base, "annotate")
     final = os.path.join(base, "dsva")
     vals = [os.path.join(base, "dsva_val" + (f"_fold{k}" if k else "")) for k in range(args.dsva_val_folds)]
-    common = [*cfg, "--data-root", root, "--split", args.dsva_split, "--clip-pretrained", clip, "--attributes",
-              os.path.join(ann, "attributes.json"), "--seed", seed]
+    common = [*cfg, "--data-root", root, "--split", args.dsva_split, "--clip-pretrained", clip,
+              "--attributes", os.path.join(ann, "attributes.json"), "--seed", seed]
     return [[
         Job(f"clip seed {seed}", py("data/synthetic/train_clip.py", *cfg, "--data-root", root, "--out", clip,
                                     "--exclude-unseen", args.dsva_split, "--seed", seed), base,
             os.path.join(base, "clip_report.json"), COST["clip"], resumable=False),
-        Job(f"annotate seed {seed}", py("DSVA/annotate.py", *cfg, "--data-root", root, "--clip-pretrained", clip,
-                                        "--output-dir", ann, "--overwrite", "--seed", seed), ann,
+        Job(f"annotate seed {seed}",
+            py("DSVA/annotate.py", *cfg, "--data-root", root, "--clip-pretrained", clip,
+               "--output-dir", ann, "--overwrite", "--seed", seed), ann,
             os.path.join(ann, "attributes.json"), COST["annotate"], resumable=False),
         *[Job(f"dsva val {k} seed {seed}", py("DSVA/train.py", *common, "--output-dir", val,
                                                *shlex.split(args.dsva_val_args), "--val-fold", k), val,
               os.path.join(val, "results.json"), COST["dsva"]) for k, val in enumerate(vals)],
-        Job(f"dsva seed {seed}", py("DSVA/train.py", *common, "--output-dir", final, "--val-run", *vals), final,
-            os.path.join(final, "results.json"), COST["dsva"], extra={"part": "dsva", "method": "dsva", "seed": seed}),
+        Job(f"dsva seed {seed}", py("DSVA/train.py", *common, "--output-dir", final, "--val-run", *vals),
+            final, os.path.join(final, "results.json"), COST["dsva"],
+            extra={"part": "dsva", "method": "dsva", "seed": seed}),
     ]]
 
 
 
 def all_chains(args, root: str) -> list:
     """Every chain of the parts in args.parts, in the order free workers look at them."""
-    # A run waits only for runs of chains before its own: the CLIP and the KMDN chain that lead to CDTG first, then
-    # the runs that need CDTG's list (the Runner starts them as soon as the list exists), then the rest.
+    # A run waits only for runs of chains before its own: the CLIP and the KMDN chain that lead to CDTG first,
+    # then the runs that need CDTG's list (the Runner starts them as soon as the list exists), then the rest.
     first, chains, late = [], [], []
     s0 = args.seeds[0]
     plan = tgn_plan(args, s0, root) if "tgn" in args.parts and not args.tgn_list else None

@@ -54,12 +54,13 @@ def longtail_section(rows: list, methods: list, columns: list, groups: dict, tra
     sizes = ", ".join(f"{g} {len(ids)} classes" for g, ids in groups.items())
     title = f", protocol {protocol}" if protocol else ""
     lines = [f"## Long-tail classification{title} (test set; mean ± std over seeds, %)", "",
-             f"Groups by train images: many > 100, medium 20-100, few < 20 ({sizes}); head/tail from split.json. "
-             f"Train counts: {min(train_counts)}-{max(train_counts)}.", "", head, sep]
+             (f"Groups by train images: many > 100, medium 20-100, few < 20 ({sizes}); head/tail from "
+              f"split.json. Train counts: {min(train_counts)}-{max(train_counts)}."), "", head, sep]
     for m in methods:
         rs = [r for r in rows if r["method"] == m]
         if rs:
-            lines.append(f"| {m} | {len(rs)} | " + " | ".join(mean_std([r.get(k) for r in rs]) for k, _ in columns)
+            lines.append(f"| {m} | {len(rs)} | " + " | ".join(mean_std([r.get(k) for r in rs])
+                                                              for k, _ in columns)
                          + " |")
     lines += ["", "Paired difference against CE (same seed; mean ± std over seeds, points):", "", head, sep]
     for m in methods:
@@ -134,9 +135,10 @@ def settings_section(args, rows: list, protocols: list) -> list:
 def kmdn_section(rows: list) -> list:
     with_d = {r["seed"]: r for r in rows if r["method"] == "distill"}
     without = {r["seed"]: r for r in rows if r["method"] == "distill_alpha0"}
-    lines = ["", "## KMDN: distillation against its alpha = 0 control (same stage-1 models and schedule; %)", "",
-             "| model, own classes' test images | seeds | stage 1 | alpha = 0 (no distillation) | distilled | "
-             "distilled − alpha 0 |", "|---|---|---|---|---|---|"]
+    lines = ["",
+             "## KMDN: distillation against its alpha = 0 control (same stage-1 models and schedule; %)", "",
+             ("| model, own classes' test images | seeds | stage 1 | alpha = 0 (no distillation) | distilled "
+              "| distilled − alpha 0 |"), "|---|---|---|---|---|---|"]
     seeds = sorted(set(with_d) & set(without))
     if not seeds:
         return []
@@ -155,19 +157,20 @@ def cdtg_section(rows: list) -> list:
     if not rows:
         return []
     q = rows[0]
-    pct = lambda key: "-" if q.get(key) is None else f"{100 * q[key]:.1f}"  # noqa: E731
-    num = lambda key: "-" if q.get(key) is None else f"{q[key]:.2f}"  # noqa: E731
-    return ["", f"## CDTG: the generated tail images behind TGN (one generator, from seed {q['seed']}'s distilled "
-                f"tail model; mean over tail classes)", "",
+    pct = lambda key: "-" if q.get(key) is None else f"{100 * q[key]:.1f}"
+    num = lambda key: "-" if q.get(key) is None else f"{q[key]:.2f}"
+    return ["", (f"## CDTG: the generated tail images behind TGN (one generator, from seed {q['seed']}'s "
+                 f"distilled tail model; mean over tail classes)"), "",
             "| share assigned to their class by | generated | real tail images |", "|---|---|---|",
-            f"| the distilled tail model | {pct('tail_model_consistency')} | {pct('real_tail_model_consistency')} |",
-            f"| the independent CE classifier | {pct('classifier_consistency')} | "
-            f"{pct('real_classifier_consistency')} |",
+            (f"| the distilled tail model | {pct('tail_model_consistency')} | "
+             f"{pct('real_tail_model_consistency')} |"),
+            (f"| the independent CE classifier | {pct('classifier_consistency')} | "
+             f"{pct('real_classifier_consistency')} |"),
             f"| CLIP (tail-class prompts) | {pct('clip_consistency')} | {pct('real_clip_consistency')} |", "",
-            f"Feature diversity (CE classifier's features) {num('feature_diversity')} against "
-            f"{num('real_feature_diversity')} for real images; FID_cls {num('fid')} (per class), pooled "
-            f"{num('pooled_fid')}. Details: {os.path.join(q['folder'], 'quality.md')}; the curves during training: "
-            f"{os.path.join(os.path.dirname(q['folder']), 'cdtg_train', 'quality.png')}."]
+            (f"Feature diversity (CE classifier's features) {num('feature_diversity')} against "
+             f"{num('real_feature_diversity')} for real images; FID_cls {num('fid')} (per class), pooled "
+             f"{num('pooled_fid')}. Details: {os.path.join(q['folder'], 'quality.md')}; the curves during "
+             f"training: {os.path.join(os.path.dirname(q['folder']), 'cdtg_train', 'quality.png')}.")]
 
 
 def dsva_section(rows: list, split: str) -> list:
@@ -182,7 +185,8 @@ def dsva_section(rows: list, split: str) -> list:
             mean_std([r.get(f"{prefix}_{k}") for r in rows]) for k in ("zsl", "u", "s", "h")) + " |")
     if all("epochs" in r for r in rows):
         lines += ["", "Per seed, DSVA's last epoch (epochs and gamma chosen on validation classes):", "",
-                  "| seed | epochs | gamma | ZSL acc | GZSL U | GZSL S | GZSL H |", "|---|---|---|---|---|---|---|"]
+                  "| seed | epochs | gamma | ZSL acc | GZSL U | GZSL S | GZSL H |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['seed']} | {r['epochs']} | {r['gamma']:g} | " + " | ".join(
             f"{100 * r[f'last_{k}']:.1f}" for k in ("zsl", "u", "s", "h")) + " |"
             for r in sorted(rows, key=lambda r: r["seed"])]
@@ -242,8 +246,8 @@ def groups_png(rows: list, methods: list, columns: list, path: str) -> None:
         vals = [[r[k] for r in rows if r["method"] == m and r.get(k) is not None] for k, _ in cols]
         means = [100 * np.mean(v) if v else np.nan for v in vals]
         stds = [100 * np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals]
-        ax.bar(np.arange(len(cols)) + (i - (len(present) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
-               label=m)
+        ax.bar(np.arange(len(cols)) + (i - (len(present) - 1) / 2) * width, means, width, yerr=stds,
+               capsize=3, label=m)
     ax.set_xticks(range(len(cols)), [label for _, label in cols])
     ax.set_ylabel("mean per-class test accuracy (%)")
     ax.set_ylim(0, 105)
@@ -264,9 +268,9 @@ def write_report(args, chains: list, split: dict) -> str:
     lines = [f"# Benchmark on {split['dataset']} (seeds {' '.join(map(str, args.seeds))})", ""]
     if args.val_list:
         n_val, n_train = len(read_list(args.val_list)), len(read_list(args.lt_train_list))
-        lines += [f"Validation: {n_val} training images held out ({args.val_fraction:g} of each class, at "
-                  f"least 1, at most {args.val_max}, one kept for training; {args.val_list}); the classifiers "
-                  f"train on the other {n_train}.", ""]
+        lines += [(f"Validation: {n_val} training images held out ({args.val_fraction:g} of each class, at "
+                   f"least 1, at most {args.val_max}, one kept for training; {args.val_list}); the "
+                   f"classifiers train on the other {n_train}."), ""]
     for i, protocol in enumerate(args.protocols):
         rs = [r for r in lt if r["protocol"] == protocol]
         if rs:
@@ -281,7 +285,8 @@ def write_report(args, chains: list, split: dict) -> str:
     lines += cdtg_section([r for r in rows if r["part"] == "cdtg"])
     lines += kmdn_section([r for r in rows if r["part"] == "kmdn"])
     lines += dsva_section([r for r in rows if r["part"] == "dsva"], args.dsva_split)
-    lines += ["", f"One row per run, with its folder (args.yaml inside): {os.path.join(args.output_dir, 'runs.csv')}."]
+    runs_csv = os.path.join(args.output_dir, "runs.csv")
+    lines += ["", f"One row per run, with its folder (args.yaml inside): {runs_csv}."]
     text = "\n".join(lines) + "\n"
     write_csv(rows, os.path.join(args.output_dir, "runs.csv"))
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:

@@ -15,8 +15,16 @@ import time
 import torch
 import torch.nn.functional as F
 
-from CDTG.ops import (Blur, Downsample, HaarTransform, InverseHaarTransform, ModulatedConv2d, Upsample,
-                      fused_leaky_relu, upfirdn2d)
+from CDTG.ops import (
+    Blur,
+    Downsample,
+    HaarTransform,
+    InverseHaarTransform,
+    ModulatedConv2d,
+    Upsample,
+    fused_leaky_relu,
+    upfirdn2d,
+)
 
 
 def zero_insertion_upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0)):
@@ -57,7 +65,7 @@ def cases(batch: int, channels: int, size: int):
     bias = torch.randn(channels)
     k = up.kernel
     c, n = (batch, channels, size, size), (batch, 12, 2 * size, 2 * size)
-    dwt_bands = lambda x: torch.cat([zero_insertion_upfirdn2d(x, kk, down=2) for kk in  # noqa: E731
+    dwt_bands = lambda x: torch.cat([zero_insertion_upfirdn2d(x, kk, down=2) for kk in
                                      (dwt.ll, dwt.lh, dwt.hl, dwt.hh)], 1)
 
     def iwt_ref(x):
@@ -122,8 +130,8 @@ def run(batch: int = 4, channels: int = 64, size: int = 64, repeats: int = 5, se
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| op | input | fwd ms ours / ref (ratio) | bwd ms ours / ref (ratio) | max abs diff fwd / bwd "
-             "(largest ref value fwd / bwd) |", "|---|---|---|---|---|"]
+    lines = [("| op | input | fwd ms ours / ref (ratio) | bwd ms ours / ref (ratio) | max abs diff fwd / bwd "
+              "(largest ref value fwd / bwd) |"), "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['op']} | {'x'.join(map(str, r['shape']))} | "
                      f"{r['ours_fwd_ms']:.2f} / {r['ref_fwd_ms']:.2f} ({r['ratio_fwd']:.2f}) | "

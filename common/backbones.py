@@ -52,7 +52,8 @@ def load_state_dict_file(path: str, arch: str | None = None, verbose: bool = Tru
 
 def read_classifier_file(path: str, arch: str | None = None, verbose: bool = True) -> dict:
     """A classifier weights file as {'model': state dict, 'arch', ...what it stores}. A bare state dict (the
-    original's result.pth, a torchvision file) is recognised by its layout, renamed, and its model inferred."""
+    original's result.pth, a torchvision file) is recognised by its layout, renamed, and its model
+    inferred."""
     ck = checkpoint.load(path, what="weights file")
     if not original_weights.is_bare_state_dict(ck):
         return ck
@@ -82,7 +83,8 @@ def load_classifier(path: str, num_classes: int, arch: str | None = None, verbos
 
 
 def load_matching(model: nn.Module, sd: dict) -> tuple[list, list, list]:
-    """Copy every tensor whose name and shape match; returns the names (loaded, left at init, unused from sd)."""
+    """Copy every tensor whose name and shape match; returns the names (loaded, left at init, unused from
+    sd)."""
     own = model.state_dict()
     keep = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(keep, strict=False)
@@ -111,7 +113,8 @@ def imagenet_weights(name: str, weights: str):
     return None
 
 
-def build_classifier(name: str, num_classes: int, weights: str = "imagenet", verbose: bool = True) -> nn.Module:
+def build_classifier(name: str, num_classes: int, weights: str = "imagenet",
+                     verbose: bool = True) -> nn.Module:
     """A torchvision model `name` with a num_classes head.
 
     weights: 'imagenet' (torchvision's IMAGENET1K_V1, what pretrained=True gave; downloads where a network
@@ -124,8 +127,9 @@ def build_classifier(name: str, num_classes: int, weights: str = "imagenet", ver
         try:
             model = models.get_model(name, weights=enum)
         except (OSError, RuntimeError) as e:  # no network, no cached file
-            raise UserError(f"could not get ImageNet weights for {name} ({str(e).splitlines()[0][:120]}); put the "
-                            f"torchvision file in ~/.cache/torch/hub/checkpoints or pass --weights FILE or none") from None
+            raise UserError(f"could not get ImageNet weights for {name} ({str(e).splitlines()[0][:120]}); "
+                            "put the torchvision file in ~/.cache/torch/hub/checkpoints or pass --weights "
+                            "FILE or none") from None
         return replace_head(model, num_classes)
     model = replace_head(models.get_model(name, weights=None), num_classes)
     if weights not in ("none", "", None):
@@ -199,8 +203,8 @@ def check_feature_resnet_name(name: str) -> None:
                         f"resnet101 or resnet152")
 
 
-def build_feature_resnet(name: str, num_classes: int, weights: str = "imagenet", upstream_shortcut_init: bool = False,
-                         verbose: bool = True) -> FeatureResNet:
+def build_feature_resnet(name: str, num_classes: int, weights: str = "imagenet",
+                         upstream_shortcut_init: bool = False, verbose: bool = True) -> FeatureResNet:
     """build_classifier's ResNet `name` (weights 'imagenet', 'none' or a file; every matching tensor, the
     projection shortcuts included, is loaded) wrapped to return (logits, layer3)."""
     check_feature_resnet_name(name)
@@ -208,5 +212,6 @@ def build_feature_resnet(name: str, num_classes: int, weights: str = "imagenet",
     if upstream_shortcut_init:
         reset = reinit_projection_shortcuts(model)
         if verbose:
-            print(f"--upstream-shortcut-init: re-initialised {', '.join(reset)} (as upstream's ResNet left them)")
+            print(f"--upstream-shortcut-init: re-initialised {', '.join(reset)} (as upstream's ResNet left "
+                  "them)")
     return model

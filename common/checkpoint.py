@@ -1,4 +1,5 @@
-"""Atomic checkpoint writes, safe checkpoint reads, RNG state capture for exact resume, and weights-only export."""
+"""Atomic checkpoint writes, safe checkpoint reads, RNG state capture for exact resume, and weights-only
+export."""
 import argparse
 import errno
 import glob
@@ -30,8 +31,8 @@ def _numpy_globals() -> list:
     return found
 
 
-# Plain types that the project's own checkpoints and the original authors' files hold beside tensors (the original
-# CDTG 200000.pt stores its argparse.Namespace); everything else a weights-only load refuses.
+# Plain types that the project's own checkpoints and the original authors' files hold beside tensors (the
+# original CDTG 200000.pt stores its argparse.Namespace); everything else a weights-only load refuses.
 SAFE_GLOBALS = [argparse.Namespace, *_numpy_globals()]
 
 
@@ -61,8 +62,8 @@ def atomic_save(obj, path: str) -> None:
             before = "the previous file is intact" if os.path.exists(path) else "nothing was written"
             if os.path.basename(path).startswith("ckpt"):
                 before = before.replace("file", "checkpoint")
-            raise UserError(f"no space left on {folder} while saving {os.path.basename(path)}; {before}; free "
-                            f"some space and resume") from None
+            raise UserError(f"no space left on {folder} while saving {os.path.basename(path)}; {before}; "
+                            f"free some space and resume") from None
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -79,7 +80,8 @@ def remove_stale_temporaries(folder: str) -> list:
     """Delete the temporary files that a process killed during atomic_save left in `folder` (and one level
     below); only call it while holding the folder's run lock. Returns the removed paths."""
     removed = []
-    for pattern in (os.path.join(folder, f"{TMP_PREFIX}*.pt"), os.path.join(folder, "*", f"{TMP_PREFIX}*.pt")):
+    for pattern in (os.path.join(folder, f"{TMP_PREFIX}*.pt"),
+                    os.path.join(folder, "*", f"{TMP_PREFIX}*.pt")):
         for path in glob.glob(pattern):
             os.remove(path)
             removed.append(path)
@@ -87,7 +89,8 @@ def remove_stale_temporaries(folder: str) -> list:
 
 
 def load(path: str, what: str = "checkpoint") -> dict:
-    """torch.load on the CPU, weights-only unless --trust-checkpoint; any failure is one line naming the file."""
+    """torch.load on the CPU, weights-only unless --trust-checkpoint; any failure is one line naming the
+    file."""
     if not os.path.isfile(path):
         raise UserError(f"{what} {path} does not exist; check the path")
     try:
@@ -104,9 +107,9 @@ def load(path: str, what: str = "checkpoint") -> dict:
         text = str(e)
         found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", text, re.IGNORECASE)
         if found:
-            raise UserError(f"{what} {path} holds a {found.group(1)} object, which a safe (weights-only) load "
-                            f"refuses because unpickling it can run code; if you trust the file's source, pass "
-                            f"--trust-checkpoint") from None
+            raise UserError(f"{what} {path} holds a {found.group(1)} object, which a safe (weights-only) "
+                            "load refuses because unpickling it can run code; if you trust the file's "
+                            f"source, pass --trust-checkpoint") from None
         raise UserError(f"{what} {path} could not be read: it is not a PyTorch checkpoint, or is damaged") \
             from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError, KeyError, IndexError,
@@ -129,8 +132,8 @@ def rng_state() -> dict:
 
 
 def rng_state_of_every_rank():
-    """rng_state(), or under DDP the list of every rank's (a collective: call it on every rank), so that a resumed
-    run gives each process back its own stream (each rank is seeded differently)."""
+    """rng_state(), or under DDP the list of every rank's (a collective: call it on every rank), so that a
+    resumed run gives each process back its own stream (each rank is seeded differently)."""
     import torch.distributed as dist
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return rng_state()
@@ -145,8 +148,8 @@ def set_rng_state(state) -> None:
         import torch.distributed as dist
         rank = dist.get_rank() if dist.is_initialized() else 0
         if rank >= len(state):
-            raise UserError(f"the checkpoint holds the random state of {len(state)} processes; resume it with "
-                            f"--nproc_per_node {len(state)}")
+            raise UserError(f"the checkpoint holds the random state of {len(state)} processes; resume it "
+                            f"with --nproc_per_node {len(state)}")
         state = state[rank]
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -162,5 +165,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def export_weights(model: torch.nn.Module, path: str, **meta) -> None:
-    """Weights-only file for release: {'model': state_dict, **meta} (class names, input size, normalisation)."""
+    """Weights-only file for release: {'model': state_dict, **meta} (class names, input size,
+    normalisation)."""
     atomic_save({"model": unwrap(model).state_dict(), **meta}, path)

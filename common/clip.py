@@ -7,8 +7,9 @@
     load_clip("ViT-B-32", "clip-rsicd/")             # a Hugging Face CLIPModel folder such as
                                                      # flax-community/clip-rsicd (config.json + weights)
     load_clip("synth-vit-tiny", "synth_clip.pt")     # a checkpoint that carries its own model config
-    load_clip("ViT-B-32", "flax-community/clip-rsicd")  # a Hugging Face id of such a folder: checkpoints/clip-rsicd
-                                                     # if it is there, else the Hub (cache or download)
+    load_clip("ViT-B-32", "flax-community/clip-rsicd")  # a Hugging Face id of such a folder:
+                                                     # checkpoints/clip-rsicd if it is there, else the Hub
+                                                     # (cache or download)
 
 Custom architectures are open_clip model configs ({"embed_dim", "vision_cfg", "text_cfg"}) registered with
 `register_model_config(name, cfg)`, which goes through open_clip's public `add_model_config(path)`. A
@@ -68,16 +69,17 @@ class ClipBundle:
 
 def add_clip_args(group, model: str | None = "ViT-B-32", pretrained: str | None = "openai", prompt=False,
                   model_note: str = "", pretrained_note: str = "", prompt_note: str = "") -> None:
-    """The CLIP flags, spelled and explained alike in every script: --clip-model, --clip-pretrained and, unless
-    `prompt` is False, --clip-prompt with that default; each note ends its flag's help (e.g. where a default of
-    None is taken from)."""
+    """The CLIP flags, spelled and explained alike in every script: --clip-model, --clip-pretrained and,
+    unless `prompt` is False, --clip-prompt with that default; each note ends its flag's help (e.g. where a
+    default of None is taken from)."""
     group.add_argument("--clip-model", default=model, help="open_clip model name" + model_note)
     group.add_argument("--clip-pretrained", default=pretrained,
                        help="open_clip pretrained tag, checkpoint file, Hugging Face CLIP folder or Hub id" +
                             pretrained_note)
     if prompt is not False:
         group.add_argument("--clip-prompt", default=prompt,
-                           help="prompt template per class; {name} = class name, {article} = a/an" + prompt_note)
+                           help="prompt template per class; {name} = class name, {article} = a/an"
+                                + prompt_note)
 
 
 def register_model_config(name: str, cfg: dict) -> None:
@@ -148,19 +150,23 @@ def load_clip(model: str | None, pretrained: str | None = None, device="cpu") ->
 
 
 def pretrained_or_random(value: str) -> str | None:
-    """A --clip-pretrained value: 'none' asks for a randomly initialised CLIP (tests, benchmarks), else weights."""
+    """A --clip-pretrained value: 'none' asks for a randomly initialised CLIP (tests, benchmarks), else
+    weights."""
     return None if str(value).lower() == "none" else value
 
 
 def is_hub_id(value: str) -> bool:
-    """'org/name' that is no local path: neither it nor its first folder exists, and it has no weights suffix."""
-    return bool(HUB_ID.match(value)) and not os.path.exists(value) and not os.path.isdir(value.split("/")[0]) \
+    """'org/name' that is no local path: neither it nor its first folder exists, and it has no weights
+    suffix."""
+    return bool(HUB_ID.match(value)) and not os.path.exists(value) \
+        and not os.path.isdir(value.split("/")[0]) \
         and not value.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
 def hub_folder(repo_id: str) -> str:
     """The local folder of the Hugging Face CLIPModel repository `repo_id` (config.json + weights):
-    checkpoints/<name> when it is there, else the Hub's (from its cache, or downloaded where a network exists)."""
+    checkpoints/<name> when it is there, else the Hub's (from its cache, or downloaded where a network
+    exists)."""
     local = os.path.join(CHECKPOINTS, repo_id.split("/")[1])
     if os.path.isdir(local):
         return local
@@ -168,9 +174,10 @@ def hub_folder(repo_id: str) -> str:
     try:
         return snapshot_download(repo_id, allow_patterns=["config.json", *HF_WEIGHT_FILES])
     except DOWNLOAD_ERRORS as e:
-        raise UserError(f"CLIP {repo_id} is not in {local} and could not be downloaded from the Hugging Face Hub "
-                        f"({_first_line(e)}; no network?); put its folder (config.json and "
-                        f"{' or '.join(HF_WEIGHT_FILES)}) at {local}, or pass another --clip-pretrained") from None
+        raise UserError(f"CLIP {repo_id} is not in {local} and could not be downloaded from the Hugging Face "
+                        f"Hub ({_first_line(e)}; no network?); put its folder (config.json and "
+                        f"{' or '.join(HF_WEIGHT_FILES)}) at {local}, or pass another "
+                        "--clip-pretrained") from None
 
 
 def _load_tag(model: str, tag: str, device) -> ClipBundle:
@@ -203,8 +210,8 @@ def _load_schema(model: str, device) -> ClipBundle:
     if schema == "local-dir":
         config = os.path.join(where, "open_clip_config.json")
         if not os.path.isfile(config):
-            raise UserError(f"CLIP model {model}: {config} does not exist; a local-dir: model is a folder with "
-                            f"open_clip_config.json and its weights (open_clip_model.safetensors or "
+            raise UserError(f"CLIP model {model}: {config} does not exist; a local-dir: model is a folder "
+                            f"with open_clip_config.json and its weights (open_clip_model.safetensors or "
                             f"open_clip_pytorch_model.bin)")
         doc = read_json(config, "open_clip config", "a local-dir: folder needs open_clip's own config file")
         if not isinstance(doc, dict) or not isinstance(doc.get("model_cfg"), dict):
@@ -217,8 +224,9 @@ def _load_schema(model: str, device) -> ClipBundle:
             download_pretrained_from_hf(where, filename="open_clip_config.json")
             weights = download_pretrained_from_hf(where)
         except DOWNLOAD_ERRORS as e:
-            raise UserError(f"could not download CLIP model {model} from the Hugging Face Hub ({_first_line(e)}; "
-                            f"no network?); pass a local checkpoint file or a local-dir: folder instead") from None
+            raise UserError(f"could not download CLIP model {model} from the Hugging Face Hub "
+                            f"({_first_line(e)}; no network?); pass a local checkpoint file or a local-dir: "
+                            "folder instead") from None
     with _reading(weights, f"the weights of {model}"), quiet_open_clip():
         clip = open_clip.create_model(model)
     return _bundle(model, clip, device)
@@ -237,8 +245,8 @@ def _reading(path: str, what: str):
     except torch.OutOfMemoryError:
         raise
     except CORRUPT_FILE_ERRORS as e:
-        raise UserError(f"{what} in {path} cannot be read ({type(e).__name__}: {_first_line(e)}); the file is "
-                        f"damaged or truncated: delete it and run again to download it afresh") from None
+        raise UserError(f"{what} in {path} cannot be read ({type(e).__name__}: {_first_line(e)}); the file "
+                        f"is damaged or truncated: delete it and run again to download it afresh") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -290,7 +298,8 @@ def _read_weights(path: str) -> dict:
                             f"install it or convert the file to a PyTorch .bin") from None
         try:
             return load_safetensors(path, device="cpu")
-        except Exception as e:
+        # any failure to read a foreign file is this one line
+        except Exception as e:  # noqa: BLE001
             raise UserError(f"CLIP weights {path} could not be read ({type(e).__name__})") from None
     return load_file(path, "CLIP checkpoint")
 
@@ -308,7 +317,7 @@ def read_checkpoint(path: str):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+    state = {(k.removeprefix("module.")): v for k, v in obj.items()}
     if any(k.startswith(("vision_model.", "text_model.")) for k in state):
         state = hf_to_open_clip(state, path)
     return state, name, cfg

@@ -14,10 +14,11 @@ from common.errors import UserError
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
-                        help="YAML file; its section for this stage overrides the defaults, flags override both")
+                        help="YAML file; its section for this stage overrides the defaults, flags override "
+                             "both")
     parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="load checkpoints with full pickle (can run code stored in the file): only for files "
-                             "you trust that hold types a weights-only load refuses")
+                        help="load checkpoints with full pickle (can run code stored in the file): only for "
+                             "files you trust that hold types a weights-only load refuses")
 
 
 def positive_int(text: str) -> int:
@@ -49,18 +50,19 @@ def load_section(path: str, stage: str) -> dict:
 
 
 def load_sections(path: str, stage: str, chain: tuple = ()) -> list:
-    """[(file, its `stage` section)] from the farthest base to `path`: a top-level `base: FILE` (relative to the
-    file that names it) is a config whose sections this file's override, key by key."""
+    """[(file, its `stage` section)] from the farthest base to `path`: a top-level `base: FILE` (relative to
+    the file that names it) is a config whose sections this file's override, key by key."""
     if not os.path.isfile(path):
         if chain:
-            raise UserError(f"config file {chain[-1]}: its base {path} does not exist; `base:` is a path relative "
-                            f"to the file that names it")
+            raise UserError(f"config file {chain[-1]}: its base {path} does not exist; `base:` is a path "
+                            f"relative to the file that names it")
         raise UserError(f"config file {path} does not exist; pass an existing file to --config")
     try:
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f) or {}
     except UnicodeDecodeError:
-        raise UserError(f"config file {path} is not UTF-8 text (a binary file?); --config takes a YAML file") \
+        raise UserError(f"config file {path} is not UTF-8 text (a binary file?); --config takes a YAML "
+                        "file") \
             from None
     except yaml.YAMLError as e:
         raise UserError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
@@ -77,13 +79,14 @@ def load_sections(path: str, stage: str, chain: tuple = ()) -> list:
     base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
     here = (*chain, path)
     if any(os.path.realpath(base_path) == os.path.realpath(p) for p in here):
-        raise UserError(f"config file {path}: its base {base_path} is already in the chain {' -> '.join(here)}; "
-                        f"a base cannot lead back to itself")
+        raise UserError(f"config file {path}: its base {base_path} is already in the chain "
+                        f"{' -> '.join(here)}; a base cannot lead back to itself")
     return [*load_sections(base_path, stage, here), (path, section)]
 
 
 def parse_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argparse.Namespace:
-    """resolve_args for a script: a config or flag mistake prints one `error:` line and exits with status 2."""
+    """resolve_args for a script: a config or flag mistake prints one `error:` line and exits with status
+    2."""
     def one_line(message):
         raise UserError(f"{message} (see --help)")
 
@@ -100,8 +103,9 @@ def _flag(action) -> str:
 
 
 def _is_on_off(action) -> bool:
-    return isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
-                               argparse.BooleanOptionalAction))
+    return isinstance(action,
+                      (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
+                       argparse.BooleanOptionalAction))
 
 
 def yaml_value(parser, action, key, value, where: str):
@@ -146,8 +150,9 @@ def _convert(parser, action, items, bad):
 
 
 def key_dest(parser: argparse.ArgumentParser, key) -> str | None:
-    """The dest a YAML key sets: the dest's own name, or any option string of the flag without its dashes (so that
-    a key spelled as an old flag name, e.g. `root` for --data-root, still works); None when nothing matches."""
+    """The dest a YAML key sets: the dest's own name, or any option string of the flag without its dashes (so
+    that a key spelled as an old flag name, e.g. `root` for --data-root, still works); None when nothing
+    matches."""
     name = str(key).replace("-", "_")
     if any(a.dest == name for a in parser._actions):
         return name
@@ -197,7 +202,8 @@ def resolve_args(parser: argparse.ArgumentParser, stage: str, argv=None) -> argp
 
 
 def _given_on_command_line(parser, argv) -> set:
-    """Dests that argv sets, so that a flag given several times replaces the YAML's list instead of extending it."""
+    """Dests that argv sets, so that a flag given several times replaces the YAML's list instead of extending
+    it."""
     saved = [(a, a.default, a.required) for a in parser._actions]
     try:
         for a in parser._actions:

@@ -10,8 +10,8 @@ CHOICES = ("none", "tensorboard")
 
 def add_report_arg(group) -> None:
     group.add_argument("--report-to", default="none", choices=CHOICES,
-                       help="also write every metrics row to a dashboard: tensorboard writes RUN_DIR/tensorboard/ "
-                            "(view with `tensorboard --logdir runs`)")
+                       help="also write every metrics row to a dashboard: tensorboard writes "
+                            "RUN_DIR/tensorboard/ (view with `tensorboard --logdir runs`)")
 
 
 class TensorBoard:

@@ -34,8 +34,8 @@ class ImageList(Dataset):
         if check_files:
             missing = [path for path, _ in self.samples if not os.path.isfile(path)]
             if missing:
-                raise UserError(f"{len(missing)} of {len(self.samples)} images do not exist (e.g. {missing[0]}); "
-                                f"fix the list or the data root")
+                raise UserError(f"{len(missing)} of {len(self.samples)} images do not exist (e.g. "
+                                f"{missing[0]}); fix the list or the data root")
         for lst in lists:
             for n, (rel, label) in enumerate(read_list(lst, num_classes), 1):
                 if label_map is not None:
@@ -44,7 +44,8 @@ class ImageList(Dataset):
                     label = label_map[label]
                 path = rel if os.path.isabs(rel) else os.path.normpath(os.path.join(image_dir, rel))
                 if check_files and not os.path.isfile(path):
-                    raise UserError(f"{lst} line {n}: image {path} does not exist; fix the list or the data root")
+                    raise UserError(f"{lst} line {n}: image {path} does not exist; fix the list or the data "
+                                    "root")
                 self.samples.append((path, label))
         if lists and not self.samples:
             raise UserError(f"no images selected from {', '.join(lists)}")
@@ -65,7 +66,8 @@ class ImageList(Dataset):
                 break
             except (OSError, UnidentifiedImageError, SyntaxError):
                 if self.on_corrupt == "error":
-                    raise CorruptImage(f"image {path} is corrupt; replace it, or pass --on-corrupt skip") from None
+                    raise CorruptImage(f"image {path} is corrupt; replace it, or pass --on-corrupt "
+                                       "skip") from None
                 self.skipped += 1
                 print(f"warning: skipped corrupt image {path} ({self.skipped} so far in this process)",
                       file=sys.stderr)

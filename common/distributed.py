@@ -106,7 +106,8 @@ def all_gather_cat(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
 
 
 def peak_memory(rt: Runtime) -> tuple:
-    """(peak GiB, what was measured, where): the CUDA allocator's peak on a GPU, else the process's max RSS."""
+    """(peak GiB, what was measured, where): the CUDA allocator's peak on a GPU, else the process's max
+    RSS."""
     if rt.cuda:
         return torch.cuda.max_memory_allocated() / 2 ** 30, "CUDA allocator", torch.cuda.get_device_name()
     import resource

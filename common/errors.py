@@ -1,5 +1,5 @@
-"""User mistakes become one line on stderr and a non-zero exit, never a traceback; so do Ctrl-C and running out of
-GPU memory."""
+"""User mistakes become one line on stderr and a non-zero exit, never a traceback; so do Ctrl-C and running
+out of GPU memory."""
 import contextlib
 import functools
 import signal
@@ -28,9 +28,9 @@ def at_end_of_main(fn) -> None:
 
 @contextlib.contextmanager
 def deferred_interrupt():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block has finished, then raise it: a file
-    written in the block (a checkpoint, an image) is never cut in half by it. Only the main thread receives
-    signals; elsewhere the block runs as it is."""
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block has finished, then raise it: a
+    file written in the block (a checkpoint, an image) is never cut in half by it. Only the main thread
+    receives signals; elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -45,9 +45,9 @@ def deferred_interrupt():
 
 
 def batch_loop(kind: str):
-    """Decorate a loop over batches of kind 'training', 'evaluation' or 'generation': running out of GPU memory in
-    it names the kind, and for 'evaluation' --eval-batch-size (where the script has one) instead of --batch-size;
-    the batch size named is its loader argument's, when it has one."""
+    """Decorate a loop over batches of kind 'training', 'evaluation' or 'generation': running out of GPU
+    memory in it names the kind, and for 'evaluation' --eval-batch-size (where the script has one) instead of
+    --batch-size; the batch size named is its loader argument's, when it has one."""
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -56,7 +56,8 @@ def batch_loop(kind: str):
                 return fn(*args, **kwargs)
             except Exception as e:
                 if is_out_of_memory(e) and not hasattr(e, "loop"):
-                    loader = next((a for a in args if hasattr(a, "batch_size") and hasattr(a, "dataset")), None)
+                    loader = next((a for a in args if hasattr(a, "batch_size") and hasattr(a, "dataset")),
+                                  None)
                     e.loop = (kind, getattr(loader, "batch_size", None))
                 raise
 
@@ -73,12 +74,12 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 
 def out_of_memory_line(e: BaseException, args) -> str:
-    """The one line for a CUDA out-of-memory error in the script's main(args): the stage, the batch size and the
-    flag that lowers it, and how to go on."""
+    """The one line for a CUDA out-of-memory error in the script's main(args): the stage, the batch size and
+    the flag that lowers it, and how to go on."""
     loop, batch = getattr(e, "loop", (None, None))
     has = {f: hasattr(args, f[2:].replace("-", "_")) for f in ("--batch-size", "--eval-batch-size")}
-    flag = "--eval-batch-size" if (loop == "evaluation" and has["--eval-batch-size"]) or not has["--batch-size"] \
-        else "--batch-size"
+    evaluation = (loop == "evaluation" and has["--eval-batch-size"]) or not has["--batch-size"]
+    flag = "--eval-batch-size" if evaluation else "--batch-size"
     batch = batch or getattr(args, flag[2:].replace("-", "_"), None)
     smaller = f"{flag} {max(1, batch // 2)}" if isinstance(batch, int) else f"a lower {flag}"
     where = getattr(args, "stage", None) or "this stage"
@@ -99,9 +100,9 @@ def on_out_of_memory(note) -> None:
 
 
 def cli(main):
-    """Wrap a script's main(): a UserError prints `error: <message>` and exits with status 2, and so does running
-    out of GPU memory (naming the batch-size flag to lower); Ctrl-C prints one line saying how to continue and
-    exits with status 130."""
+    """Wrap a script's main(): a UserError prints `error: <message>` and exits with status 2, and so does
+    running out of GPU memory (naming the batch-size flag to lower); Ctrl-C prints one line saying how to
+    continue and exits with status 130."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):

@@ -1,6 +1,6 @@
-"""Evaluation outputs that say whether they are finished: the stage writes its marker file (a JSON report) last and
-atomically, with the settings it was made with, so that running the same command again either finds it finished
-(nothing to do) or, after an interruption, does the work again.
+"""Evaluation outputs that say whether they are finished: the stage writes its marker file (a JSON report)
+last and atomically, with the settings it was made with, so that running the same command again either finds
+it finished (nothing to do) or, after an interruption, does the work again.
 """
 import hashlib
 import json
@@ -9,8 +9,8 @@ import os
 from common.errors import UserError
 
 # Flags that change where or how fast a result is computed, not the result
-NOT_SETTINGS = ("workers", "device", "overwrite", "config", "stage", "output_dir", "batch_size", "eval_batch_size",
-                "report_to", "trust_checkpoint")
+NOT_SETTINGS = ("workers", "device", "overwrite", "config", "stage", "output_dir", "batch_size",
+                "eval_batch_size", "report_to", "trust_checkpoint")
 
 
 def _files(value) -> list:
@@ -19,8 +19,8 @@ def _files(value) -> list:
 
 
 def settings_of(args, ignore=()) -> dict:
-    """The flags of `args` that shape the result (JSON values), and the content hash of every input file they name
-    (under 'input_files')."""
+    """The flags of `args` that shape the result (JSON values), and the content hash of every input file they
+    name (under 'input_files')."""
     doc = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items())
                                  if k not in NOT_SETTINGS and k not in ignore}, default=str))
     doc["input_files"] = file_stamps(*(p for v in doc.values() for p in _files(v)))
@@ -42,9 +42,9 @@ def _sha1(path: str) -> str:
 
 
 def already_finished(path: str, settings: dict, overwrite: bool) -> bool:
-    """True (and a note) when `path` was written with `settings`: the work is done. False when it is absent, when
-    --overwrite asks for it again, or when an input file changed since (a note says so). Other flags than the
-    file's are refused, naming them: its result is kept unless --overwrite."""
+    """True (and a note) when `path` was written with `settings`: the work is done. False when it is absent,
+    when --overwrite asks for it again, or when an input file changed since (a note says so). Other flags than
+    the file's are refused, naming them: its result is kept unless --overwrite."""
     if overwrite or not os.path.isfile(path):
         return False
     try:
@@ -53,8 +53,8 @@ def already_finished(path: str, settings: dict, overwrite: bool) -> bool:
     except (OSError, ValueError, AttributeError):
         recorded = None
     if not isinstance(recorded, dict):
-        raise UserError(f"{path} already exists (its settings are not recorded in it); pass --overwrite to replace "
-                        f"it, or choose another output")
+        raise UserError(f"{path} already exists (its settings are not recorded in it); pass --overwrite to "
+                        f"replace it, or choose another output")
     changed = [f"--{k.replace('_', '-')} {settings[k]!r} (it has {recorded[k]!r})" for k in sorted(settings)
                if k != "input_files" and k in recorded and settings[k] != recorded[k]]
     if changed:

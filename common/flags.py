@@ -1,4 +1,5 @@
-"""Route the extra flags of a numbered script that runs several Python scripts (03, 05, 11) to those that take them.
+"""Route the extra flags of a numbered script that runs several Python scripts (03, 05, 11) to those that take
+them.
 
     routed=$(python -m common.flags --stage 03_kmdn.sh --env CONFIG=--config --skip test=--weights \\
              train=KMDN/train.py distill=KMDN/distill.py test=KMDN/test.py -- "$@")
@@ -8,12 +9,12 @@
 Each flag, with the values it takes, goes to every script whose get_args_parser() has that option string
 (exact names: no abbreviations), except where `--skip ARRAY=--flag` withholds it because the numbered script
 sets it itself for that script (also under the option's other spellings). A flag that no script of the stage
-accepts, a flag the numbered script sets from an environment variable (`--env VAR=--flag`, this exact spelling:
-list an old spelling too where every script that takes it gets the variable's value), a missing value or a stray
-word is one `error:` line and exit 2, before anything has run. How many values a flag takes comes from its
-argparse action: none for switches, one by default, up to the next flag for nargs '*' / '+'; `--flag=value` is
-one word. A stage of one script passes its flags to that script as they are: its argparse refuses what it does
-not take.
+accepts, a flag the numbered script sets from an environment variable (`--env VAR=--flag`, this exact
+spelling: list an old spelling too where every script that takes it gets the variable's value), a missing
+value or a stray word is one `error:` line and exit 2, before anything has run. How many values a flag takes
+comes from its argparse action: none for switches, one by default, up to the next flag for nargs '*' / '+';
+`--flag=value` is one word. A stage of one script passes its flags to that script as they are: its argparse
+refuses what it does not take.
 """
 import argparse
 import importlib
@@ -32,7 +33,8 @@ def is_flag(word: str) -> bool:
 
 
 def script_parser(path: str) -> argparse.ArgumentParser:
-    """The get_args_parser() of a repository script, imported as a module (its __main__ block does not run)."""
+    """The get_args_parser() of a repository script, imported as a module (its __main__ block does not
+    run)."""
     module = os.path.splitext(os.path.normpath(path))[0].replace(os.sep, ".")
     return importlib.import_module(module).get_args_parser()
 
@@ -79,8 +81,8 @@ def same_option(table: dict, flag: str, names) -> bool:
 
 
 def route(words: list, parsers: dict, skip: dict, env: dict, stage: str) -> dict:
-    """{array name: [words]} for every script; `parsers` {array name: (script path, parser)}, `skip` {array name:
-    {flag}} withheld flags, `env` {flag: environment variable that sets it}."""
+    """{array name: [words]} for every script; `parsers` {array name: (script path, parser)}, `skip` {array
+    name: {flag}} withheld flags, `env` {flag: environment variable that sets it}."""
     accepts = {name: p._option_string_actions for name, (_, p) in parsers.items()}
     actions = {}
     for table in accepts.values():
@@ -89,7 +91,8 @@ def route(words: list, parsers: dict, skip: dict, env: dict, stage: str) -> dict
     routed = {name: [] for name in parsers}
     for flag, group in group_flags(words, actions):
         if flag in env:
-            raise UserError(f"{stage} sets {flag} itself: set the environment variable {env[flag]}=... instead")
+            raise UserError(f"{stage} sets {flag} itself: set the environment variable {env[flag]}=... "
+                            "instead")
         takers = [name for name in parsers
                   if flag in accepts[name] and not same_option(accepts[name], flag, skip.get(name, ()))]
         if not takers:
@@ -97,8 +100,8 @@ def route(words: list, parsers: dict, skip: dict, env: dict, stage: str) -> dict
             raise UserError(f"no script of {stage} accepts {flag} ({scripts}); see their --help")
         counts = {value_count(accepts[name][flag]) for name in takers}
         if len(counts) > 1 and "=" not in group[0]:
-            raise UserError(f"{flag} takes different numbers of values in {', '.join(parsers[n][0] for n in takers)}"
-                            f"; run those scripts directly")
+            raise UserError(f"{flag} takes different numbers of values in "
+                            f"{', '.join(parsers[n][0] for n in takers)}; run those scripts directly")
         for name in takers:
             routed[name].extend(group)
     return routed

@@ -19,7 +19,7 @@ def carve(items: list, fraction: float = 0.2, max_per_class: int = 20, seed: int
     held = set()
     for c in np.unique(labels):
         ix = np.flatnonzero(labels == c)
-        k = min(max(1, int(round(fraction * len(ix)))), max_per_class, len(ix) - 1)
+        k = min(max(1, round(fraction * len(ix))), max_per_class, len(ix) - 1)
         held.update(rng.permutation(ix)[:k].tolist())
     return ([it for i, it in enumerate(items) if i not in held],
             [it for i, it in enumerate(items) if i in held])
@@ -36,8 +36,8 @@ def write_list(path: str, items: list, image_dir: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"  # two benchmark runs may write the same list at once
     with open(tmp, "w") as f:
-        for rel, label in items:
-            f.write(f"{os.path.normpath(os.path.join(os.path.abspath(image_dir), rel))} {label}\n")
+        f.writelines(f"{os.path.normpath(os.path.join(os.path.abspath(image_dir), rel))} {label}\n"
+                     for rel, label in items)
     os.replace(tmp, path)
 
 

@@ -8,8 +8,8 @@ _KINDS = {dict: "an object ({...})", list: "a list ([...])"}
 
 
 def read_json(path: str, what: str, hint: str = "", expect: type | None = None):
-    """The parsed JSON of `path`; a missing, unreadable or malformed file, or one whose top level is not of type
-    `expect`, is a UserError naming `what`, the path and `hint`."""
+    """The parsed JSON of `path`; a missing, unreadable or malformed file, or one whose top level is not of
+    type `expect`, is a UserError naming `what`, the path and `hint`."""
     hint = f"; {hint}" if hint else ""
     if not os.path.isfile(path):
         raise UserError(f"{what} {path} does not exist{hint}")
@@ -23,8 +23,8 @@ def read_json(path: str, what: str, hint: str = "", expect: type | None = None):
     except OSError as e:
         raise UserError(f"{what} {path} could not be read ({e.strerror}){hint}") from None
     if expect is not None and not isinstance(doc, expect):
-        raise UserError(f"{what} {path} must hold {_KINDS.get(expect, expect.__name__)} at its top level, not "
-                        f"{type(doc).__name__ if doc is not None else 'null'}{hint}")
+        raise UserError(f"{what} {path} must hold {_KINDS.get(expect, expect.__name__)} at its top level, "
+                        f"not {type(doc).__name__ if doc is not None else 'null'}{hint}")
     return doc
 
 

@@ -19,7 +19,8 @@ SPLITS = ("train", "test")
 
 def read_classes(root: str) -> dict:
     if not os.path.isdir(root):
-        raise UserError(f"data root {root} does not exist; run the data set's prepare.py first (scripts/01_prepare.sh)")
+        raise UserError(f"data root {root} does not exist; run the data set's prepare.py first "
+                        "(scripts/01_prepare.sh)")
     path = os.path.join(root, "classes.json")
     if not os.path.isfile(path):
         raise UserError(f"{path} is missing; {root} is not a processed data root (run its prepare.py)")
@@ -68,8 +69,7 @@ def write_layout(out: str, dataset: str, names: list, entries: dict, extra: dict
         json.dump({"dataset": dataset, "names": list(names), **(extra or {})}, f, indent=1)
     for split in SPLITS:
         with open(os.path.join(out, "anno", f"{dataset}_{split}.txt"), "w") as f:
-            for cid, fname in entries.get(split, []):
-                f.write(f"{cid}/{fname} {cid}\n")
+            f.writelines(f"{cid}/{fname} {cid}\n" for cid, fname in entries.get(split, []))
 
 
 def class_counts(root: str, split: str) -> list:

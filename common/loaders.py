@@ -21,14 +21,14 @@ def make_loader(dataset, batch_size: int, train: bool, rt: Runtime, workers: int
                 drop_last: bool = False, sampler: Sampler | None = None) -> DataLoader:
     """A given `sampler` (e.g. a class-balanced one, DDP-aware itself) replaces the default ones."""
     if sampler is None and rt.distributed and train:
-        sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed,
-                                     drop_last=drop_last)
+        sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
+                                     seed=seed, drop_last=drop_last)
     elif sampler is None and rt.distributed:
         sampler = ShardSampler(len(dataset), rt.rank, rt.world_size)
     if train and lone_last_batch(len(sampler) if sampler is not None else len(dataset), batch_size):
-        # Training drops a last batch of ONE image (not folded into the previous batch): BatchNorm cannot train on
-        # one value per channel (a 1x1 layer4 at 32 px) and one image gives noisy statistics at any size. The
-        # shuffle puts another image there every epoch; other partial last batches are kept.
+        # Training drops a last batch of ONE image (not folded into the previous batch): BatchNorm cannot
+        # train on one value per channel (a 1x1 layer4 at 32 px) and one image gives noisy statistics at any
+        # size. The shuffle puts another image there every epoch; other partial last batches are kept.
         drop_last = True
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=workers, pin_memory=rt.cuda, drop_last=drop_last,
@@ -41,5 +41,6 @@ def lone_last_batch(n: int, batch_size: int) -> bool:
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
-    if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler, Classification.longtail.ClassBalancedSampler
+    # DistributedSampler, common.samplers.ClassBalancedSampler
+    if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)

@@ -6,7 +6,8 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """cm[i, j] = number of samples of true class i predicted as j."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
-    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    counts = np.bincount(y_true * num_classes + y_pred, minlength=num_classes ** 2)
+    return counts.reshape(num_classes, num_classes)
 
 
 def _safe_div(a, b):

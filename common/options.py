@@ -12,8 +12,8 @@ def add_device_arg(group, default: str = "auto", choices=DEVICES) -> None:
 
 def add_loader_args(group, workers: int = 4, on_corrupt: bool = True, eval_batch_size: bool = True,
                     workers_help: str = "data-loading worker processes") -> None:
-    """--workers, --on-corrupt (a corrupt image: skipped with a warning, or stops the run) and --eval-batch-size
-    (None: the stage's own default, see eval_batch_size())."""
+    """--workers, --on-corrupt (a corrupt image: skipped with a warning, or stops the run) and
+    --eval-batch-size (None: the stage's own default, see eval_batch_size())."""
     group.add_argument("--workers", type=non_negative_int, default=workers, help=workers_help)
     if on_corrupt:
         group.add_argument("--on-corrupt", default="skip", choices=list(CORRUPT_POLICIES),

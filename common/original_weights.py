@@ -1,4 +1,5 @@
-"""Recognising the bare state dicts that the original authors' code saves, and renaming them to torchvision's names.
+"""Recognising the bare state dicts that the original authors' code saves, and renaming them to torchvision's
+names.
 
 Known layouts (each a set of key renames onto a torchvision ResNet):
 
@@ -51,10 +52,12 @@ TGN_KMDN = Layout("tgn-kmdn", "the original TGN KMDN layout (UModel/RModel_epoch
                   ((r"^(layer\d+\.\d+)\.shortcut\.", r"\1.downsample."),))
 LAYOUTS = (TORCHVISION, TGN_CLASSIFIER, TGN_KMDN)
 
-# (block type, blocks per stage) -> torchvision ResNets of that depth, the usual one first; told apart by shapes
+# (block type, blocks per stage) -> torchvision ResNets of that depth, the usual one first; told apart by
+# shapes
 _DEPTHS = {("basic", (2, 2, 2, 2)): ("resnet18",), ("basic", (3, 4, 6, 3)): ("resnet34",),
            ("bottleneck", (3, 4, 6, 3)): ("resnet50", "resnext50_32x4d", "wide_resnet50_2"),
-           ("bottleneck", (3, 4, 23, 3)): ("resnet101", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"),
+           ("bottleneck", (3, 4, 23, 3)): ("resnet101", "resnext101_32x8d", "resnext101_64x4d",
+                                           "wide_resnet101_2"),
            ("bottleneck", (3, 8, 36, 3)): ("resnet152",)}
 
 
@@ -115,7 +118,8 @@ def _num_classes(sd: dict) -> int:
 
 
 def differences(sd: dict, shapes: dict) -> list:
-    """Readable differences of a state dict from the expected {key: shape}: missing, unexpected, other shape."""
+    """Readable differences of a state dict from the expected {key: shape}: missing, unexpected, other
+    shape."""
     diffs = [f"missing {k}" for k in shapes if k not in sd]
     diffs += [f"unexpected {k}" for k in sd if k not in shapes]
     diffs += [f"{k} {tuple(sd[k].shape)} instead of {shapes[k]}" for k in shapes
@@ -140,6 +144,7 @@ def recognise(sd: dict, source: str, arch: str | None = None, layouts=LAYOUTS) -
             if best is None or len(diffs) < len(best[2]):
                 best = (layout, name, diffs)
     layout, name, diffs = best
-    raise UserError(f"{source} is a state dict of none of the known layouts; nearest: {layout.description} of a "
-                    f"{name}, but {len(diffs)} keys differ ({'; '.join(diffs[:3])}); pass a file written by this "
-                    f"repository or by the original code" + ("" if arch else ", or name the model with --model"))
+    name_it = "" if arch else ", or name the model with --model"
+    raise UserError(f"{source} is a state dict of none of the known layouts; nearest: {layout.description} "
+                    f"of a {name}, but {len(diffs)} keys differ ({'; '.join(diffs[:3])}); pass a file "
+                    f"written by this repository or by the original code" + name_it)

@@ -15,8 +15,8 @@ from common.backbones import FeatureResNet, build_feature_resnet, is_resnet_name
 from common.errors import UserError
 
 PARTS = ("head", "tail")
-META_KEYS = ("arch", "part", "classes", "names", "num_classes", "img_size", "norm", "feature", "feature_channels",
-             "dataset")
+META_KEYS = ("arch", "part", "classes", "names", "num_classes", "img_size", "norm", "feature",
+             "feature_channels", "dataset")
 
 
 def part_meta(model: FeatureResNet, arch: str, part: str, split: dict, img_size: int, norm: str) -> dict:
@@ -30,19 +30,22 @@ def save_part_model(model, path: str, meta: dict) -> None:
     checkpoint.export_weights(model, path, **{k: meta[k] for k in META_KEYS})
 
 
-def read_part_file(path: str, what: str = "part model", split: dict | None = None, part: str | None = None) -> dict:
+def read_part_file(path: str, what: str = "part model", split: dict | None = None,
+                   part: str | None = None) -> dict:
     """The stored dict of a part-model file, checked for the fields of the format; UserError otherwise.
 
-    A bare state dict (the original's UModel_epoch_<e>.pth / RModel_epoch_<e>.pth) is recognised by its layout,
-    renamed, and given the format's fields: its part is `part`, else the one of split.json whose class count
-    its head has; its classes are that part's ordered list (the original remapped labels 0..K-1 through it).
+    A bare state dict (the original's UModel_epoch_<e>.pth / RModel_epoch_<e>.pth) is recognised by its
+    layout, renamed, and given the format's fields: its part is `part`, else the one of split.json whose class
+    count its head has; its classes are that part's ordered list (the original remapped labels 0..K-1 through
+    it).
     """
     ck = checkpoint.load(path, what)
     if original_weights.is_bare_state_dict(ck):
         return original_part_file(ck, path, what, split, part)
     if not isinstance(ck, dict) or any(k not in ck for k in (*META_KEYS, "model")):
-        raise UserError(f"{what} {path} is not a KMDN part model (no arch/part/classes); pass a model_final.pt, "
-                        f"head_model.pt or tail_model.pt written by KMDN/train.py or KMDN/distill.py")
+        raise UserError(f"{what} {path} is not a KMDN part model (no arch/part/classes); pass a "
+                        "model_final.pt, head_model.pt or tail_model.pt written by KMDN/train.py or "
+                        "KMDN/distill.py")
     return ck
 
 
@@ -60,19 +63,21 @@ def original_part_file(sd: dict, path: str, what: str, split: dict | None, part:
         fits = [p for p in PARTS if sizes[p] == k]
         if len(fits) != 1:
             why = "fits both parts" if fits else "fits neither part"
-            raise UserError(f"{what} {path} has {k} classes, which {why} of split.json (head {sizes['head']}, "
-                            f"tail {sizes['tail']}); " + ("pass --part head or --part tail" if fits else
-                                                          "pass the split.json it was trained with"))
+            fix = "pass --part head or --part tail" if fits else "pass the split.json it was trained with"
+            raise UserError(f"{what} {path} has {k} classes, which {why} of split.json (head "
+                            f"{sizes['head']}, tail {sizes['tail']}); " + fix)
         part = fits[0]
     elif sizes[part] != k:
         other = PARTS[1 - PARTS.index(part)]
-        raise UserError(f"{what} {path} has {k} classes but split.json's {part} part has {sizes[part]}; is it the "
-                        f"{other} model? Otherwise pass the split.json it was trained with")
-    print(found.message(f"{what} {path}") + f"; {part} model, classes {split[part]} of split.json in that order")
+        raise UserError(f"{what} {path} has {k} classes but split.json's {part} part has {sizes[part]}; is "
+                        f"it the {other} model? Otherwise pass the split.json it was trained with")
+    print(found.message(f"{what} {path}") + f"; {part} model, classes {split[part]} of split.json in that "
+                                            "order")
     classes = list(split[part])
-    return {"arch": found.arch, "part": part, "classes": classes, "names": [split["names"][c] for c in classes],
-            "num_classes": k, "img_size": original_weights.INPUT_SIZE, "norm": original_weights.NORM,
-            "feature": "layer3", "feature_channels": int(found.state_dict["layer4.0.conv1.weight"].shape[1]),
+    return {"arch": found.arch, "part": part, "classes": classes,
+            "names": [split["names"][c] for c in classes], "num_classes": k,
+            "img_size": original_weights.INPUT_SIZE, "norm": original_weights.NORM, "feature": "layer3",
+            "feature_channels": int(found.state_dict["layer4.0.conv1.weight"].shape[1]),
             "dataset": split["dataset"], "model": found.state_dict, "converted_from": found.layout.name}
 
 
@@ -100,6 +105,6 @@ def check_part(meta: dict, path: str, part: str, split: dict, flag: str) -> None
         raise UserError(f"{flag} {path} holds a {meta['part']} model; pass the {part} run's model_final.pt "
                         f"(runs/kmdn/<name>/{part}/model_final.pt)")
     if list(meta["classes"]) != list(split[part]):
-        raise UserError(f"{flag} {path} was trained on {meta['num_classes']} {part} classes {meta['classes']}, but "
-                        f"split.json's {part} part is {len(split[part])} classes {split[part]}; retrain it with "
-                        f"KMDN/train.py --part {part} on this split")
+        raise UserError(f"{flag} {path} was trained on {meta['num_classes']} {part} classes "
+                        f"{meta['classes']}, but split.json's {part} part is {len(split[part])} classes "
+                        f"{split[part]}; retrain it with KMDN/train.py --part {part} on this split")

@@ -1,6 +1,6 @@
-"""Paths inside hand-over files (split.json, generator meta, manifest.json, training lists): stored relative to a
-folder of the chain, so that runs/ and the data can move together; resolved on load. An absolute path (files
-written before, or a path on another drive) is used as it is."""
+"""Paths inside hand-over files (split.json, generator meta, manifest.json, training lists): stored relative
+to a folder of the chain, so that runs/ and the data can move together; resolved on load. An absolute path
+(files written before, or a path on another drive) is used as it is."""
 import os
 
 

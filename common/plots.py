@@ -2,8 +2,8 @@
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def confusion_matrix_png(cm: np.ndarray, names: list, path: str, title: str = "Confusion matrix") -> None:
@@ -50,8 +50,8 @@ def accuracy_vs_count_png(train_counts, per_class_acc, names: list, path: str, t
 
 
 def quality_curves_png(rows: list, path: str, title: str = "Generation quality during training") -> None:
-    """CDTG's in-training quality (rows of metrics.jsonl with eval_* columns): FID_cls (per-class mean and pooled)
-    and the shares assigned to the intended class, against the iteration."""
+    """CDTG's in-training quality (rows of metrics.jsonl with eval_* columns): FID_cls (per-class mean and
+    pooled) and the shares assigned to the intended class, against the iteration."""
     rows = [r for r in rows if "eval_fid" in r]
     it = [r["iter"] for r in rows]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))

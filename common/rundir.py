@@ -1,5 +1,5 @@
-"""A run's folder: seeds, resolved args, provenance, per-epoch metrics; locked while a run uses it, never silently
-overwritten, resumed only with the settings it was started with."""
+"""A run's folder: seeds, resolved args, provenance, per-epoch metrics; locked while a run uses it, never
+silently overwritten, resumed only with the settings it was started with."""
 import fcntl
 import json
 import os
@@ -23,12 +23,14 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Settings that may differ on --resume: where and how fast the run goes, how long it goes on, what it logs.
 # Every other setting shapes the result and must equal the run's args.yaml.
-MAY_CHANGE_ON_RESUME = ("workers", "device", "epochs", "iter", "resume", "overwrite", "trust_checkpoint", "config",
-                        "output_dir", "name", "stop_after", "log_every", "ckpt_every", "snapshot_every",
-                        "save_every", "vis_images", "report_to", "eval_batch_size", "compile")
+MAY_CHANGE_ON_RESUME = ("workers", "device", "epochs", "iter", "resume", "overwrite", "trust_checkpoint",
+                        "config", "output_dir", "name", "stop_after", "log_every", "ckpt_every",
+                        "snapshot_every", "save_every", "vis_images", "report_to", "eval_batch_size",
+                        "compile")
 RECORDED_ON_RESUME = ("epochs", "iter")  # an extended run is recorded with its new length
 LOCK_FILE = ".lock"
-SETUP_FILES = ("args.yaml", "meta.json", LOCK_FILE)  # all that a start which failed before its first result leaves
+# all that a start which failed before its first result leaves
+SETUP_FILES = ("args.yaml", "meta.json", LOCK_FILE)
 _held_lock = None  # (folder, open file) of the run folder this process holds
 
 
@@ -38,8 +40,9 @@ def add_run_args(parser, stage: str) -> None:
     g.add_argument("--name", default="default", help="run name under runs/<stage>/")
     g.add_argument("--seed", type=int, default=0, help="seed for python, numpy and torch (DDP: + rank)")
     g.add_argument("--resume", action="store_true",
-                   help="continue the run in the existing folder from ckpt_last.pt, with the run's own settings "
-                        f"(only {', '.join('--' + k.replace('_', '-') for k in ('workers', 'device', 'epochs'))} "
+                   help="continue the run in the existing folder from ckpt_last.pt, with the run's own "
+                        "settings (only "
+                        f"{', '.join('--' + k.replace('_', '-') for k in ('workers', 'device', 'epochs'))} "
                         "and logging flags may change)")
     g.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start again")
     add_device_arg(g)
@@ -54,9 +57,10 @@ def seed_everything(seed: int) -> None:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True,
-                               timeout=5).stdout.strip()
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=5, check=False)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True,
+                               text=True, timeout=5, check=False).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -113,16 +117,18 @@ def check_resume_settings(args, recorded: dict, path: str) -> None:
     """Refuse a --resume whose settings differ from the run's recorded ones (outside MAY_CHANGE_ON_RESUME)."""
     changed = changed_settings(args, recorded)
     if changed:
-        raise UserError(f"--resume with other settings than the run's {path}: {'; '.join(changed)}; resume with "
-                        f"the run's own settings (drop those flags), or start a new run (another --name)")
+        raise UserError(f"--resume with other settings than the run's {path}: {'; '.join(changed)}; resume "
+                        "with the run's own settings (drop those flags), or start a new run (another "
+                        "--name)")
 
 
 def prepare_output(args, done_file: str, may_change=MAY_CHANGE_ON_RESUME) -> str:
-    """The output folder of a stage that the same command continues (no --resume, no checkpoint): 'new' (created),
-    'continue' (a run of this stage with the same settings that has not written `done_file`, its last output) or
-    'done' (it has). Refuses a folder that another stage or other files fill, and a run with other settings
-    (outside `may_change`), naming them. Locks the folder, writes args.yaml and meta.json (a continued run keeps
-    its own args.yaml and adds the command to meta.json), seeds, and sets args.output_dir."""
+    """The output folder of a stage that the same command continues (no --resume, no checkpoint): 'new'
+    (created), 'continue' (a run of this stage with the same settings that has not written `done_file`, its
+    last output) or 'done' (it has). Refuses a folder that another stage or other files fill, and a run with
+    other settings (outside `may_change`), naming them. Locks the folder, writes args.yaml and meta.json (a
+    continued run keeps its own args.yaml and adds the command to meta.json), seeds, and sets
+    args.output_dir."""
     out = args.output_dir = args.output_dir or os.path.join("runs", args.stage, args.name)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--output-dir {out} is a file, not a folder; choose a folder path")
@@ -131,13 +137,13 @@ def prepare_output(args, done_file: str, may_change=MAY_CHANGE_ON_RESUME) -> str
         args_path = os.path.join(out, "args.yaml")
         recorded = _read_run_args(args_path) if os.path.isfile(args_path) else None
         if not recorded or recorded.get("stage") != args.stage:
-            raise UserError(f"output folder {out} already exists and holds files that no {args.stage} run wrote; "
-                            f"nothing there is overwritten: choose another --name or --output-dir")
+            raise UserError(f"output folder {out} already exists and holds files that no {args.stage} run "
+                            f"wrote; nothing there is overwritten: choose another --name or --output-dir")
         changed = changed_settings(args, recorded, may_change)
         if changed:
             raise UserError(f"output folder {out} holds a {args.stage} run with other settings: "
-                            f"{'; '.join(changed)}; nothing there is overwritten: run it with the settings in its "
-                            f"args.yaml, or choose another --name or --output-dir")
+                            f"{'; '.join(changed)}; nothing there is overwritten: run it with the settings "
+                            f"in its args.yaml, or choose another --name or --output-dir")
         case = "done" if os.path.isfile(os.path.join(out, done_file)) else "continue"
     os.makedirs(out, exist_ok=True)
     lock(out)
@@ -149,16 +155,18 @@ def prepare_output(args, done_file: str, may_change=MAY_CHANGE_ON_RESUME) -> str
 
 
 def check_folder(args) -> str:
-    """The checks of prepare() that only read: which case the run folder is in. Returns 'new', 'reuse', 'resume'
-    or 'overwrite'."""
+    """The checks of prepare() that only read: which case the run folder is in. Returns 'new', 'reuse',
+    'resume' or 'overwrite'."""
     out = args.output_dir
     if args.resume and args.overwrite:
-        raise UserError(f"--resume continues the run in {out} and --overwrite deletes it; pass only one of them")
+        raise UserError(f"--resume continues the run in {out} and --overwrite deletes it; pass only one of "
+                        "them")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--output-dir {out} is a file, not a folder; choose a folder path")
     ckpt = os.path.join(out, "ckpt_last.pt")
     contents = _contents(out)
-    failed_start = bool(contents) and not os.path.isfile(ckpt) and (_only_setup_files(out) or _stopped_start(args))
+    failed_start = bool(contents) and not os.path.isfile(ckpt) and (_only_setup_files(out)
+                                                                    or _stopped_start(args))
     if args.resume:
         if not os.path.isfile(ckpt):
             why = ("its start failed before the first checkpoint" if failed_start else
@@ -174,10 +182,10 @@ def check_folder(args) -> str:
         return "reuse"
     if contents:
         if os.path.isfile(ckpt):
-            raise UserError(f"run folder {out} already exists and holds a run (ckpt_last.pt); pass --resume to "
-                            f"continue it, --overwrite to replace it, or choose another --name")
-        raise UserError(f"run folder {out} already exists and holds outputs but no checkpoint to resume from; pass "
-                        f"--overwrite to replace it, or choose another --name")
+            raise UserError(f"run folder {out} already exists and holds a run (ckpt_last.pt); pass --resume "
+                            f"to continue it, --overwrite to replace it, or choose another --name")
+        raise UserError(f"run folder {out} already exists and holds outputs but no checkpoint to resume "
+                        f"from; pass --overwrite to replace it, or choose another --name")
     return "new"
 
 
@@ -189,13 +197,15 @@ def lock(folder: str) -> None:
         if _held_lock[0] == key:
             return
         release()  # this process starts another run (in-process callers such as tests)
-    f = open(os.path.join(folder, LOCK_FILE), "a")
+    # held open: the lock lives as long as the file
+    f = open(os.path.join(folder, LOCK_FILE), "a")  # noqa: SIM115
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
         raise UserError(f"run folder {folder} is in use by another process (it holds "
-                        f"{os.path.join(folder, LOCK_FILE)}); wait for that run to end, or choose another --name") from None
+                        f"{os.path.join(folder, LOCK_FILE)}); wait for that run to end, or choose another "
+                        "--name") from None
     _held_lock = (key, f)
 
 
@@ -208,7 +218,8 @@ def release() -> None:
 
 
 def prepare(args, is_main: bool = True) -> str:
-    """Resolve, check, lock and create the run folder; seed; write args.yaml and meta.json. Returns the folder.
+    """Resolve, check, lock and create the run folder; seed; write args.yaml and meta.json. Returns the
+    folder.
 
     A folder that holds only the set-up files of a start that failed before its first checkpoint is started
     again without --overwrite. Call it after every input check a script can make, so that a mistake leaves no
@@ -232,8 +243,8 @@ def prepare(args, is_main: bool = True) -> str:
             raise
         if case in ("overwrite", "reuse"):
             if case == "reuse":
-                print(f"note: run folder {out} holds a start that stopped before its first checkpoint; starting "
-                      f"it again")
+                print(f"note: run folder {out} holds a start that stopped before its first checkpoint; "
+                      f"starting it again")
             for name in _contents(out):
                 path = os.path.join(out, name)
                 shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
@@ -260,14 +271,15 @@ def _write_records(args, out: str, case: str) -> None:
     args_path, meta_path = os.path.join(out, "args.yaml"), os.path.join(out, "meta.json")
     if case == "resume" and os.path.isfile(args_path):  # keep the run's record; add what may have changed
         recorded = _read_run_args(args_path) or {}
-        resolved = {**recorded, **{k: resolved[k] for k in RECORDED_ON_RESUME if k in resolved and k in recorded}}
+        resolved = {**recorded,
+                    **{k: resolved[k] for k in RECORDED_ON_RESUME if k in resolved and k in recorded}}
         try:
             with open(meta_path, encoding="utf-8") as f:
                 first = json.load(f)
         except (OSError, ValueError):
             first = {}
-        meta = {**first, "resumes": [*first.get("resumes", []), {k: meta[k] for k in ("git_commit", "command")}]} \
-            if first else meta
+        resume = {k: meta[k] for k in ("git_commit", "command")}
+        meta = {**first, "resumes": [*first.get("resumes", []), resume]} if first else meta
     with open(args_path, "w") as f:
         yaml.safe_dump(resolved, f, sort_keys=True)
     with open(meta_path, "w") as f:
@@ -289,8 +301,8 @@ def out_of_memory_note(out: str, flag: str) -> str:
         return "nothing to continue from yet: run the same command with {smaller}"
     if flag.lstrip("-").replace("-", "_") in MAY_CHANGE_ON_RESUME:
         return f"the last checkpoint {ckpt} is intact: run the same command with --resume and {{smaller}}"
-    return (f"the last checkpoint {ckpt} is intact, but --resume keeps the run's batch size: start again with "
-            f"{{smaller}} and --overwrite (or another --name)")
+    return (f"the last checkpoint {ckpt} is intact, but --resume keeps the run's batch size: start again "
+            f"with {{smaller}} and --overwrite (or another --name)")
 
 
 class MetricsLog:
@@ -329,8 +341,8 @@ class MetricsLog:
         return rows
 
     def truncate_after(self, last: int, key: str = "epoch") -> None:
-        """On resume, drop the rows whose `key` (epoch, iter) is after the checkpoint's `last` (written by a run
-        that died later); the dashboard drops its steps after `last` too."""
+        """On resume, drop the rows whose `key` (epoch, iter) is after the checkpoint's `last` (written by a
+        run that died later); the dashboard drops its steps after `last` too."""
         if not self.enabled:
             return
         if self.dashboard is not None:

@@ -5,19 +5,19 @@ a cosine schedule (the long-tail literature's) by flag; exact --resume from <run
 torchrun, optional torch.compile, an evaluation every --eval-every epochs, one metrics.jsonl row per epoch.
 """
 import argparse
-import os
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from common import checkpoint, rundir
+from common import rundir
 from common.config import non_negative_int, positive_int
 from common.distributed import Runtime, cleanup, grad_scaler
 from common.engine import evaluate, train_one_epoch
 from common.loaders import set_epoch
 from common.metrics import summarize
 from common.options import add_loader_args
+from common.resume import LastCheckpoint, save_last
 from common.transforms import NORMALISATIONS
 
 
@@ -55,10 +55,12 @@ def add_fit_args(p, epochs: int, lr_drop_epochs: list, batch_size: int = 32, opt
                         f"{' '.join(map(str, lr_drop_epochs))})")
     g.add_argument("--lr-gamma", type=float, default=0.1)
     g = p.add_argument_group("speed and output")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision on CUDA")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="on CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--eval-every", type=positive_int, default=1, help="test every N epochs (and always after the last)")
+    g.add_argument("--eval-every", type=positive_int, default=1,
+                   help="test every N epochs (and always after the last)")
     g.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a crash
     return g
 
@@ -78,31 +80,23 @@ def make_optimizer(model, args) -> tuple:
     return optimizer, scheduler
 
 
-def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_classes: int, groups: dict | None = None,
-        extra_state: dict | None = None, on_epoch_end=None, desc: str = "epochs", loss_for_epoch=None):
-    """Train `model` (already on rt.device) for args.epochs; returns the last test confusion matrix, or None when
-    --stop-after ended the run early. extra_state is stored in ckpt_last.pt; on_epoch_end(epoch) runs on rank 0;
-    loss_for_epoch(epoch) -> loss_fn replaces plain cross-entropy (see train_one_epoch)."""
+def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_classes: int,
+        groups: dict | None = None, extra_state: dict | None = None, on_epoch_end=None, desc: str = "epochs",
+        loss_for_epoch=None):
+    """Train `model` (already on rt.device) for args.epochs; returns the last test confusion matrix, or None
+    when --stop-after ended the run early. extra_state is stored in ckpt_last.pt (common/resume.py);
+    on_epoch_end(epoch) runs on rank 0 before it is written; loss_for_epoch(epoch) -> loss_fn replaces plain
+    cross-entropy (see train_one_epoch)."""
     optimizer, scheduler = make_optimizer(model, args)
     scaler = grad_scaler(rt, args.amp)
-    ckpt_path = os.path.join(out, "ckpt_last.pt")
     log = rundir.MetricsLog(out, rt.is_main, args.report_to)
     start = 0
     if args.resume:
-        ck = checkpoint.load(ckpt_path)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if ck.get("scaler"):  # empty when saved without fp16 loss scaling
-            scaler.load_state_dict(ck["scaler"])
-        checkpoint.set_rng_state(ck["rng"])
-        start = ck["epoch"] + 1
-        log.truncate_after(ck["epoch"])
-        if rt.is_main:
-            print(f"resumed from {ckpt_path} at epoch {start}")
+        start = LastCheckpoint(out).restore({"model": model, "optimizer": optimizer, "scheduler": scheduler,
+                                             "scaler": scaler}, log, rt.is_main)
     wrapped = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None) if rt.distributed else model
     net = torch.compile(wrapped) if args.compile else wrapped
-    speed = dict(amp=args.amp, channels_last=args.channels_last)
+    speed = {"amp": args.amp, "channels_last": args.channels_last}
 
     cm = None
     for epoch in tqdm(range(start, args.epochs), desc=desc, disable=not rt.is_main, initial=start,
@@ -118,17 +112,13 @@ def fit(model, train_loader, test_loader, args, rt: Runtime, out: str, num_class
             res = summarize(cm, groups)
             row.update({f"test_{k}": v for k, v in res.items() if k != "per_class_f1"})
             if rt.is_main:
-                tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                                    if not isinstance(v, list)))
+                tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in row.items() if not isinstance(v, list)))
         log.write(**row)
-        rng = checkpoint.rng_state_of_every_rank()
-        if rt.is_main:
-            if on_epoch_end is not None:
-                on_epoch_end(epoch)
-            checkpoint.atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                    "epoch": epoch, "rng": rng,
-                                    "args": vars(args), **(extra_state or {})}, ckpt_path)
+        if rt.is_main and on_epoch_end is not None:
+            on_epoch_end(epoch)
+        save_last(out, rt.is_main, {"model": model, "optimizer": optimizer, "scheduler": scheduler,
+                                    "scaler": scaler}, epoch=epoch, args=vars(args), **(extra_state or {}))
         if args.stop_after is not None and epoch + 1 >= args.stop_after:
             cleanup()
             return None

@@ -51,7 +51,8 @@ def scan_folder(folder: str) -> tuple[list, list]:
 
 
 def prepare_out(out: str, overwrite: bool) -> None:
-    """Refuse a non-empty --out unless --overwrite (nothing is written or deleted until the data set is done)."""
+    """Refuse a non-empty --out unless --overwrite (nothing is written or deleted until the data set is
+    done)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out} is a file; pass a folder")
     if os.path.isdir(out) and any(os.scandir(out)) and not overwrite:
@@ -129,7 +130,8 @@ class ChipSet:
     def __enter__(self):
         parent = os.path.dirname(os.path.abspath(self.final))
         os.makedirs(parent, exist_ok=True)
-        self.out = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(self.final))}.tmp-", dir=parent)
+        self.out = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(self.final))}.tmp-",
+                                    dir=parent)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -208,5 +210,6 @@ class ChipSet:
         lines.append(f"ignored source entries: {ignored or 'none'}")
         if self.empty_folders:
             lines.append(f"empty class folders (no image): {len(self.empty_folders)}: "
-                         + ", ".join(self.empty_folders[:10]) + (", ..." if len(self.empty_folders) > 10 else ""))
+                         + ", ".join(self.empty_folders[:10]) + (", ..." if len(self.empty_folders) > 10
+                                                                 else ""))
         return "\n".join(lines)

@@ -37,7 +37,8 @@ def make_split(root: str, head_percent: float) -> dict:
     ranked = sorted(range(len(names)), key=lambda c: (-train[c], c))
     n_head = int(len(names) * head_percent / 100)
     if not 0 < n_head < len(names):
-        raise UserError(f"--head-percent {head_percent} of {len(names)} classes leaves no head or no tail class")
+        raise UserError(f"--head-percent {head_percent} of {len(names)} classes leaves no head or no tail "
+                        "class")
     return {"dataset": info["dataset"], "root": os.path.abspath(root), "head_percent": head_percent,
             "head": ranked[:n_head], "tail": ranked[n_head:], "names": names,
             "train_counts": train, "test_counts": test}
@@ -67,7 +68,8 @@ def main(args):
         json.dump(split, f, indent=1)
     names, counts = split["names"], split["train_counts"]
     for part in ("head", "tail"):
-        print(f"{part} ({len(split[part])}): " + ", ".join(f"{c} {names[c]} ({counts[c]})" for c in split[part]))
+        print(f"{part} ({len(split[part])}): " + ", ".join(f"{c} {names[c]} ({counts[c]})"
+                                                           for c in split[part]))
     print(f"wrote {out} (from {anno_path(args.data_root, 'train')})")
 
 

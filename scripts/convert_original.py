@@ -1,16 +1,18 @@
 """Convert a file of the original authors' code into this repository's self-describing format.
 
-    python scripts/convert_original.py classifier Classification/save_model/result.pth runs/original/classifier.pt \
-        --data-root data/dior/processed
+    python scripts/convert_original.py classifier Classification/save_model/result.pth \
+        runs/original/classifier.pt --data-root data/dior/processed
     python scripts/convert_original.py kmdn RModel_epoch_0.pth runs/original/tail_model.pt \
         --data-root data/dior/processed
-    python scripts/convert_original.py cdtg 200000.pt runs/original/generator.pt --data-root data/dior/processed
+    python scripts/convert_original.py cdtg 200000.pt runs/original/generator.pt \
+        --data-root data/dior/processed
 
-classifier: result.pth -> {'model', 'arch', 'names', 'img_size', 'norm', 'dataset'} (what Classification/train.py
-exports as model_final.pt). kmdn: UModel/RModel_epoch_<e>.pth -> a KMDN part-model file (what KMDN/train.py and
-KMDN/distill.py write); its part and class order come from split.json (--part where the class count fits both).
-cdtg: 200000.pt -> a generator file of CDTG/train.py. Every later stage reads the output as one of its own.
-The output is written atomically and never replaces an existing file unless --overwrite.
+classifier: result.pth -> {'model', 'arch', 'names', 'img_size', 'norm', 'dataset'} (what
+Classification/train.py exports as model_final.pt). kmdn: UModel/RModel_epoch_<e>.pth -> a KMDN part-model
+file (what KMDN/train.py and KMDN/distill.py write); its part and class order come from split.json (--part
+where the class count fits both). cdtg: 200000.pt -> a generator file of CDTG/train.py. Every later stage
+reads the output as one of its own. The output is written atomically and never replaces an existing file
+unless --overwrite.
 """
 import argparse
 import os
@@ -28,8 +30,8 @@ KINDS = ("classifier", "kmdn", "cdtg")
 
 def get_args_parser():
     p = argparse.ArgumentParser("Convert the original authors' files into this repository's format")
-    p.add_argument("kind", choices=KINDS, help="classifier (result.pth), kmdn (UModel/RModel_epoch_<e>.pth) or "
-                                               "cdtg (200000.pt)")
+    p.add_argument("kind", choices=KINDS, help="classifier (result.pth), kmdn (UModel/RModel_epoch_<e>.pth) "
+                                               "or cdtg (200000.pt)")
     p.add_argument("input", help="the original file")
     p.add_argument("output", help="the file to write")
     p.add_argument("--data-root", required=True, help="processed data root (classes.json, split.json)")

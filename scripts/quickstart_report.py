@@ -19,8 +19,8 @@ def snippet(path, title):
 
 
 def classifier_section(out: str, split: dict) -> list:
-    lines = ["## TGN: classifier (OA, macro-F1, head/tail mean accuracy on the balanced test set; one seed)", "",
-             "| classifier | OA | macro-F1 | head acc | tail acc |", "|---|---|---|---|---|"]
+    lines = ["## TGN: classifier (OA, macro-F1, head/tail mean accuracy on the balanced test set; one seed)",
+             "", "| classifier | OA | macro-F1 | head acc | tail acc |", "|---|---|---|---|---|"]
     runs = {}
     for run, label in (("classification_baseline", "baseline (original train set)"),
                        ("classification_la1", "baseline + logit adjustment, post hoc (tau 1)"),
@@ -40,7 +40,8 @@ def classifier_section(out: str, split: dict) -> list:
         for part in ("head", "tail"):
             for c in split[part]:
                 accs = [pct(runs[r]["per_class_acc"][c]) if runs[r] else "-" for r, _ in columns]
-                lines.append(f"| {base['names'][c]} | {part} | {split['train_counts'][c]} | " + " | ".join(accs) + " |")
+                lines.append(f"| {base['names'][c]} | {part} | {split['train_counts'][c]} | "
+                             + " | ".join(accs) + " |")
     return lines
 
 
@@ -49,7 +50,8 @@ def kmdn_section(out: str) -> list:
     if not s:
         return []
     lines = ["", "## TGN: KMDN (each model on its own classes' test images)", "",
-             "| model | stage-1 OA | distilled OA | stage-1 macro-F1 | distilled macro-F1 |", "|---|---|---|---|---|"]
+             "| model | stage-1 OA | distilled OA | stage-1 macro-F1 | distilled macro-F1 |",
+             "|---|---|---|---|---|"]
     for part in ("head", "tail"):
         b, a = s["before"][part], s["after"][part]
         lines.append(f"| {part} model | {pct(b['oa'])} | {pct(a['oa'])} | {pct(b['macro_f1'])} | "
@@ -64,16 +66,16 @@ def clip_zero_shot_row(report: dict | None) -> list:
     z = report["zero_shot"]["name"]
     u, s = z["unseen_among_all"], z["seen_among_all"]
     h = 2 * u * s / (u + s) if u + s else 0.0
-    return [f"| plain CLIP zero-shot, same model (no calibration) | {pct(z['unseen_among_unseen'])} | {pct(u)} | "
-            f"{pct(s)} | {pct(h)} |"]
+    return [(f"| plain CLIP zero-shot, same model (no calibration) | {pct(z['unseen_among_unseen'])} | "
+             f"{pct(u)} | {pct(s)} | {pct(h)} |")]
 
 
 def dsva_section(out: str) -> list:
     r = read_json_if_present(os.path.join(out, "dsva", "results.json"))
     if not r:
         return []
-    lines = ["", f"## DSVA: zero-shot on split {r['split']} ({len(r['seen'])} seen / {len(r['unseen'])} unseen "
-             f"classes, chance {100 / len(r['unseen']):.1f} %)", "",
+    lines = ["", (f"## DSVA: zero-shot on split {r['split']} ({len(r['seen'])} seen / {len(r['unseen'])} "
+                  f"unseen classes, chance {100 / len(r['unseen']):.1f} %)"), "",
              "| method | ZSL acc | GZSL U | GZSL S | GZSL H |", "|---|---|---|---|---|"]
     for key, label in (("last", "DSVA, last epoch (epochs and gamma chosen on validation classes)"),
                        ("best_test", "DSVA, best epoch on test (upstream's selection)")):
@@ -111,11 +113,14 @@ def main():
     split = read_json_if_present(os.path.join(args.data_root, "split.json"))
     lines = ["# Quickstart results (embedded synthetic data set, CPU scale)", ""]
     lines += classifier_section(args.output_dir, split) + kmdn_section(args.output_dir)
-    lines += snippet(os.path.join(args.output_dir, "cdtg", "generated", "quality.md"), "TGN: CDTG generation quality")
+    lines += snippet(os.path.join(args.output_dir, "cdtg", "generated", "quality.md"),
+                     "TGN: CDTG generation quality")
     lines += dsva_section(args.output_dir)
-    lines += snippet("checkpoints/synth_clip_report.md", "The small CLIP fitted to the embedded set (seen classes)")
-    lines += ["", "Pictures: classification_*/confusion_matrix.png and acc_vs_count.png, cdtg/train/samples/, "
-              "cdtg/generated/grid.png, dsva/attention_maps.png (all under " + args.output_dir + ")."]
+    lines += snippet("checkpoints/synth_clip_report.md",
+                     "The small CLIP fitted to the embedded set (seen classes)")
+    lines += ["", ("Pictures: classification_*/confusion_matrix.png and acc_vs_count.png, "
+                   "cdtg/train/samples/, cdtg/generated/grid.png, dsva/attention_maps.png (all under "
+                   f"{args.output_dir}).")]
     lines += times_section(os.path.join(args.output_dir, "times.tsv"))
     if args.seconds is not None:
         lines += ["", f"Wall time of the quickstart: {args.seconds} s."]

@@ -3,6 +3,7 @@ import hashlib
 import io
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -11,8 +12,8 @@ import types
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# pytest started from a background job of a non-interactive shell inherits SIGINT ignored; the Ctrl-C tests need
-# Python's handler, as an interactive start (or CI) has it
+# pytest started from a background job of a non-interactive shell inherits SIGINT ignored; the Ctrl-C tests
+# need Python's handler, as an interactive start (or CI) has it
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -23,7 +24,7 @@ def tree(path) -> dict:
     for folder, _, files in os.walk(path):
         for f in files:
             full = os.path.join(folder, f)
-            found[os.path.relpath(full, path)] = hashlib.sha1(open(full, "rb").read()).hexdigest()
+            found[os.path.relpath(full, path)] = hashlib.sha1(pathlib.Path(full).read_bytes()).hexdigest()
     return found
 
 
@@ -39,9 +40,10 @@ def run_script(*args, check=True, env=None, timeout=600):
     """Run a repository script with this interpreter; returns the CompletedProcess."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(f"{args} failed "
+                             f"({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
@@ -91,8 +93,8 @@ def synth_root(tmp_path_factory):
     from data import split
     from data.synthetic import prepare
     root = str(tmp_path_factory.mktemp("synth") / "data")
-    run_main(prepare, "synthetic", "--output-dir", root, "--classes", "10", "--n-max", "40", "--n-test", "4", "--size", "32",
-             "--imbalance", "10")
+    run_main(prepare, "synthetic", "--output-dir", root, "--classes", "10", "--n-max", "40", "--n-test", "4",
+             "--size", "32", "--imbalance", "10")
     run_main(split, "split", "--data-root", root, "--head-percent", "40")
     return root
 

@@ -2,11 +2,11 @@
 
     python tests/interrupting.py MODULE:ATTRIBUTE@N SCRIPT [ARGS...]
 
-wraps MODULE.ATTRIBUTE (a function, or a method as Class.method) so that its N-th call first sends SIGINT to this
-process, then runs as usual; then runs SCRIPT as `python SCRIPT ARGS...` would. Python raises KeyboardInterrupt at
-the next bytecode of the main thread, so the signal lands at the start of that call, every time. `@N+` sends it
-after the N-th call has returned instead (in the caller, right after the call). wrap_if_named() does the same
-inside the Python processes that a shell script starts.
+wraps MODULE.ATTRIBUTE (a function, or a method as Class.method) so that its N-th call first sends SIGINT to
+this process, then runs as usual; then runs SCRIPT as `python SCRIPT ARGS...` would. Python raises
+KeyboardInterrupt at the next bytecode of the main thread, so the signal lands at the start of that call,
+every time. `@N+` sends it after the N-th call has returned instead (in the caller, right after the call).
+wrap_if_named() does the same inside the Python processes that a shell script starts.
 """
 import functools
 import importlib
@@ -39,8 +39,8 @@ def wrap(spec: str) -> None:
         return result
 
     setattr(owner, name, wrapper)
-    # a process started from a background job of a non-interactive shell inherits SIGINT ignored, and Python then
-    # installs no KeyboardInterrupt handler: install it, as an interactive start has it
+    # a process started from a background job of a non-interactive shell inherits SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: install it, as an interactive start has it
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 

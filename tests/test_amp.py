@@ -15,7 +15,7 @@ CPU = Runtime(torch.device("cpu"))
 def gpu(monkeypatch):
     """Pretend a CUDA GPU of the given compute capability is present (set capability[0])."""
     capability = [7, 0]
-    props = lambda device=None: types.SimpleNamespace(major=capability[0], minor=capability[1])  # noqa: E731
+    props = lambda device=None: types.SimpleNamespace(major=capability[0], minor=capability[1])
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)

@@ -1,26 +1,33 @@
 """CDTG generation, the expanded training list, and the generation-quality measures."""
 import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
 import torch
 
+from CDTG import evaluate, expand, generate, quality
+from CDTG import train as cdtg_train
+from CDTG.quality import (
+    frechet_distance,
+    kernel_inception_distance,
+    load_lpips,
+    mean_pairwise_distance,
+    mean_pairwise_lpips,
+    share_correct,
+)
 from common.backbones import build_classifier, build_feature_resnet
 from common.checkpoint import export_weights
 from common.datasets import ImageList
 from common.errors import UserError
 from common.layout import anno_path, read_list
-from conftest import assert_one_line_error, call_main, run_main
-from CDTG import evaluate, expand, generate
-from CDTG import train as cdtg_train
-from CDTG.quality import (frechet_distance, kernel_inception_distance, load_lpips, mean_pairwise_distance,
-                          mean_pairwise_lpips, share_correct)
 from common.part_model import part_meta, save_part_model
+from conftest import assert_one_line_error, call_main, run_main
 
 TINY_TRAIN = ["--size", "32", "--style-dim", "16", "--n-mlp", "1", "--max-channels", "8", "--label-dim", "8",
-              "--batch-size", "4", "--workers", "0", "--lambda-clip", "0", "--iter", "2", "--sample-every", "2",
-              "--ckpt-every", "2", "--sample-cols", "2", "--feature-pool", "1", "--device", "cpu"]
+              "--batch-size", "4", "--workers", "0", "--lambda-clip", "0", "--iter", "2", "--sample-every",
+              "2", "--ckpt-every", "2", "--sample-cols", "2", "--feature-pool", "1", "--device", "cpu"]
 
 
 def call(module, stage, argv):
@@ -47,8 +54,9 @@ def generator_file(synth_root, split, tmp_path_factory):
 
 
 def gen(generator_file, out, *extra):
-    return call(generate, "cdtg_generate", ["--ckpt", generator_file, "--output-dir", str(out), "--workers", "1",
-                                            "--device", "cpu", "--batch-size", "4", *extra])
+    return call(generate, "cdtg_generate",
+                ["--ckpt", generator_file, "--output-dir", str(out), "--workers", "1",
+                 "--device", "cpu", "--batch-size", "4", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +70,7 @@ def generated(generator_file, split, tmp_path_factory):
 
 
 def test_generation_writes_n_images_per_class_and_a_manifest(generated, split):
-    manifest = json.load(open(generated / "manifest.json"))
+    manifest = json.loads((generated / "manifest.json").read_text())
     want = [split["tail"][0], split["tail"][-1]]
     assert [e["class_id"] for e in manifest["classes"]] == want
     assert [e["tail_label"] for e in manifest["classes"]] == [0, len(split["tail"]) - 1]
@@ -73,7 +81,8 @@ def test_generation_writes_n_images_per_class_and_a_manifest(generated, split):
     rows = (generated / "sources.csv").read_text().splitlines()
     assert len(rows) == 1 + 14
     _, cid, real = rows[1].split(",")
-    assert int(cid) == want[0] and f"/train/{want[0]}/" in real  # generated from a real image of its own class
+    # generated from a real image of its own class
+    assert int(cid) == want[0] and f"/train/{want[0]}/" in real
     from PIL import Image
     with Image.open(generated / "grid.png") as im:
         assert im.size == (2 + 3 * 34, 2 + 2 * 34)
@@ -110,13 +119,14 @@ def test_expand_maps_tail_labels_back_to_original_ids(generated, synth_root, spl
     out = tmp_path / "expanded.txt"
     call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out)])
     rows = read_list(str(out), len(split["names"]))
-    manifest = json.load(open(generated / "manifest.json"))
+    manifest = json.loads((generated / "manifest.json").read_text())
     assert len(rows) == 14
     for entry in manifest["classes"]:
         assert entry["class_id"] == split["tail"][entry["tail_label"]]
         mine = [p for p, c in rows if c == entry["class_id"]]
         assert len(mine) == 7 and all(not os.path.isabs(p) and f"/{entry['class_id']}/" in p for p in mine)
-        assert all(os.path.isfile(os.path.join(synth_root, "train", p)) for p in mine)  # relative to <root>/train
+        # relative to <root>/train
+        assert all(os.path.isfile(os.path.join(synth_root, "train", p)) for p in mine)
     # the Classification stage reads the original list plus this one
     data = ImageList(os.path.join(synth_root, "train"), [anno_path(synth_root, "train"), str(out)],
                      num_classes=len(split["names"]))
@@ -127,7 +137,8 @@ def test_expand_maps_tail_labels_back_to_original_ids(generated, synth_root, spl
     assert out.stat().st_mtime_ns == before
     with pytest.raises(UserError, match="already exists with other lines; pass --overwrite"):
         call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out), "--n-per-class", "3"])
-    call(expand, "cdtg_expand", ["--generated", str(generated), "--out", str(out), "--overwrite", "--n-per-class", "3"])
+    call(expand, "cdtg_expand",
+         ["--generated", str(generated), "--out", str(out), "--overwrite", "--n-per-class", "3"])
     assert len(read_list(str(out))) == 6
 
 
@@ -136,26 +147,29 @@ def test_the_chain_survives_moving_runs_and_data_together(synth_root, tmp_path):
     """split.json, the generator's meta, manifest.json and the expanded list hold relative paths: a tree moved
     elsewhere (train on a cluster, evaluate on a laptop) still reads as one chain."""
     import shutil
+
     from CDTG.manifest import read_manifest
     from data import split as data_split
     tree = tmp_path / "here"
     data, runs = tree / "data", tree / "runs"
     shutil.copytree(synth_root, data)
     call(data_split, "split", ["--data-root", str(data), "--head-percent", "40", "--overwrite"])
-    split = json.load(open(data / "split.json"))
+    split = json.loads((data / "split.json").read_text())
     assert split["root"] == "."
     torch.manual_seed(0)
     model = build_feature_resnet("resnet18", len(split["tail"]), "none", verbose=False)
     os.makedirs(runs / "kmdn")
-    save_part_model(model, str(runs / "kmdn" / "tail_model.pt"), part_meta(model, "resnet18", "tail", split, 32, "half"))
-    call(cdtg_train, "cdtg_train", ["--data-root", str(data), "--tail-model", str(runs / "kmdn" / "tail_model.pt"),
-                                    "--output-dir", str(runs / "train"), *TINY_TRAIN])
+    save_part_model(model, str(runs / "kmdn" / "tail_model.pt"),
+                    part_meta(model, "resnet18", "tail", split, 32, "half"))
+    call(cdtg_train, "cdtg_train",
+         ["--data-root", str(data), "--tail-model", str(runs / "kmdn" / "tail_model.pt"),
+          "--output-dir", str(runs / "train"), *TINY_TRAIN])
     meta = torch.load(runs / "train" / "generator.pt", weights_only=False)["meta"]
     assert meta["data_root"] == os.path.join("..", "..", "data")
     assert meta["tail_model"] == os.path.join("..", "kmdn", "tail_model.pt")
-    gen(str(runs / "train" / "generator.pt"), runs / "gen", "--n-per-class", "2", "--per-real", "2", "--classes",
-        str(split["tail"][0]))
-    stored = json.load(open(runs / "gen" / "manifest.json"))
+    gen(str(runs / "train" / "generator.pt"), runs / "gen", "--n-per-class", "2", "--per-real", "2",
+        "--classes", str(split["tail"][0]))
+    stored = json.loads((runs / "gen" / "manifest.json").read_text())
     assert stored["data_root"] == os.path.join("..", "..", "data") and "clip" in stored
     assert stored["checkpoint"] == os.path.join("..", "train", "generator.pt")
     call(expand, "cdtg_expand", ["--generated", str(runs / "gen"), "--out", str(runs / "expanded_train.txt")])
@@ -164,12 +178,16 @@ def test_the_chain_survives_moving_runs_and_data_together(synth_root, tmp_path):
     os.rename(tree, moved)
     data, runs = moved / "data", moved / "runs"
     manifest = read_manifest(str(runs / "gen"))
-    assert manifest["data_root"] == str(data) and manifest["tail_model"] == str(runs / "kmdn" / "tail_model.pt")
+    assert manifest["data_root"] == str(data)
+    assert manifest["tail_model"] == str(runs / "kmdn" / "tail_model.pt")
     assert os.path.isfile(manifest["checkpoint"])
-    listed = ImageList(str(data / "train"), [str(runs / "expanded_train.txt")], num_classes=len(split["names"]))
+    listed = ImageList(str(data / "train"), [str(runs / "expanded_train.txt")],
+                       num_classes=len(split["names"]))
     assert len(listed) == 2 and all(p.startswith(str(runs / "gen")) for p, _ in listed.samples)
-    gen(str(runs / "train" / "generator.pt"), runs / "gen2", "--n-per-class", "1", "--classes", str(split["tail"][0]))
-    assert json.load(open(runs / "gen2" / "manifest.json"))["data_root"] == os.path.join("..", "..", "data")
+    gen(str(runs / "train" / "generator.pt"), runs / "gen2", "--n-per-class", "1", "--classes",
+        str(split["tail"][0]))
+    stored2 = json.loads((runs / "gen2" / "manifest.json").read_text())
+    assert stored2["data_root"] == os.path.join("..", "..", "data")
     # files written before hold absolute paths: they are read as they are
     old = {**stored, "data_root": str(data), "checkpoint": str(runs / "train" / "generator.pt")}
     (runs / "gen" / "manifest.json").write_text(json.dumps(old))
@@ -180,7 +198,7 @@ def test_expand_refuses_an_incomplete_folder(generated, tmp_path):
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(generated, copy)
-    first = sorted(p for p in copy.iterdir() if p.is_dir())[0]
+    first = min(p for p in copy.iterdir() if p.is_dir())
     (first / "00003.jpg").unlink()
     with pytest.raises(UserError, match="removed or added after the generation finished"):
         expand.expand([str(copy)])
@@ -215,7 +233,8 @@ def test_lpips_with_a_random_trunk_is_zero_only_for_identical_images():
     assert mean_pairwise_lpips(model, images[:1].expand(4, -1, -1, -1).clone()) == pytest.approx(0, abs=1e-7)
     assert mean_pairwise_lpips(model, images) > 1e-4
     noisier = mean_pairwise_lpips(model, torch.stack([images[0], (images[0] + 0.5 * torch.randn(3, 32, 32))]))
-    slightly = mean_pairwise_lpips(model, torch.stack([images[0], (images[0] + 0.05 * torch.randn(3, 32, 32))]))
+    slightly = mean_pairwise_lpips(model,
+                                   torch.stack([images[0], (images[0] + 0.05 * torch.randn(3, 32, 32))]))
     assert noisier > slightly > 0
 
 
@@ -265,16 +284,19 @@ def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split,
     names = read_classes(synth_root)["names"]
     clf_path = random_classifier_file(tmp_path, names)
     import open_clip
+
     from common.clip import checkpoint_dict, register_model_config
     cfg = {"embed_dim": 16,
            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
     register_model_config("cdtg-eval-clip", cfg)
-    torch.save(checkpoint_dict(open_clip.create_model("cdtg-eval-clip"), "cdtg-eval-clip", cfg), tmp_path / "clip.pt")
-    call(evaluate, "cdtg_evaluate", ["--generated", str(folder), "--classifier", str(clf_path), "--workers", "0",
-                                     "--device", "cpu", "--kid-subsets", "5", "--clip-model", "cdtg-eval-clip",
-                                     "--clip-pretrained", str(tmp_path / "clip.pt")])
-    res = json.load(open(folder / "quality.json"))
+    torch.save(checkpoint_dict(open_clip.create_model("cdtg-eval-clip"), "cdtg-eval-clip", cfg),
+               tmp_path / "clip.pt")
+    call(evaluate, "cdtg_evaluate",
+         ["--generated", str(folder), "--classifier", str(clf_path), "--workers", "0",
+          "--device", "cpu", "--kid-subsets", "5", "--clip-model", "cdtg-eval-clip",
+          "--clip-pretrained", str(tmp_path / "clip.pt")])
+    res = json.loads((folder / "quality.json").read_text())
     assert [c["class_id"] for c in res["per_class"]] == [split["tail"][0], split["tail"][-1]]
     for c in res["per_class"]:
         assert c["n_generated"] == 7 and c["n_real"] == split["train_counts"][c["class_id"]]
@@ -285,11 +307,12 @@ def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split,
     assert "pooled_fid" in res["overall"] and res["lpips"] == "LPIPS alex"
     md = (folder / "quality.md").read_text()
     assert "| class |" in md and "all tail classes" in md
-    with pytest.raises(UserError, match=r"quality.json already holds the result of other settings: --classifier "
-                                        r"None \(it has '.*model_final.pt'\); .*pass --overwrite"):
+    with pytest.raises(UserError, match=r"quality.json already holds the result of other settings: "
+                                        r"--classifier None \(it has '.*model_final.pt'\); .*pass "
+                                        r"--overwrite"):
         call(evaluate, "cdtg_evaluate", ["--generated", str(folder), "--device", "cpu", "--workers", "0"])
-    again = run_main(evaluate, "cdtg_evaluate", "--generated", folder, "--classifier", clf_path, "--workers", "0",
-                     "--device", "cpu", "--kid-subsets", "5", "--clip-model", "cdtg-eval-clip",
+    again = run_main(evaluate, "cdtg_evaluate", "--generated", folder, "--classifier", clf_path, "--workers",
+                     "0", "--device", "cpu", "--kid-subsets", "5", "--clip-model", "cdtg-eval-clip",
                      "--clip-pretrained", tmp_path / "clip.pt")
     assert "quality.json is already finished with these settings; nothing to do" in again.stdout
 
@@ -316,7 +339,7 @@ def read_folder(folder) -> dict:
             rel = os.path.relpath(os.path.join(dirpath, name), folder)
             if rel in ("args.yaml", "meta.json", ".lock"):
                 continue
-            files[rel] = open(os.path.join(dirpath, name), "rb").read()
+            files[rel] = pathlib.Path(dirpath, name).read_bytes()
     manifest = json.loads(files.pop("manifest.json"))
     manifest.pop("seconds")
     return {**files, "manifest.json": manifest}
@@ -325,19 +348,21 @@ def read_folder(folder) -> dict:
 @pytest.mark.slow
 def test_interrupted_generation_is_finished_by_the_same_command(generator_file, split, tmp_path):
     from conftest import run_script
-    argv = ["--ckpt", generator_file, "--workers", "2", "--device", "cpu", "--batch-size", "4", "--n-per-class", "7",
-            "--per-real", "2", "--classes", str(split["tail"][0]), str(split["tail"][1]), "--grid-cols", "3"]
+    argv = ["--ckpt", generator_file, "--workers", "2", "--device", "cpu", "--batch-size", "4",
+            "--n-per-class", "7", "--per-real", "2", "--classes", str(split["tail"][0]),
+            str(split["tail"][1]), "--grid-cols", "3"]
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     run_main(generate, "cdtg_generate", *argv, "--output-dir", whole)
     # Ctrl-C in the 4th batch: the second of the second class, after its first 4 images
     proc = run_script("tests/interrupting.py", "CDTG.sampling:to_uint8@4", "CDTG/generate.py", *argv,
                       "--output-dir", stopped, check=False)
     assert proc.returncode == 130, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1] == (f"interrupted; the images in {stopped} are kept: run the same "
-                                                    f"command again to continue")
+    assert proc.stderr.strip().splitlines()[-1] == (f"interrupted; the images in {stopped} are kept: run the "
+                                                    f"same command again to continue")
     second = stopped / str(split["tail"][1])
     assert not (stopped / "manifest.json").exists() and len(os.listdir(stopped / str(split["tail"][0]))) == 7
-    assert sorted(os.listdir(second)) == [f"{i:05d}.jpg" for i in range(4)]  # whole files only, no temporaries
+    # whole files only, no temporaries
+    assert sorted(os.listdir(second)) == [f"{i:05d}.jpg" for i in range(4)]
     with pytest.raises(UserError, match=f"the generation into {stopped} has not finished .*: run the same "
                                         f"CDTG/generate.py command again to finish it"):
         call(expand, "cdtg_expand", ["--generated", str(stopped), "--out", str(tmp_path / "list.txt")])
@@ -359,23 +384,24 @@ def test_interrupted_generation_is_finished_by_the_same_command(generator_file, 
 
 def test_out_of_memory_in_generation_names_the_batch_size(generator_file, split, tmp_path, monkeypatch):
     from CDTG.model import Generator
-    argv = ["--ckpt", generator_file, "--workers", "1", "--device", "cpu", "--batch-size", "4", "--n-per-class", "3",
-            "--classes", str(split["tail"][0]), "--output-dir", tmp_path / "gen"]
+    argv = ["--ckpt", generator_file, "--workers", "1", "--device", "cpu", "--batch-size", "4",
+            "--n-per-class", "3", "--classes", str(split["tail"][0]), "--output-dir", tmp_path / "gen"]
 
     def failing(self, *args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
 
     monkeypatch.setattr(Generator, "forward", failing)
     proc = run_main(generate, "cdtg_generate", *argv, check=False)
-    assert_one_line_error(proc, "out of GPU memory in cdtg_generate (generation, --batch-size 4); run the same "
-                                "command with --batch-size 2")
+    assert_one_line_error(proc, "out of GPU memory in cdtg_generate (generation, --batch-size 4); run the "
+                                "same command with --batch-size 2")
     monkeypatch.undo()
     run_main(generate, "cdtg_generate", *argv[:7], "2", *argv[8:])  # what the line says
     assert len(os.listdir(tmp_path / "gen" / str(split["tail"][0]))) == 3
 
 
 def test_a_folder_is_continued_only_from_the_same_generator_file(generator_file, split, tmp_path):
-    weights = os.path.join(os.path.dirname(generator_file), "generator_copy.pt")  # its paths are relative to it
+    # its paths are relative to it
+    weights = os.path.join(os.path.dirname(generator_file), "generator_copy.pt")
     ck = torch.load(generator_file, weights_only=False)
     torch.save(ck, weights)
     argv = ["--ckpt", weights, "--workers", "1", "--device", "cpu", "--n-per-class", "1", "--classes",
@@ -393,8 +419,8 @@ def test_evaluate_prints_diversity_as_a_share_of_real_and_warns_under_a_third():
            "feature_diversity": 3.0, "real_feature_diversity": 12.0}
     lines = evaluate.class_report(row)
     assert lines[0] == "  7 bridge: tail model 50.0%, classifier 25.0%, feature diversity 25% of real"
-    assert lines[1] == ("  warning: 7 bridge: generated images nearly alike (feature diversity 25% of the real "
-                        "images', under a third): the generator collapsed on this class")
+    assert lines[1] == ("  warning: 7 bridge: generated images nearly alike (feature diversity 25% of the "
+                        "real images', under a third): the generator collapsed on this class")
     assert len(evaluate.class_report(dict(row, feature_diversity=4.0))) == 1  # a third exactly: no warning
     assert evaluate.class_report({k: v for k, v in row.items() if "diversity" not in k}) == [
         "  7 bridge: tail model 50.0%, classifier 25.0%"]  # no classifier features: no share, no warning
@@ -411,22 +437,22 @@ def offline(*args, **kwargs):
 def test_inception_distances_are_the_usual_formulas():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) * 1.5 + 0.5
-    d = evaluate.inception_distances(x, y, subsets=3, subset_size=1000)
+    d = quality.inception_distances(x, y, subsets=3, subset_size=1000)
     assert d["fid"] == pytest.approx(frechet_distance(x, y), rel=1e-6)  # our own FID, written apart
     # the subset size capped at 40 = both whole sets: every subset is the same, the std is 0
     assert d["kid"] == pytest.approx(kernel_inception_distance(x, y, 1, 40)[0], rel=1e-6)
     assert d["kid_std"] == pytest.approx(0, abs=1e-12)
     # shifting y by 3 in each of the 3 dimensions moves its mean from about 0.5 to 3.5 away: about 3 x 12 more
-    far = evaluate.inception_distances(x, y + 3, subsets=3, subset_size=1000)
+    far = quality.inception_distances(x, y + 3, subsets=3, subset_size=1000)
     assert far["fid"] - d["fid"] == pytest.approx(36, rel=0.15) and far["kid"] > d["kid"]
     assert far["fid"] == pytest.approx(frechet_distance(x, y + 3), rel=1e-6)
-    assert all(np.isnan(v) for v in evaluate.inception_distances(x[:1], y, 3, 10).values())
+    assert all(np.isnan(v) for v in quality.inception_distances(x[:1], y, 3, 10).values())
 
 
 def test_inception_weights_offline_is_a_note_and_a_missing_file_an_error(monkeypatch, capsys, tmp_path):
     import torch_fidelity.feature_extractor_inceptionv3 as fe
     monkeypatch.setattr(fe, "load_state_dict_from_url", offline)
-    features, note = evaluate.load_inception(None, "cpu")
+    features, note = quality.load_inception(None, "cpu")
     assert features is None and note == (
         "torch-fidelity's InceptionV3 weights could not be downloaded from https://github.com/toshas/"
         "torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth (URLError); pass "
@@ -435,16 +461,16 @@ def test_inception_weights_offline_is_a_note_and_a_missing_file_an_error(monkeyp
     missing = (r"^--inception-weights .*gone.pth does not exist; pass torch-fidelity's InceptionV3 weights "
                r"file \(weights-inception-2015-12-05-6726825d.pth\)")
     with pytest.raises(UserError, match=missing):
-        evaluate.load_inception(str(tmp_path / "gone.pth"), "cpu")
+        quality.load_inception(str(tmp_path / "gone.pth"), "cpu")
     torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(UserError, match=r"other.pth is not torch-fidelity's InceptionV3 weights \(Runtime"):
-        evaluate.load_inception(str(tmp_path / "other.pth"), "cpu")
+        quality.load_inception(str(tmp_path / "other.pth"), "cpu")
 
 
 def test_inception_sees_uint8_images_at_the_generators_size():
     from PIL import Image
     real = Image.fromarray(np.full((48, 40, 3), [10, 200, 255], np.uint8))  # a real chip of another size
-    x = evaluate.inception_transform(32)(real)
+    x = quality.inception_transform(32)(real)
     assert x.dtype == torch.uint8 and x.shape == (3, 32, 32) and x[:, 5, 7].tolist() == [10, 200, 255]
 
 
@@ -459,7 +485,7 @@ def test_inception_weights_from_a_local_file(monkeypatch, tmp_path):
         torch.manual_seed(0)
         random_net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
         torch.save(random_net.state_dict(), tmp_path / "w.pth")
-    features, note = evaluate.load_inception(str(tmp_path / "w.pth"), "cpu")
+    features, note = quality.load_inception(str(tmp_path / "w.pth"), "cpu")
     assert note is None
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     out = features(images)
@@ -496,11 +522,11 @@ def test_evaluate_inception_offline_then_with_a_stand_in(generated, synth_root, 
     proc = run_main(evaluate, "cdtg_evaluate", *argv)
     log, report = proc.stdout.split("Generation quality of")  # the console, then the printed quality.md
     said = [ln for ln in (log + proc.stderr).splitlines() if "Inception" in ln]
-    assert said == ["note: FID and KID (Inception) unavailable: torch-fidelity's InceptionV3 weights could "
-                    f"not be downloaded from {fe.URL_INCEPTION_V3} (URLError); pass that file as "
-                    "--inception-weights; FID_cls is reported instead"]
+    assert said == [("note: FID and KID (Inception) unavailable: torch-fidelity's InceptionV3 weights could "
+                     f"not be downloaded from {fe.URL_INCEPTION_V3} (URLError); pass that file as "
+                     "--inception-weights; FID_cls is reported instead")]
     assert "Traceback" not in proc.stderr
-    res = json.load(open(folder / "quality.json"))
+    res = json.loads((folder / "quality.json").read_text())
     assert res["inception"].startswith("unavailable: torch-fidelity's InceptionV3 weights could not be")
     assert all(c["fid"] >= 0 and "fid_inception" not in c for c in res["per_class"])
     assert "| FID (Inception)" not in report
@@ -508,7 +534,7 @@ def test_evaluate_inception_offline_then_with_a_stand_in(generated, synth_root, 
 
     monkeypatch.setattr(evaluate, "load_inception", lambda weights, device: (channel_means, None))
     run_main(evaluate, "cdtg_evaluate", *argv, "--overwrite")
-    res = json.load(open(folder / "quality.json"))
+    res = json.loads((folder / "quality.json").read_text())
     manifest = read_manifest(str(folder))
     train = read_list(anno_path(synth_root, "train"), len(names))
 

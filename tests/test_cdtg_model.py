@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.errors import UserError
 from CDTG import original
 from CDTG.model import Discriminator, Generator
 from CDTG.sampling import image_draws
+from common.errors import UserError
 
 STYLE_DIM, NUM_CLASSES, WIDTH = 32, 5, 16
 

@@ -5,9 +5,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from CDTG.ops import (Blur, ConstantInput, Downsample, EqualConv2d, EqualLinear, FusedLeakyReLU,
-                      HaarTransform, InverseHaarTransform, ModulatedConv2d, NoiseInjection, PixelNorm,
-                      Upsample, fused_leaky_relu, make_kernel, minibatch_stddev, upfirdn2d)
+from CDTG.ops import (
+    Blur,
+    ConstantInput,
+    Downsample,
+    EqualConv2d,
+    EqualLinear,
+    FusedLeakyReLU,
+    HaarTransform,
+    InverseHaarTransform,
+    ModulatedConv2d,
+    NoiseInjection,
+    PixelNorm,
+    Upsample,
+    fused_leaky_relu,
+    make_kernel,
+    minibatch_stddev,
+    upfirdn2d,
+)
 
 
 def reference_upfirdn2d(x, kernel, up, down, pad):
@@ -287,7 +302,7 @@ def test_upsampling_layers_equal_zero_insertion_within_1e6_in_float32(layer):
         ours, ref = up, lambda t: zero_inserted_upfirdn2d(t, k, 2, 1, up.pad)
     else:  # ToRGB's skip path
         x = torch.randn(2, 12, 8, 8)
-        ours = lambda t: dwt(up(iwt(t)))  # noqa: E731
+        ours = lambda t: dwt(up(iwt(t)))
 
         def ref(t):
             bands = t.chunk(4, 1)
@@ -342,11 +357,13 @@ def test_fir_implementations_equal_reference_to_second_order(impl, up, down, pad
     x = torch.randn(2, 3, 9, 8)
     kernel = torch.tensor([1.0, -2.0, 4.0, 3.0])[:, None] * torch.tensor([2.0, 1.0, -0.5])[None, :]  # rank 1
     ref = first_and_second_order(lambda t: upfirdn2d(t, kernel, up, down, pad, impl="reference"), x,
-                                 *(torch.randn_like(upfirdn2d(x, kernel, up, down, pad)), torch.randn_like(x)))
+                                 *(torch.randn_like(upfirdn2d(x, kernel, up, down, pad)),
+                                   torch.randn_like(x)))
     torch.manual_seed(0)
     x = torch.randn(2, 3, 9, 8)
     ours = first_and_second_order(lambda t: upfirdn2d(t, kernel, up, down, pad, impl=impl), x,
-                                  *(torch.randn_like(upfirdn2d(x, kernel, up, down, pad)), torch.randn_like(x)))
+                                  *(torch.randn_like(upfirdn2d(x, kernel, up, down, pad)),
+                                    torch.randn_like(x)))
     for a, b in zip(ours, ref):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -362,7 +379,9 @@ def test_fir_depthwise_and_adjoint_match_reference_on_a_full_kernel():
             torch.testing.assert_close(upfirdn2d(x, kernel, up, down, pad, impl=impl),
                                        upfirdn2d(x, kernel, up, down, pad, impl="reference"))
         small = x[:1, :1, :4, :3].clone().requires_grad_(True)
-        assert torch.autograd.gradgradcheck(lambda t: upfirdn2d(t, kernel, up, down, pad, impl="adjoint"), (small,))
+        def adjoint(t, up=up, down=down, pad=pad):
+            return upfirdn2d(t, kernel, up, down, pad, impl="adjoint")
+        assert torch.autograd.gradgradcheck(adjoint, (small,))
 
 
 def test_fir_implementation_switch_is_per_device_and_checked():
@@ -389,8 +408,8 @@ def test_modconv_shared_equals_grouped_to_second_order(mode):
     grad_out, weights = torch.randn(out_shape), torch.randn_like(x)
     results = {}
     for impl in ("grouped", "shared"):
-        results[impl] = first_and_second_order(lambda t: conv(t, style, impl=impl), x, grad_out, weights,
-                                               extra=(conv.weight, conv.modulation.weight, style))
+        results[impl] = first_and_second_order(lambda t, impl=impl: conv(t, style, impl=impl), x, grad_out,
+                                               weights, extra=(conv.weight, conv.modulation.weight, style))
     for a, b in zip(results["shared"], results["grouped"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
@@ -399,7 +418,8 @@ def test_modconv_shared_equals_grouped_to_second_order(mode):
 def cuda_operations_on_cpu():
     """The operation implementations chosen for CUDA, applied to CPU tensors for the duration of a test."""
     from CDTG import ops
-    saved = (ops.set_fir_impl(ops._fir_impl["cuda"], "cpu"), ops.set_modconv_impl(ops._modconv_impl["cuda"], "cpu"))
+    saved = (ops.set_fir_impl(ops._fir_impl["cuda"], "cpu"),
+             ops.set_modconv_impl(ops._modconv_impl["cuda"], "cpu"))
     yield ops._fir_impl["cpu"], ops._modconv_impl["cpu"]
     ops.set_fir_impl(saved[0], "cpu")
     ops.set_modconv_impl(saved[1], "cpu")
@@ -458,8 +478,8 @@ def test_cuda_operations_run_under_bf16_autocast(cuda_operations_on_cpu):
     from CDTG.losses import path_length_penalty, r1_penalty
     from CDTG.model import Discriminator, Generator
     torch.manual_seed(0)
-    g, d = Generator(16, 16, 1, num_classes=2, max_channels=8), Discriminator(16, num_classes=2, max_channels=8,
-                                                                               label_dim=4)
+    g = Generator(16, 16, 1, num_classes=2, max_channels=8)
+    d = Discriminator(16, num_classes=2, max_channels=8, label_dim=4)
     labels = torch.tensor([0, 1])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fake, latents = g([torch.randn(2, 16)], labels, return_latents=True)

@@ -1,36 +1,38 @@
-"""CDTG training: losses against hand computations, augmentation, conditioning, one step per mode (what changes and
-what stays frozen), the CLIP path with a tiny random open_clip model, and train.py end to end: outputs, exact
-resume, an unconditional checkpoint via --ckpt, and input errors."""
+"""CDTG training: losses against hand computations, augmentation, conditioning, one step per mode (what
+changes and what stays frozen), the CLIP path with a tiny random open_clip model, and train.py end to end:
+outputs, exact resume, an unconditional checkpoint via --ckpt, and input errors."""
 import json
 import os
+import pathlib
 from types import SimpleNamespace
 
 import numpy as np
-
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 
-from common.backbones import build_classifier, build_feature_resnet
-from common.checkpoint import export_weights
-from common.clip import checkpoint_dict, load_clip, register_model_config
-from common.distributed import setup
-from common.errors import UserError
-from common.layout import read_classes
-from conftest import assert_one_line_error, call_main, free_port, run_main, run_script
-from CDTG import batches, losses, train as cdtg_train
+from CDTG import batches, losses
+from CDTG import train as cdtg_train
 from CDTG.augment import AdaptiveAugment, augment, translate
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents, load_tail_model
 from CDTG.model import Discriminator, Generator
 from CDTG.sampling import generate_class, real_images_by_class
 from CDTG.tracking import QualityTracker
 from CDTG.trainer import CDTGTrainer, StepConfig
+from common.backbones import build_classifier, build_feature_resnet
+from common.checkpoint import export_weights
+from common.clip import checkpoint_dict, load_clip, register_model_config
+from common.distributed import setup
+from common.errors import UserError
+from common.layout import read_classes
 from common.part_model import part_meta, save_part_model
+from common.samplers import ClassBalancedSampler
+from conftest import assert_one_line_error, call_main, free_port, run_main, run_script
 
 TINY = ["--size", "32", "--style-dim", "16", "--n-mlp", "1", "--max-channels", "8", "--label-dim", "8",
-        "--batch-size", "4", "--workers", "0", "--lambda-clip", "0", "--log-every", "1", "--sample-every", "2",
-        "--ckpt-every", "2", "--sample-cols", "2", "--device", "cpu"]
+        "--batch-size", "4", "--workers", "0", "--lambda-clip", "0", "--log-every", "1",
+        "--sample-every", "2", "--ckpt-every", "2", "--sample-cols", "2", "--device", "cpu"]
 CLIP_NAME = "cdtg-test-clip"
 CLIP_CFG = {"embed_dim": 16,
             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
@@ -68,17 +70,19 @@ def clip_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifier_file(synth_root, tmp_path_factory):
-    """An independent classifier over every class (random resnet18 at 32 px) as Classification/train.py exports it."""
+    """An independent classifier over every class (random resnet18 at 32 px) as Classification/train.py
+    exports it."""
     names = read_classes(synth_root)["names"]
     torch.manual_seed(0)
     path = str(tmp_path_factory.mktemp("cls") / "model_final.pt")
-    export_weights(build_classifier("resnet18", len(names), "none", verbose=False), path, arch="resnet18", names=names,
-                   img_size=32, norm="half", dataset="SYNTH")
+    export_weights(build_classifier("resnet18", len(names), "none", verbose=False), path, arch="resnet18",
+                   names=names, img_size=32, norm="half", dataset="SYNTH")
     return path
 
 
 def run_train(synth_root, tail_model_file, out, *extra):
-    argv = ["--data-root", synth_root, "--tail-model", tail_model_file, "--output-dir", str(out), *TINY, *extra]
+    argv = ["--data-root", synth_root, "--tail-model", tail_model_file, "--output-dir", str(out), *TINY,
+            *extra]
     return call_main(cdtg_train, "cdtg_train", *argv)
 
 
@@ -87,7 +91,7 @@ def run_train(synth_root, tail_model_file, out, *extra):
 
 def test_adversarial_losses_by_hand():
     real, fake = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [-1.0]])
-    sp = lambda v: torch.log1p(torch.exp(torch.tensor(v)))  # noqa: E731
+    sp = lambda v: torch.log1p(torch.exp(torch.tensor(v)))
     want_d = (sp(0.0) + sp(-2.0)) / 2 + (sp(1.0) + sp(-1.0)) / 2
     torch.testing.assert_close(losses.d_logistic_loss(real, fake), want_d)
     torch.testing.assert_close(losses.g_nonsaturating_loss(fake), (sp(-1.0) + sp(1.0)) / 2)
@@ -108,7 +112,8 @@ def test_path_length_of_a_linear_generator():
     penalty, new_mean, lengths = losses.path_length_penalty(image, latents, torch.tensor(0.0), decay=1.0)
     # J^T y = 3 y for each copy, y ~ N(0, I/(H W)) of 3 H W dims: length = 3 |y| ~ 3 sqrt(3)
     assert lengths.mean().item() == pytest.approx(3.0 * 3 ** 0.5, rel=0.05)
-    assert new_mean.item() == pytest.approx(lengths.mean().item())  # decay 1: the mean jumps to the batch mean
+    # decay 1: the mean jumps to the batch mean
+    assert new_mean.item() == pytest.approx(lengths.mean().item())
     torch.testing.assert_close(penalty, (lengths - new_mean).pow(2).mean())
 
 
@@ -122,7 +127,7 @@ def test_consistency_losses_are_cross_entropy_on_logits():
     torch.testing.assert_close(losses.classifier_consistency_loss(logits, y), F.cross_entropy(logits, y))
 
 
-# ------------------------------------------------------------------------------------------------ augmentation
+# ----------------------------------------------------------------------------------------------- augmentation
 
 
 def test_augment_p0_is_identity_and_translation_shifts():
@@ -158,7 +163,7 @@ def test_augment_is_differentiable_and_ada_moves_p():
     assert other.p == ada.p and other.calls == ada.calls
 
 
-# ------------------------------------------------------------------------------------------------ conditioning
+# ----------------------------------------------------------------------------------------------- conditioning
 
 
 def test_projection_pooling_and_fusion():
@@ -198,7 +203,8 @@ def test_tail_classifier_stays_frozen_in_eval_mode():
 def make_trainer(mode, lambda_cls=1.0, lambda_clip=0.0, clip=None, seed=0, **step_config):
     torch.manual_seed(seed)
     k = 3
-    tail = TailClassifier(build_feature_resnet("resnet18", k, "none", verbose=False), {"img_size": 32, "norm": "half"})
+    tail = TailClassifier(build_feature_resnet("resnet18", k, "none", verbose=False),
+                          {"img_size": 32, "norm": "half"})
     g = Generator(32, 16, 1, num_classes=k, max_channels=8)
     d = Discriminator(32, num_classes=k, label_dim=8, max_channels=8)
     proj = FeatureProjection(tail.feature_shape(), 16, pool=1)
@@ -236,7 +242,8 @@ def test_one_step_updates_g_d_and_only_trainable_parts(mode):
     assert "label_emb.weight" in changed(before["g"], tr.g) and "style.1.weight" in changed(before["g"], tr.g)
     assert "fusion_conv.0.weight" in changed(before["d"], tr.d)
     assert changed(before["g_ema"], tr.g_ema)  # EMA follows G
-    moved = changed(before["tail"], tr.tail)  # frozen tail model; code: train mode, BN statistics move as released
+    # frozen tail model; code: train mode, BN statistics move as released
+    moved = changed(before["tail"], tr.tail)
     assert not moved if mode == "paper" else moved and all(
         k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in moved)
     assert changed(before["P"], tr.proj) if mode == "paper" else not changed(before["P"], tr.proj)
@@ -259,7 +266,8 @@ def test_code_mode_trains_g_with_the_adversarial_loss_only():
     # L_cls logged but not back-propagated (the modes' tail features differ: train vs eval BatchNorm)
     code_no_cls = g_after_one_step("code", 0.0)
     assert all(torch.equal(code[k], code_no_cls[k]) for k in code)
-    assert any(not torch.equal(with_cls[k], adv_only[k]) for k in code)  # paper mode: L_cls changes G's update
+    # paper mode: L_cls changes G's update
+    assert any(not torch.equal(with_cls[k], adv_only[k]) for k in code)
 
 
 @pytest.mark.slow
@@ -288,7 +296,8 @@ def test_train_writes_checkpoint_samples_and_generator(synth_root, tail_model_fi
     out = tmp_path / "run"
     run_train(synth_root, tail_model_file, out, "--iter", "4", "--feature-pool", "1")
     ck = torch.load(out / "ckpt_last.pt", weights_only=False)
-    assert {"g", "d", "g_ema", "P", "P_ema", "g_optim", "d_optim", "iteration", "rng", "args", "meta"} <= set(ck)
+    assert {"g", "d", "g_ema", "P", "P_ema", "g_optim", "d_optim", "iteration", "rng", "args",
+            "meta"} <= set(ck)
     assert ck["iteration"] == 4
     meta = ck["meta"]
     assert meta["classes"] == split["tail"] and meta["names"] == [split["names"][c] for c in split["tail"]]
@@ -304,7 +313,8 @@ def test_train_writes_checkpoint_samples_and_generator(synth_root, tail_model_fi
 
 
 @pytest.mark.slow  # 7 s on the shared machine: three evaluations and three plots
-def test_quality_tracking_logs_eval_rows_and_draws_quality_png(synth_root, tail_model_file, classifier_file, tmp_path):
+def test_quality_tracking_logs_eval_rows_and_draws_quality_png(synth_root, tail_model_file, classifier_file,
+                                                               tmp_path):
     out = tmp_path / "run"
     run_train(synth_root, tail_model_file, out, "--iter", "3", "--feature-pool", "1", "--eval-every", "2",
               "--eval-classifier", classifier_file, "--eval-per-class", "3", "--eval-max-real", "4")
@@ -320,27 +330,75 @@ def test_quality_tracking_logs_eval_rows_and_draws_quality_png(synth_root, tail_
 
 def test_quality_tracking_draws_what_generate_would_and_leaves_training_alone(synth_root, tail_model_file,
                                                                               classifier_file, tmp_path):
-    split_ = json.load(open(os.path.join(synth_root, "split.json")))
+    split_ = json.loads(pathlib.Path(synth_root, "split.json").read_text())
     rt = setup("cpu")
     tail = load_tail_model(tail_model_file, rt.device)
     torch.manual_seed(0)
     g, proj = Generator(32, 16, 1, num_classes=len(split_["tail"]), max_channels=8).eval(), \
         FeatureProjection(tail.feature_shape(), 16, 1).eval()
     reals = real_images_by_class(synth_root, {0: split_["tail"][0]}, 32)
-    tracker = QualityTracker(reals, split_["tail"], tail, classifier_file, read_classes(synth_root)["names"], rt,
-                             per_class=3, r=0.05, mixing=0.9, mixing_rule="always")
+    tracker = QualityTracker(reals, split_["tail"], tail, classifier_file, read_classes(synth_root)["names"],
+                             rt, per_class=3, r=0.05, mixing=0.9, mixing_rule="always")
     seen = []
-    measure = tracker._measure
-    tracker._measure = lambda pixels: (seen.append(np.stack(pixels)), measure(pixels))[1]
+    measure = tracker.measurer.of_pixels
+    tracker.measurer.of_pixels = lambda pixels, k: (seen.append(np.stack(pixels)), measure(pixels, k))[1]
     state = torch.get_rng_state()
     tracker.evaluate(g, proj)
-    assert torch.equal(torch.get_rng_state(), state)  # training draws the same numbers with tracking on or off
+    # training draws the same numbers with tracking on or off
+    assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(0)  # generate.py: seeded once, then the classes in order
     want = []
     draw = SimpleNamespace(n_per_class=3, per_real=5, batch_size=64, seed=0, truncation=1.0, r=0.05, amp=True,
                            grid_cols=1)
     generate_class(0, reals[0], g, proj, tail, draw, rt, 0.9, "always", lambda i, p, s: want.append(p))
     assert np.array_equal(seen[0], np.stack(want))
+
+
+@pytest.mark.slow  # 5 s on the loaded machine
+def test_quality_tracking_measures_what_evaluate_py_measures(synth_root, tail_model_file, classifier_file,
+                                                            tmp_path, monkeypatch):
+    """One measurer: the images the tracker drew, saved losslessly as a generated folder, get from evaluate.py
+    the very per-class figures (and pooled FID) the tracker logs, against the same first real images."""
+    from PIL import Image
+
+    from CDTG import evaluate
+    from CDTG.manifest import MANIFEST_FORMAT, write_manifest
+    split_ = json.loads(pathlib.Path(synth_root, "split.json").read_text())
+    rt = setup("cpu")
+    tail = load_tail_model(tail_model_file, rt.device)
+    torch.manual_seed(0)
+    g, proj = Generator(32, 16, 1, num_classes=len(split_["tail"]), max_channels=8).eval(), \
+        FeatureProjection(tail.feature_shape(), 16, 1).eval()
+    labels = {0: split_["tail"][0], len(split_["tail"]) - 1: split_["tail"][-1]}
+    reals, names = real_images_by_class(synth_root, labels, 32), read_classes(synth_root)["names"]
+    tracker = QualityTracker(reals, split_["tail"], tail, classifier_file, names, rt, per_class=4, r=0.05,
+                             mixing=0.9, mixing_rule="always", max_real=5)
+    drawn = []
+    measure = tracker.measurer.of_pixels
+    tracker.measurer.of_pixels = lambda pixels, k: (drawn.append(pixels), measure(pixels, k))[1]
+    rows, overall = tracker.measure(g, proj)
+    folder = tmp_path / "gen"
+    for (k, cid), pixels in zip(labels.items(), drawn):
+        (folder / str(cid)).mkdir(parents=True)
+        for i, p in enumerate(pixels):
+            Image.fromarray(p).save(folder / str(cid) / f"{i:05d}.png")
+    classes = [{"class_id": cid, "tail_label": k, "folder": str(cid), "count": 4}
+               for k, cid in labels.items()]
+    write_manifest(str(folder), {"format": MANIFEST_FORMAT, "data_root": synth_root, "checkpoint": None,
+                                 "tail_model": tail_model_file, "r": 0.05, "size": 32, "clip": None,
+                                 "classes": classes})
+    monkeypatch.setattr(evaluate, "load_lpips", lambda net, device: (None, "unavailable: not in this test"))
+    call_main(evaluate, "cdtg_evaluate", "--generated", folder, "--classifier", classifier_file,
+              "--workers", "0", "--device", "cpu", "--max-per-class", "5", "--kid-subsets", "2")
+    res = json.loads((folder / "quality.json").read_text())
+    want_real = [min(5, split_["train_counts"][c]) for c in labels.values()]  # the last class has 4
+    assert [c["n_real"] for c in res["per_class"]] == want_real
+    for mine, theirs in zip(rows, res["per_class"]):
+        assert {k: v for k, v in theirs.items() if k in mine} == mine
+        assert {"fid", "feature_diversity", "real_feature_diversity", "classifier_consistency"} <= set(mine)
+    assert overall["pooled_fid"] == res["overall"]["pooled_fid"] and overall["fid"] == res["overall"]["fid"]
+    row = tracker.evaluate(g, proj)
+    assert (row["eval_fid"], row["eval_classifier"]) == (overall["fid"], overall["classifier_consistency"])
 
 
 def test_quality_tracking_needs_a_classifier(synth_root, tail_model_file, tmp_path):
@@ -357,7 +415,8 @@ def test_code_mode_saves_the_fixed_projection_and_logs_clip(synth_root, tail_mod
               "--clip-prompt", "a photo of {article} {name}")
     assert all(r["clip"] > 0 and r["cls"] > 0 for r in read_metrics(out))  # logged, not back-propagated
     ck = torch.load(out / "ckpt_last.pt", weights_only=False)
-    assert ck["meta"]["clip"] == {"model": CLIP_NAME, "pretrained": clip_file, "prompt": "a photo of {article} {name}"}
+    assert ck["meta"]["clip"] == {"model": CLIP_NAME, "pretrained": clip_file,
+                                  "prompt": "a photo of {article} {name}"}
     torch.testing.assert_close(ck["P"]["linear.weight"], ck["P_ema"]["linear.weight"])
     final = torch.load(out / "generator.pt", weights_only=False)
     torch.testing.assert_close(final["P_ema"]["linear.weight"], ck["P"]["linear.weight"])
@@ -365,8 +424,8 @@ def test_code_mode_saves_the_fixed_projection_and_logs_clip(synth_root, tail_mod
 
 @pytest.mark.slow
 def test_resume_is_bit_identical(synth_root, tail_model_file, tmp_path):
-    extra = ["--iter", "4", "--d-reg-every", "2", "--g-reg-every", "3", "--hflip", "--augment", "--ada-every", "1",
-             "--ada-length", "100", "--ada-target", "-1"]
+    extra = ["--iter", "4", "--d-reg-every", "2", "--g-reg-every", "3", "--hflip", "--augment",
+             "--ada-every", "1", "--ada-length", "100", "--ada-target", "-1"]
     full, part = tmp_path / "full", tmp_path / "part"
     run_train(synth_root, tail_model_file, full, *extra)
     run_train(synth_root, tail_model_file, part, *extra, "--stop-after", "2")
@@ -378,7 +437,7 @@ def test_resume_is_bit_identical(synth_root, tail_model_file, tmp_path):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
     assert a["augment"]["p"] == b["augment"]["p"] and a["augment"]["p"] > 0
     assert torch.equal(a["mean_path_length"], b["mean_path_length"])
-    without_time = lambda rows: [{k: v for k, v in r.items() if k != "sec_per_iter"} for r in rows]  # noqa: E731
+    without_time = lambda rows: [{k: v for k, v in r.items() if k != "sec_per_iter"} for r in rows]
     assert without_time(read_metrics(full)) == without_time(read_metrics(part))
 
 
@@ -390,8 +449,8 @@ def test_two_process_resume_equals_the_uninterrupted_run(synth_root, tail_model_
     extra = ["--iter", "4", "--d-reg-every", "2", "--g-reg-every", "2", "--batch-size", "2"]
 
     def torchrun(out, *more):
-        argv = ["--data-root", synth_root, "--tail-model", tail_model_file, "--output-dir", str(out), *TINY, *extra,
-                *more]
+        argv = ["--data-root", synth_root, "--tail-model", tail_model_file, "--output-dir", str(out), *TINY,
+                *extra, *more]
         run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                    "CDTG/train.py", *argv)
 
@@ -413,14 +472,15 @@ def test_unconditional_swagan_checkpoint_via_ckpt(synth_root, tail_model_file, s
     torch.manual_seed(5)
     g = Generator(32, 16, 1, num_classes=1, max_channels=8)
     d = Discriminator(32, num_classes=1, label_dim=8, max_channels=8)
-    strip = lambda sd: {k: v for k, v in sd.items() if not k.startswith(("label_emb", "fusion_conv"))}  # noqa: E731
+    strip = lambda sd: {k: v for k, v in sd.items() if not k.startswith(("label_emb", "fusion_conv"))}
     path = tmp_path / "200000.pt"  # the file name must not set the iteration
     torch.save({"g": strip(g.state_dict()), "d": strip(d.state_dict()), "g_ema": strip(g.state_dict())}, path)
     out = tmp_path / "run"
     run_train(synth_root, tail_model_file, out, "--iter", "2", "--ckpt", str(path), "--lr", "0")
     ck = torch.load(out / "ckpt_last.pt", weights_only=False)
     assert ck["iteration"] == 2 and [r["iter"] for r in read_metrics(out)] == [1, 2]
-    torch.testing.assert_close(ck["g"]["input.input"], g.state_dict()["input.input"])  # lr 0: still the file's
+    # lr 0: still the file's
+    torch.testing.assert_close(ck["g"]["input.input"], g.state_dict()["input.input"])
     torch.testing.assert_close(ck["d"]["convs.0.conv1.0.weight"], d.state_dict()["convs.0.conv1.0.weight"])
     assert ck["g"]["label_emb.weight"].shape == (len(split["tail"]), 16)
 
@@ -437,15 +497,15 @@ def test_input_errors(synth_root, tail_model_file, tmp_path):
     run_train(synth_root, tail_model_file, tmp_path / "b", "--iter", "1")
     with pytest.raises(UserError, match=r"--resume with other settings .*--style-dim 32 \(the run has 16\)"):
         run_train(synth_root, tail_model_file, tmp_path / "b", "--iter", "2", "--resume", "--style-dim", "32")
-    proc = run_main(cdtg_train, "cdtg_train", "--data-root", synth_root, "--tail-model", tmp_path / "missing.pt",
-                    *TINY, check=False)
+    proc = run_main(cdtg_train, "cdtg_train", "--data-root", synth_root, "--tail-model",
+                    tmp_path / "missing.pt", *TINY, check=False)
     assert_one_line_error(proc, "missing.pt", "does not exist")
 
 
 @pytest.mark.slow
 def test_command_line_error_is_one_line_and_exit_2(synth_root, tmp_path):
-    proc = run_script("CDTG/train.py", "--data-root", synth_root, "--tail-model", str(tmp_path / "missing.pt"),
-                      *TINY, check=False)
+    proc = run_script("CDTG/train.py", "--data-root", synth_root, "--tail-model",
+                      str(tmp_path / "missing.pt"), *TINY, check=False)
     assert_one_line_error(proc, "missing.pt", "does not exist")
 
 
@@ -460,8 +520,9 @@ def test_class_balanced_batches_even_out_the_classes_and_resume_exactly():
 
 
 def test_batch_samplers_draw_the_pinned_batches():
-    """The batches of a few seeds, ranks and start points as the samplers drew them when they lived in train.py:
-    a resumed run of an older checkpoint sees the batches its first part would have."""
+    """The batches of a few seeds, ranks and start points as the samplers draw them: a resumed run of an older
+    checkpoint sees the batches its first part would have (the shuffle and class groups as since they lived in
+    train.py; the class-balanced batches since they are common.samplers' draws)."""
     labels = [0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 0, 1, 0, 0]
 
     def take(sampler, n):
@@ -471,9 +532,14 @@ def test_batch_samplers_draw_the_pinned_batches():
         [[5, 10, 9, 13], [4, 11, 14, 7], [5, 1, 6, 8]]
     assert take(batches.EndlessBatches(len(labels), 3, seed=5, rank=1, world=2), 3) == \
         [[3, 1, 0], [10, 9, 13], [8, 7, 15]]
+    # class-balanced: batch b is epoch b of common.samplers' sampler, B x world draws long (until 2026-12-04 a
+    # torch multinomial of its own, whose batches were [[8, 11, 11, 4], [6, 3, 11, 11], [13, 0, 14, 9]] here)
     assert take(batches.BalancedBatches(labels, 4, seed=5, start=2), 3) == \
-        [[8, 11, 11, 4], [6, 3, 11, 11], [13, 0, 14, 9]]
-    assert take(batches.BalancedBatches(labels, 3, seed=5, rank=1, world=2), 2) == [[10, 11, 9], [10, 10, 11]]
+        [[11, 12, 9, 7], [11, 9, 6, 1], [10, 8, 15, 0]]
+    assert take(batches.BalancedBatches(labels, 3, seed=5, rank=1, world=2), 2) == [[11, 11, 9], [11, 6, 9]]
+    one = ClassBalancedSampler(labels, seed=5, rank=1, world_size=2, num_samples=6)
+    one.set_epoch(1)
+    assert list(one) == [11, 6, 9]
     assert take(batches.ClassGroupedBatches(labels, 8, seed=5, start=1), 2) == \
         [[8, 3, 7, 12, 6, 4, 13, 14], [4, 10, 3, 10, 12, 10, 1, 9]]
 
@@ -514,7 +580,8 @@ def test_class_grouped_batches_put_one_class_in_each_stddev_group():
     drawn = [b for b, _ in zip(sampler, range(200))]
     for b in drawn:
         classes = [labels[i] for i in b]
-        # minibatch_stddev groups samples n, n + 2, n + 4, n + 6: each group one class, the two groups two classes
+        # minibatch_stddev groups samples n, n + 2, n + 4, n + 6: each group one class, the two groups two
+        # classes
         assert len({classes[n] for n in (0, 2, 4, 6)}) == 1 and len({classes[n] for n in (1, 3, 5, 7)}) == 1
         assert classes[0] != classes[1]
         if classes[0] in (0, 1, 3):  # classes with 4 images or more: no image twice in a group
@@ -532,7 +599,8 @@ def test_normalised_projection_has_the_noise_norm_and_is_saved_in_its_config():
     out = proj(torch.randn(5, 8, 4, 4))
     torch.testing.assert_close(out.norm(dim=1), torch.full((5,), 4.0))  # sqrt(16), E|n| of 16-d noise
     assert proj.config()["normalise"] is True
-    assert "normalise" not in FeatureProjection((8, 4, 4), 16, pool=2).config()  # older generator files read alike
+    # older generator files read alike
+    assert "normalise" not in FeatureProjection((8, 4, 4), 16, pool=2).config()
 
 
 def test_mode_seeking_loss_by_hand():

@@ -8,13 +8,13 @@ import torch
 from Classification import train as classification_train
 from conftest import assert_one_line_error, free_port, run_main, run_script
 
-TINY = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
-        "--lr-drop-epochs", "2", "--device", "cpu"]
+TINY = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16",
+        "--workers", "0", "--lr-drop-epochs", "2", "--device", "cpu"]
 
 
 def train(synth_root, out, *extra, check=True):
-    return run_main(classification_train, "classification", "--data-root", synth_root, "--output-dir", out, *TINY,
-                    *extra, check=check)
+    return run_main(classification_train, "classification", "--data-root", synth_root, "--output-dir", out,
+                    *TINY, *extra, check=check)
 
 
 def metrics(out):
@@ -30,15 +30,15 @@ def test_train_loss_drops_and_report(synth_root, tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert rows[2]["lr"] == rows[0]["lr"] * 0.1
-    res = json.load(open(out / "results.json"))
+    res = json.loads((out / "results.json").read_text())
     assert {"oa", "macro_f1", "head_acc", "tail_acc"} <= set(res)
     assert sum(map(sum, res["confusion_matrix"])) == 40
     for f in ("confusion_matrix.png", "acc_vs_count.png", "args.yaml", "meta.json", "model_final.pt"):
         assert (out / f).is_file(), f
     # test.py on the exported weights reproduces the final evaluation, from inside Classification/
-    proc = run_script("Classification/test.py", "--weights", str(out / "model_final.pt"), "--data-root", synth_root,
-                      "--workers", "0", "--output-dir", str(tmp_path / "eval"), "--device", "cpu")
-    again = json.load(open(tmp_path / "eval" / "results.json"))
+    proc = run_script("Classification/test.py", "--weights", str(out / "model_final.pt"), "--data-root",
+                      synth_root, "--workers", "0", "--output-dir", str(tmp_path / "eval"), "--device", "cpu")
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert again["confusion_matrix"] == res["confusion_matrix"]
     assert "tail_acc" in proc.stdout
 
@@ -72,11 +72,13 @@ def test_command_line_error_is_one_line_and_exit_2(tmp_path):
 
 
 def test_bad_input_errors(synth_root, tmp_path):
-    proc = run_main(classification_train, "classification", "--data-root", tmp_path / "nowhere", *TINY, check=False)
+    proc = run_main(classification_train, "classification", "--data-root", tmp_path / "nowhere", *TINY,
+                    check=False)
     assert_one_line_error(proc, "nowhere", "does not exist")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("classification:\n  epoch: 3\n")
-    proc = run_main(classification_train, "classification", "--config", cfg, "--data-root", synth_root, check=False)
+    proc = run_main(classification_train, "classification", "--config", cfg, "--data-root", synth_root,
+                    check=False)
     assert_one_line_error(proc, "unknown key 'epoch'", "c.yaml")
     lst = tmp_path / "extra.txt"
     lst.write_text("0/00000.jpg 0\n0/not_there.jpg 0\n")
@@ -92,10 +94,11 @@ def test_bad_input_errors(synth_root, tmp_path):
 def test_ddp_two_cpu_processes(synth_root, tmp_path):
     out = tmp_path / "ddp"
     run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-               "Classification/train.py", "--data-root", synth_root, "--output-dir", str(out), *TINY, "--epochs", "2")
+               "Classification/train.py", "--data-root", synth_root, "--output-dir", str(out), *TINY,
+               "--epochs", "2")
     rows = metrics(out)
     assert [r["epoch"] for r in rows] == [0, 1]  # written once, by rank 0
-    res = json.load(open(out / "results.json"))
+    res = json.loads((out / "results.json").read_text())
     assert sum(map(sum, res["confusion_matrix"])) == 40  # each test image counted exactly once
 
 

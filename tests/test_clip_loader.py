@@ -85,15 +85,18 @@ def test_torchscript_archive(tmp_path, original, inputs):
 
 @pytest.fixture(scope="module")
 def hf_model():
-    """A randomly initialised tiny transformers.CLIPModel of TINY_CFG's architecture, every tensor made distinctive
-    (LayerNorms start at 1/0, biases at 0, so that a swapped name would otherwise go unnoticed)."""
+    """A randomly initialised tiny transformers.CLIPModel of TINY_CFG's architecture, every tensor made
+    distinctive (LayerNorms start at 1/0, biases at 0, so that a swapped name would otherwise go
+    unnoticed)."""
     from transformers import CLIPConfig, CLIPModel
     config = CLIPConfig(
         projection_dim=32,
-        vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8, hidden_act="quick_gelu"),
-        text_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                         max_position_embeddings=32, vocab_size=49408, hidden_act="quick_gelu"))
+        vision_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8,
+                       "hidden_act": "quick_gelu"},
+        text_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 32, "vocab_size": 49408,
+                     "hidden_act": "quick_gelu"})
     torch.manual_seed(2)
     model = CLIPModel(config).eval()
     with torch.no_grad():
@@ -119,8 +122,10 @@ def assert_same_as_transformers(bundle, hf_model, images):
         assert torch.allclose(got_img, want_img, rtol=0, atol=1e-5), (got_img - want_img).abs().max()
         assert torch.allclose(got_txt, want_txt, rtol=0, atol=1e-5), (got_txt - want_txt).abs().max()
         normalised = torch.nn.functional.normalize
-        assert torch.allclose(clip_lib.image_features(bundle, images), normalised(want_img, dim=-1), atol=1e-5)
-    assert torch.allclose(clip_lib.encode_text_prompts(bundle, PROMPTS), normalised(want_txt, dim=-1), atol=1e-5)
+        assert torch.allclose(clip_lib.image_features(bundle, images), normalised(want_img, dim=-1),
+                              atol=1e-5)
+    assert torch.allclose(clip_lib.encode_text_prompts(bundle, PROMPTS), normalised(want_txt, dim=-1),
+                          atol=1e-5)
     assert clip_lib.logit_scale(bundle) == pytest.approx(float(torch.tensor(3.0).exp()))
 
 

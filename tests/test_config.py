@@ -2,7 +2,8 @@ import argparse
 
 import pytest
 
-from common.config import add_config_arg, resolve_args as parse_args
+from common.config import add_config_arg
+from common.config import resolve_args as parse_args
 from common.errors import UserError
 
 
@@ -41,7 +42,8 @@ def test_dashed_keys_and_missing_section(tmp_path):
 
 def test_unknown_key_names_key_and_file(tmp_path):
     cfg = write(tmp_path, "classification:\n  learning_rate: 0.1\n")
-    with pytest.raises(UserError, match=r"unknown key 'learning_rate' in section 'classification' of .*c\.yaml"):
+    with pytest.raises(UserError,
+                       match=r"unknown key 'learning_rate' in section 'classification' of .*c\.yaml"):
         parse_args(parser(), "classification", ["--config", cfg])
 
 
@@ -90,14 +92,15 @@ def test_missing_or_cyclic_base_is_one_line(tmp_path):
     child.write_text("base: nope.yaml\nclassification:\n  lr: 1\n")
     with pytest.raises(UserError) as e:
         parse_args(parser(), "classification", ["--config", str(child)])
-    assert str(e.value) == (f"config file {child}: its base {tmp_path / 'nope.yaml'} does not exist; `base:` is a "
-                            f"path relative to the file that names it")
+    assert str(e.value) == (f"config file {child}: its base {tmp_path / 'nope.yaml'} does not exist; `base:` "
+                            f"is a path relative to the file that names it")
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     (tmp_path / "b.yaml").write_text("base: ./a.yaml\n")
     with pytest.raises(UserError) as e:
         parse_args(parser(), "classification", ["--config", str(tmp_path / "a.yaml")])
-    assert str(e.value) == (f"config file {tmp_path / 'b.yaml'}: its base {tmp_path / 'a.yaml'} is already in the "
-                            f"chain {tmp_path / 'a.yaml'} -> {tmp_path / 'b.yaml'}; a base cannot lead back to itself")
+    assert str(e.value) == (f"config file {tmp_path / 'b.yaml'}: its base {tmp_path / 'a.yaml'} is already "
+                            f"in the chain {tmp_path / 'a.yaml'} -> {tmp_path / 'b.yaml'}; a base cannot "
+                            "lead back to itself")
     (tmp_path / "self.yaml").write_text("base: [x]\n")
     with pytest.raises(UserError, match=r"`base:` must be the path of another config file, got \['x'\]"):
         parse_args(parser(), "classification", ["--config", str(tmp_path / "self.yaml")])
@@ -106,11 +109,13 @@ def test_missing_or_cyclic_base_is_one_line(tmp_path):
 def test_a_bad_key_in_a_base_names_the_base(tmp_path):
     (tmp_path / "a.yaml").write_text("classification:\n  learning_rate: 1\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
-    with pytest.raises(UserError, match=r"unknown key 'learning_rate' in section 'classification' of .*a\.yaml"):
+    with pytest.raises(UserError,
+                       match=r"unknown key 'learning_rate' in section 'classification' of .*a\.yaml"):
         parse_args(parser(), "classification", ["--config", str(tmp_path / "b.yaml")])
 
 
-# the six upstream DSVA scripts: (split, setting, seed, proposal start epoch, gamma, group lasso, prototype lasso)
+# the six upstream DSVA scripts: (split, setting, seed, proposal start epoch, gamma, group lasso, prototype
+# lasso)
 RSSDIVCS_EXPERIMENTS = {"zsl_61": ("61", "zsl", 4702, None, 1e-4, 0.0, 0.0),
                         "zsl_52": ("52", "zsl", 3866, -1, 1e-4, 0.0, 0.0),
                         "zsl_43": ("43", "zsl", 3982, -1, 1e-4, 0.0, 0.0),
@@ -131,6 +136,7 @@ def test_rssdivcs_experiment_configs(name):
     assert (a.split, a.setting, a.seed, a.proposal_start_epoch, a.gamma, a.regular, a.l_regular) == \
         RSSDIVCS_EXPERIMENTS[name]
     assert a.name == name
-    shared = (a.dataset, a.data_root, a.clip_pretrained, a.epochs, a.ways, a.shots, a.batches_per_epoch, a.l_attri)
+    shared = (a.dataset, a.data_root, a.clip_pretrained, a.epochs, a.ways, a.shots, a.batches_per_epoch,
+              a.l_attri)
     assert shared == ("rssdivcs", "data/rssdivcs/RSSDIVCS", "flax-community/clip-rsicd", 30, 8, 3, 300, 8e-2)
     assert sorted(f[:-5] for f in os.listdir(os.path.dirname(path))) == sorted(RSSDIVCS_EXPERIMENTS)

@@ -9,8 +9,8 @@ import sys
 import pytest
 from PIL import Image, ImageDraw
 
-from data.chips import CLIPPED, DEGENERATE, OUTSIDE, clip_box
 from common.config import parse_args
+from data.chips import CLIPPED, DEGENERATE, OUTSIDE, clip_box
 from data.dior import prepare as dior
 from data.dota import prepare as dota
 from data.fgsc23 import prepare as fgsc23
@@ -28,7 +28,7 @@ def convert(module, stage, *argv):
 
 def run_script(name, *argv):
     return subprocess.run([sys.executable, os.path.join(REPO, "data", name, "prepare.py"), *map(str, argv)],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+                          capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
 
 
 def assert_one_line_error(result, *fragments):
@@ -163,16 +163,16 @@ def test_dior_errors(tmp_path):
 # ---------------------------------------------------------------- DOTA
 
 DOTA_LABELS = {  # (split folder, image name): (image size, mode, labelTxt)
-    ("train", "P0001"): ((50, 40), "RGB", "imagesource:GoogleEarth\ngsd:0.146343590398\n"
-                                          "2 3 12 3 12 10 2 10 plane 0\n"
-                                          "10.5 5.2 20.5 5.2 20.5 15.7 10.5 15.7 ship 1\n"
-                                          "40 30 60 30 60 50 40 50 large-vehicle 0\n"
-                                          "5 5 5 5 5 5 5 5 small-vehicle 0\n"
-                                          "1 1 4 1 4 4 1 4 container-crane 0\n"),
-    ("train", "P0002"): ((50, 40), "L", "70 70 80 70 80 80 70 80 harbor 0\n"
-                                        "20 0 30 10 20 20 10 10 roundabout 0\n"),
-    ("val", "P0003"): ((30, 30), "RGBA", "imagesource:GoogleEarth\ngsd:null\n"
-                                         "0 0 6 0 6 9 0 9 tennis-court 0\n"),
+    ("train", "P0001"): ((50, 40), "RGB", ("imagesource:GoogleEarth\ngsd:0.146343590398\n"
+                                           "2 3 12 3 12 10 2 10 plane 0\n"
+                                           "10.5 5.2 20.5 5.2 20.5 15.7 10.5 15.7 ship 1\n"
+                                           "40 30 60 30 60 50 40 50 large-vehicle 0\n"
+                                           "5 5 5 5 5 5 5 5 small-vehicle 0\n"
+                                           "1 1 4 1 4 4 1 4 container-crane 0\n")),
+    ("train", "P0002"): ((50, 40), "L", ("70 70 80 70 80 80 70 80 harbor 0\n"
+                                         "20 0 30 10 20 20 10 10 roundabout 0\n")),
+    ("val", "P0003"): ((30, 30), "RGBA", ("imagesource:GoogleEarth\ngsd:null\n"
+                                          "0 0 6 0 6 9 0 9 tennis-court 0\n")),
 }
 
 
@@ -266,10 +266,11 @@ def test_fgsc23_stratified_split(tmp_path, capsys):
         (out / "test/0/0000.jpg").read_bytes() == (raw / "0-aircraft carrier/0000.jpg").read_bytes()
     assert "stratified split with --test-ratio 0.2 --seed 0" in capsys.readouterr().out
 
-    again = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", tmp_path / "again", "--num-classes", 3)
+    again = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", tmp_path / "again",
+                    "--num-classes", 3)
     assert again.entries == chips.entries
-    other = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", tmp_path / "other", "--num-classes", 3,
-                    "--seed", 1)
+    other = convert(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", tmp_path / "other",
+                    "--num-classes", 3, "--seed", 1)
     assert other.counts == chips.counts and other.entries != chips.entries
 
 
@@ -291,8 +292,10 @@ def test_fgsc23_errors(tmp_path):
                           "FGSC-23 folder", "does not exist")
     raw = tmp_path / "raw"
     write_fgsc(raw, {"0": (1, "jpg"), "1": (1, "jpg")})
-    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--output-dir", tmp_path / "out", "--num-classes", 3),
+    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--output-dir", tmp_path / "out",
+                                     "--num-classes", 3),
                           "expected class folders 0..2; missing [2]")
     os.makedirs(raw / "train")
-    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--output-dir", tmp_path / "out", "--num-classes", 2),
+    assert_one_line_error(run_script("fgsc23", "--raw", raw, "--output-dir", tmp_path / "out",
+                                     "--num-classes", 2),
                           "FGSC-23 test folder", "does not exist")

@@ -1,4 +1,5 @@
-"""--report-to tensorboard: every metrics.jsonl row mirrored as TensorBoard scalars; metrics.jsonl stays the record."""
+"""--report-to tensorboard: every metrics.jsonl row mirrored as TensorBoard scalars; metrics.jsonl stays the
+record."""
 import json
 import sys
 
@@ -10,8 +11,8 @@ from common import rundir
 from common.dashboard import TensorBoard
 from conftest import assert_one_line_error, run_main
 
-TINY = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
-        "--lr-drop-epochs", "1", "--device", "cpu"]
+TINY = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers",
+        "0", "--lr-drop-epochs", "1", "--device", "cpu"]
 
 
 def scalars(folder) -> dict:
@@ -45,9 +46,10 @@ def test_classification_run_mirrors_metrics_to_tensorboard(synth_root, tmp_path)
 def test_report_to_tensorboard_without_the_package_is_one_line(synth_root, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` then raises ImportError
     out = tmp_path / "run"
-    proc = run_main(classification_train, "classification", "--data-root", synth_root, "--output-dir", out, *TINY,
-                    "--epochs", "1", "--report-to", "tensorboard", check=False)
-    assert_one_line_error(proc, "--report-to tensorboard needs the tensorboard package", "pip install tensorboard")
+    proc = run_main(classification_train, "classification", "--data-root", synth_root, "--output-dir", out,
+                    *TINY, "--epochs", "1", "--report-to", "tensorboard", check=False)
+    assert_one_line_error(proc, "--report-to tensorboard needs the tensorboard package",
+                          "pip install tensorboard")
     assert not out.exists()  # refused before the run folder was made
 
 
@@ -60,7 +62,8 @@ def test_resume_drops_the_rows_and_steps_after_the_checkpoint(tmp_path):
     log.close()
     log = rundir.MetricsLog(str(tmp_path), report_to="tensorboard")
     log.truncate_after(2, key="iter")
-    assert [json.loads(line)["iter"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iter"] for line in rows] == [1, 2]
     log.write(iter=3, g_loss=30.0)
     log.close()
     assert [json.loads(line)["g_loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == \
@@ -72,7 +75,8 @@ def test_truncate_after_epoch_keeps_rows_without_the_key_and_skips_broken_lines(
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"epoch": 0}\n{"note": 1}\n{"epoch": 1}\n{"epoch": 2}\n{"epo')
     rundir.MetricsLog(str(tmp_path)).truncate_after(1)
-    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"epoch": 0}, {"note": 1}, {"epoch": 1}]
+    assert [json.loads(line) for line in path.read_text().splitlines()] == \
+        [{"epoch": 0}, {"note": 1}, {"epoch": 1}]
     rundir.MetricsLog(str(tmp_path), enabled=False).truncate_after(0)  # not the main process: leaves it alone
     assert len(path.read_text().splitlines()) == 3
 

@@ -1,4 +1,5 @@
 """The embedded data set, the processed layout readers, split.json, and their errors."""
+import itertools
 import json
 import os
 
@@ -19,7 +20,7 @@ def test_long_tail_counts_formula():
     counts = long_tail_counts(500, 100, 12)
     assert counts[0] == 500 and counts[-1] == 5
     assert counts[5] == round(500 * 100 ** (-5 / 11))
-    assert all(a > b for a, b in zip(counts, counts[1:]))
+    assert all(a > b for a, b in itertools.pairwise(counts))
 
 
 def test_synthetic_layout_and_metadata(synth_root, classes_json):
@@ -49,8 +50,8 @@ def test_synthetic_layout_and_metadata(synth_root, classes_json):
 
 def test_synthetic_is_deterministic(tmp_path):
     for out in ("a", "b"):
-        run_script("data/synthetic/prepare.py", "--output-dir", str(tmp_path / out), "--classes", "10", "--n-max", "6",
-                   "--n-test", "1", "--size", "16")
+        run_script("data/synthetic/prepare.py", "--output-dir", str(tmp_path / out), "--classes", "10",
+                   "--n-max", "6", "--n-test", "1", "--size", "16")
     for rel in ("anno/SYNTH_train.txt", "classes.json", "captions.jsonl", "train/0/00000.jpg"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     proc = run_script("data/synthetic/prepare.py", "--output-dir", str(tmp_path / "a"), check=False)
@@ -125,7 +126,8 @@ def test_image_list_label_map_and_absolute_paths(tmp_path):
 def test_image_list_of_items_with_several_transforms(tmp_path, capsys):
     image_dir, _ = _image_list_root(tmp_path)
     ok, bad = os.path.join(image_dir, "0", "ok.jpg"), os.path.join(image_dir, "0", "bad.jpg")
-    ds = ImageList(items=[(ok, 4), (bad, 5)], transform={"size": lambda im: im.size, "mode": lambda im: im.mode})
+    ds = ImageList(items=[(ok, 4), (bad, 5)],
+                   transform={"size": lambda im: im.size, "mode": lambda im: im.mode})
     assert ds.targets == [4, 5]
     images, label = ds[0]
     assert images == {"size": (8, 8), "mode": "RGB"} and int(label) == 4

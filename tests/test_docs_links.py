@@ -1,4 +1,5 @@
-"""Every relative link, image path and anchor in README.md and docs/*.md resolves (GitHub's rules for anchors)."""
+"""Every relative link, image path and anchor in README.md and docs/*.md resolves (GitHub's rules for
+anchors)."""
 import glob
 import os
 import re

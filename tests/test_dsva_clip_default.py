@@ -64,7 +64,7 @@ def test_offline_hub_id_is_one_line_saying_where_to_put_the_folder(tmp_path, mon
         clip_lib.load_clip("ViT-B-32", PAPER_CLIP)
     message = str(e.value)
     assert "\n" not in message
-    assert message == (f"CLIP {PAPER_CLIP} is not in {tmp_path / 'checkpoints' / 'clip-rsicd'} and could not be "
-                       f"downloaded from the Hugging Face Hub ([Errno -2] Name or service not known; no network?); "
-                       f"put its folder (config.json and pytorch_model.bin or model.safetensors) at "
-                       f"{tmp_path / 'checkpoints' / 'clip-rsicd'}, or pass another --clip-pretrained")
+    assert message == (f"CLIP {PAPER_CLIP} is not in {tmp_path / 'checkpoints' / 'clip-rsicd'} and could not "
+                       "be downloaded from the Hugging Face Hub ([Errno -2] Name or service not known; no "
+                       "network?); put its folder (config.json and pytorch_model.bin or model.safetensors) "
+                       f"at {tmp_path / 'checkpoints' / 'clip-rsicd'}, or pass another --clip-pretrained")

@@ -154,7 +154,7 @@ def test_attribute_files(tmp_path):
     assert np.array_equal(load_attributes(str(tmp_path / "a.mat"), NAMES)[0], m)
     (tmp_path / "a.json").write_text(json.dumps({"classes": NAMES, "attributes": ["x", "y"],
                                                  "groups": {"g": ["y"]}, "matrix": m.tolist()}))
-    matrix, names, groups = load_attributes(str(tmp_path / "a.json"), NAMES)
+    _matrix, names, groups = load_attributes(str(tmp_path / "a.json"), NAMES)
     assert names == ["x", "y"] and groups == {"g": [1]}
     with pytest.raises(UserError, match="another order"):
         load_attributes(str(tmp_path / "a.json"), NAMES[::-1])
@@ -202,27 +202,28 @@ def test_train_and_convert_on_rssdivcs_release(rssdivcs, tmp_path):
     from DSVA import annotate, train
 
     root, att = rssdivcs
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 16, "layers": 1, "width": 16, "patch_size": 8, "head_width": 8},
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": 16, "layers": 1, "width": 16, "patch_size": 8, "head_width": 8},
            "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
     register_model_config("dsva-test-micro", cfg)
     with quiet_open_clip():
         clip = open_clip.create_model("dsva-test-micro")
     atomic_save(checkpoint_dict(clip, "dsva-test-micro", cfg), str(tmp_path / "clip.pt"))
     out = tmp_path / "run"
-    argv = ["--dataset", "rssdivcs", "--data-root", str(root), "--split", "43", "--clip-model", "dsva-test-micro",
-            "--clip-pretrained", str(tmp_path / "clip.pt"), "--epochs", "1", "--batches-per-epoch", "2", "--ways", "3",
-            "--shots", "2", "--workers", "0", "--device", "cpu", "--proposal-start-epoch", "-1", "--l-regular", "1e-3",
-            "--output-dir", str(out)]
+    argv = ["--dataset", "rssdivcs", "--data-root", str(root), "--split", "43", "--clip-model",
+            "dsva-test-micro", "--clip-pretrained", str(tmp_path / "clip.pt"), "--epochs", "1",
+            "--batches-per-epoch", "2", "--ways", "3", "--shots", "2", "--workers", "0", "--device", "cpu",
+            "--proposal-start-epoch", "-1", "--l-regular", "1e-3", "--output-dir", str(out)]
     train.main(parse_args(train.get_args_parser(), "dsva", argv))
     ck = torch.load(out / "model_final.pt", weights_only=False)
     assert ck["attribute_groups"] == {"functions": [0, 1], "materials": [2], "surface_properties": [3, 4]}
     assert np.array_equal(np.asarray(ck["class_attributes"]), att.T)
-    res = json.load(open(out / "results.json"))
+    res = json.loads((out / "results.json").read_text())
     assert res["unseen"] == ["harbor"] and "proposal" in res["last"]["all_branches"]
     conv = tmp_path / "converted"
     annotate.main(parse_args(annotate.get_args_parser(), "dsva_annotate", [
         "--from-mat", str(root / "files" / "ann_attr_finetune_43_splits.mat"),
         "--attribute-groups", str(root / "files" / "attri_group_3.json"), "--output-dir", str(conv)]))
-    doc = json.load(open(conv / "attributes.json"))
+    doc = json.loads((conv / "attributes.json").read_text())
     assert doc["classes"] == NAMES and list(doc["groups"]) == ["functions", "materials", "surface_properties"]
     assert np.array_equal(np.asarray(doc["matrix"]), att.T)

@@ -8,10 +8,23 @@ import torch
 import torch.nn.functional as F
 
 from common.clip import quiet_open_clip, register_model_config
-from DSVA.evaluate import (calibrated_stacking, gzsl_predict, harmonic_mean, per_class_mean_accuracy, zsl_gzsl,
-                           zsl_predict)
+from DSVA.evaluate import (
+    calibrated_stacking,
+    gzsl_predict,
+    harmonic_mean,
+    per_class_mean_accuracy,
+    zsl_gzsl,
+    zsl_predict,
+)
 from DSVA.losses import LossWeights, attention_concentration, class_ce, dsva_loss, group_lasso
-from DSVA.model import DSVA, TokenEncoder, build_visual, describe_visual, largest_component_box, proposal_crops
+from DSVA.model import (
+    DSVA,
+    TokenEncoder,
+    build_visual,
+    describe_visual,
+    largest_component_box,
+    proposal_crops,
+)
 
 NAME = "dsva-test-vit"
 CFG = {"embed_dim": 16,
@@ -99,7 +112,8 @@ def test_attention_concentration_by_hand():
     dist = torch.tensor([[0, 1, 4], [1, 2, 5], [4, 5, 8]], dtype=torch.float32)
     want = (torch.sigmoid(m[0, 0]) * dist).sum()
     assert attention_concentration(m).item() == pytest.approx(want.item(), rel=1e-6)
-    assert attention_concentration(m).item() == pytest.approx(0.5 * 30, rel=1e-6)  # sigmoid(0) = 0.5 elsewhere
+    # sigmoid(0) = 0.5 elsewhere
+    assert attention_concentration(m).item() == pytest.approx(0.5 * 30, rel=1e-6)
 
 
 def test_group_lasso_by_hand():
@@ -157,6 +171,7 @@ def test_zsl_gzsl_figures_by_hand():
     assert f["zsl"] == pytest.approx(1.0)
     assert f["u"] == pytest.approx(0.5) and f["s"] == pytest.approx(0.5)
     assert f["h"] == pytest.approx(0.5)
-    # a gamma larger than the seen class's margin (about 0.05 in probability) moves the second image to class 3
+    # a gamma larger than the seen class's margin (about 0.05 in probability) moves the second image to class
+    # 3
     f = zsl_gzsl(u_logits, np.array([2, 3]), s_logits, np.array([0, 1]), seen, unseen, gamma=0.2)
     assert f["u"] == pytest.approx(1.0)

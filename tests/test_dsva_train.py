@@ -1,6 +1,7 @@
 """DSVA/annotate.py, train.py and test.py end to end on the tiny embedded set with a tiny random CLIP."""
 import json
 import os
+import pathlib
 
 import numpy as np
 import open_clip
@@ -11,7 +12,8 @@ from common.checkpoint import atomic_save
 from common.clip import checkpoint_dict, quiet_open_clip, register_model_config
 from common.config import parse_args
 from common.errors import UserError
-from DSVA import annotate, test as dsva_test, train
+from DSVA import annotate, train
+from DSVA import test as dsva_test
 
 NAME = "dsva-test-clip"
 CFG = {"embed_dim": 16,
@@ -45,24 +47,29 @@ def metrics(out):
 
 def test_annotate_prompts_come_from_the_vocabulary_or_the_template_flag(synth_root, tmp_path):
     groups, templates, own = annotate.data_vocabulary(synth_root)
-    assert own["sand"] == ["a photo of something on sand"] and own["several"] == ["a photo of several objects"]
+    assert own["sand"] == ["a photo of something on sand"]
+    assert own["several"] == ["a photo of several objects"]
     prompts = {a: ps for a, _, ps in annotate.attribute_prompts(groups, templates, None, own)}
     assert prompts["round"] == ["a photo of something round"]
-    prompts = {a: ps for a, _, ps in annotate.attribute_prompts(groups, templates, ["a map of {}", "{} seen"], own)}
+    prompts = {a: ps
+               for a, _, ps in annotate.attribute_prompts(groups, templates, ["a map of {}", "{} seen"], own)}
     assert prompts["round"] == ["a map of round", "round seen"]
     vocab = tmp_path / "vocab.json"
-    vocab.write_text(json.dumps({"groups": {"g": ["x", "y"]}, "templates": ["t {}"], "prompts": {"x": ["px"]}}))
+    vocab.write_text(json.dumps({"groups": {"g": ["x", "y"]}, "templates": ["t {}"],
+                                 "prompts": {"x": ["px"]}}))
     groups, templates, own = annotate.read_vocabulary(str(vocab))
     assert [ps for _, _, ps in annotate.attribute_prompts(groups, templates, None, own)] == [["px"], ["t y"]]
     with pytest.raises(UserError, match=r"no prompts for attribute\(s\) y;"):
         annotate.attribute_prompts(groups, templates, None, own, require_own=True)
-    # the old flag spellings: --templates and --synthetic-prompts on the command line, synthetic_prompts in a config
+    # the old flag spellings: --templates and --synthetic-prompts on the command line, synthetic_prompts in a
+    # config
     parser = annotate.get_args_parser()
     args = parser.parse_args(["--templates", "a {}", "--synthetic-prompts"])
     assert args.templates == ["a {}"] and args.vocabulary_prompts
     config = tmp_path / "c.yaml"
     config.write_text("dsva_annotate:\n  synthetic_prompts: true\n")
-    assert parse_args(annotate.get_args_parser(), "dsva_annotate", ["--config", str(config)]).vocabulary_prompts
+    args = parse_args(annotate.get_args_parser(), "dsva_annotate", ["--config", str(config)])
+    assert args.vocabulary_prompts
 
 
 @pytest.mark.slow
@@ -75,18 +82,19 @@ def test_annotate_matrix(synth_root, classes_json, tiny_clip, tmp_path, capsys):
     n_attr = len(classes_json["attributes"])
     assert matrix.shape == (10, n_attr)
     assert np.allclose(matrix.min(0), 0) and np.allclose(matrix.max(0), 1)  # min-max per attribute
-    doc = json.load(open(out / "attributes.json"))
+    doc = json.loads((out / "attributes.json").read_text())
     assert doc["classes"] == classes_json["names"] and doc["attributes"] == classes_json["attributes"]
     assert doc["groups"] == classes_json["attribute_groups"]
     assert doc["recipe"]["prompts"]["sand"] == ["a photo of something on sand"]
     scipy_io = pytest.importorskip("scipy.io")
-    assert scipy_io.loadmat(out / "attributes.mat")["att"].shape == (n_attr, 10)  # upstream: attributes x classes
+    # upstream: attributes x classes
+    assert scipy_io.loadmat(out / "attributes.mat")["att"].shape == (n_attr, 10)
     # the default vocabulary: 100 attributes in the paper's three groups, mean aggregation, z-scores
     out2 = tmp_path / "ann2"
     run(annotate, "dsva_annotate", "--data-root", synth_root, "--clip-model", NAME, "--clip-pretrained",
         tiny_clip, "--images-per-class", "2", "--workers", "0", "--normalize", "zscore", "--output-dir", out2,
                "--device", "cpu")
-    doc = json.load(open(out2 / "attributes.json"))
+    doc = json.loads((out2 / "attributes.json").read_text())
     assert list(doc["groups"]) == ["functions", "materials", "surface_properties"]
     m = np.asarray(doc["matrix"])
     assert m.shape == (10, 100) and np.allclose(m.mean(0), 0, atol=1e-5)
@@ -98,13 +106,14 @@ def test_annotate_matrix(synth_root, classes_json, tiny_clip, tmp_path, capsys):
     assert "attributes.json already holds the result of other settings: --images-per-class" in err
     assert "--overwrite" in err
     # run again: finished, nothing to do; unfinished (attributes.json is written last), annotated again
-    same = ["--data-root", synth_root, "--clip-model", NAME, "--clip-pretrained", tiny_clip, "--images-per-class",
-            "2", "--workers", "0", "--normalize", "zscore", "--output-dir", out2, "--device", "cpu"]
+    same = ["--data-root", synth_root, "--clip-model", NAME, "--clip-pretrained", tiny_clip,
+            "--images-per-class", "2", "--workers", "0", "--normalize", "zscore", "--output-dir", out2,
+            "--device", "cpu"]
     run(annotate, "dsva_annotate", *same)
     assert "already finished with these settings; nothing to do" in capsys.readouterr().out
     (out2 / "attributes.json").unlink()
     run(annotate, "dsva_annotate", *same)
-    assert np.array_equal(np.asarray(json.load(open(out2 / "attributes.json"))["matrix"]), m)
+    assert np.array_equal(np.asarray(json.loads((out2 / "attributes.json").read_text())["matrix"]), m)
 
 
 @pytest.mark.slow
@@ -119,7 +128,7 @@ def test_train_then_test_reproduces(synth_root, tiny_clip, tmp_path):
     assert rows[3]["lr"] == pytest.approx(1e-4)
     assert rows[-1]["train_xe"] < rows[0]["train_xe"] and rows[-1]["train_l_xe"] < rows[0]["train_l_xe"]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    res = json.load(open(out / "results.json"))
+    res = json.loads((out / "results.json").read_text())
     for key in ("best_test", "last", "best_val"):
         assert {"epoch", "zsl", "u", "s", "h"} <= set(res[key])
     assert res["last"]["epoch"] == 3
@@ -130,15 +139,15 @@ def test_train_then_test_reproduces(synth_root, tiny_clip, tmp_path):
         assert (out / f).is_file(), f
     run(dsva_test, "dsva_test", "--weights", out / "model_final.pt", "--workers", "0", "--device", "cpu",
         "--output-dir", tmp_path / "eval")
-    again = json.load(open(tmp_path / "eval" / "results.json"))
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())
     for branch in ("local", "global"):
         for k in ("zsl", "u", "s", "h"):
             assert again["figures"][branch][k] == pytest.approx(rows[-1][f"test_{branch}_{k}"], abs=1e-12)
     assert (tmp_path / "eval" / "attention_maps.png").is_file()
     # the honest protocol: all seen classes, for the validation run's best epoch + 1 epochs, with its gamma
     final = tmp_path / "final"
-    run(train, "dsva", "--data-root", synth_root, "--clip-pretrained", tiny_clip, *FAST, "--pretrain-epoch", "2",
-        "--val-run", out, "--output-dir", final)
+    run(train, "dsva", "--data-root", synth_root, "--clip-pretrained", tiny_clip, *FAST,
+        "--pretrain-epoch", "2", "--val-run", out, "--output-dir", final)
     best = res["best_val"]
     rows = metrics(final)
     assert len(rows) == best["epoch"] + 1 and all(r["gamma"] == best["gamma"] for r in rows)
@@ -174,7 +183,7 @@ def altered_test_root(root, tmp_path):
         if name != "anno":
             os.symlink(os.path.join(root, name), copy / name)
     for name in os.listdir(os.path.join(root, "anno")):
-        lines = open(os.path.join(root, "anno", name)).read().splitlines()
+        lines = pathlib.Path(root, "anno", name).read_text().splitlines()
         if name.endswith("_test.txt"):
             paths = [ln.split(" ")[0] for ln in lines]
             paths = paths[len(paths) // 2:] + paths[:len(paths) // 2]
@@ -185,10 +194,11 @@ def altered_test_root(root, tmp_path):
 
 @pytest.mark.slow
 def test_validation_choice_never_reads_the_test_set(synth_root, tiny_clip, tmp_path):
-    """Epochs and gamma come from validation classes carved from the seen classes' training images: altering the
-    test images changes the test figures but not the validation curve, the choice or the final run's settings."""
-    base = ["--clip-pretrained", tiny_clip, *FAST, "--pretrain-epoch", "1", "--pretrain-lr", "1e-2", "--setting",
-            "gzsl"]
+    """Epochs and gamma come from validation classes carved from the seen classes' training images: altering
+    the test images changes the test figures but not the validation curve, the choice or the final run's
+    settings."""
+    base = ["--clip-pretrained", tiny_clip, *FAST, "--pretrain-epoch", "1", "--pretrain-lr", "1e-2",
+            "--setting", "gzsl"]
     argv = [*base, "--epochs", "3", "--val-classes", "2", "--val-gamma-grid", "-0.2", "0", "0.2", "0.5"]
     altered = altered_test_root(synth_root, tmp_path)
     runs = {}
@@ -196,7 +206,8 @@ def test_validation_choice_never_reads_the_test_set(synth_root, tiny_clip, tmp_p
         for fold in (0, 1):
             run(train, "dsva", "--data-root", root, *argv, "--val-fold", fold,
                 "--output-dir", tmp_path / f"{name}{fold}")
-        runs[name] = [json.load(open(tmp_path / f"{name}{fold}" / "results.json")) for fold in (0, 1)]
+        runs[name] = [json.loads((tmp_path / f"{name}{fold}" / "results.json").read_text())
+                      for fold in (0, 1)]
     for plain, alt in zip(runs["plain"], runs["altered"]):
         assert plain["validation_curve"] == alt["validation_curve"]
         assert plain["best_val"]["epoch"] == alt["best_val"]["epoch"]

@@ -1,11 +1,12 @@
-"""The generator file: written with paths relative to its folder, read back with them resolved, tag checked."""
+"""The generator file: written with paths relative to its folder, read back with them resolved, tag
+checked."""
 import os
 
 import pytest
 import torch
 
-from common.errors import UserError
 from CDTG import generator_file
+from common.errors import UserError
 
 
 def meta(data_root, tail_model):
@@ -34,7 +35,8 @@ def test_paths_are_stored_relative_and_read_back_absolute(tmp_path):
 
 def test_another_format_is_refused_by_name(tmp_path):
     path = tmp_path / "generator.pt"
-    torch.save({"g_ema": {}, "P_ema": None, "meta": {**meta(None, None), "format": "cdtg-generator-v0"}}, path)
+    torch.save({"g_ema": {}, "P_ema": None, "meta": {**meta(None, None), "format": "cdtg-generator-v0"}},
+               path)
     with pytest.raises(UserError, match=r"format 'cdtg-generator-v0'.*reads 'cdtg-generator-v1'"):
         generator_file.read(str(path))
 

@@ -21,7 +21,6 @@ from common.split import load_split
 from common.training import add_fit_args, add_image_args
 from conftest import assert_one_line_error, run_main, run_script
 
-
 # ------------------------------------------------------------------ 1: YAML values parsed as flags are
 
 def stage_parser():
@@ -37,7 +36,8 @@ def stage_parser():
 
 def config(tmp_path, body: str) -> str:
     path = tmp_path / "c.yaml"
-    path.write_text("classification:\n" + "".join(f"  {line.strip()}\n" for line in body.strip().splitlines()))
+    path.write_text("classification:\n" + "".join(f"  {line.strip()}\n"
+                                                  for line in body.strip().splitlines()))
     return str(path)
 
 
@@ -68,23 +68,28 @@ def test_yaml_values_get_the_flags_types(tmp_path):
         workers: null
     """)
     args = resolve_args(stage_parser(), "classification", ["--config", cfg])
-    assert (args.data_root, args.lr_drop_epochs, args.hflip, args.upstream_shortcut_init) == ("/d", [5], False, True)
-    assert args.lr == 1e-4 and isinstance(args.lr, float)  # YAML reads 1e-4 as a string; argparse's float parses it
+    assert (args.data_root, args.lr_drop_epochs, args.hflip, args.upstream_shortcut_init) == ("/d", [5],
+                                                                                              False, True)
+    # YAML reads 1e-4 as a string; argparse's float parses it
+    assert args.lr == 1e-4 and isinstance(args.lr, float)
     assert args.train_list == ["a.txt", "b.txt"] and args.workers is None
-    args = resolve_args(stage_parser(), "classification", ["--config", cfg, "--train-list", "c.txt", "--hflip"])
+    args = resolve_args(stage_parser(), "classification",
+                        ["--config", cfg, "--train-list", "c.txt", "--hflip"])
     assert args.train_list == ["c.txt"] and args.hflip is True  # the command line replaces the YAML's list
 
 
 def test_flag_errors_and_binary_config_are_one_line(tmp_path, capsys):
-    for argv, fragment in ((["--data-root", "d", "--batch-size", "0"], "argument --batch-size: must be a positive "
-                                                                       "integer, got 0"),
-                           (["--data-root", "d", "--epochs", "0"], "argument --epochs: must be a positive integer"),
+    for argv, fragment in ((["--data-root", "d", "--batch-size", "0"], ("argument --batch-size: must be a "
+                                                                        "positive integer, got 0")),
+                           (["--data-root", "d", "--epochs", "0"],
+                            "argument --epochs: must be a positive integer"),
                            (["--config", str(tmp_path / "b.yaml")], "is not UTF-8 text")):
         (tmp_path / "b.yaml").write_bytes(b"\xff\xfe\x00binary")
         with pytest.raises(SystemExit) as e:
             parse_args(stage_parser(), "classification", argv)
         err = capsys.readouterr().err
-        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
+        assert e.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith("error: ") and fragment in err, err
 
 
 def test_bad_config_value_stops_a_script_before_its_run_folder(tmp_path, synth_root):
@@ -92,8 +97,8 @@ def test_bad_config_value_stops_a_script_before_its_run_folder(tmp_path, synth_r
     cfg.write_text("classification:\n  norm: foo\n")
     out = tmp_path / "run"
     from Classification import train as classification_train
-    proc = run_main(classification_train, "classification", "--config", cfg, "--data-root", synth_root, "--weights",
-                    "none", "--output-dir", out, check=False)
+    proc = run_main(classification_train, "classification", "--config", cfg, "--data-root", synth_root,
+                    "--weights", "none", "--output-dir", out, check=False)
     assert_one_line_error(proc, "key 'norm'", str(cfg), "'half', 'imagenet'")
     assert not out.exists()
 
@@ -103,22 +108,24 @@ def test_bad_config_value_stops_a_script_before_its_run_folder(tmp_path, synth_r
 def test_damaged_files_are_named(tmp_path):
     bad = tmp_path / "t.pt"
     bad.write_text("x\n")
-    with pytest.raises(UserError, match=f"^weights file {bad} could not be read: it is not a PyTorch checkpoint, "
-                                        f"or is damaged$"):
+    with pytest.raises(UserError, match=f"^weights file {bad} could not be read: it is not a PyTorch "
+                                        f"checkpoint, or is damaged$"):
         checkpoint.load(str(bad), "weights file")
     good = tmp_path / "good.pt"
     torch.save({"model": {"w": torch.ones(100)}}, good)
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:300])
-    with pytest.raises(UserError, match="cut.pt could not be read: it is truncated, or not a PyTorch checkpoint"):
+    with pytest.raises(UserError,
+                       match="cut.pt could not be read: it is truncated, or not a PyTorch checkpoint"):
         checkpoint.load(str(tmp_path / "cut.pt"), "weights file")
     (tmp_path / "l.json").write_text("[1, 2]")
-    with pytest.raises(UserError, match=r"split file .*l.json must hold an object \(\{...\}\) at its top level, not "
-                                        r"list"):
+    with pytest.raises(UserError, match=r"split file .*l.json must hold an object \(\{...\}\) at its top "
+                                        r"level, not list"):
         load_split(str(tmp_path / "l.json"))
     root = tmp_path / "root"
     root.mkdir()
     (root / "classes.json").write_text('{"dataset": "x", "names": ["a",')
-    with pytest.raises(UserError, match=r"classes file .*classes.json is not valid JSON \(Expecting value, line 1\)"):
+    with pytest.raises(UserError,
+                       match=r"classes file .*classes.json is not valid JSON \(Expecting value, line 1\)"):
         read_classes(str(root))
     (root / "classes.json").write_bytes(b"\xff\xfe")
     with pytest.raises(UserError, match="is not UTF-8 text"):
@@ -137,8 +144,8 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     target = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"model": {}, "payload": RunsCode(target)}, path)
-    with pytest.raises(UserError, match=r"holds a posix.system object, which a safe \(weights-only\) load refuses "
-                                        r".*pass --trust-checkpoint"):
+    with pytest.raises(UserError, match=r"holds a posix.system object, which a safe \(weights-only\) load "
+                                        r"refuses .*pass --trust-checkpoint"):
         checkpoint.load(str(path))
     assert not target.exists()
 
@@ -176,8 +183,8 @@ def test_trust_checkpoint_flag_allows_full_pickle(tmp_path):
 # ------------------------------------------------------------------ 3, 5, 8: the run folder
 
 def run_args(out, **kw):
-    base = dict(stage="t", name="n", output_dir=str(out), seed=0, resume=False, overwrite=False, lr=1e-3,
-                batch_size=32, workers=4, epochs=3, device="cpu", lr_drop_epochs=[2])
+    base = {"stage": "t", "name": "n", "output_dir": str(out), "seed": 0, "resume": False, "overwrite": False,
+            "lr": 1e-3, "batch_size": 32, "workers": 4, "epochs": 3, "device": "cpu", "lr_drop_epochs": [2]}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -191,15 +198,16 @@ def test_resume_refuses_changed_settings_and_records_honestly(tmp_path):
     fake_checkpoint(out)
     with pytest.raises(UserError) as e:
         rundir.prepare(run_args(out, resume=True, lr=0.5, batch_size=4))
-    assert str(e.value) == (f"--resume with other settings than the run's {out}/args.yaml: --batch-size 4 (the run "
-                            f"has 32); --lr 0.5 (the run has 0.001); resume with the run's own settings (drop those "
-                            f"flags), or start a new run (another --name)")
-    with pytest.raises(UserError, match=r"^--resume continues the run in .* and --overwrite deletes it; pass only "
-                                        r"one of them$"):
+    assert str(e.value) == (f"--resume with other settings than the run's {out}/args.yaml: --batch-size 4 "
+                            "(the run has 32); --lr 0.5 (the run has 0.001); resume with the run's own "
+                            f"settings (drop those flags), or start a new run (another --name)")
+    with pytest.raises(UserError, match=r"^--resume continues the run in .* and --overwrite deletes it; pass "
+                                        r"only one of them$"):
         rundir.prepare(run_args(out, resume=True, overwrite=True))
     rundir.prepare(run_args(out, resume=True, workers=0, epochs=5, device="auto"))
     recorded = yaml.safe_load((out / "args.yaml").read_text())
-    assert (recorded["epochs"], recorded["workers"], recorded["resume"], recorded["lr"]) == (5, 4, False, 1e-3)
+    assert (recorded["epochs"], recorded["workers"], recorded["resume"], recorded["lr"]) == (5, 4, False,
+                                                                                             1e-3)
     meta = json.loads((out / "meta.json").read_text())
     assert len(meta["resumes"]) == 1
 
@@ -207,34 +215,36 @@ def test_resume_refuses_changed_settings_and_records_honestly(tmp_path):
 def test_failed_start_is_reused_and_cases_are_named(tmp_path, capsys):
     out = tmp_path / "run"
     rundir.prepare(run_args(out))  # a start that then failed: only args.yaml and meta.json
-    with pytest.raises(UserError, match=r"no .*ckpt_last.pt to continue from \(its start failed before the first "
-                                        r"checkpoint\); drop --resume"):
+    with pytest.raises(UserError, match=r"no .*ckpt_last.pt to continue from \(its start failed before the "
+                                        r"first checkpoint\); drop --resume"):
         rundir.prepare(run_args(out, resume=True))
     rundir.prepare(run_args(out, lr=0.1))
-    assert "holds a start that stopped before its first checkpoint; starting it again" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "holds a start that stopped before its first checkpoint; starting it again" in said
     assert yaml.safe_load((out / "args.yaml").read_text())["lr"] == 0.1
     (out / "metrics.jsonl").write_text("{}\n")  # stopped after an epoch's row, before its checkpoint
     (out / "samples").mkdir()
     rundir.prepare(run_args(out))
-    assert "starting it again" in capsys.readouterr().out and sorted(os.listdir(out)) == [".lock", "args.yaml",
-                                                                                          "meta.json"]
+    assert "starting it again" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == [".lock", "args.yaml", "meta.json"]
     (out / "metrics.jsonl").write_text("{}\n")
-    with pytest.raises(UserError, match="already exists and holds outputs but no checkpoint to resume from; pass "
-                                        "--overwrite"):
+    with pytest.raises(UserError, match="already exists and holds outputs but no checkpoint to resume from; "
+                                        "pass --overwrite"):
         rundir.prepare(run_args(out, stage="another stage"))
     fake_checkpoint(out)
     with pytest.raises(UserError, match=r"already exists and holds a run \(ckpt_last.pt\); pass --resume"):
         rundir.prepare(run_args(out))
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match="^--output-dir .*file is a file, not a folder; choose a folder path$"):
+    with pytest.raises(UserError,
+                       match="^--output-dir .*file is a file, not a folder; choose a folder path$"):
         rundir.prepare(run_args(tmp_path / "file"))
 
 
 @pytest.mark.slow
 def test_failed_start_does_not_block_the_rerun(tmp_path, synth_root):
     out = tmp_path / "run"
-    argv = ["Classification/train.py", "--data-root", synth_root, "--output-dir", str(out), "--model", "resnet0",
-            "--weights", "none", "--workers", "0", "--device", "cpu"]
+    argv = ["Classification/train.py", "--data-root", synth_root, "--output-dir", str(out), "--model",
+            "resnet0", "--weights", "none", "--workers", "0", "--device", "cpu"]
     first = run_script(*argv, check=False)
     second = run_script(*argv, check=False)
     assert first.returncode == second.returncode != 0
@@ -265,8 +275,8 @@ def test_two_concurrent_starts_exactly_one_runs(tmp_path):
     for p in procs:
         p.join(timeout=60)
     assert got[0] == "ran" and got[1] != "ran", got
-    assert got[1] == (f"run folder {out} is in use by another process (it holds {out}/.lock); wait for that run to "
-                      f"end, or choose another --name"), got
+    assert got[1] == (f"run folder {out} is in use by another process (it holds {out}/.lock); wait for that "
+                      f"run to end, or choose another --name"), got
 
 
 # ------------------------------------------------------------------ 6: crash litter, full disk, file mode
@@ -298,8 +308,8 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(UserError) as e:
         checkpoint.atomic_save({"epoch": 2}, str(path))
-    assert str(e.value) == (f"no space left on {tmp_path} while saving ckpt_last.pt; the previous checkpoint is "
-                            f"intact; free some space and resume")
+    assert str(e.value) == (f"no space left on {tmp_path} while saving ckpt_last.pt; the previous checkpoint "
+                            f"is intact; free some space and resume")
     monkeypatch.undo()
     assert checkpoint.load(str(path))["epoch"] == 1 and os.listdir(tmp_path) == ["ckpt_last.pt"]
 
@@ -318,23 +328,22 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 130
-    assert capsys.readouterr().err == (f"interrupted; the last checkpoint is {out}/ckpt_last.pt: run the same "
-                                       f"command with --resume to continue\n")
+    assert capsys.readouterr().err == (f"interrupted; the last checkpoint is {out}/ckpt_last.pt: run the "
+                                       f"same command with --resume to continue\n")
 
 
 def test_ctrl_c_while_saving_waits_for_the_file(tmp_path):
     path = tmp_path / "ckpt_last.pt"
-    with pytest.raises(KeyboardInterrupt):
-        with errors.deferred_interrupt():
-            os.kill(os.getpid(), signal.SIGINT)
-            checkpoint.atomic_save({"epoch": 3}, str(path))  # nested: the inner block defers it too
-            saved = True
+    with pytest.raises(KeyboardInterrupt), errors.deferred_interrupt():
+        os.kill(os.getpid(), signal.SIGINT)
+        checkpoint.atomic_save({"epoch": 3}, str(path))  # nested: the inner block defers it too
+        saved = True
     assert saved and checkpoint.load(str(path))["epoch"] == 3 and os.listdir(tmp_path) == ["ckpt_last.pt"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-# Ctrl-C delivered by tests/interrupting.py at the start of a call (@N) or after it (@N+), in each part of an epoch:
-# (where, the last line, the epoch of ckpt_last.pt after it, or None)
+# Ctrl-C delivered by tests/interrupting.py at the start of a call (@N) or after it (@N+), in each part of an
+# epoch: (where, the last line, the epoch of ckpt_last.pt after it, or None)
 SIGINT_MOMENTS = [
     ("common.engine:predict@1", "before the first checkpoint", None),  # the first epoch's evaluation
     ("common.rundir:MetricsLog.write@1+", "before the first checkpoint", None),  # a row, no checkpoint yet
@@ -349,16 +358,17 @@ def test_sigint_during_training(tmp_path, synth_root, moment, line, epoch):
     """Exit 130, one line saying how to go on, an intact checkpoint; and doing what the line says finishes."""
     from Classification import train as classification_train
     out = tmp_path / "run"
-    argv = ["Classification/train.py", "--data-root", synth_root, "--output-dir", str(out), "--model", "resnet18",
-            "--weights", "none", "--img-size", "32", "--workers", "0", "--device", "cpu", "--epochs", "2",
-            "--batch-size", "32"]
+    argv = ["Classification/train.py", "--data-root", synth_root, "--output-dir", str(out), "--model",
+            "resnet18", "--weights", "none", "--img-size", "32", "--workers", "0", "--device", "cpu",
+            "--epochs", "2", "--batch-size", "32"]
     proc = run_script("tests/interrupting.py", moment, *argv, check=False)
     assert proc.returncode == 130, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr and line in last, last
     assert not [f for f in os.listdir(out) if f.startswith(checkpoint.TMP_PREFIX)]
     if epoch is None:
-        assert last == f"interrupted before the first checkpoint of {out}; run the same command again to start it"
+        assert last == (f"interrupted before the first checkpoint of {out}; run the same command again to "
+                        "start it")
         assert not (out / "ckpt_last.pt").exists()
         again = run_main(classification_train, "classification", *argv[1:])
     else:
@@ -385,4 +395,5 @@ def test_resume_accepts_settings_that_do_not_shape_the_result():
     recorded = {"lr": 0.001, "workers": 2, "eval_batch_size": 64}
     check_resume_settings(argparse.Namespace(lr=0.001, workers=0, eval_batch_size=256), recorded, "args.yaml")
     with pytest.raises(UserError, match=r"--lr 0.01 \(the run has 0.001\)"):
-        check_resume_settings(argparse.Namespace(lr=0.01, workers=2, eval_batch_size=64), recorded, "args.yaml")
+        check_resume_settings(argparse.Namespace(lr=0.01, workers=2, eval_batch_size=64), recorded,
+                              "args.yaml")

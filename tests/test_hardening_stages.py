@@ -1,8 +1,9 @@
-"""Per-stage user mistakes: each gives exit 2, one `error: ...` line, no traceback, and leaves the disk as it was
-(no run folder, no half-written data set, no replaced split or report)."""
+"""Per-stage user mistakes: each gives exit 2, one `error: ...` line, no traceback, and leaves the disk as it
+was (no run folder, no half-written data set, no replaced split or report)."""
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import sys
 import types
@@ -13,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from common import backbones, clip as clip_lib
+from common import backbones
+from common import clip as clip_lib
 from common.config import parse_args
 from common.errors import UserError
 from conftest import assert_one_line_error, run_main, run_script, tree
@@ -32,7 +34,7 @@ def data_copy(synth_root, tmp_path):
     return root
 
 
-# ------------------------------------------------------------------------- group 7: outputs never replaced silently
+# ------------------------------------------------------------------- group 7: outputs never replaced silently
 
 @pytest.mark.slow
 def test_split_json_and_test_report_are_not_replaced(data_copy, tmp_path):
@@ -51,10 +53,10 @@ def test_split_json_and_test_report_are_not_replaced(data_copy, tmp_path):
     report = tmp_path / "report"
     report.mkdir()
     (report / "results.json").write_text('{"oa": 0.5}')
-    proc = call(cls_test, "classification_test", "--weights", weights, "--data-root", data_copy, "--output-dir", report,
-                "--workers", "0", "--device", "cpu")
-    assert_one_line_error(proc, f"{report}/results.json already exists (its settings are not recorded in it); "
-                                f"pass --overwrite")
+    proc = call(cls_test, "classification_test", "--weights", weights, "--data-root", data_copy,
+                "--output-dir", report, "--workers", "0", "--device", "cpu")
+    assert_one_line_error(proc, f"{report}/results.json already exists (its settings are not recorded in "
+                                f"it); pass --overwrite")
     assert tree(report) == {"results.json": hashlib.sha1(b'{"oa": 0.5}').hexdigest()}
 
 
@@ -80,7 +82,8 @@ def test_converters_leave_nothing_at_out_on_failure_and_count_ignored_entries(tm
 
     out.mkdir()  # an existing data set stays as it was under --overwrite when the conversion fails
     (out / "classes.json").write_text("{}")
-    proc = call(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", out, "--num-classes", 2, "--overwrite")
+    proc = call(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", out, "--num-classes", 2,
+                "--overwrite")
     assert proc.returncode == 2 and tree(out) == {"classes.json": hashlib.sha1(b"{}").hexdigest()}
     assert sorted(os.listdir(tmp_path)) == ["fgsc", "out"]
 
@@ -88,7 +91,8 @@ def test_converters_leave_nothing_at_out_on_failure_and_count_ignored_entries(tm
     (raw / "0-carrier" / "Thumbs.db").write_bytes(b"x")
     (raw / "notes.txt").write_text("x")
     os.makedirs(raw / "2")
-    proc = call(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", out, "--num-classes", 3, "--overwrite")
+    proc = call(fgsc23, "prepare_fgsc23", "--raw", raw, "--output-dir", out, "--num-classes", 3,
+                "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert f"not a class folder: 1 (e.g. {raw / 'notes.txt'})" in proc.stdout
     assert f"not an image file: 1 (e.g. {raw / '0-carrier' / 'Thumbs.db'})" in proc.stdout
@@ -115,9 +119,10 @@ def test_converters_leave_nothing_at_out_on_failure_and_count_ignored_entries(tm
 
 def test_distill_finds_stage1_models_with_a_trailing_slash(synth_root, tmp_path):
     from KMDN import distill
-    split = json.loads(open(os.path.join(synth_root, "split.json")).read())
+    split = json.loads(pathlib.Path(synth_root, "split.json").read_text())
     args = types.SimpleNamespace(head_init=None, tail_init=None)
-    with pytest.raises(UserError, match=f"stage-1 head model {tmp_path / 'x' / 'head' / 'model_final.pt'} does"):
+    with pytest.raises(UserError,
+                       match=f"stage-1 head model {tmp_path / 'x' / 'head' / 'model_final.pt'} does"):
         distill.load_stage1(args, split, str(tmp_path / "x" / "distill") + "/")
 
 
@@ -131,8 +136,8 @@ def test_load_matching_names_unused_tensors(tmp_path, capsys):
     r18 = set(backbones.build_classifier("resnet18", 10, "none", verbose=False).state_dict())
     r34 = set(torch.load(path))
     unused = sorted(r34 - r18)
-    assert line.startswith(f"loaded {len(r18)} tensors from {path}; left at init: none; unused from the file: "
-                           f"{len(unused)}: {', '.join(unused[:8])}, ...")
+    assert line.startswith(f"loaded {len(r18)} tensors from {path}; left at init: none; unused from the "
+                           f"file: {len(unused)}: {', '.join(unused[:8])}, ...")
     assert len(unused) == 96
 
 
@@ -153,12 +158,13 @@ def test_imagenet_weights_are_v1_and_enum_names_are_accepted(monkeypatch):
 
 
 def fake_generated(folder, synth_root, class_id=2, n=3):
-    names = json.loads(open(os.path.join(synth_root, "classes.json")).read())["names"]
+    names = json.loads(pathlib.Path(synth_root, "classes.json").read_text())["names"]
     from CDTG.manifest import MANIFEST_FORMAT
     for i in range(n):
         jpeg(os.path.join(folder, str(class_id), f"{i:05d}.jpg"))
     manifest = {"format": MANIFEST_FORMAT, "dataset": "SYNTH", "data_root": os.path.abspath(synth_root),
-                "classes": [{"class_id": class_id, "name": names[class_id], "folder": str(class_id), "count": n}]}
+                "classes": [{"class_id": class_id, "name": names[class_id], "folder": str(class_id),
+                             "count": n}]}
     with open(os.path.join(folder, "manifest.json"), "w") as f:
         json.dump(manifest, f)
 
@@ -173,7 +179,8 @@ def test_expand_and_generate_input_checks(synth_root, tmp_path):
     assert f"{gen}/ is {gen} given again; listed once" in proc.stdout
     assert len(listing.read_text().splitlines()) == 3
 
-    proc = call(expand, "cdtg_expand", "--generated", gen, "--out", tmp_path / "other.txt", "--n-per-class", -1)
+    proc = call(expand, "cdtg_expand", "--generated", gen, "--out", tmp_path / "other.txt", "--n-per-class",
+                -1)
     assert_one_line_error(proc, "--n-per-class must be a positive number of images, got -1")
     assert not (tmp_path / "other.txt").exists()
 
@@ -184,15 +191,17 @@ def test_expand_and_generate_input_checks(synth_root, tmp_path):
     proc = call(expand, "cdtg_expand", "--generated", gen, "--out", tmp_path / "other.txt")
     assert_one_line_error(proc, f"manifest {gen / 'manifest.json'} is not valid JSON")
 
-    names = json.loads(open(os.path.join(synth_root, "classes.json")).read())["names"]
+    names = json.loads(pathlib.Path(synth_root, "classes.json").read_text())["names"]
     ckpt = tmp_path / "generator.pt"
     torch.save({"g_ema": {}, "P_ema": {}, "meta": {"format": "cdtg-generator-v1", "dataset": "SYNTH",
                                                    "data_root": synth_root, "classes": [2, 5],
                                                    "names": [names[2], "no-such-name"]}}, ckpt)
     proc = call(generate, "cdtg_generate", "--ckpt", ckpt, "--output-dir", tmp_path / "g", "--device", "cpu")
-    assert_one_line_error(proc, f"data root {synth_root} has '{names[5]}' as class 5, but the generator's class 5 "
-                                f"is 'no-such-name'; pass the data root it was trained on (--data-root)")
-    proc = call(generate, "cdtg_generate", "--ckpt", ckpt, "--output-dir", tmp_path / "g", "--n-per-class", -1)
+    assert_one_line_error(proc, f"data root {synth_root} has '{names[5]}' as class 5, but the generator's "
+                                "class 5 is 'no-such-name'; pass the data root it was trained on "
+                                "(--data-root)")
+    proc = call(generate, "cdtg_generate", "--ckpt", ckpt, "--output-dir", tmp_path / "g", "--n-per-class",
+                -1)
     assert_one_line_error(proc, "--n-per-class must be positive, got -1")
     assert not (tmp_path / "g").exists()
 
@@ -212,24 +221,27 @@ def test_dsva_test_moves_stored_paths_with_a_new_data_root(tmp_path):
 
 @pytest.mark.slow
 def test_clip_schema_names_and_damaged_files(tmp_path, monkeypatch):
-    with pytest.raises(UserError, match=f"CLIP model local-dir:{tmp_path}/none: {tmp_path}/none/open_clip_config"
-                                        f".json does not exist"):
+    with pytest.raises(UserError, match=f"CLIP model local-dir:{tmp_path}/none: "
+                                        f"{tmp_path}/none/open_clip_config.json does not exist"):
         clip_lib.load_clip(f"local-dir:{tmp_path}/none")
     folder = tmp_path / "oc"
     folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": open_clip.get_model_config("RN50")}))
+    config = {"model_cfg": open_clip.get_model_config("RN50")}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
     torch.save({"w": torch.zeros(1000)}, folder / "full.bin")
     (folder / "open_clip_pytorch_model.bin").write_bytes((folder / "full.bin").read_bytes()[:600])
     os.remove(folder / "full.bin")
-    with pytest.raises(UserError, match=f"the weights of local-dir:{folder} in {folder}/open_clip_pytorch_model.bin "
-                                        f"cannot be read .*damaged or truncated: delete it"):
+    with pytest.raises(UserError, match=f"the weights of local-dir:{folder} in "
+                                        f"{folder}/open_clip_pytorch_model.bin cannot be read .*damaged or "
+                                        "truncated: delete it"):
         clip_lib.load_clip(f"local-dir:{folder}")
 
     def offline(*args, **kwargs):
         raise FileNotFoundError("Failed to download file (open_clip_config.json) for org/model")
 
     monkeypatch.setattr(clip_lib, "download_pretrained_from_hf", offline)
-    with pytest.raises(UserError, match="could not download CLIP model hf-hub:org/model from the Hugging Face Hub"):
+    with pytest.raises(UserError,
+                       match="could not download CLIP model hf-hub:org/model from the Hugging Face Hub"):
         clip_lib.load_clip("hf-hub:org/model")
 
     damaged = tmp_path / "cache.bin"
@@ -246,15 +258,15 @@ def test_clip_schema_names_and_damaged_files(tmp_path, monkeypatch):
         clip_lib.load_clip("RN50", "openai")
 
 
-# ------------------------------------------------------------------------- groups 5 and 8: checked before any folder
+# ------------------------------------------------------------------ groups 5 and 8: checked before any folder
 
 def test_bad_values_fail_before_a_run_folder(synth_root, tmp_path):
     from CDTG import train as cdtg_train
     from Classification import train as cls_train
     from KMDN import train as kmdn_train
     out = tmp_path / "run"
-    proc = call(cls_train, "classification", "--data-root", synth_root, "--output-dir", out, "--model", "resnet19",
-                "--weights", "none", "--workers", "0", "--device", "cpu")
+    proc = call(cls_train, "classification", "--data-root", synth_root, "--output-dir", out, "--model",
+                "resnet19", "--weights", "none", "--workers", "0", "--device", "cpu")
     assert_one_line_error(proc, "unknown model 'resnet19'")
     proc = call(kmdn_train, "kmdn", "--part", "head", "--data-root", synth_root, "--output-dir", out,
                 "--model", "vgg11", "--weights", "none", "--workers", "0", "--device", "cpu")
@@ -268,13 +280,16 @@ def test_bad_values_fail_before_a_run_folder(synth_root, tmp_path):
 def test_dsva_bad_values_and_attributes(synth_root, tmp_path):
     from DSVA import annotate, train
     out = tmp_path / "run"
-    proc = call(annotate, "dsva_annotate", "--data-root", synth_root, "--output-dir", out, "--images-per-class", 0)
+    proc = call(annotate, "dsva_annotate", "--data-root", synth_root, "--output-dir", out,
+                "--images-per-class", 0)
     assert_one_line_error(proc, "--images-per-class must be at least 1")
-    common = ["--data-root", synth_root, "--split", "43", "--output-dir", out, "--device", "cpu", "--workers", "0"]
+    common = ["--data-root", synth_root, "--split", "43", "--output-dir", out, "--device", "cpu",
+              "--workers", "0"]
     proc = call(train, "dsva", *common, "--ways", 20)
     assert_one_line_error(proc, "--ways 20 is more than the")
-    assert_one_line_error(call(train, "dsva", *common, "--ways", 2, "--shots", 0), "--shots must be at least 1, got 0")
-    names = json.loads(open(os.path.join(synth_root, "classes.json")).read())["names"]
+    assert_one_line_error(call(train, "dsva", *common, "--ways", 2, "--shots", 0),
+                          "--shots must be at least 1, got 0")
+    names = json.loads(pathlib.Path(synth_root, "classes.json").read_text())["names"]
     attributes = tmp_path / "attributes.json"
     matrix = np.random.default_rng(0).random((len(names), 4)).round(3).tolist()
     for doc, message in (

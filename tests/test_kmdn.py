@@ -1,4 +1,5 @@
-"""KMDN: feature ResNet, weight loading, the distillation loss and schedule, stage-1/distill runs, hand-over file."""
+"""KMDN: feature ResNet, weight loading, the distillation loss and schedule, stage-1/distill runs, hand-over
+file."""
 import json
 import math
 import os
@@ -8,19 +9,18 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks import kmdn_feature_gap
 from common.backbones import build_feature_resnet
 from common.distributed import setup
 from common.engine import train_one_epoch
 from common.errors import UserError
+from common.part_model import load_part_model, part_meta, save_part_model
 from conftest import assert_one_line_error, run_script, script_args
 from KMDN import distill, test, train
-from benchmarks import kmdn_feature_gap
-from common.part_model import load_part_model, part_meta, save_part_model
-from KMDN.model import (DistillLoss, distill_lr, feature_mse, normalised_mse, phase, similarity_mse,
-                        step_lr)
+from KMDN.model import DistillLoss, distill_lr, feature_mse, normalised_mse, phase, similarity_mse, step_lr
 
-TRAIN = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16", "--workers", "0",
-         "--device", "cpu", "--epochs", "2", "--save-every", "1"]
+TRAIN = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "16",
+         "--workers", "0", "--device", "cpu", "--epochs", "2", "--save-every", "1"]
 DISTILL = ["--batch-size", "16", "--workers", "0", "--device", "cpu", "--epochs", "4", "--interval", "2"]
 
 
@@ -51,7 +51,8 @@ def stage1(synth_root, tmp_path_factory):
     """runs/kmdn/<name>-like folder with trained head/ and tail/ stage-1 runs (2 epochs each)."""
     base = tmp_path_factory.mktemp("kmdn")
     for part in ("head", "tail"):
-        call(train, "kmdn_train", ["--part", part, "--data-root", synth_root, "--output-dir", base / part, *TRAIN])
+        call(train, "kmdn_train",
+             ["--part", part, "--data-root", synth_root, "--output-dir", base / part, *TRAIN])
     return base
 
 
@@ -70,7 +71,9 @@ def test_layer3_feature_shape():
         for size in (224, 256):
             logits, feat = r50(torch.zeros(1, 3, size, size))
             assert logits.shape == (1, 7) and feat.shape == (1, 1024, size // 16, size // 16)
-        logits, feat = build_feature_resnet("resnet18", 3, "none", verbose=False).eval()(torch.zeros(2, 3, 224, 224))
+        logits, feat = build_feature_resnet("resnet18", 3, "none", verbose=False).eval()(torch.zeros(2, 3,
+                                                                                                     224,
+                                                                                                     224))
         assert logits.shape == (2, 3) and feat.shape == (2, 256, 14, 14)
     assert r50.feature_channels == 1024
 
@@ -80,7 +83,7 @@ def test_torchvision_weights_load_into_every_layer(tmp_path):
     torch.manual_seed(0)
     tv = torchvision.models.resnet50()
     with torch.no_grad():  # values no fresh model could have, BN and projection shortcuts included
-        for name, t in tv.state_dict().items():
+        for t in tv.state_dict().values():
             if t.is_floating_point():
                 t.copy_(torch.rand_like(t) + 0.5)
     sd = tv.state_dict()
@@ -92,7 +95,8 @@ def test_torchvision_weights_load_into_every_layer(tmp_path):
     assert [k for k in sd if not torch.equal(own[k], sd[k])] == ["fc.weight", "fc.bias"]  # fc: 8 classes
     upstream = build_feature_resnet("resnet50", 8, str(tmp_path / "r50.pth"), upstream_shortcut_init=True,
                                     verbose=False).state_dict()
-    differ = {k.rsplit(".", 2)[0] for k in sd if not k.startswith("fc.") and not torch.equal(upstream[k], sd[k])}
+    differ = {k.rsplit(".", 2)[0] for k in sd if not k.startswith("fc.")
+              and not torch.equal(upstream[k], sd[k])}
     assert differ == {f"layer{i}.0.downsample" for i in (1, 2, 3, 4)}
 
 
@@ -156,7 +160,8 @@ def test_feature_loss_flag_changes_the_loss_and_only_the_plain_mse_sees_scale_an
 
 def test_nearest_class_mean_accuracy_on_hand_made_features():
     f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.9, 0.2]])
-    y = torch.tensor([0, 0, 1, 1])  # cosine to the unit class means (.997, .055), (.626, .780): the last is class 0
+    # cosine to the unit class means (.997, .055), (.626, .780): the last is class 0
+    y = torch.tensor([0, 0, 1, 1])
     assert kmdn_feature_gap.nearest_class_mean_accuracy(f, y) == pytest.approx(0.75)
 
 
@@ -169,8 +174,10 @@ def test_phase_schedule_and_lr():
     # upstream counts from the global epoch; --lr-per-phase restarts the schedule with each phase
     assert [distill_lr(e, 50, 1e-3, [31, 61, 91], 0.1, False) for e in (0, 50, 99)] == pytest.approx(
         [1e-3, 1e-4, 1e-6])
-    assert [distill_lr(e, 2, 1e-3, [1], 0.1, True) for e in range(4)] == pytest.approx([1e-3, 1e-4, 1e-3, 1e-4])
-    assert [distill_lr(e, 2, 1e-3, [3], 0.1, False) for e in range(4)] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])
+    assert [distill_lr(e, 2, 1e-3, [1], 0.1, True) for e in range(4)] == pytest.approx([1e-3, 1e-4, 1e-3,
+                                                                                        1e-4])
+    assert [distill_lr(e, 2, 1e-3, [3], 0.1, False) for e in range(4)] == pytest.approx([1e-3, 1e-3, 1e-3,
+                                                                                         1e-4])
 
 
 @pytest.mark.slow
@@ -184,7 +191,8 @@ def test_teacher_is_bit_identical_after_a_distillation_epoch():
     teacher.layer3.register_forward_hook(lambda m, i, o: graph.append(o.requires_grad))
     data = TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8,)))
     opt = torch.optim.Adam(student.parameters(), lr=1e-3)
-    train_one_epoch(student, DataLoader(data, batch_size=4), opt, setup("cpu"), loss_fn=DistillLoss(teacher, 0.2))
+    train_one_epoch(student, DataLoader(data, batch_size=4), opt, setup("cpu"),
+                    loss_fn=DistillLoss(teacher, 0.2))
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
     assert all(p.grad is None for p in teacher.parameters())
@@ -234,26 +242,29 @@ def test_distill_run_and_exported_tail_model(distilled, stage1, synth_root, tmp_
     rows = metrics(distilled)
     assert [(r["student"], r["teacher"]) for r in rows] == [("head", "tail")] * 2 + [("tail", "head")] * 2
     assert rows[1]["train_loss"] < rows[0]["train_loss"] and rows[3]["train_loss"] < rows[2]["train_loss"]
-    assert all(r["train_loss"] == pytest.approx(r["train_ce"] + 0.2 * r["train_feat_mse"], rel=1e-6) for r in rows)
-    summary = json.load(open(distilled / "summary.json"))
+    assert all(r["train_loss"] == pytest.approx(r["train_ce"] + 0.2 * r["train_feat_mse"], rel=1e-6)
+               for r in rows)
+    summary = json.loads((distilled / "summary.json").read_text())
     assert set(summary["before"]) == set(summary["after"]) == {"head", "tail"}
     assert summary["head_init"].endswith(os.path.join("head", "model_final.pt")) and summary["fresh_fc"]
     assert (summary["alpha"], summary["feature_loss"]) == (0.2, "mse")
     assert "| tail (resnet18) |" in (distilled / "summary.md").read_text()
     # the exported tail model alone reproduces the tail model's reported test results
     capsys.readouterr()
-    call(test, "kmdn_test", ["--weights", distilled / "head_model.pt", distilled / "tail_model.pt", "--data-root",
-                             synth_root, "--workers", "0", "--device", "cpu", "--output-dir", tmp_path])
-    again = json.load(open(tmp_path / "tail_model" / "results.json"))
-    assert again["confusion_matrix"] == json.load(open(distilled / "tail" / "results.json"))["confusion_matrix"]
+    call(test, "kmdn_test",
+         ["--weights", distilled / "head_model.pt", distilled / "tail_model.pt", "--data-root",
+          synth_root, "--workers", "0", "--device", "cpu", "--output-dir", tmp_path])
+    again = json.loads((tmp_path / "tail_model" / "results.json").read_text())
+    distilled_tail = json.loads((distilled / "tail" / "results.json").read_text())
+    assert again["confusion_matrix"] == distilled_tail["confusion_matrix"]
     assert "are disjoint" in capsys.readouterr().out
 
 
 @pytest.mark.slow
 def test_distill_resume_is_exact_and_teacher_phase_leaves_head_unchanged(distilled, stage1, synth_root):
     part = stage1 / "distill_part"
-    args = ["--data-root", synth_root, "--output-dir", part, "--head-init", stage1 / "head" / "model_final.pt",
-            "--tail-init", stage1 / "tail" / "model_final.pt", *DISTILL]
+    args = ["--data-root", synth_root, "--output-dir", part, "--head-init",
+            stage1 / "head" / "model_final.pt", "--tail-init", stage1 / "tail" / "model_final.pt", *DISTILL]
     call(distill, "kmdn_distill", [*args, "--stop-after", "3"])
     head_after_phase1 = torch.load(part / "ckpt_last.pt", weights_only=False)["models"]["head"]
     call(distill, "kmdn_distill", [*args, "--resume"])
@@ -280,10 +291,12 @@ def test_bad_inputs(stage1, synth_root, tmp_path, capsys):
     # the right part with the wrong class count
     wrong = dict(split, tail=split["tail"][:-1])
     model = build_feature_resnet("resnet18", len(wrong["tail"]), "none", verbose=False)
-    save_part_model(model, str(tmp_path / "tail3.pt"), part_meta(model, "resnet18", "tail", wrong, 32, "half"))
-    code, err = run_main(distill, "kmdn_distill", ["--data-root", synth_root, "--output-dir", str(tmp_path / "d2"),
-                                                   "--head-init", str(stage1 / "head" / "model_final.pt"),
-                                                   "--tail-init", str(tmp_path / "tail3.pt"), *DISTILL], capsys)
+    save_part_model(model, str(tmp_path / "tail3.pt"),
+                    part_meta(model, "resnet18", "tail", wrong, 32, "half"))
+    code, err = run_main(distill, "kmdn_distill",
+                         ["--data-root", synth_root, "--output-dir", str(tmp_path / "d2"),
+                          "--head-init", str(stage1 / "head" / "model_final.pt"),
+                          "--tail-init", str(tmp_path / "tail3.pt"), *DISTILL], capsys)
     assert code == 2 and "--tail-init" in err and f"{len(split['tail']) - 1} tail classes" in err
     code, err = run_main(distill, "kmdn_distill", ["--data-root", synth_root, "--output-dir",
                                                    str(tmp_path / "nowhere" / "distill"), *DISTILL], capsys)
@@ -291,15 +304,16 @@ def test_bad_inputs(stage1, synth_root, tmp_path, capsys):
     assert not (tmp_path / "d1").exists() and not (tmp_path / "d2").exists()
     overlap = dict(split, tail=split["tail"] + split["head"][:1])
     (tmp_path / "overlap.json").write_text(json.dumps(overlap))
-    code, err = run_main(test, "kmdn_test", ["--weights", str(stage1 / "head" / "model_final.pt"), "--data-root",
-                                             synth_root, "--split", str(tmp_path / "overlap.json")], capsys)
+    code, err = run_main(test, "kmdn_test",
+                         ["--weights", str(stage1 / "head" / "model_final.pt"), "--data-root",
+                          synth_root, "--split", str(tmp_path / "overlap.json")], capsys)
     assert code == 2 and "in both head and tail" in err
 
 
 @pytest.mark.slow
 def test_feature_gap_script(distilled, stage1, synth_root):
-    """benchmarks/kmdn_feature_gap.py: a model against itself has MSE 0 and cosine 1; the distilled head model's
-    accuracy is the distillation run's."""
+    """benchmarks/kmdn_feature_gap.py: a model against itself has MSE 0 and cosine 1; the distilled head
+    model's accuracy is the distillation run's."""
     head = str(stage1 / "head" / "model_final.pt")
     proc = run_script("benchmarks/kmdn_feature_gap.py", "--data-root", synth_root, "--reference", head,
                       "--models", f"self={head}", f"tail={stage1 / 'tail' / 'model_final.pt'}",
@@ -308,9 +322,10 @@ def test_feature_gap_script(distilled, stage1, synth_root):
             if line.startswith("| ") and not line.startswith("| model")}
     assert rows["self"][1:3] == ["0.000", "1.000"] and rows["reference"][1:3] == ["0.000", "1.000"]
     assert rows["self"][4] == "0.0000" and float(rows["tail"][4]) > 0  # similarity MSE
-    assert rows["self"][5] == rows["reference"][5] and 0 <= float(rows["tail"][5]) <= 100  # nearest class mean
+    # nearest class mean
+    assert rows["self"][5] == rows["reference"][5] and 0 <= float(rows["tail"][5]) <= 100
     assert float(rows["tail"][1]) > 0 and rows["tail"][3] == "-"  # other classes: no accuracy
-    after = json.load(open(distilled / "summary.json"))["after"]["head"]["oa"]
+    after = json.loads((distilled / "summary.json").read_text())["after"]["head"]["oa"]
     assert float(rows["distilled"][3]) == pytest.approx(100 * after, abs=0.05)
     proc = run_script("benchmarks/kmdn_feature_gap.py", "--data-root", synth_root, "--reference", head,
                       "--models", "nofile", check=False)

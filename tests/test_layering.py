@@ -1,4 +1,5 @@
-"""Scripts import modules, never other scripts; the paper stages never import the synthetic data set's code."""
+"""Scripts import modules, never other scripts; the paper stages never import the synthetic data set's
+code."""
 import ast
 import os
 
@@ -14,7 +15,8 @@ def python_files():
             for name in sorted(files):
                 if name.endswith(".py"):
                     path = os.path.join(folder, name)
-                    yield path, os.path.relpath(path, REPO)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+                    module = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+                    yield path, module.removesuffix(".__init__")
 
 
 def is_entry_point(tree: ast.Module) -> bool:
@@ -61,5 +63,6 @@ def test_no_module_imports_an_entry_point():
 
 def test_no_paper_stage_imports_the_synthetic_data_set():
     bad = sorted((m, imp) for m, t in parsed().items() if m.split(".")[0] in PAPER_STAGES
-                 for imp in imported_modules(t) if imp == "data.synthetic" or imp.startswith("data.synthetic."))
+                 for imp in imported_modules(t) if imp == "data.synthetic"
+                 or imp.startswith("data.synthetic."))
     assert bad == [], repr(bad)

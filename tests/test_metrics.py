@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from common.metrics import (confusion_matrix, group_mean_accuracy, macro_f1, overall_accuracy, per_class_accuracy,
-                            per_class_f1, summarize)
+from common.metrics import (
+    confusion_matrix,
+    group_mean_accuracy,
+    macro_f1,
+    overall_accuracy,
+    per_class_accuracy,
+    per_class_f1,
+    summarize,
+)
 
 # 3 classes; true/pred pairs chosen by hand
 Y_TRUE = [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]

@@ -1,21 +1,21 @@
-"""The original authors' GAN files, rebuilt from tests/fixtures/upstream/ manifests, through the project's own loaders:
-the same images and discriminator outputs as the original classes computed (the *_ref.pt references), strict loading,
-the exact FromRGB conversion, and one-line errors."""
+"""The original authors' GAN files, rebuilt from tests/fixtures/upstream/ manifests, through the project's own
+loaders: the same images and discriminator outputs as the original classes computed (the *_ref.pt references),
+strict loading, the exact FromRGB conversion, and one-line errors."""
 import json
 import os
 
 import pytest
 import torch
 
-from common.backbones import build_feature_resnet
-from common.config import resolve_args
-from common.errors import UserError
-from conftest import assert_one_line_error, run_script
 from CDTG import generator_file, original
 from CDTG import train as cdtg_train
 from CDTG.conditioning import FeatureProjection
 from CDTG.model import build_models
+from common.backbones import build_feature_resnet
+from common.config import resolve_args
+from common.errors import UserError
 from common.part_model import part_meta, save_part_model
+from conftest import assert_one_line_error, run_script
 from upstream_files import cdtg_args, manifest, reference, write_original
 
 TOL = 1e-4
@@ -26,8 +26,8 @@ FEATURE = (256, 2, 2)  # layer3 of a resnet18 tail model at 32 px
 def tail12_root(tmp_path_factory):
     """A tiny data set whose split has 12 tail classes, as the original files (4 head + 12 tail, 32 px)."""
     root = str(tmp_path_factory.mktemp("tail12") / "data")
-    run_script("data/synthetic/prepare.py", "--output-dir", root, "--classes", "16", "--n-max", "12", "--n-test", "2",
-               "--size", "32", "--imbalance", "4")
+    run_script("data/synthetic/prepare.py", "--output-dir", root, "--classes", "16", "--n-max", "12",
+               "--n-test", "2", "--size", "32", "--imbalance", "4")
     run_script("data/split.py", "--data-root", root, "--head-percent", "25")
     return root
 
@@ -53,7 +53,8 @@ def files(tmp_path_factory):
 
 def train_args(root, ckpt, *extra):
     return resolve_args(cdtg_train.get_args_parser(), "cdtg_train",
-                        ["--data-root", root, "--tail-model", "unused.pt", "--size", "32", "--ckpt", ckpt, *extra])
+                        ["--data-root", root, "--tail-model", "unused.pt", "--size", "32", "--ckpt", ckpt,
+                         *extra])
 
 
 def load_for_training(root, ckpt, *extra):
@@ -81,8 +82,9 @@ def close(what, ours, ref):
 def test_generator_of_200000_pt_draws_the_original_images(files, tail12_root, capsys):
     ref = reference("cdtg_size32_ref.pt")
     g_state, p_state, meta = generator_file.read(files["cdtg"], tail12_root)
-    assert p_state is None and meta["generator"] == {"size": 32, "style_dim": 512, "n_mlp": 8, "num_classes": 12,
-                                                     "channel_multiplier": 2, "max_channels": None}
+    assert p_state is None and meta["generator"] == {"size": 32, "style_dim": 512, "n_mlp": 8,
+                                                     "num_classes": 12, "channel_multiplier": 2,
+                                                     "max_channels": None}
     g, proj = generator_file.build(meta, g_state, p_state, "cpu", FEATURE, seed=3)
     assert "P is random (seed 3)" in capsys.readouterr().out
     again = original.random_projection(FEATURE, 512, 3)
@@ -103,7 +105,7 @@ def test_generator_of_200000_pt_draws_the_original_images(files, tail12_root, ca
 @pytest.mark.parametrize("kernel", ["1", "3"])
 def test_discriminator_of_200000_pt_matches_the_original(files, tail12_root, kernel, capsys):
     ref = reference("cdtg_size32_ref.pt")
-    g, d, g_ema = load_for_training(tail12_root, files["cdtg"], "--from-rgb-kernel", kernel)
+    _g, d, g_ema = load_for_training(tail12_root, files["cdtg"], "--from-rgb-kernel", kernel)
     out = capsys.readouterr().out
     assert "TGN's CDTG checkpoint" in out and "left at init (not in the file): P, P_ema\n" in out
     assert ("converted 1x1 -> 3x3 exactly" in out) == (kernel == "3")
@@ -158,7 +160,8 @@ def test_from_rgb_conversion_is_exact_both_ways_and_refuses_a_true_3x3():
 def test_256px_manifests_fit_the_paper_configuration_strictly(name):
     # names and shapes only (zero tensors), checked against meta-device models built by train.py's flags
     m = manifest(name)
-    ck = {k: {e["name"]: torch.zeros(e["shape"]) for e in m["models"][k]["tensors"]} for k in ("g", "d", "g_ema")}
+    ck = {k: {e["name"]: torch.zeros(e["shape"]) for e in m["models"][k]["tensors"]}
+          for k in ("g", "d", "g_ema")}
     ck["args"] = cdtg_args(256)
     kernel = "3" if "rosinality" in name else "1"
     args = resolve_args(cdtg_train.get_args_parser(), "cdtg_train", ["--from-rgb-kernel", kernel])
@@ -167,23 +170,26 @@ def test_256px_manifests_fit_the_paper_configuration_strictly(name):
     layout, states, left, converted = original.plan(ck, name, {"g": g, "d": d, "g_ema": g})
     assert converted is None and all(len(states[k]) == len(ck[k]) for k in ck if k != "args")
     assert left == ([] if layout.conditional else
-                    ["g.label_emb.weight", "d.label_emb.weight", "d.fusion_conv.0.weight", "d.fusion_conv.1.bias",
-                     "g_ema.label_emb.weight"])
+                    ["g.label_emb.weight", "d.label_emb.weight", "d.fusion_conv.0.weight",
+                     "d.fusion_conv.1.bias", "g_ema.label_emb.weight"])
 
 
-# ------------------------------------------------------------------------------------------------ continue, convert
+# ------------------------------------------------------------------------------------------ continue, convert
 
 
 @pytest.mark.slow
-def test_continue_original_restores_iteration_optimisers_and_ada_p(files, tail12_root, tail_model_file, tmp_path):
+def test_continue_original_restores_iteration_optimisers_and_ada_p(files, tail12_root, tail_model_file,
+                                                                   tmp_path):
     ck = torch.load(files["cdtg"], weights_only=False)
     for key in ("g_optim", "d_optim"):  # an original run's Adam: 10 steps taken
-        ck[key]["state"] = {i: {"step": torch.tensor(10.0), "exp_avg": torch.zeros(()), "exp_avg_sq": torch.zeros(())}
+        ck[key]["state"] = {i: {"step": torch.tensor(10.0), "exp_avg": torch.zeros(()),
+                                "exp_avg_sq": torch.zeros(())}
                             for i in ck[key]["param_groups"][0]["params"]}
     sizes = {"g_optim": [v.shape for k, v in ck["g"].items() if not k.startswith(("noises.", "iwt.")) and
                          k.rsplit(".", 1)[-1] not in ("ll", "lh", "hl", "hh", "kernel")],
-             "d_optim": [v.shape for k, v in ck["d"].items() if k.rsplit(".", 1)[-1] not in ("ll", "lh", "hl", "hh",
-                                                                                               "kernel")]}
+             "d_optim": [v.shape for k, v in ck["d"].items()
+                         if k.rsplit(".", 1)[-1] not in ("ll", "lh", "hl", "hh",
+                                                           "kernel")]}
     for key, shapes in sizes.items():
         for i, shape in zip(ck[key]["param_groups"][0]["params"], shapes, strict=True):
             ck[key]["state"][i].update(exp_avg=torch.zeros(shape), exp_avg_sq=torch.zeros(shape))
@@ -198,7 +204,7 @@ def test_continue_original_restores_iteration_optimisers_and_ada_p(files, tail12
     cdtg_train.main.__wrapped__(args)
     ck = torch.load(out / "ckpt_last.pt", weights_only=False)
     assert ck["iteration"] == 200001
-    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in rows] == [200001]
     group = ck["g_optim"]["param_groups"][0]
     assert group["lr"] == pytest.approx(0.002 * 4 / 5) and group["betas"][1] == pytest.approx(0.99 ** 0.8)
@@ -224,10 +230,10 @@ def test_convert_to_project_writes_a_generator_file(files, tail12_root, tmp_path
 def test_generate_cli_on_the_original_file(files, tail12_root, tail_model_file, tmp_path):
     out = tmp_path / "gen"
     proc = run_script("CDTG/generate.py", "--ckpt", files["cdtg"], "--data-root", tail12_root, "--tail-model",
-                      tail_model_file, "--n-per-class", "2", "--per-real", "2", "--batch-size", "2", "--classes",
-                      "0", "--workers", "1", "--device", "cpu", "--output-dir", str(out))
+                      tail_model_file, "--n-per-class", "2", "--per-real", "2", "--batch-size", "2",
+                      "--classes", "0", "--workers", "1", "--device", "cpu", "--output-dir", str(out))
     assert "P is random (seed 0): the generator file holds none" in proc.stdout
-    manifest_ = json.load(open(out / "manifest.json"))
+    manifest_ = json.loads((out / "manifest.json").read_text())
     assert [(e["class_id"], e["count"]) for e in manifest_["classes"]] == [(0, 2)]
     assert sorted(os.listdir(out / "0")) == ["00000.jpg", "00001.jpg"]
 
@@ -243,7 +249,8 @@ def test_class_count_differs_from_the_tail_classes(files, synth_root, tmp_path):
     assert not (tmp_path / "g").exists()
     with pytest.raises(UserError, match="no class names: pass --data-root"):
         generator_file.read(files["cdtg"])
-    with pytest.raises(UserError, match="not a CDTG generator but an unconditional SWAGAN in SatConcepts' layout"):
+    with pytest.raises(UserError,
+                       match="not a CDTG generator but an unconditional SWAGAN in SatConcepts' layout"):
         generator_file.read(files["satconcepts"], synth_root)
 
 
@@ -272,7 +279,8 @@ def test_tensors_left_at_init_or_unused_are_errors(files, tail12_root, tmp_path)
     for name, broken, message in [
             ("missing.pt", {**ck, "d": {k: v for k, v in ck["d"].items() if k != "final_conv.1.bias"}},
              "d.final_conv.1.bias is not in the file and would stay at init"),
-            ("extra.pt", {**ck, "g": {**ck["g"], "extra.weight": torch.zeros(1)}}, "g.extra.weight has no place"),
+            ("extra.pt", {**ck, "g": {**ck["g"], "extra.weight": torch.zeros(1)}},
+             "g.extra.weight has no place"),
             ("shape.pt", {**ck, "d": {**ck["d"], "label_emb.weight": torch.zeros(12, 64)}},
              r"d.label_emb.weight is \[12, 64\] in the file but \[12, 512\]")]:
         torch.save(broken, tmp_path / name)
@@ -283,7 +291,7 @@ def test_tensors_left_at_init_or_unused_are_errors(files, tail12_root, tmp_path)
     with pytest.raises(UserError, match="non-zero off-centre taps"):
         original.read_initial_checkpoint(train_args(tail12_root, files["rosinality"]), 12)
     with pytest.raises(UserError, match="1x1 FromRGB: continue its run with --from-rgb-kernel 1"):
-        original.read_initial_checkpoint(train_args(tail12_root, files["cdtg"], "--continue-original", "--iter",
-                                                      "200001", "--from-rgb-kernel", "3"), 12)
+        original.read_initial_checkpoint(train_args(tail12_root, files["cdtg"], "--continue-original",
+                                                    "--iter", "200001", "--from-rgb-kernel", "3"), 12)
     with pytest.raises(UserError, match="iteration 200000; pass an --iter above it"):
         original.read_initial_checkpoint(train_args(tail12_root, files["cdtg"], "--continue-original"), 12)

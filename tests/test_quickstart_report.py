@@ -27,9 +27,11 @@ def test_post_hoc_rows_and_times(tmp_path, monkeypatch):
     write(str(out / "classification_baseline" / "results.json"), result(0.8, 0.95, 0.70, [0.95, 0.8, 0.6]))
     write(str(out / "classification_la1" / "results.json"), result(0.85, 0.90, 0.825, [0.9, 0.85, 0.8]))
     write(str(out / "classification_taunorm1" / "results.json"), result(0.82, 0.93, 0.75, [0.93, 0.8, 0.7]))
-    write(str(out / "times.tsv"), "step\twall_s\tuser_s\tsys_s\nprepare\t8.1\t3.5\t0.5\nkmdn_head\t40.4\t30\t2\n")
+    write(str(out / "times.tsv"),
+          "step\twall_s\tuser_s\tsys_s\nprepare\t8.1\t3.5\t0.5\nkmdn_head\t40.4\t30\t2\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["quickstart_report.py", "--output-dir", str(out), "--data-root", str(data)])
+    monkeypatch.setattr(sys, "argv",
+                        ["quickstart_report.py", "--output-dir", str(out), "--data-root", str(data)])
     quickstart_report.main()
     text = (out / "results.md").read_text()
     assert "| baseline (original train set) | 80.0 | 79.0 | 95.0 | 70.0 |" in text

@@ -1,10 +1,11 @@
-"""The numbered scripts as a user runs them: the commands of the README's "DIOR end to end" section on a tiny DIOR
-release in the official layout, then DSVA on a tiny RSSDIVCS-format release, every step's file handed to the
-next; the flag routing of common/flags.py; the training loader's lone last batch at 32 px."""
+"""The numbered scripts as a user runs them: the commands of the README's "DIOR end to end" section on a tiny
+DIOR release in the official layout, then DSVA on a tiny RSSDIVCS-format release, every step's file handed to
+the next; the flag routing of common/flags.py; the training loader's lone last batch at 32 px."""
 import argparse
 import hashlib
 import json
 import os
+import pathlib
 import re
 import shlex
 import shutil
@@ -32,7 +33,8 @@ CLIP_CFG = {"embed_dim": 16,
             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 PROVIDED = {"DIOR", "RSSDIVCS", "CLIP", "CLIP_MODEL", "RUNS", "DATA_ROOT"}  # the test's own values
-HEAD, TAIL = 6, 3  # train chips of each of the 8 head and 12 tail classes; class 8 gets one more (see dior_release)
+# train chips of each of the 8 head and 12 tail classes; class 8 gets one more (see dior_release)
+HEAD, TAIL = 6, 3
 
 
 # ---------------------------------------------------------------------------------------------- the README
@@ -43,7 +45,7 @@ def readme_block(title: str) -> tuple:
     with open(os.path.join(REPO, "README.md")) as f:
         text = f.read()
     start = re.search(rf"\n#+ {re.escape(title)}\n", text).end()
-    block = re.search(r"```bash\n(.*?)```", text[start:], re.S).group(1)
+    block = re.search(r"```bash\n(.*?)```", text[start:], re.DOTALL).group(1)
     env, commands = {}, []
     for line in block.splitlines():
         line = line.split(" #")[0].strip()
@@ -54,7 +56,8 @@ def readme_block(title: str) -> tuple:
             for word in words[1:] if words[0] == "export" else words:
                 name, value = word.split("=", 1)
                 if name not in PROVIDED:  # *_FLAGS only: no numbered script reads such a variable
-                    assert name.endswith("_FLAGS"), f"README variable {name} could reach a script's environment"
+                    assert name.endswith("_FLAGS"), \
+                        f"README variable {name} could reach a script's environment"
                     env[name] = value
         else:
             commands.append(line)
@@ -62,10 +65,11 @@ def readme_block(title: str) -> tuple:
 
 
 def walk(commands: list, env: dict, tmp_path, checks: dict) -> None:
-    """Run each command with bash from the repository root; after each, checks[script](env) may assert files."""
+    """Run each command with bash from the repository root; after each, checks[script](env) may assert
+    files."""
     for command in commands:
         proc = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=600,
-                              env=env)
+                              env=env, check=False)
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         script = command.split()[1]
         if script in checks:
@@ -75,7 +79,7 @@ def walk(commands: list, env: dict, tmp_path, checks: dict) -> None:
 
 def base_env(tmp_path, **extra) -> dict:
     stamp = os.path.join(REPO, ".venv", ".installed-" + hashlib.sha1(b"".join(
-        open(os.path.join(REPO, f), "rb").read() for f in ("requirements.txt", "pyproject.toml"))).hexdigest()[:12])
+        pathlib.Path(REPO, f).read_bytes() for f in ("requirements.txt", "pyproject.toml"))).hexdigest()[:12])
     if not os.path.isfile(stamp):
         pytest.skip("scripts/env.sh would install .venv first (no stamp file); run scripts/test.sh once")
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "RUNS": str(tmp_path / "runs"), **extra}
@@ -83,8 +87,8 @@ def base_env(tmp_path, **extra) -> dict:
 
 def repo_outputs() -> dict:
     """What of the repository's own data/ and runs/ a walk could write; it must stay as it was."""
-    paths = ["data/dior/processed", "data/rssdivcs", "runs/kmdn/dior", "runs/cdtg/dior", "runs/classification/dior",
-             "runs/dsva/zsl_61", "runs/kmdn/default"]
+    paths = ["data/dior/processed", "data/rssdivcs", "runs/kmdn/dior", "runs/cdtg/dior",
+             "runs/classification/dior", "runs/dsva/zsl_61", "runs/kmdn/default"]
     return {p: os.path.getmtime(os.path.join(REPO, p)) if os.path.exists(os.path.join(REPO, p)) else None
             for p in paths}
 
@@ -103,8 +107,9 @@ def tiny_clip(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------- DIOR
 
 def dior_release(raw) -> dict:
-    """The official layout with one 40x40 image per object: classes 0-7 get HEAD train chips (head), the others
-    TAIL, class 8 TAIL + 1 (tail 37, all 85: both leave a last batch of one at batch size 4), one test chip each."""
+    """The official layout with one 40x40 image per object: classes 0-7 get HEAD train chips (head), the
+    others TAIL, class 8 TAIL + 1 (tail 37, all 85: both leave a last batch of one at batch size 4), one test
+    chip each."""
     for folder in ("JPEGImages-trainval", "JPEGImages-test", "Annotations", "ImageSets/Main"):
         os.makedirs(os.path.join(raw, folder), exist_ok=True)
     counts = {c: HEAD if c < 8 else TAIL + (c == 8) for c in range(len(CLASS_NAMES))}
@@ -116,8 +121,10 @@ def dior_release(raw) -> dict:
             k += 1
             image_id, test = f"{k:05d}", i == counts[c]
             image = Image.new("RGB", (40, 40), tuple(int(v) for v in rng.integers(0, 80, 3)))
-            ImageDraw.Draw(image).rectangle((6, 6, 30, 30), fill=((37 * c) % 256, (91 * c) % 256, 200 - 9 * c))
-            image.save(os.path.join(raw, "JPEGImages-test" if test else "JPEGImages-trainval", f"{image_id}.jpg"))
+            ImageDraw.Draw(image).rectangle((6, 6, 30, 30),
+                                            fill=((37 * c) % 256, (91 * c) % 256, 200 - 9 * c))
+            image.save(os.path.join(raw, "JPEGImages-test" if test else "JPEGImages-trainval",
+                                    f"{image_id}.jpg"))
             with open(os.path.join(raw, "Annotations", f"{image_id}.xml"), "w") as f:
                 f.write(f"<annotation><size><width>40</width><height>40</height></size><object><name>{name}</name>"
                         f"<difficult>0</difficult><bndbox><xmin>4</xmin><ymin>4</ymin><xmax>32</xmax><ymax>32</ymax>"
@@ -143,7 +150,8 @@ def test_dior_walk_with_the_readme_commands(tmp_path, tiny_clip):
         "bash scripts/01_prepare.sh dior", "bash scripts/02_split.sh dior", "bash scripts/03_kmdn.sh dior",
         "bash scripts/06_classify.sh dior baseline", "bash scripts/04_cdtg_train.sh dior",
         "bash scripts/05_cdtg_generate.sh dior", "bash scripts/06_classify.sh dior tgn"]
-    env = base_env(tmp_path, **variables, DIOR=str(raw), DATA_ROOT=str(data), CLIP_MODEL=CLIP_NAME, CLIP=tiny_clip)
+    env = base_env(tmp_path, **variables, DIOR=str(raw), DATA_ROOT=str(data), CLIP_MODEL=CLIP_NAME,
+                   CLIP=tiny_clip)
     before, repo_entries = repo_outputs(), set(os.listdir(REPO))
     kmdn, cdtg, clf = runs / "kmdn" / "dior", runs / "cdtg" / "dior", runs / "classification" / "dior"
     expanded = cdtg / "expanded_train.txt"
@@ -159,11 +167,13 @@ def test_dior_walk_with_the_readme_commands(tmp_path, tiny_clip):
         assert s["head"] == list(range(8)) and s["tail"][0] == 8 and len(s["tail"]) == 12
 
     def kmdn_done(proc):
-        for f in ("head/model_final.pt", "tail/model_final.pt", "distill/head_model.pt", "distill/tail_model.pt"):
+        for f in ("head/model_final.pt", "tail/model_final.pt", "distill/head_model.pt",
+                  "distill/tail_model.pt"):
             assert (kmdn / f).is_file(), f
         assert read_json(kmdn / "head" / "meta.json") and (kmdn / "distill" / "summary.md").is_file()
         tail = torch.load(kmdn / "distill" / "tail_model.pt", map_location="cpu", weights_only=False)
-        assert (tail["arch"], tail["img_size"]) == ("resnet18", 32)  # --model reached train.py, not distill.py
+        # --model reached train.py, not distill.py
+        assert (tail["arch"], tail["img_size"]) == ("resnet18", 32)
 
     def classified(proc):
         assert (clf / "baseline" / "model_final.pt").is_file()
@@ -202,13 +212,14 @@ def test_dior_walk_with_the_readme_commands(tmp_path, tiny_clip):
 @pytest.mark.slow
 def test_unaccepted_flag_is_refused_before_anything_runs(tmp_path):
     env = base_env(tmp_path, DATA_ROOT=str(tmp_path / "nowhere"))
-    proc = subprocess.run(["bash", "scripts/03_kmdn.sh", "dior", "--epochs", "1", "--no-such-flag", "3"], cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(["bash", "scripts/03_kmdn.sh", "dior", "--epochs", "1", "--no-such-flag", "3"],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert_one_line_error(proc, "no script of 03_kmdn.sh accepts --no-such-flag", "KMDN/distill.py")
     assert not (tmp_path / "runs").exists()
-    # a stage of one script: its argparse refuses the flag, also the start of a longer one (--data of --data-root)
+    # a stage of one script: its argparse refuses the flag, also the start of a longer one (--data of
+    # --data-root)
     proc = subprocess.run(["bash", "scripts/06_classify.sh", "dior", "baseline", "--data", "x"], cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     assert_one_line_error(proc, "unrecognized arguments: --data x", "--help")
     assert not (tmp_path / "runs").exists()
 
@@ -240,7 +251,7 @@ def rssdivcs_release(root, split: str) -> None:
     test_unseen = [i + 1 for i in range(len(paths)) if labels[i] == 4]
     scipy.io.savemat(root / "files" / f"{split}_images.mat",
                      {"image_files": cell(paths), "labels": np.array(labels)[:, None]})
-    col = lambda v: np.array(v)[:, None]  # noqa: E731
+    col = lambda v: np.array(v)[:, None]
     scipy.io.savemat(root / "files" / f"ann_attr_finetune_{split}_splits.mat", {
         "train_zsl_loc_0": col(train), "train_gzsl_loc_0": col(train), "test_seen_loc_0": col(test_seen),
         "test_unseen_loc_0": col(test_unseen), "allclasses_names": cell(names),
@@ -255,7 +266,8 @@ def test_dsva_walk_with_the_readme_commands(tmp_path, tiny_clip):
     variables, commands = readme_block("DSVA on RSSDIVCS end to end")
     assert [c.split()[:3] for c in commands] == [["bash", "scripts/10_dsva.sh", "zsl_61"],
                                                  ["python", "DSVA/test.py", "--weights"]]
-    env = base_env(tmp_path, **variables, DATA_ROOT=str(tmp_path / "RSSDIVCS"), CLIP_MODEL=CLIP_NAME, CLIP=tiny_clip)
+    env = base_env(tmp_path, **variables, DATA_ROOT=str(tmp_path / "RSSDIVCS"), CLIP_MODEL=CLIP_NAME,
+                   CLIP=tiny_clip)
     before = repo_outputs()
     run = tmp_path / "runs" / "dsva" / "zsl_61"
 
@@ -287,14 +299,14 @@ def toy_parsers() -> dict:
 
 
 def test_route_gives_each_flag_with_its_values_to_the_scripts_that_take_it():
-    words = ["--model", "resnet18", "--epochs", "1", "--lr-drop-epochs", "3", "5", "--no-hflip", "--lr", "-1e-3",
-             "--weights=x", "--lr-drop-epochs"]
+    words = ["--model", "resnet18", "--epochs", "1", "--lr-drop-epochs", "3", "5", "--no-hflip", "--lr",
+             "-1e-3", "--weights=x", "--lr-drop-epochs"]
     routed = route(words, toy_parsers(), {}, {}, "s.sh")
-    assert routed == {"a": ["--model", "resnet18", "--epochs", "1", "--lr-drop-epochs", "3", "5", "--no-hflip",
-                            "--lr", "-1e-3", "--lr-drop-epochs"],
+    assert routed == {"a": ["--model", "resnet18", "--epochs", "1", "--lr-drop-epochs", "3", "5",
+                            "--no-hflip", "--lr", "-1e-3", "--lr-drop-epochs"],
                       "b": ["--epochs", "1", "--lr", "-1e-3", "--weights=x"]}
-    assert route(["--epochs", "2"], toy_parsers(), {"b": {"--epochs"}}, {}, "s.sh") == {"a": ["--epochs", "2"],
-                                                                                         "b": []}
+    assert route(["--epochs", "2"], toy_parsers(), {"b": {"--epochs"}}, {}, "s.sh") == \
+        {"a": ["--epochs", "2"], "b": []}
 
 
 @pytest.mark.parametrize("words, skip, env, message", [
@@ -304,7 +316,8 @@ def test_route_gives_each_flag_with_its_values_to_the_scripts_that_take_it():
     (["--epochs", "--lr", "1"], {}, {}, "--epochs needs a value"),
     (["resnet18"], {}, {}, "'resnet18' is not a flag"),
     (["--model", "a", "b"], {}, {}, "'b' is not a flag"),
-    (["--model", "a"], {}, {"--model": "MODEL"}, "s.sh sets --model itself: set the environment variable MODEL="),
+    (["--model", "a"], {}, {"--model": "MODEL"}, ("s.sh sets --model itself: set the environment variable "
+                                                  "MODEL=")),
 ])
 def test_route_refuses(words, skip, env, message):
     with pytest.raises(UserError, match=re.escape(message)):
@@ -337,23 +350,28 @@ def test_interrupted_kmdn_script_is_finished_by_the_same_command(tmp_path, synth
     (--resume added), starts distillation and tests; run a third time, it finds everything finished."""
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(f"import sys\nsys.path.insert(0, {os.path.join(REPO, 'tests')!r})\n"
-                                           f"import interrupting\ninterrupting.wrap_if_named(sys.argv)\n")
+    (hook / "sitecustomize.py").write_text("import sys\nsys.path.insert(0, "
+                                           f"{os.path.join(REPO, 'tests')!r})\nimport "
+                                           "interrupting\ninterrupting.wrap_if_named(sys.argv)\n")
     env = base_env(tmp_path, DATA_ROOT=synth_root, PYTHONPATH=f"{hook}:{REPO}")
-    command = ["bash", "scripts/03_kmdn.sh", "synthetic", "--model", "resnet18", "--weights", "none", "--epochs",
-               "2", "--img-size", "32", "--batch-size", "32", "--workers", "0", "--device", "cpu"]
+    command = ["bash", "scripts/03_kmdn.sh", "synthetic", "--model", "resnet18", "--weights", "none",
+               "--epochs", "2", "--img-size", "32", "--batch-size", "32", "--workers", "0", "--device", "cpu"]
     kmdn = tmp_path / "runs" / "kmdn" / "synthetic"
-    stopped = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
-                             env={**env, "INTERRUPT_AT": "KMDN/train.py tail common.engine:train_one_epoch@2"})
+    stopped = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
+                             env={**env,
+                                  "INTERRUPT_AT": "KMDN/train.py tail common.engine:train_one_epoch@2"})
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert stopped.stderr.strip().splitlines()[-1] == (f"interrupted; the last checkpoint is {kmdn}/tail/"
-                                                       f"ckpt_last.pt: run the same command with --resume to continue")
+                                                       "ckpt_last.pt: run the same command with --resume to "
+                                                       "continue")
     assert (kmdn / "head" / "model_final.pt").is_file() and not (kmdn / "tail" / "model_final.pt").exists()
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
+                           check=False)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed from {kmdn}/tail/ckpt_last.pt at epoch 1" in again.stdout
-    assert (kmdn / "distill" / "tail_model.pt").is_file() and (kmdn / "distill" / "test_tail_model" / "results.json"
-                                                               ).is_file()
-    third = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    assert (kmdn / "distill" / "tail_model.pt").is_file()
+    assert (kmdn / "distill" / "test_tail_model" / "results.json").is_file()
+    third = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
+                           check=False)
     assert third.returncode == 0, third.stderr[-3000:]
     assert third.stdout.count("is already finished with these settings; nothing to do") == 2

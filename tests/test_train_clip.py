@@ -14,10 +14,23 @@ from common.config import parse_args
 from common.errors import UserError
 from common.layout import write_layout
 from data.synthetic import train_clip
-from data.synthetic.clip_model import (MODEL_NAME, build_model, class_attribute_dicts, class_prompt,
-                                       described_class_prompt, make_caption, model_config)
-from data.synthetic.render import (ATTRIBUTE_GROUPS, CATALOG, attribute_names, attribute_prompt,
-                                   class_attribute_matrix, render)
+from data.synthetic.clip_model import (
+    MODEL_NAME,
+    build_model,
+    class_attribute_dicts,
+    class_prompt,
+    described_class_prompt,
+    make_caption,
+    model_config,
+)
+from data.synthetic.render import (
+    ATTRIBUTE_GROUPS,
+    CATALOG,
+    attribute_names,
+    attribute_prompt,
+    class_attribute_matrix,
+    render,
+)
 
 SEEN, UNSEEN = [0, 1, 2, 4, 5, 7], [3, 6, 8, 9]
 
@@ -86,7 +99,7 @@ def test_few_steps_lower_the_contrastive_loss(data_root):
 
 def test_unseen_classes_are_absent_from_training_pairs(data_root):
     info = info_of(data_root)
-    train_ids, seen, unseen = train_clip.training_classes(info, "43", all_classes=False)
+    train_ids, _seen, unseen = train_clip.training_classes(info, "43", all_classes=False)
     assert train_ids == SEEN and unseen == UNSEEN
     images, labels = train_clip.load_images(data_root, "train", train_ids, 32)
     assert set(labels.tolist()) == set(SEEN) and len(images) == len(labels)
@@ -163,7 +176,8 @@ def test_script_end_to_end(data_root, tmp_path, capsys):
 
 def test_script_rejects_a_folder_that_is_not_the_embedded_set(tmp_path, capsys):
     write_layout(str(tmp_path), "DIOR", ["a", "b"], {})
-    args = parse_args(train_clip.get_args_parser(), "train_clip", ["--data-root", str(tmp_path), "--out", "x.pt"])
+    args = parse_args(train_clip.get_args_parser(), "train_clip",
+                      ["--data-root", str(tmp_path), "--out", "x.pt"])
     with pytest.raises(SystemExit) as e:
         train_clip.main(args)
     assert e.value.code == 2
@@ -177,7 +191,8 @@ def test_init_continues_an_earlier_fit_on_all_classes(data_root, tmp_path, capsy
     train_clip.main(parse_args(train_clip.get_args_parser(), "train_clip", small + ["--out", str(first)]))
     # lr 0: the second fit keeps the weights it started from, so equal weights prove that --init loaded them
     train_clip.main(parse_args(train_clip.get_args_parser(), "train_clip",
-                               small + ["--out", str(second), "--init", str(first), "--all-classes", "--lr", "0"]))
+                               small + ["--out", str(second), "--init", str(first), "--all-classes", "--lr",
+                                        "0"]))
     a, b = torch.load(first, weights_only=False), torch.load(second, weights_only=False)
     assert a["model_cfg"] == b["model_cfg"] and a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

@@ -1,6 +1,7 @@
-"""The training steps against the original code's own numbers (tests/fixtures/upstream/README.md, "Training-loss
-references"): one CDTG iteration at 32 px through CDTGTrainer with the recorded random draws, the standalone CDTG
-losses, the released CLIP term, and each weighted term of the DSVA loss with the head's gradient.
+"""The training steps against the original code's own numbers (tests/fixtures/upstream/README.md,
+"Training-loss references"): one CDTG iteration at 32 px through CDTGTrainer with the recorded random draws,
+the standalone CDTG losses, the released CLIP term, and each weighted term of the DSVA loss with the head's
+gradient.
 
 The seeded weights are rebuilt from the manifests; the original's names are renamed where ours differ (KMDN's
 `shortcut` is torchvision's `downsample`; DSVA's head)."""
@@ -11,13 +12,13 @@ import open_clip
 import pytest
 import torch
 
-from common.backbones import build_feature_resnet
-from common.clip import _bundle, encode_text_prompts, hf_to_open_clip, quiet_open_clip
-from common.distributed import setup
 from CDTG import losses
 from CDTG.conditioning import FeatureProjection, TailClassifier
 from CDTG.model import Discriminator, Generator
 from CDTG.trainer import CDTGTrainer, Draws, StepConfig, round_to_half
+from common.backbones import build_feature_resnet
+from common.clip import _bundle, encode_text_prompts, hf_to_open_clip, quiet_open_clip
+from common.distributed import setup
 from DSVA.losses import LossWeights, attention_concentration, class_ce, dsva_loss, group_lasso
 from DSVA.model import DSVA
 from upstream_files import reference, regen, state_dict_of
@@ -27,7 +28,7 @@ CDTG_MANIFEST = "cdtg_200000_size32.json"
 CLIP_NAMES = ["baseball field", "ship", "storage tank", "tennis court", "vehicle", "windmill", "airport",
               "basketball court", "bridge", "dam", "expressway-toll-station", "overpass"]
 STEP_KEYS = ["d_after_step1", "d_after_step2", "g_after_step1", "g_after_step2", "g_ema_after_accumulate"]
-DSVA_GROUPS = {"functions": range(0, 40), "materials": range(40, 70), "surface_properties": range(70, 98)}
+DSVA_GROUPS = {"functions": range(40), "materials": range(40, 70), "surface_properties": range(70, 98)}
 
 pytestmark = pytest.mark.slow  # rebuilds the original's seeded networks: tens of seconds per test
 
@@ -41,12 +42,12 @@ def checksums(model: torch.nn.Module) -> dict:
 
 
 def checksums_match(ours: dict, ref: dict, step: float, slack: float | None = None) -> bool:
-    """Sums equal to within one Adam step of one element (`step` = lr: with beta1 = 0 Adam moves each element by
-    about lr * sign(gradient), so an element whose gradient is at rounding level may move differently) plus
+    """Sums equal to within one Adam step of one element (`step` = lr: with beta1 = 0 Adam moves each element
+    by about lr * sign(gradient), so an element whose gradient is at rounding level may move differently) plus
     float64 rounding of large sums; max abs to 1e-6 relative (float32 rounding of values near 500).
     With `slack` (reorder_slack: what summing in another order moves the sums on this CPU), sums may differ by
-    twice that more, and max abs by one more step (the largest element may be one whose gradient is at rounding
-    level)."""
+    twice that more, and max abs by one more step (the largest element may be one whose gradient is at
+    rounding level)."""
     assert set(ours) == set(ref)
     sum_tol, max_tol = (step, 0.0) if slack is None else (step + 2 * slack, step)
     return all(abs(ours[k][0] - ref[k][0]) < sum_tol + 1e-6 * abs(ref[k][0])
@@ -54,7 +55,8 @@ def checksums_match(ours: dict, ref: dict, step: float, slack: float | None = No
 
 
 def adam_step(key: str) -> float:
-    """The lr of the optimiser behind a reference key, with the lazy-regularisation correction (D 16/17, G 4/5)."""
+    """The lr of the optimiser behind a reference key, with the lazy-regularisation correction (D 16/17, G
+    4/5)."""
     return StepConfig().lr * (16 / 17 if key.startswith("d") else 4 / 5)
 
 
@@ -66,9 +68,9 @@ def reorder_slack(ours: dict, reordered: dict) -> float:
 
 
 def grad_diff(model: torch.nn.Module, ref: dict) -> float:
-    """Max difference of the (sum, abs sum) gradient pairs over the parameters, relative to the largest abs sum
-    (parameters whose gradient is at float-noise level, e.g. biases before a normalisation, can't be compared
-    on their own scale)."""
+    """Max difference of the (sum, abs sum) gradient pairs over the parameters, relative to the largest abs
+    sum (parameters whose gradient is at float-noise level, e.g. biases before a normalisation, can't be
+    compared on their own scale)."""
     scale = max(v[1] for v in ref.values())
     out = 0.0
     for k, p in model.named_parameters():
@@ -81,7 +83,8 @@ def grad_diff(model: torch.nn.Module, ref: dict) -> float:
 @functools.cache
 def _seeded_tail() -> torch.nn.Module:
     model = build_feature_resnet("resnet50", 12, "none", verbose=False)
-    sd = {k.replace(".shortcut.", ".downsample."): v for k, v in state_dict_of("kmdn_epoch_pth.json", "tail").items()}
+    sd = {k.replace(".shortcut.", ".downsample."): v
+          for k, v in state_dict_of("kmdn_epoch_pth.json", "tail").items()}
     model.load_state_dict(sd)
     return model
 
@@ -133,21 +136,24 @@ def cdtg_ref():
 
 @pytest.fixture(scope="module")
 def reference_float_path(cdtg_ref):
-    """Skip where this CPU rounds differently from the machine that computed the references: the train-mode tail
-    model at batch 2 turns such last-bit differences into logit changes of order 1
-    (test_tail_model_in_train_mode_is_chaotic_at_batch_2), and the one-iteration comparisons run through it."""
+    """Skip where this CPU rounds differently from the machine that computed the references: the train-mode
+    tail model at batch 2 turns such last-bit differences into logit changes of order 1
+    (test_tail_model_in_train_mode_is_chaotic_at_batch_2), and the one-iteration comparisons run through
+    it."""
     ref = cdtg_ref["standalone"]
     with torch.no_grad():
         logits, _ = tail_model().use_batch_statistics()(ref["fake_img"])
     gap = (logits - ref["tail_logits_fake_trainmode"]).abs().max().item()
     if gap >= 1e-4:
-        pytest.skip(f"this CPU's float rounding differs from the references' (train-mode tail logits off by {gap:.2g} "
-                    f"on the reference input); the comparisons through the chaotic batch-2 tail model cannot hold")
+        pytest.skip("this CPU's float rounding differs from the references' (train-mode tail logits off by "
+                    f"{gap:.2g} on the reference input); the comparisons through the chaotic batch-2 tail "
+                    "model cannot hold")
 
 
 @pytest.fixture(scope="module")
 def clip_bundle():
-    """The seeded OpenAI-layout ViT-B/32 stand-in (seed 90), rounded to float16 as the released loader leaves it."""
+    """The seeded OpenAI-layout ViT-B/32 stand-in (seed 90), rounded to float16 as the released loader leaves
+    it."""
     with quiet_open_clip():
         model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
     model.load_state_dict(state_dict_of("cdtg_clip_vitb32_openai.json", "clip_vitb32_openai"))
@@ -202,18 +208,19 @@ def iteration_checksums(trainer, seen: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def rounding_slack(cdtg_ref, clip_bundle, code_iteration):
-    """{reference key: reorder_slack}: the same code-mode iteration on 1 thread, whose float sums run in another
-    order, against the 2-thread one: what rounding alone moves on this CPU."""
+    """{reference key: reorder_slack}: the same code-mode iteration on 1 thread, whose float sums run in
+    another order, against the 2-thread one: what rounding alone moves on this CPU."""
     torch.set_num_threads(1)
     try:
         trainer, _, seen = run_iteration(cdtg_ref, "code", clip_bundle)
     finally:
         torch.set_num_threads(2)
-    reordered, ours = iteration_checksums(trainer, seen), iteration_checksums(code_iteration[0], code_iteration[2])
+    reordered, ours = iteration_checksums(trainer, seen), iteration_checksums(code_iteration[0],
+                                                                              code_iteration[2])
     return {key: reorder_slack(ours[key], reordered[key]) for key in STEP_KEYS}
 
 
-# ------------------------------------------------------------------------------------------------ CDTG, standalone
+# ------------------------------------------------------------------------------------------- CDTG, standalone
 
 def test_standalone_adversarial_losses_and_r1(cdtg_ref):
     ref, inputs = cdtg_ref["standalone"], cdtg_ref["inputs"]
@@ -259,13 +266,14 @@ def test_standalone_tail_cross_entropy_in_train_mode(reference_float_path, cdtg_
     assert tail.model.training and tail.model.layer1[0].bn1.training
     logits, _ = tail(ref["fake_img"])
     assert (logits - ref["tail_logits_fake_trainmode"]).abs().max() < 1e-4
-    assert abs(losses.classifier_consistency_loss(logits, cdtg_ref["inputs"]["labels"]).item() - ref["loss_cl"]) < 1e-5
+    loss_cl = losses.classifier_consistency_loss(logits, cdtg_ref["inputs"]["labels"]).item()
+    assert abs(loss_cl - ref["loss_cl"]) < 1e-5
 
 
 def test_tail_model_in_train_mode_is_chaotic_at_batch_2(cdtg_ref):
-    """Why the G step's L_cls is compared only on identical input (above): our generator reproduces the original
-    to ~2e-6, and at batch 2 the train-mode tail model turns a 1e-7 relative change of its input into a logit
-    change of order 1 (BatchNorm over two values at layer4's 1 x 1 map)."""
+    """Why the G step's L_cls is compared only on identical input (above): our generator reproduces the
+    original to ~2e-6, and at batch 2 the train-mode tail model turns a 1e-7 relative change of its input into
+    a logit change of order 1 (BatchNorm over two values at layer4's 1 x 1 map)."""
     fake = cdtg_ref["standalone"]["fake_img"]
     tail = tail_model().use_batch_statistics()
     with torch.no_grad():
@@ -274,7 +282,7 @@ def test_tail_model_in_train_mode_is_chaotic_at_batch_2(cdtg_ref):
     assert (moved - exact).abs().max() > 0.1
 
 
-# ------------------------------------------------------------------------------------------------ CDTG, one iteration
+# ---------------------------------------------------------------------------------------- CDTG, one iteration
 
 def test_code_mode_iteration_losses(reference_float_path, cdtg_ref, code_iteration):
     ref = cdtg_ref["step"]
@@ -286,12 +294,13 @@ def test_code_mode_iteration_losses(reference_float_path, cdtg_ref, code_iterati
     assert abs(log["adv"].item() - ref["g_loss"]) < 1e-4
     assert log["g"].item() == log["adv"].item()  # only the adversarial loss is back-propagated
     # L_cls of the G step is not comparable here: see test_tail_model_in_train_mode_is_chaotic_at_batch_2
-    assert abs(losses.classifier_consistency_loss(ref["tail_logits_fake"], cdtg_ref["inputs"]["labels"]).item()
-               - ref["loss_cl"]) < 1e-6
+    loss_cl = losses.classifier_consistency_loss(ref["tail_logits_fake"], cdtg_ref["inputs"]["labels"]).item()
+    assert abs(loss_cl - ref["loss_cl"]) < 1e-6
     assert abs(log["clip"].item() - ref["clip_loss"]) < 1e-5
     assert abs(ref["g_loss"] + ref["loss_cl"] + ref["clip_loss"] - ref["g_logged"]) < 1e-4
-    # the path length is a gradient of a noise-weighted sum of random-sign terms, whose float32 rounding depends on
-    # the order of the sums (on 1 thread instead of 2 the penalty moves by 2e-5 relative here): 1e-4 relative
+    # the path length is a gradient of a noise-weighted sum of random-sign terms, whose float32 rounding
+    # depends on the order of the sums (on 1 thread instead of 2 the penalty moves by 2e-5 relative here):
+    # 1e-4 relative
     for ours, theirs in ((log["path"], ref["path_penalty"]), (log["path_length"], ref["path_lengths"][0]),
                          (trainer.mean_path_length, ref["path_mean"])):
         assert abs(ours.item() - float(theirs)) < 1e-4 * abs(float(theirs))
@@ -311,7 +320,8 @@ def test_released_clip_term_step_by_step(cdtg_ref, clip_bundle):
     ref = cdtg_ref["step"]["clip"]
     x = torch.linspace(-40, 40, 100_003)
     assert torch.equal(losses.wrapped_bytes(x), x.mul(255).byte())
-    images = ref["uint8_images"].permute(0, 3, 1, 2).float() / 255 + 0.5 / 255  # floats that cast to these bytes
+    # floats that cast to these bytes
+    images = ref["uint8_images"].permute(0, 3, 1, 2).float() / 255 + 0.5 / 255
     assert torch.equal(losses.wrapped_bytes(images).permute(0, 2, 3, 1), ref["uint8_images"])
     pixels = losses.released_clip_input(clip_bundle.preprocess, images)
     assert (pixels - ref["pixel_values"]).abs().max() < 1e-6
@@ -330,15 +340,16 @@ def test_released_clip_term_step_by_step(cdtg_ref, clip_bundle):
     assert abs(loss.item() - ref["loss"]) < 1e-6
 
 
-# ------------------------------------------------------------------------------------------------ CDTG, paper mode
+# ------------------------------------------------------------------------------------------- CDTG, paper mode
 
 def paper_iteration(ref: dict, **cfg) -> tuple:
     """A --mode paper iteration fed the original's (train-mode) layer3 features, so that its inputs equal the
     reference's although its own tail model runs in eval mode."""
     g, d, g_ema = cdtg_models()
     inputs, step = ref["inputs"], ref["step"]
-    trainer = CDTGTrainer(g, d, projection(), tail_model(), setup("cpu"), StepConfig(mode="paper", amp=False, **cfg),
-                          g_ema=g_ema, draws=RecordedDraws(step, inputs["noise"]))
+    trainer = CDTGTrainer(g, d, projection(), tail_model(), setup("cpu"),
+                          StepConfig(mode="paper", amp=False, **cfg), g_ema=g_ema,
+                          draws=RecordedDraws(step, inputs["noise"]))
     seen = {}
     for name, optim, model in (("d", trainer.d_optim, d), ("g", trainer.g_optim, g)):
         optim.register_step_post_hook(lambda opt, a, k, name=name, model=model:
@@ -356,7 +367,8 @@ def paper_adversarial(cdtg_ref):
 def test_paper_mode_adversarial_and_r1_parts_equal(reference_float_path, cdtg_ref, paper_adversarial,
                                                    rounding_slack):
     """With the consistency weights at 0 the paper mode's D step, R1 step and G step equal the original's; its
-    path step differs on purpose (P has been trained by then; the mean is detached, see the standalone test)."""
+    path step differs on purpose (P has been trained by then; the mean is detached, see the standalone
+    test)."""
     ref = cdtg_ref["step"]
     _, log, seen, _ = paper_adversarial
     assert abs(log["d"].item() - ref["d_loss"]) < 1e-5
@@ -384,8 +396,8 @@ def test_paper_mode_trains_p_and_code_mode_keeps_it(paper_adversarial, code_iter
     assert torch.equal(code.proj.linear.weight, projection().linear.weight)
 
 
-def test_tail_model_frozen_in_eval_mode_for_paper_in_train_mode_for_code(reference_float_path, cdtg_ref, paper_adversarial,
-                                                                         code_iteration):
+def test_tail_model_frozen_in_eval_mode_for_paper_in_train_mode_for_code(reference_float_path, cdtg_ref,
+                                                                         paper_adversarial, code_iteration):
     step, real = cdtg_ref["step"], cdtg_ref["inputs"]["real"]
     paper = paper_adversarial[0]
     code = code_iteration[0]
@@ -401,7 +413,8 @@ def test_tail_model_frozen_in_eval_mode_for_paper_in_train_mode_for_code(referen
 
 @pytest.fixture(scope="module")
 def dsva_setup():
-    """The original's CLIP_proto (HF ViT-B/32, seed 60; head seed 61) as our DSVA, in train mode, with its inputs."""
+    """The original's CLIP_proto (HF ViT-B/32, seed 60; head seed 61) as our DSVA, in train mode, with its
+    inputs."""
     state = hf_to_open_clip(state_dict_of("dsva_clip_proto_vitb32.json", "clip_model_hf"))
     with quiet_open_clip():
         clip = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
@@ -421,11 +434,13 @@ def dsva_setup():
 
 
 # (ours, the original's) names of the weighted terms
-DSVA_TERMS = [("xe", "l_xe_final"), ("attri", "l_attri_final"), ("l_xe", "l_xe_layer"), ("l_attri", "l_attri_layer"),
-              ("cpt", "l_cpt"), ("regular", "l_regular_final"), ("l_regular", "l_regular_layer")]
+DSVA_TERMS = [("xe", "l_xe_final"), ("attri", "l_attri_final"), ("l_xe", "l_xe_layer"),
+              ("l_attri", "l_attri_layer"), ("cpt", "l_cpt"), ("regular", "l_regular_final"),
+              ("l_regular", "l_regular_layer")]
 # (ours, the original's) head parameters
 DSVA_HEAD = [("prototypes", "prototype_vectors.layer4"), ("norm.weight", "ALE_vector.0.weight"),
-             ("norm.bias", "ALE_vector.0.bias"), ("ale.weight", "ALE_vector.1.weight"), ("ale.bias", "ALE_vector.1.bias")]
+             ("norm.bias", "ALE_vector.0.bias"), ("ale.weight", "ALE_vector.1.weight"),
+             ("ale.bias", "ALE_vector.1.bias")]
 
 
 @pytest.mark.parametrize("script", ["03_ZSL_61_12", "12_gzsl_52_9"])

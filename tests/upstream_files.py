@@ -55,7 +55,8 @@ def state_dict_of(manifest_name: str, model: str) -> dict:
 
 
 def _adam_state(sd: dict, model: dict, lr: float, betas: tuple) -> dict:
-    """A fresh Adam's state_dict over the trainable tensors (no literal buffers, no noise buffers, floats only)."""
+    """A fresh Adam's state_dict over the trainable tensors (no literal buffers, no noise buffers, floats
+    only)."""
     literal = {e["name"] for e in model["tensors"] if "values" in e}
     params = [torch.nn.Parameter(v.clone()) for k, v in sd.items()
               if k not in literal and v.is_floating_point() and not k.startswith("noises.")]
@@ -64,11 +65,12 @@ def _adam_state(sd: dict, model: dict, lr: float, betas: tuple) -> dict:
 
 def cdtg_args(size: int, num_classes: int = 12, **extra) -> argparse.Namespace:
     """The original CDTG train.py's saved args (the fields a loader needs, with the original defaults)."""
-    fields = dict(path="data", iter=200000, batch=8, n_sample=64, size=size, r1=10.0, path_regularize=2.0,
-                  path_batch_shrink=2, d_reg_every=16, g_reg_every=4, mixing=0.9, ckpt=None, lr=0.002,
-                  channel_multiplier=2, wandb=False, local_rank=0, augment=False, augment_p=0.0,
-                  ada_target=0.6, ada_length=500000, ada_every=256, num_classes=num_classes, latent=512,
-                  n_mlp=8, start_iter=0, distributed=False)
+    fields = {"path": "data", "iter": 200000, "batch": 8, "n_sample": 64, "size": size, "r1": 10.0,
+              "path_regularize": 2.0, "path_batch_shrink": 2, "d_reg_every": 16, "g_reg_every": 4,
+              "mixing": 0.9, "ckpt": None, "lr": 0.002, "channel_multiplier": 2, "wandb": False,
+              "local_rank": 0, "augment": False, "augment_p": 0.0, "ada_target": 0.6, "ada_length": 500000,
+              "ada_every": 256, "num_classes": num_classes, "latent": 512, "n_mlp": 8, "start_iter": 0,
+              "distributed": False}
     fields.update(extra)
     return argparse.Namespace(**fields)
 

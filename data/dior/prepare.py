@@ -20,9 +20,9 @@ import xml.etree.ElementTree as ET
 
 from tqdm import tqdm
 
-from data.chips import ChipSet, prepare_out, require_dir, require_file
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
+from data.chips import ChipSet, prepare_out, require_dir, require_file
 
 DATASET = "DIOR"
 XML_NAMES = ("airplane", "airport", "baseballfield", "basketballcourt", "bridge", "chimney", "dam",
@@ -42,7 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--raw", required=True,
                         help="the unpacked DIOR release (JPEGImages-*, Annotations, ImageSets)")
     parser.add_argument("--output-dir", required=True, help="output data root, e.g. datasets/dior")
-    parser.add_argument("--overwrite", action="store_true", help="replace the data set in a non-empty --output-dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the data set in a non-empty --output-dir")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the chips")
     return parser
 

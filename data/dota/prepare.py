@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
-from data.chips import ChipSet, polygon_box, prepare_out, require_dir, require_file, scan_folder
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
+from data.chips import ChipSet, polygon_box, prepare_out, require_dir, require_file, scan_folder
 
 DATASET = "DOTA"
 CLASS_NAMES = sorted(["plane", "ship", "storage-tank", "baseball-diamond", "tennis-court", "basketball-court",
@@ -44,7 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="the unpacked DOTA release (train/ and val/, each with images/ and labelTxt/)")
     parser.add_argument("--output-dir", required=True, help="output data root, e.g. datasets/dota")
     parser.add_argument("--skip-difficult", action="store_true", help="leave out objects flagged difficult")
-    parser.add_argument("--overwrite", action="store_true", help="replace the data set in a non-empty --output-dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the data set in a non-empty --output-dir")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the chips")
     return parser
 

@@ -20,10 +20,10 @@ import re
 
 from tqdm import tqdm
 
-from data.chips import ChipSet, prepare_out, require_dir, scan_folder
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import SPLITS
+from data.chips import ChipSet, prepare_out, require_dir, scan_folder
 
 DATASET = "FGSC23"
 CLASS_FOLDER = re.compile(r"(\d+)(?:[-_](.*))?")
@@ -39,7 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-ratio", type=float, default=0.2,
                         help="share of each class sent to test when the release has no train/ and test/")
     parser.add_argument("--seed", type=int, default=0, help="seed of that split")
-    parser.add_argument("--overwrite", action="store_true", help="replace the data set in a non-empty --output-dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the data set in a non-empty --output-dir")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of re-encoded non-JPEG images")
     return parser
 

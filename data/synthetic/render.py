@@ -1,4 +1,5 @@
-"""Aerial-style object chips drawn from attributes: a top-down object (shape, colour, size/count) on a terrain.
+"""Aerial-style object chips drawn from attributes: a top-down object (shape, colour, size/count) on a
+terrain.
 
 Every class is one combination of attributes from four groups, so classes share attributes the way DSVA's
 classes do, and an unseen class can be described by attributes learned on seen ones.

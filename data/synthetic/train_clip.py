@@ -29,23 +29,31 @@ from common.clip import checkpoint_dict, read_checkpoint
 from common.config import add_config_arg, parse_args
 from common.errors import UserError, cli
 from common.layout import anno_path, read_classes, read_list
-from data.synthetic.clip_model import (MODEL_NAME, build_model, class_attribute_dicts, class_prompt,
-                                       described_class_prompt, make_caption, model_config)
+from data.synthetic.clip_model import (
+    MODEL_NAME,
+    build_model,
+    class_attribute_dicts,
+    class_prompt,
+    described_class_prompt,
+    make_caption,
+    model_config,
+)
 from data.synthetic.render import attribute_prompt
 
 
 def get_args_parser():
     p = argparse.ArgumentParser("Fit a small CLIP to the embedded data set", add_help=True)
     add_config_arg(p)
-    p.add_argument("--data-root", required=True, help="processed data root written by data/synthetic/prepare.py")
+    p.add_argument("--data-root", required=True, help="processed data root written by "
+                                                      "data/synthetic/prepare.py")
     p.add_argument("--out", required=True, help="checkpoint file to write (e.g. checkpoints/synth_clip.pt)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--exclude-unseen", default="43",
                        help="train on the seen classes of this zero-shot split of classes.json (61/52/43)")
     which.add_argument("--all-classes", action="store_true", help="train on every class (for TGN's CDTG)")
     p.add_argument("--init", default=None,
-                   help="start from the weights of an earlier fit (e.g. the seen-classes CLIP for --all-classes); "
-                        "its model size is used")
+                   help="start from the weights of an earlier fit (e.g. the seen-classes CLIP for "
+                        "--all-classes); its model size is used")
     p.add_argument("--image-size", type=int, default=0, help="model input size; 0 = the data's size")
     p.add_argument("--patch-size", type=int, default=16, help="ViT patch size (64 px / 16 = 16 image tokens)")
     p.add_argument("--width", type=int, default=128, help="width of both transformers")
@@ -147,7 +155,8 @@ def initial_weights(path: str) -> tuple:
         raise UserError(f"--init {path} does not exist; fit a CLIP first (without --init)")
     state, name, cfg = read_checkpoint(path)
     if name != MODEL_NAME or not cfg:
-        raise UserError(f"--init {path} is not a checkpoint of this script (model '{name}', not '{MODEL_NAME}')")
+        raise UserError(f"--init {path} is not a checkpoint of this script (model '{name}', not "
+                        f"'{MODEL_NAME}')")
     return state, name, cfg
 
 
@@ -257,10 +266,10 @@ def pct(v) -> str:
 
 def markdown(report: dict) -> str:
     zs, ch = report["zero_shot"], report["chance"]
-    lines = [f"Synthetic CLIP `{report['model_name']}` trained on {report['trained_on']} "
-             f"({report['train_images']} images, {report['steps']} steps"
-             f"{' from ' + report['init'] if report.get('init') else ''}, {report['fit_seconds']:.0f} s "
-             f"fitting on {report['threads']} thread(s)); test split, top-1 %:", "",
+    lines = [(f"Synthetic CLIP `{report['model_name']}` trained on {report['trained_on']} "
+              f"({report['train_images']} images, {report['steps']} steps"
+              f"{' from ' + report['init'] if report.get('init') else ''}, {report['fit_seconds']:.0f} s "
+              f"fitting on {report['threads']} thread(s)); test split, top-1 %:"), "",
              "| prompts | seen among seen | unseen among unseen | seen among all | unseen among all |",
              "|---|---|---|---|---|"]
     for kind, r in zs.items():
@@ -269,8 +278,8 @@ def markdown(report: dict) -> str:
     lines.append(f"| chance | {pct(ch['seen_among_seen'])} | {pct(ch['unseen_among_unseen'])} | "
                  f"{pct(ch['among_all'])} | {pct(ch['among_all'])} |")
     examples = report["prompt_examples"]
-    lines += ["", f"Prompts: `{examples['name']}`, `{examples['described']}`; "
-              f"attributes: `{report['attribute_prompt_example']}`.", "",
+    lines += ["", (f"Prompts: `{examples['name']}`, `{examples['described']}`; "
+                   f"attributes: `{report['attribute_prompt_example']}`."), "",
               "| attribute ROC AUC | mean | worst (attribute) |", "|---|---|---|"]
     for part, r in report["attribute_auc"].items():
         worst = "-" if r["worst"] is None else f"{r['worst']:.3f} ({r['worst_attribute']})"
@@ -291,8 +300,8 @@ def main(args):
     info = read_classes(args.data_root)
     for key in ("attributes", "attribute_groups", "class_attributes", "zsl_splits"):
         if key not in info:
-            raise UserError(f"{args.data_root}/classes.json has no '{key}'; this script needs the embedded data "
-                            f"set (data/synthetic/prepare.py)")
+            raise UserError(f"{args.data_root}/classes.json has no '{key}'; this script needs the embedded "
+                            f"data set (data/synthetic/prepare.py)")
     train_ids, seen, unseen = training_classes(info, args.exclude_unseen, args.all_classes)
     size = args.image_size or int(info.get("image_size", 64))
     if size % args.patch_size:
@@ -337,8 +346,9 @@ def main(args):
               "train_classes": [info["names"][c] for c in train_ids],
               "seen": [info["names"][c] for c in seen], "unseen": [info["names"][c] for c in unseen],
               "train_images": len(train_images), "test_images": len(test_images), "steps": args.steps,
-              "batch_size": args.batch_size, "init": args.init, "fit_seconds": fit_seconds, "threads": torch.get_num_threads(),
-              "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])),
+              "batch_size": args.batch_size, "init": args.init, "fit_seconds": fit_seconds,
+              "threads": torch.get_num_threads(), "first_loss": losses[0],
+              "last_loss": float(np.mean(losses[-10:])),
               **evaluate(model, tokenizer, test_images, test_labels, info, seen, unseen, mean, std)}
     atomic_save(checkpoint_dict(model, MODEL_NAME, cfg, class_names=info["names"], train_classes=train_ids,
                                 report=report), args.out)
