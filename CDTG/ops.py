@@ -44,11 +44,11 @@ class FusedLeakyReLU(nn.Module):
 # FIR resampling
 
 
-FIR_IMPLS = ("reference", "depthwise", "separable", "adjoint", "triton")
+FIR_IMPLS = ("reference", "depthwise", "separable", "adjoint", "triton", "taps")
 # Which formulation upfirdn2d uses on each device type; chosen by measurement (benchmarks/gpu_cdtg.sh). All
 # are equal to "reference" within float rounding, forward, backward and double backward
 # (tests/test_cdtg_ops.py).
-_fir_impl = {"cpu": "reference", "cuda": "adjoint"}
+_fir_impl = {"cpu": "taps", "cuda": "adjoint"}
 
 
 def _select(choices: dict, allowed: tuple, what: str, name: str, device_type: str) -> str:
@@ -80,14 +80,16 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     adjoint: the flipped kernel with up and down swapped), so a gradient of any order costs one FIR pass; the
     double backward of grouped and strided one-channel convolutions that autograd would run is slow on GPUs.
     'triton': 'adjoint' with every pass one Triton kernel (CDTG/fir_triton.py; CUDA, or TRITON_INTERPRET=1).
+    'taps': 'adjoint' with every pass a sum of the kernel's taps times strided views of the input (no
+    convolution call; on the CPU, for small images, oneDNN's one-channel and grouped convolutions are slower).
     None: the device's choice (set_fir_impl).
     """
     impl = impl or _fir_impl.get(x.device.type, "reference")
     if len(pad) == 2:
         pad = (pad[0], pad[1], pad[0], pad[1])
-    if impl in ("adjoint", "triton"):
+    if impl in ("adjoint", "triton", "taps"):
         return _AdjointFIR.apply(x, kernel, up, down, tuple(pad),
-                                 "depthwise" if impl == "adjoint" else "triton")
+                                 "depthwise" if impl == "adjoint" else impl)
     return _upfirdn2d(x, kernel, up, down, pad, impl)
 
 
@@ -95,6 +97,8 @@ def _upfirdn2d(x, kernel, up: int, down: int, pad, impl: str) -> torch.Tensor:
     if impl == "triton":
         from CDTG import fir_triton
         return fir_triton.upfirdn2d(x, kernel, up, down, pad)
+    if impl == "taps":
+        return _taps_fir(x, kernel, up, down, pad)
     b, c, h, w = x.shape
     groups = 1 if impl == "reference" else c
     out = x.reshape(b * c, 1, h, w) if impl == "reference" else x
@@ -138,6 +142,26 @@ class _AdjointFIR(torch.autograd.Function):
         adjoint_pad = (kw - 1 - x0, w * up - out_w * down + x0, kh - 1 - y0, h * up - out_h * down + y0)
         flipped = torch.flip(kernel, [0, 1])
         return _AdjointFIR.apply(grad, flipped, down, up, adjoint_pad, raw), None, None, None, None, None
+
+
+def _taps_fir(x: torch.Tensor, kernel: torch.Tensor, up: int, down: int, pad) -> torch.Tensor:
+    """upfirdn2d as a sum over the kernel's taps: output pixel (y, x) is the sum over taps (i, j) of the
+    flipped kernel's tap times input pixel (down*y + i, down*x + j) of the zero-inserted, padded input."""
+    b, c, h, w = x.shape
+    if up > 1:  # zero insertion: each pixel followed by up - 1 zeros along both axes
+        x = F.pad(x.reshape(b, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(b, c, h * up, w * up)
+    x = _pad_or_crop(x, pad)
+    kh, kw = kernel.shape
+    # the taps as numbers: one read of the kernel instead of a tensor operation per tap
+    taps = torch.flip(kernel, [0, 1]).tolist()
+    out_h, out_w = (x.shape[2] - kh) // down + 1, (x.shape[3] - kw) // down + 1
+    out = x.new_zeros(b, c, out_h, out_w)
+    for i in range(kh):
+        for j in range(kw):
+            if taps[i][j] != 0:
+                view = x[:, :, i: i + down * (out_h - 1) + 1: down, j: j + down * (out_w - 1) + 1: down]
+                out.add_(view, alpha=taps[i][j])
+    return out
 
 
 def _rank_one_factors(kernel: torch.Tensor):
@@ -405,7 +429,10 @@ class HaarTransform(nn.Module):
         # upfirdn2d flips its kernel; conv2d does not, so flip here to match
         weight = torch.stack([self.ll, self.lh, self.hl, self.hh]).flip([1, 2]).to(x.dtype).unsqueeze(1)
         even = x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
-        if _fir_impl.get(x.device.type) in ("adjoint", "triton") and even:
+        impl = _fir_impl.get(x.device.type)
+        if impl == "taps" and even:
+            return _haar_analysis_views(x, weight)
+        if impl in ("adjoint", "triton") and even:
             return _HaarAnalysis.apply(x, weight)
         return _haar_analysis(x, weight)
 
@@ -428,7 +455,10 @@ class InverseHaarTransform(nn.Module):
 
     def forward(self, x):
         weight = torch.stack([self.ll, self.lh, self.hl, self.hh]).to(x.dtype).unsqueeze(1)  # [4, 1, 2, 2]
-        if _fir_impl.get(x.device.type) in ("adjoint", "triton"):
+        impl = _fir_impl.get(x.device.type)
+        if impl == "taps":
+            return _haar_synthesis_views(x, weight)
+        if impl in ("adjoint", "triton"):
             return _HaarSynthesis.apply(x, weight)
         return _haar_synthesis(x, weight)
 
@@ -444,6 +474,25 @@ def _haar_synthesis(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     c = c4 // 4
     bands = x.view(b, 4, c, h, w).transpose(1, 2).reshape(b * c, 4, h, w)
     return F.conv_transpose2d(bands, weight.to(x.dtype), stride=2).view(b, c, 2 * h, 2 * w)
+
+
+def _haar_analysis_views(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """_haar_analysis without a convolution: band k = sum over (i, j) of weight[k, 0, i, j] times the strided
+    view x[..., i::2, j::2] (one 4x4 matrix product over the four views)."""
+    b, c, h, w = x.shape
+    views = torch.stack([x[:, :, i::2, j::2] for i in range(2) for j in range(2)])  # [4 (i, j), B, C, h, w]
+    bands = (weight.reshape(4, 4).to(x.dtype) @ views.reshape(4, -1)).view(4, b, c, h // 2, w // 2)
+    return bands.transpose(0, 1).reshape(b, 4 * c, h // 2, w // 2)
+
+
+def _haar_synthesis_views(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """_haar_synthesis without a convolution: output pixel (2y + i, 2x + j) = sum over bands k of
+    weight[k, 0, i, j] times band k at (y, x)."""
+    b, c4, h, w = x.shape
+    c = c4 // 4
+    bands = x.view(b, 4, c, h, w).transpose(0, 1).reshape(4, -1)
+    views = (weight.reshape(4, 4).to(x.dtype).t() @ bands).view(2, 2, b, c, h, w)  # [i, j, B, C, h, w]
+    return views.permute(2, 3, 4, 0, 5, 1).reshape(b, c, 2 * h, 2 * w)
 
 
 class _HaarAnalysis(torch.autograd.Function):

@@ -17,6 +17,7 @@ import json
 
 import torch
 
+from CDTG import ops
 from CDTG.profiling import Scale, build_trainer, cycle_length, profile_step, time_loop, top_kernels
 from CDTG.trainer import MODES, StepConfig
 from common.clip import add_clip_args
@@ -50,6 +51,10 @@ def get_args_parser():
     p.add_argument("--profile", action="store_true",
                    help="also print each phase's time (synchronised) and torch.profiler's top operators")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--fir-impl", default=None, choices=list(ops.FIR_IMPLS),
+                   help="upfirdn2d's formulation (default: the device's, CDTG/ops.py)")
+    p.add_argument("--modconv-impl", default=None, choices=list(ops.MODCONV_IMPLS),
+                   help="the modulated convolution's formulation (default: the device's)")
     add_device_arg(p)
     p.add_argument("--json", default=None, help="also append the result as a JSON line to this file")
     return p
@@ -59,6 +64,10 @@ def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     rt = setup(args.device)
+    if args.fir_impl:
+        ops.set_fir_impl(args.fir_impl, rt.device.type)
+    if args.modconv_impl:
+        ops.set_modconv_impl(args.modconv_impl, rt.device.type)
     if rt.cuda:
         torch.backends.cudnn.benchmark = True
     scale = Scale(args.size, args.batch, args.classes, args.style_dim, args.n_mlp, args.channel_multiplier,
@@ -74,6 +83,7 @@ def main(args):
     peak, memory, device = peak_memory(rt)
     n = lambda m: sum(p.numel() for p in m.parameters())
     result = {"size": args.size, "batch": args.batch, "mode": args.mode, "amp": bool(args.amp and rt.cuda),
+              "fir": ops._fir_impl.get(rt.device.type), "modconv": ops._modconv_impl.get(rt.device.type),
               "tail": f"{args.tail_arch}@{args.tail_size}",
               "clip": args.clip_model if trainer.clip is not None else None,
               "feature_pool": args.feature_pool, "cached_features": args.cached_features,

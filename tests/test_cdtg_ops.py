@@ -347,7 +347,7 @@ def first_and_second_order(fn, x, grad_out, weights, extra=()):
     return (out.detach(), gx.detach(), *second)
 
 
-@pytest.mark.parametrize("impl", ["depthwise", "separable", "adjoint"])
+@pytest.mark.parametrize("impl", ["depthwise", "separable", "adjoint", "taps"])
 @pytest.mark.parametrize("up,down,pad", [
     (2, 1, (2, 1)), (2, 1, (1, 0, 1, 0)), (1, 2, (1, 1)), (1, 2, (2, 2)), (1, 1, (1, 2)), (2, 1, (-1, 2)),
     (1, 2, (0, 0, 1, -1)), (1, 1, (2, 1)), (2, 2, (1, 2)), (1, 1, (5, 0, -1, 3)),
@@ -371,24 +371,25 @@ def test_fir_implementations_equal_reference_to_second_order(impl, up, down, pad
 
 
 @pytest.mark.slow
-def test_fir_depthwise_and_adjoint_match_reference_on_a_full_kernel():
+def test_fir_depthwise_adjoint_and_taps_match_reference_on_a_full_kernel():
     torch.manual_seed(1)
     x, kernel = torch.randn(2, 4, 7, 6, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)  # rank 2
     for up, down, pad in [(2, 1, (2, 1)), (1, 2, (1, 1)), (1, 1, (1, 2)), (2, 2, (0, 3))]:
-        for impl in ("depthwise", "adjoint"):
+        for impl in ("depthwise", "adjoint", "taps"):
             torch.testing.assert_close(upfirdn2d(x, kernel, up, down, pad, impl=impl),
                                        upfirdn2d(x, kernel, up, down, pad, impl="reference"))
         small = x[:1, :1, :4, :3].clone().requires_grad_(True)
-        def adjoint(t, up=up, down=down, pad=pad):
-            return upfirdn2d(t, kernel, up, down, pad, impl="adjoint")
-        assert torch.autograd.gradgradcheck(adjoint, (small,))
+        for impl in ("adjoint", "taps"):
+            def fir(t, up=up, down=down, pad=pad, impl=impl):
+                return upfirdn2d(t, kernel, up, down, pad, impl=impl)
+            assert torch.autograd.gradgradcheck(fir, (small,))
 
 
 def test_fir_implementation_switch_is_per_device_and_checked():
     from CDTG.ops import set_fir_impl, set_modconv_impl
     previous = set_fir_impl("separable", "cpu")
     try:
-        assert previous == "reference"
+        assert previous == "taps"
         assert set_fir_impl("depthwise", "cpu") == "separable"
     finally:
         set_fir_impl(previous, "cpu")
@@ -436,6 +437,25 @@ def test_haar_transforms_with_adjoint_backward(cuda_operations_on_cpu):
     fast = dwt(x), iwt(y)
     ops.set_fir_impl("reference", "cpu")
     torch.testing.assert_close(fast, (dwt(x), iwt(y)), rtol=0, atol=1e-15)
+
+
+def test_haar_transforms_by_strided_views():
+    """The CPU's 'taps' Haar transforms (strided views, no convolution): the reference's outputs, and
+    backward and double backward against finite differences."""
+    from CDTG import ops
+    torch.manual_seed(0)
+    dwt, iwt = HaarTransform(3).double(), InverseHaarTransform(3).double()
+    x = torch.randn(2, 3, 6, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 12, 3, 2, dtype=torch.float64, requires_grad=True)
+    previous = ops.set_fir_impl("reference", "cpu")
+    try:
+        ref = dwt(x), iwt(y)
+        ops.set_fir_impl("taps", "cpu")
+        torch.testing.assert_close((dwt(x), iwt(y)), ref, rtol=0, atol=1e-15)
+        assert torch.autograd.gradgradcheck(dwt, (x[:1, :, :4, :2],))
+        assert torch.autograd.gradgradcheck(iwt, (y[:1, :, :1],))
+    finally:
+        ops.set_fir_impl(previous, "cpu")
 
 
 def r1_and_path_gradients(size=16):
