@@ -81,7 +81,8 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     double backward of grouped and strided one-channel convolutions that autograd would run is slow on GPUs.
     'triton': 'adjoint' with every pass one Triton kernel (CDTG/fir_triton.py; CUDA, or TRITON_INTERPRET=1).
     'taps': 'adjoint' with every pass a sum of the kernel's taps times strided views of the input (no
-    convolution call; on the CPU, for small images, oneDNN's one-channel and grouped convolutions are slower).
+    convolution call, polyphase for up > 1; on the CPU oneDNN's one-channel and grouped convolutions are
+    slower, most of all their backward).
     None: the device's choice (set_fir_impl).
     """
     impl = impl or _fir_impl.get(x.device.type, "reference")
@@ -97,13 +98,13 @@ def _upfirdn2d(x, kernel, up: int, down: int, pad, impl: str) -> torch.Tensor:
     if impl == "triton":
         from CDTG import fir_triton
         return fir_triton.upfirdn2d(x, kernel, up, down, pad)
-    if impl == "taps":
-        return _taps_fir(x, kernel, up, down, pad)
     b, c, h, w = x.shape
+    if impl == "taps" and up == 1:
+        return _taps_fir(x, kernel, down, pad)
     groups = 1 if impl == "reference" else c
     out = x.reshape(b * c, 1, h, w) if impl == "reference" else x
     if up > 1:
-        out = _upsample_fir(out, kernel, up, pad, groups)
+        out = _upsample_fir(out, kernel, up, pad, groups, taps=impl == "taps")
         if down > 1:
             out = out[:, :, ::down, ::down]
     else:
@@ -144,23 +145,24 @@ class _AdjointFIR(torch.autograd.Function):
         return _AdjointFIR.apply(grad, flipped, down, up, adjoint_pad, raw), None, None, None, None, None
 
 
-def _taps_fir(x: torch.Tensor, kernel: torch.Tensor, up: int, down: int, pad) -> torch.Tensor:
-    """upfirdn2d as a sum over the kernel's taps: output pixel (y, x) is the sum over taps (i, j) of the
-    flipped kernel's tap times input pixel (down*y + i, down*x + j) of the zero-inserted, padded input."""
-    b, c, h, w = x.shape
-    if up > 1:  # zero insertion: each pixel followed by up - 1 zeros along both axes
-        x = F.pad(x.reshape(b, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(b, c, h * up, w * up)
+def _taps_fir(x: torch.Tensor, kernel: torch.Tensor, down: int, pad) -> torch.Tensor:
+    """upfirdn2d with up = 1 as a sum over the kernel's taps: output pixel (y, x) is the sum over taps (i, j)
+    of the flipped kernel's tap times input pixel (down*y + i, down*x + j) of the padded input."""
     x = _pad_or_crop(x, pad)
     kh, kw = kernel.shape
-    # the taps as numbers: one read of the kernel instead of a tensor operation per tap
-    taps = torch.flip(kernel, [0, 1]).tolist()
-    out_h, out_w = (x.shape[2] - kh) // down + 1, (x.shape[3] - kw) // down + 1
-    out = x.new_zeros(b, c, out_h, out_w)
-    for i in range(kh):
-        for j in range(kw):
-            if taps[i][j] != 0:
-                view = x[:, :, i: i + down * (out_h - 1) + 1: down, j: j + down * (out_w - 1) + 1: down]
-                out.add_(view, alpha=taps[i][j])
+    return _sum_of_taps(x, torch.flip(kernel, [0, 1]), (x.shape[2] - kh) // down + 1,
+                        (x.shape[3] - kw) // down + 1, down)
+
+
+def _sum_of_taps(x: torch.Tensor, weight: torch.Tensor, out_h: int, out_w: int, stride: int = 1):
+    """The correlation of every channel of x with the 2-D `weight` (no padding): one strided view per tap."""
+    taps = weight.tolist()  # the taps as numbers: one read instead of a tensor operation per tap
+    out = x.new_zeros(x.shape[0], x.shape[1], out_h, out_w)
+    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    for i, row in enumerate(taps):
+        for j, tap in enumerate(row):
+            if tap != 0:
+                out.add_(x[:, :, i: i + span_h: stride, j: j + span_w: stride], alpha=tap)
     return out
 
 
@@ -180,7 +182,8 @@ def _pad_or_crop(x: torch.Tensor, pad) -> torch.Tensor:
     return x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
 
 
-def _upsample_fir(x: torch.Tensor, kernel: torch.Tensor, up: int, pad, groups: int = 1) -> torch.Tensor:
+def _upsample_fir(x: torch.Tensor, kernel: torch.Tensor, up: int, pad, groups: int = 1,
+                  taps: bool = False) -> torch.Tensor:
     """upfirdn2d's zero insertion + pad + convolution for up > 1 (down = 1), on x: [N, groups, H, W],
     polyphase.
 
@@ -197,7 +200,12 @@ def _upsample_fir(x: torch.Tensor, kernel: torch.Tensor, up: int, pad, groups: i
     # weight[ry * up + rx, 0, ty, tx] = k[up * (mh - 1 - ty) + ry, up * (mw - 1 - tx) + rx]
     weight = k.flip([0, 1]).view(mh, up, mw, up).flip([1, 3]).permute(1, 3, 0, 2).reshape(up * up, 1, mh, mw)
     h, w = x.shape[2:]
-    phases = F.conv2d(x, weight.repeat(groups, 1, 1, 1), padding=(mh - 1, mw - 1), groups=groups)
+    if taps:  # each phase as a sum of taps over views of x (groups = channels), phases of a channel together
+        padded = F.pad(x, [mw - 1, mw - 1, mh - 1, mh - 1])
+        phases = [_sum_of_taps(padded, weight[p, 0], h + mh - 1, w + mw - 1) for p in range(up * up)]
+        phases = torch.stack(phases, dim=2).flatten(1, 2)
+    else:
+        phases = F.conv2d(x, weight.repeat(groups, 1, 1, 1), padding=(mh - 1, mw - 1), groups=groups)
     full = F.pixel_shuffle(phases, up)  # [N, groups, up*(H+mh-1), up*(W+mw-1)]
     # the padded input's output i is the full convolution's i + k - 1 - p0; it ends at up*H + p1
     top, left = kh - 1 - y0, kw - 1 - x0
