@@ -45,9 +45,9 @@ class FusedLeakyReLU(nn.Module):
 
 
 FIR_IMPLS = ("reference", "depthwise", "separable", "adjoint", "triton", "taps")
-# Which formulation upfirdn2d uses on each device type; chosen by measurement (benchmarks/gpu_cdtg.sh). All
-# are equal to "reference" within float rounding, forward, backward and double backward
-# (tests/test_cdtg_ops.py).
+# Which formulation upfirdn2d uses on each device type; chosen by measurement (CUDA: benchmarks/gpu_cdtg.sh;
+# CPU: benchmarks/cdtg_step.py --fir-impl and benchmarks/ops.py). All are equal to "reference" within float
+# rounding, forward, backward and double backward (tests/test_cdtg_ops.py).
 _fir_impl = {"cpu": "taps", "cuda": "adjoint"}
 
 
