@@ -328,14 +328,19 @@ def test_quality_tracking_logs_eval_rows_and_draws_quality_png(synth_root, tail_
         assert im.size[0] > 200
 
 
-def test_quality_tracking_draws_what_generate_would_and_leaves_training_alone(synth_root, tail_model_file,
-                                                                              classifier_file, tmp_path):
+def tiny_tracking_models(synth_root, tail_model_file):
+    """(split, runtime, tail model, G, P) for the tracking tests: tiny untrained G and P, eval mode."""
     split_ = json.loads(pathlib.Path(synth_root, "split.json").read_text())
     rt = setup("cpu")
     tail = load_tail_model(tail_model_file, rt.device)
     torch.manual_seed(0)
-    g, proj = Generator(32, 16, 1, num_classes=len(split_["tail"]), max_channels=8).eval(), \
-        FeatureProjection(tail.feature_shape(), 16, 1).eval()
+    g = Generator(32, 16, 1, num_classes=len(split_["tail"]), max_channels=8).eval()
+    return split_, rt, tail, g, FeatureProjection(tail.feature_shape(), 16, 1).eval()
+
+
+def test_quality_tracking_draws_what_generate_would_and_leaves_training_alone(synth_root, tail_model_file,
+                                                                              classifier_file, tmp_path):
+    split_, rt, tail, g, proj = tiny_tracking_models(synth_root, tail_model_file)
     reals = real_images_by_class(synth_root, {0: split_["tail"][0]}, 32)
     tracker = QualityTracker(reals, split_["tail"], tail, classifier_file, read_classes(synth_root)["names"],
                              rt, per_class=3, r=0.05, mixing=0.9, mixing_rule="always")
@@ -363,12 +368,7 @@ def test_quality_tracking_measures_what_evaluate_py_measures(synth_root, tail_mo
 
     from CDTG import evaluate
     from CDTG.manifest import MANIFEST_FORMAT, write_manifest
-    split_ = json.loads(pathlib.Path(synth_root, "split.json").read_text())
-    rt = setup("cpu")
-    tail = load_tail_model(tail_model_file, rt.device)
-    torch.manual_seed(0)
-    g, proj = Generator(32, 16, 1, num_classes=len(split_["tail"]), max_channels=8).eval(), \
-        FeatureProjection(tail.feature_shape(), 16, 1).eval()
+    split_, rt, tail, g, proj = tiny_tracking_models(synth_root, tail_model_file)
     labels = {0: split_["tail"][0], len(split_["tail"]) - 1: split_["tail"][-1]}
     reals, names = real_images_by_class(synth_root, labels, 32), read_classes(synth_root)["names"]
     tracker = QualityTracker(reals, split_["tail"], tail, classifier_file, names, rt, per_class=4, r=0.05,
