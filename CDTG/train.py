@@ -122,6 +122,10 @@ def get_args_parser():
                         "weighted k (lazy, as R1; saves their forward and backward on the other steps; "
                         "not in the paper: 1)")
     add_clip_args(g, "ViT-B-32", "openai", "a photo of a {name}", " (upstream: OpenAI ViT-B/32)")
+    g.add_argument("--clip-classes", default="tail", choices=["tail", "all"],
+                   help="the prompts L_clip's softmax runs over: the tail classes' (the paper) or every "
+                        "class's, head classes too, so that a tail image that CLIP finds closer to a head "
+                        "class is penalised (the released code's prompt list holds head classes too)")
     g.add_argument("--r1", type=float, default=10.0, help="R1 gamma")
     g.add_argument("--d-reg-every", type=int, default=16, help="lazy R1 interval")
     g.add_argument("--path-regularize", type=float, default=2.0, help="path-length weight")
@@ -273,7 +277,10 @@ def load_conditioning(args, data: TailData, rt) -> tuple:
         clip = load_clip(args.clip_model, args.clip_pretrained, rt.device)
         if args.mode == "code":
             round_to_half(clip.model)
-        text_features = encode_text_prompts(clip, prompts_for(data.names, args.clip_prompt))
+        names = data.names
+        if args.clip_classes == "all":  # the tail classes first, so that label k is still prompt k
+            names = names + [n for c, n in enumerate(data.split["names"]) if c not in data.tail_ids]
+        text_features = encode_text_prompts(clip, prompts_for(names, args.clip_prompt))
     return tail, clip, text_features
 
 

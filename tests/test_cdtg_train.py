@@ -284,6 +284,24 @@ def test_clip_loss_with_a_tiny_random_open_clip_model(clip_file):
     assert any(not torch.equal(with_clip[k], without[k]) for k in with_clip)  # the CLIP loss reaches G
 
 
+@pytest.mark.slow
+def test_clip_classes_all_adds_the_head_prompts_after_the_tail_ones(tail_model_file, clip_file, split):
+    from common.clip import encode_text_prompts
+    tail_ids = list(split["tail"])
+    data = SimpleNamespace(split=split, tail_ids=tail_ids, names=[split["names"][c] for c in tail_ids])
+    args = {"tail_input": "model", "size": 32, "tail_model": tail_model_file, "lambda_clip": 1.0,
+            "clip_model": CLIP_NAME, "clip_pretrained": clip_file, "mode": "paper",
+            "clip_prompt": "a photo of a {name}"}
+    rt = setup("cpu")
+    _, clip, tail_only = cdtg_train.load_conditioning(SimpleNamespace(**args, clip_classes="tail"), data, rt)
+    _, _, every = cdtg_train.load_conditioning(SimpleNamespace(**args, clip_classes="all"), data, rt)
+    head_ids = [c for c in range(len(split["names"])) if c not in tail_ids]
+    assert head_ids and every.shape[0] == len(split["names"])
+    torch.testing.assert_close(every[:len(tail_ids)], tail_only)  # label k is still prompt k
+    head = encode_text_prompts(clip, [f"a photo of a {split['names'][c]}" for c in head_ids])
+    torch.testing.assert_close(every[len(tail_ids):], head)
+
+
 # ------------------------------------------------------------------------------------------------ train.py
 
 
