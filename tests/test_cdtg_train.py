@@ -441,9 +441,13 @@ def test_code_mode_saves_the_fixed_projection_and_logs_clip(synth_root, tail_mod
 
 
 @pytest.mark.slow
-def test_resume_is_bit_identical(synth_root, tail_model_file, tmp_path):
+@pytest.mark.parametrize("batches", [[], ["--class-balanced"],
+                                     ["--class-groups", "--normalise-p", "--consistency-lowpass",
+                                      "--consistency-every", "3", "--lambda-cls", "2"]],
+                         ids=["instances", "class-balanced", "the-embedded-recipe"])
+def test_resume_is_bit_identical(synth_root, tail_model_file, tmp_path, batches):
     extra = ["--iter", "4", "--d-reg-every", "2", "--g-reg-every", "3", "--hflip", "--augment",
-             "--ada-every", "1", "--ada-length", "100", "--ada-target", "-1"]
+             "--ada-every", "1", "--ada-length", "100", "--ada-target", "-1", *batches]
     full, part = tmp_path / "full", tmp_path / "part"
     run_train(synth_root, tail_model_file, full, *extra)
     run_train(synth_root, tail_model_file, part, *extra, "--stop-after", "2")
