@@ -22,7 +22,7 @@ from CDTG.tracking import QualityTracker
 from CDTG.trainer import CDTGTrainer, StepConfig
 from common.backbones import build_classifier, build_feature_resnet
 from common.checkpoint import export_weights
-from common.clip import checkpoint_dict, load_clip, register_model_config
+from common.clip import checkpoint_dict, encode_text_prompts, load_clip, register_model_config
 from common.distributed import setup
 from common.errors import UserError
 from common.layout import read_classes
@@ -210,7 +210,6 @@ def make_trainer(mode, lambda_cls=1.0, lambda_clip=0.0, clip=None, seed=0, **ste
     proj = FeatureProjection(tail.feature_shape(), 16, pool=1)
     text = None
     if clip is not None:
-        from common.clip import encode_text_prompts
         text = encode_text_prompts(clip, ["a photo of a ship", "a photo of a bridge", "a photo of a dam"])
     cfg = StepConfig(mode=mode, lambda_cls=lambda_cls, lambda_clip=lambda_clip, d_reg_every=2, g_reg_every=2,
                      **step_config)
@@ -286,7 +285,6 @@ def test_clip_loss_with_a_tiny_random_open_clip_model(clip_file):
 
 @pytest.mark.slow
 def test_clip_classes_all_adds_the_head_prompts_after_the_tail_ones(tail_model_file, clip_file, split):
-    from common.clip import encode_text_prompts
     tail_ids = list(split["tail"])
     data = SimpleNamespace(split=split, tail_ids=tail_ids, names=[split["names"][c] for c in tail_ids])
     args = {"tail_input": "model", "size": 32, "tail_model": tail_model_file, "lambda_clip": 1.0,
