@@ -52,6 +52,14 @@ def classifier_consistency_loss(logits: torch.Tensor, labels: torch.Tensor) -> t
     return F.cross_entropy(logits.float(), labels)
 
 
+def feature_match_loss(fake_feat: torch.Tensor, real_feat: torch.Tensor) -> torch.Tensor:
+    """||f(G) - f(x)||^2 / ||f(x)||^2 per image, averaged: how far the tail model's features of a generated
+    image lie from those of the real image it was conditioned on, relative to the latter's size (0: the same
+    features, 1: all-zero features)."""
+    diff = (fake_feat.float() - real_feat.float()).flatten(1).pow(2).sum(1)
+    return (diff / real_feat.float().flatten(1).pow(2).sum(1).clamp_min(1e-12)).mean()
+
+
 def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, scale: float) -> torch.Tensor:
     """scale * cos(image, prompt_k) for L2-normalised features: [B, K]."""
     return scale * image_features.float() @ text_features.float().t()
@@ -87,6 +95,12 @@ def lowpass(images: torch.Tensor) -> torch.Tensor:
     k = torch.tensor([1.0, 2.0, 1.0], device=images.device, dtype=images.dtype)
     k = (k[:, None] * k[None, :] / 16).expand(images.shape[1], 1, 3, 3)
     return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), k, groups=images.shape[1])
+
+
+def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean |lowpass(G) - lowpass(x)| over pixels and channels: a generated image against the real image whose
+    features conditioned it, both blurred so that the term asks for the layout, not the 2-pixel detail."""
+    return (lowpass(fake.float()) - lowpass(real.float())).abs().mean()
 
 
 def mode_seeking_loss(fake: torch.Tensor, styles: list, eps: float = 1e-5) -> torch.Tensor:

@@ -570,6 +570,14 @@ class PixelNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
 
 
+def stddev_group(group_size: int, batch: int) -> int:
+    """The group minibatch_stddev uses for a batch: min(group_size, batch), lowered until it divides it."""
+    group = min(group_size, batch)
+    while batch % group:
+        group -= 1
+    return group
+
+
 def minibatch_stddev(x: torch.Tensor, group_size: int = 4, num_features: int = 1) -> torch.Tensor:
     """Append `num_features` channels holding the feature std over groups of samples (StyleGAN2).
 
@@ -577,9 +585,7 @@ def minibatch_stddev(x: torch.Tensor, group_size: int = 4, num_features: int = 1
     value that divides B (upstream fails on a batch that G does not divide).
     """
     b, c, h, w = x.shape
-    group = min(group_size, b)
-    while b % group:
-        group -= 1
+    group = stddev_group(group_size, b)
     y = x.view(group, -1, num_features, c // num_features, h, w)
     y = torch.sqrt(y.var(0, unbiased=False) + 1e-8)  # [B/G, F, C/F, H, W]
     y = y.mean([2, 3, 4])  # [B/G, F]

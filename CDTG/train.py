@@ -114,6 +114,15 @@ def get_args_parser():
                    help="weight of a mode-seeking term (MSGAN; not in the paper): half of each generator "
                         "batch is drawn twice with other noise and 1 / (image distance / latent distance) is "
                         "minimised; 0 = off")
+    g.add_argument("--lambda-feat", type=float, default=0.0,
+                   help="weight of a feature-reconstruction term (not in the paper): the tail model's layer3 "
+                        "features of each generated image pulled towards those of the real image whose "
+                        "features conditioned it (squared distance relative to the real features' size), "
+                        "computed with the consistency terms; 0 = off")
+    g.add_argument("--lambda-rec", type=float, default=0.0,
+                   help="weight of a reconstruction term (not in the paper): mean |blur(G) - blur(x)| "
+                        "between each generated image and the real image whose features conditioned it "
+                        "([1, 2, 1] blur); 0 = off")
     g.add_argument("--consistency-lowpass", action="store_true",
                    help="the tail model and CLIP see G's images through a [1, 2, 1] blur, so their gradients "
                         "hold no 2-pixel checkerboard (not in the paper: they see the images as generated)")
@@ -300,7 +309,8 @@ def step_config(args) -> StepConfig:
                       d_reg_every=args.d_reg_every, path_regularize=args.path_regularize,
                       path_batch_shrink=args.path_batch_shrink, g_reg_every=args.g_reg_every,
                       ema_decay=args.ema_decay, amp=args.amp, train_p=not args.freeze_p,
-                      lambda_ms=args.lambda_ms, compile=args.compile,
+                      lambda_ms=args.lambda_ms, lambda_feat=args.lambda_feat,
+                      lambda_rec=args.lambda_rec, compile=args.compile,
                       consistency_lowpass=args.consistency_lowpass, consistency_every=args.consistency_every)
 
 

@@ -18,13 +18,16 @@ from CDTG.losses import (
     classifier_consistency_loss,
     clip_consistency_loss,
     d_logistic_loss,
+    feature_match_loss,
     g_nonsaturating_loss,
     lowpass,
     mode_seeking_loss,
     path_length_penalty,
     r1_penalty,
+    reconstruction_loss,
     released_clip_input,
 )
+from CDTG.ops import stddev_group
 from common.clip import image_features
 from common.distributed import Runtime, autocast, grad_scaler
 
@@ -53,6 +56,23 @@ class StepConfig:
     lambda_ms: float = 0.0  # mode-seeking term (not in the paper; CDTG.losses.mode_seeking_loss)
     consistency_lowpass: bool = False  # the tail model and CLIP see G's images through CDTG.losses.lowpass
     consistency_every: int = 1  # --mode paper: the consistency terms on every k-th G step, weighted k
+    lambda_feat: float = 0.0  # the tail model's features of G(x's feature) pulled towards x's (not in paper)
+    lambda_rec: float = 0.0  # G(x's feature) pulled towards x in pixels, both low-passed (not in the paper)
+
+
+def paired_forward(d: nn.Module, first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor,
+                   group_size: int | None) -> tuple:
+    """d(first, labels) and d(second, labels) in one call of twice the batch, each minibatch-stddev group
+    holding the samples it holds in its own call (the same outputs within float rounding, fewer and larger
+    convolutions); two calls where the doubled batch would group differently or `group_size` is None."""
+    b = first.shape[0]
+    group = stddev_group(group_size, b) if group_size else 0
+    if not group or stddev_group(group_size, 2 * b) != group:
+        return d(first, labels), d(second, labels)
+    m = b // group  # sample n's group holds n, n + m, n + 2m, ...: keep that stride within each half
+    both = torch.cat([first.unflatten(0, (group, m)), second.unflatten(0, (group, m))], 1).flatten(0, 1)
+    out = d(both, labels.view(group, m).repeat(1, 2).flatten()).unflatten(0, (group, 2 * m))
+    return out[:, :m].flatten(0, 1), out[:, m:].flatten(0, 1)
 
 
 def lazy_adam(params, lr: float, reg_every: int) -> torch.optim.Adam:
@@ -167,15 +187,18 @@ class CDTGTrainer:
             p.grad = flat[offset: offset + n].view_as(p).clone()
             offset += n
 
-    def _consistency(self, fake, labels, train: bool) -> dict:
-        """L_cls and L_clip of generated images; with gradient when `train`, else under no_grad (logged only).
+    def _consistency(self, fake, labels, feat, train: bool) -> dict:
+        """L_cls and L_clip of generated images (and, with lambda_feat, their features' distance to `feat`,
+        the conditioning images'); with gradient when `train`, else under no_grad (logged only).
         --mode code computes L_clip as released: wrapped bytes through PIL, cross-entropy on probabilities."""
         cfg, out = self.cfg, {}
         if cfg.consistency_lowpass:
             fake = lowpass(fake)
-        with torch.set_grad_enabled(train and cfg.lambda_cls > 0):
-            logits, _ = self.tail(fake)
+        with torch.set_grad_enabled(train and (cfg.lambda_cls > 0 or cfg.lambda_feat > 0)):
+            logits, fake_feat = self.tail(fake)
             out["cls"] = classifier_consistency_loss(logits, labels)
+            if cfg.lambda_feat > 0:
+                out["feat"] = feature_match_loss(self.proj.reduce(fake_feat.float()), feat)
         if self.clip is not None:
             with torch.set_grad_enabled(train and cfg.lambda_clip > 0):
                 if not self.paper:
@@ -231,8 +254,9 @@ class CDTGTrainer:
             with torch.no_grad(), autocast(rt, cfg.amp):
                 fake, _ = self._generate("d", feat, labels)
             with autocast(rt, cfg.amp):
-                fake_pred = self.d_plain(self._aug(fake), labels).float()
-                real_pred = self.d_plain(self._aug(real), labels).float()
+                fake_pred, real_pred = paired_forward(self.d_plain, self._aug(fake), self._aug(real), labels,
+                                                      getattr(self.d, "stddev_group", None))
+                fake_pred, real_pred = fake_pred.float(), real_pred.float()
                 d_loss = d_logistic_loss(real_pred, fake_pred)
             self.d_optim.zero_grad(set_to_none=True)
             self.d_scaler.scale(d_loss).backward()
@@ -259,10 +283,10 @@ class CDTGTrainer:
 
         # generator
         self.d.requires_grad_(False)
-        g_feat, g_labels = feat, labels
+        g_feat, g_labels, g_real = feat, labels, real
         if cfg.lambda_ms > 0:  # the batch's first half twice: pairs of one feature and label, other noise
             h = max(1, real.shape[0] // 2)
-            g_feat, g_labels = torch.cat([feat[:h], feat[:h]]), torch.cat([labels[:h], labels[:h]])
+            g_feat, g_labels, g_real = (torch.cat([t[:h], t[:h]]) for t in (feat, labels, real))
         with autocast(rt, cfg.amp):
             with self.phase("g_forward"):
                 styles = self._styles("g", g_feat)
@@ -274,13 +298,18 @@ class CDTGTrainer:
             terms = {}
             if iteration % lazy == 0:
                 with self.phase("consistency"):  # the tail model and CLIP on the generated images
-                    terms = self._consistency(fake if self.paper else fake.detach(), g_labels,
+                    terms = self._consistency(fake if self.paper else fake.detach(), g_labels, g_feat,
                                               train=self.paper)
             g_loss = adv
             if self.paper and terms:
                 g_loss = g_loss + lazy * cfg.lambda_cls * terms["cls"]
                 if "clip" in terms:
                     g_loss = g_loss + lazy * cfg.lambda_clip * terms["clip"]
+                if "feat" in terms:
+                    g_loss = g_loss + lazy * cfg.lambda_feat * terms["feat"]
+            if cfg.lambda_rec > 0:
+                terms["rec"] = reconstruction_loss(fake, g_real)
+                g_loss = g_loss + cfg.lambda_rec * terms["rec"]
             if cfg.lambda_ms > 0:
                 terms["ms"] = mode_seeking_loss(fake, styles)
                 g_loss = g_loss + cfg.lambda_ms * terms["ms"]

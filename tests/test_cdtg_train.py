@@ -19,7 +19,7 @@ from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents, 
 from CDTG.model import Discriminator, Generator
 from CDTG.sampling import generate_class, real_images_by_class
 from CDTG.tracking import QualityTracker
-from CDTG.trainer import CDTGTrainer, StepConfig
+from CDTG.trainer import CDTGTrainer, StepConfig, paired_forward
 from common.backbones import build_classifier, build_feature_resnet
 from common.checkpoint import export_weights
 from common.clip import checkpoint_dict, encode_text_prompts, load_clip, register_model_config
@@ -669,7 +669,7 @@ def test_consistency_lowpass_shows_the_tail_model_the_blurred_images(monkeypatch
         return forward(images)
     monkeypatch.setattr(tr.tail, "forward", spy)
     fake = torch.rand(2, 3, 32, 32) * 2 - 1
-    tr._consistency(fake, torch.tensor([0, 1]), train=False)
+    tr._consistency(fake, torch.tensor([0, 1]), None, train=False)
     assert torch.equal(seen["x"], losses.lowpass(fake))
 
 
@@ -681,3 +681,75 @@ def test_lazy_consistency_skips_the_terms_and_weights_them_k():
     assert "cls" not in off and float(off["g"]) == pytest.approx(float(off["adv"]))
     on = tr.step(x, y, 2)
     assert float(on["g"]) == pytest.approx(float(on["adv"]) + 2 * 0.5 * float(on["cls"]), rel=1e-5)
+
+
+def test_feature_match_loss_by_hand():
+    real = torch.tensor([[3.0, 4.0], [1.0, 0.0]])  # squared norms 25 and 1
+    fake = torch.tensor([[3.0, 0.0], [0.0, 0.0]])  # squared distances 16 and 1
+    assert float(losses.feature_match_loss(fake, real)) == pytest.approx((16 / 25 + 1 / 1) / 2)
+    assert float(losses.feature_match_loss(real, real)) == 0.0
+
+
+@pytest.mark.slow  # 3 s: a few steps of the tiny models
+def test_feature_term_pulls_generated_features_towards_the_conditioning_images():
+    tr = make_trainer("paper", lambda_feat=1.0)
+    x, y = batch()
+    feat = tr.features(x)
+    log = tr.step(x, y, 1, feat=feat)
+    assert "feat" in log and 0 < float(log["feat"]) < float("inf")
+    assert "feat" not in make_trainer("paper").step(x, y, 1)
+    # the term's gradient reaches G and P: descending it alone brings G's features closer to x's
+    optim = torch.optim.Adam(list(tr.g.parameters()) + list(tr.proj.parameters()), lr=0.01)
+    torch.manual_seed(0)
+    noises = [torch.randn(4, 16)]
+
+    def term():
+        fake, _ = tr.g(fused_latents(tr.proj(feat), tr.cfg.r_train, tr.cfg.mixing, noises=noises), y,
+                       randomize_noise=False)
+        return tr._consistency(fake, y, feat, train=True)["feat"]
+    first = float(term().detach())
+    for _ in range(15):
+        optim.zero_grad()
+        term().backward()
+        optim.step()
+    assert float(term().detach()) < 0.7 * first
+
+
+def test_reconstruction_loss_by_hand():
+    real = torch.zeros(1, 1, 4, 4)
+    assert float(losses.reconstruction_loss(torch.full((1, 1, 4, 4), 0.5), real)) == pytest.approx(0.5)
+    checker = ((torch.arange(4)[:, None] + torch.arange(4)[None, :]) % 2 * 2.0 - 1).expand(1, 1, 4, 4)
+    # a 2-pixel checkerboard costs only what the blur leaves of it at the replicated edges
+    inner = (losses.lowpass(checker) - losses.lowpass(real))[..., 1:-1, 1:-1]
+    assert torch.allclose(inner, torch.zeros_like(inner))
+    assert float(losses.reconstruction_loss(checker, real)) < 0.5
+
+
+@pytest.mark.slow  # 3 s: a few steps of the tiny models
+def test_reconstruction_term_is_logged_and_pulls_g_towards_the_conditioning_images():
+    tr = make_trainer("paper", lambda_rec=1.0)
+    x, y = batch()
+    feat = tr.features(x)
+    first = float(tr.step(x, y, 1, feat=feat)["rec"])
+    assert "rec" not in make_trainer("paper").step(x, y, 1)
+    tr.cfg.lambda_cls = 0.0
+    tr.cfg.lambda_rec = 50.0  # the term dominates the adversarial one: G moves towards x
+    for i in range(2, 12):
+        last = float(tr.step(x, y, i, feat=feat)["rec"])
+    assert last < 0.8 * first
+
+
+@pytest.mark.parametrize("batch_size, calls", [(8, 1), (4, 1), (6, 2), (2, 2)])
+def test_paired_forward_equals_two_calls_of_the_discriminator(batch_size, calls):
+    torch.manual_seed(0)
+    d = Discriminator(32, num_classes=3, label_dim=8, max_channels=8)
+    seen = []
+    d.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    a, b = torch.randn(2, batch_size, 3, 32, 32).unbind(0)
+    labels = torch.arange(batch_size) % 3
+    pa, pb = paired_forward(d, a, b, labels, d.stddev_group)
+    # one call of 2B where 2B keeps each sample's minibatch-stddev group (B = 8: 4 of 4, B = 6: 3 of 3 but 4 of 4
+    # at 12), else the two calls themselves
+    assert seen == ([2 * batch_size] if calls == 1 else [batch_size, batch_size])
+    torch.testing.assert_close(pa, d(a, labels), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pb, d(b, labels), rtol=1e-5, atol=1e-5)
