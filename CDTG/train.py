@@ -347,7 +347,8 @@ def run_meta(args, data: TailData, trainer: CDTGTrainer, clip) -> dict:
             "discriminator": {"label_dim": args.label_dim, "from_rgb_kernel": args.from_rgb_kernel},
             "projection": trainer.proj.config(), "r_train": args.r_train, "mixing": args.mixing,
             "mixing_rule": args.mixing_rule, "mode": args.mode,
-            "clip": {"model": args.clip_model, "pretrained": args.clip_pretrained, "prompt": args.clip_prompt}
+            "clip": {"model": args.clip_model, "pretrained": args.clip_pretrained, "prompt": args.clip_prompt,
+                     "classes": args.clip_classes}
             if clip is not None else None}
 
 
