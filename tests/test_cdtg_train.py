@@ -748,8 +748,8 @@ def test_paired_forward_equals_two_calls_of_the_discriminator(batch_size, calls)
     a, b = torch.randn(2, batch_size, 3, 32, 32).unbind(0)
     labels = torch.arange(batch_size) % 3
     pa, pb = paired_forward(d, a, b, labels, d.stddev_group)
-    # one call of 2B where 2B keeps each sample's minibatch-stddev group (B = 8: 4 of 4, B = 6: 3 of 3 but 4 of 4
-    # at 12), else the two calls themselves
+    # one call of 2B where 2B keeps each sample's minibatch-stddev group (B = 8: groups of 4 in both; B = 6:
+    # groups of 3, but of 4 at 12), else the two calls themselves
     assert seen == ([2 * batch_size] if calls == 1 else [batch_size, batch_size])
     torch.testing.assert_close(pa, d(a, labels), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(pb, d(b, labels), rtol=1e-5, atol=1e-5)
