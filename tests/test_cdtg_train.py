@@ -432,7 +432,7 @@ def test_code_mode_saves_the_fixed_projection_and_logs_clip(synth_root, tail_mod
     assert all(r["clip"] > 0 and r["cls"] > 0 for r in read_metrics(out))  # logged, not back-propagated
     ck = torch.load(out / "ckpt_last.pt", weights_only=False)
     assert ck["meta"]["clip"] == {"model": CLIP_NAME, "pretrained": clip_file,
-                                  "prompt": "a photo of {article} {name}"}
+                                  "prompt": "a photo of {article} {name}", "classes": "tail"}
     torch.testing.assert_close(ck["P"]["linear.weight"], ck["P_ema"]["linear.weight"])
     final = torch.load(out / "generator.pt", weights_only=False)
     torch.testing.assert_close(final["P_ema"]["linear.weight"], ck["P"]["linear.weight"])
