@@ -122,7 +122,7 @@ def get_args_parser():
     g.add_argument("--lambda-rec", type=float, default=0.0,
                    help="weight of a reconstruction term (not in the paper): mean |blur(G) - blur(x)| "
                         "between each generated image and the real image whose features conditioned it "
-                        "([1, 2, 1] blur); 0 = off")
+                        "([1, 2, 1] blur), back-propagated in both --mode values; 0 = off")
     g.add_argument("--consistency-lowpass", action="store_true",
                    help="the tail model and CLIP see G's images through a [1, 2, 1] blur, so their gradients "
                         "hold no 2-pixel checkerboard (not in the paper: they see the images as generated)")
