@@ -14,6 +14,7 @@ from torch import nn
 
 from CDTG.augment import AdaptiveAugment
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents
+from CDTG.conv_shortcuts import use_conv_shortcuts
 from CDTG.losses import (
     classifier_consistency_loss,
     clip_consistency_loss,
@@ -140,6 +141,11 @@ class CDTGTrainer:
         self.tail.requires_grad_(False)
         self.tail.use_batch_statistics(not self.paper)
         self.clip, self.text_features = clip, text_features
+        if self.paper:  # --mode code keeps the release's float path: its train-mode tail model is chaotic
+            use_conv_shortcuts(self.tail.model)
+            self.tail.use_channels_last()
+            if clip is not None:
+                use_conv_shortcuts(clip.model)
         self.clip_scale = float(clip.model.logit_scale.exp()) if clip is not None else None
         self.augment = augment
         # torch.compile does not differentiate twice: R1 and path length always run the eager modules

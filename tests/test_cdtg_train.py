@@ -1,6 +1,7 @@
 """CDTG training: losses against hand computations, augmentation, conditioning, one step per mode (what
 changes and what stays frozen), the CLIP path with a tiny random open_clip model, and train.py end to end:
 outputs, exact resume, an unconditional checkpoint via --ckpt, and input errors."""
+import copy
 import json
 import os
 import pathlib
@@ -16,6 +17,7 @@ from CDTG import batches, losses
 from CDTG import train as cdtg_train
 from CDTG.augment import AdaptiveAugment, augment, translate
 from CDTG.conditioning import FeatureProjection, TailClassifier, fused_latents, load_tail_model
+from CDTG.conv_shortcuts import CentreTapConv2d, PatchConv2d
 from CDTG.model import Discriminator, Generator
 from CDTG.sampling import generate_class, real_images_by_class
 from CDTG.tracking import QualityTracker
@@ -281,6 +283,23 @@ def test_clip_loss_with_a_tiny_random_open_clip_model(clip_file):
     with_clip = snapshot(tr.g)
     without = g_after_one_step("paper", 0.0)
     assert any(not torch.equal(with_clip[k], without[k]) for k in with_clip)  # the CLIP loss reaches G
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["paper", "code"])
+def test_paper_mode_gives_the_frozen_judges_conv_shortcuts_and_code_mode_keeps_theirs(mode, clip_file):
+    """Paper mode: the tail model's layer4 convolutions (1 x 1 maps at 32 px) and CLIP's patch embedding take
+    CDTG.conv_shortcuts, the tail model runs channels-last, and its outputs stay those of the plain model;
+    code mode, whose train-mode tail model is chaotic at batch 2, keeps every nn.Conv2d as it is."""
+    clip = load_clip(CLIP_NAME, clip_file)
+    plain = copy.deepcopy(make_trainer(mode).tail)
+    tr = make_trainer(mode, 1.0, 1.0, clip)
+    kinds = {type(m) for m in [*tr.tail.modules(), *clip.model.modules()]}
+    fast = {CentreTapConv2d, PatchConv2d} <= kinds and tr.tail.channels_last
+    assert fast == (mode == "paper")
+    x = batch()[0]
+    with torch.no_grad():
+        torch.testing.assert_close(tr.tail(x)[0], plain(x)[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
