@@ -28,15 +28,15 @@ run prepare python data/synthetic/prepare.py --output-dir "$DATA" --overwrite
 run split python data/split.py --config "$CFG" --data-root "$DATA" --overwrite
 tail -n 3 "$OUT/split.log"
 
-# Two lanes on the 2 cores, one thread each while both run: the CLIP fits and DSVA (lane A, in the background)
-# beside the classifiers, KMDN and CDTG (lane B). Results do not depend on the lanes.
+# Two lanes on the 2 cores, one thread each while both run: the CLIP fits, then DSVA (lane A, in the background)
+# beside the classifiers and KMDN (lane B); CDTG then runs alone on both cores. Results do not depend on the lanes.
 lanes=()  # background lane pids, stopped if the quickstart stops
 trap 'for p in "${lanes[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 wait_lane() {  # wait_lane PID NAME: stop the quickstart if that lane failed
   wait "$1" || { echo "[quickstart] failed: lane $2"; exit 1; }
 }
 
-stamp "2/8 small CLIPs fitted to the embedded set (cached in checkpoints/), in the background"
+stamp "2/8 in the background: small CLIPs fitted to the embedded set (cached in checkpoints/), then DSVA zero-shot"
 key=$(cat "$DATA/captions.jsonl" data/synthetic/clip_model.py data/synthetic/train_clip.py | sha1sum | cut -c1-16)
 fit_clip() {  # fit_clip FILE FLAGS...: refit when the data, the CLIP code or these flags changed
   local file=$1; shift
@@ -55,7 +55,13 @@ fit_clip() {  # fit_clip FILE FLAGS...: refit when the data, the CLIP code or th
   # DSVA's CLIP sees the seen classes of split 43 only; CDTG's continues it on every class for 150 steps
   fit_clip checkpoints/synth_clip.pt --exclude-unseen 43
   fit_clip checkpoints/synth_clip_all.pt --all-classes --init checkpoints/synth_clip.pt --steps 150 --warmup 10
-) & lanes+=($!); clips=$!
+  # DSVA: CLIP-annotated attributes, validation run, final run
+  run dsva_annotate python DSVA/annotate.py --config "$CFG" --output-dir "$OUT/dsva_annotate" --overwrite
+  run dsva_val python DSVA/train.py --config "$CFG" --attributes "$OUT/dsva_annotate/attributes.json" \
+    --output-dir "$OUT/dsva_val" --ways 5 --val-classes 2 --overwrite
+  run dsva python DSVA/train.py --config "$CFG" --attributes "$OUT/dsva_annotate/attributes.json" \
+    --output-dir "$OUT/dsva" --val-run "$OUT/dsva_val" --overwrite
+) & lanes+=($!); lane_a=$!
 
 stamp "3/8 TGN baseline classifier on the long-tailed training set, then post-hoc logit adjustment and tau-norm"
 OMP_NUM_THREADS=1 run classification_baseline python Classification/train.py --config "$CFG" \
@@ -77,22 +83,14 @@ for part in head tail; do
 done
 OMP_NUM_THREADS=1 run kmdn_distill python KMDN/distill.py --config "$CFG" --output-dir "$OUT/kmdn/distill" \
   --overwrite
-wait_lane "$clips" "CLIP fits (logs: $OUT/clip_*.log)"
-
-stamp "5/8 DSVA zero-shot in the background: CLIP-annotated attributes, validation run, final run"
-(
-  export OMP_NUM_THREADS=1
-  run dsva_annotate python DSVA/annotate.py --config "$CFG" --output-dir "$OUT/dsva_annotate" --overwrite
-  run dsva_val python DSVA/train.py --config "$CFG" --attributes "$OUT/dsva_annotate/attributes.json" \
-    --output-dir "$OUT/dsva_val" --ways 5 --val-classes 2 --overwrite
-  run dsva python DSVA/train.py --config "$CFG" --attributes "$OUT/dsva_annotate/attributes.json" \
-    --output-dir "$OUT/dsva" --val-run "$OUT/dsva_val" --overwrite
-) & lanes+=($!); dsva=$!
+stamp "5/8 waiting for the background lane (CLIP fits, DSVA) and the post-hoc methods"
+wait_lane "$lane_a" "CLIP fits and DSVA (logs: $OUT/clip_*.log, $OUT/dsva*.log)"
+wait_lane "$posthoc" "post-hoc methods (logs: $OUT/classification_la1.log, $OUT/classification_taunorm1.log)"
 
 stamp "6/8 CDTG: conditional SWAGAN on the tail classes (tail-model + CLIP guidance)"
-# the config's 800-iteration recipe, as the benchmark runs it (docs/tgn.md: the CE classifier recognised 76-81 % of
-# its images over three CDTG seeds); quality tracked on the way
-OMP_NUM_THREADS=1 run cdtg_train python CDTG/train.py --config "$CFG" \
+# the config's 800-iteration recipe, as the benchmark runs it (docs/tgn.md: the CE classifier recognised 73-80 % of
+# its images over three CDTG seeds); quality tracked on the way; both cores
+run cdtg_train python CDTG/train.py --config "$CFG" \
   --tail-model "$OUT/kmdn/distill/tail_model.pt" --eval-every 200 \
   --eval-classifier "$OUT/classification_baseline/model_final.pt" \
   --output-dir "$OUT/cdtg/train" --overwrite
@@ -110,8 +108,6 @@ OMP_NUM_THREADS=1 run cdtg_evaluate python CDTG/evaluate.py --config "$CFG" --ge
 stamp "8/8 TGN classifier on the original + generated tail images"
 run classification_tgn python Classification/train.py --config "$CFG" --train-list "$DATA/anno/SYNTH_train.txt" \
   --train-list "$OUT/cdtg/expanded_train.txt" --output-dir "$OUT/classification_tgn" --overwrite
-wait_lane "$posthoc" "post-hoc methods (logs: $OUT/classification_la1.log, $OUT/classification_taunorm1.log)"
-wait_lane "$dsva" "DSVA (logs: $OUT/dsva*.log)"
 wait_lane "$evaluate" "CDTG evaluation (log: $OUT/cdtg_evaluate.log)"
 
 stamp "results"
