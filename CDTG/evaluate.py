@@ -187,6 +187,9 @@ def class_report(row: dict) -> list:
         parts.append(f"CLIP {100 * row['clip_consistency']:.1f}%")
     if share is not None:
         parts.append(f"feature diversity {100 * share:.0f}% of real")
+    if np.isfinite(row.get("lattice_share", np.nan)):
+        parts.append(f"lattice share {1000 * row['lattice_share']:.0f}\u2030 (real "
+                     f"{1000 * row['real_lattice_share']:.0f}\u2030)")
     lines = [f"  {row['class_id']} {row['name']}: {', '.join(parts)}"]
     if share is not None and share < COLLAPSE_SHARE:
         lines.append(f"  warning: {row['class_id']} {row['name']}: generated images nearly alike (feature "
@@ -228,8 +231,13 @@ def markdown(result: dict) -> str:
     if incep:
         pooled.append(f"FID (Inception) {fmt(o.get('pooled_fid_inception'), digits=2)}, KID (Inception) x1e3 "
                       f"{fmt(o.get('pooled_kid_inception'), 1000, 2)}")
-    lines += ["", f"Pooled over the tail classes: {'; '.join(pooled)}.",
-              (f"FID_cls, KID_cls: in the classifier's penultimate features (comparable between runs that "
+    lines += ["", f"Pooled over the tail classes: {'; '.join(pooled)}."]
+    if np.isfinite(o.get("lattice_share", np.nan)):
+        lines.append(f"Lattice share (spectral power at 2- and 4-pixel periods, grey, at the generator's "
+                     f"size; checkerboard and lattice artefacts sit there), mean over the classes: generated "
+                     f"{1000 * o['lattice_share']:.1f}\u2030, "
+                     f"real {1000 * o['real_lattice_share']:.1f}\u2030.")
+    lines += [(f"FID_cls, KID_cls: in the classifier's penultimate features (comparable between runs that "
                "use the same classifier). FID and KID (Inception): "
                f"{result.get('inception', 'not measured')}."),
               (f"LPIPS: {result['lpips']}. CLIP: {result['clip']}. Real = the class's training images (seen "

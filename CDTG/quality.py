@@ -126,6 +126,21 @@ class PenultimateFeatures:
         return logits, self._feat.flatten(1)
 
 
+def lattice_shares(images: torch.Tensor) -> torch.Tensor:
+    """Per image: the share of its spectral power (grey, mean removed) at the frequencies whose indices are
+    both multiples of a quarter of the size, i.e. periods of 2 and 4 pixels, where the checkerboards and
+    lattices of strided up-sampling sit and smooth images have little; NaN where a side is not a multiple of
+    4."""
+    grey = images.float().mean(1)
+    h, w = grey.shape[-2:]
+    if h % 4 or w % 4:
+        return torch.full((len(images),), float("nan"))
+    grey = grey - grey.mean((-2, -1), keepdim=True)
+    power = torch.fft.fft2(grey).abs().square()
+    lattice = power[:, :: h // 4, :: w // 4].sum((-2, -1))  # the zero frequency holds nothing after the mean
+    return lattice / power.sum((-2, -1)).clamp_min(1e-12)
+
+
 def load_independent_classifier(path: str, names: list, device):
     """A Classification/train.py model_final.pt as PenultimateFeatures, and the file's dict."""
     ck = checkpoint.load(path, "classifier")
@@ -258,7 +273,7 @@ class Measurer:
         self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
         # the tail model sees real and generated images at its own input size; LPIPS compares them at G's size
         self.transforms = {"tail": classification(tail.input_size, False)}
-        if lpips is not None:
+        if size is not None:  # LPIPS and the lattice share see the images at G's size
             self.transforms["gan"] = classification(size, False)
         if classifier is not None:
             self.transforms["cls"] = classification(classifier_meta["img_size"], False,
@@ -287,11 +302,13 @@ class Measurer:
         keep = 0 if self.lpips is None else 2 * self.lpips_pairs
         loader = DataLoader(images, batch_size=self.batch_size, num_workers=self.workers,
                             pin_memory=self.rt.cuda, generator=torch.Generator())  # global RNG left alone
-        out = {"tail": [], "cls": [], "clip": [], "feat": [], "inception": [], "images": []}
+        out = {"tail": [], "cls": [], "clip": [], "feat": [], "inception": [], "images": [], "lattice": []}
         kept, device = 0, self.rt.device
         batches = tqdm(loader, desc="evaluating", leave=False, dynamic_ncols=True, disable=not self.progress)
         for batch, _ in batches:
             out["tail"].append(self.tail(batch["tail"].to(device))[0].argmax(1).cpu())
+            if "gan" in batch:
+                out["lattice"].append(lattice_shares(batch["gan"]))
             if kept < keep:
                 out["images"].append(batch["gan"][: keep - kept])
                 kept += len(out["images"][-1])
@@ -317,6 +334,8 @@ class Measurer:
             row["feature_diversity"] = mean_pairwise_distance(out["feat"], self.feature_pairs)
         if self.lpips is not None:
             row["lpips_diversity"] = mean_pairwise_lpips(self.lpips, out["images"], self.lpips_pairs)
+        if "lattice" in out:
+            row["lattice_share"] = float(np.mean(out["lattice"]))
         return row
 
     def distances(self, gen: dict, real: dict) -> dict:

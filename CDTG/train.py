@@ -123,6 +123,10 @@ def get_args_parser():
                    help="weight of a reconstruction term (not in the paper): mean |blur(G) - blur(x)| "
                         "between each generated image and the real image whose features conditioned it "
                         "([1, 2, 1] blur), back-propagated in both --mode values; 0 = off")
+    g.add_argument("--rec-blur", action=argparse.BooleanOptionalAction, default=True,
+                   help="--lambda-rec compares both images through the [1, 2, 1] blur (default); "
+                        "--no-rec-blur compares them as generated, which also ties the frequencies the blur "
+                        "removes (a 2-pixel checkerboard or a 4-pixel lattice)")
     g.add_argument("--consistency-lowpass", action="store_true",
                    help="the tail model and CLIP see G's images through a [1, 2, 1] blur, so their gradients "
                         "hold no 2-pixel checkerboard (not in the paper: they see the images as generated)")
@@ -310,7 +314,7 @@ def step_config(args) -> StepConfig:
                       path_batch_shrink=args.path_batch_shrink, g_reg_every=args.g_reg_every,
                       ema_decay=args.ema_decay, amp=args.amp, train_p=not args.freeze_p,
                       lambda_ms=args.lambda_ms, lambda_feat=args.lambda_feat,
-                      lambda_rec=args.lambda_rec, compile=args.compile,
+                      lambda_rec=args.lambda_rec, rec_blur=args.rec_blur, compile=args.compile,
                       consistency_lowpass=args.consistency_lowpass, consistency_every=args.consistency_every)
 
 

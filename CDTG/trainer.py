@@ -59,6 +59,7 @@ class StepConfig:
     consistency_every: int = 1  # --mode paper: the consistency terms on every k-th G step, weighted k
     lambda_feat: float = 0.0  # the tail model's features of G(x's feature) pulled towards x's (not in paper)
     lambda_rec: float = 0.0  # G(x's feature) pulled towards x in pixels, both low-passed (not in the paper)
+    rec_blur: bool = True  # False: the reconstruction term on the images as generated, every frequency tied
 
 
 def paired_forward(d: nn.Module, first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor,
@@ -314,7 +315,7 @@ class CDTGTrainer:
                 if "feat" in terms:
                     g_loss = g_loss + lazy * cfg.lambda_feat * terms["feat"]
             if cfg.lambda_rec > 0:
-                terms["rec"] = reconstruction_loss(fake, g_real)
+                terms["rec"] = reconstruction_loss(fake, g_real, cfg.rec_blur)
                 g_loss = g_loss + cfg.lambda_rec * terms["rec"]
             if cfg.lambda_ms > 0:
                 terms["ms"] = mode_seeking_loss(fake, styles)

@@ -1,5 +1,6 @@
 """CDTG generation, the expanded training list, and the generation-quality measures."""
 import json
+import math
 import os
 import pathlib
 
@@ -12,6 +13,7 @@ from CDTG import train as cdtg_train
 from CDTG.quality import (
     frechet_distance,
     kernel_inception_distance,
+    lattice_shares,
     load_lpips,
     mean_pairwise_distance,
     mean_pairwise_lpips,
@@ -225,6 +227,18 @@ def test_quality_measures_on_hand_made_features():
 
 
 @pytest.mark.slow
+def test_lattice_share_of_a_checkerboard_a_lattice_a_smooth_image_and_an_odd_size():
+    i = torch.arange(16.0)
+    checker = ((i[:, None] + i[None, :]) % 2).expand(3, 16, 16)  # period 2: all its power at (8, 8)
+    lines = (i[None, :] % 4 < 2).float().expand(3, 16, 16)  # vertical bars of period 4: (0, 4), (0, 8), ...
+    smooth = torch.cos(2 * math.pi * i / 16)[None, :].expand(3, 16, 16)  # period 16: none at the lattice
+    shares = lattice_shares(torch.stack([checker, lines, smooth, torch.ones(3, 16, 16)]))
+    torch.testing.assert_close(shares, torch.tensor([1.0, 1.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+    mixed = lattice_shares((smooth + 0.5 * (checker - 0.5))[None])  # power 2 x 128^2 and 64^2: 1/9 at (8, 8)
+    torch.testing.assert_close(mixed, torch.tensor([1 / 9]), atol=1e-6, rtol=0)
+    assert torch.isnan(lattice_shares(torch.rand(2, 3, 18, 16))).all()
+
+
 def test_lpips_with_a_random_trunk_is_zero_only_for_identical_images():
     torch.manual_seed(0)
     model, note = load_lpips("alex", "cpu", random_trunk=True)  # the package's own linear layers, no download
@@ -304,9 +318,13 @@ def test_evaluate_writes_quality_json_and_markdown(generated, synth_root, split,
                     "clip_consistency", "real_clip_consistency"):
             assert 0 <= c[key] <= 1
         assert c["feature_diversity"] > 0 and c["fid"] >= 0 and c["lpips_diversity"] > 0
+        assert 0 <= c["lattice_share"] <= 1 and 0 <= c["real_lattice_share"] <= 1
     assert "pooled_fid" in res["overall"] and res["lpips"] == "LPIPS alex"
     md = (folder / "quality.md").read_text()
     assert "| class |" in md and "all tail classes" in md
+    o = res["overall"]
+    assert (f"mean over the classes: generated {1000 * o['lattice_share']:.1f}\u2030, real "
+            f"{1000 * o['real_lattice_share']:.1f}\u2030.") in md
     with pytest.raises(UserError, match=r"quality.json already holds the result of other settings: "
                                         r"--classifier None \(it has '.*model_final.pt'\); .*pass "
                                         r"--overwrite"):
