@@ -122,7 +122,8 @@ def get_args_parser():
     g.add_argument("--lambda-rec", type=float, default=0.0,
                    help="weight of a reconstruction term (not in the paper): mean |blur(G) - blur(x)| "
                         "between each generated image and the real image whose features conditioned it "
-                        "([1, 2, 1] blur), back-propagated in both --mode values; 0 = off")
+                        "([1, 2, 1] blur; --no-rec-blur: mean |G - x|), back-propagated in both --mode "
+                        "values; 0 = off")
     g.add_argument("--rec-blur", action=argparse.BooleanOptionalAction, default=True,
                    help="--lambda-rec compares both images through the [1, 2, 1] blur (default); "
                         "--no-rec-blur compares them as generated, which also ties the frequencies the blur "
