@@ -101,9 +101,10 @@ def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor, blur: bool = Tru
     """Mean |lowpass(G) - lowpass(x)| over pixels and channels: a generated image against the real image whose
     features conditioned it, both blurred so that the term asks for the layout, not the 2-pixel detail; with
     blur off, mean |G - x|, which also ties the frequencies the blur removes (a 2-pixel checkerboard)."""
+    fake, real = fake.float(), real.float()
     if blur:
-        fake, real = lowpass(fake.float()), lowpass(real.float())
-    return (fake.float() - real.float()).abs().mean()
+        fake, real = lowpass(fake), lowpass(real)
+    return (fake - real).abs().mean()
 
 
 def mode_seeking_loss(fake: torch.Tensor, styles: list, eps: float = 1e-5) -> torch.Tensor:

@@ -143,8 +143,7 @@ class CDTGTrainer:
         self.tail.use_batch_statistics(not self.paper)
         self.clip, self.text_features = clip, text_features
         if self.paper:  # --mode code keeps the release's float path: its train-mode tail model is chaotic
-            use_conv_shortcuts(self.tail.model)
-            self.tail.use_channels_last()
+            self.tail.use_shortcuts()
             if clip is not None:
                 use_conv_shortcuts(clip.model)
         self.clip_scale = float(clip.model.logit_scale.exp()) if clip is not None else None
