@@ -107,6 +107,44 @@ def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor, blur: bool = Tru
     return (fake - real).abs().mean()
 
 
+def spectral_shares(images: torch.Tensor) -> torch.Tensor:
+    """Per image (B, H, W): the share of its spectral power (grey, mean removed) at each frequency of the
+    unshifted 2-D FFT."""
+    grey = images.float().mean(1)
+    grey = grey - grey.mean((-2, -1), keepdim=True)
+    power = torch.fft.fft2(grey).abs().square()
+    return power / power.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+
+
+def lattice_shares(images: torch.Tensor) -> torch.Tensor:
+    """Per image: the share of its spectral power (grey, mean removed) at the frequencies whose indices are
+    both multiples of a quarter of the size, i.e. periods of 2 and 4 pixels, where the checkerboards and
+    lattices of strided up-sampling sit and smooth images have little; NaN where a side is not a multiple of
+    4."""
+    h, w = images.shape[-2:]
+    if h % 4 or w % 4:
+        return torch.full((len(images),), float("nan"))
+    # the zero frequency holds nothing after the mean
+    return spectral_shares(images)[:, :: h // 4, :: w // 4].sum((-2, -1))
+
+
+def high_frequencies(h: int, w: int, period: float = 8.0) -> torch.Tensor:
+    """(H, W) mask of the FFT's frequencies with a period of `period` pixels or less along either axis."""
+    fy = torch.fft.fftfreq(h).abs()[:, None]
+    fx = torch.fft.fftfreq(w).abs()[None, :]
+    return torch.maximum(fy, fx) >= 1 / period
+
+
+def spectral_excess(fake_shares: torch.Tensor, real_shares: torch.Tensor,
+                    tolerance: float = 2.0) -> torch.Tensor:
+    """Summed over the frequencies with periods of 8 pixels or less: how far the generated images' mean power
+    share at each frequency (`fake_shares`, B x H x W) rises above `tolerance` times the real images' (H x W):
+    a peak that the real images lack, wherever it sits; below the tolerance, no penalty (the batch's own
+    spread)."""
+    mask = high_frequencies(*real_shares.shape[-2:]).to(real_shares.device)
+    return F.relu(fake_shares.mean(0) - tolerance * real_shares)[mask].sum()
+
+
 def mode_seeking_loss(fake: torch.Tensor, styles: list, eps: float = 1e-5) -> torch.Tensor:
     """The mode-seeking term of MSGAN (Mao et al., CVPR 2019), not in the paper: a batch whose halves share
     class and feature, with other noise; the ratio of the halves' mean absolute image difference to their

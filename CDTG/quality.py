@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from tqdm import tqdm
 
+from CDTG.losses import lattice_shares
 from common import checkpoint
 from common.backbones import build_classifier
 from common.datasets import ImageList
@@ -124,21 +125,6 @@ class PenultimateFeatures:
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
         return logits, self._feat.flatten(1)
-
-
-def lattice_shares(images: torch.Tensor) -> torch.Tensor:
-    """Per image: the share of its spectral power (grey, mean removed) at the frequencies whose indices are
-    both multiples of a quarter of the size, i.e. periods of 2 and 4 pixels, where the checkerboards and
-    lattices of strided up-sampling sit and smooth images have little; NaN where a side is not a multiple of
-    4."""
-    grey = images.float().mean(1)
-    h, w = grey.shape[-2:]
-    if h % 4 or w % 4:
-        return torch.full((len(images),), float("nan"))
-    grey = grey - grey.mean((-2, -1), keepdim=True)
-    power = torch.fft.fft2(grey).abs().square()
-    lattice = power[:, :: h // 4, :: w // 4].sum((-2, -1))  # the zero frequency holds nothing after the mean
-    return lattice / power.sum((-2, -1)).clamp_min(1e-12)
 
 
 def load_independent_classifier(path: str, names: list, device):

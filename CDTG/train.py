@@ -128,6 +128,20 @@ def get_args_parser():
                    help="--lambda-rec compares both images through the [1, 2, 1] blur (default); "
                         "--no-rec-blur compares them as generated, which also ties the frequencies the blur "
                         "removes (a 2-pixel checkerboard or a 4-pixel lattice)")
+    g.add_argument("--lambda-lattice", type=float, default=0.0,
+                   help="weight of a lattice penalty (not in the paper): the mean share of each generated "
+                        "image's spectral power at the periods of 2 and 4 pixels (a checkerboard, the "
+                        "lattice of strided up-sampling; real images hold a few per mille there), as "
+                        "CDTG/evaluate.py reports it; 0 = off")
+    g.add_argument("--lambda-spectrum", type=float, default=0.0,
+                   help="weight of a spectrum term (not in the paper): at every frequency with a period of 8 "
+                        "pixels or less, the generated batch's mean share of spectral power above twice the "
+                        "real images' (a running mean over the real batches), summed: peaks the real images "
+                        "lack, wherever they sit; 0 = off")
+    g.add_argument("--reuse-fakes", action="store_true",
+                   help="G's step first, then D's step on the images G's step generated (both updates from "
+                        "the same state): one generator pass fewer per iteration (not in the paper: D's step "
+                        "first, on images of its own)")
     g.add_argument("--consistency-lowpass", action="store_true",
                    help="the tail model and CLIP see G's images through a [1, 2, 1] blur, so their gradients "
                         "hold no 2-pixel checkerboard (not in the paper: they see the images as generated)")
@@ -245,6 +259,9 @@ def check_args(args) -> None:
         raise UserError(f"--r-train must be in [0, 1], got {args.r_train}")
     if args.consistency_every < 1:
         raise UserError(f"--consistency-every must be 1 (every step) or more, got {args.consistency_every}")
+    if args.reuse_fakes and args.lambda_ms > 0:
+        raise UserError("--reuse-fakes cannot be combined with --lambda-ms: the mode-seeking term's "
+                        "generator batch (half the batch, twice) is not the discriminator's; drop one")
     check_size(args.size)  # before the run folder, not when the models are built
     if args.eval_every < 0:
         raise UserError(f"--eval-every must be 0 (off) or positive, got {args.eval_every}")
@@ -315,7 +332,10 @@ def step_config(args) -> StepConfig:
                       path_batch_shrink=args.path_batch_shrink, g_reg_every=args.g_reg_every,
                       ema_decay=args.ema_decay, amp=args.amp, train_p=not args.freeze_p,
                       lambda_ms=args.lambda_ms, lambda_feat=args.lambda_feat,
-                      lambda_rec=args.lambda_rec, rec_blur=args.rec_blur, compile=args.compile,
+                      lambda_rec=args.lambda_rec, rec_blur=args.rec_blur,
+                      lambda_lattice=args.lambda_lattice,
+                      lambda_spectrum=args.lambda_spectrum,
+                      reuse_fakes=args.reuse_fakes, compile=args.compile,
                       consistency_lowpass=args.consistency_lowpass, consistency_every=args.consistency_every)
 
 

@@ -21,12 +21,15 @@ from CDTG.losses import (
     d_logistic_loss,
     feature_match_loss,
     g_nonsaturating_loss,
+    lattice_shares,
     lowpass,
     mode_seeking_loss,
     path_length_penalty,
     r1_penalty,
     reconstruction_loss,
     released_clip_input,
+    spectral_excess,
+    spectral_shares,
 )
 from CDTG.ops import stddev_group
 from common.clip import image_features
@@ -60,6 +63,9 @@ class StepConfig:
     lambda_feat: float = 0.0  # the tail model's features of G(x's feature) pulled towards x's (not in paper)
     lambda_rec: float = 0.0  # G(x's feature) pulled towards x in pixels, both low-passed (not in the paper)
     rec_blur: bool = True  # False: the reconstruction term on the images as generated, every frequency tied
+    lambda_lattice: float = 0.0  # G's spectral power at 2- and 4-pixel periods penalised (not in the paper)
+    lambda_spectrum: float = 0.0  # G's high-frequency power above twice the real images' (not in the paper)
+    reuse_fakes: bool = False  # G's step first; D's step on G's images of that step (one G pass fewer)
 
 
 def paired_forward(d: nn.Module, first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor,
@@ -135,6 +141,8 @@ class CDTGTrainer:
                  p_ema: nn.Module | None = None, draws: Draws | None = None):
         if cfg.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
+        if cfg.reuse_fakes and cfg.lambda_ms > 0:
+            raise ValueError("reuse_fakes needs lambda_ms 0: the mode-seeking batch is not D's batch")
         self.cfg, self.rt = cfg, rt
         self.g, self.d, self.proj, self.tail = generator, discriminator, projection, tail
         self.draws = draws or Draws()
@@ -169,6 +177,7 @@ class CDTGTrainer:
         self.g_scaler = grad_scaler(rt, cfg.amp)
         self.d_scaler = grad_scaler(rt, cfg.amp)
         self.mean_path_length = torch.zeros((), device=rt.device)
+        self.real_spectrum = None  # --lambda-spectrum: running mean of the real batches' spectral shares
         self.timer = None  # phase name -> context manager (benchmarks/cdtg_step.py --profile)
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -227,6 +236,16 @@ class CDTGTrainer:
                  noise=self.draws.layer_noise(stage), **kw)
 
     @torch.no_grad()
+    def _real_spectrum(self, real: torch.Tensor, decay: float = 0.99) -> torch.Tensor:
+        """The real images' mean spectral shares, a running mean over the batches (at first: the first's)."""
+        batch = spectral_shares(real).mean(0)
+        if self.real_spectrum is None or self.real_spectrum.shape != batch.shape:
+            self.real_spectrum = batch
+        else:
+            self.real_spectrum.lerp_(batch, 1 - decay)
+        return self.real_spectrum
+
+    @torch.no_grad()
     def update_ema(self) -> None:
         decay = self.cfg.ema_decay
         torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1 - decay)
@@ -235,30 +254,15 @@ class CDTGTrainer:
 
     # ------------------------------------------------------------------------------------------ one iteration
 
-    @torch.no_grad()
-    def features(self, real: torch.Tensor) -> torch.Tensor:
-        """The tail model's layer3 features of real images, reduced as P reads them (pooled if it pools)."""
-        with autocast(self.rt, self.cfg.amp):
-            _, feat = self.tail(real)
-        return self.proj.reduce(feat.float())
-
-    def step(self, real: torch.Tensor, labels: torch.Tensor, iteration: int,
-             feat: torch.Tensor | None = None) -> dict:
-        """One iteration on a batch of real tail images in [-1, 1] with labels 0..K-1; returns detached
-        losses.
-
-        feat: the real images' features from `features()` (e.g. cached); computed here when None."""
+    def _d_step(self, real, labels, feat, iteration: int, log: dict, fake=None) -> None:
+        """D's logistic step (on `fake`, or on images drawn here when None) and, every d_reg_every
+        iterations, lazy R1."""
         cfg, rt = self.cfg, self.rt
-        log = {}
-        if feat is None:
-            with self.phase("features"):
-                feat = self.features(real)
-
-        # discriminator
         self.d.requires_grad_(True)
         with self.phase("d_step"):
-            with torch.no_grad(), autocast(rt, cfg.amp):
-                fake, _ = self._generate("d", feat, labels)
+            if fake is None:
+                with torch.no_grad(), autocast(rt, cfg.amp):
+                    fake, _ = self._generate("d", feat, labels)
             with autocast(rt, cfg.amp):
                 fake_pred, real_pred = paired_forward(self.d_plain, self._aug(fake), self._aug(real), labels,
                                                       getattr(self.d, "stddev_group", None))
@@ -287,7 +291,10 @@ class CDTGTrainer:
                 self.d_optim.step()
             log["r1"] = r1.detach()
 
-        # generator
+    def _g_step(self, real, labels, feat, iteration: int, log: dict) -> torch.Tensor:
+        """G's step: the adversarial term, the consistency terms and the optional ones; returns G's images
+        (before the update)."""
+        cfg, rt = self.cfg, self.rt
         self.d.requires_grad_(False)
         g_feat, g_labels, g_real = feat, labels, real
         if cfg.lambda_ms > 0:  # the batch's first half twice: pairs of one feature and label, other noise
@@ -316,6 +323,12 @@ class CDTGTrainer:
             if cfg.lambda_rec > 0:
                 terms["rec"] = reconstruction_loss(fake, g_real, cfg.rec_blur)
                 g_loss = g_loss + cfg.lambda_rec * terms["rec"]
+            if cfg.lambda_spectrum > 0:
+                terms["spectrum"] = spectral_excess(spectral_shares(fake), self._real_spectrum(g_real))
+                g_loss = g_loss + cfg.lambda_spectrum * terms["spectrum"]
+            if cfg.lambda_lattice > 0:
+                terms["lattice"] = lattice_shares(fake).mean()
+                g_loss = g_loss + cfg.lambda_lattice * terms["lattice"]
             if cfg.lambda_ms > 0:
                 terms["ms"] = mode_seeking_loss(fake, styles)
                 g_loss = g_loss + cfg.lambda_ms * terms["ms"]
@@ -327,6 +340,33 @@ class CDTGTrainer:
             self.g_scaler.step(self.g_optim)
             self.g_scaler.update()
         log.update(g=g_loss.detach(), adv=adv.detach(), **{k: v.detach() for k, v in terms.items()})
+        return fake
+
+    @torch.no_grad()
+    def features(self, real: torch.Tensor) -> torch.Tensor:
+        """The tail model's layer3 features of real images, reduced as P reads them (pooled if it pools)."""
+        with autocast(self.rt, self.cfg.amp):
+            _, feat = self.tail(real)
+        return self.proj.reduce(feat.float())
+
+    def step(self, real: torch.Tensor, labels: torch.Tensor, iteration: int,
+             feat: torch.Tensor | None = None) -> dict:
+        """One iteration on a batch of real tail images in [-1, 1] with labels 0..K-1; returns detached
+        losses.
+
+        feat: the real images' features from `features()` (e.g. cached); computed here when None."""
+        cfg, rt = self.cfg, self.rt
+        log = {}
+        if feat is None:
+            with self.phase("features"):
+                feat = self.features(real)
+
+        if cfg.reuse_fakes:
+            fake = self._g_step(real, labels, feat, iteration, log)
+            self._d_step(real, labels, feat, iteration, log, fake=fake.detach())
+        else:
+            self._d_step(real, labels, feat, iteration, log)
+            self._g_step(real, labels, feat, iteration, log)
 
         if cfg.path_regularize > 0 and cfg.g_reg_every > 0 and iteration % cfg.g_reg_every == 0:
             with self.phase("path_length"):
@@ -363,6 +403,7 @@ class CDTGTrainer:
                 "g_optim": self.g_optim.state_dict(), "d_optim": self.d_optim.state_dict(),
                 "g_scaler": self.g_scaler.state_dict(), "d_scaler": self.d_scaler.state_dict(),
                 "mean_path_length": self.mean_path_length.cpu(),
+                "real_spectrum": self.real_spectrum.cpu() if self.real_spectrum is not None else None,
                 "augment": self.augment.state_dict() if self.augment is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
@@ -377,6 +418,8 @@ class CDTGTrainer:
             if state.get(name):
                 getattr(self, name).load_state_dict(state[name])
         self.mean_path_length = state["mean_path_length"].to(self.rt.device)
+        spectrum = state.get("real_spectrum")
+        self.real_spectrum = spectrum.to(self.rt.device) if spectrum is not None else None
         if self.augment is not None and state.get("augment"):
             self.augment.load_state_dict(state["augment"])
 

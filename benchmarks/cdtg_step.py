@@ -43,6 +43,12 @@ def get_args_parser():
     p.add_argument("--lambda-clip", type=float, default=1.0, help="0: no CLIP")
     add_clip_args(p, "ViT-B-32", None, model_note=" (randomly initialised unless --clip-pretrained)",
                   pretrained_note=" (e.g. checkpoints/synth_clip_all.pt)")
+    p.add_argument("--consistency-every", type=int, default=1,
+                   help="the tail-model and CLIP terms on every k-th step (configs/synthetic.yaml: 2)")
+    p.add_argument("--path-regularize", type=float, default=2.0,
+                   help="path-length weight, every 4th step; 0: off (configs/synthetic.yaml)")
+    p.add_argument("--reuse-fakes", action="store_true",
+                   help="G's step first, D's step on its images (CDTG/train.py --reuse-fakes)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="mixed precision on CUDA")
     p.add_argument("--compile", default=None, help="torch.compile mode of the unregularised passes")
@@ -73,7 +79,9 @@ def main(args):
     scale = Scale(args.size, args.batch, args.classes, args.style_dim, args.n_mlp, args.channel_multiplier,
                   args.max_channels, args.label_dim, args.tail_arch, args.tail_size, args.feature_pool,
                   args.clip_model, args.clip_pretrained)
-    cfg = StepConfig(mode=args.mode, lambda_clip=args.lambda_clip, amp=args.amp, compile=args.compile)
+    cfg = StepConfig(mode=args.mode, lambda_clip=args.lambda_clip, amp=args.amp, compile=args.compile,
+                     consistency_every=args.consistency_every, path_regularize=args.path_regularize,
+                     reuse_fakes=args.reuse_fakes)
     trainer, real, labels = build_trainer(scale, rt, cfg)
     if args.cached_features:
         feat = trainer.features(real)

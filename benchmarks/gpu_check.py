@@ -248,7 +248,7 @@ def stages(c: Check, dev: list, smoke: bool, data: str) -> None:
         if failed:
             c.row("stages", label, status=f"not run: {failed} failed")
             continue
-        status, seconds, _, _ = c.run(argv, 60)
+        status, seconds, _, _ = c.run(argv, 120)  # x 4 in a CPU smoke run: 8 minutes on a slow hour
         c.row("stages", label, f"{seconds:.1f} s" if status == "ok" else "", status=status if status != "ok"
               else "exit 0")
         if status != "ok":

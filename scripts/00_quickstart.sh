@@ -88,10 +88,10 @@ wait_lane "$lane_a" "CLIP fits and DSVA (logs: $OUT/clip_*.log, $OUT/dsva*.log)"
 wait_lane "$posthoc" "post-hoc methods (logs: $OUT/classification_la1.log, $OUT/classification_taunorm1.log)"
 
 stamp "6/8 CDTG: conditional SWAGAN on the tail classes (tail-model + CLIP guidance)"
-# the config's 800-iteration recipe, as the benchmark runs it (docs/tgn.md: the CE classifier recognised 78-82 % of
+# the config's 800-iteration recipe, as the benchmark runs it (docs/tgn.md: the CE classifier recognised 79-81 % of
 # its images over three CDTG seeds); quality tracked on the way; both cores
 run cdtg_train python CDTG/train.py --config "$CFG" \
-  --tail-model "$OUT/kmdn/distill/tail_model.pt" --eval-every 200 \
+  --tail-model "$OUT/kmdn/distill/tail_model.pt" --eval-every 400 \
   --eval-classifier "$OUT/classification_baseline/model_final.pt" \
   --output-dir "$OUT/cdtg/train" --overwrite
 

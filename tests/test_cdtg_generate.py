@@ -10,10 +10,10 @@ import torch
 
 from CDTG import evaluate, expand, generate, quality
 from CDTG import train as cdtg_train
+from CDTG.losses import lattice_shares
 from CDTG.quality import (
     frechet_distance,
     kernel_inception_distance,
-    lattice_shares,
     load_lpips,
     mean_pairwise_distance,
     mean_pairwise_lpips,

@@ -539,6 +539,10 @@ def test_input_errors(synth_root, tail_model_file, tmp_path):
     proc = run_main(cdtg_train, "cdtg_train", "--data-root", synth_root, "--tail-model",
                     tmp_path / "missing.pt", *TINY, check=False)
     assert_one_line_error(proc, "missing.pt", "does not exist")
+    with pytest.raises(UserError, match="--reuse-fakes cannot be combined with --lambda-ms"):
+        run_train(synth_root, tail_model_file, tmp_path / "c", "--iter", "1", "--reuse-fakes",
+                  "--lambda-ms", "1")
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.slow
@@ -756,6 +760,73 @@ def test_reconstruction_term_is_logged_and_pulls_g_towards_the_conditioning_imag
     for i in range(2, 12):
         last = float(tr.step(x, y, i, feat=feat)["rec"])
     assert last < 0.8 * first
+
+
+def term_over_steps(tr, name: str, steps: int = 21) -> tuple:
+    """The logged term `name` at the first and the last of `steps` steps on one batch."""
+    x, y = batch()
+    feat = tr.features(x)
+    values = [float(tr.step(x, y, i, feat=feat)[name]) for i in range(1, steps + 1)]
+    return values[0], values[-1]
+
+
+@pytest.mark.slow  # 5 s: a few steps of the tiny models
+def test_lattice_term_is_logged_and_lowers_the_lattice_share_of_g():
+    assert "lattice" not in make_trainer("paper").step(*batch(), 1)
+    first, last = term_over_steps(make_trainer("paper", lambda_cls=0.0, lambda_lattice=50.0), "lattice")
+    assert last < 0.6 * first  # 0.12-0.44 at seeds 0-2
+
+
+def test_spectral_excess_by_hand():
+    mask = losses.high_frequencies(16, 16)  # periods of 8 px or less: |index| >= 2 along either axis
+    assert not mask[:2, :2].any() and not mask[-1, 1] and mask[2, 0] and mask[0, 8] and mask[-2, -2]
+    assert int(mask.sum()) == 16 * 16 - 3 * 3
+    real = torch.full((16, 16), 1 / 256)
+    fake = real.expand(2, 16, 16).clone()
+    assert float(losses.spectral_excess(fake, real)) == 0  # the real spectrum itself: nothing above twice it
+    fake[:, 0, 8] += 0.1  # a peak at the 2-pixel period, in both images: 0.1 + 1/256 - 2/256 above
+    fake[:, 1, 1] += 0.5  # a peak at a low frequency is not watched
+    assert float(losses.spectral_excess(fake, real)) == pytest.approx(0.1 - 1 / 256)
+    fake[1, 0, 8] -= 0.1  # in one image of two: half the mean
+    assert float(losses.spectral_excess(fake, real)) == pytest.approx(0.05 - 1 / 256)
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2).float().expand(1, 3, 16, 16)
+    shares = losses.spectral_shares(checker)
+    assert float(shares[0, 8, 8]) == pytest.approx(1.0) and float(shares.sum()) == pytest.approx(1.0)
+
+
+@pytest.mark.slow  # 5 s: a few steps of the tiny models
+def test_spectrum_term_is_logged_lowers_the_excess_and_its_reference_resumes():
+    assert "spectrum" not in make_trainer("paper").step(*batch(), 1)
+    tr = make_trainer("paper", lambda_cls=0.0, lambda_spectrum=20.0)
+    first, last = term_over_steps(tr, "spectrum")
+    assert first > 0 and last < 0.6 * first  # 0.16-0.43 at seeds 0-2
+    # one batch throughout: the running mean is that batch's spectrum
+    torch.testing.assert_close(tr.real_spectrum, losses.spectral_shares(batch()[0]).mean(0))
+    other = make_trainer("paper", lambda_cls=0.0, lambda_spectrum=20.0)
+    other.load_state_dict(tr.state_dict())
+    torch.testing.assert_close(other.real_spectrum, tr.real_spectrum)
+
+
+def test_reuse_fakes_runs_g_once_and_shows_d_the_images_of_g_step():
+    x, y = batch()
+    seen = {}
+    for reuse in (False, True):
+        tr = make_trainer("paper", lambda_cls=0.0, reuse_fakes=reuse)
+        g_out, d_in = seen[reuse] = [], []
+        tr.g.register_forward_hook(lambda m, args, out, to=g_out: to.append(out[0].detach().clone()))
+        tr.d.register_forward_pre_hook(lambda m, args, to=d_in: to.append(args[0].detach().clone()))
+        before = snapshot(tr.d), snapshot(tr.g)
+        tr.step(x, y, 1)
+        assert changed(before[0], tr.d) and changed(before[1], tr.g)
+    assert len(seen[False][0]) == 2 and len(seen[True][0]) == 1
+    g_out, d_in = seen[True]
+    # G's step (D on G's images), then D's step on the same images beside the real ones (R1 at iteration 1
+    # of d_reg_every 2 does not run)
+    assert torch.equal(d_in[0], g_out[0])
+    d_rows = torch.cat(d_in[1:])
+    assert all(any(torch.equal(row, image) for row in d_rows) for image in g_out[0])
+    with pytest.raises(ValueError, match="reuse_fakes needs lambda_ms 0"):
+        make_trainer("paper", reuse_fakes=True, lambda_ms=1.0)
 
 
 @pytest.mark.parametrize("batch_size, calls", [(8, 1), (4, 1), (6, 2), (2, 2)])
