@@ -8,16 +8,22 @@ from common.samplers import ClassBalancedSampler
 
 
 class Indexed(Dataset):
-    """(image, label, index) of an ImageList, so that cached features can be looked up."""
+    """(image, label, index) of an ImageList, so that cached features can be looked up. With `keep`, each item
+    is read and transformed once and then kept in memory (for a deterministic transform)."""
 
-    def __init__(self, base):
-        self.base = base
+    def __init__(self, base, keep: bool = False):
+        self.base, self.kept = base, {} if keep else None
 
     def __len__(self):
         return len(self.base)
 
     def __getitem__(self, i):
-        image, label = self.base[i]
+        if self.kept is not None and i in self.kept:
+            image, label = self.kept[i]
+        else:
+            image, label = self.base[i]
+            if self.kept is not None:
+                self.kept[i] = image, label
         return image, label, i
 
 

@@ -388,9 +388,13 @@ def resume(trainer: CDTGTrainer, last: LastCheckpoint, meta: dict, out: str, log
     return last.restore({}, log, rt.is_main, rng=False)
 
 
+KEEP_IMAGES_BYTES = 1 << 30
+
+
 def batch_loader(args, dataset, d, start: int, rt) -> DataLoader:
     """Endless batches from iteration `start`: shuffled, --class-balanced or --class-groups (of D's stddev
-    groups)."""
+    groups). In-process loading (--workers 0) decodes each image once and keeps it when the images fit in
+    KEEP_IMAGES_BYTES as float tensors (the embedded set's few hundred tail images)."""
     if args.class_groups:
         sampler = ClassGroupedBatches(dataset.targets, args.batch_size, args.seed, start, rt.rank,
                                       rt.world_size, d.stddev_group)
@@ -398,7 +402,8 @@ def batch_loader(args, dataset, d, start: int, rt) -> DataLoader:
         sampler = BalancedBatches(dataset.targets, args.batch_size, args.seed, start, rt.rank, rt.world_size)
     else:
         sampler = EndlessBatches(len(dataset), args.batch_size, args.seed, start, rt.rank, rt.world_size)
-    return DataLoader(Indexed(dataset), batch_sampler=sampler,
+    keep = args.workers == 0 and len(dataset) * 3 * args.size ** 2 * 4 <= KEEP_IMAGES_BYTES
+    return DataLoader(Indexed(dataset, keep), batch_sampler=sampler,
                       num_workers=args.workers, pin_memory=rt.cuda, generator=torch.Generator())
 
 

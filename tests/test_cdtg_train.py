@@ -635,6 +635,43 @@ def test_class_grouped_batches_put_one_class_in_each_stddev_group():
     assert batches.ClassGroupedBatches(labels, 6, seed=1).group == 3  # the largest divisor of B up to 4
 
 
+def test_indexed_keeps_each_item_after_its_first_read_only_when_asked():
+    reads = []
+
+    class Base(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return torch.full((2,), float(i)), torch.tensor(i)
+
+    kept = batches.Indexed(Base(), keep=True)
+    first = [kept[i] for i in (2, 0, 2, 2, 0)]
+    assert reads == [2, 0]
+    assert [int(label) for _, label, _ in first] == [2, 0, 2, 2, 0]
+    assert [i for *_, i in first] == [2, 0, 2, 2, 0]
+    assert first[2][0] is first[0][0]
+    reads.clear()
+    plain = batches.Indexed(Base())
+    assert [int(plain[i][1]) for i in (1, 1)] == [1, 1] and reads == [1, 1]
+
+
+def test_batch_loader_keeps_images_only_in_process_and_when_they_fit(monkeypatch):
+    dataset = type("D", (), {"targets": [0, 0, 1, 1], "__len__": lambda self: 4})()
+    d = SimpleNamespace(stddev_group=2)
+    rt = SimpleNamespace(rank=0, world_size=1, cuda=False)
+
+    def keeps(workers, size):
+        args = SimpleNamespace(class_groups=False, class_balanced=False, batch_size=2, seed=0,
+                               workers=workers, size=size)
+        return cdtg_train.batch_loader(args, dataset, d, 0, rt).dataset.kept is not None
+
+    assert keeps(0, 32) and not keeps(2, 32)
+    monkeypatch.setattr(cdtg_train, "KEEP_IMAGES_BYTES", 4 * 3 * 32 * 32 * 4 - 1)
+    assert not keeps(0, 32) and keeps(0, 16)
+
+
 def test_normalised_projection_has_the_noise_norm_and_is_saved_in_its_config():
     proj = FeatureProjection((8, 4, 4), 16, pool=2, normalise=True)
     with torch.no_grad():
