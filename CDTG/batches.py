@@ -18,12 +18,12 @@ class Indexed(Dataset):
         return len(self.base)
 
     def __getitem__(self, i):
-        if self.kept is not None and i in self.kept:
-            image, label = self.kept[i]
-        else:
+        if self.kept is None:
             image, label = self.base[i]
-            if self.kept is not None:
-                self.kept[i] = image, label
+        else:
+            if i not in self.kept:
+                self.kept[i] = self.base[i]
+            image, label = self.kept[i]
         return image, label, i
 
 
