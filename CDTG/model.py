@@ -8,6 +8,7 @@ two linear layers.
 Module names follow the unconditional SWAGAN, so its checkpoints load by name (CDTG/original.py); only
 `label_emb` (G and D) and `fusion_conv` (D) are new.
 """
+import functools
 import math
 
 import torch
@@ -27,7 +28,10 @@ from CDTG.ops import (
     NoiseInjection,
     PixelNorm,
     Upsample,
+    apply_resampling,
+    composed_resampling,
     minibatch_stddev,
+    resample_impl,
 )
 from common.errors import UserError
 
@@ -89,6 +93,21 @@ class StyledConv(nn.Module):
         return self.activate(self.noise(self.conv(x, style), noise=noise))
 
 
+@functools.cache
+def _wavelet_resampling(blur_kernel: tuple, up: bool) -> tuple[torch.Tensor, int]:
+    def chain():
+        resample = Upsample(blur_kernel) if up else Downsample(blur_kernel)
+        return nn.Sequential(InverseHaarTransform(3), resample, HaarTransform(3))
+    return composed_resampling(chain, WAVELET_CHANNELS, up)
+
+
+def wavelet_resampling(blur_kernel: tuple, up: bool) -> tuple[torch.Tensor, int]:
+    """IWT -> FIR up- or downsampling -> DWT of the 12 wavelet channels (ToRGB's skip, FromRGB's input from
+    the level above) as one stride-2 convolution: (weight, padding), CDTG.ops.composed_resampling."""
+    weight, padding = _wavelet_resampling(blur_kernel, up)
+    return weight.clone(), padding
+
+
 class ToRGB(nn.Module):
     """1x1 modulated conv (no demodulation) to the 12 wavelet channels, plus the upsampled skip from below."""
 
@@ -98,14 +117,22 @@ class ToRGB(nn.Module):
             self.iwt = InverseHaarTransform(3)
             self.upsample = Upsample(blur_kernel)
             self.dwt = HaarTransform(3)
+            weight, self.skip_padding = wavelet_resampling(tuple(blur_kernel), up=True)
+            self.register_buffer("skip_weight", weight, persistent=False)
         self.conv = ModulatedConv2d(in_channels, WAVELET_CHANNELS, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, WAVELET_CHANNELS, 1, 1))
 
     def forward(self, x, style, skip=None):
         out = self.conv(x, style) + self.bias
         if skip is not None:
-            out = out + self.dwt(self.upsample(self.iwt(skip)))
+            if resample_impl(skip.device.type) == "composed":
+                out = out + apply_resampling(skip, self.skip_weight, self.skip_padding, up=True)
+            else:
+                out = out + self._upsampled(skip)
         return out
+
+    def _upsampled(self, skip):
+        return self.dwt(self.upsample(self.iwt(skip)))
 
 
 class FromRGB(nn.Module):
@@ -121,15 +148,23 @@ class FromRGB(nn.Module):
             self.iwt = InverseHaarTransform(3)
             self.downsample = Downsample(blur_kernel)
             self.dwt = HaarTransform(3)
+            weight, self.level_padding = wavelet_resampling(tuple(blur_kernel), up=False)
+            self.register_buffer("level_weight", weight, persistent=False)
         self.conv = ConvLayer(WAVELET_CHANNELS, out_channels, kernel_size)
 
     def forward(self, x, skip=None):
         if self.from_level_above:
-            x = self.dwt(self.downsample(self.iwt(x)))
+            if resample_impl(x.device.type) == "composed":
+                x = apply_resampling(x, self.level_weight, self.level_padding, up=False)
+            else:
+                x = self._downsampled(x)
         out = self.conv(x)
         if skip is not None:
             out = out + skip
         return x, out
+
+    def _downsampled(self, x):
+        return self.dwt(self.downsample(self.iwt(x)))
 
 
 class ConvBlock(nn.Module):

@@ -155,15 +155,56 @@ def _taps_fir(x: torch.Tensor, kernel: torch.Tensor, down: int, pad) -> torch.Te
 
 
 def _sum_of_taps(x: torch.Tensor, weight: torch.Tensor, out_h: int, out_w: int, stride: int = 1):
-    """The correlation of every channel of x with the 2-D `weight` (no padding): one strided view per tap."""
+    """The correlation of every channel of x with the 2-D `weight` (no padding): one strided view per tap, or,
+    for a rank-1 weight (every StyleGAN2 kernel), a pass along the rows and one down the columns (kh + kw
+    views instead of kh * kw)."""
     taps = weight.tolist()  # the taps as numbers: one read instead of a tensor operation per tap
-    out = x.new_zeros(x.shape[0], x.shape[1], out_h, out_w)
+    factors = _rank_one_taps(taps)
+    if factors is not None:
+        col, row = factors
+        return _weighted_views(_weighted_views(x, row, 3, out_w, stride), col, 2, out_h, stride)
     span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    for i, row in enumerate(taps):
-        for j, tap in enumerate(row):
-            if tap != 0:
-                out.add_(x[:, :, i: i + span_h: stride, j: j + span_w: stride], alpha=tap)
-    return out
+    views = [(x[:, :, i: i + span_h: stride, j: j + span_w: stride], tap)
+             for i, taps_row in enumerate(taps) for j, tap in enumerate(taps_row)]
+    return _accumulate(views, (x.shape[0], x.shape[1], out_h, out_w))
+
+
+def _weighted_views(x: torch.Tensor, taps: list, dim: int, size: int, stride: int) -> torch.Tensor:
+    """sum_t taps[t] * x[..., t + stride * k, ...] along `dim`, k = 0..size-1."""
+    span = stride * (size - 1) + 1
+    views = [(x.narrow(dim, t, span)[(slice(None),) * dim + (slice(None, None, stride),)], tap)
+             for t, tap in enumerate(taps)]
+    shape = list(x.shape)
+    shape[dim] = size
+    return _accumulate(views, shape)
+
+
+def _accumulate(views: list, shape) -> torch.Tensor:
+    """The sum of tap * view over (view, tap) pairs (views of one tensor, of this shape), the first nonzero
+    product as the accumulator; zeros when every tap is 0."""
+    out = None
+    for view, tap in views:
+        if tap != 0:
+            out = view * tap if out is None else out.add_(view, alpha=tap)
+    return views[0][0].new_zeros(shape) if out is None else out
+
+
+def _rank_one_taps(taps: list) -> tuple[list, list] | None:
+    """(column, row) with taps[i][j] == column[i] * row[j] for a rank-1 list of taps with at least 3 rows
+    and 3 columns (fewer: two passes save no view), else None."""
+    if len(taps) < 3 or len(taps[0]) < 3:
+        return None
+    cells = [(i, j) for i in range(len(taps)) for j in range(len(taps[0]))]
+    i, j = max(cells, key=lambda cell: abs(taps[cell[0]][cell[1]]))
+    peak = taps[i][j]
+    if peak == 0:
+        return None
+    col = [r[j] for r in taps]
+    row = [t / peak for t in taps[i]]
+    scale = abs(peak)
+    if any(abs(t - c * r) > 1e-6 * scale for c, taps_row in zip(col, taps) for t, r in zip(taps_row, row)):
+        return None
+    return col, row
 
 
 def _rank_one_factors(kernel: torch.Tensor):
@@ -311,6 +352,84 @@ class EqualConv2d(nn.Module):
     def extra_repr(self):
         o, i, k, _ = self.weight.shape
         return f"{i}, {o}, {k}, stride={self.stride}, padding={self.padding}"
+
+
+RESAMPLE_IMPLS = ("chain", "composed")
+# How the wavelet skips (IWT -> FIR resampling -> DWT between levels) run on each device type: as the chain of
+# transforms, or as one precomputed stride-2 convolution (composed_resampling); chosen by measurement on the
+# CPU (the chain is some 60 small operations per pass there); CUDA keeps the chain it was measured with.
+_resample_impl = {"cpu": "composed", "cuda": "chain"}
+
+
+def set_resample_impl(name: str, device_type: str = "cuda") -> str:
+    """Select how the generator's and discriminator's wavelet skips are computed on `device_type`; returns the
+    previous choice."""
+    return _select(_resample_impl, RESAMPLE_IMPLS, "wavelet resampling implementation", name, device_type)
+
+
+def resample_impl(device_type: str) -> str:
+    return _resample_impl.get(device_type, "chain")
+
+
+@torch.no_grad()
+def composed_resampling(make_chain, channels: int, up: bool, probe: int = 8) -> tuple[torch.Tensor, int]:
+    """(weight, padding) on the CPU of the one stride-2 convolution (conv_transpose2d when `up`, conv2d
+    otherwise) that computes the module make_chain() builds (on the CPU, whatever the default device), a
+    linear map of [N, channels, H, W] to [N, channels, 2H, 2W] (up) or [.., H/2, W/2] that commutes with
+    shifts of 1 pixel (up) or 2 pixels (down) and treats the image as zero outside.
+
+    Read off impulse responses on a probe x probe input: forward ones for up; for down, where one impulse
+    meets every other tap only, the adjoint's (gradients of one output pixel). Kernel taps are padded with
+    zeros where needed so that padding is symmetric and the output at least as large as the chain's;
+    apply_resampling crops it. Probed in float64 (the weight stays float64: a float64 model then computes
+    what the chain computes within float64 rounding).
+    """
+    with torch.device("cpu"):
+        return _read_off_resampling(make_chain(), channels, up, probe)
+
+
+def _read_off_resampling(chain, channels: int, up: bool, probe: int) -> tuple[torch.Tensor, int]:
+    if up:
+        x = torch.zeros(channels, channels, probe, probe, dtype=torch.float64)
+        centre = probe // 2
+        x[torch.arange(channels), torch.arange(channels), centre, centre] = 1
+        resp = chain(x)  # [in, out, 2 probe, 2 probe]: in's impulse response
+        origin = 2 * centre
+    else:
+        centre = probe // 4
+        rows = []
+        with torch.enable_grad():
+            for o in range(channels):
+                x = torch.zeros(1, channels, probe, probe, dtype=torch.float64, requires_grad=True)
+                chain(x)[0, o, centre, centre].backward()
+                rows.append(x.grad[0])
+        resp = torch.stack(rows)  # [out, in, probe, probe]: the taps that output pixel reads
+        origin = 2 * centre
+    nonzero = resp.abs().amax(dim=(0, 1)) > 0
+    ys, xs = nonzero.any(1).nonzero().flatten(), nonzero.any(0).nonzero().flatten()
+    lo, hi = min(ys[0], xs[0]).item(), max(ys[-1], xs[-1]).item()
+    if lo == 0 or hi == resp.shape[-1] - 1:
+        raise ValueError("composed_resampling: the probe is too small for this chain's support")
+    start = min(lo - origin, 0)  # the first tap's offset from the impulse (or output pixel), <= 0
+    weight = resp[:, :, origin + start: hi + 1, origin + start: hi + 1]
+    padding = -start
+    if up:  # the output must reach 2H: 2 (H - 1) - 2 padding + k >= 2H
+        grow = max(0, 2 * padding + 2 - weight.shape[-1])
+        weight = F.pad(weight, [0, grow, 0, grow])
+    else:  # the output must reach H/2: (H + 2 padding - k) // 2 + 1 >= H/2; a leading zero tap adds to both
+        grow = max(0, weight.shape[-1] - (2 * padding + 2))
+        weight = F.pad(weight, [grow, 0, grow, 0])
+        padding += grow
+    return weight.contiguous(), padding
+
+
+def apply_resampling(x: torch.Tensor, weight: torch.Tensor, padding: int, up: bool) -> torch.Tensor:
+    """composed_resampling's convolution of x, cropped to the chain's output size."""
+    h, w = x.shape[2:]
+    weight = weight.to(x.dtype)
+    if up:
+        return F.conv_transpose2d(x, weight, stride=2, padding=padding)[:, :, :2 * h, :2 * w]
+    return F.conv2d(x, weight, stride=2, padding=padding)[:, :, :h // 2, :w // 2]
 
 
 # ----------------------------------------------------------------------------------------------------------

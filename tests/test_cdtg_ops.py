@@ -532,3 +532,60 @@ def test_triton_fir_equals_reference_to_second_order():
     from conftest import run_script
     proc = run_script("-c", TRITON_CHECK, env={"TRITON_INTERPRET": "1"})
     assert "triton ok" in proc.stdout
+
+
+@pytest.mark.parametrize("up", [True, False])
+@pytest.mark.parametrize("taps", [[1, 3, 3, 1], [1, 2, 1], [1, 4, 6, 4, 1]])
+def test_composed_resampling_is_the_wavelet_chain(up, taps):
+    """The one stride-2 convolution read off IWT -> FIR resampling -> DWT gives the chain's output, its
+    gradient and its double backward in float64, on square and non-square inputs."""
+    from CDTG.ops import apply_resampling, composed_resampling
+
+    def make_chain():
+        return torch.nn.Sequential(InverseHaarTransform(3), Upsample(taps) if up else Downsample(taps),
+                                   HaarTransform(3))
+
+    chain = make_chain().double()
+    weight, padding = composed_resampling(make_chain, 12, up)
+    assert weight.dtype == torch.float64 and weight.device.type == "cpu"
+    torch.manual_seed(0)
+    for h, w in [(4, 4), (8, 6), (16, 16)]:
+        x = torch.randn(2, 12, h, w, dtype=torch.float64, requires_grad=True)
+        want = chain(x)
+        got = apply_resampling(x, weight, padding, up)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-13)
+        g = torch.randn_like(want)
+        torch.testing.assert_close(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0],
+                                   rtol=0, atol=1e-13)
+    small = torch.randn(1, 12, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: apply_resampling(t, weight, padding, up), (small,))
+
+
+def test_composed_resampling_is_built_on_the_cpu_under_another_default_device():
+    from CDTG.model import Discriminator, Generator
+    with torch.device("meta"):
+        g, d = Generator(32, 16, 2, num_classes=3, max_channels=8), Discriminator(32, num_classes=3)
+    assert g.to_rgbs[0].skip_weight.device.type == "cpu" and d.from_rgbs[1].level_weight.device.type == "cpu"
+    assert "to_rgbs.0.skip_weight" not in g.state_dict()  # computed, never stored
+
+
+def test_generator_and_discriminator_give_the_same_images_with_either_resampling():
+    from CDTG.model import Discriminator, Generator
+    from CDTG.ops import set_resample_impl
+    torch.manual_seed(0)
+    g, d = Generator(32, 16, 2, num_classes=3, max_channels=8), Discriminator(32, num_classes=3)
+    z, labels = torch.randn(4, 16), torch.tensor([0, 1, 2, 0])
+    noise = [torch.randn_like(getattr(g.noises, f"noise_{i}")) for i in range(g.num_layers)]
+    previous = set_resample_impl("chain", "cpu")
+    try:
+        assert previous == "composed"
+        img = g([z], labels, noise=noise)[0]
+        want = img, d(img, labels)
+        set_resample_impl("composed", "cpu")
+        img = g([z], labels, noise=noise)[0]
+        torch.testing.assert_close((img, d(img, labels)), want, rtol=1e-5, atol=1e-6)
+    finally:
+        set_resample_impl(previous, "cpu")
+    with pytest.raises(ValueError, match="wavelet resampling implementation must be one of"):
+        set_resample_impl("fused")
