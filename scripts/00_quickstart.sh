@@ -92,8 +92,8 @@ stamp "6/8 in the background: DSVA zero-shot; CDTG: conditional SWAGAN on the ta
   run dsva python DSVA/train.py --config "$CFG" --attributes "$OUT/dsva_annotate/attributes.json" \
     --output-dir "$OUT/dsva" --val-run "$OUT/dsva_val" --overwrite
 ) & lanes+=($!); dsva_lane=$!
-# the config's 800-iteration recipe, as the benchmark runs it (docs/tgn.md: the CE classifier recognised 79-81 % of
-# its images over three CDTG seeds, one thread each); quality tracked on the way
+# the config's 800-iteration recipe, as the benchmark runs it (docs/tgn.md: the CE classifier recognised 72-81 % of
+# its images over five CDTG seeds, one thread each); quality tracked on the way
 OMP_NUM_THREADS=1 run cdtg_train python CDTG/train.py --config "$CFG" \
   --tail-model "$OUT/kmdn/distill/tail_model.pt" --eval-every 400 \
   --eval-classifier "$OUT/classification_baseline/model_final.pt" \
