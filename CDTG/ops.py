@@ -159,7 +159,7 @@ def _sum_of_taps(x: torch.Tensor, weight: torch.Tensor, out_h: int, out_w: int, 
     for a rank-1 weight (every StyleGAN2 kernel), a pass along the rows and one down the columns (kh + kw
     views instead of kh * kw)."""
     taps = weight.tolist()  # the taps as numbers: one read instead of a tensor operation per tap
-    factors = _rank_one_taps(taps)
+    factors = _rank_one_taps(weight, taps)
     if factors is not None:
         col, row = factors
         return _weighted_views(_weighted_views(x, row, 3, out_w, stride), col, 2, out_h, stride)
@@ -189,19 +189,13 @@ def _accumulate(views: list, shape) -> torch.Tensor:
     return views[0][0].new_zeros(shape) if out is None else out
 
 
-def _rank_one_taps(taps: list) -> tuple[list, list] | None:
-    """(column, row) with taps[i][j] == column[i] * row[j] for a rank-1 list of taps with at least 3 rows
-    and 3 columns (fewer: two passes save no view), else None."""
-    if len(taps) < 3 or len(taps[0]) < 3:
+def _rank_one_taps(weight: torch.Tensor, taps: list) -> tuple[list, list] | None:
+    """_rank_one_factors(weight) as numbers when `taps` (weight's taps as numbers) is rank-1 with at least 3
+    rows and 3 columns (fewer: two passes save no view), else None."""
+    if len(taps) < 3 or len(taps[0]) < 3 or not any(map(any, taps)):
         return None
-    cells = [(i, j) for i in range(len(taps)) for j in range(len(taps[0]))]
-    i, j = max(cells, key=lambda cell: abs(taps[cell[0]][cell[1]]))
-    peak = taps[i][j]
-    if peak == 0:
-        return None
-    col = [r[j] for r in taps]
-    row = [t / peak for t in taps[i]]
-    scale = abs(peak)
+    col, row = (factor.tolist() for factor in _rank_one_factors(weight))
+    scale = max(abs(t) for taps_row in taps for t in taps_row)
     if any(abs(t - c * r) > 1e-6 * scale for c, taps_row in zip(col, taps) for t, r in zip(taps_row, row)):
         return None
     return col, row
