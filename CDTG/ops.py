@@ -5,6 +5,7 @@ Every operation is built from conv2d / conv_transpose2d / pad / reshape, so firs
 StyleGAN2/SWAGAN layout (weight, bias, modulation, blur.kernel, ll/lh/hl/hh, ...) so that checkpoints of the
 unconditional SWAGAN map onto these modules by name.
 """
+import functools
 import math
 
 import torch
@@ -159,7 +160,7 @@ def _sum_of_taps(x: torch.Tensor, weight: torch.Tensor, out_h: int, out_w: int, 
     for a rank-1 weight (every StyleGAN2 kernel), a pass along the rows and one down the columns (kh + kw
     views instead of kh * kw)."""
     taps = weight.tolist()  # the taps as numbers: one read instead of a tensor operation per tap
-    factors = _rank_one_taps(weight, taps)
+    factors = _rank_one_taps(tuple(map(tuple, taps)))
     if factors is not None:
         col, row = factors
         return _weighted_views(_weighted_views(x, row, 3, out_w, stride), col, 2, out_h, stride)
@@ -189,12 +190,15 @@ def _accumulate(views: list, shape) -> torch.Tensor:
     return views[0][0].new_zeros(shape) if out is None else out
 
 
-def _rank_one_taps(weight: torch.Tensor, taps: list) -> tuple[list, list] | None:
-    """_rank_one_factors(weight) as numbers when `taps` (weight's taps as numbers) is rank-1 with at least 3
-    rows and 3 columns (fewer: two passes save no view), else None."""
+@functools.lru_cache(maxsize=256)
+def _rank_one_taps(taps: tuple) -> tuple[tuple, tuple] | None:
+    """_rank_one_factors of the taps (a tuple of row tuples of numbers), as numbers, when they are rank-1 with
+    at least 3 rows and 3 columns (fewer: two passes save no view), else None. Cached: a model's FIR kernels
+    are few and fixed, and the tensor read-off costs about 0.1 ms a call on the CPU."""
     if len(taps) < 3 or len(taps[0]) < 3 or not any(map(any, taps)):
         return None
-    col, row = (factor.tolist() for factor in _rank_one_factors(weight))
+    factors = _rank_one_factors(torch.tensor(taps, dtype=torch.float64))
+    col, row = (tuple(factor.tolist()) for factor in factors)
     scale = max(abs(t) for taps_row in taps for t in taps_row)
     if any(abs(t - c * r) > 1e-6 * scale for c, taps_row in zip(col, taps) for t, r in zip(taps_row, row)):
         return None
